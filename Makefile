@@ -1,0 +1,35 @@
+# minifw: `make demo` shows the seed's mini-firewall; `make test` runs every test.
+PY ?= python3
+VENV := .venv
+APT_PACKAGES := nftables iproute2 iptables conntrack iputils-ping curl tcpdump util-linux kmod procps
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test unit kernel clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip >/dev/null
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/python -m minifw.demo
+
+test: install
+	$(VENV)/bin/python -m pytest -q tests
+
+unit: install
+	$(VENV)/bin/python -m pytest -q tests/unit
+
+kernel: install
+	$(VENV)/bin/python -m pytest -q tests/kernel
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

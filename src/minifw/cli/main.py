@@ -1,0 +1,227 @@
+"""The command line: argv -> Service calls. The only place that prints or exits."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from typing import Any
+
+import click
+
+from ..errors import MinifwError
+from ..model.rule import RULE_KEYS
+from ..service import Outcome, Service
+from ..state import state_dir_from_env
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def guarded(fn):
+    """Turn minifw's own errors into one line on stderr and exit status 1."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except MinifwError as exc:
+            _fail(str(exc))
+        except PermissionError as exc:
+            _fail(f"permission denied ({exc.filename or exc}); minifw needs root (CAP_NET_ADMIN)")
+    return wrapper
+
+
+def _service(ctx: click.Context) -> Service:
+    return Service(state_dir_from_env(ctx.obj["state_dir"]))
+
+
+def _emit(outcome: Outcome) -> None:
+    for w in outcome.warnings:
+        click.echo(f"warning: {w}", err=True)
+    click.echo(outcome.message)
+
+
+def _dump(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2))
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+config_option = click.option("--config", "-c", "config", metavar="FILE",
+                             help="Config file (default /etc/minifw/minifw.toml).")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--state-dir", envvar="MINIFW_STATE_DIR", metavar="DIR",
+              help="State directory, one per instance (default /var/lib/minifw).")
+@click.version_option(package_name="minifw")
+@click.pass_context
+def cli(ctx: click.Context, state_dir: str | None) -> None:
+    """minifw: a programmable firewall on Netfilter."""
+    ctx.obj = {"state_dir": state_dir}
+
+
+@cli.command()
+@config_option
+@click.pass_context
+@guarded
+def up(ctx, config):
+    """Load the config into the kernel (like insmod). Idempotent."""
+    _emit(_service(ctx).up(config))
+
+
+@cli.command()
+@click.pass_context
+@guarded
+def down(ctx):
+    """Remove everything minifw installed (like rmmod)."""
+    _emit(_service(ctx).down())
+
+
+@cli.command()
+@config_option
+@click.pass_context
+@guarded
+def reload(ctx, config):
+    """Re-read the config and replace the live ruleset atomically."""
+    _emit(_service(ctx).reload(config))
+
+
+@cli.command()
+@config_option
+@json_option
+@click.pass_context
+@guarded
+def check(ctx, config, as_json):
+    """Validate a config and print what would be applied, without applying it."""
+    ruleset, document = _service(ctx).check(config)
+    if as_json:
+        _dump(document)
+        return
+    for hook in ruleset.drop_hooks:
+        click.echo(f"policy {hook.value}: drop (stateful={str(ruleset.stateful).lower()})")
+    for (hook, prio), rules in ruleset.chains():
+        click.echo(f"{hook.value} priority {prio}:")
+        for rule in rules:
+            click.echo(f"  {_rule_line(rule.id, rule.match_dict(), rule.action.value, rule.log)}")
+    click.echo(f"ok: {len(ruleset.rules)} rules, {len(document['nftables'])} nftables commands")
+
+
+def _rule_line(rule_id: str, match: dict, action: str, log: str | None) -> str:
+    parts = [f"{k}={_fmt(v)}" for k, v in match.items()]
+    text = f"{rule_id:<24} {' '.join(parts) or '(any)'} -> {action}"
+    return text + (f" log {log!r}" if log else "")
+
+
+def _fmt(value: Any) -> str:
+    return ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
+
+
+@cli.command()
+@json_option
+@click.pass_context
+@guarded
+def status(ctx, as_json):
+    """Show whether minifw is loaded, its hooks and priorities, and other tables at its hooks."""
+    st = _service(ctx).status()
+    if as_json:
+        _dump(st)
+        return
+    click.echo(f"minifw: {'loaded' if st['loaded'] else 'not loaded'}"
+               + (f" from {st['config']}" if st["loaded"] and st["config"] else ""))
+    for c in st["chains"]:
+        extra = " (drop policy)" if c.get("policy") else f" {c['rules']} rules"
+        click.echo(f"  {c['hook']:<12} priority {c['priority']:>6}{extra}")
+    click.echo(f"rules: {st['rules']}  sets: {st['sets']}")
+    for w in st["warnings"]:
+        click.echo(f"warning: {w}")
+
+
+@cli.command(name="list")
+@json_option
+@click.pass_context
+@guarded
+def list_(ctx, as_json):
+    """List the live rules in evaluation order, with counters."""
+    data = _service(ctx).list_rules()
+    if as_json:
+        _dump(data)
+        return
+    hdr = f"{'hook/prio':<18} {'id':<24} {'packets':>9} {'bytes':>11}  rule"
+    click.echo(hdr)
+    for r in data["rules"]:
+        where = f"{r['hook']}/{r['priority']}"
+        line = _rule_line("", r["match"], r["action"], r["log"]).strip()
+        tag = " [runtime]" if r["runtime"] else ""
+        click.echo(f"{where:<18} {r['id']:<24} {r['packets']:>9} {r['bytes']:>11}  {line}{tag}")
+    for p in data.get("policies", []):
+        click.echo(f"{p['hook'] + '/1000':<18} {'policy ' + p['hook']:<24} {p['packets']:>9} "
+                   f"{p['bytes']:>11}  drop what no rule accepted")
+
+
+def _multi(values: tuple[str, ...]) -> list[str] | None:
+    """Repeated flags and comma-separated values both give lists."""
+    items = [v.strip() for value in values for v in value.split(",") if v.strip()]
+    return items or None
+
+
+def _int_or_text(value: str) -> int | str:
+    return int(value) if value.lstrip("-").isdigit() else value
+
+
+@cli.command()
+@click.option("--id", "rule_id")
+@click.option("--hook")
+@click.option("--priority", type=int)
+@click.option("--family")
+@click.option("--proto")
+@click.option("--src", multiple=True, help="Address or CIDR; repeat or comma-separate.")
+@click.option("--dst", multiple=True)
+@click.option("--sport", multiple=True, help="Port or lo-hi range; repeat or comma-separate.")
+@click.option("--dport", multiple=True)
+@click.option("--iif", multiple=True)
+@click.option("--oif", multiple=True)
+@click.option("--state", multiple=True)
+@click.option("--icmp-type", "icmp_type", multiple=True)
+@click.option("--action", required=True)
+@click.option("--log")
+@click.option("--limit")
+@click.option("--comment")
+@click.option("--position", type=click.IntRange(min=0), help="0-based place within its chain.")
+@click.option("--runtime", is_flag=True, help="Change the live ruleset only, not the config.")
+@json_option
+@click.pass_context
+@guarded
+def add(ctx, rule_id, position, runtime, as_json, **flags):
+    """Add one rule to the live ruleset (and the config file, unless --runtime)."""
+    fields: dict[str, Any] = {}
+    if rule_id is not None:
+        fields["id"] = rule_id
+    for key in RULE_KEYS:
+        value = flags.get(key)
+        if value is None or value == ():
+            continue
+        if isinstance(value, tuple):
+            items = _multi(value) or []
+            if key in ("sport", "dport", "icmp_type"):
+                items = [_int_or_text(i) for i in items]
+            fields[key] = items if len(items) != 1 or key == "state" else items[0]
+        else:
+            fields[key] = value
+    outcome = _service(ctx).add(fields, position, runtime)
+    _dump(outcome.data) if as_json else _emit(outcome)
+
+
+@cli.command()
+@click.argument("rule_id")
+@click.option("--runtime", is_flag=True, help="Change the live ruleset only, not the config.")
+@click.pass_context
+@guarded
+def delete(ctx, rule_id, runtime):
+    """Delete one rule by id from the live ruleset (and the config file, unless --runtime)."""
+    _emit(_service(ctx).delete(rule_id, runtime))
+
+
+def main() -> None:
+    cli(prog_name="minifw")

@@ -1,0 +1,1 @@
+"""Compilers from the rule model to kernel documents. Pure."""

@@ -1,0 +1,67 @@
+"""The one exception tree of minifw.
+
+    MinifwError                 base; the CLI prints "error: <message>" and exits non-zero
+    ├── ConfigError             a config file cannot be read or parsed (carries file and line)
+    │   └── RuleError           one rule or field is invalid (carries file, rule id and field)
+    ├── KernelError             the kernel or libnftables refused or failed an operation
+    │   └── UnsupportedError    the running kernel lacks a feature minifw needs
+    ├── StateError              minifw's own state (loaded/not loaded, state dir, lock) forbids it
+    └── PacketError             a packet is truncated or malformed
+
+Foreign exceptions are wrapped at the edge with ``raise ... from``; only the CLI catches these.
+"""
+
+from __future__ import annotations
+
+
+class MinifwError(Exception):
+    """Base of every error minifw raises on purpose."""
+
+
+class ConfigError(MinifwError):
+    def __init__(self, message: str, *, file: str | None = None, line: int | None = None):
+        self.file = file
+        self.line = line
+        self.detail = message
+        where = file or "<config>"
+        if line is not None:
+            where = f"{where}:{line}"
+        super().__init__(f"{where}: {message}")
+
+
+class RuleError(ConfigError):
+    """A rule is invalid. ``field`` names the TOML key at fault."""
+
+    def __init__(self, message: str, *, rule: str | None = None, field: str | None = None,
+                 file: str | None = None, line: int | None = None):
+        self.rule = rule
+        self.field = field
+        parts = []
+        if rule is not None:
+            parts.append(f"rule '{rule}'")
+        if field is not None:
+            parts.append(f"field '{field}'")
+        prefix = ": ".join(parts)
+        super().__init__(f"{prefix}: {message}" if prefix else message, file=file, line=line)
+        self.detail = message
+
+    def located(self, file: str | None, line: int | None = None) -> "RuleError":
+        """The same error, said of ``file`` (the model does not know which file it came from)."""
+        return RuleError(self.detail, rule=self.rule, field=self.field, file=file,
+                         line=line if line is not None else self.line)
+
+
+class KernelError(MinifwError):
+    """The kernel (through libnftables or netlink) refused an operation."""
+
+
+class UnsupportedError(KernelError):
+    """The running kernel or userspace lacks a feature."""
+
+
+class StateError(MinifwError):
+    """The operation does not fit minifw's current state."""
+
+
+class PacketError(MinifwError):
+    """A packet is truncated or malformed."""

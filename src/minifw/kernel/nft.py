@@ -1,0 +1,74 @@
+"""libnftables, in-process, through the pip-nftables ctypes binding. The only nft edge."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+from ..errors import KernelError, UnsupportedError
+
+_lock = threading.Lock()
+_handle = None
+
+
+def _nft():
+    global _handle
+    with _lock:
+        if _handle is None:
+            try:
+                import nftables  # pip-nftables
+                nft = nftables.Nftables()
+            except (ImportError, OSError) as exc:
+                raise UnsupportedError(
+                    "libnftables is not available; install Debian's 'nftables' package "
+                    f"({exc})") from exc
+            nft.set_json_output(True)
+            nft.set_handle_output(True)
+            _handle = nft
+        return _handle
+
+
+# Kernel answers that mean "this kernel cannot do it" rather than "you asked wrongly".
+_UNSUPPORTED = ("No such file or directory", "Operation not supported", "Protocol not supported")
+
+
+def run(document: dict[str, Any]) -> None:
+    """Apply a JSON command document as ONE transaction; raise KernelError if refused."""
+    rc, _, err = _nft().json_cmd(document)
+    if rc != 0:
+        raise _kernel_error(err)
+
+
+def query(command: str, *, terse: bool = True) -> dict[str, Any]:
+    """Run a read-only nft listing command and return its JSON. Terse: never lists set elements."""
+    nft = _nft()
+    with _lock:
+        nft.set_terse_output(terse)
+        try:
+            rc, out, err = nft.cmd(command)
+        finally:
+            nft.set_terse_output(False)
+    if rc != 0:
+        raise _kernel_error(err)
+    return json.loads(out) if out.strip() else {"nftables": []}
+
+
+def table_exists(family: str, name: str) -> bool:
+    try:
+        query(f"list table {family} {name}")
+    except KernelError:
+        return False
+    return True
+
+
+def items(listing: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+    return [obj[kind] for obj in listing.get("nftables", []) if kind in obj]
+
+
+def _kernel_error(err: str) -> KernelError:
+    text = " ".join(line.strip() for line in err.strip().splitlines() if line.strip()
+                    and not set(line.strip()) <= {"^", "~"})
+    if any(marker in err for marker in _UNSUPPORTED) and "table" not in err.split(":", 1)[0]:
+        return UnsupportedError(f"the kernel refused it, most likely for a missing feature: {text}")
+    return KernelError(f"nftables refused the change: {text or 'no reason given'}")

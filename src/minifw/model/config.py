@@ -1,0 +1,97 @@
+"""The TOML config: parse text into a Ruleset, and edit text in place keeping comments and layout.
+
+Pure: functions take and return text; reading and writing files is the caller's business.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from typing import Any
+
+import tomlkit
+
+from ..errors import ConfigError, RuleError
+from .rule import Rule
+from .ruleset import Ruleset
+
+TOP_KEYS = ("policy", "rule")
+_RULE_HEADER = re.compile(r"^\s*\[\[\s*rule\s*\]\]", re.MULTILINE)
+
+
+def parse_config(text: str, file: str) -> Ruleset:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = _toml_error_line(str(exc))
+        raise ConfigError(f"TOML syntax error: {exc}", file=file, line=line) from None
+    unknown = [k for k in data if k not in TOP_KEYS]
+    if unknown:
+        raise ConfigError(f"unknown top-level key '{unknown[0]}'; valid keys are "
+                          f"[policy] and [[rule]]", file=file)
+    try:
+        return Ruleset.from_toml(data)
+    except RuleError as exc:
+        raise exc.located(file, _rule_line(text, exc.rule, data)) from None
+
+
+def _toml_error_line(message: str) -> int | None:
+    m = re.search(r"line (\d+)", message)
+    return int(m.group(1)) if m else None
+
+
+def _rule_line(text: str, rule_label: str | None, data: dict[str, Any]) -> int | None:
+    """The line of the [[rule]] header of the rule an error names (by id or '#N')."""
+    if rule_label is None:
+        return None
+    rules = data.get("rule", [])
+    index = None
+    if rule_label.startswith("#") and rule_label[1:].isdigit():
+        index = int(rule_label[1:]) - 1
+    else:
+        ids = [r.get("id") if isinstance(r, dict) else None for r in rules]
+        if rule_label in ids:
+            index = ids.index(rule_label)
+    if index is None:
+        return None
+    headers = [m.start() for m in _RULE_HEADER.finditer(text)]
+    if index >= len(headers):
+        return None
+    return text.count("\n", 0, headers[index]) + 1
+
+
+# ---- editing, for `add` and `delete` ---------------------------------------------------------
+
+def add_rule_text(text: str, rule: Rule, before: str | None) -> str:
+    """Insert ``rule`` as a [[rule]] table before the rule with id ``before`` (or at the end)."""
+    doc = tomlkit.parse(text)
+    table = tomlkit.table()
+    for key, value in rule.to_toml().items():
+        table.add(key, value)
+    if "rule" not in doc:
+        aot = tomlkit.aot()
+        aot.append(table)
+        doc.append("rule", aot)
+        return tomlkit.dumps(doc)
+    aot = doc["rule"]
+    if before is None:
+        aot.append(table)
+    else:
+        aot.insert(_index_of(doc, before), table)
+    return tomlkit.dumps(doc)
+
+
+def delete_rule_text(text: str, rule_id: str) -> str:
+    doc = tomlkit.parse(text)
+    index = _index_of(doc, rule_id)
+    del doc["rule"][index]
+    if len(doc["rule"]) == 0:
+        del doc["rule"]
+    return tomlkit.dumps(doc)
+
+
+def _index_of(doc: tomlkit.TOMLDocument, rule_id: str) -> int:
+    for i, table in enumerate(doc.get("rule", [])):
+        if Rule.from_toml(table.unwrap(), index=i).id == rule_id:
+            return i
+    raise RuleError("is not in the config file", rule=rule_id, field="id")

@@ -1,0 +1,109 @@
+"""The Ruleset: policies plus rules, in evaluation order."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterator
+
+from ..errors import RuleError
+from .rule import Rule
+from .types import Action, Hook
+
+POLICY_KEYS = tuple(h.value for h in Hook) + ("stateful",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Ruleset:
+    rules: tuple[Rule, ...] = ()
+    policies: tuple[tuple[Hook, Action], ...] = ()  # only hooks whose policy is drop are kept
+    stateful: bool = True
+
+    def __post_init__(self):
+        seen: set[str] = set()
+        for rule in self.rules:
+            if rule.id in seen:
+                raise RuleError("is used by more than one rule; ids must be unique",
+                                rule=rule.id, field="id")
+            seen.add(rule.id)
+
+    # ---- queries -------------------------------------------------------------------------
+    def policy(self, hook: Hook) -> Action:
+        return dict(self.policies).get(hook, Action.ACCEPT)
+
+    @property
+    def drop_hooks(self) -> tuple[Hook, ...]:
+        return tuple(h for h in Hook if self.policy(h) is Action.DROP)
+
+    def chains(self) -> list[tuple[tuple[Hook, int], list[Rule]]]:
+        """Rules grouped by (hook, priority), in the kernel's evaluation order per hook."""
+        groups: dict[tuple[Hook, int], list[Rule]] = {}
+        for rule in self.rules:
+            groups.setdefault((rule.hook, rule.priority), []).append(rule)
+        hook_order = list(Hook)
+        return sorted(groups.items(), key=lambda kv: (hook_order.index(kv[0][0]), kv[0][1]))
+
+    def ordered(self) -> Iterator[Rule]:
+        for _, rules in self.chains():
+            yield from rules
+
+    def get(self, rule_id: str) -> Rule | None:
+        return next((r for r in self.rules if r.id == rule_id), None)
+
+    # ---- edits (return new rulesets) -----------------------------------------------------
+    def with_rule(self, rule: Rule, position: int | None = None) -> "Ruleset":
+        """Add ``rule`` at ``position`` within its own chain (default: the chain's end)."""
+        rules = list(self.rules)
+        peers = [i for i, r in enumerate(rules) if (r.hook, r.priority) == (rule.hook, rule.priority)]
+        if position is None or position >= len(peers):
+            at = peers[-1] + 1 if peers else len(rules)
+        else:
+            at = peers[position]
+        rules.insert(at, rule)
+        return dataclasses.replace(self, rules=tuple(rules))
+
+    def without(self, rule_id: str) -> "Ruleset":
+        return dataclasses.replace(self, rules=tuple(r for r in self.rules if r.id != rule_id))
+
+    def chain_position(self, rule_id: str) -> int:
+        rule = self.get(rule_id)
+        assert rule is not None
+        peers = [r for r in self.rules if (r.hook, r.priority) == (rule.hook, rule.priority)]
+        return [r.id for r in peers].index(rule_id)
+
+    # ---- TOML pair -----------------------------------------------------------------------
+    @classmethod
+    def from_toml(cls, data: dict[str, Any]) -> "Ruleset":
+        policy = data.get("policy", {})
+        if not isinstance(policy, dict):
+            raise RuleError("must be a table such as [policy] input = \"drop\"", field="policy")
+        policies = []
+        for key, value in policy.items():
+            if key not in POLICY_KEYS:
+                raise RuleError(f"unknown key; valid keys are {', '.join(POLICY_KEYS)}",
+                                field=f"policy.{key}")
+            if key == "stateful":
+                if not isinstance(value, bool):
+                    raise RuleError("must be true or false", field="policy.stateful")
+                continue
+            if value not in ("accept", "drop"):
+                raise RuleError(f"unknown value {value!r}; expected accept | drop",
+                                field=f"policy.{key}")
+            if value == "drop":
+                policies.append((Hook(key), Action.DROP))
+        raw_rules = data.get("rule", [])
+        if not isinstance(raw_rules, list) or not all(isinstance(r, dict) for r in raw_rules):
+            raise RuleError("must be written as [[rule]] tables", field="rule")
+        rules = tuple(Rule.from_toml(r, index=i) for i, r in enumerate(raw_rules))
+        return cls(rules=rules, policies=tuple(sorted(policies, key=lambda p: list(Hook).index(p[0]))),
+                   stateful=policy.get("stateful", True))
+
+    def to_toml(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        policy: dict[str, Any] = {h.value: a.value for h, a in self.policies}
+        if not self.stateful:
+            policy["stateful"] = False
+        if policy:
+            out["policy"] = policy
+        if self.rules:
+            out["rule"] = [r.to_toml() for r in self.rules]
+        return out

@@ -1,0 +1,253 @@
+"""The operations: up, down, reload, check, status, list, add, delete.
+
+Each one validates everything first, then changes the kernel in one transaction, then writes the
+config and state. Bad input raises before the kernel or any file is touched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+from .compile import nft as compiler
+from .errors import ConfigError, KernelError, RuleError, StateError
+from .kernel import netns, nft, table
+from .model import Rule, Ruleset, add_rule_text, delete_rule_text, parse_config
+from .model.types import Action, Hook
+from .state import DEFAULT_CONFIG, State, Store, write_atomic
+
+CLI_SOURCE = "minifw add"
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What an operation did, for the CLI to print."""
+
+    message: str
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    data: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def read_config(path: str | os.PathLike) -> tuple[str, Ruleset]:
+    path = str(path)
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        hint = (" No config is loaded implicitly: copy examples/seed.toml from the minifw "
+                "source tree (or write your own) and pass it with --config.")
+        raise ConfigError(f"no such config file.{hint}", file=path) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the config file: {exc}", file=path) from exc
+    return text, parse_config(text, path)
+
+
+class Service:
+    def __init__(self, state_dir: Path):
+        self.store = Store(state_dir)
+
+    # ---- whole-ruleset operations ------------------------------------------------------
+    def check(self, config: str | None) -> tuple[Ruleset, dict[str, Any]]:
+        _, ruleset = read_config(config or DEFAULT_CONFIG)
+        return ruleset, compiler.build_load(ruleset)
+
+    def up(self, config: str | None) -> Outcome:
+        path = os.path.abspath(config or DEFAULT_CONFIG)
+        with self.store.locked():
+            _, ruleset = read_config(path)
+            state = self.store.load()
+            if (state.loaded and state.config == path and state.ruleset == ruleset.to_toml()
+                    and table.exists()):
+                return Outcome(f"minifw is already up with {path}; nothing changed",
+                               self._warnings(ruleset))
+            self._load(ruleset)
+            self.store.save(State(loaded=True, config=path, ruleset=ruleset.to_toml()))
+        return Outcome(f"minifw is up: {len(ruleset.rules)} rules from {path}",
+                       self._warnings(ruleset))
+
+    def reload(self, config: str | None) -> Outcome:
+        with self.store.locked():
+            state = self.store.load()
+            path = os.path.abspath(config) if config else state.config
+            if path is None:
+                raise StateError("nothing to reload: minifw has not been brought up here; "
+                                 "run 'minifw up --config FILE'")
+            _, ruleset = read_config(path)
+            self._load(ruleset)
+            self.store.save(State(loaded=True, config=path, ruleset=ruleset.to_toml()))
+        return Outcome(f"reloaded {len(ruleset.rules)} rules from {path}", self._warnings(ruleset))
+
+    def _load(self, ruleset: Ruleset) -> None:
+        chains, limits = table.objects()
+        nft.run(compiler.build_load(ruleset, chains, limits))
+
+    def down(self) -> Outcome:
+        with self.store.locked():
+            state = self.store.load()
+            present = table.exists()
+            if present:
+                nft.run(compiler.build_down())
+            self.store.save(dataclasses.replace(state, loaded=False, ruleset={}))
+        return Outcome("minifw is down: table inet minifw removed" if present
+                       else "minifw was not loaded; nothing to remove")
+
+    # ---- reads ---------------------------------------------------------------------------
+    def _live(self, state: State | None = None) -> Ruleset:
+        state = state or self.store.load()
+        return Ruleset.from_toml(state.ruleset)
+
+    def status(self) -> dict[str, Any]:
+        state = self.store.load()
+        present = table.exists()
+        live = self._live(state) if state.loaded else Ruleset()
+        chains = [{"hook": hook.value, "priority": prio,
+                   "chain": compiler.chain_name(hook, prio), "rules": len(rules)}
+                  for (hook, prio), rules in live.chains()]
+        chains += [{"hook": h.value, "priority": 1000, "chain": compiler.policy_chain_name(h),
+                    "rules": 0, "policy": "drop"} for h in live.drop_hooks]
+        hooks_used = {c["hook"] for c in chains}
+        foreign = [{"family": c["family"], "table": c["table"], "chain": c["name"],
+                    "hook": c["hook"], "priority": c.get("prio")}
+                   for c in table.base_chains()
+                   if (c["family"], c["table"]) != (compiler.FAMILY, compiler.TABLE)
+                   and c["hook"] in hooks_used]
+        warnings = []
+        if state.loaded and not present:
+            warnings.append("state says minifw is up, but table inet minifw is missing "
+                            "(flushed by another tool?); run 'minifw reload'")
+        for f in foreign:
+            warnings.append(f"table {f['family']} {f['table']} has base chain {f['chain']} at "
+                            f"{f['hook']} priority {f['priority']}: it can drop what minifw "
+                            "accepts")
+        return {"loaded": state.loaded and present, "config": state.config,
+                "policies": {h.value: live.policy(h).value for h in Hook},
+                "stateful": live.stateful, "chains": chains, "rules": len(live.rules),
+                "sets": 0, "foreign_chains": foreign, "warnings": warnings}
+
+    def list_rules(self) -> dict[str, Any]:
+        state = self.store.load()
+        if not state.loaded:
+            return {"rules": []}
+        live = self._live(state)
+        counters: dict[str, list[int]] = {}
+        for (hook, prio), _ in live.chains():
+            for lr in _chain_rules_or_empty(compiler.chain_name(hook, prio)):
+                if lr.rule_id:
+                    c = counters.setdefault(lr.rule_id, [0, 0])
+                    c[0] += lr.packets
+                    c[1] += lr.bytes
+        rules = []
+        runtime = set(state.ruleset.get("runtime", []))
+        for rule in live.ordered():
+            packets, nbytes = counters.get(rule.id, (0, 0))
+            rules.append({"id": rule.id, "hook": rule.hook.value, "priority": rule.priority,
+                          "match": rule.match_dict(), "action": rule.action.value,
+                          "log": rule.log, "comment": rule.comment, "packets": packets,
+                          "bytes": nbytes, "runtime": rule.id in runtime})
+        policies = []
+        for hook in live.drop_hooks:
+            dropped = [lr for lr in _chain_rules_or_empty(compiler.policy_chain_name(hook))
+                       if lr.packets or lr.bytes]
+            policies.append({"hook": hook.value, "policy": "drop",
+                             "packets": sum(lr.packets for lr in dropped),
+                             "bytes": sum(lr.bytes for lr in dropped)})
+        return {"rules": rules, "policies": policies}
+
+    # ---- incremental edits -------------------------------------------------------------
+    def add(self, fields: dict[str, Any], position: int | None, runtime: bool) -> Outcome:
+        with self.store.locked():
+            state = self._require_up()
+            live = self._live(state)
+            try:
+                rule = Rule.from_toml(fields)
+                new_live = live.with_rule(rule, position)
+            except RuleError as exc:
+                raise exc.located(CLI_SOURCE) from None
+            peers = [r for r in live.rules if (r.hook, r.priority) == (rule.hook, rule.priority)]
+            if position is not None and position > len(peers):
+                raise RuleError(f"{position} is past the end of chain "
+                                f"{rule.hook.value}/{rule.priority}, which has {len(peers)} "
+                                "rules", rule=rule.id, field="position", file=CLI_SOURCE)
+            later = peers[position:] if position is not None else []
+            new_text = None
+            if not runtime:
+                text, on_disk = read_config(state.config)
+                in_file = {r.id for r in on_disk.rules}
+                before = next((r.id for r in later if r.id in in_file), None)
+                new_text = add_rule_text(text, rule, before)
+                parse_config(new_text, state.config)  # the edited file must still load
+            chain = compiler.chain_name(rule.hook, rule.priority)
+            chains, _ = table.objects()
+            before_handle = None
+            if later:
+                handles = {lr.rule_id: lr.handle for lr in reversed(table.chain_rules(chain))}
+                before_handle = handles.get(later[0].id)
+            nft.run(compiler.build_add(rule, new_live, chain in chains, before_handle))
+            if new_text is not None:
+                write_atomic(Path(state.config), new_text)
+            toml = new_live.to_toml()
+            runtime_ids = list(state.ruleset.get("runtime", []))
+            if runtime:
+                runtime_ids.append(rule.id)
+            if runtime_ids:
+                toml["runtime"] = runtime_ids
+            self.store.save(dataclasses.replace(state, ruleset=toml))
+        where = "runtime only" if runtime else f"saved to {state.config}"
+        return Outcome(f"added rule {rule.id} at {rule.hook.value}/{rule.priority} ({where})",
+                       data={"id": rule.id})
+
+    def delete(self, rule_id: str, runtime: bool) -> Outcome:
+        with self.store.locked():
+            state = self._require_up()
+            live = self._live(state)
+            rule = live.get(rule_id)
+            if rule is None:
+                raise RuleError("no such rule is loaded; see 'minifw list'", rule=rule_id,
+                                field="id", file="minifw delete")
+            new_live = live.without(rule_id)
+            new_text = None
+            if not runtime:
+                text, on_disk = read_config(state.config)
+                if on_disk.get(rule_id) is not None:
+                    new_text = delete_rule_text(text, rule_id)
+                    parse_config(new_text, state.config)
+            chain = compiler.chain_name(rule.hook, rule.priority)
+            live_rules = table.chain_rules(chain)
+            handles = [lr.handle for lr in live_rules if lr.rule_id == rule_id]
+            last = len(handles) == len(live_rules)
+            nft.run(compiler.build_delete(rule, handles, delete_chain=last))
+            if new_text is not None:
+                write_atomic(Path(state.config), new_text)
+            toml = new_live.to_toml()
+            runtime_ids = [i for i in state.ruleset.get("runtime", []) if i != rule_id]
+            if runtime_ids:
+                toml["runtime"] = runtime_ids
+            self.store.save(dataclasses.replace(state, ruleset=toml))
+        where = "runtime only" if runtime or new_text is None else f"saved to {state.config}"
+        return Outcome(f"deleted rule {rule_id} ({where})")
+
+    # ---- helpers -------------------------------------------------------------------------
+    def _require_up(self) -> State:
+        state = self.store.load()
+        if not state.loaded or not table.exists():
+            raise StateError("minifw is not up in this namespace; run 'minifw up --config FILE' "
+                             "first")
+        if state.config is None:
+            raise StateError("the loaded config is unknown; run 'minifw reload --config FILE'")
+        return state
+
+    def _warnings(self, ruleset: Ruleset) -> list[str]:
+        warnings = []
+        if any(r.log for r in ruleset.rules) and not netns.kernel_log_visible():
+            warnings.append("log lines from this network namespace do not reach dmesg while "
+                            "net.netfilter.nf_log_all_netns=0 in the machine's own namespace; "
+                            "set it to 1 to see them")
+        return warnings
+
+
+def _chain_rules_or_empty(chain: str) -> list[table.LiveRule]:
+    try:
+        return table.chain_rules(chain)
+    except KernelError:
+        return []
