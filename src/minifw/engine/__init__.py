@@ -1,0 +1,1 @@
+"""Pure packet evaluation: what the compiled ruleset does to a packet, without the kernel."""
