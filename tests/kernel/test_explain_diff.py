@@ -77,20 +77,20 @@ def rule_tables(draw, index: int) -> dict:
         version = 6
     versions = [version] if version else [4, 6]
     for key in ("src", "dst"):
-        if draw(st.integers(0, 2)) == 0:
+        if draw(st.integers(0, 3)) == 0:
             nets = draw(st.lists(st.sampled_from([n for v in versions for n in NETS[v]]),
                                  min_size=1, max_size=3, unique=True))
             rule[key] = nets if len(nets) > 1 else nets[0]
             versions = sorted({6 if ":" in n else 4 for n in nets})  # dst must share one
     if proto in ("tcp", "udp"):
         for key in ("sport", "dport"):
-            if draw(st.integers(0, 2 if key == "dport" else 4)) == 0:
+            if draw(st.integers(0, 2 if key == "dport" else 5)) == 0:
                 rule[key] = draw(st.sampled_from(PORT_MATCHES))
     if proto in ("icmp", "icmpv6") and draw(st.booleans()):
         rule["icmp_type"] = draw(st.sampled_from(ICMP_MATCH[proto]))
-    if hook in HOOKS_WITH_IIF and draw(st.integers(0, 3)) == 0:
+    if hook in HOOKS_WITH_IIF and draw(st.integers(0, 4)) == 0:
         rule["iif"] = draw(st.sampled_from(IFNAMES))
-    if hook in HOOKS_WITH_OIF and draw(st.integers(0, 3)) == 0:
+    if hook in HOOKS_WITH_OIF and draw(st.integers(0, 4)) == 0:
         rule["oif"] = draw(st.sampled_from(IFNAMES))
     stateless_here = hook in HOOKS_BEFORE_CONNTRACK and prio <= -200
     if not stateless_here and draw(st.integers(0, 3)) == 0:
@@ -105,9 +105,9 @@ def rule_tables(draw, index: int) -> dict:
 
 @st.composite
 def rulesets(draw) -> dict:
-    count = draw(st.integers(0, 8))
+    count = draw(st.integers(0, 10))
     rules = [draw(rule_tables(i)) for i in range(count)]
-    policy: dict = {h.value: "drop" for h in draw(st.sets(st.sampled_from(list(Hook))))}
+    policy: dict = {h.value: "drop" for h in Hook if draw(st.integers(0, 3)) == 0}
     if draw(st.booleans()):
         policy["stateful"] = False
     data: dict = {}
@@ -232,6 +232,7 @@ def check_case(lab: DiffLab, data: dict, pkts: list[dict]) -> None:
                  + "\n".join(f"    {s.to_json()}" for s in exp.trace)
                  + f"\n--- kernel: {obs}")
         event(f"{probe.path} {exp.verdict} by {exp.decided_by}")
+        event(f"rules matched per packet: {sum(st.matched for st in exp.trace if st.kind == 'rule')}")
         expect_pass = exp.verdict == "accept"
         assert obs.passed == expect_pass, "verdicts differ" + where
         if probe.path == "in":

@@ -225,3 +225,7 @@ def delete(ctx, rule_id, runtime):
 
 def main() -> None:
     cli(prog_name="minifw")
+
+
+from .explain import explain as _explain  # noqa: E402  (last: it imports `guarded` from here)
+cli.add_command(_explain)

@@ -133,7 +133,7 @@ class Probe:
         dport_n = _port("--dport", dport)
         if p.has_ports:
             if dport_n is None:
-                raise PacketError(f"--dport: is required for a {p.value} packet")
+                raise PacketError(f"--dport: is required for {p.value} packets")
             if sport_n is None:
                 sport_n = DEFAULT_SPORT
                 assumed.append(f"sport {DEFAULT_SPORT} (not given)")
@@ -144,7 +144,7 @@ class Probe:
             icmp_n = 8 if p is Proto.ICMP else 128
             assumed.append("icmp type echo-request (not given)")
         elif icmp_type is not None:
-            raise PacketError(f"--icmp-type: a {p.value} packet has no ICMP type; use --proto "
+            raise PacketError(f"--icmp-type: {p.value} packets have no ICMP type; use --proto "
                               "icmp or icmpv6")
         if state is None:
             state = default_state(p, icmp_n)
@@ -216,17 +216,17 @@ def _check(p: Probe) -> None:
         raise PacketError("--proto: icmpv6 is IPv6's; an IPv4 packet uses icmp")
     for flag, port in (("--sport", p.sport), ("--dport", p.dport)):
         if port is not None and not p.proto.has_ports:
-            raise PacketError(f"{flag}: a {p.proto.value} packet has no ports; ports exist "
+            raise PacketError(f"{flag}: {p.proto.value} packets have no ports; ports exist "
                               "only for tcp and udp")
         if port is not None and not 0 <= port <= 65535:
             raise PacketError(f"{flag}: {port} is out of range 0-65535")
     if p.proto.has_ports and (p.sport is None or p.dport is None):
-        raise PacketError(f"--{'sport' if p.sport is None else 'dport'}: is required for a "
-                          f"{p.proto.value} packet")
+        raise PacketError(f"--{'sport' if p.sport is None else 'dport'}: is required for "
+                          f"{p.proto.value} packets")
     if p.icmp_type is not None and p.proto.has_ports:
-        raise PacketError(f"--icmp-type: a {p.proto.value} packet has no ICMP type")
+        raise PacketError(f"--icmp-type: {p.proto.value} packets have no ICMP type")
     if p.icmp_type is None and not p.proto.has_ports:
-        raise PacketError(f"--icmp-type: is required for a {p.proto.value} packet")
+        raise PacketError(f"--icmp-type: is required for {p.proto.value} packets")
     if p.icmp_type is not None and not 0 <= p.icmp_type <= 255:
         raise PacketError(f"--icmp-type: {p.icmp_type} is out of range 0-255")
     if p.path == "in" and p.oif is not None:

@@ -1,0 +1,164 @@
+"""`minifw explain`: which rule decides a packet, and the trace that shows why."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..engine.explain import Explanation, Probe, icmp_type_name
+from ..errors import PacketError
+from ..explainer import explain_capture, explain_one, foreign_chains, path_hooks, ruleset_source
+from ..state import state_dir_from_env
+from .main import guarded
+
+_ENDS = {"in": "reaches this host", "forward": "is forwarded", "out": "leaves this host"}
+
+
+@click.command()
+@click.option("--proto", help="tcp, udp, icmp or icmpv6.")
+@click.option("--src", help="Source address.")
+@click.option("--dst", help="Destination address.")
+@click.option("--sport", help="Source port (tcp/udp; default 40000).")
+@click.option("--dport", help="Destination port (tcp/udp).")
+@click.option("--iif", help="Input interface name (paths in and forward).")
+@click.option("--oif", help="Output interface name (paths forward and out).")
+@click.option("--path", "path_kind", default=None, metavar="in|forward|out",
+              help="To this host (in, the default), through it (forward) or from it (out).")
+@click.option("--state", metavar="STATE", help="Conntrack state: new, established, related, "
+              "invalid or untracked (default: what the kernel gives a first packet).")
+@click.option("--icmp-type", "icmp_type", help="ICMP(v6) type name or number "
+              "(default echo-request).")
+@click.option("--config", "-c", "config", metavar="FILE",
+              help="Explain this config instead of the live ruleset.")
+@click.option("--pcap", metavar="FILE", help="Explain every packet of a pcap/pcapng capture "
+              "and sum up by deciding rule.")
+@click.option("--run-hooks", is_flag=True,
+              help="Call Python hook functions on a synthesized packet (not available yet).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+@guarded
+def explain(ctx, proto, src, dst, sport, dport, iif, oif, path_kind, state, icmp_type, config,
+            pcap, run_hooks, as_json):
+    """Name the rule that decides a packet, with the trace of every rule it met.
+
+    Example: minifw explain --proto tcp --src 198.18.2.2 --dst 198.18.0.1 --dport 80
+    """
+    if run_hooks:
+        # TODO(issue 4): call the hook functions on a packet synthesized from the probe.
+        raise PacketError("--run-hooks: Python hook functions are not part of this minifw "
+                          "yet, so there is nothing to run")
+    source = ruleset_source(state_dir_from_env(ctx.obj["state_dir"]), config)
+    if pcap is not None:
+        extra = [f for f, v in (("--proto", proto), ("--src", src), ("--dst", dst),
+                                ("--sport", sport), ("--dport", dport),
+                                ("--icmp-type", icmp_type)) if v is not None]
+        if extra:
+            raise PacketError(f"{extra[0]}: with --pcap, the packets come from the capture; "
+                              "only --path, --iif, --oif and --state apply")
+        kind = path_kind or "in"
+        if kind not in ("in", "forward", "out"):
+            raise PacketError(f"--path: unknown path {kind!r}; expected in, forward or out")
+        if kind == "in" and oif is not None:
+            raise PacketError("--oif: a packet to this host (--path in) has no output "
+                              "interface")
+        if kind == "out" and iif is not None:
+            raise PacketError("--iif: a packet sent by this host (--path out) has no input "
+                              "interface")
+        summary, versions = explain_capture(source, pcap, path_kind=kind, iif=iif, oif=oif,
+                                            state=state)
+        _warn(foreign_chains(path_hooks(kind), versions))
+        _print_summary(summary, source.where, as_json)
+        return
+    probe = Probe.describe(proto=proto, src=src, dst=dst, path=path_kind, sport=sport,
+                           dport=dport, icmp_type=icmp_type, iif=iif, oif=oif, state=state)
+    result = explain_one(source, probe)
+    _warn(foreign_chains(path_hooks(probe.path), [probe.version]))
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    click.echo(answer(result))
+    click.echo(f"packet: {describe_probe(probe)}")
+    if probe.assumed:
+        click.echo(f"assumed: {'; '.join(probe.assumed)}")
+    click.echo(f"ruleset: {source.where}")
+    click.echo("trace:")
+    for line in trace_lines(result):
+        click.echo(f"  {line}")
+
+
+def _warn(warnings: list[str]) -> None:
+    for w in warnings:
+        click.echo(f"warning: {w}", err=True)
+
+
+def answer(e: Explanation) -> str:
+    """The short human answer."""
+    where = f"{e.hook.value}/{e.priority}"
+    if e.verdict == "runtime":
+        return f"runtime: decided at runtime by hook function {e.rule} at {where}"
+    if e.decided_by == "rule":
+        if e.verdict == "accept":
+            return (f"accept: the packet {_ENDS[e.probe.path]}; rule {e.rule} at {where} "
+                    "accepted it and nothing after dropped it")
+        return f"{e.verdict}: rule {e.rule} at {where} {e.verdict}s the packet"
+    if e.verdict == "drop":
+        return (f"drop: the {e.hook.value} policy drops the packet: no rule at "
+                f"{e.hook.value} accepted it")
+    last = next((s for s in reversed(e.trace) if s.kind == "policy" and s.result == "accept"),
+                None)
+    if last is not None:
+        return (f"accept: the packet {_ENDS[e.probe.path]}; the {e.hook.value} drop policy "
+                f"let it pass ({last.name})")
+    return (f"accept: the packet {_ENDS[e.probe.path]}; no rule decided it, and the hooks it "
+            "crosses accept by default")
+
+
+def describe_probe(p: Probe) -> str:
+    def end(addr, port) -> str:
+        if port is None:
+            return str(addr)
+        return f"[{addr}]:{port}" if addr.version == 6 else f"{addr}:{port}"
+    text = f"{p.path} {p.proto.value} {end(p.src, p.sport)} -> {end(p.dst, p.dport)}"
+    if p.icmp_type is not None:
+        text += f" type {icmp_type_name(p.proto, p.icmp_type)}"
+    for key in ("iif", "oif"):
+        if getattr(p, key) is not None:
+            text += f" {key} {getattr(p, key)}"
+    return text + f" state {p.state}"
+
+
+def trace_lines(e: Explanation) -> list[str]:
+    lines = []
+    for s in e.trace:
+        where = f"{s.hook.value}/{s.priority}"
+        if s.kind == "rule":
+            match = " ".join(f"{k}={_fmt(v)}" for k, v in s.match.items()) or "(any)"
+            what = f"rule {s.name}: {match}"
+        else:
+            what = f"{s.kind} {s.name}"
+        result = s.result if s.matched else "no match"
+        note = f" ({s.note})" if s.note else ""
+        lines.append(f"{where:<17} {what:<56} -> {result}{note}")
+    return lines
+
+
+def _fmt(value) -> str:
+    return ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
+
+
+def _print_summary(summary: dict, where: str, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    click.echo(f"{summary['capture']}: {summary['packets']} packets, {summary['explained']} "
+               f"explained (path {summary['path']}), ruleset: {where}")
+    verdicts = ", ".join(f"{k} {v}" for k, v in sorted(summary["verdicts"].items()))
+    click.echo(f"verdicts: {verdicts or 'none'}")
+    click.echo(f"{'decided by':<32} {'hook/prio':<18} {'packets':>8}  verdicts")
+    for d in summary["deciders"]:
+        vs = ", ".join(f"{k} {v}" for k, v in sorted(d["verdicts"].items()))
+        click.echo(f"{d['decider']:<32} {d['hook'] + '/' + str(d['priority']):<18} "
+                   f"{d['packets']:>8}  {vs}")
+    for reason, count in sorted(summary["skipped"].items()):
+        click.echo(f"skipped {count}: {reason}")
