@@ -238,6 +238,12 @@ class DiffLab:
     def send(self, sent: Sent) -> Observed:
         probe = sent.probe
         self.fw.run(["conntrack", "-F"], check=False)  # every probe is the first of its flow
+        if probe.state == "established":
+            # ... unless it belongs to a flow that has seen a reply: make that flow.
+            assert probe.proto.value == "udp", "the lab makes established flows for udp only"
+            self.fw.run(["conntrack", "-I", "-p", "udp", "-s", str(probe.src), "-d",
+                         str(probe.dst), "--sport", str(probe.sport), "--dport",
+                         str(probe.dport), "--timeout", "60", "-u", "SEEN_REPLY"])
         self._drain()
         send_error = None
         if probe.path == "out":

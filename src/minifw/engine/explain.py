@@ -356,7 +356,7 @@ def explain(ruleset: Ruleset, probe: Probe,
                 accepted_by = (None, "policy", hook, POLICY_PRIORITY) if passed else accepted_by
                 continue
             for rule in chain.rules:
-                ok, why = _matches(rule, probe, hook, chain.priority)
+                ok, why = rule_matches(rule, probe, hook, chain.priority)
                 if not ok:
                     trace.append(Step(hook, chain.priority, "rule", rule.id, False, "no match",
                                       rule.match_dict(), why))
@@ -429,7 +429,7 @@ def _state_seen(probe: Probe, hook: Hook, priority: int) -> str:
     return probe.state
 
 
-def _matches(rule: Rule, p: Probe, hook: Hook, priority: int) -> tuple[bool, str | None]:
+def rule_matches(rule: Rule, p: Probe, hook: Hook, priority: int) -> tuple[bool, str | None]:
     """Whether ``rule`` matches, in the order of its compiled expressions; else the first reason.
 
     On a match, the reason carries what was assumed (a rate limit under its rate)."""
