@@ -8,7 +8,8 @@ import click
 
 from ..engine.explain import Explanation, Probe, icmp_type_name
 from ..errors import PacketError
-from ..explainer import explain_capture, explain_one, foreign_chains, path_hooks, ruleset_source
+from .. import explainer
+from ..explainer import explain_capture, explain_one, path_hooks, ruleset_source
 from ..state import state_dir_from_env
 from .main import guarded
 
@@ -67,13 +68,13 @@ def explain(ctx, proto, src, dst, sport, dport, iif, oif, path_kind, state, icmp
                               "interface")
         summary, versions = explain_capture(source, pcap, path_kind=kind, iif=iif, oif=oif,
                                             state=state)
-        _warn(foreign_chains(path_hooks(kind), versions))
+        _warn(explainer.foreign_chains(path_hooks(kind), versions))
         _print_summary(summary, source.where, as_json)
         return
     probe = Probe.describe(proto=proto, src=src, dst=dst, path=path_kind, sport=sport,
                            dport=dport, icmp_type=icmp_type, iif=iif, oif=oif, state=state)
     result = explain_one(source, probe)
-    _warn(foreign_chains(path_hooks(probe.path), [probe.version]))
+    _warn(explainer.foreign_chains(path_hooks(probe.path), [probe.version]))
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
         return

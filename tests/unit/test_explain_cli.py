@@ -1,0 +1,230 @@
+"""`minifw explain` from the command line: answers, JSON, bad input, --pcap (no root needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from minifw import explainer
+from minifw.cli.main import cli
+from minifw.engine.flows import FlowTracker, Quoted
+from minifw.model import Proto
+
+ROOT = Path(__file__).resolve().parents[2]
+SEED = str(ROOT / "examples" / "seed.toml")
+
+WEB = """
+[policy]
+input = "drop"
+
+[[rule]]
+id = "web"
+proto = "tcp"
+dport = [80, 443]
+action = "accept"
+
+[[rule]]
+id = "no-dns"
+hook = "prerouting"
+proto = "udp"
+dport = 53
+action = "reject"
+"""
+
+
+@pytest.fixture(autouse=True)
+def no_kernel(monkeypatch, tmp_path):
+    """Unit tests never ask the kernel: no other tables, and an empty state dir."""
+    monkeypatch.setattr(explainer, "foreign_chains", lambda hooks, versions: [])
+    monkeypatch.setenv("MINIFW_STATE_DIR", str(tmp_path / "state"))
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, ["explain", *args])
+
+
+@pytest.fixture
+def web(tmp_path) -> str:
+    path = tmp_path / "web.toml"
+    path.write_text(WEB)
+    return str(path)
+
+
+def test_human_answer_and_trace():
+    res = run("--config", SEED, "--proto", "icmp", "--src", "198.18.0.2", "--dst", "198.18.0.1")
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    assert lines[0] == "drop: rule drop-icmp at prerouting/-300 drops the packet"
+    assert lines[1] == "packet: in icmp 198.18.0.2 -> 198.18.0.1 type echo-request state new"
+    assert "trace:" in lines
+    assert "drop-icmp" in lines[-1] and lines[-1].endswith("-> drop")
+
+
+def test_json_is_exactly_the_issue_s_shape(web):
+    res = run("--config", web, "--proto", "tcp", "--src", "198.18.2.2", "--dst", "198.18.0.1",
+              "--dport", "22", "--json")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert list(data) == ["verdict", "rule", "decided_by", "hook", "priority", "trace"]
+    assert data == {**data, "verdict": "drop", "rule": None, "decided_by": "policy",
+                    "hook": "input", "priority": 1000}
+    res = run("--config", web, "--proto", "tcp", "--src", "198.18.2.2", "--dst", "198.18.0.1",
+              "--dport", "443", "--json")
+    data = json.loads(res.stdout)
+    assert (data["verdict"], data["rule"], data["decided_by"], data["hook"],
+            data["priority"]) == ("accept", "web", "rule", "input", 0)
+    assert data["trace"][-1]["name"] == "accepted by a rule at input"
+
+
+def test_reject_and_forward_path(web):
+    res = run("--config", web, "--proto", "udp", "--src", "fd00::2", "--dst", "fd00:9::9",
+              "--dport", "53", "--path", "forward", "--iif", "eth0", "--oif", "eth1")
+    assert res.exit_code == 0, res.output
+    assert res.stdout.startswith("reject: rule no-dns at prerouting/0 rejects the packet")
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["--proto", "icmp", "--dport", "80"], "--dport"),
+    (["--proto", "tcp", "--dport", "80", "--oif", "eth0"], "--oif"),
+    (["--proto", "tcp", "--dport", "80", "--path", "out", "--iif", "eth0"], "--iif"),
+    (["--proto", "tcp", "--dport", "80", "--dst", "fd00::1"], "--dst"),
+    (["--proto", "tcp", "--dport", "eighty"], "--dport"),
+    (["--proto", "tcp", "--dport", "80", "--path", "up"], "--path"),
+    (["--proto", "tcp", "--dport", "80", "--state", "sleepy"], "--state"),
+    (["--dport", "80"], "--proto"),
+])
+def test_impossible_packets_are_one_line_errors(args, flag):
+    base = ["--config", SEED, "--src", "198.18.2.2"]
+    if "--dst" not in args:
+        base += ["--dst", "198.18.0.1"]
+    res = run(*base, *args)
+    assert res.exit_code == 1
+    assert res.stdout == ""
+    assert res.stderr.startswith(f"error: {flag}: ")
+    assert res.stderr.count("\n") == 1
+
+
+def test_no_live_ruleset_says_what_to_do():
+    res = run("--proto", "tcp", "--src", "198.18.2.2", "--dst", "198.18.0.1", "--dport", "80")
+    assert res.exit_code == 1
+    assert "minifw is not up" in res.stderr and "--config" in res.stderr
+
+
+def test_live_ruleset_comes_from_the_state_dir(tmp_path, monkeypatch, web):
+    from minifw.model import parse_config
+    from minifw.state import State, Store
+
+    state_dir = tmp_path / "live"
+    ruleset = parse_config(WEB, web)
+    Store(state_dir).save(State(loaded=True, config=web, ruleset=ruleset.to_toml()))
+    res = CliRunner().invoke(cli, ["--state-dir", str(state_dir), "explain", "--proto", "tcp",
+                                   "--src", "198.18.2.2", "--dst", "198.18.0.1",
+                                   "--dport", "80"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.startswith("accept: the packet reaches this host; rule web at input/0")
+    assert f"ruleset: the live ruleset ({web})" in res.stdout
+
+
+def test_other_tables_are_reported(monkeypatch):
+    monkeypatch.setattr(explainer, "foreign_chains",
+                        lambda hooks, versions: ["table ip filter has base chain INPUT ..."])
+    res = run("--config", SEED, "--proto", "icmp", "--src", "198.18.0.2", "--dst", "198.18.0.1")
+    assert res.exit_code == 0
+    assert "warning: table ip filter has base chain INPUT" in res.stderr
+
+
+def test_run_hooks_is_not_there_yet():
+    res = run("--config", SEED, "--proto", "icmp", "--src", "198.18.0.2", "--dst", "198.18.0.1",
+              "--run-hooks")
+    assert res.exit_code == 1 and res.stderr.startswith("error: --run-hooks: ")
+
+
+# ---- --pcap ------------------------------------------------------------------------------------
+
+def _capture(path: Path, pcapng: bool = False) -> None:
+    from scapy.layers.inet import ICMP, IP, TCP, UDP
+    from scapy.layers.inet6 import ICMPv6EchoRequest, ICMPv6ND_NS, IPv6
+    from scapy.layers.l2 import ARP, Ether
+    from scapy.utils import PcapNgWriter, PcapWriter
+
+    e = Ether(src="02:00:00:00:00:02", dst="02:00:00:00:00:01")
+    packets = [
+        e / IP(src="198.18.0.2", dst="198.18.0.1") / ICMP(type=8),                 # drop-icmp
+        e / IP(src="198.18.0.2", dst="198.18.0.1") / ICMP(type=8),                 # drop-icmp
+        e / IP(src="198.18.2.2", dst="198.18.0.1") / TCP(sport=40000, dport=80),   # blocked
+        e / IP(src="198.18.0.2", dst="198.18.0.1") / TCP(sport=40001, dport=80, flags="S"),
+        e / IP(src="198.18.0.1", dst="198.18.0.2") / TCP(sport=80, dport=40001, flags="SA"),
+        e / IP(src="198.18.0.2", dst="198.18.0.1") / UDP(sport=5353, dport=53),
+        e / IPv6(src="fd00::2", dst="fd00::1") / ICMPv6EchoRequest(),
+        e / IPv6(src="fd00::2", dst="fd00::1") / ICMPv6ND_NS(tgt="fd00::1"),
+        e / ARP(),                                                                  # skipped
+        e / IP(src="198.18.0.2", dst="198.18.0.1", frag=5, proto=6) / b"xxxxxxxx",  # skipped
+    ]
+    writer = PcapNgWriter(str(path)) if pcapng else PcapWriter(str(path))
+    for p in packets:
+        writer.write(p)
+    writer.close()
+
+
+@pytest.mark.parametrize("pcapng", [False, True])
+def test_pcap_sums_up_by_deciding_rule(tmp_path, pcapng):
+    cap = tmp_path / ("c.pcapng" if pcapng else "c.pcap")
+    _capture(cap, pcapng)
+    res = run("--config", SEED, "--pcap", str(cap), "--json")
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert (data["packets"], data["explained"]) == (10, 8)
+    by = {d["decider"]: d for d in data["deciders"]}
+    assert by["drop-icmp"]["packets"] == 2 and by["drop-icmp"]["verdicts"] == {"drop": 2}
+    assert by["drop-blocked-host"]["verdicts"] == {"drop": 1}
+    assert by["policy of input"]["verdicts"] == {"accept": 5}
+    assert data["verdicts"] == {"drop": 3, "accept": 5}
+    assert sum(data["skipped"].values()) == 2
+    human = run("--config", SEED, "--pcap", str(cap))
+    assert human.exit_code == 0
+    assert "drop-icmp" in human.stdout and "skipped 1: not IPv4 or IPv6" in human.stdout
+
+
+def test_pcap_states_follow_the_flows(tmp_path, web):
+    cap = tmp_path / "c.pcap"
+    _capture(cap)
+    res = run("--config", web, "--pcap", str(cap), "--json")
+    data = json.loads(res.stdout)
+    by = {d["decider"]: d for d in data["deciders"]}
+    # The SYN to 80 is accepted by "web"; the SYN-ACK back is established, accepted by the
+    # stateful policy; the ping is new and dropped by the policy; NS is neighbour discovery.
+    assert by["web"]["verdicts"] == {"accept": 2}
+    assert by["no-dns"]["verdicts"] == {"reject": 1}
+    assert by["policy of input"]["verdicts"] == {"drop": 3, "accept": 2}
+
+
+def test_pcap_bad_input(tmp_path):
+    res = run("--config", SEED, "--pcap", str(tmp_path / "none.pcap"))
+    assert res.exit_code == 1 and "no such capture file" in res.stderr
+    junk = tmp_path / "junk.pcap"
+    junk.write_bytes(b"this is not a capture at all")
+    res = run("--config", SEED, "--pcap", str(junk))
+    assert res.exit_code == 1 and res.stderr.startswith("error: ")
+    assert res.stderr.count("\n") == 1
+    res = run("--config", SEED, "--pcap", str(junk), "--dport", "80")
+    assert res.exit_code == 1 and res.stderr.startswith("error: --dport: ")
+
+
+def test_flow_tracker_states():
+    import ipaddress
+    a, b = ipaddress.ip_address("198.18.0.2"), ipaddress.ip_address("198.18.0.1")
+    t = FlowTracker()
+    assert t.state(Proto.UDP, a, b, 5000, 53, None) == "new"
+    assert t.state(Proto.UDP, a, b, 5000, 53, None) == "new"
+    assert t.state(Proto.UDP, b, a, 53, 5000, None) == "established"
+    assert t.state(Proto.UDP, a, b, 5000, 53, None) == "established"
+    assert t.state(Proto.ICMP, a, b, None, None, 0) == "invalid"      # reply without request
+    assert t.state(Proto.ICMP, a, b, None, None, 8) == "new"
+    assert t.state(Proto.ICMP, b, a, None, None, 0) == "established"
+    quoted = Quoted(Proto.UDP, a, b, 5000, 53)
+    assert t.state(Proto.ICMP, b, a, None, None, 3, quoted) == "related"
+    assert t.state(Proto.ICMP, b, a, None, None, 3, Quoted(Proto.TCP, a, b, 1, 2)) == "invalid"
+    assert t.state(Proto.ICMP, b, a, None, None, 3) == "invalid"
