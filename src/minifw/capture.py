@@ -34,6 +34,10 @@ def read_capture(path: str, *, path_kind: str = "in", iif: str | None = None,
     the paths in and forward, ``oif`` on the path out).
     """
     try:
+        # The layers first: scapy dissects each packet with the layers loaded when it is read.
+        import scapy.layers.inet  # noqa: F401
+        import scapy.layers.inet6  # noqa: F401
+        import scapy.layers.l2  # noqa: F401
         from scapy.error import Scapy_Exception
         from scapy.utils import PcapReader
     except ImportError as exc:  # pragma: no cover - scapy is a dependency
