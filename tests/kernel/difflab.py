@@ -58,6 +58,7 @@ REMOTE_HOSTS = {
 }
 LOCAL_HOSTS = {4: ["198.18.0.1", "198.18.1.1"], 6: ["fd00:c::1", "fd00:5::1"]}
 FW_IF = {"c": "c0", "s": "s0"}
+QUOTED_PORTS = (5353, 53)  # the UDP flow an ICMP error with state "related" is about
 OTHER = {"c": "s", "s": "c"}
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -142,6 +143,8 @@ class DiffLab:
             for key in ("mldv1_unsolicited_report_interval", "mldv2_unsolicited_report_interval"):
                 host.sysctl(f"net.ipv6.conf.default.{key}", "10")  # ms: joins report at once
         for key, value in (("net.ipv4.icmp_ratelimit", "0"), ("net.ipv6.icmp.ratelimit", "0"),
+                           # An inserted TCP flow has no window yet: let conntrack take its ACKs.
+                           ("net.netfilter.nf_conntrack_tcp_be_liberal", "1"),
                            ("net.ipv4.conf.all.rp_filter", "0"),
                            ("net.ipv4.conf.default.rp_filter", "0")):
             self.fw.sysctl(key, value)
@@ -238,12 +241,19 @@ class DiffLab:
     def send(self, sent: Sent) -> Observed:
         probe = sent.probe
         self.fw.run(["conntrack", "-F"], check=False)  # every probe is the first of its flow
+        if probe.state == "related":
+            # An ICMP error about a UDP flow that its destination once sent to its source.
+            self.fw.run(["conntrack", "-I", "-p", "udp", "-s", str(probe.dst), "-d",
+                         str(probe.src), "--sport", str(QUOTED_PORTS[0]), "--dport",
+                         str(QUOTED_PORTS[1]), "--timeout", "60"])
         if probe.state == "established":
             # ... unless it belongs to a flow that has seen a reply: make that flow.
-            assert probe.proto.value == "udp", "the lab makes established flows for udp only"
-            self.fw.run(["conntrack", "-I", "-p", "udp", "-s", str(probe.src), "-d",
-                         str(probe.dst), "--sport", str(probe.sport), "--dport",
-                         str(probe.dport), "--timeout", "60", "-u", "SEEN_REPLY"])
+            assert probe.proto.has_ports, "the lab makes established flows for tcp and udp"
+            tcp = ["--state", "ESTABLISHED"] if probe.proto.value == "tcp" else []
+            self.fw.run(["conntrack", "-I", "-p", probe.proto.value, "-s", str(probe.src),
+                         "-d", str(probe.dst), "--sport", str(probe.sport), "--dport",
+                         str(probe.dport), "--timeout", "60", *tcp, "-u",
+                         "SEEN_REPLY,ASSURED"])
         self._drain()
         send_error = None
         if probe.path == "out":
@@ -340,9 +350,20 @@ def build_ip(probe: Probe, nonce: bytes) -> bytes:
     ip = (IP(src=str(probe.src), dst=str(probe.dst), ttl=64) if probe.version == 4
           else IPv6(src=str(probe.src), dst=str(probe.dst), hlim=64))
     if probe.proto.value == "tcp":
-        l4 = TCP(sport=probe.sport, dport=probe.dport, flags="S", seq=1000, window=64240)
+        flags = "A" if probe.state == "established" else "S"  # a new flow starts with SYN
+        l4 = TCP(sport=probe.sport, dport=probe.dport, flags=flags, seq=1000, ack=1,
+                 window=64240)
     elif probe.proto.value == "udp":
         l4 = UDP(sport=probe.sport, dport=probe.dport)
+    elif probe.state == "related":
+        # The error quotes the flow's packet (destination -> source) with the nonce in it.
+        inner = (IP(src=str(probe.dst), dst=str(probe.src)) if probe.version == 4
+                 else IPv6(src=str(probe.dst), dst=str(probe.src)))
+        quote = bytes(inner / UDP(sport=QUOTED_PORTS[0], dport=QUOTED_PORTS[1]) / Raw(nonce))
+        if probe.version == 4:
+            return bytes(ip / ICMP(type=probe.icmp_type, code=3) / Raw(quote))
+        body = b"\0\0\0\0" + quote
+        return bytes(ip / ICMPv6Unknown(type=probe.icmp_type, code=4, msgbody=body))
     elif probe.proto.value == "icmp":
         l4 = ICMP(type=probe.icmp_type, code=0, id=0x4d46, seq=1)
     else:

@@ -44,11 +44,15 @@ PHASES = ([Phase.explicit, Phase.reuse, Phase.generate]
 
 PRIORITIES = [-300, -250, -200, -150, -10, 0, 10, 300]
 PORTS = [53, 80, 443, 1500, 2000, 40000]
+ICMP_TYPES = {4: [8, 0, 3], 6: [128, 129, 1, 135, 136]}
 PORT_MATCHES = [80, 53, [80, 443], "1000-2000", [53, "400-450"], 40000]
 IFNAMES = ["c0", "s0", "lo", "x9", "c*", ["c0", "s0"], ["lo", "s*"]]
-STATES = [["new"], ["established", "related"], ["invalid"], ["new", "invalid"], ["untracked"]]
-ICMP_MATCH = {"icmp": ["echo-request", "echo-reply", 8, ["echo-request", "echo-reply"]],
-              "icmpv6": ["echo-request", "echo-reply", 129, ["echo-request", "nd-neighbor-solicit"]]}
+STATES = [["new"], ["established", "related"], ["invalid"], ["new", "invalid"], ["untracked"],
+          ["related"], ["established"]]
+ICMP_MATCH = {"icmp": ["echo-request", "echo-reply", 8, ["echo-request", "echo-reply"],
+                       "destination-unreachable"],
+              "icmpv6": ["echo-request", "echo-reply", 129, ["echo-request", "nd-neighbor-solicit"],
+                         "nd-neighbor-advert", 1]}
 NETS = {4: ["198.18.64.0/20", "198.18.64.1", "198.18.128.0/23", "198.18.0.0/16",
             "198.18.0.1", "198.18.1.0/24", "198.18.129.7", "198.18.64.2"],
         6: ["fd00:c1::/48", "fd00:c1::1", "fd00:51::/64", "fd00::/8", "fd00:c::1",
@@ -141,11 +145,14 @@ def packets(draw) -> dict:
                    dst=draw(st.sampled_from(remote)), oif=FW_IF[side])
     if proto in ("tcp", "udp"):
         pkt.update(sport=draw(st.sampled_from(PORTS)), dport=draw(st.sampled_from(PORTS)))
-        if proto == "udp" and draw(st.integers(0, 2)) == 0:
+        if draw(st.integers(0, 2)) == 0:
             pkt["state"] = "established"  # the lab inserts the flow into conntrack first
     else:
-        # Requests open a conntrack entry ("new"); replies without one are "invalid".
-        pkt["icmp_type"] = draw(st.sampled_from([8, 0] if version == 4 else [128, 129]))
+        # Requests open a conntrack entry ("new"); replies and errors without one are
+        # "invalid"; neighbour discovery is "untracked"; an error about a known flow "related".
+        pkt["icmp_type"] = draw(st.sampled_from(ICMP_TYPES[version]))
+        if pkt["icmp_type"] in (1, 3) and draw(st.booleans()):
+            pkt["state"] = "related"
     return pkt
 
 
@@ -173,10 +180,11 @@ def _all_packets() -> list[tuple[dict, Probe]]:
                             for dport in PORTS:
                                 out.append({**base, "proto": proto, "sport": sport,
                                             "dport": dport})
-                                if proto == "udp":
-                                    out.append({**out[-1], "state": "established"})
-                    for t in ([8, 0] if version == 4 else [128, 129]):
+                                out.append({**out[-1], "state": "established"})
+                    for t in ICMP_TYPES[version]:
                         out.append({**base, "proto": icmp, "icmp_type": t})
+                        if t in (1, 3):
+                            out.append({**out[-1], "state": "related"})
     return [(p, probe_of(p)) for p in out]
 
 
