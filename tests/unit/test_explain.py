@@ -251,6 +251,14 @@ def rule_dicts(draw, i: int) -> dict:
     if draw(st.integers(0, 3)) == 0 and not (hook.value in ("prerouting", "output")
                                              and rule["priority"] <= -200):
         rule["state"] = draw(st.sampled_from([["new"], ["established"], ["invalid"]]))
+    if proto in ("icmp", "icmpv6") and draw(st.booleans()):
+        rule["icmp_type"] = draw(st.sampled_from(["echo-request", "echo-reply", 3, 135]
+                                                 if proto == "icmpv6" else
+                                                 ["echo-request", "echo-reply", 3, 11]))
+    if hook.value in ("prerouting", "input", "forward") and draw(st.integers(0, 3)) == 0:
+        rule["iif"] = draw(st.sampled_from(["eth0", "eth*", ["lo", "wan0"]]))
+    if hook.value in ("forward", "output", "postrouting") and draw(st.integers(0, 3)) == 0:
+        rule["oif"] = draw(st.sampled_from(["eth1", "wan*", ["lo", "eth0"]]))
     actions = ["accept", "drop", "log"] + ([] if hook is Hook.POSTROUTING else ["reject"])
     rule["action"] = draw(st.sampled_from(actions))
     if rule["action"] == "log":
@@ -275,11 +283,20 @@ def probes(draw) -> Probe:
     pool = V6 if v6 else V4
     proto = draw(st.sampled_from(["tcp", "udp", "icmpv6" if v6 else "icmp"]))
     path = draw(st.sampled_from(list(PATHS)))
-    ports = dict(sport=draw(st.integers(0, 65535)), dport=draw(st.sampled_from([22, 80, 443])))
+    if proto in ("tcp", "udp"):
+        extra = dict(sport=draw(st.integers(0, 65535)), dport=draw(st.sampled_from([22, 80, 443])))
+    else:
+        extra = dict(icmp_type=draw(st.sampled_from([0, 3, 8, 11] if proto == "icmp"
+                                                    else [1, 128, 129, 135])))
+    if path != "out":
+        extra["iif"] = draw(st.sampled_from(["eth0", "eth1", "wan0"]
+                                            + (["lo"] if path == "in" else [])))
+    if path != "in":
+        extra["oif"] = draw(st.sampled_from(["eth0", "eth1", "wan0", "lo"]))
     return Probe.describe(proto=proto, src=draw(st.sampled_from(pool)),
                           dst=draw(st.sampled_from(pool)), path=path,
-                          state=draw(st.sampled_from(["new", "established", "invalid"])),
-                          **(ports if proto in ("tcp", "udp") else {}))
+                          state=draw(st.sampled_from(["new", "established", "invalid",
+                                                      "related", "untracked"])), **extra)
 
 
 @settings(max_examples=300)
