@@ -344,3 +344,19 @@ def test_mixed_versions_are_refused(a4, a6):
     with pytest.raises(PacketError, match="^--dst: "):
         Probe.describe(proto="udp", src=str(a4), dst=str(a6), dport=1)
     assert ipaddress.ip_address(str(a6)).version == 6
+
+
+def test_the_engine_is_pure():
+    import ast
+    from pathlib import Path
+
+    import minifw.engine
+
+    banned = {"socket", "ctypes", "subprocess", "asyncio", "os"}
+    for path in Path(minifw.engine.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                assert name.split(".")[0] not in banned, f"{path.name} imports {name}"
