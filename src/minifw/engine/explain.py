@@ -43,9 +43,6 @@ DEFAULT_SPORT = 40000  # an ephemeral port, used when --sport is not given
 # ICMP types that conntrack lets open a new entry; the replies to them need that entry.
 _ICMP_NEW = {8: 0, 13: 14, 15: 16, 17: 18}            # request -> reply
 _ICMPV6_NEW = {128: 129, 139: 140}
-# Error messages: conntrack relates them to the flow they quote.
-_ICMP_ERRORS = frozenset({3, 4, 5, 11, 12})
-_ICMPV6_ERRORS = frozenset(range(0, 128))
 # ICMPv6 types conntrack leaves untracked (neighbour discovery and multicast listener messages).
 _ICMPV6_UNTRACKED = frozenset({130, 131, 132, 133, 134, 135, 136, 143})
 _ND_NUMBERS = frozenset(ICMPV6_TYPES[name] for name in ND_TYPES)
