@@ -69,13 +69,7 @@ def run() -> bool:
     good = True
     with kernel_log_from_namespaces(), Lab(prefix=f"demo{os.getpid() % 10000}") as lab:
         step("Setting up namespaces: client, server, blocked (198.18.0.0/15, no route out)")
-        server = lab.host("server")
-        client = lab.host("client")
-        blocked = lab.host("blocked")
-        lab.link(server, ["198.18.0.1/24"], client, ["198.18.0.2/24"])
-        lab.link(server, ["198.18.2.1/24"], blocked, ["198.18.2.2/24"])
-        client.run("ip route add default via 198.18.0.1")
-        blocked.run("ip route add default via 198.18.2.1")
+        server, client, blocked = lab.seed_topology()
         www = lab.tmp / "www"
         www.mkdir(parents=True, exist_ok=True)
         (www / "index.html").write_text("hello from the server\n")
