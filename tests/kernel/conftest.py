@@ -1,13 +1,21 @@
-"""Kernel tests: root only, each test in namespaces it creates and always deletes."""
+"""Kernel tests: root only, each test in namespaces it creates and always deletes.
 
+Namespace names start with ``$MINIFW_LAB_PREFIX`` (default ``mk``), so several runs can share a
+machine without touching each other's namespaces.
+"""
+
+import contextlib
 import itertools
 import os
+from pathlib import Path
 
 import pytest
 
 from minifw.lab import Lab
 
 _counter = itertools.count()
+LAB_PREFIX = os.environ.get("MINIFW_LAB_PREFIX", "mk")
+LOG_ALL_NETNS = Path("/proc/sys/net/netfilter/nf_log_all_netns")
 
 
 def pytest_collection_modifyitems(items):
@@ -16,9 +24,30 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.kernel)
 
 
-@pytest.fixture
-def lab():
+def _need_root():
     if os.geteuid() != 0:
         pytest.skip("kernel tests need root")
-    with Lab(prefix=f"mk{os.getpid() % 10000}x{next(_counter)}") as lab:
+
+
+def new_lab() -> Lab:
+    return Lab(prefix=f"{LAB_PREFIX}{os.getpid() % 10000}x{next(_counter)}")
+
+
+@pytest.fixture
+def lab():
+    _need_root()
+    with new_lab() as lab:
         yield lab
+
+
+@pytest.fixture
+def kernel_log():
+    """net.netfilter.nf_log_all_netns=1 for the test, then back to the value it had before."""
+    _need_root()
+    before = LOG_ALL_NETNS.read_text().strip()
+    try:
+        LOG_ALL_NETNS.write_text("1\n")
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            LOG_ALL_NETNS.write_text(before + "\n")
