@@ -108,7 +108,10 @@ def udp(args):
     sock.settimeout(args.timeout)
     try:
         sock.connect((args.addr, args.port))
-        sock.send(b"probe")
+        try:
+            sock.send(b"probe")
+        except PermissionError:
+            pass  # dropped at this host's output hook; a reject's ICMP error may still come back
         sock.recv(65536)
         return "reply"
     except ConnectionRefusedError:
