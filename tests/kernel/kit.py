@@ -165,3 +165,18 @@ def reload_with(host, path: Path, text: str) -> None:
     """Rewrite the loaded config and ``minifw reload`` it."""
     path.write_text(text)
     host.minifw("reload")
+
+
+def ruleset_shape(host) -> dict:
+    """``nft -j list ruleset`` with counter values zeroed: stray IPv6 multicast (MLD, router
+    solicitations) may hit a counter at any time; handles, chains and expressions must not move."""
+    data = json.loads(ruleset_text(host))
+
+    def scrub(node):
+        if isinstance(node, dict):
+            return {k: ({"packets": 0, "bytes": 0} if k == "counter" and isinstance(v, dict)
+                        else scrub(v)) for k, v in node.items()}
+        if isinstance(node, list):
+            return [scrub(v) for v in node]
+        return node
+    return scrub(data)
