@@ -5,16 +5,12 @@ machine without touching each other's namespaces.
 """
 
 import contextlib
-import itertools
-import os
 from pathlib import Path
 
 import pytest
 
-from minifw.lab import Lab
+from kit import need_root, new_lab
 
-_counter = itertools.count()
-LAB_PREFIX = os.environ.get("MINIFW_LAB_PREFIX", "mk")
 LOG_ALL_NETNS = Path("/proc/sys/net/netfilter/nf_log_all_netns")
 
 
@@ -24,18 +20,9 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.kernel)
 
 
-def _need_root():
-    if os.geteuid() != 0:
-        pytest.skip("kernel tests need root")
-
-
-def new_lab() -> Lab:
-    return Lab(prefix=f"{LAB_PREFIX}{os.getpid() % 10000}x{next(_counter)}")
-
-
 @pytest.fixture
 def lab():
-    _need_root()
+    need_root()
     with new_lab() as lab:
         yield lab
 
@@ -43,7 +30,7 @@ def lab():
 @pytest.fixture
 def kernel_log():
     """net.netfilter.nf_log_all_netns=1 for the test, then back to the value it had before."""
-    _need_root()
+    need_root()
     before = LOG_ALL_NETNS.read_text().strip()
     try:
         LOG_ALL_NETNS.write_text("1\n")

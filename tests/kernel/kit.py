@@ -6,15 +6,35 @@ that expects silence (a drop) waits SHORT seconds, which is ample on a veth link
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from minifw.lab import Lab
+
 PROBE = str(Path(__file__).with_name("probe.py"))
 SHORT = 0.6
 LONG = 3.0
+
+_labs = itertools.count()
+LAB_PREFIX = os.environ.get("MINIFW_LAB_PREFIX", "mk")
+
+
+def need_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("kernel tests need root")
+
+
+def new_lab() -> Lab:
+    """A lab whose namespaces are named ``$MINIFW_LAB_PREFIX<pid>x<n>-<host>``."""
+    return Lab(prefix=f"{LAB_PREFIX}{os.getpid() % 10000}x{next(_labs)}")
+
 
 # Addresses: 198.18.0.0/15 and fd00::/8 only, inside namespaces the test made.
 SERVER4, CLIENT4, SERVER6, CLIENT6 = "198.18.0.1", "198.18.0.2", "fd00::1", "fd00::2"

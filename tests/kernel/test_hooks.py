@@ -9,7 +9,7 @@ turn and three flows are probed, over IPv4 and IPv6:
 
 import pytest
 
-from kit import (R4_C, R6_C, R_SERVER4, R_SERVER6, reach, reload_with, routed, rules, serve, up)
+from kit import R4_C, R6_C, R_SERVER4, R_SERVER6, reach, routed, rules, serve, up
 
 BLOCKED = {
     "prerouting": {"to_router", "forwarded"},
@@ -59,3 +59,35 @@ def test_drop_at_each_hook(net, hook):
             reach(src, "tcp", addr, 81, expect="open")  # the rule matches port 80 only
     # Each blocked flow sent at least one SYN per address family into the rule.
     assert rules(router)[f"drop-80-{hook}"]["packets"] >= 2 * len(BLOCKED[hook])
+
+
+def policy_at(hook):
+    return f"""
+[policy]
+{hook} = "drop"
+
+[[rule]]
+id = "accept-80-{hook}"
+hook = "{hook}"
+priority = -100
+proto = "tcp"
+dport = 80
+action = "accept"
+"""
+
+
+@pytest.mark.parametrize("hook", list(BLOCKED))
+def test_drop_policy_at_each_hook(net, hook):
+    """A drop policy at a hook drops the new flows through it that no rule there accepted.
+
+    Replies are established (stateful default) and neighbour discovery is let through, so
+    flows that only come back through the hook are untouched.
+    """
+    client, router, server = net
+    up(router, policy_at(hook))
+    for flow, pairs in flows(client, router).items():
+        for src, addr in pairs:
+            reach(src, "tcp", addr, 80, expect="open")
+            reach(src, "tcp", addr, 81, expect="timeout" if flow in BLOCKED[hook] else "open")
+    status = rules(router)
+    assert status[f"accept-80-{hook}"]["packets"] >= 2 * len(BLOCKED[hook])
