@@ -16,7 +16,7 @@ from .rule import Rule
 from .ruleset import Ruleset
 
 TOP_KEYS = ("policy", "rule")
-_RULE_HEADER = re.compile(r"^\s*\[\[\s*rule\s*\]\]", re.MULTILINE)
+_RULE_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*rule[ \t]*\]\]", re.MULTILINE)
 _TABLE_HEADER = re.compile(r"^\s*\[")
 
 
