@@ -138,9 +138,13 @@ def refused(host, *argv, names, files=()):
 @pytest.mark.parametrize("case,snippet,rule_id,field,_", CASES, ids=[c[0] for c in CASES])
 def test_up_refuses(fw, case, snippet, rule_id, field, _):
     host, good = fw
-    bad = write_config(host.lab, GOOD + snippet, f"bad-{case}.toml")
-    refused(host, "up", "--config", str(bad), names=[str(bad), f"'{rule_id}'", f"'{field}'"],
-            files=[bad, good])
+    text = GOOD + snippet
+    bad = write_config(host.lab, text, f"bad-{case}.toml")
+    # The error points at the offending [[rule]] header (a duplicate: at the id's first use).
+    headers = [i + 1 for i, line in enumerate(text.splitlines()) if line == "[[rule]]"]
+    line = headers[0] if case == "duplicate-id" else headers[-1]
+    refused(host, "up", "--config", str(bad),
+            names=[f"{bad}:{line}:", f"'{rule_id}'", f"'{field}'"], files=[bad, good])
 
 
 @pytest.mark.parametrize("case,snippet,rule_id,field,_", CASES, ids=[c[0] for c in CASES])
