@@ -6,6 +6,7 @@ that expects silence (a drop) waits SHORT seconds, which is ample on a veth link
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -87,26 +88,78 @@ def serve(host, tcp=(), udp=()):
     wait_until(ready.exists, what=f"echo servers in {host.name}")
 
 
-def probe(host, kind: str, addr: str, port: int | None = None, *, expect: str,
-          sport: int | None = None) -> str:
-    """One tcp/udp/ping attempt; its timeout follows ``expect`` (silence is waited for briefly)."""
+def _probe_argv(kind: str, addr: str, port: int | None, expect: str,
+                sport: int | None) -> tuple[list[str], float]:
     timeout = SHORT if expect == "timeout" else LONG
     if kind == "ping":
-        proc = host.run(["ping", "-n", "-c", "1", "-W", str(timeout), addr], check=False,
-                        timeout=timeout + 10)
-        if proc.returncode == 0:
-            return "reply"
-        return "unreachable" if "nreachable" in proc.stdout else "timeout"
+        return ["ping", "-n", "-c", "1", "-W", str(timeout), addr], timeout
     argv = [sys.executable, PROBE, kind, addr, str(port), "--timeout", str(timeout)]
     if sport:
         argv += ["--sport", str(sport)]
-    return host.run(argv, check=False, timeout=timeout + 10).stdout.strip()
+    return argv, timeout
+
+
+def _probe_result(kind: str, returncode: int, stdout: str) -> str:
+    if kind == "ping":
+        if returncode == 0:
+            return "reply"
+        return "unreachable" if "nreachable" in stdout else "timeout"
+    return stdout.strip()
+
+
+def probe(host, kind: str, addr: str, port: int | None = None, *, expect: str,
+          sport: int | None = None) -> str:
+    """One tcp/udp/ping attempt; its timeout follows ``expect`` (silence is waited for briefly).
+
+    Results: tcp open|refused|timeout, udp reply|refused|timeout, ping reply|unreachable|timeout.
+    """
+    argv, timeout = _probe_argv(kind, addr, port, expect, sport)
+    proc = host.run(argv, check=False, timeout=timeout + 10)
+    return _probe_result(kind, proc.returncode, proc.stdout)
 
 
 def reach(host, kind: str, addr: str, port: int | None = None, *, expect: str,
           sport: int | None = None) -> None:
     got = probe(host, kind, addr, port, expect=expect, sport=sport)
     assert got == expect, f"{kind} {addr} {port or ''} from {host.name}: {got}, expected {expect}"
+
+
+class Probes:
+    """Independent probes run side by side, so their waits overlap; checked together on exit."""
+
+    def __init__(self):
+        self.items = []
+        self.done = False
+
+    def expect(self, host, kind: str, addr: str, port: int | None = None, *, expect: str,
+               sport: int | None = None) -> None:
+        assert not self.done, "a probe was added after the batch ran"
+        self.items.append((host, kind, addr, port, expect, sport))
+
+    def run(self) -> None:
+        assert not self.done and self.items, "a batch runs once, with probes in it"
+        self.done = True
+        started = []
+        for host, kind, addr, port, expect, sport in self.items:
+            argv, timeout = _probe_argv(kind, addr, port, expect, sport)
+            proc = subprocess.Popen(["ip", "netns", "exec", host.ns, *argv],
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            started.append((proc, timeout))
+        failures = []
+        for (proc, timeout), (host, kind, addr, port, expect, _) in zip(started, self.items):
+            out, _ = proc.communicate(timeout=timeout + 20)
+            got = _probe_result(kind, proc.returncode, out)
+            if got != expect:
+                failures.append(f"{kind} {addr} {port or ''} from {host.name}: {got}, "
+                                f"expected {expect}")
+        assert not failures, "; ".join(failures)
+
+
+@contextlib.contextmanager
+def probes():
+    batch = Probes()
+    yield batch
+    batch.run()
 
 
 def ping_burst(host, addr: str, count: int) -> int:

@@ -4,8 +4,8 @@ import uuid
 
 import pytest
 
-from kit import (CLIENT4, CLIENT6, R_SERVER4, R_SERVER6, SERVER4, SERVER6, dmesg_count, listing,
-                 nft_objects, pair, ping_burst, reach, reload_with, routed, rules, serve, up,
+from kit import (CLIENT4, R_SERVER4, R_SERVER6, SERVER4, SERVER6, dmesg_count, listing,
+                 nft_objects, pair, ping_burst, probes, reload_with, routed, rules, serve, up,
                  wait_until)
 
 
@@ -43,12 +43,13 @@ proto = "icmpv6"
 icmp_type = "echo-request"
 action = "reject"
 """)
-    for addr in (SERVER4, SERVER6):
-        reach(client, "tcp", addr, 80, expect="refused")   # a listener is there: the RST is ours
-        reach(client, "tcp", addr, 81, expect="open")
-        reach(client, "udp", addr, 53, expect="refused")   # ECONNREFUSED from port-unreachable
-        reach(client, "udp", addr, 54, expect="reply")
-        reach(client, "ping", addr, expect="unreachable")
+    with probes() as p:
+        for addr in (SERVER4, SERVER6):
+            p.expect(client, "tcp", addr, 80, expect="refused")  # a listener is there: our RST
+            p.expect(client, "tcp", addr, 81, expect="open")
+            p.expect(client, "udp", addr, 53, expect="refused")  # ECONNREFUSED: port-unreachable
+            p.expect(client, "udp", addr, 54, expect="reply")
+            p.expect(client, "ping", addr, expect="unreachable")
     # proto any: one rule id compiles to a TCP reset and an ICMPx port-unreachable.
     reload_with(server, path, """
 [[rule]]
@@ -56,10 +57,11 @@ id = "rej-client"
 src = ["198.18.0.2", "fd00::2"]
 action = "reject"
 """)
-    for addr in (SERVER4, SERVER6):
-        reach(client, "tcp", addr, 81, expect="refused")
-        reach(client, "udp", addr, 54, expect="refused")
-        reach(client, "ping", addr, expect="unreachable")
+    with probes() as p:
+        for addr in (SERVER4, SERVER6):
+            p.expect(client, "tcp", addr, 81, expect="refused")
+            p.expect(client, "udp", addr, 54, expect="refused")
+            p.expect(client, "ping", addr, expect="unreachable")
     assert rules(server)["rej-client"]["packets"] == 6
 
 
@@ -81,11 +83,12 @@ proto = "udp"
 dport = 53
 action = "reject"
 """)
-    for addr in (R_SERVER4, R_SERVER6):
-        reach(client, "tcp", addr, 80, expect="refused")
-        reach(client, "udp", addr, 53, expect="reply")
-        reach(router, "udp", addr, 53, expect="refused")
-        reach(router, "tcp", addr, 80, expect="open")
+    with probes() as p:
+        for addr in (R_SERVER4, R_SERVER6):
+            p.expect(client, "tcp", addr, 80, expect="refused")
+            p.expect(client, "udp", addr, 53, expect="reply")
+            p.expect(router, "udp", addr, 53, expect="refused")
+            p.expect(router, "tcp", addr, 80, expect="open")
 
 
 LIMITER = """
@@ -147,10 +150,11 @@ dport = 80
 action = "log"
 log = "{tag}-seen80"
 """)
-    reach(client, "ping", SERVER4, expect="timeout")
-    reach(client, "ping", SERVER6, expect="timeout")
-    for addr in (SERVER4, SERVER6):
-        reach(client, "tcp", addr, 80, expect="open")      # "log" logs and lets the packet on
+    with probes() as p:
+        p.expect(client, "ping", SERVER4, expect="timeout")
+        p.expect(client, "ping", SERVER6, expect="timeout")
+        for addr in (SERVER4, SERVER6):
+            p.expect(client, "tcp", addr, 80, expect="open")  # "log" logs, then lets it on
     wait_until(lambda: dmesg_count(f"{tag}-drop4 ") == 1, what="the IPv4 drop log line")
     wait_until(lambda: dmesg_count(f"{tag}-drop6 ") == 1, what="the IPv6 drop log line")
     wait_until(lambda: dmesg_count(f"{tag}-seen80 ") >= 4, what="the log-only lines")

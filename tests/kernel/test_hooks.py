@@ -9,7 +9,7 @@ turn and three flows are probed, over IPv4 and IPv6:
 
 import pytest
 
-from kit import R4_C, R6_C, R_SERVER4, R_SERVER6, reach, routed, rules, serve, up
+from kit import R4_C, R6_C, R_SERVER4, R_SERVER6, probes, routed, rules, serve, up
 
 BLOCKED = {
     "prerouting": {"to_router", "forwarded"},
@@ -52,11 +52,12 @@ def flows(client, router):
 def test_drop_at_each_hook(net, hook):
     client, router, server = net
     up(router, rule_at(hook))
-    for flow, pairs in flows(client, router).items():
-        want = "timeout" if flow in BLOCKED[hook] else "open"
-        for src, addr in pairs:
-            reach(src, "tcp", addr, 80, expect=want)
-            reach(src, "tcp", addr, 81, expect="open")  # the rule matches port 80 only
+    with probes() as p:
+        for flow, pairs in flows(client, router).items():
+            want = "timeout" if flow in BLOCKED[hook] else "open"
+            for src, addr in pairs:
+                p.expect(src, "tcp", addr, 80, expect=want)
+                p.expect(src, "tcp", addr, 81, expect="open")  # the rule matches port 80 only
     # Each blocked flow sent at least one SYN per address family into the rule.
     assert rules(router)[f"drop-80-{hook}"]["packets"] >= 2 * len(BLOCKED[hook])
 
@@ -85,9 +86,11 @@ def test_drop_policy_at_each_hook(net, hook):
     """
     client, router, server = net
     up(router, policy_at(hook))
-    for flow, pairs in flows(client, router).items():
-        for src, addr in pairs:
-            reach(src, "tcp", addr, 80, expect="open")
-            reach(src, "tcp", addr, 81, expect="timeout" if flow in BLOCKED[hook] else "open")
+    with probes() as p:
+        for flow, pairs in flows(client, router).items():
+            for src, addr in pairs:
+                p.expect(src, "tcp", addr, 80, expect="open")
+                p.expect(src, "tcp", addr, 81,
+                         expect="timeout" if flow in BLOCKED[hook] else "open")
     status = rules(router)
     assert status[f"accept-80-{hook}"]["packets"] >= 2 * len(BLOCKED[hook])

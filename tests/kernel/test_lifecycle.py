@@ -3,10 +3,8 @@ other tables reported by status, and one independent instance per namespace and 
 
 import json
 
-import pytest
-
-from kit import (SERVER4, SERVER6, nft_objects, pair, reach, reload_with, ruleset_shape, ruleset_text, rules,
-                 serve, up, write_config)
+from kit import (SERVER4, nft_objects, pair, reach, reload_with, ruleset_shape, ruleset_text,
+                 rules, serve, up, write_config)
 
 FULL = """
 [policy]

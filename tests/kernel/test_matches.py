@@ -5,7 +5,7 @@ matches and what it must leave alone, over IPv4 and IPv6."""
 import pytest
 
 from kit import (CLIENT4, CLIENT4B, CLIENT6, CLIENT6B, SERVER4, SERVER4B, SERVER6, SERVER6B,
-                 nft_objects, pair, reach, rules, serve, up)
+                 nft_objects, pair, probes, rules, serve, up)
 
 
 @pytest.fixture
@@ -45,15 +45,16 @@ id = "icmp-v4-only"
 proto = "icmp"
 action = "drop"
 """)
-    reach(client, "tcp", SERVER4, 80, expect="timeout")
-    reach(client, "tcp", SERVER6, 80, expect="open")
-    reach(client, "tcp", SERVER4, 8000, expect="open")
-    reach(client, "tcp", SERVER6, 8000, expect="timeout")
-    for addr in (SERVER4, SERVER6):
-        reach(client, "udp", addr, 53, expect="timeout")
-        reach(client, "udp", addr, 54, expect="reply")
-    reach(client, "ping", SERVER4, expect="timeout")
-    reach(client, "ping", SERVER6, expect="reply")
+    with probes() as p:
+        p.expect(client, "tcp", SERVER4, 80, expect="timeout")
+        p.expect(client, "tcp", SERVER6, 80, expect="open")
+        p.expect(client, "tcp", SERVER4, 8000, expect="open")
+        p.expect(client, "tcp", SERVER6, 8000, expect="timeout")
+        for addr in (SERVER4, SERVER6):
+            p.expect(client, "udp", addr, 53, expect="timeout")
+            p.expect(client, "udp", addr, 54, expect="reply")
+        p.expect(client, "ping", SERVER4, expect="timeout")
+        p.expect(client, "ping", SERVER6, expect="reply")
     got = rules(server)
     assert got["v4-80"]["packets"] >= 1 and got["v6-8000"]["packets"] >= 1
     assert got["udp-53"]["packets"] == 2 and got["icmp-v4-only"]["packets"] == 1
@@ -76,12 +77,13 @@ proto = "tcp"
 dport = 8001
 action = "drop"
 """)
-    for addr in (SERVER4, SERVER6):
-        reach(client, "tcp", addr, 8000, expect="timeout")
-        reach(client, "tcp", addr, 8001, expect="timeout")
-    for addr in (SERVER4B, SERVER6B):
-        reach(client2, "tcp", addr, 8000, expect="open")
-        reach(client2, "tcp", addr, 8001, expect="open")
+    with probes() as p:
+        for addr in (SERVER4, SERVER6):
+            p.expect(client, "tcp", addr, 8000, expect="timeout")
+            p.expect(client, "tcp", addr, 8001, expect="timeout")
+        for addr in (SERVER4B, SERVER6B):
+            p.expect(client2, "tcp", addr, 8000, expect="open")
+            p.expect(client2, "tcp", addr, 8001, expect="open")
     # One minifw rule per id: its v4 and v6 nft rules share the id and their counters add up.
     nft_ids = [r["comment"] for r in nft_objects(server, "rule") if r["table"] == "minifw"]
     assert nft_ids.count("from-client") == 2 and nft_ids.count("to-first-link") == 2
@@ -111,17 +113,18 @@ proto = "udp"
 sport = [5353, 5355]
 action = "drop"
 """)
-    for addr in (SERVER4, SERVER6):
-        for port in (8000, 8001, 8003):
-            reach(client, "tcp", addr, port, expect="timeout")
-        reach(client, "tcp", addr, 8002, expect="open")
-    reach(client, "tcp", SERVER4, 80, sport=40005, expect="timeout")
-    reach(client, "tcp", SERVER6, 80, sport=40009, expect="timeout")
-    reach(client, "tcp", SERVER4, 80, sport=40010, expect="open")
-    reach(client, "tcp", SERVER6, 80, sport=39999, expect="open")
-    reach(client, "udp", SERVER4, 53, sport=5353, expect="timeout")
-    reach(client, "udp", SERVER6, 53, sport=5355, expect="timeout")
-    reach(client, "udp", SERVER4, 53, sport=5354, expect="reply")
+    with probes() as p:
+        for addr in (SERVER4, SERVER6):
+            for port in (8000, 8001, 8003):
+                p.expect(client, "tcp", addr, port, expect="timeout")
+            p.expect(client, "tcp", addr, 8002, expect="open")
+        p.expect(client, "tcp", SERVER4, 80, sport=40005, expect="timeout")
+        p.expect(client, "tcp", SERVER6, 80, sport=40009, expect="timeout")
+        p.expect(client, "tcp", SERVER4, 80, sport=40010, expect="open")
+        p.expect(client, "tcp", SERVER6, 80, sport=39999, expect="open")
+        p.expect(client, "udp", SERVER4, 53, sport=5353, expect="timeout")
+        p.expect(client, "udp", SERVER6, 53, sport=5355, expect="timeout")
+        p.expect(client, "udp", SERVER4, 53, sport=5354, expect="reply")
     got = rules(server)
     assert got["dports"]["packets"] >= 6
     assert got["sports-tcp"]["packets"] >= 2 and got["sports-udp"]["packets"] == 2
@@ -145,14 +148,15 @@ proto = "tcp"
 dport = 80
 action = "drop"
 """)
-    for addr in (SERVER4, SERVER6):
-        reach(client, "tcp", addr, 8000, expect="timeout")
-    for addr in (SERVER4B, SERVER6B):
-        reach(client2, "tcp", addr, 8000, expect="open")
-    for addr in (CLIENT4B, CLIENT6B):
-        reach(server, "tcp", addr, 80, expect="timeout")
-    for addr in (CLIENT4, CLIENT6):
-        reach(server, "tcp", addr, 80, expect="open")
+    with probes() as p:
+        for addr in (SERVER4, SERVER6):
+            p.expect(client, "tcp", addr, 8000, expect="timeout")
+        for addr in (SERVER4B, SERVER6B):
+            p.expect(client2, "tcp", addr, 8000, expect="open")
+        for addr in (CLIENT4B, CLIENT6B):
+            p.expect(server, "tcp", addr, 80, expect="timeout")
+        for addr in (CLIENT4, CLIENT6):
+            p.expect(server, "tcp", addr, 80, expect="open")
     got = rules(server)
     assert got["in-from-c"]["packets"] >= 2 and got["out-to-d"]["packets"] >= 2
 
@@ -166,10 +170,11 @@ proto = "tcp"
 state = "new"
 action = "drop"
 """)
-    for addr in (SERVER4, SERVER6):
-        reach(client, "tcp", addr, 80, expect="timeout")    # a SYN in is new
-    for addr in (CLIENT4, CLIENT6):
-        reach(server, "tcp", addr, 80, expect="open")       # the SYN-ACK back is established
+    with probes() as p:
+        for addr in (SERVER4, SERVER6):
+            p.expect(client, "tcp", addr, 80, expect="timeout")    # a SYN in is new
+        for addr in (CLIENT4, CLIENT6):
+            p.expect(server, "tcp", addr, 80, expect="open")       # the SYN-ACK back is established
     assert rules(server)["no-new-tcp-in"]["match"]["state"] == ["new"]
 
 
@@ -188,9 +193,10 @@ proto = "icmpv6"
 icmp_type = [128]
 action = "drop"
 """)
-    for addr in (SERVER4, SERVER6):
-        reach(client, "ping", addr, expect="timeout")      # requests in are dropped
-    for addr in (CLIENT4, CLIENT6):
-        reach(server, "ping", addr, expect="reply")        # replies in are not
+    with probes() as p:
+        for addr in (SERVER4, SERVER6):
+            p.expect(client, "ping", addr, expect="timeout")      # requests in are dropped
+        for addr in (CLIENT4, CLIENT6):
+            p.expect(server, "ping", addr, expect="reply")        # replies in are not
     got = rules(server)
     assert got["no-echo-v4"]["packets"] == 1 and got["no-echo-v6"]["packets"] == 1

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from kit import (CLIENT4, CLIENT6, SERVER4, SERVER6, listing, pair, probe, reach, reload_with,
+from kit import (CLIENT4, CLIENT6, SERVER4, SERVER6, listing, pair, probes, reach, reload_with,
                  rules, serve, up)
 
 
@@ -31,9 +31,10 @@ proto = "tcp"
 dport = 80
 action = "drop"
 """)
-    for addr in (SERVER4, SERVER6):
-        reach(client, "tcp", addr, 80, expect="timeout")
-        reach(client, "tcp", addr, 81, expect="open")
+    with probes() as p:
+        for addr in (SERVER4, SERVER6):
+            p.expect(client, "tcp", addr, 80, expect="timeout")
+            p.expect(client, "tcp", addr, 81, expect="open")
     got = rules(server)
     # The early accept saw the SYNs to port 80, and they still met the later drop.
     assert got["accept-all-early"]["packets"] >= 4
@@ -57,8 +58,9 @@ proto = "tcp"
 dport = 80
 action = "accept"
 """)
-    for addr in (SERVER4, SERVER6):
-        reach(client, "tcp", addr, 80, expect="timeout")
+    with probes() as p:
+        for addr in (SERVER4, SERVER6):
+            p.expect(client, "tcp", addr, 80, expect="timeout")
     got = rules(server)
     assert got["drop-80-early"]["packets"] >= 2
     assert got["count-80-later"]["packets"] == 0
@@ -94,13 +96,14 @@ action = "accept"
 def test_drop_policy_drops_exactly_what_no_rule_at_the_hook_accepted(net):
     server, client = net
     up(server, DROP_POLICY)
-    for addr in (SERVER4, SERVER6):
-        reach(client, "tcp", addr, 80, expect="open")      # accepted at -50, before policy's 1000
-        reach(client, "udp", addr, 53, expect="reply")     # accepted at 500
-        reach(client, "udp", addr, 54, expect="timeout")   # no rule
-        reach(client, "ping", addr, expect="timeout")      # no rule
-        # Accepted at prerouting, but no rule at input accepted it.
-        reach(client, "tcp", addr, 81, expect="timeout")
+    with probes() as p:
+        for addr in (SERVER4, SERVER6):
+            p.expect(client, "tcp", addr, 80, expect="open")      # accepted at -50
+            p.expect(client, "udp", addr, 53, expect="reply")     # accepted at 500
+            p.expect(client, "udp", addr, 54, expect="timeout")   # no rule
+            p.expect(client, "ping", addr, expect="timeout")      # no rule
+            # Accepted at prerouting, but no rule at input accepted it.
+            p.expect(client, "tcp", addr, 81, expect="timeout")
     data = listing(server)
     assert [p["hook"] for p in data["policies"]] == ["input"]
     assert data["policies"][0]["packets"] >= 6
@@ -117,9 +120,10 @@ proto = "tcp"
 dport = 80
 action = "drop"
 """)
-    for addr in (SERVER4, SERVER6):
-        reach(client, "tcp", addr, 80, expect="timeout")
-        reach(client, "udp", addr, 53, expect="reply")
+    with probes() as p:
+        for addr in (SERVER4, SERVER6):
+            p.expect(client, "tcp", addr, 80, expect="timeout")
+            p.expect(client, "udp", addr, 53, expect="reply")
 
 
 STATEFUL = """
@@ -143,19 +147,21 @@ def flush_neighbours(*hosts):
 def test_stateful_defaults_accept_replies_loopback_and_neighbour_discovery(net):
     server, client = net
     path = up(server, STATEFUL.format(extra=""))
-    for addr in (CLIENT4, CLIENT6):
-        reach(server, "tcp", addr, 80, expect="open")      # the SYN-ACK is established
-    for addr in ("127.0.0.1", "::1"):
-        reach(server, "tcp", addr, 80, expect="open")      # lo
+    with probes() as p:
+        for addr in (CLIENT4, CLIENT6):
+            p.expect(server, "tcp", addr, 80, expect="open")    # the SYN-ACK is established
+        for addr in ("127.0.0.1", "::1"):
+            p.expect(server, "tcp", addr, 80, expect="open")    # lo
+        p.expect(client, "tcp", SERVER4, 80, expect="timeout")  # still a drop policy
     flush_neighbours(server, client)
-    reach(client, "ping", SERVER6, expect="reply")         # needs neighbour solicitation in
-    reach(client, "tcp", SERVER4, 80, expect="timeout")    # still a drop policy
+    reach(client, "ping", SERVER6, expect="reply")             # needs neighbour solicitation in
 
     reload_with(server, path, STATEFUL.format(extra="stateful = false"))
-    for addr in (CLIENT4, CLIENT6, "127.0.0.1", "::1"):
-        reach(server, "tcp", addr, 80, expect="timeout")
     flush_neighbours(server, client)
-    reach(client, "ping", SERVER6, expect="timeout")       # ND is dropped too
+    with probes() as p:
+        for addr in (CLIENT4, CLIENT6, "127.0.0.1", "::1"):
+            p.expect(server, "tcp", addr, 80, expect="timeout")
+        p.expect(client, "ping", SERVER6, expect="timeout")     # ND is dropped too
     status = json.loads(server.minifw("status", "--json").stdout)
     assert status["stateful"] is False and status["policies"]["input"] == "drop"
 
@@ -163,12 +169,14 @@ def test_stateful_defaults_accept_replies_loopback_and_neighbour_discovery(net):
 def test_output_drop_policy_is_stateful_too(net):
     server, client = net
     path = up(server, "[policy]\noutput = \"drop\"\n")
-    for addr in (SERVER4, SERVER6):
-        reach(client, "tcp", addr, 80, expect="open")      # replies leave as established
-    for addr in (CLIENT4, CLIENT6):
-        reach(server, "tcp", addr, 80, expect="timeout")   # new connections out are dropped
-    reach(server, "tcp", "127.0.0.1", 80, expect="open")
+    with probes() as p:
+        for addr in (SERVER4, SERVER6):
+            p.expect(client, "tcp", addr, 80, expect="open")    # replies leave as established
+        for addr in (CLIENT4, CLIENT6):
+            p.expect(server, "tcp", addr, 80, expect="timeout")  # new connections out: dropped
+        p.expect(server, "tcp", "127.0.0.1", 80, expect="open")
     reload_with(server, path, "[policy]\noutput = \"drop\"\nstateful = false\n")
-    for addr in (SERVER4, SERVER6):
-        reach(client, "tcp", addr, 80, expect="timeout")
-    assert probe(server, "tcp", "127.0.0.1", 80, expect="timeout") == "timeout"
+    with probes() as p:
+        for addr in (SERVER4, SERVER6):
+            p.expect(client, "tcp", addr, 80, expect="timeout")
+        p.expect(server, "tcp", "127.0.0.1", 80, expect="timeout")
