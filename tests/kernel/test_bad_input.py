@@ -89,6 +89,10 @@ CASES = [
      "r21", "iif", ["--hook", "postrouting", "--iif", "eth0"]),
     ("oif-at-prerouting", rule("r22", hook='"prerouting"', oif='"eth0"', action='"drop"'),
      "r22", "oif", ["--hook", "prerouting", "--oif", "eth0"]),
+    ("limit-rate-too-large", rule("r24", action='"accept"', limit='"99999999999999999999/second"'),
+     "r24", "limit", ["--limit", "99999999999999999999/second"]),
+    ("limit-burst-overflow", rule("r25", action='"accept"', limit='"1/week burst 4294967295"'),
+     "r25", "limit", ["--limit", "1/week burst 4294967295"]),
     ("oif-at-input", rule("r23", oif='["eth0"]', action='"drop"'), "r23", "oif",
      ["--oif", "eth0"]),
 ]

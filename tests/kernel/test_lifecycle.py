@@ -138,3 +138,51 @@ def test_state_dirs_keep_instances_apart(lab):
     assert json.loads(b.minifw("--state-dir", str(dir_b), "status", "--json").stdout)["loaded"]
     assert json.loads(
         (dir_b / "state.json").read_text())["config"] == str(conf_b)
+
+
+EDGES = f"""
+[[rule]]
+id = "{'a' * 64}"
+priority = 999
+proto = "udp"
+dport = "0-65535"
+log = "{'y' * 127}"
+limit = "4294967295/week burst 4294967295"
+comment = "{'c' * 300}"
+action = "drop"
+
+[[rule]]
+id = "lowest"
+hook = "forward"
+priority = -2147483648
+iif = "eth*"
+oif = ["x", "y*"]
+log = "{'é' * 63}"
+action = "log"
+
+[[rule]]
+hook = "prerouting"
+priority = -199
+state = ["established", "related", "new", "invalid", "untracked"]
+action = "accept"
+
+[[rule]]
+hook = "output"
+proto = "icmpv6"
+icmp_type = [0, 255, "nd-redirect"]
+dst = "fd00::/8"
+action = "reject"
+"""
+
+
+def test_the_kernel_accepts_every_edge_the_model_allows(lab):
+    host = lab.host("fw")
+    up(host, EDGES)
+    got = json.loads(host.minifw("list", "--json").stdout)["rules"]
+    assert len(got) == 4
+    limits = nft_objects(host, "limit")
+    assert [(lim["rate"], lim["per"], lim["burst"]) for lim in limits] == [
+        (4294967295, "week", 4294967295)]
+    comments = [r["comment"] for r in nft_objects(host, "rule")]
+    assert all(len(c.encode()) <= 127 for c in comments)
+    assert any(c.startswith("a" * 64 + ": ccc") for c in comments)

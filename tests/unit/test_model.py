@@ -155,6 +155,10 @@ BAD = [
     ({"id": "r", "action": "drop", "state": "bogus"}, "state"),
     ({"id": "r", "action": "drop", "icmp_type": "echo-request"}, "icmp_type"),
     ({"id": "r", "action": "drop", "limit": "fast"}, "limit"),
+    ({"id": "r", "action": "drop", "limit": "0/second"}, "limit"),
+    ({"id": "r", "action": "drop", "limit": "99999999999999999999/second"}, "limit"),
+    ({"id": "r", "action": "drop", "limit": "5/second burst 0"}, "limit"),
+    ({"id": "r", "action": "drop", "limit": "1/week burst 4294967295"}, "limit"),
     ({"id": "r", "action": "drop", "family": "ip6", "src": "198.18.0.1"}, "src"),
     ({"id": "bad id!", "action": "drop"}, "id"),
 ]
@@ -169,6 +173,8 @@ def test_bad_rules_name_the_rule_and_field(table, field):
 
 
 def test_allowed_edges():
+    assert Rule.from_toml({"id": "r", "action": "drop",
+                           "limit": "4294967295/week burst 4294967295"}).limit.burst == 2**32 - 1
     assert Rule.from_toml({"id": "r", "action": "drop", "log": "x" * 127}).log == "x" * 127
     assert Rule.from_toml({"id": "r", "action": "drop", "priority": 999}).priority == 999
     assert Rule.from_toml({"id": "r", "action": "accept", "hook": "prerouting",
