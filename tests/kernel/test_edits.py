@@ -2,9 +2,14 @@
 and `--runtime` changes that stay out of the file and are gone after `reload`."""
 
 import json
+import os
+import subprocess
 import sys
 
 import pytest
+
+from minifw.lab import MINIFW
+from minifw.model import parse_config
 
 from kit import (PROBE, SERVER4, SERVER6, listing, nft_chain_ids, nft_objects, pair, reach,
                  rules, serve, up, wait_until)
@@ -174,3 +179,20 @@ def test_saved_delete_keeps_comments_and_survives_reload(web):
     reach(client, "tcp", SERVER4, 80, expect="timeout")
     status = json.loads(server.minifw("status", "--json").stdout)
     assert status["rules"] == 1
+
+
+def test_concurrent_writers_are_serialized(web):
+    server, _, path = web
+    env = dict(os.environ, MINIFW_STATE_DIR=str(server.state_dir))
+    procs = [subprocess.Popen(["ip", "netns", "exec", server.ns, MINIFW, "add", "--id", f"c{i}",
+                               "--proto", "udp", "--dport", str(1000 + i), "--action", "drop"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(6)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+    added = {f"c{i}" for i in range(6)}
+    assert added <= set(rules(server))
+    assert added <= set(nft_chain_ids(server, "input_0"))
+    assert added <= {r.id for r in parse_config(path.read_text(), str(path)).rules}
+    assert len(nft_chain_ids(server, "input_0")) == 8
