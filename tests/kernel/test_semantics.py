@@ -144,12 +144,14 @@ def flush_neighbours(*hosts):
         host.run(["ip", "neigh", "flush", "all"])
 
 
-def test_stateful_defaults_accept_replies_loopback_and_neighbour_discovery(net):
+def test_stateful_defaults_accept_replies_related_loopback_and_neighbour_discovery(net):
     server, client = net
     path = up(server, STATEFUL.format(extra=""))
     with probes() as p:
         for addr in (CLIENT4, CLIENT6):
             p.expect(server, "tcp", addr, 80, expect="open")    # the SYN-ACK is established
+            # No UDP listener there: the port-unreachable coming back is related.
+            p.expect(server, "udp", addr, 9, expect="refused")
         for addr in ("127.0.0.1", "::1"):
             p.expect(server, "tcp", addr, 80, expect="open")    # lo
         p.expect(client, "tcp", SERVER4, 80, expect="timeout")  # still a drop policy
@@ -161,6 +163,8 @@ def test_stateful_defaults_accept_replies_loopback_and_neighbour_discovery(net):
     with probes() as p:
         for addr in (CLIENT4, CLIENT6, "127.0.0.1", "::1"):
             p.expect(server, "tcp", addr, 80, expect="timeout")
+        for addr in (CLIENT4, CLIENT6):
+            p.expect(server, "udp", addr, 9, expect="timeout")
         p.expect(client, "ping", SERVER6, expect="timeout")     # ND is dropped too
     status = json.loads(server.minifw("status", "--json").stdout)
     assert status["stateful"] is False and status["policies"]["input"] == "drop"
