@@ -33,7 +33,7 @@ def parse_config(text: str, file: str) -> Ruleset:
     try:
         return Ruleset.from_toml(data)
     except RuleError as exc:
-        raise exc.located(file, _rule_line(text, exc.rule, data)) from None
+        raise exc.located(file, _rule_line(text, exc.rule, data, exc.field)) from None
 
 
 def _toml_error_line(message: str) -> int | None:
@@ -41,8 +41,12 @@ def _toml_error_line(message: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _rule_line(text: str, rule_label: str | None, data: dict[str, Any]) -> int | None:
-    """The line of the [[rule]] header of the rule an error names (by id or '#N')."""
+def _rule_line(text: str, rule_label: str | None, data: dict[str, Any],
+               field: str | None = None) -> int | None:
+    """The line of the [[rule]] header of the rule an error names (by id or '#N').
+
+    A duplicate id is said of its second use, the rule that made it a duplicate.
+    """
     if rule_label is None:
         return None
     rules = data.get("rule", [])
@@ -53,6 +57,8 @@ def _rule_line(text: str, rule_label: str | None, data: dict[str, Any]) -> int |
         ids = [r.get("id") if isinstance(r, dict) else None for r in rules]
         if rule_label in ids:
             index = ids.index(rule_label)
+            if field == "id" and ids.count(rule_label) > 1:
+                index = ids.index(rule_label, index + 1)
     if index is None:
         return None
     headers = [m.start() for m in _RULE_HEADER.finditer(text)]
