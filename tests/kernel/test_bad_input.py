@@ -144,9 +144,8 @@ def test_up_refuses(fw, case, snippet, rule_id, field, _):
     host, good = fw
     text = GOOD + snippet
     bad = write_config(host.lab, text, f"bad-{case}.toml")
-    # The error points at the offending [[rule]] header (a duplicate: at the id's first use).
-    headers = [i + 1 for i, line in enumerate(text.splitlines()) if line == "[[rule]]"]
-    line = headers[0] if case == "duplicate-id" else headers[-1]
+    # The error points at the offending [[rule]] header: the last one (for a duplicate id too).
+    line = max(i + 1 for i, line in enumerate(text.splitlines()) if line == "[[rule]]")
     refused(host, "up", "--config", str(bad),
             names=[f"{bad}:{line}:", f"'{rule_id}'", f"'{field}'"], files=[bad, good])
 

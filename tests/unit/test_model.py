@@ -190,6 +190,9 @@ def test_config_errors_carry_file_line_rule_and_field():
         parse_config(text, "/etc/minifw/minifw.toml")
     msg = str(info.value)
     assert msg.startswith("/etc/minifw/minifw.toml:5: rule 'bad': field 'dport': ")
+    with pytest.raises(RuleError) as info:
+        parse_config(text.replace('"bad"', '"ok"').replace('"x"', "53"), "f.toml")
+    assert str(info.value).startswith("f.toml:5: rule 'ok': field 'id': ")   # the second use
     with pytest.raises(ConfigError) as info:
         parse_config('[[rule]]\nid = "a"\naction = drop\n', "f.toml")
     assert str(info.value).startswith("f.toml:3: TOML syntax error")
