@@ -229,9 +229,10 @@ def counter(host, rule_id: str) -> int:
     return rules(host)[rule_id]["packets"]
 
 
-def dmesg_count(needle: str) -> int:
+def dmesg_count(*needles: str) -> int:
+    """How many kernel-log lines contain every one of ``needles``."""
     out = subprocess.run(["dmesg"], capture_output=True, text=True, check=True).stdout
-    return sum(1 for line in out.splitlines() if needle in line)
+    return sum(1 for line in out.splitlines() if all(n in line for n in needles))
 
 
 def reload_with(host, path: Path, text: str) -> None:

@@ -158,8 +158,8 @@ log = "{tag}-seen80"
     wait_until(lambda: dmesg_count(f"{tag}-drop4 ") == 1, what="the IPv4 drop log line")
     wait_until(lambda: dmesg_count(f"{tag}-drop6 ") == 1, what="the IPv6 drop log line")
     wait_until(lambda: dmesg_count(f"{tag}-seen80 ") >= 4, what="the log-only lines")
-    assert dmesg_count(f"SRC={CLIENT4} DST={SERVER4}") >= 1
-    assert dmesg_count(f"{tag}-drop6 IN=eth-c") == 1
+    assert dmesg_count(f"{tag}-drop4 IN=eth-c", f"SRC={CLIENT4} DST={SERVER4}", "PROTO=ICMP") == 1
+    assert dmesg_count(f"{tag}-drop6 IN=eth-c", "SRC=fd00:0000:0000:0000:0000:0000:0000:0002") == 1
 
 
 def test_counters_and_comment(net):

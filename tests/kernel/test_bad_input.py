@@ -218,6 +218,9 @@ def test_toml_syntax_error_names_its_line(fw):
     good.write_text(text)
     try:
         refused(host, "reload", names=[f"{good}:{line}"], files=[good])
+        # add edits the loaded file: a broken file is refused before the kernel is touched.
+        refused(host, "add", "--id", "fine", "--proto", "udp", "--action", "drop",
+                names=[f"{good}:{line}"], files=[good])
     finally:
         good.write_text(GOOD)
 
