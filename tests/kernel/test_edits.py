@@ -58,7 +58,7 @@ def nft_handles(server, rule_id):
 
 def test_add_and_delete_under_traffic(lab):
     server, client = pair(lab)
-    serve(server, tcp=[5000, 80], udp=[53])
+    serve(server, tcp=[5000], udp=[53, 54])
     path = up(server, STREAM_CONFIG)
     streams = [Stream(client, SERVER4), Stream(client, SERVER6)]
     for s in streams:
@@ -75,17 +75,17 @@ def test_add_and_delete_under_traffic(lab):
          "--position", "0")
     reach(client, "udp", SERVER4, 53, expect="reply")
     reach(client, "udp", SERVER6, 53, expect="reply")
-    edit("add", "--id", "web-early", "--priority", "-5", "--proto", "tcp", "--dport", "80",
+    edit("add", "--id", "udp54-early", "--priority", "-5", "--proto", "udp", "--dport", "54",
          "--action", "accept", "--comment", "a new chain")
-    reach(client, "tcp", SERVER6, 80, expect="open")
+    reach(client, "udp", SERVER6, 54, expect="reply")
     edit("add", "--id", "tmp", "--proto", "tcp", "--dport", "81", "--action", "drop",
          "--runtime", "--position", "1")
     assert nft_chain_ids(server, "input_0") == ["dns", "tmp", "stream", "ping6"]
     edit("delete", "dns")
     reach(client, "udp", SERVER4, 53, expect="timeout")
     edit("delete", "tmp", "--runtime")
-    edit("delete", "web-early")
-    reach(client, "tcp", SERVER6, 80, expect="timeout")
+    edit("delete", "udp54-early")
+    reach(client, "udp", SERVER6, 54, expect="timeout")
     assert "input_m5" not in [c["name"] for c in nft_objects(server, "chain")]
     # Incremental: the stream's own nft rules were never replaced, and the policy never
     # dropped one of its packets while rules came and went around it.
@@ -97,7 +97,7 @@ def test_add_and_delete_under_traffic(lab):
     stream_packets = data["rules"][0]["packets"]
     assert stream_packets > 400
     policy_drops = data["policies"][0]["packets"]
-    assert policy_drops == 3   # exactly the three probes above that timed out
+    assert policy_drops == 3   # exactly the three UDP probes above that timed out
     assert path.read_text() == STREAM_CONFIG
 
 
