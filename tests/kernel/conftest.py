@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kit import need_root, new_lab
+from kit import need_root, new_lab, pair, serve
 
 LOG_ALL_NETNS = Path("/proc/sys/net/netfilter/nf_log_all_netns")
 
@@ -38,3 +38,13 @@ def kernel_log():
     finally:
         with contextlib.suppress(OSError):
             LOG_ALL_NETNS.write_text(before + "\n")
+
+
+@pytest.fixture
+def net(lab):
+    """server <-> client, with TCP 80, 81 and UDP 53, 54 echo servers on the server and TCP 80
+    on the client. Modules with another topology define their own ``net``."""
+    server, client = pair(lab)
+    serve(server, tcp=[80, 81], udp=[53, 54])
+    serve(client, tcp=[80])
+    return server, client

@@ -5,16 +5,8 @@ import uuid
 import pytest
 
 from kit import (CLIENT4, R_SERVER4, R_SERVER6, SERVER4, SERVER6, dmesg_count, listing,
-                 nft_objects, pair, ping_burst, probes, reload_with, routed, rules, serve, up,
+                 nft_objects, ping_burst, probes, reload_with, routed, rules, serve, up,
                  wait_until)
-
-
-@pytest.fixture
-def net(lab):
-    server, client = pair(lab)
-    serve(server, tcp=[80, 81], udp=[53, 54])
-    serve(client, tcp=[80])
-    return server, client
 
 
 def test_reject_sends_reset_or_port_unreachable(net):

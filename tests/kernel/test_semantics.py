@@ -2,18 +2,8 @@
 
 import json
 
-import pytest
-
-from kit import (CLIENT4, CLIENT6, SERVER4, SERVER6, listing, pair, probes, reach, reload_with,
-                 rules, serve, up)
-
-
-@pytest.fixture
-def net(lab):
-    server, client = pair(lab)
-    serve(server, tcp=[80, 81], udp=[53, 54])
-    serve(client, tcp=[80])
-    return server, client
+from kit import (CLIENT4, CLIENT6, SERVER4, SERVER6, listing, probes, reach, reload_with,
+                 rules, up)
 
 
 def test_accept_passes_the_packet_on_to_the_next_priority(net):
