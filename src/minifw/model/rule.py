@@ -91,7 +91,7 @@ class Rule:
     def from_toml(cls, data: dict[str, Any], *, index: int | None = None) -> "Rule":
         """Validate one ``[[rule]]`` table. ``index`` is used only to name an id-less rule."""
         rid = data.get("id")
-        label = rid if isinstance(rid, str) else (f"#{index + 1}" if index is not None else None)
+        label = rid if isinstance(rid, str) else (f"#{index + 1}" if index is not None else "new")
         unknown = [k for k in data if k not in RULE_KEYS]
         if unknown:
             raise RuleError(f"unknown key; valid keys are {', '.join(RULE_KEYS)}",
