@@ -225,3 +225,6 @@ def delete(ctx, rule_id, runtime):
 
 def main() -> None:
     cli(prog_name="minifw")
+
+from .hooks import run_hooks  # noqa: E402
+cli.add_command(run_hooks)

@@ -1,0 +1,257 @@
+"""The packet a hook function sees: lazily parsed headers over the bytes the queue copied. Pure.
+
+Nothing is parsed until a field is read; what a hook does not touch costs nothing. A truncated
+or malformed header raises PacketError, and only that.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, Callable
+
+from ..errors import PacketError
+from ..netlink.nfqueue import CT_STATE_NAMES, QueuedPacket
+
+HOOK_NAMES = ("prerouting", "input", "forward", "output", "postrouting")
+PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
+_PORT_PROTOS = (6, 17, 132, 136)
+_V6_EXT = {0, 43, 60, 51, 44}  # hop-by-hop, routing, destination options, AH, fragment
+_str_cache: dict[str, int | None] = {}
+
+
+def _as_int(other: Any, version: int) -> int | None:
+    """The integer value of an address-like ``other``, or None if it is not one of ``version``."""
+    if isinstance(other, str):
+        cached = _str_cache.get(other)
+        if cached is None and other not in _str_cache:
+            try:
+                addr = ipaddress.ip_address(other)
+                cached = (addr.version << 128) | int(addr)
+            except ValueError:
+                cached = None
+            if len(_str_cache) < 4096:
+                _str_cache[other] = cached
+        if cached is None or cached >> 128 != version:
+            return None
+        return cached & ((1 << 128) - 1)
+    if isinstance(other, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        return int(other) if other.version == version else None
+    return None
+
+
+class IPv4(ipaddress.IPv4Address):
+    """An IPv4 address that also equals its text: ``pkt.src == "198.18.2.2"``."""
+
+    def __eq__(self, other: Any) -> bool:
+        value = _as_int(other, 4)
+        return value is not None and value == self._ip
+
+    __hash__ = ipaddress.IPv4Address.__hash__
+
+
+class IPv6(ipaddress.IPv6Address):
+    """An IPv6 address that also equals its text."""
+
+    def __eq__(self, other: Any) -> bool:
+        value = _as_int(other, 6)
+        return value is not None and value == self._ip
+
+    __hash__ = ipaddress.IPv6Address.__hash__
+
+
+class Packet:
+    """One queued packet. Fields: version, src, dst, proto, sport, dport, icmp_type, length,
+    iif, oif, hook, mark, ct_state, payload, raw; and ``log(msg)``."""
+
+    __slots__ = ("_q", "_raw", "_l3", "_l4off", "_proto", "_ifname", "_logger", "_full")
+
+    def __init__(self, queued: QueuedPacket, ifname: Callable[[int], str | None] | None = None,
+                 logger: Callable[[str], None] | None = None, full_copy: bool = True):
+        self._q = queued
+        self._raw = queued.payload
+        self._l3: int | None = None       # version, once known
+        self._l4off: int | None = None    # offset of the transport header
+        self._proto: int | None = None
+        self._ifname = ifname
+        self._logger = logger
+        self._full = full_copy
+
+    # ---- metadata from the queue message (no parsing) ------------------------------------
+    @property
+    def id(self) -> int:
+        return self._q.id
+
+    @property
+    def hook(self) -> str:
+        h = self._q.hook
+        return HOOK_NAMES[h] if 0 <= h < 5 else str(h)
+
+    @property
+    def mark(self) -> int:
+        return self._q.mark
+
+    @property
+    def length(self) -> int:
+        return self._q.length
+
+    @property
+    def raw(self) -> bytes:
+        """The bytes copied to userspace, from the network header on (maybe only headers)."""
+        return self._raw
+
+    @property
+    def ct_state(self) -> str | None:
+        """Conntrack state, or None where the kernel cannot attach conntrack to queued packets."""
+        info = self._q.ct_info
+        return None if info is None else CT_STATE_NAMES.get(info)  # type: ignore[call-overload]
+
+    @property
+    def iif(self) -> str | None:
+        return self._name(self._q.indev)
+
+    @property
+    def oif(self) -> str | None:
+        return self._name(self._q.outdev)
+
+    def _name(self, index: int) -> str | None:
+        if not index:
+            return None
+        if self._ifname is None:
+            return str(index)
+        return self._ifname(index)
+
+    def log(self, message: str) -> None:
+        """Write ``message`` to the kernel log (dmesg) and the runner's log."""
+        if self._logger is not None:
+            self._logger(str(message))
+
+    # ---- network header ------------------------------------------------------------------
+    @property
+    def version(self) -> int:
+        v = self._l3
+        if v is None:
+            raw = self._raw
+            if not raw:
+                raise PacketError("the packet is empty: no network header was copied.")
+            v = raw[0] >> 4
+            if v not in (4, 6):
+                raise PacketError(f"the packet's IP version field is {v}; expected 4 or 6.")
+            need = 20 if v == 4 else 40
+            if len(raw) < need:
+                raise PacketError(f"the IPv{v} header is truncated: {len(raw)} of {need} bytes.")
+            self._l3 = v
+        return v
+
+    @property
+    def src(self) -> IPv4 | IPv6:
+        if self.version == 4:
+            return IPv4(self._raw[12:16])
+        return IPv6(self._raw[8:24])
+
+    @property
+    def dst(self) -> IPv4 | IPv6:
+        if self.version == 4:
+            return IPv4(self._raw[16:20])
+        return IPv6(self._raw[24:40])
+
+    def _transport(self) -> tuple[int, int]:
+        """(protocol number, offset of its header)."""
+        if self._l4off is not None:
+            return self._proto, self._l4off  # type: ignore[return-value]
+        raw = self._raw
+        if self.version == 4:
+            ihl = (raw[0] & 0x0F) * 4
+            if ihl < 20 or ihl > len(raw):
+                raise PacketError(f"the IPv4 header length {ihl} is invalid for a packet of "
+                                  f"{len(raw)} copied bytes.")
+            proto, off = raw[9], ihl
+            if int.from_bytes(raw[6:8], "big") & 0x1FFF:
+                off = -1  # a later fragment has no transport header
+        else:
+            proto, off = raw[6], 40
+            while proto in _V6_EXT:
+                if off + 8 > len(raw):
+                    raise PacketError("an IPv6 extension header is truncated.")
+                nxt = raw[off]
+                if proto == 44:
+                    frag_off = int.from_bytes(raw[off + 2:off + 4], "big") >> 3
+                    size = 8
+                    if frag_off:
+                        proto, off = nxt, -1
+                        break
+                elif proto == 51:
+                    size = (raw[off + 1] + 2) * 4
+                else:
+                    size = (raw[off + 1] + 1) * 8
+                proto, off = nxt, off + size
+        self._proto, self._l4off = proto, off
+        return proto, off
+
+    @property
+    def proto(self) -> str | int:
+        """"tcp", "udp", "icmp", "icmpv6", "sctp", or the protocol number for others."""
+        number = self._transport()[0]
+        return PROTO_NAMES.get(number, number)
+
+    @property
+    def proto_number(self) -> int:
+        return self._transport()[0]
+
+    def _l4(self, need: int) -> int | None:
+        proto, off = self._transport()
+        if off < 0:
+            return None
+        if off + need > len(self._raw):
+            raise PacketError(f"the {PROTO_NAMES.get(proto, proto)} header is truncated: "
+                              f"{len(self._raw) - off} bytes copied, {need} needed.")
+        return off
+
+    @property
+    def sport(self) -> int | None:
+        if self._transport()[0] not in _PORT_PROTOS:
+            return None
+        off = self._l4(4)
+        return None if off is None else int.from_bytes(self._raw[off:off + 2], "big")
+
+    @property
+    def dport(self) -> int | None:
+        if self._transport()[0] not in _PORT_PROTOS:
+            return None
+        off = self._l4(4)
+        return None if off is None else int.from_bytes(self._raw[off + 2:off + 4], "big")
+
+    @property
+    def icmp_type(self) -> int | None:
+        if self._transport()[0] not in (1, 58):
+            return None
+        off = self._l4(1)
+        return None if off is None else self._raw[off]
+
+    @property
+    def payload(self) -> bytes:
+        """The transport payload (after the TCP/UDP/ICMP header)."""
+        proto, off = self._transport()
+        if off < 0:
+            return b""
+        if proto == 6:
+            off13 = self._l4(13)
+            assert off13 is not None
+            hlen = (self._raw[off + 12] >> 4) * 4
+        elif proto in (17, 1, 58):
+            hlen = 8
+        else:
+            hlen = 0
+        start = off + hlen
+        if self._q.cap_len is not None and self._q.cap_len > len(self._raw):
+            raise PacketError("only the packet's headers were copied to userspace; declare the "
+                              "hook with @hook(..., payload=True) to read its payload.")
+        if start > len(self._raw):
+            raise PacketError("the transport header is truncated.")
+        return self._raw[start:]
+
+    def __repr__(self) -> str:
+        try:
+            return (f"<Packet {self.hook} {self.proto} {self.src}:{self.sport} -> "
+                    f"{self.dst}:{self.dport} len={self.length}>")
+        except PacketError as exc:
+            return f"<Packet {self.hook} malformed: {exc}>"
