@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from minifw.errors import PacketError
 from minifw.hooks.packet import Packet
 from minifw.netlink.nfqueue import (
-    Ack, CfgFlag, CopyMode, NfqueueCodec, QueuedPacket, Refused, Verdict,
+    Ack, CfgFlag, CopyMode, NfqueueCodec, QueuedPacket, Refused, Verdict, VerdictWriter,
 )
 
 # Captured in a namespace: queue 7, input hook, 128-byte copy range, NFQA_CFG_F_GSO.
@@ -91,7 +91,13 @@ def test_verdict_batch_bytes():
     assert v[16:20] == bytes([0, 0, 0, 7])
     assert v[20:32] == bytes.fromhex("0c000200" "00000001" "00000029")
     marked = NfqueueCodec().verdict_batch(7, 41, Verdict.ACCEPT, mark=0x20000000)
-    assert marked[32:] == bytes.fromhex("0800030020000000")
+    assert marked[20:28] == bytes.fromhex("0800030020000000")  # NFQA_MARK, then the header
+    assert marked[28:] == v[20:32]
+    writer = VerdictWriter()
+    for mark in (None, 0x20000000):
+        for pid in (41, 7, 0xFFFFFFFF):
+            assert writer.batch(7, pid, 1, mark) == NfqueueCodec().verdict_batch(
+                7, pid, Verdict.ACCEPT, mark)
 
 
 @pytest.mark.parametrize("cut", [1, 10, 17, 30, 60, len(PING) - 1])

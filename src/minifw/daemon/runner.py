@@ -18,6 +18,7 @@ import os
 import runpy
 import signal
 import socket
+import struct
 import sys
 import time
 import traceback
@@ -30,18 +31,19 @@ from ..hooks import HookSpec, collect
 from ..hooks.packet import Packet
 from ..kernel import nfnl, nft
 from ..kernel.nfqueue import QueueBusy, QueueSocket
+from ..hooks import ACCEPT, DROP
 from ..netlink.nfqueue import (
-    FULL_COPY_RANGE, HEADER_COPY_RANGE, NfqueueCodec, Verdict, decode_packet,
+    FULL_COPY_RANGE, HEADER_COPY_RANGE, VerdictWriter, decode_packet, split_datagram,
 )
-from ..netlink.nlmsg import NlmsgType, parse_error, split_messages
+from ..netlink.nlmsg import NlmsgType, parse_error
 from . import hookstate
 
 QUEUE_BASE = 1000
 QUEUE_LIMIT = 65535
 BURST = 64
 _PACKET_TYPE = (3 << 8) | 0
-_ACCEPT, _DROP = Verdict.ACCEPT, Verdict.DROP
-_VALID = {Verdict.ACCEPT: Verdict.ACCEPT, Verdict.DROP: Verdict.DROP}
+_ERROR_TYPE = int(NlmsgType.ERROR)
+_NLH_HEAD = struct.Struct("=IH").unpack_from
 log = logging.getLogger("minifw.hooks")
 
 
@@ -107,7 +109,7 @@ class QueueCtx:
         self.placement = placement
         self.fn = spec.fn
         self.name = spec.name
-        self.error_verdict = spec.error_verdict
+        self.error_verdict = int(spec.error_verdict)
         self.flow_mark = spec.flow_mark if spec.per_flow else 0
         self.logger = logger
         self.full = spec.payload
@@ -134,7 +136,7 @@ class Runner:
         self.kmsg = KernelLog(f"minifw[{self.pid}]")
         self._ifnames: dict[int, str | None] = {}
         self._out: list[bytes] = []
-        self._codec = NfqueueCodec()
+        self._verdicts = VerdictWriter()
         self.installed = False
         self.created_table = False
 
@@ -281,65 +283,73 @@ class Runner:
                     "in the kernel; buffer is now %d bytes", self.qs.enobufs, size)
         self._flush()
 
-    def _handle(self, data: memoryview) -> None:
-        try:
-            messages = list(split_messages(data))
-        except PacketError as exc:
-            log.error("dropped a malformed datagram from the kernel: %s", exc)
-            return
-        for msg_type, _flags, _seq, _pid, body in messages:
+    def _handle(self, view: memoryview) -> None:
+        data = bytes(view)
+        n = len(data)
+        if n >= 16 and _NLH_HEAD(data) == (n, _PACKET_TYPE):
+            messages: Any = ((_PACKET_TYPE, 0, 16, n),)  # the usual case: one packet
+        else:
+            try:
+                messages = split_datagram(data)
+            except PacketError as exc:
+                log.error("dropped a malformed datagram from the kernel: %s", exc)
+                return
+        ctxs = self.ctx
+        ifname = self._ifname
+        for msg_type, _seq, start, end in messages:
             if msg_type == _PACKET_TYPE:
                 try:
-                    q = decode_packet(body)
+                    q = decode_packet(data, start, end)
                 except PacketError as exc:
                     log.error("a queued packet could not be decoded: %s", exc)
                     continue
-                ctx = self.ctx.get(q.queue)
+                ctx = ctxs.get(q.queue)
                 if ctx is None:
                     continue
-                self._decide(ctx, q)
-            elif msg_type == NlmsgType.ERROR:
+                ctx.seen += 1
                 try:
-                    err, _ = parse_error(body)
+                    v = ctx.fn(Packet(q, ifname, ctx.logger, ctx.full))
+                    if v is ACCEPT:
+                        verdict = 1
+                    elif v is DROP:
+                        verdict = 0
+                    else:
+                        raise TypeError(f"a hook function must return ACCEPT or DROP, not "
+                                        f"{v!r}")
+                except Exception as exc:
+                    verdict = ctx.error_verdict
+                    ctx.errors += 1
+                    self._report(ctx, exc)
+                mark = None
+                if verdict == 0:
+                    ctx.dropped += 1
+                elif ctx.flow_mark:
+                    mark = q.mark | ctx.flow_mark
+                if ctx.run_last is not None and (verdict != ctx.run_v or mark != ctx.run_mark):
+                    self._out.append(self._verdicts.batch(q.queue, ctx.run_last, ctx.run_v,
+                                                          ctx.run_mark))
+                ctx.run_v, ctx.run_mark, ctx.run_last = verdict, mark, q.id
+            elif msg_type == _ERROR_TYPE:
+                try:
+                    err, _ = parse_error(memoryview(data)[start:end])
                 except PacketError:
                     continue
                 if err:
                     log.warning("the kernel refused a verdict: %s", os.strerror(err))
-
-    def _decide(self, ctx: QueueCtx, q) -> None:
-        ctx.seen += 1
-        pkt = Packet(q, self._ifname, ctx.logger, ctx.full)
-        try:
-            verdict = _VALID.get(ctx.fn(pkt))
-            if verdict is None:
-                raise TypeError("a hook function must return ACCEPT or DROP")
-        except Exception as exc:
-            verdict = ctx.error_verdict
-            ctx.errors += 1
-            self._report(ctx, exc)
-        mark = None
-        if verdict is _DROP:
-            ctx.dropped += 1
-        elif ctx.flow_mark:
-            mark = q.mark | ctx.flow_mark
-        if ctx.run_last is not None and (verdict != ctx.run_v or mark != ctx.run_mark):
-            self._out.append(self._codec.verdict_batch(q.queue, ctx.run_last, ctx.run_v,
-                                                       ctx.run_mark))
-        ctx.run_v, ctx.run_mark, ctx.run_last = verdict, mark, q.id
 
     def _report(self, ctx: QueueCtx, exc: BaseException) -> None:
         n = ctx.errors
         if n <= 20 or n % 1000 == 0:
             text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
             log.error("hook %s raised (error #%d; on_error=%s applies):\n%s", ctx.name, n,
-                      ctx.error_verdict.name.lower(), text.rstrip())
+                      "accept" if ctx.error_verdict else "drop", text.rstrip())
 
     def _flush(self) -> None:
         out = self._out
         for queue, ctx in self.ctx.items():
             if ctx.run_last is not None:
-                out.append(self._codec.verdict_batch(queue, ctx.run_last, ctx.run_v,
-                                                     ctx.run_mark))
+                out.append(self._verdicts.batch(queue, ctx.run_last, ctx.run_v,
+                                                ctx.run_mark))
                 ctx.run_last = None
         if out:
             assert self.qs is not None

@@ -59,6 +59,22 @@ class IPv6(ipaddress.IPv6Address):
     __hash__ = ipaddress.IPv6Address.__hash__
 
 
+def _v4(raw: bytes, at: int) -> IPv4:
+    addr = _new(IPv4)  # skip ipaddress's input checks: 4 bytes are always a valid address
+    addr._ip = int.from_bytes(raw[at:at + 4], "big")
+    return addr
+
+
+def _v6(raw: bytes, at: int) -> IPv6:
+    addr = _new(IPv6)
+    addr._ip = int.from_bytes(raw[at:at + 16], "big")
+    addr._scope_id = None
+    return addr
+
+
+_new = object.__new__
+
+
 class Packet:
     """One queued packet. Fields: version, src, dst, proto, sport, dport, icmp_type, length,
     iif, oif, hook, mark, ct_state, payload, raw; and ``log(msg)``."""
@@ -68,7 +84,7 @@ class Packet:
     def __init__(self, queued: QueuedPacket, ifname: Callable[[int], str | None] | None = None,
                  logger: Callable[[str], None] | None = None, full_copy: bool = True):
         self._q = queued
-        self._raw = queued.payload
+        self._raw: bytes | None = None
         self._l3: int | None = None       # version, once known
         self._l4off: int | None = None    # offset of the transport header
         self._proto: int | None = None
@@ -97,7 +113,10 @@ class Packet:
     @property
     def raw(self) -> bytes:
         """The bytes copied to userspace, from the network header on (maybe only headers)."""
-        return self._raw
+        raw = self._raw
+        if raw is None:
+            raw = self._raw = self._q.payload
+        return raw
 
     @property
     def ct_state(self) -> str | None:
@@ -130,7 +149,7 @@ class Packet:
     def version(self) -> int:
         v = self._l3
         if v is None:
-            raw = self._raw
+            raw = self.raw
             if not raw:
                 raise PacketError("the packet is empty: no network header was copied.")
             v = raw[0] >> 4
@@ -145,21 +164,22 @@ class Packet:
     @property
     def src(self) -> IPv4 | IPv6:
         if self.version == 4:
-            return IPv4(self._raw[12:16])
-        return IPv6(self._raw[8:24])
+            return _v4(self._raw, 12)
+        return _v6(self._raw, 8)
 
     @property
     def dst(self) -> IPv4 | IPv6:
         if self.version == 4:
-            return IPv4(self._raw[16:20])
-        return IPv6(self._raw[24:40])
+            return _v4(self._raw, 16)
+        return _v6(self._raw, 24)
 
     def _transport(self) -> tuple[int, int]:
         """(protocol number, offset of its header)."""
         if self._l4off is not None:
             return self._proto, self._l4off  # type: ignore[return-value]
-        raw = self._raw
-        if self.version == 4:
+        version = self.version
+        raw = self.raw
+        if version == 4:
             ihl = (raw[0] & 0x0F) * 4
             if ihl < 20 or ihl > len(raw):
                 raise PacketError(f"the IPv4 header length {ihl} is invalid for a packet of "

@@ -18,7 +18,7 @@ import struct
 from ..errors import PacketError
 from .nlmsg import (
     NLMSG_HDR, NfnlSubsys, NlmFlag, NlmsgType, attr, attr_be32, message, nfgen, nfnl_type,
-    parse_attrs, parse_error, split_messages,
+    parse_error,
 )
 
 
@@ -136,33 +136,86 @@ _AF_UNSPEC = 0
 # ---- events ------------------------------------------------------------------------------------
 
 class QueuedPacket:
-    """One packet the kernel queued to us. ``payload`` starts at the network header."""
+    """One packet the kernel queued to us. ``payload`` starts at the network header.
 
-    __slots__ = ("queue", "id", "hw_protocol", "hook", "payload", "mark", "indev", "outdev",
-                 "cap_len", "ct_info")
+    The queue, id, hook and hardware protocol are read at once (a verdict needs the id); the
+    other attributes are decoded on first use, so an accept-all hook pays for none of them.
+    """
 
-    def __init__(self, queue: int, packet_id: int, hw_protocol: int, hook: int, payload: bytes,
-                 mark: int, indev: int, outdev: int, cap_len: int | None,
-                 ct_info: int | None):
+    __slots__ = ("queue", "id", "hw_protocol", "hook", "_data", "_start", "_end", "_done",
+                 "_payload", "_mark", "_indev", "_outdev", "_cap_len", "_ct_info")
+
+    def __init__(self, queue: int, packet_id: int, hw_protocol: int, hook: int,
+                 payload: bytes = b"", mark: int = 0, indev: int = 0, outdev: int = 0,
+                 cap_len: int | None = None, ct_info: int | None = None,
+                 data: bytes | None = None, start: int = 0, end: int = 0):
         self.queue = queue
         self.id = packet_id
         self.hw_protocol = hw_protocol
         self.hook = hook
-        self.payload = payload
-        self.mark = mark
-        self.indev = indev
-        self.outdev = outdev
-        self.cap_len = cap_len
-        self.ct_info = ct_info
+        self._data = data
+        self._start = start
+        self._end = end
+        self._done = data is None
+        self._payload = payload
+        self._mark = mark
+        self._indev = indev
+        self._outdev = outdev
+        self._cap_len = cap_len
+        self._ct_info = ct_info
+
+    def _decode(self) -> None:
+        full = decode_packet(self._data, self._start, self._end, lazy=False)  # type: ignore
+        self._payload, self._mark = full._payload, full._mark
+        self._indev, self._outdev = full._indev, full._outdev
+        self._cap_len, self._ct_info = full._cap_len, full._ct_info
+        self._done = True
+        self._data = None
+
+    @property
+    def payload(self) -> bytes:
+        if not self._done:
+            self._decode()
+        return self._payload
+
+    @property
+    def mark(self) -> int:
+        if not self._done:
+            self._decode()
+        return self._mark
+
+    @property
+    def indev(self) -> int:
+        if not self._done:
+            self._decode()
+        return self._indev
+
+    @property
+    def outdev(self) -> int:
+        if not self._done:
+            self._decode()
+        return self._outdev
+
+    @property
+    def cap_len(self) -> int | None:
+        if not self._done:
+            self._decode()
+        return self._cap_len
+
+    @property
+    def ct_info(self) -> int | None:
+        if not self._done:
+            self._decode()
+        return self._ct_info
 
     @property
     def length(self) -> int:
         """The packet's real length, even when only its headers were copied."""
-        return self.cap_len if self.cap_len is not None else len(self.payload)
+        cap = self.cap_len
+        return cap if cap is not None else len(self.payload)
 
     def __repr__(self) -> str:
-        return (f"QueuedPacket(queue={self.queue}, id={self.id}, hook={self.hook}, "
-                f"len={self.length}, mark={self.mark:#x})")
+        return (f"QueuedPacket(queue={self.queue}, id={self.id}, hook={self.hook})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,21 +300,27 @@ class NfqueueCodec:
     @staticmethod
     def _verdict(kind: int, queue: int, packet_id: int, verdict: Verdict,
                  mark: int | None) -> bytes:
-        body = nfgen(_AF_UNSPEC, queue) + attr(Nfqa.VERDICT_HDR,
-                                              _VERDICT_HDR.pack(verdict, packet_id))
-        if mark is not None:
+        body = nfgen(_AF_UNSPEC, queue)
+        if mark is not None:  # before the verdict header, so the packet id ends the message
             body += attr_be32(Nfqa.MARK, mark)
+        body += attr(Nfqa.VERDICT_HDR, _VERDICT_HDR.pack(verdict, packet_id))
         return message(kind, NlmFlag.REQUEST, 0, body)
+
+    @classmethod
+    def verdict_batch_at_front(cls, queue: int, last_id: int, verdict: int,
+                               mark: int | None = None) -> bytes:
+        return cls._verdict(_BATCH_TYPE, queue, last_id, Verdict(verdict), mark)
 
     # -- receiving --
     def receive_data(self, data: bytes | memoryview) -> list[Event]:
         """Decode one datagram. Raises PacketError (only) on malformed input."""
         events: list[Event] = []
-        for msg_type, _flags, seq, _pid, body in split_messages(data):
+        data = bytes(data)
+        for msg_type, _seq, start, end in split_datagram(data):
             if msg_type == _PACKET_TYPE:
-                events.append(decode_packet(body))
+                events.append(decode_packet(data, start, end))
             elif msg_type == NlmsgType.ERROR:
-                errno, req_seq = parse_error(body)
+                errno, req_seq = parse_error(memoryview(data)[start:end])
                 what = self._pending.pop(req_seq, f"request {req_seq}")
                 events.append(Ack(req_seq) if errno == 0 else Refused(req_seq, errno, what))
             elif msg_type in (NlmsgType.NOOP, NlmsgType.DONE):
@@ -272,31 +331,111 @@ class NfqueueCodec:
         return events
 
 
-def decode_packet(body: memoryview) -> QueuedPacket:
-    """One NFQNL_MSG_PACKET body (after the netlink header)."""
-    if len(body) < 4:
+_NLH = struct.Struct("=IHHII").unpack_from
+_NLA = struct.Struct("=HH").unpack_from
+_BE32 = struct.Struct(">I").unpack_from
+_PKT = _PKT_HDR.unpack_from
+_A_PACKET_HDR, _A_MARK, _A_INDEV, _A_OUTDEV = 1, 3, 5, 6
+_A_PAYLOAD, _A_CT_INFO, _A_CAP_LEN = 10, 12, 13
+_U32_ATTRS = {_A_MARK: "mark", _A_INDEV: "input interface", _A_OUTDEV: "output interface",
+              _A_CT_INFO: "conntrack info", _A_CAP_LEN: "captured length"}
+
+
+def decode_packet(body: bytes | memoryview, start: int = 0, end: int | None = None,
+                  lazy: bool = True) -> QueuedPacket:
+    """One NFQNL_MSG_PACKET body (after the netlink header): ``body[start:end]``.
+
+    The hot path: when the packet header comes first (as the kernel writes it), only it is
+    read now and the rest on first use; otherwise one pass over every attribute.
+    """
+    if not isinstance(body, bytes):
+        body = bytes(body)
+    if end is None:
+        end = len(body)
+    if end - start < 4:
         raise PacketError("a queued-packet message has no nfgenmsg header.")
-    queue = int.from_bytes(body[2:4], "big")
-    attrs = parse_attrs(body, 4)
-    hdr = attrs.get(Nfqa.PACKET_HDR)
-    if hdr is None or len(hdr) < _PKT_HDR.size:
+    queue = (body[start + 2] << 8) | body[start + 3]
+    if lazy and end - start >= 16 and _NLA(body, start + 4) == (11, _A_PACKET_HDR):
+        packet_id, hw_protocol, hook = _PKT(body, start + 8)
+        return QueuedPacket(queue, packet_id, hw_protocol, hook, data=body, start=start,
+                            end=end)
+    off = start + 4
+    found: dict[int, int] = {}
+    payload = b""
+    unpack = _NLA
+    while off + 4 <= end:
+        length, kind = unpack(body, off)
+        if length < 4:
+            raise PacketError(f"a netlink attribute at offset {off} claims {length} bytes.")
+        kind &= 0x3FFF
+        if kind == _A_PAYLOAD:
+            payload = body[off + 4:off + length]
+        else:
+            found[kind] = off
+        off += (length + 3) & ~3
+    if off > ((end + 3) & ~3):
+        raise PacketError(f"the last netlink attribute of a queued packet runs {off - end} "
+                          "bytes past the end of its message.")
+    at = found.get(_A_PACKET_HDR)
+    if at is None or _NLA(body, at)[0] < 11:
         raise PacketError("a queued packet has no valid packet header attribute.")
-    packet_id, hw_protocol, hook = _PKT_HDR.unpack_from(hdr)
-    payload = attrs.get(Nfqa.PAYLOAD)
-    mark = attrs.get(Nfqa.MARK)
-    indev = attrs.get(Nfqa.IFINDEX_INDEV)
-    outdev = attrs.get(Nfqa.IFINDEX_OUTDEV)
-    cap_len = attrs.get(Nfqa.CAP_LEN)
-    ct_info = attrs.get(Nfqa.CT_INFO)
-    return QueuedPacket(
-        queue, packet_id, hw_protocol, hook,
-        bytes(payload) if payload is not None else b"",
-        _u32(mark, "mark") if mark is not None else 0,
-        _u32(indev, "input interface") if indev is not None else 0,
-        _u32(outdev, "output interface") if outdev is not None else 0,
-        _u32(cap_len, "captured length") if cap_len is not None else None,
-        _u32(ct_info, "conntrack info") if ct_info is not None else None,
-    )
+    packet_id, hw_protocol, hook = _PKT(body, at + 4)
+    mark = indev = outdev = 0
+    cap_len = ct_info = None
+    if len(found) > 1:
+        for kind, what in _U32_ATTRS.items():
+            at = found.get(kind)
+            if at is None:
+                continue
+            if _NLA(body, at)[0] != 8:
+                raise PacketError(f"the {what} attribute of a queued packet has "
+                                  f"{_NLA(body, at)[0] - 4} bytes; it needs 4.")
+            value = _BE32(body, at + 4)[0]
+            if kind == _A_MARK:
+                mark = value
+            elif kind == _A_INDEV:
+                indev = value
+            elif kind == _A_OUTDEV:
+                outdev = value
+            elif kind == _A_CAP_LEN:
+                cap_len = value
+            else:
+                ct_info = value
+    return QueuedPacket(queue, packet_id, hw_protocol, hook, payload, mark, indev, outdev,
+                        cap_len, ct_info)
+
+
+def split_datagram(data: bytes) -> list[tuple[int, int, int, int]]:
+    """(type, seq, start, end) of each netlink message in a datagram; body is data[start:end]."""
+    out = []
+    total = len(data)
+    off = 0
+    while off < total:
+        if total - off < 16:
+            raise PacketError(f"a netlink message header is truncated: {total - off} bytes "
+                              f"left at offset {off}, a header needs 16.")
+        length, msg_type, _flags, seq, _pid = _NLH(data, off)
+        if length < 16 or off + length > total:
+            raise PacketError(f"a netlink message at offset {off} claims {length} bytes, "
+                              f"but {total - off} are left.")
+        out.append((msg_type, seq, off + 16, off + length))
+        off += (length + 3) & ~3
+    return out
+
+
+class VerdictWriter:
+    """Batch-verdict messages with cached prefixes: only the packet id is packed per call."""
+
+    def __init__(self) -> None:
+        self._prefix: dict[tuple[int, int, int | None], bytes] = {}
+
+    def batch(self, queue: int, last_id: int, verdict: int, mark: int | None = None) -> bytes:
+        key = (queue, verdict, mark)
+        prefix = self._prefix.get(key)
+        if prefix is None:
+            whole = NfqueueCodec.verdict_batch_at_front(queue, 0, verdict, mark)
+            prefix = self._prefix[key] = whole[:-4]
+        return prefix + last_id.to_bytes(4, "big")
 
 
 def _u32(value: memoryview, what: str) -> int:
@@ -309,4 +448,4 @@ def _u32(value: memoryview, what: str) -> int:
 __all__ = ["NfqueueCodec", "QueuedPacket", "Ack", "Refused", "Event", "Verdict", "CopyMode",
            "CfgFlag", "CfgCmd", "Nfqa", "NfqaCfg", "NfqnlMsg", "NfHook", "CtInfo",
            "CT_STATE_NAMES", "HEADER_COPY_RANGE", "FULL_COPY_RANGE", "DEFAULT_MAXLEN",
-           "decode_packet", "NLMSG_HDR"]
+           "decode_packet", "split_datagram", "VerdictWriter", "NLMSG_HDR"]
