@@ -45,6 +45,7 @@ def test_decode_captured_ping():
     assert pkt.version == 4 and pkt.proto == "icmp" and pkt.icmp_type == 8
     assert pkt.src == "127.0.0.1" and pkt.dst == ipaddress.ip_address("127.0.0.1")
     assert pkt.src in ipaddress.ip_network("127.0.0.0/8")
+    assert pkt.src in {ipaddress.ip_address("127.0.0.1")} and str(pkt.dst) == "127.0.0.1"
     assert pkt.src != "::1" and pkt.src != "not an address"
     assert pkt.sport is None and pkt.hook == "input" and pkt.ct_state is None
     with pytest.raises(PacketError, match="payload=True"):
@@ -57,6 +58,7 @@ def test_decode_captured_udp6():
     assert pkt.version == 6 and pkt.proto == "udp"
     assert pkt.src == "::1" and pkt.dst == ipaddress.IPv6Address("::1")
     assert pkt.dport == 5353 and pkt.payload == b"hello" and pkt.length == 53
+    assert pkt.src in {ipaddress.ip_address("::1")} and pkt.src != "127.0.0.1"
     assert pkt.iif == "lo" and pkt.oif is None and pkt.hook == "input"
     assert pkt.id == 2
 

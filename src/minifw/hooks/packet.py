@@ -46,7 +46,8 @@ class IPv4(ipaddress.IPv4Address):
         value = _as_int(other, 4)
         return value is not None and value == self._ip
 
-    __hash__ = ipaddress.IPv4Address.__hash__
+    def __hash__(self) -> int:  # the same value as ipaddress's, computed without int()
+        return hash(hex(self._ip))
 
 
 class IPv6(ipaddress.IPv6Address):
@@ -56,7 +57,8 @@ class IPv6(ipaddress.IPv6Address):
         value = _as_int(other, 6)
         return value is not None and value == self._ip
 
-    __hash__ = ipaddress.IPv6Address.__hash__
+    def __hash__(self) -> int:
+        return hash((self._ip, self._scope_id))  # what ipaddress hashes
 
 
 def _v4(raw: bytes, at: int) -> IPv4:
@@ -85,7 +87,7 @@ class Packet:
                  logger: Callable[[str], None] | None = None, full_copy: bool = True):
         self._q = queued
         self._raw: bytes | None = None
-        self._l3: int | None = None       # version, once known
+        self._l3: int | None = None       # version, once parsed
         self._l4off: int | None = None    # offset of the transport header
         self._proto: int | None = None
         self._ifname = ifname
@@ -144,74 +146,80 @@ class Packet:
         if self._logger is not None:
             self._logger(str(message))
 
-    # ---- network header ------------------------------------------------------------------
-    @property
-    def version(self) -> int:
-        v = self._l3
-        if v is None:
-            raw = self.raw
-            if not raw:
-                raise PacketError("the packet is empty: no network header was copied.")
-            v = raw[0] >> 4
-            if v not in (4, 6):
-                raise PacketError(f"the packet's IP version field is {v}; expected 4 or 6.")
-            need = 20 if v == 4 else 40
-            if len(raw) < need:
-                raise PacketError(f"the IPv{v} header is truncated: {len(raw)} of {need} bytes.")
-            self._l3 = v
-        return v
-
-    @property
-    def src(self) -> IPv4 | IPv6:
-        if self.version == 4:
-            return _v4(self._raw, 12)
-        return _v6(self._raw, 8)
-
-    @property
-    def dst(self) -> IPv4 | IPv6:
-        if self.version == 4:
-            return _v4(self._raw, 16)
-        return _v6(self._raw, 24)
-
-    def _transport(self) -> tuple[int, int]:
-        """(protocol number, offset of its header)."""
-        if self._l4off is not None:
-            return self._proto, self._l4off  # type: ignore[return-value]
-        version = self.version
-        raw = self.raw
-        if version == 4:
-            ihl = (raw[0] & 0x0F) * 4
-            if ihl < 20 or ihl > len(raw):
-                raise PacketError(f"the IPv4 header length {ihl} is invalid for a packet of "
-                                  f"{len(raw)} copied bytes.")
-            proto, off = raw[9], ihl
-            if int.from_bytes(raw[6:8], "big") & 0x1FFF:
+    # ---- network and transport headers (parsed together, on first use) --------------------
+    def _parse(self) -> None:
+        raw = self._q.payload
+        n = len(raw)
+        if not n:
+            raise PacketError("the packet is empty: no network header was copied.")
+        v = raw[0] >> 4
+        if v == 4:
+            if n < 20:
+                raise PacketError(f"the IPv4 header is truncated: {n} of 20 bytes.")
+            off = (raw[0] & 0x0F) * 4
+            if off < 20 or off > n:
+                raise PacketError(f"the IPv4 header length {off} is invalid for a packet of "
+                                  f"{n} copied bytes.")
+            proto = raw[9]
+            if (raw[6] & 0x1F) or raw[7]:
                 off = -1  # a later fragment has no transport header
-        else:
+        elif v == 6:
+            if n < 40:
+                raise PacketError(f"the IPv6 header is truncated: {n} of 40 bytes.")
             proto, off = raw[6], 40
             while proto in _V6_EXT:
-                if off + 8 > len(raw):
+                if off + 8 > n:
                     raise PacketError("an IPv6 extension header is truncated.")
                 nxt = raw[off]
                 if proto == 44:
-                    frag_off = int.from_bytes(raw[off + 2:off + 4], "big") >> 3
-                    size = 8
-                    if frag_off:
+                    if ((raw[off + 2] << 8) | raw[off + 3]) >> 3:
                         proto, off = nxt, -1
                         break
+                    size = 8
                 elif proto == 51:
                     size = (raw[off + 1] + 2) * 4
                 else:
                     size = (raw[off + 1] + 1) * 8
                 proto, off = nxt, off + size
-        self._proto, self._l4off = proto, off
-        return proto, off
+        else:
+            raise PacketError(f"the packet's IP version field is {v}; expected 4 or 6.")
+        self._raw, self._proto, self._l4off, self._l3 = raw, proto, off, v
+
+    @property
+    def version(self) -> int:
+        if self._l3 is None:
+            self._parse()
+        return self._l3  # type: ignore[return-value]
+
+    @property
+    def src(self) -> IPv4 | IPv6:
+        if self._l3 is None:
+            self._parse()
+        if self._l3 == 4:
+            return _v4(self._raw, 12)  # type: ignore[arg-type]
+        return _v6(self._raw, 8)  # type: ignore[arg-type]
+
+    @property
+    def dst(self) -> IPv4 | IPv6:
+        if self._l3 is None:
+            self._parse()
+        if self._l3 == 4:
+            return _v4(self._raw, 16)  # type: ignore[arg-type]
+        return _v6(self._raw, 24)  # type: ignore[arg-type]
+
+    def _transport(self) -> tuple[int, int]:
+        """(protocol number, offset of its header; -1 for a non-first fragment)."""
+        if self._l3 is None:
+            self._parse()
+        return self._proto, self._l4off  # type: ignore[return-value]
 
     @property
     def proto(self) -> str | int:
         """"tcp", "udp", "icmp", "icmpv6", "sctp", or the protocol number for others."""
-        number = self._transport()[0]
-        return PROTO_NAMES.get(number, number)
+        if self._l3 is None:
+            self._parse()
+        number = self._proto
+        return PROTO_NAMES.get(number, number)  # type: ignore[arg-type]
 
     @property
     def proto_number(self) -> int:
@@ -221,31 +229,43 @@ class Packet:
         proto, off = self._transport()
         if off < 0:
             return None
-        if off + need > len(self._raw):
+        if off + need > len(self._raw):  # type: ignore[arg-type]
             raise PacketError(f"the {PROTO_NAMES.get(proto, proto)} header is truncated: "
-                              f"{len(self._raw) - off} bytes copied, {need} needed.")
+                              f"{len(self._raw) - off} bytes copied, {need} needed.")  # type: ignore[arg-type]
         return off
 
     @property
     def sport(self) -> int | None:
-        if self._transport()[0] not in _PORT_PROTOS:
+        if self._l3 is None:
+            self._parse()
+        if self._proto not in _PORT_PROTOS:
             return None
         off = self._l4(4)
-        return None if off is None else int.from_bytes(self._raw[off:off + 2], "big")
+        if off is None:
+            return None
+        raw = self._raw
+        return (raw[off] << 8) | raw[off + 1]  # type: ignore[index]
 
     @property
     def dport(self) -> int | None:
-        if self._transport()[0] not in _PORT_PROTOS:
+        if self._l3 is None:
+            self._parse()
+        if self._proto not in _PORT_PROTOS:
             return None
         off = self._l4(4)
-        return None if off is None else int.from_bytes(self._raw[off + 2:off + 4], "big")
+        if off is None:
+            return None
+        raw = self._raw
+        return (raw[off + 2] << 8) | raw[off + 3]  # type: ignore[index]
 
     @property
     def icmp_type(self) -> int | None:
-        if self._transport()[0] not in (1, 58):
+        if self._l3 is None:
+            self._parse()
+        if self._proto not in (1, 58):
             return None
         off = self._l4(1)
-        return None if off is None else self._raw[off]
+        return None if off is None else self._raw[off]  # type: ignore[index]
 
     @property
     def payload(self) -> bytes:

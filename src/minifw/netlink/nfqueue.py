@@ -143,7 +143,8 @@ class QueuedPacket:
     """
 
     __slots__ = ("queue", "id", "hw_protocol", "hook", "_data", "_start", "_end", "_done",
-                 "_payload", "_mark", "_indev", "_outdev", "_cap_len", "_ct_info")
+                 "_payload", "_mark", "_indev", "_outdev", "_cap_len", "_ct_info", "_found",
+                 "_meta_done")
 
     def __init__(self, queue: int, packet_id: int, hw_protocol: int, hook: int,
                  payload: bytes = b"", mark: int = 0, indev: int = 0, outdev: int = 0,
@@ -163,14 +164,23 @@ class QueuedPacket:
         self._outdev = outdev
         self._cap_len = cap_len
         self._ct_info = ct_info
+        self._found: dict[int, int] | None = None
+        self._meta_done = data is None
 
     def _decode(self) -> None:
-        full = decode_packet(self._data, self._start, self._end, lazy=False)  # type: ignore
-        self._payload, self._mark = full._payload, full._mark
-        self._indev, self._outdev = full._indev, full._outdev
-        self._cap_len, self._ct_info = full._cap_len, full._ct_info
+        """Find every attribute and take the payload; numbers wait for _meta()."""
+        data = self._data
+        assert data is not None
+        self._found, self._payload = _walk(data, self._start + 4, self._end)
         self._done = True
-        self._data = None
+
+    def _meta(self) -> None:
+        if not self._done:
+            self._decode()
+        assert self._found is not None and self._data is not None
+        (self._mark, self._indev, self._outdev, self._cap_len,
+         self._ct_info) = _numbers(self._data, self._found)
+        self._meta_done = True
 
     @property
     def payload(self) -> bytes:
@@ -180,32 +190,32 @@ class QueuedPacket:
 
     @property
     def mark(self) -> int:
-        if not self._done:
-            self._decode()
+        if not self._meta_done:
+            self._meta()
         return self._mark
 
     @property
     def indev(self) -> int:
-        if not self._done:
-            self._decode()
+        if not self._meta_done:
+            self._meta()
         return self._indev
 
     @property
     def outdev(self) -> int:
-        if not self._done:
-            self._decode()
+        if not self._meta_done:
+            self._meta()
         return self._outdev
 
     @property
     def cap_len(self) -> int | None:
-        if not self._done:
-            self._decode()
+        if not self._meta_done:
+            self._meta()
         return self._cap_len
 
     @property
     def ct_info(self) -> int | None:
-        if not self._done:
-            self._decode()
+        if not self._meta_done:
+            self._meta()
         return self._ct_info
 
     @property
@@ -359,50 +369,46 @@ def decode_packet(body: bytes | memoryview, start: int = 0, end: int | None = No
         packet_id, hw_protocol, hook = _PKT(body, start + 8)
         return QueuedPacket(queue, packet_id, hw_protocol, hook, data=body, start=start,
                             end=end)
-    off = start + 4
-    found: dict[int, int] = {}
-    payload = b""
-    unpack = _NLA
-    while off + 4 <= end:
-        length, kind = unpack(body, off)
-        if length < 4:
-            raise PacketError(f"a netlink attribute at offset {off} claims {length} bytes.")
-        kind &= 0x3FFF
-        if kind == _A_PAYLOAD:
-            payload = body[off + 4:off + length]
-        else:
-            found[kind] = off
-        off += (length + 3) & ~3
-    if off > ((end + 3) & ~3):
-        raise PacketError(f"the last netlink attribute of a queued packet runs {off - end} "
-                          "bytes past the end of its message.")
+    found, payload = _walk(body, start + 4, end)
     at = found.get(_A_PACKET_HDR)
     if at is None or _NLA(body, at)[0] < 11:
         raise PacketError("a queued packet has no valid packet header attribute.")
     packet_id, hw_protocol, hook = _PKT(body, at + 4)
-    mark = indev = outdev = 0
-    cap_len = ct_info = None
-    if len(found) > 1:
-        for kind, what in _U32_ATTRS.items():
-            at = found.get(kind)
-            if at is None:
-                continue
-            if _NLA(body, at)[0] != 8:
+    return QueuedPacket(queue, packet_id, hw_protocol, hook, payload,
+                        *_numbers(body, found))
+
+
+def _walk(body: bytes, off: int, end: int) -> tuple[dict[int, int], bytes]:
+    """Where each attribute starts (the kernel never repeats one), and the payload."""
+    found: dict[int, int] = {}
+    unpack = _NLA
+    while off < end:
+        length, kind = unpack(body, off)
+        found[kind & 0x3FFF] = off
+        if length < 4:
+            raise PacketError(f"a netlink attribute at offset {off} claims {length} bytes.")
+        off += (length + 3) & ~3
+    if off > ((end + 3) & ~3):
+        raise PacketError(f"the last netlink attribute of a queued packet runs {off - end} "
+                          "bytes past the end of its message.")
+    at = found.get(_A_PAYLOAD)
+    return found, (b"" if at is None else body[at + 4:at + unpack(body, at)[0]])
+
+
+def _numbers(body: bytes, found: dict[int, int]
+             ) -> tuple[int, int, int, int | None, int | None]:
+    """mark, input and output ifindex, captured length, conntrack info."""
+    values: dict[int, int] = {}
+    for kind, what in _U32_ATTRS.items():
+        at = found.get(kind)
+        if at is not None:
+            length = _NLA(body, at)[0]
+            if length != 8:
                 raise PacketError(f"the {what} attribute of a queued packet has "
-                                  f"{_NLA(body, at)[0] - 4} bytes; it needs 4.")
-            value = _BE32(body, at + 4)[0]
-            if kind == _A_MARK:
-                mark = value
-            elif kind == _A_INDEV:
-                indev = value
-            elif kind == _A_OUTDEV:
-                outdev = value
-            elif kind == _A_CAP_LEN:
-                cap_len = value
-            else:
-                ct_info = value
-    return QueuedPacket(queue, packet_id, hw_protocol, hook, payload, mark, indev, outdev,
-                        cap_len, ct_info)
+                                  f"{length - 4} bytes; it needs 4.")
+            values[kind] = _BE32(body, at + 4)[0]
+    return (values.get(_A_MARK, 0), values.get(_A_INDEV, 0), values.get(_A_OUTDEV, 0),
+            values.get(_A_CAP_LEN), values.get(_A_CT_INFO))
 
 
 def split_datagram(data: bytes) -> list[tuple[int, int, int, int]]:
