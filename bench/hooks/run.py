@@ -7,7 +7,9 @@ input hook):
   parse + set-lookup hooks;
 - TCP iperf3 throughput: no firewall, a minifw hook, a minifw per-flow hook.
 Every userspace path runs fail-closed (no F_FAIL_OPEN, no bypass), so only verdicts issued
-from userspace count. Prints ratios. Usage (root): .venv/bin/python bench/hooks/run.py
+from userspace count. Prints ratios, and each consumer's CPU time per delivered packet (on a
+shared machine the pps a consumer reaches depends on the CPU share it gets; its CPU cost per
+packet does much less). Usage (root): .venv/bin/python bench/hooks/run.py
 """
 
 from __future__ import annotations
@@ -81,8 +83,14 @@ def wait_record(host, proc, deadline=15.0) -> None:
         time.sleep(0.05)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (the consumer: `ip netns exec` execs into it)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def udp_case(lab, rx, tx, blast: str, seconds: float, consumer: list[str] | None,
-             minifw_file: str | None) -> float:
+             minifw_file: str | None) -> tuple[float, float | None]:
     proc = None
     if minifw_file:
         proc = rx.popen([MINIFW, "run", minifw_file],
@@ -96,11 +104,14 @@ def udp_case(lab, rx, tx, blast: str, seconds: float, consumer: list[str] | None
         sender = subprocess.Popen(["ip", "netns", "exec", tx.ns, blast, "198.18.0.1", "9",
                                    str(seconds + 1.0)], stdout=subprocess.PIPE, text=True)
         time.sleep(0.5)
+        c0 = cpu_seconds(proc.pid) if proc else 0.0
         a, t0 = udp_delivered(rx), time.monotonic()
         time.sleep(seconds)
         b, t1 = udp_delivered(rx), time.monotonic()
+        c1 = cpu_seconds(proc.pid) if proc else 0.0
         sender.wait(timeout=seconds + 10)
-        return (b - a) / (t1 - t0)
+        cpu_per_packet = (c1 - c0) / max(b - a, 1) * 1e6 if proc else None
+        return (b - a) / (t1 - t0), cpu_per_packet
     finally:
         stop(proc)
         remove_tables(rx)
@@ -161,10 +172,13 @@ def main() -> int:
                 ("minifw accept-all", None, str(HERE / "minifw_accept.py")),
                 ("minifw parse + set lookup", None, str(HERE / "minifw_parse.py")),
             ]
-            udp = {}
+            udp, cpu = {}, {}
             for name, consumer, hook_file in udp_cases:
-                udp[name] = udp_case(lab, rx, tx, blast, args.seconds, consumer, hook_file)
-                print(f"udp  {name:<34} {udp[name]:>12,.0f} pps", flush=True)
+                udp[name], cpu[name] = udp_case(lab, rx, tx, blast, args.seconds, consumer,
+                                                hook_file)
+                extra = (f"   {cpu[name]:5.1f} us CPU/packet in the consumer"
+                         if cpu[name] is not None else "")
+                print(f"udp  {name:<34} {udp[name]:>12,.0f} pps{extra}", flush=True)
             tcp = {}
             for name, hook_file in (("no firewall", None),
                                     ("minifw hook", str(HERE / "minifw_accept.py")),
@@ -183,6 +197,9 @@ def main() -> int:
     print(f"  minifw parse / C per-packet accept-all   {p / c:6.2f}x   (goal >= 1.00)")
     print(f"  minifw accept / NetfilterQueue accept    "
           f"{udp['minifw accept-all'] / udp['NetfilterQueue accept-all']:6.2f}x")
+    cp, cn = cpu["minifw parse + set lookup"], cpu["NetfilterQueue parse"]
+    print(f"  CPU per packet, NetfilterQueue parse / minifw parse "
+          f"{cn / cp:6.2f}x   (the machine is shared: this ratio is steadier than pps)")
     tb = tcp["no firewall"]
     print(f"  tcp minifw hook / no firewall            {tcp['minifw hook'] / tb:6.2f}x   "
           "(goal >= 0.90)")

@@ -317,3 +317,8 @@ def test_per_flow_later_packets_skip_python(hqlab):
         """)
     out = server.minifw("run", bad, check=False)
     assert out.returncode == 1 and "above -200" in out.stderr
+
+
+def test_hook_demo_runs(hqlab):
+    from minifw import demo_hooks
+    assert demo_hooks.run()
