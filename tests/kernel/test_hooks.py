@@ -114,6 +114,8 @@ def test_seed_hooks_in_python_with_dmesg(hqlab):
     dmesg = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
     assert f"minifw[{proc.pid}]: drop_icmp: Drop ICMP packet" in dmesg
     assert f"minifw[{proc.pid}]: drop_blocked_host: Drop packet from 198.18.2.2" in dmesg
+    twice = server.minifw("run", SEED_HOOKS, check=False, timeout=20)  # same places: refused
+    assert twice.returncode == 1 and "prerouting priority -300" in twice.stderr
     status = json.loads(server.minifw("status", "--json").stdout)
     assert {(h["function"], h["queue"], h["fail"]) for h in status["hooks"]} == {
         ("drop_icmp", 1000, "open"), ("drop_blocked_host", 1001, "open")}

@@ -161,9 +161,10 @@ class Runner:
         chains = nft.items(nft.query("list chains"), "chain")
         ours = [(s.hook.value, s.priority, f"hook function '{s.name}'") for s in self.specs]
         problems = plan.clashes(ours, plan.declarative_points(chains))
-        alive = {c for r in hookstate.records(self.state_dir) if r["alive"]
-                 and r["pid"] != self.pid for c in hookstate.chains_of(r)}
-        others = [p for p in plan.hook_points(chains) if p[2].split()[-1] in alive]
+        # every other hook chain counts, except those a dead runner of ours left (replaced)
+        stale = {c for r in hookstate.records(self.state_dir) if not r["alive"]
+                 for c in hookstate.chains_of(r)}
+        others = [p for p in plan.hook_points(chains) if p[2].split()[-1] not in stale]
         problems += plan.clashes(ours, others)
         if problems:
             raise ConfigError(problems[0], file=self.file)
