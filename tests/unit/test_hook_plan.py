@@ -146,3 +146,27 @@ def test_pure_modules_do_no_io():
             elif isinstance(node, ast.ImportFrom) and node.level == 0:
                 names = [(node.module or "").split(".")[0]]
             assert not forbidden & set(names), f"{f.name} imports {forbidden & set(names)}"
+
+
+def test_up_refuses_hook_file_clashing_with_a_rule(tmp_path):
+    from minifw.daemon.supervise import validate
+    f = tmp_path / "h.py"
+    f.write_text("from minifw import hook, ACCEPT\n"
+                 "@hook('input', priority=5)\ndef h(pkt):\n    return ACCEPT\n")
+    clash = parse_config('[[rule]]\nid="r"\nhook="input"\npriority=5\naction="drop"\n', "t")
+    with pytest.raises(ConfigError, match="input priority 5"):
+        validate([str(f)], clash)
+    validate([str(f)], parse_config('[[rule]]\nid="r"\nhook="input"\npriority=6\n'
+                                    'action="drop"\n', "t"))
+    with pytest.raises(ConfigError, match="both at input priority 5"):
+        validate([str(f), str(_copy(f))], clash.without("r"))
+    bad = tmp_path / "bad.py"
+    bad.write_text("import nonexistent_module_for_test\n")
+    with pytest.raises(ConfigError, match="ModuleNotFoundError"):
+        validate([str(bad)], clash)
+
+
+def _copy(path):
+    other = path.with_name("h2.py")
+    other.write_text(path.read_text())
+    return other
