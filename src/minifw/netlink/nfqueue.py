@@ -382,7 +382,7 @@ def _walk(body: bytes, off: int, end: int) -> tuple[dict[int, int], bytes]:
     """Where each attribute starts (the kernel never repeats one), and the payload."""
     found: dict[int, int] = {}
     unpack = _NLA
-    while off < end:
+    while off + 4 <= end:
         length, kind = unpack(body, off)
         found[kind & 0x3FFF] = off
         if length < 4:
