@@ -33,9 +33,9 @@ def run() -> bool:
             shutil.copy(EXAMPLES / name, lab.tmp / name)
         try:
             step("minifw up --config seed_hooks.toml   ([[hook]] file = \"seed_hooks.py\")")
-            log_start = len(dmesg())
             say(server.minifw("up", "--config", str(lab.tmp / "seed_hooks.toml")).stdout.strip())
             say(server.minifw("status").stdout.rstrip())
+            pid = json.loads(server.minifw("status", "--json").stdout)["hooks"][0]["pid"]
 
             step("Python hooks at work: ping dropped, HTTP passes, the blocked host times out")
             good &= check("client pings server", client.ping("198.18.0.1", count=2), False)
@@ -46,8 +46,7 @@ def run() -> bool:
 
             step("The kernel log (dmesg): pkt.log() writes to /dev/kmsg, like printk")
             time.sleep(0.2)
-            lines = [line for line in dmesg()[log_start:] if "minifw[" in line
-                     and ("Drop ICMP packet" in line or "Drop packet from" in line)]
+            lines = [line for line in dmesg() if f"minifw[{pid}]:" in line]
             for line in lines[-6:]:
                 say(f"   {line[:150]}")
             good &= check("dmesg has 'Drop ICMP packet'",
