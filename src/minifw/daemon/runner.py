@@ -41,6 +41,7 @@ from . import hookstate
 QUEUE_BASE = 1000
 QUEUE_LIMIT = 65535
 BURST = 64
+RECV_SIZE = 1 << 16
 _PACKET_TYPE = (3 << 8) | 0
 _ERROR_TYPE = int(NlmsgType.ERROR)
 _NLH_HEAD = struct.Struct("=IH").unpack_from
@@ -247,26 +248,24 @@ class Runner:
 
     # ---- serving -------------------------------------------------------------------------
     def serve(self) -> None:
+        """Receive in bursts (one blocking receive, then up to BURST more without waiting),
+        decide each packet, and answer each burst with batch verdicts."""
         assert self.qs is not None
-        qs = self.qs
-        sock = qs.sock
-        buf = bytearray(1 << 17)
-        view = memoryview(buf)
-        recv_into = sock.recv_into
+        recv = self.qs.sock.recv
+        ctxs = self.ctx
+        decide = self._decide
         handle = self._handle
+        head = _NLH_HEAD
+        ptype = _PACKET_TYPE
         dontwait = socket.MSG_DONTWAIT
+        # header-only copies fit a small buffer (smaller allocations per packet); a datagram
+        # larger than it would be truncated, so whole-packet copies get the full size
+        size = RECV_SIZE if any(p.spec.payload for p in self.placements) else 4096
         while True:
-            try:
-                n = recv_into(buf)
-            except OSError as exc:
-                if exc.errno == errno_mod.ENOBUFS:
-                    self._on_enobufs()
-                    continue
-                raise KernelError(f"receiving from the queue failed: {exc}") from exc
-            handle(view[:n])
+            flags = 0
             for _ in range(BURST):
                 try:
-                    n = recv_into(buf, 0, dontwait)
+                    data = recv(size, flags)
                 except BlockingIOError:
                     break
                 except OSError as exc:
@@ -274,7 +273,19 @@ class Runner:
                         self._on_enobufs()
                         break
                     raise KernelError(f"receiving from the queue failed: {exc}") from exc
-                handle(view[:n])
+                flags = dontwait
+                n = len(data)
+                if n >= 16 and head(data) == (n, ptype):  # the usual case: one packet
+                    try:
+                        q = decode_packet(data, 16, n)
+                    except PacketError as exc:
+                        log.error("a queued packet could not be decoded: %s", exc)
+                        continue
+                    ctx = ctxs.get(q.queue)
+                    if ctx is not None:
+                        decide(ctx, q)
+                else:
+                    handle(data)
             self._flush()
 
     def _on_enobufs(self) -> None:
@@ -284,19 +295,13 @@ class Runner:
                     "in the kernel; buffer is now %d bytes", self.qs.enobufs, size)
         self._flush()
 
-    def _handle(self, view: memoryview) -> None:
-        data = bytes(view)
-        n = len(data)
-        if n >= 16 and _NLH_HEAD(data) == (n, _PACKET_TYPE):
-            messages: Any = ((_PACKET_TYPE, 0, 16, n),)  # the usual case: one packet
-        else:
-            try:
-                messages = split_datagram(data)
-            except PacketError as exc:
-                log.error("dropped a malformed datagram from the kernel: %s", exc)
-                return
-        ctxs = self.ctx
-        ifname = self._ifname
+    def _handle(self, data: bytes) -> None:
+        """Any datagram: several messages, acknowledgements, errors."""
+        try:
+            messages = split_datagram(data)
+        except PacketError as exc:
+            log.error("dropped a malformed datagram from the kernel: %s", exc)
+            return
         for msg_type, _seq, start, end in messages:
             if msg_type == _PACKET_TYPE:
                 try:
@@ -304,32 +309,9 @@ class Runner:
                 except PacketError as exc:
                     log.error("a queued packet could not be decoded: %s", exc)
                     continue
-                ctx = ctxs.get(q.queue)
-                if ctx is None:
-                    continue
-                ctx.seen += 1
-                try:
-                    v = ctx.fn(Packet(q, ifname, ctx.logger, ctx.full))
-                    if v is ACCEPT:
-                        verdict = 1
-                    elif v is DROP:
-                        verdict = 0
-                    else:
-                        raise TypeError(f"a hook function must return ACCEPT or DROP, not "
-                                        f"{v!r}")
-                except Exception as exc:
-                    verdict = ctx.error_verdict
-                    ctx.errors += 1
-                    self._report(ctx, exc)
-                mark = None
-                if verdict == 0:
-                    ctx.dropped += 1
-                elif ctx.flow_mark:
-                    mark = q.mark | ctx.flow_mark
-                if ctx.run_last is not None and (verdict != ctx.run_v or mark != ctx.run_mark):
-                    self._out.append(self._verdicts.batch(q.queue, ctx.run_last, ctx.run_v,
-                                                          ctx.run_mark))
-                ctx.run_v, ctx.run_mark, ctx.run_last = verdict, mark, q.id
+                ctx = self.ctx.get(q.queue)
+                if ctx is not None:
+                    self._decide(ctx, q)
             elif msg_type == _ERROR_TYPE:
                 try:
                     err, _ = parse_error(memoryview(data)[start:end])
@@ -337,6 +319,31 @@ class Runner:
                     continue
                 if err:
                     log.warning("the kernel refused a verdict: %s", os.strerror(err))
+
+    def _decide(self, ctx: QueueCtx, q: Any) -> None:
+        """Call the hook function and extend (or close and open) the queue's verdict run."""
+        ctx.seen += 1
+        try:
+            v = ctx.fn(Packet(q, self._ifname, ctx.logger, ctx.full))
+            if v is ACCEPT:
+                verdict = 1
+            elif v is DROP:
+                verdict = 0
+            else:
+                raise TypeError(f"a hook function must return ACCEPT or DROP, not {v!r}")
+        except Exception as exc:
+            verdict = ctx.error_verdict
+            ctx.errors += 1
+            self._report(ctx, exc)
+        mark = None
+        if verdict == 0:
+            ctx.dropped += 1
+        elif ctx.flow_mark:
+            mark = q.mark | ctx.flow_mark
+        if ctx.run_last is not None and (verdict != ctx.run_v or mark != ctx.run_mark):
+            self._out.append(self._verdicts.batch(q.queue, ctx.run_last, ctx.run_v,
+                                                  ctx.run_mark))
+        ctx.run_v, ctx.run_mark, ctx.run_last = verdict, mark, q.id
 
     def _report(self, ctx: QueueCtx, exc: BaseException) -> None:
         n = ctx.errors
@@ -395,14 +402,13 @@ class Runner:
 
     def _drain(self) -> None:
         assert self.qs is not None
-        buf = bytearray(1 << 17)
         end = time.monotonic() + 0.2
         while time.monotonic() < end:
             try:
-                n = self.qs.sock.recv_into(buf, 0, socket.MSG_DONTWAIT)
+                data = self.qs.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
             except (BlockingIOError, OSError):
                 break
-            self._handle(memoryview(buf)[:n])
+            self._handle(data)
         with _quiet():
             self._flush()
 
