@@ -168,18 +168,20 @@ class QueuedPacket:
         self._meta_done = data is None
 
     def _decode(self) -> None:
-        """Find every attribute and take the payload; numbers wait for _meta()."""
+        """Take the payload; the numbers wait for _meta()."""
         data = self._data
         assert data is not None
-        self._found, self._payload = _walk(data, self._start + 4, self._end)
+        self._payload = _find_payload(data, self._start + 4, self._end)
         self._done = True
 
     def _meta(self) -> None:
+        data = self._data
+        assert data is not None
+        found, payload = _walk(data, self._start + 4, self._end)
         if not self._done:
-            self._decode()
-        assert self._found is not None and self._data is not None
+            self._payload, self._done = payload, True
         (self._mark, self._indev, self._outdev, self._cap_len,
-         self._ct_info) = _numbers(self._data, self._found)
+         self._ct_info) = _numbers(data, found)
         self._meta_done = True
 
     @property
@@ -393,6 +395,26 @@ def _walk(body: bytes, off: int, end: int) -> tuple[dict[int, int], bytes]:
                           "bytes past the end of its message.")
     at = found.get(_A_PAYLOAD)
     return found, (b"" if at is None else body[at + 4:at + unpack(body, at)[0]])
+
+
+def _find_payload(body: bytes, off: int, end: int) -> bytes:
+    """The payload attribute's bytes. The kernel writes it last, so the walk stops there and
+    reads nothing else (the numbers, if asked for, take a full walk)."""
+    unpack = _NLA
+    while off + 4 <= end:
+        length, kind = unpack(body, off)
+        if length < 4:
+            raise PacketError(f"a netlink attribute at offset {off} claims {length} bytes.")
+        if kind & 0x3FFF == _A_PAYLOAD:
+            if off + length > end:
+                raise PacketError("the payload attribute of a queued packet runs past the "
+                                  "end of its message.")
+            return body[off + 4:off + length]
+        off += (length + 3) & ~3
+    if off > ((end + 3) & ~3):
+        raise PacketError(f"the last netlink attribute of a queued packet runs {off - end} "
+                          "bytes past the end of its message.")
+    return b""
 
 
 def _numbers(body: bytes, found: dict[int, int]
