@@ -51,7 +51,9 @@ class Service:
 
     # ---- whole-ruleset operations ------------------------------------------------------
     def check(self, config: str | None) -> tuple[Ruleset, dict[str, Any]]:
-        _, ruleset = read_config(config or DEFAULT_CONFIG)
+        path = config or DEFAULT_CONFIG
+        text, ruleset = read_config(path)
+        supervise.validate(hook_files(text, os.path.abspath(path)), ruleset)
         return ruleset, compiler.build_load(ruleset)
 
     def up(self, config: str | None) -> Outcome:

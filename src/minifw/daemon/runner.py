@@ -58,17 +58,22 @@ def load_hooks(file: str) -> list[HookSpec]:
         raise ConfigError("no such hook file.", file=str(file))
     try:
         namespace = runpy.run_path(str(path), run_name="minifw_hooks")
+    except ConfigError as exc:  # a bad @hook(...): say which line of the user's file
+        raise ConfigError(exc.detail, file=str(file), line=_user_line(exc, path)) from exc
     except MinifwError as exc:
-        raise ConfigError(str(exc), file=str(file)) from exc
+        raise ConfigError(str(exc), file=str(file), line=_user_line(exc, path)) from exc
     except SyntaxError as exc:
         raise ConfigError(f"Python syntax error: {exc.msg}", file=str(file),
                           line=exc.lineno) from exc
     except Exception as exc:  # the user's module failed at import: say where
-        tb = traceback.extract_tb(exc.__traceback__)
-        line = next((f.lineno for f in reversed(tb) if f.filename == str(path)), None)
         raise ConfigError(f"the hook file raised {type(exc).__name__}: {exc}", file=str(file),
-                          line=line) from exc
+                          line=_user_line(exc, path)) from exc
     return collect(namespace, str(file))
+
+
+def _user_line(exc: BaseException, path: Path) -> int | None:
+    tb = traceback.extract_tb(exc.__traceback__)
+    return next((f.lineno for f in reversed(tb) if f.filename == str(path)), None)
 
 
 class KernelLog:
