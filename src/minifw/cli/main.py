@@ -134,6 +134,10 @@ def status(ctx, as_json):
         extra = " (drop policy)" if c.get("policy") else f" {c['rules']} rules"
         click.echo(f"  {c['hook']:<12} priority {c['priority']:>6}{extra}")
     click.echo(f"rules: {st['rules']}  sets: {st['sets']}")
+    for h in st.get("hooks", []):
+        click.echo(f"  hook {h['function']} at {h['hook']}/{h['priority']}: queue {h['queue']} "
+                   f"fail-{h['fail']}{' per-flow' if h['per_flow'] else ''} pid {h['pid']} "
+                   f"{'running' if h['running'] else 'DEAD (chains left in place)'}")
     for w in st["warnings"]:
         click.echo(f"warning: {w}")
 
@@ -227,5 +231,7 @@ def main() -> None:
     cli(prog_name="minifw")
 
 
+from .hooks import run_hooks  # noqa: E402
+cli.add_command(run_hooks)
 from .explain import explain as _explain  # noqa: E402  (last: it imports `guarded` from here)
 cli.add_command(_explain)
