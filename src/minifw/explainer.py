@@ -31,22 +31,101 @@ class Source:
     ruleset: Ruleset
     where: str                    # "the live ruleset (state dir ...)" or the config path
     hook_functions: tuple[HookFunction, ...] = ()
+    specs: tuple[Any, ...] = ()   # the loaded HookSpecs, for --run-hooks
 
 
-def ruleset_source(state_dir: Path, config: str | None) -> Source:
-    """The ruleset to explain: ``config`` if given, else the instance's live ruleset."""
+def ruleset_source(state_dir: Path, config: str | None, run_hooks: bool = False) -> Source:
+    """The ruleset to explain: ``config`` if given, else the instance's live ruleset.
+
+    Hook functions come from the config's [[hook]] files (loading them runs their module code,
+    as `minifw up` does), or for the live ruleset from the running hook runners' records; with
+    ``run_hooks`` their code is loaded from the live config's [[hook]] files.
+    """
     if config is not None:
         _, ruleset = read_config(config)
-        return Source(ruleset, config)
+        specs = _hook_specs(config)
+        return Source(ruleset, config, tuple(_function(s.name, s.hook, s.priority)
+                                             for s in specs), tuple(specs))
     state = Store(state_dir).load()
     if not state.loaded:
         raise StateError(f"minifw is not up with state dir {state_dir}, so there is no live "
                          "ruleset to explain; run 'minifw up --config FILE' or pass "
                          "'explain --config FILE'")
-    # TODO(issue 4): when Python hook functions land, read them from the instance's state (or
-    # the config's [[hook]] entries) and pass them as HookFunction(name, hook, priority), so
-    # that explain reports "decided at runtime by hook function X at <hook>/<priority>".
-    return Source(Ruleset.from_toml(state.ruleset), f"the live ruleset ({state.config})")
+    from .daemon import hookstate
+
+    functions = tuple(_function(q["function"], Hook(q["hook"]), int(q["priority"]))
+                      for rec in hookstate.records(state_dir) if rec.get("alive")
+                      for q in rec.get("queues", []))
+    specs = _hook_specs(state.config) if run_hooks and functions and state.config else []
+    return Source(Ruleset.from_toml(state.ruleset), f"the live ruleset ({state.config})",
+                  functions, tuple(specs))
+
+
+def _function(name: str, hook: Hook, priority: int) -> HookFunction:
+    return HookFunction(name, hook, priority)
+
+
+def _hook_specs(config: str) -> list:
+    """The @hook functions of a config's [[hook]] files, loaded (their module code runs)."""
+    from .daemon.runner import load_hooks
+    from .hooks.config import hook_files
+
+    text = Path(config).read_text()
+    return [spec for file in hook_files(text, config) for spec in load_hooks(file)]
+
+
+def hook_runner(source: Source, probe: Probe, logs: list[str]):
+    """A ``run_hook`` for the evaluator: call the hook function on a packet synthesized from
+    ``probe``, as the runner would (ACCEPT or DROP; anything else or an exception gives the
+    function's on_error verdict). Log lines it writes are kept in ``logs``."""
+    from .hooks import ACCEPT, DROP
+    from .hooks.packet import Packet
+    from .netlink.nfqueue import QueuedPacket
+
+    by_name = {s.name: s for s in source.specs}
+    raw = synthesize(probe)
+    names = {1: probe.iif, 2: probe.oif}
+
+    def run(fn: HookFunction, mark: int) -> str:
+        spec = by_name.get(fn.name)
+        if spec is None:
+            raise StateError(f"--run-hooks: the code of hook function {fn.name} is not in the "
+                             f"[[hook]] files of {source.where}")
+        queued = QueuedPacket(0, 1, 0x0800 if probe.version == 4 else 0x86DD,
+                              list(Hook).index(fn.hook), payload=raw, mark=mark,
+                              indev=1 if probe.iif and fn.hook.value in
+                              ("prerouting", "input", "forward") else 0,
+                              outdev=2 if probe.oif and fn.hook.value in
+                              ("forward", "output", "postrouting") else 0)
+        pkt = Packet(queued, ifname=names.get, logger=logs.append)
+        try:
+            v = spec.fn(pkt)
+        except Exception as exc:  # the user's code: its on_error verdict applies, as at run time
+            logs.append(f"{fn.name} raised {type(exc).__name__}: {exc}")
+            v = spec.error_verdict
+        if v is not ACCEPT and v is not DROP:
+            logs.append(f"{fn.name} returned {v!r}, not ACCEPT or DROP")
+            v = spec.error_verdict
+        return "drop" if v == DROP else "accept"
+    return run
+
+
+def synthesize(probe: Probe) -> bytes:
+    """The probe as IP packet bytes (headers with valid checksums, no payload)."""
+    from scapy.layers.inet import ICMP, IP, TCP, UDP
+    from scapy.layers.inet6 import ICMPv6Unknown, IPv6
+
+    ip = (IP(src=str(probe.src), dst=str(probe.dst)) if probe.version == 4
+          else IPv6(src=str(probe.src), dst=str(probe.dst)))
+    if probe.proto.value == "tcp":
+        l4 = TCP(sport=probe.sport, dport=probe.dport, flags="S")
+    elif probe.proto.value == "udp":
+        l4 = UDP(sport=probe.sport, dport=probe.dport)
+    elif probe.proto.value == "icmp":
+        l4 = ICMP(type=probe.icmp_type, code=0)
+    else:
+        l4 = ICMPv6Unknown(type=probe.icmp_type, code=0, msgbody=b"\0\0\0\0")
+    return bytes(ip / l4)
 
 
 def foreign_chains(hooks: Iterable[Hook], versions: Iterable[int]) -> list[str]:
@@ -71,8 +150,10 @@ def foreign_chains(hooks: Iterable[Hook], versions: Iterable[int]) -> list[str]:
     return out
 
 
-def explain_one(source: Source, probe: Probe) -> Explanation:
-    return explain(source.ruleset, probe, source.hook_functions)
+def explain_one(source: Source, probe: Probe, run_hooks: bool = False,
+                logs: list[str] | None = None) -> Explanation:
+    run = hook_runner(source, probe, logs if logs is not None else []) if run_hooks else None
+    return explain(source.ruleset, probe, source.hook_functions, run)
 
 
 def explain_capture(source: Source, capture: str, *, path_kind: str = "in",

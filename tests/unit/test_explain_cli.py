@@ -136,11 +136,6 @@ def test_other_tables_are_reported(monkeypatch):
     assert "warning: table ip filter has base chain INPUT" in res.stderr
 
 
-def test_run_hooks_is_not_there_yet():
-    res = run("--config", SEED, "--proto", "icmp", "--src", "198.18.0.2", "--dst", "198.18.0.1",
-              "--run-hooks")
-    assert res.exit_code == 1 and res.stderr.startswith("error: --run-hooks: ")
-
 
 # ---- --pcap ------------------------------------------------------------------------------------
 
@@ -228,3 +223,61 @@ def test_flow_tracker_states():
     assert t.state(Proto.ICMP, b, a, None, None, 3, quoted) == "related"
     assert t.state(Proto.ICMP, b, a, None, None, 3, Quoted(Proto.TCP, a, b, 1, 2)) == "invalid"
     assert t.state(Proto.ICMP, b, a, None, None, 3) == "invalid"
+
+
+# ---- Python hook functions -----------------------------------------------------------------
+
+HOOKS_PY = '''
+from minifw import ACCEPT, DROP, hook
+
+@hook("prerouting", priority=-300)
+def drop_icmp(pkt):
+    if pkt.proto == "icmp":
+        pkt.log("Drop ICMP packet")
+        return DROP
+    return ACCEPT
+
+@hook("input", priority=5)
+def broken(pkt):
+    raise RuntimeError("oops")
+'''
+
+
+@pytest.fixture
+def hooked(tmp_path) -> str:
+    (tmp_path / "h.py").write_text(HOOKS_PY)
+    cfg = tmp_path / "hooked.toml"
+    cfg.write_text(WEB + '\n[[hook]]\nfile = "h.py"\n')
+    return str(cfg)
+
+
+def test_hook_functions_decide_at_runtime(hooked):
+    res = run("--config", hooked, "--proto", "icmp", "--src", "198.18.0.2", "--dst",
+              "198.18.0.1", "--json")
+    data = json.loads(res.stdout)
+    assert (data["verdict"], data["rule"], data["decided_by"], data["hook"],
+            data["priority"]) == ("runtime", "drop_icmp", "hook-function", "prerouting", -300)
+    human = run("--config", hooked, "--proto", "icmp", "--src", "198.18.0.2", "--dst",
+                "198.18.0.1")
+    assert human.stdout.startswith("runtime: decided at runtime by hook function drop_icmp at "
+                                   "prerouting/-300")
+
+
+def test_run_hooks_calls_them_on_a_synthesized_packet(hooked):
+    res = run("--config", hooked, "--proto", "icmp", "--src", "198.18.0.2", "--dst",
+              "198.18.0.1", "--run-hooks")
+    assert res.exit_code == 0, res.output
+    assert res.stdout.startswith("drop: hook function drop_icmp at prerouting/-300 drops")
+    assert "hook log: Drop ICMP packet" in res.stderr
+    # drop_icmp accepts TCP; `broken` raises, and its on_error verdict (accept) applies; the
+    # input policy then drops port 22 (a hook function's accept is not a rule's) and keeps 80.
+    res = run("--config", hooked, "--proto", "tcp", "--src", "198.18.0.2", "--dst",
+              "198.18.0.1", "--dport", "22", "--run-hooks", "--json")
+    data = json.loads(res.stdout)
+    assert (data["verdict"], data["decided_by"], data["hook"]) == ("drop", "policy", "input")
+    assert [(s["name"], s["result"]) for s in data["trace"] if s["kind"] == "hook-function"] \
+        == [("drop_icmp", "accept"), ("broken", "accept")]
+    assert "broken raised RuntimeError: oops" in res.stderr
+    res = run("--config", hooked, "--proto", "tcp", "--src", "198.18.0.2", "--dst",
+              "198.18.0.1", "--dport", "80", "--run-hooks", "--json")
+    assert json.loads(res.stdout)["verdict"] == "accept"

@@ -35,7 +35,7 @@ _ENDS = {"in": "reaches this host", "forward": "is forwarded", "out": "leaves th
 @click.option("--pcap", metavar="FILE", help="Explain every packet of a pcap/pcapng capture "
               "and sum up by deciding rule.")
 @click.option("--run-hooks", is_flag=True,
-              help="Call Python hook functions on a synthesized packet (not available yet).")
+              help="Call Python hook functions on a packet synthesized from the flags.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 @guarded
@@ -45,12 +45,11 @@ def explain(ctx, proto, src, dst, sport, dport, iif, oif, path_kind, state, icmp
 
     Example: minifw explain --proto tcp --src 198.18.2.2 --dst 198.18.0.1 --dport 80
     """
-    if run_hooks:
-        # TODO(issue 4): call the hook functions on a packet synthesized from the probe.
-        raise PacketError("--run-hooks: Python hook functions are not part of this minifw "
-                          "yet, so there is nothing to run")
-    source = ruleset_source(state_dir_from_env(ctx.obj["state_dir"]), config)
+    source = ruleset_source(state_dir_from_env(ctx.obj["state_dir"]), config, run_hooks)
     if pcap is not None:
+        if run_hooks:
+            raise PacketError("--run-hooks: explains one packet at a time; leave it out with "
+                              "--pcap")
         extra = [f for f, v in (("--proto", proto), ("--src", src), ("--dst", dst),
                                 ("--sport", sport), ("--dport", dport),
                                 ("--icmp-type", icmp_type)) if v is not None]
@@ -73,8 +72,11 @@ def explain(ctx, proto, src, dst, sport, dport, iif, oif, path_kind, state, icmp
         return
     probe = Probe.describe(proto=proto, src=src, dst=dst, path=path_kind, sport=sport,
                            dport=dport, icmp_type=icmp_type, iif=iif, oif=oif, state=state)
-    result = explain_one(source, probe)
+    logs: list[str] = []
+    result = explain_one(source, probe, run_hooks, logs)
     _warn(explainer.foreign_chains(path_hooks(probe.path), [probe.version]))
+    for line in logs:
+        click.echo(f"hook log: {line}", err=True)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
         return
@@ -98,6 +100,11 @@ def answer(e: Explanation) -> str:
     where = f"{e.hook.value}/{e.priority}"
     if e.verdict == "runtime":
         return f"runtime: decided at runtime by hook function {e.rule} at {where}"
+    if e.decided_by == "hook-function":
+        if e.verdict == "accept":
+            return (f"accept: the packet {_ENDS[e.probe.path]}; hook function {e.rule} at "
+                    f"{where} accepted it and nothing after dropped it")
+        return f"drop: hook function {e.rule} at {where} drops the packet"
     if e.decided_by == "rule":
         if e.verdict == "accept":
             return (f"accept: the packet {_ENDS[e.probe.path]}; rule {e.rule} at {where} "

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from ..errors import PacketError
 from ..model.rule import IFNAME_RE, Rule
@@ -325,9 +325,18 @@ def chains_at(ruleset: Ruleset, hook: Hook,
     return sorted(chains, key=lambda c: (c.priority, order[c.kind]))
 
 
-def explain(ruleset: Ruleset, probe: Probe,
-            hook_functions: Sequence[HookFunction] = ()) -> Explanation:
-    """What the kernel does with ``probe`` under ``ruleset``: verdict, decider and full trace."""
+RunHook = Callable[[HookFunction, int], str]
+
+
+def explain(ruleset: Ruleset, probe: Probe, hook_functions: Sequence[HookFunction] = (),
+            run_hook: RunHook | None = None) -> Explanation:
+    """What the kernel does with ``probe`` under ``ruleset``: verdict, decider and full trace.
+
+    A hook function decides at run time: without ``run_hook`` the answer stops there with
+    verdict ``runtime``. With it, ``run_hook(function, mark)`` returns the function's verdict
+    on this packet ("accept" passes it on, like a rule's accept but without the policy mark;
+    "drop" ends it).
+    """
     trace: list[Step] = []
     mark = 0
     # The last thing that explicitly accepted: (rule or None, decided_by, hook, priority).
@@ -342,9 +351,18 @@ def explain(ruleset: Ruleset, probe: Probe,
             if chain.kind == "hook-function":
                 fn = chain.function
                 assert fn is not None
-                trace.append(Step(hook, chain.priority, "hook-function", fn.name, True,
-                                  "runtime", note="a Python hook function decides at run time"))
-                return finish("runtime", fn.name, "hook-function", hook, chain.priority)
+                if run_hook is None:
+                    trace.append(Step(hook, chain.priority, "hook-function", fn.name, True,
+                                      "runtime",
+                                      note="a Python hook function decides at run time"))
+                    return finish("runtime", fn.name, "hook-function", hook, chain.priority)
+                verdict = run_hook(fn, mark)
+                trace.append(Step(hook, chain.priority, "hook-function", fn.name, True, verdict,
+                                  note="called on a synthesized packet (--run-hooks)"))
+                if verdict == "drop":
+                    return finish("drop", fn.name, "hook-function", hook, chain.priority)
+                accepted_by = (fn.name, "hook-function", hook, chain.priority)
+                continue
             if chain.kind == "policy":
                 passed, step_list = _policy(ruleset, hook, probe, mark)
                 trace.extend(step_list)
