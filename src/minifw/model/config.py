@@ -15,7 +15,7 @@ from ..errors import ConfigError, RuleError
 from .rule import Rule
 from .ruleset import Ruleset
 
-TOP_KEYS = ("policy", "rule")
+TOP_KEYS = ("policy", "rule", "set")
 _RULE_HEADER = re.compile(r"^\s*\[\[\s*rule\s*\]\]", re.MULTILINE)
 
 
@@ -28,7 +28,7 @@ def parse_config(text: str, file: str) -> Ruleset:
     unknown = [k for k in data if k not in TOP_KEYS]
     if unknown:
         raise ConfigError(f"unknown top-level key '{unknown[0]}'; valid keys are "
-                          f"[policy] and [[rule]]", file=file)
+                          f"[policy], [[rule]] and [[set]]", file=file)
     try:
         return Ruleset.from_toml(data)
     except RuleError as exc:
