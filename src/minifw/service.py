@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from . import sets_service
 from .compile import nft as compiler
 from .errors import ConfigError, KernelError, RuleError, StateError
 from .kernel import netns, nft, table
@@ -56,6 +57,7 @@ class Service:
         path = os.path.abspath(config or DEFAULT_CONFIG)
         with self.store.locked():
             _, ruleset = read_config(path)
+            sets_service.SetService(self.store.dir).compact()
             state = self.store.load()
             if (state.loaded and state.config == path and state.ruleset == ruleset.to_toml()
                     and table.exists()):
@@ -80,7 +82,9 @@ class Service:
 
     def _load(self, ruleset: Ruleset) -> None:
         chains, limits = table.objects()
-        nft.run(compiler.build_load(ruleset, chains, limits))
+        kernel_sets, _ = sets_service.kernel_objects()
+        nft.run(compiler.build_load(ruleset, chains, limits, kernel_sets))
+        sets_service.SetService(self.store.dir).after_load(ruleset, kernel_sets)
 
     def down(self) -> Outcome:
         with self.store.locked():
@@ -112,6 +116,7 @@ class Service:
                    for c in table.base_chains()
                    if (c["family"], c["table"]) != (compiler.FAMILY, compiler.TABLE)
                    and c["hook"] in hooks_used]
+        set_counts = sets_service.SetService(self.store.dir).summary()
         warnings = []
         if state.loaded and not present:
             warnings.append("state says minifw is up, but table inet minifw is missing "
@@ -123,7 +128,8 @@ class Service:
         return {"loaded": state.loaded and present, "config": state.config,
                 "policies": {h.value: live.policy(h).value for h in Hook},
                 "stateful": live.stateful, "chains": chains, "rules": len(live.rules),
-                "sets": 0, "foreign_chains": foreign, "warnings": warnings}
+                "sets": len(set_counts), "set_elements": set_counts,
+                "foreign_chains": foreign, "warnings": warnings}
 
     def list_rules(self) -> dict[str, Any]:
         state = self.store.load()

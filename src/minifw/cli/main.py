@@ -134,6 +134,9 @@ def status(ctx, as_json):
         extra = " (drop policy)" if c.get("policy") else f" {c['rules']} rules"
         click.echo(f"  {c['hook']:<12} priority {c['priority']:>6}{extra}")
     click.echo(f"rules: {st['rules']}  sets: {st['sets']}")
+    for s in st.get("set_elements", []):
+        click.echo(f"  set {s['name']:<16} {s['elements']:>9} elements ({s['addresses']} "
+                   f"addresses, {s['cidrs']} CIDRs)")
     for w in st["warnings"]:
         click.echo(f"warning: {w}")
 
@@ -225,3 +228,7 @@ def delete(ctx, rule_id, runtime):
 
 def main() -> None:
     cli(prog_name="minifw")
+
+
+from .sets import COMMANDS as _SET_COMMANDS  # noqa: E402  (ban, unban, set)
+for _command in _SET_COMMANDS: cli.add_command(_command)
