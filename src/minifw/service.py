@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from . import sets_service
+from . import runs_live, sets_service
 from .compile import nft as compiler
 from .errors import ConfigError, KernelError, RuleError, StateError
 from .kernel import netns, nft, table
@@ -143,6 +143,7 @@ class Service:
                     c = counters.setdefault(lr.rule_id, [0, 0])
                     c[0] += lr.packets
                     c[1] += lr.bytes
+        counters.update(runs_live.run_counters(live))  # rules merged into set lookups
         rules = []
         runtime = set(state.ruleset.get("runtime", []))
         for rule in live.ordered():
@@ -189,7 +190,8 @@ class Service:
             if later:
                 handles = {lr.rule_id: lr.handle for lr in reversed(table.chain_rules(chain))}
                 before_handle = handles.get(later[0].id)
-            nft.run(compiler.build_add(rule, new_live, chain in chains, before_handle))
+            if not runs_live.edit_chain(chain, live, new_live):
+                nft.run(compiler.build_add(rule, new_live, chain in chains, before_handle))
             if new_text is not None:
                 write_atomic(Path(state.config), new_text)
             toml = new_live.to_toml()
@@ -222,7 +224,8 @@ class Service:
             live_rules = table.chain_rules(chain)
             handles = [lr.handle for lr in live_rules if lr.rule_id == rule_id]
             last = len(handles) == len(live_rules)
-            nft.run(compiler.build_delete(rule, handles, delete_chain=last))
+            if not runs_live.edit_chain(chain, live, new_live, [rule]):
+                nft.run(compiler.build_delete(rule, handles, delete_chain=last))
             if new_text is not None:
                 write_atomic(Path(state.config), new_text)
             toml = new_live.to_toml()
