@@ -1,0 +1,78 @@
+"""[[set]] tables, @name references, durations, and the fast import parser."""
+
+import io
+
+import pytest
+
+from minifw.compile.sets import build_elements, kernel_name, owner_of
+from minifw.errors import ConfigError, RuleError
+from minifw.model import parse_config
+from minifw.model.sets import covering, first_overlap, parse_duration
+from minifw.setstore import parse_import
+
+CFG = """
+[[set]]
+name = "bad"
+timeout = "1h"
+elements = ["198.18.2.2", "198.18.64.0/18", "fd00::1"]
+
+[[rule]]
+id = "drop-bad"
+src = "@bad"
+action = "drop"
+"""
+
+
+def test_set_config_round_trip():
+    rs = parse_config(CFG, "x.toml")
+    assert rs.sets[0].timeout == 3600
+    assert rs.to_toml()["set"][0]["elements"] == ["198.18.2.2", "198.18.64.0/18", "fd00::1"]
+    assert rs.to_toml()["rule"][0]["src"] == "@bad"
+    assert parse_config(CFG, "x.toml") == rs
+
+
+def test_undefined_set_is_an_error_naming_rule_and_field():
+    with pytest.raises(RuleError) as exc:
+        parse_config(CFG.replace('"@bad"', '"@nope"'), "x.toml")
+    assert "drop-bad" in str(exc.value) and "src" in str(exc.value) and "x.toml" in str(exc.value)
+
+
+def test_blocked_is_implicit_and_set_refs_stand_alone():
+    parse_config('[[rule]]\nsrc = "@blocked"\naction = "drop"\n', "x")
+    with pytest.raises(RuleError):
+        parse_config('[[rule]]\nsrc = ["@blocked", "198.18.0.1"]\naction = "drop"\n', "x")
+
+
+def test_bad_elements_and_overlaps():
+    with pytest.raises(RuleError, match="host bits"):
+        parse_config(CFG.replace("198.18.64.0/18", "198.18.64.1/18"), "x")
+    with pytest.raises(RuleError, match="overlaps"):
+        parse_config(CFG.replace('"fd00::1"', '"198.18.0.0/16"'), "x")
+    assert first_overlap(["198.18.0.0/24", "198.18.1.0/24"]) is None
+    assert covering("198.18.64.9", ["198.18.64.0/18", "fd00::/8"]) == ["198.18.64.0/18"]
+
+
+def test_durations():
+    assert parse_duration("10m") == 600 and parse_duration("1h30m") == 5400
+    assert parse_duration(5) == 5
+    for bad in ("0s", "-1", "ten", True, "100d"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+
+
+def test_import_parser_reports_line_numbers():
+    text = "# header\n198.18.0.1\nFD00::0:1  # upper case\n198.18.64.0/18\n\nnope\n"
+    with pytest.raises(ConfigError, match=r"f.txt:6:"):
+        parse_import(io.StringIO(text), "f.txt", skip_invalid=False)
+    singles, cidrs, skipped = parse_import(io.StringIO(text), "f.txt", skip_invalid=True)
+    assert singles == ["198.18.0.1", "fd00::1"] and cidrs == ["198.18.64.0/18"]
+    assert skipped and skipped[0].startswith("f.txt:6:")
+
+
+def test_single_addresses_never_go_to_interval_sets():
+    cmds = build_elements("add", "blocked", [("198.18.0.1", 60), ("fd00::1", None),
+                                             ("198.18.8.0/24", None)])
+    names = {c["add"]["element"]["name"] for c in cmds}
+    assert names == {kernel_name("blocked", 4, False), kernel_name("blocked", 6, False),
+                     kernel_name("blocked", 4, True)}
+    assert owner_of("s_blocked_v6net") == "blocked" and owner_of("r_input_0_1") is None
