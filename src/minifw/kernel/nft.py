@@ -29,6 +29,11 @@ def _nft():
         return _handle
 
 
+def handle():
+    """The process's libnftables context, created on first use."""
+    return _nft()
+
+
 # Kernel answers that mean "this kernel cannot do it" rather than "you asked wrongly".
 _UNSUPPORTED = ("No such file or directory", "Operation not supported", "Protocol not supported")
 
