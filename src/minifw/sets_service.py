@@ -8,6 +8,7 @@ the kernel.
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -198,20 +199,38 @@ class SetService:
             seconds = self._timeout(name, timeout, source)
             expiry = now() + seconds if seconds else 0
             self._check_cidrs(name, [c for c in cidrs if not self.record.get(name, c)], path)
+            up = self._up()
+            cmds = self._ensure(name) + ksets.build_bulk_add(name, singles, cidrs, seconds) \
+                if up else []
             with self.record.transaction() as db:
                 if not self.record.exists(name):
                     self.record.declare(db, name, None)
-                if self._up():
-                    cmds = self._ensure(name)
-                    cmds += ksets.build_elements("add", name,
-                                                 ((a, seconds) for a in singles + cidrs))
-                    self._run(cmds)
-                    del cmds
-                    where = ""
-                else:
-                    where = " (minifw is down: recorded, applied at the next 'minifw up')"
-                self.record.put(db, name, ((a, expiry) for a in singles), RUNTIME)
-                self.record.put(db, name, ((a, expiry) for a in cidrs), RUNTIME)
+                # The kernel transaction runs in a thread (libnftables releases the GIL) while
+                # the record is written here; the record commits only if the kernel took it.
+                failure: list[BaseException] = []
+
+                def apply() -> None:
+                    try:
+                        self._run(cmds)
+                    except BaseException as exc:  # re-raised below, in this thread
+                        failure.append(exc)
+
+                worker = threading.Thread(target=apply) if cmds else None
+                if worker:
+                    worker.start()
+                try:
+                    singles.sort()
+                    self.record.put_sorted(db, name, singles, expiry, RUNTIME, "elem")
+                    self.record.put_sorted(db, name, sorted(cidrs), expiry, RUNTIME, "cidr")
+                    self.record.retally(db, name)
+                finally:
+                    if worker:
+                        worker.join()
+                if failure:
+                    raise failure[0]
+                where = "" if up else (" (minifw is down: recorded, applied at the next "
+                                       "'minifw up')")
+            del cmds
         count = len(singles) + len(cidrs)
         del singles, cidrs
         return _outcome(f"imported {count} element(s) into set {name}{where}",

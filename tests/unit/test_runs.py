@@ -8,7 +8,6 @@ from hypothesis import given, settings, strategies as st
 from minifw.compile import runs
 from minifw.compile.nft import build_load
 from minifw.model import Rule, Ruleset
-from minifw.model.rule import PortRange
 
 ADDRS = [f"198.18.{a}.{b}" for a in range(2) for b in range(6)] + ["198.18.4.0/30", "fd00::1",
                                                                       "fd00::2", "fd00::/120"]
@@ -113,10 +112,6 @@ def test_duplicate_values_end_a_run():
     items = runs.plan_chain(rs)
     assert isinstance(items[0], runs.Run) and len(items[0].rules) == 12
     assert items[1].id == "again"
-
-
-def test_port_ranges_are_kept():
-    assert PortRange(1, 3) != PortRange(1, 2)
 
 
 @st.composite

@@ -331,6 +331,8 @@ def build_add(rule: Rule, ruleset: Ruleset, chain_exists: bool,
     ``ruleset`` is the ruleset the rule joins (it decides whether accept sets the policy mark).
     """
     cmds: list[Command] = []
+    for ref in dict.fromkeys(r.name for r in rule.src + rule.dst if isinstance(r, SetRef)):
+        cmds.extend(build_set_decls(ref))  # idempotent: a loaded set keeps its elements
     if not chain_exists:
         name = chain_name(rule.hook, rule.priority)
         cmds.append({"add": _base_chain(name, rule.hook, rule.priority)})

@@ -95,6 +95,26 @@ def build_elements(op: str, name: str, items: Iterable[tuple[str, int | None]]) 
     return [{op: {"element": _ref(name=kset, elem=elems)}} for kset, elems in groups.items()]
 
 
+def build_bulk_add(name: str, singles: list[str], cidrs: list[str],
+                   timeout: int | None) -> list[Command]:
+    """``add`` of an import: the single addresses go to the hash sets only, in one command per
+    backing set, built without a per-element function call (1M elements in well under a second)."""
+    v6 = [a for a in singles if ":" in a]
+    v4 = [a for a in singles if ":" not in a] if len(v6) != len(singles) else []
+    groups = [(kernel_name(name, 4, False), v4), (kernel_name(name, 6, False), v6)]
+    cmds = []
+    for kset, elems in groups:
+        if not elems:
+            continue
+        if timeout is not None:
+            t = max(1, int(timeout))
+            elems = [{"elem": {"val": a, "timeout": t}} for a in elems]
+        cmds.append({"add": {"element": _ref(name=kset, elem=elems)}})
+    if cidrs:
+        cmds += build_elements("add", name, ((c, timeout) for c in cidrs))
+    return cmds
+
+
 def build_flush(name: str) -> list[Command]:
     return [{"flush": {"set": _ref(name=n)}} for n in kernel_names(name)]
 
