@@ -3,6 +3,7 @@
 import json
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -129,3 +130,25 @@ def test_rule_runs_drop_like_plain_rules(hlab):
     server.minifw("delete", "d-client")
     assert client.tcp_ok("198.18.0.1", 80)
     assert len(json.loads(server.minifw("list", "--json").stdout)["rules"]) == 20
+
+
+def test_reload_applies_config_set_difference_and_keeps_bans(hlab):
+    server, client, other, cfg = ban_lab(hlab, CONFIG)
+    server.minifw("up", "--config", cfg)
+    server.minifw("ban", "198.18.0.2")
+    assert other.tcp_result("198.18.3.1", 80) == "timeout"
+    # the CIDR leaves the config: reload removes it from the kernel and keeps the ban
+    Path(cfg).write_text(CONFIG.replace('"198.18.3.0/24"', '"198.18.7.7"'))
+    server.minifw("reload")
+    assert other.tcp_ok("198.18.3.1", 80)
+    assert client.tcp_result("198.18.0.1", 80) == "timeout"
+    assert counts(server) == {"blocked": 1, "web_block": 1}
+    # a bad config changes nothing: the kernel ruleset stays byte-identical
+    before = server.run("nft -j list ruleset").stdout
+    Path(cfg).write_text(CONFIG.replace('"198.18.3.0/24"', '"198.18.3.1/24"'))
+    proc = server.minifw("reload", check=False)
+    assert proc.returncode == 1 and "host bits" in proc.stderr
+    assert server.run("nft -j list ruleset").stdout == before
+    proc = server.minifw("ban", "198.18.0.999", check=False)
+    assert proc.returncode == 1
+    assert server.run("nft -j list ruleset").stdout == before
