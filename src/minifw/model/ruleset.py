@@ -7,7 +7,7 @@ from typing import Any, Iterator
 
 from ..errors import RuleError
 from .rule import Rule
-from .sets import DEFAULT_SET, SetDef, SetRef
+from .sets import DEFAULT_SET, SetDef, SetError, SetRef
 from .types import Action, Hook
 
 POLICY_KEYS = tuple(h.value for h in Hook) + ("stateful",)
@@ -30,7 +30,7 @@ class Ruleset:
         names = [s.name for s in self.sets]
         for name in names:
             if names.count(name) > 1:
-                raise RuleError("is defined twice", rule=f"set {name}", field="name")
+                raise SetError("is defined twice", set_name=name, field="name")
         for rule in self.rules:
             for key in ("src", "dst"):
                 for ref in getattr(rule, key):

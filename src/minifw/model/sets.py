@@ -19,7 +19,7 @@ import ipaddress
 import re
 from typing import Any
 
-from ..errors import RuleError
+from ..errors import ConfigError, RuleError
 
 DEFAULT_SET = "blocked"
 SET_KEYS = ("name", "timeout", "elements", "comment")
@@ -27,6 +27,20 @@ SET_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
 _DURATION_RE = re.compile(r"(\d+)([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 MAX_TIMEOUT = 49 * 86400  # the kernel keeps element timeouts in ms in 32 bits, about 49.7 days
+
+
+class SetError(RuleError):
+    """A ``[[set]]`` table is invalid: says "set 'NAME': field 'F': ..." rather than "rule"."""
+
+    def __init__(self, message: str, *, set_name: str, field: str, file: str | None = None,
+                 line: int | None = None):
+        ConfigError.__init__(self, f"set '{set_name}': field '{field}': {message}", file=file,
+                             line=line)
+        self.rule, self.field, self.detail, self.set_name = None, field, message, set_name
+
+    def located(self, file: str | None, line: int | None = None) -> "SetError":
+        return SetError(self.detail, set_name=self.set_name, field=self.field or "", file=file,
+                        line=line if line is not None else self.line)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,11 +63,12 @@ class SetDef:
     @classmethod
     def from_toml(cls, data: Any, *, index: int = 0) -> "SetDef":
         if not isinstance(data, dict):
-            raise RuleError("must be written as [[set]] tables", field="set")
-        label = data.get("name") if isinstance(data.get("name"), str) else f"set #{index + 1}"
+            raise SetError("must be written as [[set]] tables", set_name=f"#{index + 1}",
+                           field="set")
+        label = data.get("name") if isinstance(data.get("name"), str) else f"#{index + 1}"
 
         def err(field: str, message: str) -> RuleError:
-            return RuleError(message, rule=f"set {label}", field=field)
+            return SetError(message, set_name=label, field=field)
 
         unknown = [k for k in data if k not in SET_KEYS]
         if unknown:
