@@ -8,6 +8,7 @@ the kernel.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from pathlib import Path
@@ -305,12 +306,13 @@ class SetService:
                 self._load_all(name)
 
     def _load_all(self, name: str) -> None:
+        """Send every live recorded element of ``name``, in chunks, with its remaining time."""
         at = now()
-        chunk: list[tuple[str, int | None]] = []
-        for addr, expiry in self.record.live(name, at):
-            chunk.append((addr, (expiry - at) if expiry else None))
-            if len(chunk) >= LOAD_CHUNK:
-                nft.run({"nftables": ksets.build_elements("add", name, chunk)})
-                chunk = []
-        if chunk:
-            nft.run({"nftables": ksets.build_elements("add", name, chunk)})
+        rows = self.record.live(name, at)
+        while True:
+            chunk = list(itertools.islice(rows, LOAD_CHUNK))
+            if not chunk:
+                return
+            cmds = ksets.build_restore(name, chunk, at)
+            if cmds:
+                nft.run({"nftables": cmds})

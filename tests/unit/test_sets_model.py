@@ -76,3 +76,14 @@ def test_single_addresses_never_go_to_interval_sets():
     assert names == {kernel_name("blocked", 4, False), kernel_name("blocked", 6, False),
                      kernel_name("blocked", 4, True)}
     assert owner_of("s_blocked_v6net") == "blocked" and owner_of("r_input_0_1") is None
+
+
+def test_restore_sends_remaining_time_and_skips_expired():
+    from minifw.compile.sets import build_restore
+    cmds = build_restore("b", [("198.18.0.1", 0), ("fd00::1", 200), ("198.18.0.0/24", 50),
+                               ("198.18.1.0/24", 160)], at=100)
+    by = {c["add"]["element"]["name"]: c["add"]["element"]["elem"] for c in cmds}
+    assert by == {"s_b_v4": ["198.18.0.1"],
+                  "s_b_v6": [{"elem": {"val": "fd00::1", "timeout": 100}}],
+                  "s_b_v4net": [{"elem": {"val": {"prefix": {"addr": "198.18.1.0", "len": 24}},
+                                          "timeout": 60}}]}

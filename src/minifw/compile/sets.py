@@ -115,6 +115,23 @@ def build_bulk_add(name: str, singles: list[str], cidrs: list[str],
     return cmds
 
 
+def build_restore(name: str, rows: list[tuple[str, int]], at: int) -> list[Command]:
+    """``add`` of recorded (address, absolute expiry or 0) rows, each with its remaining time.
+    Rows already expired at ``at`` are left out."""
+    groups: dict[str, list[Any]] = {}
+    for addr, expiry in rows:
+        if expiry and expiry <= at:
+            continue
+        if "/" in addr:
+            groups.setdefault(kernel_name(name, 6 if ":" in addr else 4, True), []).append(
+                element_value(addr, (expiry - at) if expiry else None))
+            continue
+        kset = kernel_name(name, 6 if ":" in addr else 4, False)
+        groups.setdefault(kset, []).append(
+            {"elem": {"val": addr, "timeout": expiry - at}} if expiry else addr)
+    return [{"add": {"element": _ref(name=k, elem=v)}} for k, v in groups.items()]
+
+
 def build_flush(name: str) -> list[Command]:
     return [{"flush": {"set": _ref(name=n)}} for n in kernel_names(name)]
 
