@@ -140,6 +140,17 @@ class Lab:
             host.run(["ip", "link", "set", name, "up"])
         return a_if, b_if
 
+    def seed_topology(self) -> tuple[Host, Host, Host]:
+        """The article's demo: a server with a client and a "blocked" host on two links."""
+        server = self.host("server")
+        client = self.host("client")
+        blocked = self.host("blocked")
+        self.link(server, ["198.18.0.1/24"], client, ["198.18.0.2/24"])
+        self.link(server, ["198.18.2.1/24"], blocked, ["198.18.2.2/24"])
+        client.run("ip route add default via 198.18.0.1")
+        blocked.run("ip route add default via 198.18.2.1")
+        return server, client, blocked
+
     def close(self) -> None:
         for proc in self._procs:
             with contextlib.suppress(ProcessLookupError, PermissionError):

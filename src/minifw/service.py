@@ -13,7 +13,9 @@ from typing import Any
 
 from . import runs_live, sets_service
 from .compile import nft as compiler
+from .daemon import supervise
 from .errors import ConfigError, KernelError, RuleError, StateError
+from .hooks.config import hook_files
 from .kernel import netns, nft, table
 from .model import Rule, Ruleset, add_rule_text, delete_rule_text, parse_config
 from .model.types import Action, Hook
@@ -50,22 +52,30 @@ class Service:
 
     # ---- whole-ruleset operations ------------------------------------------------------
     def check(self, config: str | None) -> tuple[Ruleset, dict[str, Any]]:
-        _, ruleset = read_config(config or DEFAULT_CONFIG)
+        path = config or DEFAULT_CONFIG
+        text, ruleset = read_config(path)
+        supervise.validate(hook_files(text, os.path.abspath(path)), ruleset)
         return ruleset, compiler.build_load(ruleset)
 
     def up(self, config: str | None) -> Outcome:
         path = os.path.abspath(config or DEFAULT_CONFIG)
         with self.store.locked():
-            _, ruleset = read_config(path)
+            text, ruleset = read_config(path)
+            hooks = hook_files(text, path)
+            supervise.validate(hooks, ruleset)
             sets_service.SetService(self.store.dir).compact()
             state = self.store.load()
             if (state.loaded and state.config == path and state.ruleset == ruleset.to_toml()
                     and table.exists()):
-                return Outcome(f"minifw is already up with {path}; nothing changed",
-                               self._warnings(ruleset))
+                started = supervise.ensure(hooks, self.store.dir)
+                return Outcome(f"minifw is already up with {path}; "
+                               + (f"restarted {len(started)} hook runners" if started
+                                  else "nothing changed"), self._warnings(ruleset))
             self._load(ruleset)
             self.store.save(State(loaded=True, config=path, ruleset=ruleset.to_toml()))
-        return Outcome(f"minifw is up: {len(ruleset.rules)} rules from {path}",
+            supervise.ensure(hooks, self.store.dir)
+        runners = f", {len(hooks)} hook files" if hooks else ""
+        return Outcome(f"minifw is up: {len(ruleset.rules)} rules{runners} from {path}",
                        self._warnings(ruleset))
 
     def reload(self, config: str | None) -> Outcome:
@@ -81,6 +91,7 @@ class Service:
         return Outcome(f"reloaded {len(ruleset.rules)} rules from {path}", self._warnings(ruleset))
 
     def _load(self, ruleset: Ruleset) -> None:
+        supervise.check_rule_points(k for k, _ in ruleset.chains())
         chains, limits = table.objects()
         kernel_sets, _ = sets_service.kernel_objects()
         nft.run(compiler.build_load(ruleset, chains, limits, kernel_sets))
@@ -89,6 +100,7 @@ class Service:
     def down(self) -> Outcome:
         with self.store.locked():
             state = self.store.load()
+            supervise.stop_all(self.store.dir)
             present = table.exists()
             if present:
                 nft.run(compiler.build_down())
@@ -129,7 +141,8 @@ class Service:
                 "policies": {h.value: live.policy(h).value for h in Hook},
                 "stateful": live.stateful, "chains": chains, "rules": len(live.rules),
                 "sets": len(set_counts), "set_elements": set_counts,
-                "foreign_chains": foreign, "warnings": warnings}
+                "foreign_chains": foreign, "warnings": warnings,
+                "hooks": supervise.status(self.store.dir)}
 
     def list_rules(self) -> dict[str, Any]:
         state = self.store.load()
@@ -185,6 +198,7 @@ class Service:
                 new_text = add_rule_text(text, rule, before)
                 parse_config(new_text, state.config)  # the edited file must still load
             chain = compiler.chain_name(rule.hook, rule.priority)
+            supervise.check_rule_points([(rule.hook, rule.priority)])
             chains, _ = table.objects()
             before_handle = None
             if later:

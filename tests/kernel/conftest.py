@@ -1,13 +1,17 @@
-"""Kernel tests: root only, each test in namespaces it creates and always deletes."""
+"""Kernel tests: root only, each test in namespaces it creates and always deletes.
 
-import itertools
-import os
+Namespace names start with ``$MINIFW_LAB_PREFIX`` (default ``mk``), so several runs can share a
+machine without touching each other's namespaces.
+"""
+
+import contextlib
+from pathlib import Path
 
 import pytest
 
-from minifw.lab import Lab
+from kit import need_root, new_lab, pair, serve
 
-_counter = itertools.count()
+LOG_ALL_NETNS = Path("/proc/sys/net/netfilter/nf_log_all_netns")
 
 
 def pytest_collection_modifyitems(items):
@@ -18,7 +22,29 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture
 def lab():
-    if os.geteuid() != 0:
-        pytest.skip("kernel tests need root")
-    with Lab(prefix=f"mk{os.getpid() % 10000}x{next(_counter)}") as lab:
+    need_root()
+    with new_lab() as lab:
         yield lab
+
+
+@pytest.fixture
+def kernel_log():
+    """net.netfilter.nf_log_all_netns=1 for the test, then back to the value it had before."""
+    need_root()
+    before = LOG_ALL_NETNS.read_text().strip()
+    try:
+        LOG_ALL_NETNS.write_text("1\n")
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            LOG_ALL_NETNS.write_text(before + "\n")
+
+
+@pytest.fixture
+def net(lab):
+    """server <-> client, with TCP 80, 81 and UDP 53, 54 echo servers on the server and TCP 80
+    on the client. Modules with another topology define their own ``net``."""
+    server, client = pair(lab)
+    serve(server, tcp=[80, 81], udp=[53, 54])
+    serve(client, tcp=[80])
+    return server, client

@@ -134,6 +134,10 @@ def status(ctx, as_json):
         extra = " (drop policy)" if c.get("policy") else f" {c['rules']} rules"
         click.echo(f"  {c['hook']:<12} priority {c['priority']:>6}{extra}")
     click.echo(f"rules: {st['rules']}  sets: {st['sets']}")
+    for h in st.get("hooks", []):
+        click.echo(f"  hook {h['function']} at {h['hook']}/{h['priority']}: queue {h['queue']} "
+                   f"fail-{h['fail']}{' per-flow' if h['per_flow'] else ''} pid {h['pid']} "
+                   f"{'running' if h['running'] else 'DEAD (chains left in place)'}")
     for s in st.get("set_elements", []):
         click.echo(f"  set {s['name']:<16} {s['elements']:>9} elements ({s['addresses']} "
                    f"addresses, {s['cidrs']} CIDRs)")
@@ -229,6 +233,8 @@ def delete(ctx, rule_id, runtime):
 def main() -> None:
     cli(prog_name="minifw")
 
+from .hooks import run_hooks  # noqa: E402
+cli.add_command(run_hooks)
 
 from .sets import COMMANDS as _SET_COMMANDS  # noqa: E402  (ban, unban, set)
 for _command in _SET_COMMANDS: cli.add_command(_command)

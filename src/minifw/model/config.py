@@ -15,8 +15,9 @@ from ..errors import ConfigError, RuleError
 from .rule import Rule
 from .ruleset import Ruleset
 
-TOP_KEYS = ("policy", "rule", "set")
-_RULE_HEADER = re.compile(r"^\s*\[\[\s*rule\s*\]\]", re.MULTILINE)
+TOP_KEYS = ("policy", "rule", "hook", "set")  # [[hook]]: minifw.hooks.config; [[set]]: model.sets
+_RULE_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*rule[ \t]*\]\]", re.MULTILINE)
+_TABLE_HEADER = re.compile(r"^\s*\[")
 
 
 def parse_config(text: str, file: str) -> Ruleset:
@@ -28,11 +29,11 @@ def parse_config(text: str, file: str) -> Ruleset:
     unknown = [k for k in data if k not in TOP_KEYS]
     if unknown:
         raise ConfigError(f"unknown top-level key '{unknown[0]}'; valid keys are "
-                          f"[policy], [[rule]] and [[set]]", file=file)
+                          f"[policy], [[rule]], [[set]] and [[hook]]", file=file)
     try:
         return Ruleset.from_toml(data)
     except RuleError as exc:
-        raise exc.located(file, _rule_line(text, exc.rule, data)) from None
+        raise exc.located(file, _rule_line(text, exc.rule, data, exc.field)) from None
 
 
 def _toml_error_line(message: str) -> int | None:
@@ -40,8 +41,12 @@ def _toml_error_line(message: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _rule_line(text: str, rule_label: str | None, data: dict[str, Any]) -> int | None:
-    """The line of the [[rule]] header of the rule an error names (by id or '#N')."""
+def _rule_line(text: str, rule_label: str | None, data: dict[str, Any],
+               field: str | None = None) -> int | None:
+    """The line of the [[rule]] header of the rule an error names (by id or '#N').
+
+    A duplicate id is said of its second use, the rule that made it a duplicate.
+    """
     if rule_label is None:
         return None
     rules = data.get("rule", [])
@@ -52,6 +57,8 @@ def _rule_line(text: str, rule_label: str | None, data: dict[str, Any]) -> int |
         ids = [r.get("id") if isinstance(r, dict) else None for r in rules]
         if rule_label in ids:
             index = ids.index(rule_label)
+            if field == "id" and ids.count(rule_label) > 1:
+                index = ids.index(rule_label, index + 1)
     if index is None:
         return None
     headers = [m.start() for m in _RULE_HEADER.finditer(text)]
@@ -84,10 +91,46 @@ def add_rule_text(text: str, rule: Rule, before: str | None) -> str:
 def delete_rule_text(text: str, rule_id: str) -> str:
     doc = tomlkit.parse(text)
     index = _index_of(doc, rule_id)
+    cut = _cut_rule_lines(text, index)
+    if cut is not None:
+        return cut
     del doc["rule"][index]
     if len(doc["rule"]) == 0:
         del doc["rule"]
     return tomlkit.dumps(doc)
+
+
+def _cut_rule_lines(text: str, index: int) -> str | None:
+    """``text`` without the lines of the ``index``-th [[rule]], from its header to its last key.
+
+    Comments and blank lines after its last key stay: they precede (and describe) whatever comes
+    next, and tomlkit would delete them with the table. None when the text is too unusual to cut
+    by lines (the result is checked by parsing it).
+    """
+    lines = text.splitlines(keepends=True)
+    headers = [i for i, line in enumerate(lines) if _RULE_HEADER.match(line)]
+    original = tomllib.loads(text)
+    before = original.get("rule", [])
+    if len(headers) != len(before) or index >= len(headers):
+        return None
+    start = headers[index]
+    end = next((i for i in range(start + 1, len(lines)) if _TABLE_HEADER.match(lines[i])),
+               len(lines))
+    last = start
+    for i in range(start + 1, end):
+        if lines[i].strip() and not lines[i].lstrip().startswith("#"):
+            last = i
+    result = "".join(lines[:start] + lines[last + 1:])
+    try:
+        after = tomllib.loads(result)
+    except tomllib.TOMLDecodeError:
+        return None
+    if after.get("rule", []) != before[:index] + before[index + 1:]:
+        return None
+    if {k: v for k, v in after.items() if k != "rule"} != {
+            k: v for k, v in original.items() if k != "rule"}:
+        return None
+    return result
 
 
 def _index_of(doc: tomlkit.TOMLDocument, rule_id: str) -> int:

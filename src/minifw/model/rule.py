@@ -17,8 +17,8 @@ from ..errors import RuleError
 from .sets import SET_NAME_RE, SetRef
 from .types import (
     CONNTRACK_PRIORITY, CT_STATES, HOOKS_BEFORE_CONNTRACK, HOOKS_WITH_IIF, HOOKS_WITH_OIF,
-    HOOKS_WITH_REJECT, ICMP_TYPES, ICMPV6_TYPES, LIMIT_UNITS, LOG_PREFIX_MAX, POLICY_PRIORITY,
-    Action, Family, Hook, Proto,
+    HOOKS_WITH_REJECT, ICMP_TYPES, ICMPV6_TYPES, LIMIT_DEFAULT_BURST, LIMIT_MAX,
+    LIMIT_UNIT_SECONDS, LIMIT_UNITS, LOG_PREFIX_MAX, POLICY_PRIORITY, Action, Family, Hook, Proto,
 )
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -92,7 +92,7 @@ class Rule:
     def from_toml(cls, data: dict[str, Any], *, index: int | None = None) -> "Rule":
         """Validate one ``[[rule]]`` table. ``index`` is used only to name an id-less rule."""
         rid = data.get("id")
-        label = rid if isinstance(rid, str) else (f"#{index + 1}" if index is not None else None)
+        label = rid if isinstance(rid, str) else (f"#{index + 1}" if index is not None else "new")
         unknown = [k for k in data if k not in RULE_KEYS]
         if unknown:
             raise RuleError(f"unknown key; valid keys are {', '.join(RULE_KEYS)}",
@@ -311,8 +311,17 @@ class _Fields:
         if not m or m.group(2) not in LIMIT_UNITS or int(m.group(1)) < 1:
             raise self.err("limit", f"{raw!r} is not a rate such as \"10/second\" or "
                                     f"\"100/minute burst 20\" (units: {', '.join(LIMIT_UNITS)})")
+        rate, unit = int(m.group(1)), m.group(2)
         burst = int(m.group(3)) if m.group(3) else None
-        return Limit(int(m.group(1)), m.group(2), burst)
+        if rate > LIMIT_MAX:
+            raise self.err("limit", f"rate {rate} is above the kernel's limit of {LIMIT_MAX}")
+        if burst is not None and not 1 <= burst <= LIMIT_MAX:
+            raise self.err("limit", f"burst {burst} must be between 1 and {LIMIT_MAX}")
+        # The kernel keeps the bucket as (nanoseconds per unit / rate) * burst in 64 bits.
+        if (LIMIT_UNIT_SECONDS[unit] * 10**9 // rate) * (burst or LIMIT_DEFAULT_BURST) >= 2**64:
+            raise self.err("limit", f"burst {burst} at {rate}/{unit} overflows the kernel's "
+                                    "token bucket; use a smaller burst or a shorter unit")
+        return Limit(rate, unit, burst)
 
     def text(self, key: str) -> str | None:
         raw = self.data.get(key)

@@ -103,4 +103,7 @@ ICMPV6_TYPES = {
 ND_TYPES = ("nd-router-solicit", "nd-router-advert", "nd-neighbor-solicit", "nd-neighbor-advert")
 
 LIMIT_UNITS = ("second", "minute", "hour", "day", "week")
+LIMIT_UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
+LIMIT_MAX = 2**32 - 1          # rates and bursts above this are refused (burst is 32-bit in nft)
+LIMIT_DEFAULT_BURST = 5        # nft's burst when none is given
 LOG_PREFIX_MAX = 127  # bytes; the kernel's NF_LOG_PREFIXLEN is 128 with the NUL

@@ -1,0 +1,230 @@
+"""bench/hooks: what a Python hook costs, against no firewall and the usual alternatives.
+
+In ONE run, in two namespaces joined by veth (sender -> receiver, queue at the receiver's
+input hook):
+- UDP packets/s delivered: no firewall; NetfilterQueue (PyPI) accept-all and parse callbacks;
+  C libnetfilter_queue accept-all (one verdict per packet); minifw accept-all and
+  parse + set-lookup hooks;
+- TCP iperf3 throughput: no firewall, a minifw hook, a minifw per-flow hook.
+Every userspace path runs fail-closed (no F_FAIL_OPEN, no bypass), so only verdicts issued
+from userspace count. Prints ratios, and each consumer's CPU time per delivered packet (on a
+shared machine the pps a consumer reaches depends on the CPU share it gets; its CPU cost per
+packet does much less). Usage (root): .venv/bin/python bench/hooks/run.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from minifw.lab import MINIFW, Lab  # noqa: E402
+
+PY = str(ROOT / ".venv" / "bin" / "python")
+QUEUE = 7
+
+
+def ensure_tools() -> None:
+    missing = [p for p, probe in (("libnetfilter-queue-dev",
+                                   "/usr/include/libnetfilter_queue/libnetfilter_queue.h"),
+                                  ("iperf3", "/usr/bin/iperf3"), ("gcc", "/usr/bin/gcc"))
+               if not os.path.exists(probe)]
+    if missing:
+        subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True,
+                       env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+    if subprocess.run([PY, "-c", "import netfilterqueue"], capture_output=True).returncode:
+        subprocess.run([PY, "-m", "pip", "install", "-q", "NetfilterQueue"], check=True)
+
+
+def build(tmp: Path) -> tuple[str, str]:
+    blast, nfq = str(tmp / "udp_blast"), str(tmp / "nfq_accept")
+    subprocess.run(["gcc", "-O2", "-o", blast, str(HERE / "udp_blast.c")], check=True)
+    subprocess.run(["gcc", "-O2", "-o", nfq, str(HERE / "nfq_accept.c"), "-lnetfilter_queue"],
+                   check=True)
+    return blast, nfq
+
+
+def udp_delivered(host) -> int:
+    """Datagrams that got past netfilter to the UDP layer (delivered, no port or buffer full)."""
+    lines = [ln.split() for ln in host.run("cat /proc/net/snmp").stdout.splitlines()
+             if ln.startswith("Udp:")]
+    row = dict(zip(lines[0][1:], map(int, lines[1][1:])))
+    return row["InDatagrams"] + row["NoPorts"] + row["InErrors"]
+
+
+def install_queue_chain(host) -> None:
+    """The same xt NFQUEUE chain minifw uses, fail-closed, for the non-minifw consumers."""
+    code = ("from minifw.compile import hooks as p; from minifw.hooks import make_spec; "
+            "from minifw.kernel import nfnl; "
+            f"s = make_spec(lambda x: 1, 'input', 0, fail='closed', name='bench'); "
+            f"nfnl.send_batch(p.build_install_batch([p.Placement(s, {QUEUE})]))")
+    host.run([PY, "-c", code])
+
+
+def remove_tables(host) -> None:
+    host.run("nft flush ruleset", check=False)
+
+
+def wait_record(host, proc, deadline=15.0) -> None:
+    end = time.monotonic() + deadline
+    while not list((host.state_dir / "hooks").glob(f"runner-{proc.pid}.json")):
+        if proc.poll() is not None or time.monotonic() > end:
+            raise RuntimeError("minifw runner did not start")
+        time.sleep(0.05)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (the consumer: `ip netns exec` execs into it)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def udp_case(lab, rx, tx, blast: str, seconds: float, consumer: list[str] | None,
+             minifw_file: str | None) -> tuple[float, float | None]:
+    proc = None
+    if minifw_file:
+        proc = rx.popen([MINIFW, "run", minifw_file],
+                        env=dict(os.environ, MINIFW_STATE_DIR=str(rx.state_dir)))
+        wait_record(rx, proc)
+    elif consumer:
+        proc = rx.popen(consumer)
+        time.sleep(0.7)
+        install_queue_chain(rx)
+    try:
+        sender = subprocess.Popen(["ip", "netns", "exec", tx.ns, blast, "198.18.0.1", "9",
+                                   str(seconds + 1.0)], stdout=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+        c0 = cpu_seconds(proc.pid) if proc else 0.0
+        a, t0 = udp_delivered(rx), time.monotonic()
+        time.sleep(seconds)
+        b, t1 = udp_delivered(rx), time.monotonic()
+        c1 = cpu_seconds(proc.pid) if proc else 0.0
+        sender.wait(timeout=seconds + 10)
+        cpu_per_packet = (c1 - c0) / max(b - a, 1) * 1e6 if proc else None
+        return (b - a) / (t1 - t0), cpu_per_packet
+    finally:
+        stop(proc)
+        remove_tables(rx)
+
+
+def stop(proc) -> None:
+    if proc is None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+def tcp_case(rx, tx, seconds: float, minifw_file: str | None) -> float:
+    proc = None
+    if minifw_file:
+        proc = rx.popen([MINIFW, "run", minifw_file],
+                        env=dict(os.environ, MINIFW_STATE_DIR=str(rx.state_dir)))
+        wait_record(rx, proc)
+    try:
+        server = rx.popen(["iperf3", "-s", "-1", "-p", "5201"])
+        rx.wait_listening(5201)
+        out = tx.run(["iperf3", "-c", "198.18.0.1", "-p", "5201", "-t", str(seconds), "-J"],
+                     timeout=seconds + 20)
+        server.wait(timeout=10)
+        return json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"]
+    finally:
+        stop(proc)
+        remove_tables(rx)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=4.0, help="per UDP case")
+    ap.add_argument("--tcp-seconds", type=float, default=4.0, help="per TCP case")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="run every case this many times, interleaved; keep each case's best")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench/hooks needs root (it creates network namespaces)", file=sys.stderr)
+        return 2
+    ensure_tools()
+    tmp = Path(tempfile.mkdtemp(prefix="hqbench"))
+    try:
+        blast, c_nfq = build(tmp)
+        with Lab(prefix=f"hqb{os.getpid() % 10000}") as lab:
+            rx, tx = lab.host("rx"), lab.host("tx")
+            lab.link(rx, ["198.18.0.1/24"], tx, ["198.18.0.2/24"])
+            rx.popen([PY, "-c", "import socket,time\ns=socket.socket(socket.AF_INET,"
+                      "socket.SOCK_DGRAM);s.bind(('0.0.0.0',9));time.sleep(3600)"])
+            nfq_py = str(HERE / "nfq_python.py")
+            udp_cases = [
+                ("no firewall", None, None),
+                ("NetfilterQueue accept-all", [PY, nfq_py, "accept", str(QUEUE)], None),
+                ("NetfilterQueue parse", [PY, nfq_py, "parse", str(QUEUE)], None),
+                ("C libnetfilter_queue accept-all", [c_nfq, str(QUEUE)], None),
+                ("minifw accept-all", None, str(HERE / "minifw_accept.py")),
+                ("minifw parse + set lookup", None, str(HERE / "minifw_parse.py")),
+            ]
+            udp: dict[str, float] = {}
+            cpu: dict[str, float | None] = {}
+            for rnd in range(1, args.rounds + 1):
+                for name, consumer, hook_file in udp_cases:
+                    pps, per_packet = udp_case(lab, rx, tx, blast, args.seconds, consumer,
+                                               hook_file)
+                    extra = (f"   {per_packet:5.1f} us CPU/packet in the consumer"
+                             if per_packet is not None else "")
+                    print(f"[{rnd}] udp  {name:<34} {pps:>12,.0f} pps{extra}", flush=True)
+                    if pps > udp.get(name, -1):
+                        udp[name] = pps
+                    if per_packet is not None:
+                        cpu[name] = min(per_packet, cpu.get(name) or per_packet)
+            tcp: dict[str, float] = {}
+            for rnd in range(1, args.rounds + 1):
+                for name, hook_file in (("no firewall", None),
+                                        ("minifw hook", str(HERE / "minifw_accept.py")),
+                                        ("minifw per-flow hook",
+                                         str(HERE / "minifw_perflow.py"))):
+                    bps = tcp_case(rx, tx, args.tcp_seconds, hook_file)
+                    print(f"[{rnd}] tcp  {name:<34} {bps / 1e9:>12.2f} Gbit/s", flush=True)
+                    tcp[name] = max(bps, tcp.get(name, 0.0))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    base = udp["no firewall"]
+    print(f"\nbest of {args.rounds} rounds per case")
+    for name, v in udp.items():
+        extra = f"   {cpu[name]:5.1f} us CPU/packet" if cpu.get(name) is not None else ""
+        print(f"  udp {name:<34} {v:>12,.0f} pps{extra}")
+    for name, v in tcp.items():
+        print(f"  tcp {name:<34} {v / 1e9:>12.2f} Gbit/s")
+    print("\nratios")
+    for name, v in udp.items():
+        print(f"  udp {name:<34} {v / base:6.2f}x no firewall")
+    p, nq, c = (udp["minifw parse + set lookup"], udp["NetfilterQueue parse"],
+                udp["C libnetfilter_queue accept-all"])
+    print(f"  minifw parse / NetfilterQueue parse      {p / nq:6.2f}x   (goal >= 1.30)")
+    print(f"  minifw parse / C per-packet accept-all   {p / c:6.2f}x   (goal >= 1.00)")
+    print(f"  minifw accept / NetfilterQueue accept    "
+          f"{udp['minifw accept-all'] / udp['NetfilterQueue accept-all']:6.2f}x")
+    cp, cn = cpu["minifw parse + set lookup"], cpu["NetfilterQueue parse"]
+    assert cp is not None and cn is not None
+    print(f"  CPU per packet, NetfilterQueue parse / minifw parse "
+          f"{cn / cp:6.2f}x   (the machine is shared: this ratio is steadier than pps)")
+    tb = tcp["no firewall"]
+    print(f"  tcp minifw hook / no firewall            {tcp['minifw hook'] / tb:6.2f}x   "
+          "(goal >= 0.90)")
+    print(f"  tcp minifw per-flow / no firewall        {tcp['minifw per-flow hook'] / tb:6.2f}x"
+          "   (goal >= 0.97)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

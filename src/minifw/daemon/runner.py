@@ -1,0 +1,490 @@
+"""The hook runner: load a Python file of @hook functions, queue packets to them, give verdicts.
+
+Start-up order, so no packet meets a chain without a listener:
+1. load the file and validate the hook functions;
+2. probe the kernel (nft ``queue`` expression, else the xtables NFQUEUE target);
+3. bind one queue per function (header-only copies, GSO, fail-open unless fail="closed");
+4. in ONE nf_tables transaction, remove chains a killed runner left behind and add ours;
+5. serve: receive in bursts, call the functions, answer with batch verdicts.
+
+SIGTERM or SIGINT removes our chains, answers what is still queued, and unbinds.
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import logging
+import os
+import runpy
+import signal
+import socket
+import struct
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from ..compile import hooks as plan
+from ..errors import ConfigError, KernelError, MinifwError, PacketError, UnsupportedError
+from ..hooks import HookSpec, collect
+from ..hooks.packet import Packet
+from ..kernel import nfnl, nft
+from ..kernel.nfqueue import QueueBusy, QueueSocket
+from ..hooks import ACCEPT, DROP
+from ..netlink.nfqueue import (
+    FULL_COPY_RANGE, HEADER_COPY_RANGE, VerdictWriter, decode_packet, split_datagram,
+)
+from ..netlink.nlmsg import NlmsgType, parse_error
+from . import hookstate
+
+QUEUE_BASE = 1000
+QUEUE_LIMIT = 65535
+BURST = 64
+RECV_SIZE = 1 << 16
+_PACKET_TYPE = (3 << 8) | 0
+_ERROR_TYPE = int(NlmsgType.ERROR)
+_NLH_HEAD = struct.Struct("=IH").unpack_from
+log = logging.getLogger("minifw.hooks")
+
+
+class StopRunner(BaseException):
+    """Raised by the signal handler to leave the receive loop."""
+
+
+def load_hooks(file: str) -> list[HookSpec]:
+    path = Path(file)
+    if not path.is_file():
+        raise ConfigError("no such hook file.", file=str(file))
+    try:
+        namespace = runpy.run_path(str(path), run_name="minifw_hooks")
+    except ConfigError as exc:  # a bad @hook(...): say which line of the user's file
+        raise ConfigError(exc.detail, file=str(file), line=_user_line(exc, path)) from exc
+    except MinifwError as exc:
+        raise ConfigError(str(exc), file=str(file), line=_user_line(exc, path)) from exc
+    except SyntaxError as exc:
+        raise ConfigError(f"Python syntax error: {exc.msg}", file=str(file),
+                          line=exc.lineno) from exc
+    except Exception as exc:  # the user's module failed at import: say where
+        raise ConfigError(f"the hook file raised {type(exc).__name__}: {exc}", file=str(file),
+                          line=_user_line(exc, path)) from exc
+    return collect(namespace, str(file))
+
+
+def _user_line(exc: BaseException, path: Path) -> int | None:
+    tb = traceback.extract_tb(exc.__traceback__)
+    return next((f.lineno for f in reversed(tb) if f.filename == str(path)), None)
+
+
+class KernelLog:
+    """Lines for /dev/kmsg (dmesg). The kernel rate-limits writers (printk_devkmsg=ratelimit:
+    about 10 lines per 5 s per open file); lines over the limit are dropped by the kernel."""
+
+    def __init__(self, ident: str):
+        self.ident = ident
+        try:
+            self.fd: int | None = os.open("/dev/kmsg", os.O_WRONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            log.warning("cannot open /dev/kmsg (%s); pkt.log lines go to this log only",
+                        exc.strerror)
+            self.fd = None
+
+    def write(self, text: str) -> None:
+        if self.fd is None:
+            return
+        line = f"<6>{self.ident}: {text}".replace("\n", " ")[:900] + "\n"
+        try:
+            os.write(self.fd, line.encode(errors="replace"))
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+class QueueCtx:
+    """Per-queue serving state: the function, its verdict rules, and the open verdict run."""
+
+    __slots__ = ("placement", "fn", "name", "error_verdict", "flow_mark", "logger", "full",
+                 "run_v", "run_mark", "run_last", "seen", "errors", "dropped")
+
+    def __init__(self, placement: plan.Placement, logger: Callable[[str], None]):
+        spec = placement.spec
+        self.placement = placement
+        self.fn = spec.fn
+        self.name = spec.name
+        self.error_verdict = int(spec.error_verdict)
+        self.flow_mark = spec.flow_mark if spec.per_flow else 0
+        self.logger = logger
+        self.full = spec.payload
+        self.run_v: int | None = None
+        self.run_mark: int | None = None
+        self.run_last: int | None = None
+        self.seen = 0
+        self.errors = 0
+        self.dropped = 0
+
+
+class Runner:
+    def __init__(self, file: str, state_dir: Path, managed: bool = False):
+        self.file = os.path.abspath(file)
+        self.state_dir = Path(state_dir)
+        self.managed = managed
+        self.pid = os.getpid()
+        self.specs = load_hooks(self.file)
+        self.qs: QueueSocket | None = None
+        self.placements: list[plan.Placement] = []
+        self.ctx: dict[int, QueueCtx] = {}
+        self.native_queue = False
+        self.conntrack = False
+        self.kmsg = KernelLog(f"minifw[{self.pid}]")
+        self._ifnames: dict[int, str | None] = {}
+        self._out: list[bytes] = []
+        self._verdicts = VerdictWriter()
+        self.installed = False
+        self.created_table = False
+
+    # ---- start-up ------------------------------------------------------------------------
+    def probe(self) -> str:
+        try:
+            nft.run(plan.build_probe_json())
+            self.native_queue = True
+            return "nft queue"
+        except UnsupportedError:
+            self.native_queue = False
+        try:
+            nfnl.send_batch(plan.build_xt_probe_batch())
+        except UnsupportedError as exc:
+            raise UnsupportedError(
+                "this kernel has neither the nft queue expression (CONFIG_NFT_QUEUE) nor the "
+                "xtables NFQUEUE target (nft_compat, xt_NFQUEUE); Python hooks cannot run "
+                f"here ({exc})") from exc
+        return "xtables NFQUEUE target"
+
+    def _check_clashes(self) -> None:
+        chains = nft.items(nft.query("list chains"), "chain")
+        ours = [(s.hook.value, s.priority, f"hook function '{s.name}'") for s in self.specs]
+        problems = plan.clashes(ours, plan.declarative_points(chains))
+        # every other hook chain counts, except those a dead runner of ours left (replaced)
+        stale = {c for r in hookstate.records(self.state_dir) if not r["alive"]
+                 for c in hookstate.chains_of(r)}
+        others = [p for p in plan.hook_points(chains) if p[2].split()[-1] not in stale]
+        problems += plan.clashes(ours, others)
+        if problems:
+            raise ConfigError(problems[0], file=self.file)
+
+    def start(self) -> None:
+        backend = self.probe()
+        self._check_clashes()
+        stale_records = [r for r in hookstate.records(self.state_dir) if not r["alive"]]
+        used = {q["queue"] for r in hookstate.records(self.state_dir) if r["alive"]
+                for q in r.get("queues", [])}
+        self.qs = QueueSocket()
+        queue = QUEUE_BASE
+        for spec in self.specs:
+            while True:
+                while queue in used:
+                    queue += 1
+                if queue > QUEUE_LIMIT:
+                    raise KernelError("no free queue number is left between "
+                                      f"{QUEUE_BASE} and {QUEUE_LIMIT}.")
+                try:
+                    self.qs.bind(queue, FULL_COPY_RANGE if spec.payload else HEADER_COPY_RANGE,
+                                 fail_open=spec.fail_open)
+                    break
+                except QueueBusy:
+                    queue += 1
+            used.add(queue)
+            placement = plan.Placement(spec, queue)
+            self.placements.append(placement)
+            self.ctx[queue] = QueueCtx(placement, self._logger_for(spec.name))
+        self.conntrack = self.qs.enable_conntrack(self.placements[0].queue)
+        if self.conntrack:
+            for p in self.placements[1:]:
+                self.qs.enable_conntrack(p.queue)
+        stale = [c for r in stale_records for c in hookstate.chains_of(r)]
+        live = set(c["name"] for c in nft.items(nft.query("list chains"), "chain")
+                   if c.get("table") == plan.TABLE and c.get("family") == plan.FAMILY)
+        stale = [c for c in stale if c in live]
+        self.created_table = not nft.table_exists(plan.FAMILY, plan.TABLE)
+        if self.native_queue:
+            nft.run(plan.build_install_json(self.placements, stale))
+        else:
+            nfnl.send_batch(plan.build_install_batch(self.placements, stale))
+        self.installed = True
+        for r in stale_records:
+            hookstate.remove_record(self.state_dir, r["pid"])
+        hookstate.write_record(self.state_dir, self.record(backend))
+        for p in self.placements:
+            s = p.spec
+            log.info("hook %s at %s priority %d on queue %d (fail-%s, on_error=%s%s) via %s",
+                     s.name, s.hook.value, s.priority, p.queue, s.fail, s.on_error,
+                     ", per-flow" if s.per_flow else "", backend)
+        if not self.conntrack:
+            log.info("conntrack info is not available on queued packets here "
+                     "(NFQA_CFG_F_CONNTRACK: EOPNOTSUPP); pkt.ct_state is None")
+
+    def record(self, backend: str) -> dict[str, Any]:
+        return {"pid": self.pid, "file": self.file, "managed": self.managed,
+                "started": time.time(), "backend": backend, "conntrack": self.conntrack,
+                "log": str(hookstate.hooks_dir(self.state_dir) / f"runner-{self.pid}.log"),
+                "queues": [p.to_state() for p in self.placements]}
+
+    def _logger_for(self, name: str) -> Callable[[str], None]:
+        kmsg = self.kmsg
+
+        def logger(text: str) -> None:
+            log.info("%s: %s", name, text)
+            kmsg.write(f"{name}: {text}")
+        return logger
+
+    def _ifname(self, index: int) -> str | None:
+        try:
+            return self._ifnames[index]
+        except KeyError:
+            try:
+                name: str | None = socket.if_indextoname(index)
+            except OSError:
+                name = None
+            self._ifnames[index] = name
+            return name
+
+    # ---- serving -------------------------------------------------------------------------
+    def serve(self) -> None:
+        """Receive in bursts (one blocking receive, then up to BURST more without waiting),
+        decide each packet, and answer each burst with batch verdicts."""
+        assert self.qs is not None
+        recv = self.qs.sock.recv
+        ctxs = self.ctx
+        decide = self._decide
+        handle = self._handle
+        head = _NLH_HEAD
+        ptype = _PACKET_TYPE
+        dontwait = socket.MSG_DONTWAIT
+        # header-only copies fit a small buffer (smaller allocations per packet); a datagram
+        # larger than it would be truncated, so whole-packet copies get the full size
+        size = RECV_SIZE if any(p.spec.payload for p in self.placements) else 4096
+        while True:
+            flags = 0
+            for _ in range(BURST):
+                try:
+                    data = recv(size, flags)
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    if exc.errno == errno_mod.ENOBUFS:
+                        self._on_enobufs()
+                        break
+                    raise KernelError(f"receiving from the queue failed: {exc}") from exc
+                flags = dontwait
+                n = len(data)
+                if n >= 16 and head(data) == (n, ptype):  # the usual case: one packet
+                    try:
+                        q = decode_packet(data, 16, n)
+                    except PacketError as exc:
+                        log.error("a queued packet could not be decoded: %s", exc)
+                        continue
+                    ctx = ctxs.get(q.queue)
+                    if ctx is not None:
+                        decide(ctx, q)
+                else:
+                    handle(data)
+            self._flush()
+
+    def _on_enobufs(self) -> None:
+        assert self.qs is not None
+        size = self.qs.grow_rcvbuf()
+        log.warning("the socket receive buffer overflowed (ENOBUFS #%d): packets were lost "
+                    "in the kernel; buffer is now %d bytes", self.qs.enobufs, size)
+        self._flush()
+
+    def _handle(self, data: bytes) -> None:
+        """Any datagram: several messages, acknowledgements, errors."""
+        try:
+            messages = split_datagram(data)
+        except PacketError as exc:
+            log.error("dropped a malformed datagram from the kernel: %s", exc)
+            return
+        for msg_type, _seq, start, end in messages:
+            if msg_type == _PACKET_TYPE:
+                try:
+                    q = decode_packet(data, start, end)
+                except PacketError as exc:
+                    log.error("a queued packet could not be decoded: %s", exc)
+                    continue
+                ctx = self.ctx.get(q.queue)
+                if ctx is not None:
+                    self._decide(ctx, q)
+            elif msg_type == _ERROR_TYPE:
+                try:
+                    err, _ = parse_error(memoryview(data)[start:end])
+                except PacketError:
+                    continue
+                if err:
+                    log.warning("the kernel refused a verdict: %s", os.strerror(err))
+
+    def _decide(self, ctx: QueueCtx, q: Any) -> None:
+        """Call the hook function and extend (or close and open) the queue's verdict run."""
+        ctx.seen += 1
+        try:
+            v = ctx.fn(Packet(q, self._ifname, ctx.logger, ctx.full))
+            if v is ACCEPT:
+                verdict = 1
+            elif v is DROP:
+                verdict = 0
+            else:
+                raise TypeError(f"a hook function must return ACCEPT or DROP, not {v!r}")
+        except Exception as exc:
+            verdict = ctx.error_verdict
+            ctx.errors += 1
+            self._report(ctx, exc)
+        mark = None
+        if verdict == 0:
+            ctx.dropped += 1
+        elif ctx.flow_mark:
+            mark = q.mark | ctx.flow_mark
+        if ctx.run_last is not None and (verdict != ctx.run_v or mark != ctx.run_mark):
+            self._out.append(self._verdicts.batch(q.queue, ctx.run_last, ctx.run_v,
+                                                  ctx.run_mark))
+        ctx.run_v, ctx.run_mark, ctx.run_last = verdict, mark, q.id
+
+    def _report(self, ctx: QueueCtx, exc: BaseException) -> None:
+        n = ctx.errors
+        if n <= 20 or n % 1000 == 0:
+            text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            log.error("hook %s raised (error #%d; on_error=%s applies):\n%s", ctx.name, n,
+                      "accept" if ctx.error_verdict else "drop", text.rstrip())
+
+    def _flush(self) -> None:
+        out = self._out
+        for queue, ctx in self.ctx.items():
+            if ctx.run_last is not None:
+                out.append(self._verdicts.batch(queue, ctx.run_last, ctx.run_v,
+                                                ctx.run_mark))
+                ctx.run_last = None
+        if out:
+            assert self.qs is not None
+            data = b"".join(out)
+            out.clear()
+            try:
+                self.qs.sock.send(data)
+            except OSError as exc:
+                raise KernelError(f"sending verdicts failed: {exc}") from exc
+
+    # ---- shutdown ------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Remove our chains, answer what is still queued, unbind, forget our record."""
+        try:
+            if self.qs is not None:
+                with _quiet():
+                    self._flush()
+            if self.installed:
+                chains = [c for p in self.placements for c in (p.chain, p.flow_chain) if c]
+                try:
+                    if self.native_queue:
+                        nft.run(plan.build_remove_json(chains))
+                    else:
+                        nfnl.send_batch(plan.build_remove_batch(chains))
+                except KernelError as exc:
+                    log.warning("could not remove hook chains (already gone?): %s", exc)
+                self.installed = False
+                if self.created_table:  # leave no trace, unless something else moved in
+                    with _quiet():
+                        nfnl.send_batch(plan.build_remove_batch([]).delete_table(
+                            plan.TABLE, only_if_empty=True))
+            if self.qs is not None:
+                self._drain()
+                self.qs.close()
+                self.qs = None
+        finally:
+            hookstate.remove_record(self.state_dir, self.pid)
+            for ctx in self.ctx.values():
+                log.info("hook %s: %d packets, %d dropped, %d errors", ctx.name, ctx.seen,
+                         ctx.dropped, ctx.errors)
+            self.kmsg.close()
+
+    def _drain(self) -> None:
+        assert self.qs is not None
+        end = time.monotonic() + 0.2
+        while time.monotonic() < end:
+            try:
+                data = self.qs.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+            except (BlockingIOError, OSError):
+                break
+            self._handle(data)
+        with _quiet():
+            self._flush()
+
+
+class _quiet:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        return kind is not None and issubclass(kind, (KernelError, OSError))
+
+
+def setup_logging(state_dir: Path, foreground: bool) -> Path:
+    folder = hookstate.hooks_dir(state_dir)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o750)
+    path = folder / f"runner-{os.getpid()}.log"
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    handlers: list[logging.Handler] = [logging.FileHandler(path)]
+    if foreground:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    for h in handlers:
+        h.setFormatter(fmt)
+        log.addHandler(h)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    return path
+
+
+def run(file: str, state_dir: Path, *, managed: bool = False,
+        ready: Callable[[Runner], None] | None = None) -> Runner:
+    """Run until SIGTERM/SIGINT. Errors before serving propagate (as MinifwError)."""
+    def on_signal(signum, frame):
+        raise StopRunner()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    runner = None
+    try:
+        runner = Runner(file, state_dir, managed=managed)
+        runner.start()
+        if ready is not None:
+            ready(runner)
+        runner.serve()
+    except StopRunner:
+        pass
+    finally:
+        for s in old:
+            signal.signal(s, signal.SIG_IGN)
+        if runner is not None:
+            runner.stop()
+        for s, h in old.items():
+            signal.signal(s, h)
+    return runner  # type: ignore[return-value]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Background entry point used by ``minifw up`` for [[hook]] files."""
+    import argparse
+    parser = argparse.ArgumentParser(prog="minifw-hook-runner")
+    parser.add_argument("file")
+    parser.add_argument("--state-dir", required=True)
+    args = parser.parse_args(argv)
+    state_dir = Path(args.state_dir)
+    setup_logging(state_dir, foreground=False)
+    try:
+        run(args.file, state_dir, managed=True)
+    except MinifwError as exc:
+        log.error("error: %s", exc)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Python hook functions: the seed's ``nf_hook_ops``, registered from userspace.
+
+    from minifw import hook, ACCEPT, DROP
+
+    @hook("prerouting", priority=-300)
+    def drop_icmp(pkt):
+        if pkt.proto == "icmp":
+            pkt.log("Drop ICMP packet")
+            return DROP
+        return ACCEPT
+
+Pure: the decorator only validates and records; ``minifw run`` does the rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+from ..errors import ConfigError
+from ..model.types import CONNTRACK_PRIORITY, HOOKS_BEFORE_CONNTRACK, Hook
+from ..netlink.nfqueue import Verdict
+
+ACCEPT = Verdict.ACCEPT
+DROP = Verdict.DROP
+
+FAIL_MODES = ("open", "closed")
+ON_ERROR = {"accept": Verdict.ACCEPT, "drop": Verdict.DROP}
+DEFAULT_FLOW_MARK = 0x20000000  # a high bit no minifw policy mark uses
+PRIORITY_RANGE = (-(2 ** 31) + 1, 2 ** 31 - 1)
+ATTR = "__minifw_hook__"
+
+
+@dataclasses.dataclass(frozen=True)
+class HookSpec:
+    """Where and how one Python function is hooked in."""
+
+    fn: Callable[[Any], Any] = dataclasses.field(compare=False, repr=False)
+    name: str
+    hook: Hook
+    priority: int
+    fail: str = "open"
+    on_error: str = "accept"
+    per_flow: bool = False
+    flow_mark: int = DEFAULT_FLOW_MARK
+    payload: bool = False
+
+    @property
+    def error_verdict(self) -> Verdict:
+        return ON_ERROR[self.on_error]
+
+    @property
+    def fail_open(self) -> bool:
+        return self.fail == "open"
+
+
+def make_spec(fn: Callable, hook_name: str, priority: int = 0, *, fail: str = "open",
+              on_error: str = "accept", per_flow: bool = False,
+              flow_mark: int = DEFAULT_FLOW_MARK, payload: bool = False,
+              name: str | None = None) -> HookSpec:
+    """Validate hook arguments; raise ConfigError with a sentence saying what to fix."""
+    label = name or getattr(fn, "__name__", "hook")
+    where = f"hook function '{label}'"
+    try:
+        hk = Hook(hook_name)
+    except ValueError:
+        raise ConfigError(f"{where}: unknown hook {hook_name!r}; use one of "
+                          f"{', '.join(h.value for h in Hook)}.") from None
+    if isinstance(priority, bool) or not isinstance(priority, int) \
+            or not PRIORITY_RANGE[0] <= priority <= PRIORITY_RANGE[1]:
+        raise ConfigError(f"{where}: priority must be an integer between {PRIORITY_RANGE[0]} "
+                          f"and {PRIORITY_RANGE[1]}, not {priority!r}.")
+    if fail not in FAIL_MODES:
+        raise ConfigError(f"{where}: fail must be 'open' or 'closed', not {fail!r}.")
+    if on_error not in ON_ERROR:
+        raise ConfigError(f"{where}: on_error must be 'accept' or 'drop', not {on_error!r}.")
+    if not isinstance(flow_mark, int) or flow_mark <= 0 or flow_mark & (flow_mark - 1) \
+            or flow_mark > 0x80000000:
+        raise ConfigError(f"{where}: flow_mark must be one bit of a 32-bit mark, such as "
+                          f"0x20000000, not {flow_mark!r}.")
+    if per_flow and hk in HOOKS_BEFORE_CONNTRACK and priority <= CONNTRACK_PRIORITY:
+        raise ConfigError(f"{where}: per_flow at {hk.value} needs a priority above "
+                          f"{CONNTRACK_PRIORITY}, where conntrack has already run; "
+                          f"{priority} is too early.")
+    if not callable(fn):
+        raise ConfigError(f"{where}: @hook must decorate a function.")
+    return HookSpec(fn=fn, name=label, hook=hk, priority=priority, fail=fail,
+                    on_error=on_error, per_flow=bool(per_flow), flow_mark=flow_mark,
+                    payload=bool(payload))
+
+
+def hook(hook_name: str, priority: int = 0, *, fail: str = "open", on_error: str = "accept",
+         per_flow: bool = False, flow_mark: int = DEFAULT_FLOW_MARK, payload: bool = False,
+         name: str | None = None) -> Callable[[Callable], Callable]:
+    """Register the decorated function at ``hook_name`` with ``priority`` (lower runs first).
+
+    fail: "open" lets packets through while no runner listens or the queue is full; "closed"
+        drops them. on_error: the verdict when the function raises. per_flow: only the first
+        packet of a flow reaches Python; accepted flows then skip the queue in the kernel.
+        payload: copy whole packets to userspace (default: headers only).
+    """
+    def register(fn: Callable) -> Callable:
+        setattr(fn, ATTR, make_spec(fn, hook_name, priority, fail=fail, on_error=on_error,
+                                    per_flow=per_flow, flow_mark=flow_mark, payload=payload,
+                                    name=name))
+        return fn
+    return register
+
+
+def collect(namespace: dict[str, Any], file: str = "<hooks>") -> list[HookSpec]:
+    """The hook functions defined in a module namespace, checked as a set."""
+    specs = [getattr(v, ATTR) for v in namespace.values() if hasattr(v, ATTR)]
+    if not specs:
+        raise ConfigError("defines no @hook function; decorate at least one function with "
+                          "@hook(\"prerouting\", priority=...)", file=file)
+    seen: dict[tuple[Hook, int], str] = {}
+    names: set[str] = set()
+    for spec in specs:
+        key = (spec.hook, spec.priority)
+        if key in seen:
+            raise ConfigError(f"hook functions '{seen[key]}' and '{spec.name}' are both at "
+                              f"{spec.hook.value} priority {spec.priority}; their order would "
+                              "be undefined, so give each its own priority.", file=file)
+        if spec.name in names:
+            raise ConfigError(f"two hook functions are named '{spec.name}'; names must be "
+                              "unique.", file=file)
+        seen[key] = spec.name
+        names.add(spec.name)
+    return sorted(specs, key=lambda s: (list(Hook).index(s.hook), s.priority))
+
+
+__all__ = ["hook", "ACCEPT", "DROP", "HookSpec", "make_spec", "collect", "Verdict"]

@@ -1,0 +1,326 @@
+"""Python hook functions on real packets, in namespaces: the seed's demo, interleaving with
+declarative rules, exceptions, kill -9 (fail-open / fail-closed) and restart, per-flow mode."""
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from minifw.lab import MINIFW, Lab
+
+SEED_HOOKS = str(Path(__file__).resolve().parents[2] / "examples" / "seed_hooks.py")
+_n = itertools.count()
+
+
+@pytest.fixture
+def hqlab():
+    if os.geteuid() != 0:
+        pytest.skip("kernel tests need root")
+    with Lab(prefix=f"hq{os.getpid() % 10000}x{next(_n)}") as lab:
+        try:
+            yield lab
+        finally:  # runners outlive `ip netns del`; end every one this lab started
+            for host in lab.hosts.values():
+                for rec in (host.state_dir / "hooks").glob("runner-*.json"):
+                    try:
+                        os.kill(json.loads(rec.read_text())["pid"], signal.SIGKILL)
+                    except (ProcessLookupError, ValueError, KeyError):
+                        pass
+
+
+def two_hosts(lab):
+    server = lab.host("server")
+    client = lab.host("client")
+    blocked = lab.host("blocked")
+    lab.link(server, ["198.18.0.1/24"], client, ["198.18.0.2/24"])
+    lab.link(server, ["198.18.2.1/24"], blocked, ["198.18.2.2/24"])
+    client.run("ip route add default via 198.18.0.1")
+    blocked.run("ip route add default via 198.18.2.1")
+    server.serve_http(80)
+    return server, client, blocked
+
+
+def write(lab, name, body):
+    lab.tmp.mkdir(parents=True, exist_ok=True)
+    path = lab.tmp / name
+    path.write_text(textwrap.dedent(body))
+    return str(path)
+
+
+def start_runner(host, file):
+    """`minifw run FILE` in the host's namespace; returns once its chains are in place."""
+    host.state_dir.mkdir(parents=True, exist_ok=True)
+    err = open(host.lab.tmp / f"run-{time.monotonic_ns()}.err", "w+")
+    proc = subprocess.Popen(["ip", "netns", "exec", host.ns, MINIFW, "run", file],
+                            env=dict(os.environ, MINIFW_STATE_DIR=str(host.state_dir)),
+                            stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+    host.lab._procs.append(proc)
+    record = host.state_dir / "hooks" / f"runner-{proc.pid}.json"
+    end = time.monotonic() + 15
+    while not record.exists():
+        if proc.poll() is not None:
+            err.seek(0)
+            raise AssertionError(f"minifw run exited {proc.returncode}: {err.read()}")
+        assert time.monotonic() < end, "runner did not become ready"
+        time.sleep(0.05)
+    proc.err = err
+    return proc
+
+
+def stop_runner(proc):
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+    proc.err.seek(0)
+    return proc.err.read()
+
+
+def chains(host):
+    listing = json.loads(host.run("nft -j list chains").stdout)["nftables"]
+    return {c["chain"]["name"]: c["chain"] for c in listing if "chain" in c}
+
+
+def counters(host, chain):
+    listing = json.loads(host.run(f"nft -j list chain inet minifw {chain}").stdout)["nftables"]
+    out = []
+    for item in listing:
+        if "rule" in item:
+            out.append(sum(e["counter"]["packets"] for e in item["rule"]["expr"]
+                           if isinstance(e, dict) and "counter" in e))
+    return out
+
+
+def lines(path):
+    p = Path(path)
+    return p.read_text().split() if p.exists() else []
+
+
+def test_seed_hooks_in_python_with_dmesg(hqlab):
+    server, client, blocked = two_hosts(hqlab)
+    assert client.ping("198.18.0.1")
+    proc = start_runner(server, SEED_HOOKS)
+    names = chains(server)
+    assert names["hook_q1000_drop_icmp"]["prio"] == -300
+    assert names["hook_q1001_drop_blocked_host"]["prio"] == -299
+    assert not client.ping("198.18.0.1")                       # ICMP dropped by a hook
+    assert client.http_get("http://198.18.0.1/") is not None    # TCP passes both hooks
+    assert blocked.tcp_result("198.18.2.1", 80) == "timeout"    # second hook drops one source
+    assert client.tcp_ok("198.18.0.1", 80)
+    dmesg = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
+    assert f"minifw[{proc.pid}]: drop_icmp: Drop ICMP packet" in dmesg
+    assert f"minifw[{proc.pid}]: drop_blocked_host: Drop packet from 198.18.2.2" in dmesg
+    twice = server.minifw("run", SEED_HOOKS, check=False, timeout=20)  # same places: refused
+    assert twice.returncode == 1 and "prerouting priority -300" in twice.stderr
+    status = json.loads(server.minifw("status", "--json").stdout)
+    assert {(h["function"], h["queue"], h["fail"]) for h in status["hooks"]} == {
+        ("drop_icmp", 1000, "open"), ("drop_blocked_host", 1001, "open")}
+    log = stop_runner(proc)
+    assert "Drop ICMP packet" in log                            # the runner's own log too
+    assert server.run("nft -j list ruleset").stdout.count('"table"') == 0
+    assert client.ping("198.18.0.1")
+
+
+def test_hooks_interleave_with_declarative_rules(hqlab):
+    server, client, _ = two_hosts(hqlab)
+    for port in (81, 82):
+        server.popen(["python3", "-m", "http.server", "-b", "0.0.0.0", str(port)])
+        server.wait_listening(port)
+    seen = hqlab.tmp / "seen"
+    hooks = write(hqlab, "order.py", f"""
+        from minifw import hook, ACCEPT
+        @hook("prerouting", priority=-300)
+        def watch(pkt):
+            if pkt.proto == "tcp" and pkt.dport in (80, 81, 82):
+                open({str(seen)!r}, "a").write(f"{{pkt.dport}}\\n")
+            return ACCEPT
+        """)
+    config = write(hqlab, "rules.toml", """
+        [[rule]]
+        id = "early-drop-81"
+        hook = "prerouting"
+        priority = -400
+        proto = "tcp"
+        dport = 81
+        action = "drop"
+
+        [[rule]]
+        id = "late-drop-82"
+        hook = "prerouting"
+        priority = -200
+        proto = "tcp"
+        dport = 82
+        action = "drop"
+        """)
+    server.minifw("up", "--config", config)
+    proc = start_runner(server, hooks)
+    assert client.tcp_ok("198.18.0.1", 80)
+    assert client.tcp_result("198.18.0.1", 81, timeout=1) == "timeout"
+    assert client.tcp_result("198.18.0.1", 82, timeout=1) == "timeout"
+    ports = set(lines(seen))
+    assert "80" in ports and "82" in ports   # accept by the hook hands on to priority -200
+    assert "81" not in ports                 # a drop at -400 ends the packet's trip
+    # reload and add replace only declarative chains; the hook chain survives them
+    server.minifw("reload")
+    server.minifw("add", "--id", "extra", "--hook", "input", "--proto", "udp",
+                  "--action", "drop", "--runtime")
+    assert "hook_q1000_watch" in chains(server)
+    assert client.tcp_result("198.18.0.1", 82, timeout=1) == "timeout"
+    # a declarative chain at the hook's (hook, priority) is refused, and nothing changes
+    clash = server.minifw("add", "--id", "clash", "--hook", "prerouting", "--priority", "-300",
+                          "--action", "drop", "--runtime", check=False)
+    assert clash.returncode == 1 and "priority -300" in clash.stderr
+    assert "prerouting_m300" not in chains(server)
+    # and a hook function at a declarative chain's place is refused at start
+    bad = write(hqlab, "bad.py", """
+        from minifw import hook, ACCEPT
+        @hook("prerouting", priority=-200)
+        def late(pkt):
+            return ACCEPT
+        """)
+    out = server.minifw("run", bad, check=False)
+    assert out.returncode == 1 and "prerouting_m200" in out.stderr
+    stop_runner(proc)
+    server.minifw("down")
+
+
+def test_exception_in_hook_applies_on_error_and_keeps_running(hqlab):
+    server, client, _ = two_hosts(hqlab)
+    server.popen(["python3", "-m", "http.server", "-b", "0.0.0.0", "81"])
+    server.wait_listening(81)
+    states = hqlab.tmp / "ct"
+    hooks = write(hqlab, "boom.py", f"""
+        from minifw import hook, ACCEPT
+        @hook("input", priority=0)
+        def lenient(pkt):
+            open({str(states)!r}, "a").write(f"{{pkt.ct_state}}\\n")
+            if pkt.proto == "tcp" and pkt.dport == 80:
+                1 / 0
+            return ACCEPT
+        @hook("input", priority=1, on_error="drop")
+        def strict(pkt):
+            if pkt.proto == "tcp" and pkt.dport == 81:
+                raise RuntimeError("strict hook failed")
+            return "not a verdict" if pkt.proto == "udp" else ACCEPT
+        """)
+    proc = start_runner(server, hooks)
+    assert client.tcp_ok("198.18.0.1", 80)          # ZeroDivisionError -> on_error accept
+    assert client.tcp_result("198.18.0.1", 81, timeout=1) == "timeout"  # -> on_error drop
+    assert client.ping("198.18.0.1")                # still serving afterwards
+    assert set(lines(states)) == {"None"}           # no conntrack on queued packets here
+    log = stop_runner(proc)
+    assert "ZeroDivisionError" in log and "Traceback" in log and "RuntimeError" in log
+
+
+@pytest.mark.parametrize("fail", ["open", "closed"])
+def test_kill9_fail_mode_and_restart(hqlab, fail):
+    server, client, _ = two_hosts(hqlab)
+    hooks = write(hqlab, "icmp.py", f"""
+        from minifw import hook, ACCEPT, DROP
+        @hook("prerouting", priority=-300, fail={fail!r})
+        def drop_icmp(pkt):
+            return DROP if pkt.proto == "icmp" else ACCEPT
+        """)
+    proc = start_runner(server, hooks)
+    assert not client.ping("198.18.0.1") and client.tcp_ok("198.18.0.1", 80)
+    proc.kill()
+    proc.wait(timeout=5)
+    assert "hook_q1000_drop_icmp" in chains(server)   # the chain outlives the runner
+    if fail == "open":   # bypass: no listener, packets go on
+        assert client.tcp_ok("198.18.0.1", 80) and client.ping("198.18.0.1")
+    else:                # no bypass: no listener, packets are dropped
+        assert client.tcp_result("198.18.0.1", 80, timeout=1) == "timeout"
+    status = json.loads(server.minifw("status", "--json").stdout)
+    assert [h["running"] for h in status["hooks"]] == [False]
+    proc2 = start_runner(server, hooks)               # restart resumes, replacing stale chains
+    assert client.tcp_ok("198.18.0.1", 80) and not client.ping("198.18.0.1")
+    hook_chains = [n for n in chains(server) if n.startswith("hook_q")]
+    assert hook_chains == ["hook_q1000_drop_icmp"]
+    assert [r.name for r in (server.state_dir / "hooks").glob("*.json")] == [
+        f"runner-{proc2.pid}.json"]
+    stop_runner(proc2)
+
+
+def test_up_runs_config_hooks_status_and_down(hqlab):
+    server, client, _ = two_hosts(hqlab)
+    write(hqlab, "seed_hooks.py", Path(SEED_HOOKS).read_text())
+    config = write(hqlab, "minifw.toml", """
+        [[rule]]
+        id = "no-telnet"
+        hook = "input"
+        proto = "tcp"
+        dport = 23
+        action = "drop"
+
+        [[hook]]
+        file = "seed_hooks.py"
+        """)
+    out = server.minifw("up", "--config", config)
+    assert "1 hook files" in out.stdout
+    assert not client.ping("198.18.0.1") and client.tcp_ok("198.18.0.1", 80)
+    status = json.loads(server.minifw("status", "--json").stdout)
+    assert status["loaded"] and {h["function"] for h in status["hooks"] if h["running"]} == {
+        "drop_icmp", "drop_blocked_host"}
+    assert "hook drop_icmp at prerouting/-300" in server.minifw("status").stdout
+    pid = status["hooks"][0]["pid"]
+    os.kill(pid, signal.SIGKILL)                   # `up` again restarts a dead runner
+    time.sleep(0.2)
+    assert "restarted 1 hook runners" in server.minifw("up", "--config", config).stdout
+    assert not client.ping("198.18.0.1")
+    server.minifw("down")
+    assert client.ping("198.18.0.1")
+    assert server.run("nft -j list ruleset").stdout.count('"table"') == 0
+    assert json.loads(server.minifw("status", "--json").stdout)["hooks"] == []
+
+
+def test_per_flow_later_packets_skip_python(hqlab):
+    server, client, _ = two_hosts(hqlab)
+    seen = hqlab.tmp / "seen"
+    hooks = write(hqlab, "flow.py", f"""
+        from minifw import hook, ACCEPT, DROP
+        @hook("input", priority=0, per_flow=True)
+        def first_only(pkt):
+            if pkt.proto == "tcp":
+                open({str(seen)!r}, "a").write(f"{{pkt.dport}}\\n")
+                if pkt.dport == 81:
+                    return DROP
+            return ACCEPT
+        """)
+    proc = start_runner(server, hooks)
+    sink = ("import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,"
+            "socket.SO_REUSEADDR,1);s.bind(('0.0.0.0',5001));s.listen()\n"
+            "c,_=s.accept()\nn=0\nwhile (d:=c.recv(65536)): n+=len(d)\nprint(n)\n")
+    sink_proc = subprocess.Popen(["ip", "netns", "exec", server.ns, "python3", "-c", sink],
+                                 stdout=subprocess.PIPE, text=True)
+    hqlab._procs.append(sink_proc)
+    server.wait_listening(5001)
+    send = ("import socket\ns=socket.create_connection(('198.18.0.1',5001))\n"
+            "for _ in range(400): s.sendall(b'x'*1000)\ns.close()\n")
+    client.run(["python3", "-c", send], timeout=20)
+    assert sink_proc.wait(timeout=10) == 0 and sink_proc.stdout.read().strip() == "400000"
+    stream = [p for p in lines(seen) if p == "5001"]
+    assert stream == ["5001"]            # only the SYN reached Python
+    skipped, queued = counters(server, "hook_q1000_first_only")
+    assert skipped >= 20                 # the rest of the stream skipped the queue in-kernel
+    # a dropped first packet is never cached: each new try reaches Python again
+    assert client.tcp_result("198.18.0.1", 81, timeout=0.5) == "timeout"
+    assert client.tcp_result("198.18.0.1", 81, timeout=0.5) == "timeout"
+    assert lines(seen).count("81") >= 2
+    stop_runner(proc)
+    bad = write(hqlab, "early.py", """
+        from minifw import hook, ACCEPT
+        @hook("prerouting", priority=-300, per_flow=True)
+        def early(pkt):
+            return ACCEPT
+        """)
+    out = server.minifw("run", bad, check=False)
+    assert out.returncode == 1 and "above -200" in out.stderr
+
+
+def test_hook_demo_runs(hqlab):
+    from minifw import demo_hooks
+    assert demo_hooks.run()
