@@ -194,11 +194,14 @@ class SetStore:
     def put_sorted(self, db: sqlite3.Connection, name: str, addrs: list[str], expiry: int,
                    origin: int, table: str) -> None:
         """Bulk form of ``put`` for an import: ``addrs`` sorted, all of one kind. The caller
-        runs ``retally`` once after."""
+        runs ``retally`` once after. Into an empty set it is a plain insert (no conflict
+        clause to evaluate per row)."""
+        empty = db.execute(f"SELECT 1 FROM {table} WHERE name=? LIMIT 1", (name,)).fetchone() \
+            is None
+        upsert = "" if empty else ("ON CONFLICT(name, addr) DO UPDATE SET expiry=excluded.expiry, "
+                                   "origin=origin | excluded.origin")
         db.executemany(
-            f"INSERT INTO {table} (name, addr, expiry, origin) VALUES (?1, ?2, ?3, ?4) "
-            "ON CONFLICT(name, addr) DO UPDATE SET expiry=excluded.expiry, "
-            "origin=origin | excluded.origin",
+            f"INSERT INTO {table} (name, addr, expiry, origin) VALUES (?1, ?2, ?3, ?4) {upsert}",
             zip(itertools.repeat(name), addrs, itertools.repeat(expiry), itertools.repeat(origin)))
 
     def drop_origin(self, db: sqlite3.Connection, name: str, addrs: Iterable[str],
