@@ -136,7 +136,8 @@ def run() -> bool:
     return good
 
 
-def main() -> int:
+def main(run=run) -> int:
+    """Run a demo with root checked, SIGTERM treated as Ctrl-C, and one exit status."""
     if os.geteuid() != 0:
         print("error: the demo needs root (it creates network namespaces)", file=sys.stderr)
         return 1

@@ -18,7 +18,7 @@ from .errors import ConfigError, KernelError, RuleError, StateError
 from .hooks.config import hook_files
 from .kernel import netns, nft, table
 from .model import Rule, Ruleset, add_rule_text, delete_rule_text, parse_config
-from .model.types import Action, Hook
+from .model.types import Hook
 from .state import DEFAULT_CONFIG, State, Store, write_atomic
 
 CLI_SOURCE = "minifw add"
