@@ -32,6 +32,7 @@ class Source:
     where: str                    # "the live ruleset (state dir ...)" or the config path
     hook_functions: tuple[HookFunction, ...] = ()
     specs: tuple[Any, ...] = ()   # the loaded HookSpecs, for --run-hooks
+    set_lookup: Any = None        # name, address -> True/False/None (unknown)
 
 
 def ruleset_source(state_dir: Path, config: str | None, run_hooks: bool = False) -> Source:
@@ -45,7 +46,8 @@ def ruleset_source(state_dir: Path, config: str | None, run_hooks: bool = False)
         _, ruleset = read_config(config)
         specs = _hook_specs(config)
         return Source(ruleset, config, tuple(_function(s.name, s.hook, s.priority)
-                                             for s in specs), tuple(specs))
+                                             for s in specs), tuple(specs),
+                      _config_sets(ruleset))
     state = Store(state_dir).load()
     if not state.loaded:
         raise StateError(f"minifw is not up with state dir {state_dir}, so there is no live "
@@ -58,7 +60,39 @@ def ruleset_source(state_dir: Path, config: str | None, run_hooks: bool = False)
                       for q in rec.get("queues", []))
     specs = _hook_specs(state.config) if run_hooks and functions and state.config else []
     return Source(Ruleset.from_toml(state.ruleset), f"the live ruleset ({state.config})",
-                  functions, tuple(specs))
+                  functions, tuple(specs), _live_sets(state_dir))
+
+
+def _config_sets(ruleset: Ruleset):
+    """Set membership from a config's [[set]] elements (bans made at run time are not there)."""
+    import ipaddress
+
+    contents = {s.name: [ipaddress.ip_network(e, strict=False) for e in s.elements]
+                for s in ruleset.sets}
+
+    def lookup(name: str, addr) -> bool | None:
+        nets = contents.get(name)
+        return None if nets is None else any(addr in n for n in nets
+                                              if n.version == addr.version)
+    return lookup
+
+
+def _live_sets(state_dir: Path):
+    """Set membership from the instance's set store: what is in the kernel's sets now."""
+    import ipaddress
+
+    from .setstore import SetStore
+
+    store = SetStore(state_dir)
+
+    def lookup(name: str, addr) -> bool | None:
+        if not store.exists(name):
+            return None
+        if store.get(name, str(addr)) is not None:
+            return True
+        return any(addr in n for n in map(ipaddress.ip_network, store.cidrs(name))
+                   if n.version == addr.version)
+    return lookup
 
 
 def _function(name: str, hook: Hook, priority: int) -> HookFunction:
@@ -153,7 +187,7 @@ def foreign_chains(hooks: Iterable[Hook], versions: Iterable[int]) -> list[str]:
 def explain_one(source: Source, probe: Probe, run_hooks: bool = False,
                 logs: list[str] | None = None) -> Explanation:
     run = hook_runner(source, probe, logs if logs is not None else []) if run_hooks else None
-    return explain(source.ruleset, probe, source.hook_functions, run)
+    return explain(source.ruleset, probe, source.hook_functions, run, source.set_lookup)
 
 
 def explain_capture(source: Source, capture: str, *, path_kind: str = "in",

@@ -326,10 +326,12 @@ def chains_at(ruleset: Ruleset, hook: Hook,
 
 
 RunHook = Callable[[HookFunction, int], str]
+# Whether an address is in a named set: True, False, or None when its contents are unknown.
+SetLookup = Callable[[str, Address], "bool | None"]
 
 
 def explain(ruleset: Ruleset, probe: Probe, hook_functions: Sequence[HookFunction] = (),
-            run_hook: RunHook | None = None) -> Explanation:
+            run_hook: RunHook | None = None, set_lookup: SetLookup | None = None) -> Explanation:
     """What the kernel does with ``probe`` under ``ruleset``: verdict, decider and full trace.
 
     A hook function decides at run time: without ``run_hook`` the answer stops there with
@@ -371,7 +373,7 @@ def explain(ruleset: Ruleset, probe: Probe, hook_functions: Sequence[HookFunctio
                 accepted_by = (None, "policy", hook, POLICY_PRIORITY) if passed else accepted_by
                 continue
             for rule in chain.rules:
-                ok, why = rule_matches(rule, probe, hook, chain.priority)
+                ok, why = rule_matches(rule, probe, hook, chain.priority, set_lookup)
                 if not ok:
                     trace.append(Step(hook, chain.priority, "rule", rule.id, False, "no match",
                                       rule.match_dict(), why))
@@ -444,7 +446,8 @@ def _state_seen(probe: Probe, hook: Hook, priority: int) -> str:
     return probe.state
 
 
-def rule_matches(rule: Rule, p: Probe, hook: Hook, priority: int) -> tuple[bool, str | None]:
+def rule_matches(rule: Rule, p: Probe, hook: Hook, priority: int,
+                 set_lookup: SetLookup | None = None) -> tuple[bool, str | None]:
     """Whether ``rule`` matches, in the order of its compiled expressions; else the first reason.
 
     On a match, the reason carries what was assumed (a rate limit under its rate)."""
@@ -454,6 +457,15 @@ def rule_matches(rule: Rule, p: Probe, hook: Hook, priority: int) -> tuple[bool,
     for key in ("src", "dst"):
         nets = getattr(rule, key)
         addr = getattr(p, key)
+        refs = [n for n in nets if not hasattr(n, "version")]  # a set reference (@name)
+        if refs:
+            name = refs[0].name
+            found = set_lookup(name, addr) if set_lookup is not None else None
+            if found is None:
+                return False, f"the contents of set @{name} are unknown; assumed not to match"
+            if not found:
+                return False, f"{key} {addr} is not in set @{name}"
+            continue
         if nets and not any(addr in n for n in nets if n.version == addr.version):
             return False, f"{key} {addr} is not in {', '.join(str(n) for n in nets)}"
     if rule.proto is not Proto.ANY and rule.proto is not p.proto:
