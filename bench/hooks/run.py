@@ -152,6 +152,8 @@ def main() -> int:
     ap.add_argument("--tcp-seconds", type=float, default=4.0, help="per TCP case")
     ap.add_argument("--rounds", type=int, default=2,
                     help="run every case this many times, interleaved; keep each case's best")
+    ap.add_argument("--ns-prefix", default="hqb",
+                    help="prefix of the namespaces the benchmark creates (and deletes)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench/hooks needs root (it creates network namespaces)", file=sys.stderr)
@@ -160,7 +162,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="hqbench"))
     try:
         blast, c_nfq = build(tmp)
-        with Lab(prefix=f"hqb{os.getpid() % 10000}") as lab:
+        with Lab(prefix=f"{args.ns_prefix}{os.getpid() % 10000}") as lab:
             rx, tx = lab.host("rx"), lab.host("tx")
             lab.link(rx, ["198.18.0.1/24"], tx, ["198.18.0.2/24"])
             rx.popen([PY, "-c", "import socket,time\ns=socket.socket(socket.AF_INET,"
