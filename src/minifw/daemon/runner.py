@@ -288,6 +288,11 @@ class Runner:
         messages, acknowledgements, errors) goes to _handle.
         """
         assert self.qs is not None
+        gc.freeze()  # see _serve_one
+        if len(self.ctx) == 1:
+            (ctx,) = self.ctx.values()
+            if not ctx.flow_mark:
+                return self._serve_one(ctx)
         recv = self.qs.sock.recv
         ctxs = self.ctx
         handle = self._handle
@@ -308,9 +313,6 @@ class Runner:
         # header-only copies fit a small buffer (smaller allocations per packet); a datagram
         # larger than it would be truncated, so whole-packet copies get the full size
         size = RECV_SIZE if any(p.spec.payload for p in self.placements) else 4096
-        # what exists now (modules, the hook file's tables) lives as long as the runner: keep
-        # it out of the collector's scans, which otherwise revisit it as packets allocate
-        gc.freeze()
         while True:
             flags = 0
             for _ in burst:
@@ -367,6 +369,92 @@ class Runner:
                     ctx.run_mark = mark
                 ctx.run_last = wire_id
             flush()
+
+    def _serve_one(self, ctx: QueueCtx) -> None:
+        """serve() for the common case of one hook function without per-flow mode: the same
+        steps, with the verdict run and the counters in local variables (written back to ctx
+        before anything else reads them: _handle, _flush, and on the way out)."""
+        assert self.qs is not None
+        # what exists now (modules, the hook file's tables) lives as long as the runner: keep
+        # it out of the collector's scans, which otherwise revisit it as packets allocate
+        recv = self.qs.sock.recv
+        handle = self._handle
+        flush = self._flush
+        failed = self._failed
+        out_append = self._out.append
+        verdict_msg = self._verdicts.batch
+        fast = _FAST
+        expect_len = _FAST_MIN
+        ptype = _PACKET_TYPE
+        swap = _swap32
+        queue = ctx.placement.queue
+        wire_queue = _swap16(queue)
+        fn = ctx.fn
+        env = ctx.env
+        dontwait = socket.MSG_DONTWAIT
+        new = object.__new__
+        packet_cls = Packet
+        accept, drop = ACCEPT, DROP
+        burst = range(BURST)
+        size = RECV_SIZE if ctx.full else 4096
+        run_v: int | None = None
+        run_last: int | None = None
+        seen = dropped = 0
+        try:
+            while True:
+                flags = 0
+                for _ in burst:
+                    try:
+                        data = recv(size, flags)
+                    except BlockingIOError:
+                        break
+                    except OSError as exc:
+                        if exc.errno == errno_mod.ENOBUFS:
+                            ctx.run_v, ctx.run_mark, ctx.run_last = run_v, None, run_last
+                            run_last = None
+                            self._on_enobufs()
+                            break
+                        raise KernelError(f"receiving from the queue failed: {exc}") from exc
+                    flags = dontwait
+                    n = len(data)
+                    if n >= expect_len:
+                        length, kind, wq, alen, atype, wire_id = fast(data)
+                        if (length == n and kind == ptype and alen == 11 and atype == 1
+                                and wq == wire_queue):
+                            pkt = new(packet_cls)
+                            pkt._q = None
+                            pkt._data = data
+                            pkt._l3 = None
+                            pkt._env = env
+                            seen += 1
+                            try:
+                                v = fn(pkt)
+                            except Exception as exc:
+                                v = failed(ctx, exc)
+                            if v is accept:
+                                verdict = 1
+                            elif v is drop:
+                                verdict = 0
+                                dropped += 1
+                            else:
+                                verdict = self._odd_verdict(ctx, pkt, v)[0]
+                            if verdict != run_v:
+                                if run_last is not None:
+                                    out_append(verdict_msg(queue, swap(run_last), run_v))
+                                run_v = verdict
+                            run_last = wire_id
+                            continue
+                    ctx.run_v, ctx.run_mark, ctx.run_last = run_v, None, run_last
+                    handle(data)
+                    run_v, run_last = ctx.run_v, ctx.run_last
+                ctx.run_v, ctx.run_mark, ctx.run_last = run_v, None, run_last
+                run_last = None
+                flush()
+        finally:
+            if run_last is not None:
+                ctx.run_v, ctx.run_mark, ctx.run_last = run_v, None, run_last
+            ctx.seen += seen
+            ctx.dropped += dropped
 
     @staticmethod
     def _flow_mark(ctx: QueueCtx, pkt: Packet) -> int | None:

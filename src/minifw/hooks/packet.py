@@ -255,7 +255,16 @@ class Packet:
     # ---- network and transport headers (parsed together, on first use) --------------------
     def _parse(self) -> None:
         q = self._q
-        raw = _datagram_payload(self._data) if q is None else q.payload  # type: ignore[arg-type]
+        if q is None:  # _datagram_payload, inlined: this runs once for most packets
+            data = self._data
+            n = len(data)  # type: ignore[arg-type]
+            layout = _LAYOUTS.get(n)
+            if layout is not None and layout[0](data) == layout[1]:
+                raw = data[layout[2]:layout[3]]  # type: ignore[index]
+            else:
+                raw = _learn_layout(data, n)  # type: ignore[arg-type]
+        else:
+            raw = q.payload
         n = len(raw)
         if n >= 20:
             b0, frag, proto = _V4_HEAD(raw)
