@@ -40,30 +40,40 @@ def _as_int(other: Any, version: int) -> int | None:
     return None
 
 
-# hash(hex(ip)), what ipaddress hashes, takes a string per call: set lookups by pkt.src are
-# the common case, so the values are kept for the addresses seen lately
-_V4_HASHES: dict[int, int] = {}
-_HASHES_MAX = 1 << 15
-
-
 class IPv4(ipaddress.IPv4Address):
-    """An IPv4 address that also equals its text: ``pkt.src == "198.18.2.2"``."""
+    """An IPv4 address that also equals its text: ``pkt.src == "198.18.2.2"``.
 
-    __slots__ = ()
+    It keeps its hash: ipaddress hashes hash(hex(ip)), a new string per call, and set lookups
+    by ``pkt.src`` are the common case in a hook."""
+
+    __slots__ = ("_hash",)
+
+    def __init__(self, address: Any):
+        super().__init__(address)
+        self._hash = hash(hex(self._ip))
 
     def __eq__(self, other: Any) -> bool:
         value = _as_int(other, 4)
         return value is not None and value == self._ip
 
-    def __hash__(self) -> int:  # the same value as ipaddress's, remembered per address
-        ip = self._ip
-        h = _V4_HASHES.get(ip)
-        if h is None:
-            h = hash(hex(ip))
-            if len(_V4_HASHES) >= _HASHES_MAX:
-                _V4_HASHES.clear()
-            _V4_HASHES[ip] = h
-        return h
+    def __hash__(self) -> int:  # the same value as ipaddress's
+        return self._hash
+
+
+# The IPv4 objects of the addresses seen lately, by value (addresses are immutable, so packets
+# share them): a lookup instead of a new object, its hash and its deallocation per packet.
+_V4_SEEN: dict[int, IPv4] = {}
+_V4_SEEN_MAX = 1 << 14
+
+
+def _v4_new(ip: int) -> IPv4:
+    addr = _new(IPv4)  # skip ipaddress's input checks: 32 bits are always a valid address
+    addr._ip = ip
+    addr._hash = hash(hex(ip))
+    if len(_V4_SEEN) >= _V4_SEEN_MAX:
+        _V4_SEEN.clear()
+    _V4_SEEN[ip] = addr
+    return addr
 
 
 class IPv6(ipaddress.IPv6Address):
@@ -83,12 +93,6 @@ _new = object.__new__
 _U32 = struct.Struct(">I").unpack_from
 _V4_HEAD = struct.Struct(">B5xHxB").unpack_from  # version/IHL, fragment field, protocol
 _PORTS = struct.Struct(">HH").unpack_from
-
-
-def _v4(raw: bytes, at: int) -> IPv4:
-    addr = _new(IPv4)  # skip ipaddress's input checks: 4 bytes are always a valid address
-    addr._ip = _U32(raw, at)[0]
-    return addr
 
 
 def _v6(raw: bytes, at: int) -> IPv6:
@@ -320,9 +324,8 @@ class Packet:
         if self._l3 is None:
             self._parse()
         if self._l3 == 4:
-            addr = _new(IPv4)
-            addr._ip = _U32(self._raw, 12)[0]  # type: ignore[arg-type]
-            return addr
+            ip = _U32(self._raw, 12)[0]  # type: ignore[arg-type]
+            return _V4_SEEN.get(ip) or _v4_new(ip)
         return _v6(self._raw, 8)  # type: ignore[arg-type]
 
     @property
@@ -330,9 +333,8 @@ class Packet:
         if self._l3 is None:
             self._parse()
         if self._l3 == 4:
-            addr = _new(IPv4)
-            addr._ip = _U32(self._raw, 16)[0]  # type: ignore[arg-type]
-            return addr
+            ip = _U32(self._raw, 16)[0]  # type: ignore[arg-type]
+            return _V4_SEEN.get(ip) or _v4_new(ip)
         return _v6(self._raw, 24)  # type: ignore[arg-type]
 
     def _transport(self) -> tuple[int, int]:
