@@ -223,7 +223,8 @@ def main() -> int:
     print("\nratios: median of per-round ratios (and of the best figures: for CPU, the least)")
     for name in udp:
         print(f"  udp {name:<34} {ratio(udp, name, 'no firewall')} of no firewall")
-    p, nq, c = "minifw parse + set lookup", "NetfilterQueue parse", "C libnetfilter_queue accept-all"
+    p, nq = "minifw parse + set lookup", "NetfilterQueue parse"
+    c = "C libnetfilter_queue accept-all"
     print(f"  minifw parse / NetfilterQueue parse      {ratio(udp, p, nq)}   goal >= 1.30")
     print(f"  minifw parse / C per-packet accept-all   {ratio(udp, p, c)}   goal >= 1.00")
     print(f"  minifw accept / NetfilterQueue accept    "
