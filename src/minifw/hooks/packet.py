@@ -263,10 +263,14 @@ class Packet:
             data = self._data
             n = len(data)  # type: ignore[arg-type]
             layout = _LAYOUTS.get(n)
-            if layout is not None and layout[0](data) == layout[1]:
-                raw = data[layout[2]:layout[3]]  # type: ignore[index]
-            else:
+            if layout is None:
                 raw = _learn_layout(data, n)  # type: ignore[arg-type]
+            else:
+                check, values, start, end = layout
+                if check(data) == values:
+                    raw = data[start:end]  # type: ignore[index]
+                else:
+                    raw = _learn_layout(data, n)  # type: ignore[arg-type]
         else:
             raw = q.payload
         n = len(raw)
