@@ -57,8 +57,17 @@ def kernel_log_from_namespaces():
             Path(LOG_ALL_NETNS).write_text(old + "\n")
 
 
-def dmesg() -> list[str]:
-    return subprocess.run(["dmesg"], capture_output=True, text=True).stdout.splitlines()
+def dmesg() -> list[tuple[float, str]]:
+    """Kernel-log lines with their timestamps (the ring buffer rotates, so count by time)."""
+    out = subprocess.run(["dmesg"], capture_output=True, text=True).stdout.splitlines()
+    lines = []
+    for line in out:
+        stamp, _, _ = line.lstrip("[ ").partition("]")
+        try:
+            lines.append((float(stamp), line))
+        except ValueError:
+            continue
+    return lines
 
 
 def _terminate(signum, frame):
@@ -84,7 +93,7 @@ def run() -> bool:
                       blocked.http_get("http://198.18.2.1/") is not None, True)
 
         step(f"minifw up --config {SEED.name}   (like insmod mini_firewall.ko)")
-        log_start = len(dmesg())
+        log_start = max((t for t, _ in dmesg()), default=0.0)
         say(server.minifw("up", "--config", str(config)).stdout.strip())
         say(server.minifw("status").stdout.rstrip())
 
@@ -96,8 +105,8 @@ def run() -> bool:
 
         step("The kernel log (dmesg), as printk wrote it in the article")
         time.sleep(0.2)
-        lines = [line for line in dmesg()[log_start:]
-                 if "Drop ICMP packet" in line or "Drop packet from 198.18.2.2" in line]
+        lines = [line for t, line in dmesg() if t > log_start
+                 and ("Drop ICMP packet" in line or "Drop packet from 198.18.2.2" in line)]
         for line in lines[-6:]:
             say(f"   {line[:150]}")
         good &= check("dmesg has 'Drop ICMP packet'",
@@ -127,7 +136,8 @@ def run() -> bool:
     return good
 
 
-def main() -> int:
+def main(run=run) -> int:
+    """Run a demo with root checked, SIGTERM treated as Ctrl-C, and one exit status."""
     if os.geteuid() != 0:
         print("error: the demo needs root (it creates network namespaces)", file=sys.stderr)
         return 1

@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from .demo import _terminate, check, dmesg, say, step
-from .lab import Lab, LabError
+from . import demo
+from .demo import check, dmesg, say, step
+from .lab import Lab
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -46,7 +45,7 @@ def run() -> bool:
 
             step("The kernel log (dmesg): pkt.log() writes to /dev/kmsg, like printk")
             time.sleep(0.2)
-            lines = [line for line in dmesg() if f"minifw[{pid}]:" in line]
+            lines = [line for _, line in dmesg() if f"minifw[{pid}]:" in line]
             for line in lines[-6:]:
                 say(f"   {line[:150]}")
             good &= check("dmesg has 'Drop ICMP packet'",
@@ -65,20 +64,7 @@ def run() -> bool:
 
 
 def main() -> int:
-    if os.geteuid() != 0:
-        print("error: the demo needs root (it creates network namespaces)", file=sys.stderr)
-        return 1
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        ok = run()
-    except KeyboardInterrupt:
-        print("\ninterrupted; everything was cleaned up", file=sys.stderr)
-        return 130
-    except (LabError, subprocess.SubprocessError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    say("\nDemo finished: all as expected." if ok else "\nDemo finished with UNEXPECTED results.")
-    return 0 if ok else 1
+    return demo.main(run)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+from . import runs_live, sets_service
 from .compile import nft as compiler
 from .daemon import supervise
 from .errors import ConfigError, KernelError, RuleError, StateError
 from .hooks.config import hook_files
 from .kernel import netns, nft, table
 from .model import Rule, Ruleset, add_rule_text, delete_rule_text, parse_config
-from .model.types import Action, Hook
+from .model.types import Hook
 from .state import DEFAULT_CONFIG, State, Store, write_atomic
 
 CLI_SOURCE = "minifw add"
@@ -62,6 +63,7 @@ class Service:
             text, ruleset = read_config(path)
             hooks = hook_files(text, path)
             supervise.validate(hooks, ruleset)
+            sets_service.SetService(self.store.dir).compact()
             state = self.store.load()
             if (state.loaded and state.config == path and state.ruleset == ruleset.to_toml()
                     and table.exists()):
@@ -91,7 +93,9 @@ class Service:
     def _load(self, ruleset: Ruleset) -> None:
         supervise.check_rule_points(k for k, _ in ruleset.chains())
         chains, limits = table.objects()
-        nft.run(compiler.build_load(ruleset, chains, limits))
+        kernel_sets, _ = sets_service.kernel_objects()
+        nft.run(compiler.build_load(ruleset, chains, limits, kernel_sets))
+        sets_service.SetService(self.store.dir).after_load(ruleset, kernel_sets)
 
     def down(self) -> Outcome:
         with self.store.locked():
@@ -124,6 +128,7 @@ class Service:
                    for c in table.base_chains()
                    if (c["family"], c["table"]) != (compiler.FAMILY, compiler.TABLE)
                    and c["hook"] in hooks_used]
+        set_counts = sets_service.SetService(self.store.dir).summary()
         warnings = []
         if state.loaded and not present:
             warnings.append("state says minifw is up, but table inet minifw is missing "
@@ -135,7 +140,8 @@ class Service:
         return {"loaded": state.loaded and present, "config": state.config,
                 "policies": {h.value: live.policy(h).value for h in Hook},
                 "stateful": live.stateful, "chains": chains, "rules": len(live.rules),
-                "sets": 0, "foreign_chains": foreign, "warnings": warnings,
+                "sets": len(set_counts), "set_elements": set_counts,
+                "foreign_chains": foreign, "warnings": warnings,
                 "hooks": supervise.status(self.store.dir)}
 
     def list_rules(self) -> dict[str, Any]:
@@ -150,6 +156,7 @@ class Service:
                     c = counters.setdefault(lr.rule_id, [0, 0])
                     c[0] += lr.packets
                     c[1] += lr.bytes
+        counters.update(runs_live.run_counters(live))  # rules merged into set lookups
         rules = []
         runtime = set(state.ruleset.get("runtime", []))
         for rule in live.ordered():
@@ -197,7 +204,8 @@ class Service:
             if later:
                 handles = {lr.rule_id: lr.handle for lr in reversed(table.chain_rules(chain))}
                 before_handle = handles.get(later[0].id)
-            nft.run(compiler.build_add(rule, new_live, chain in chains, before_handle))
+            if not runs_live.edit_chain(chain, live, new_live):
+                nft.run(compiler.build_add(rule, new_live, chain in chains, before_handle))
             if new_text is not None:
                 write_atomic(Path(state.config), new_text)
             toml = new_live.to_toml()
@@ -230,7 +238,8 @@ class Service:
             live_rules = table.chain_rules(chain)
             handles = [lr.handle for lr in live_rules if lr.rule_id == rule_id]
             last = len(handles) == len(live_rules)
-            nft.run(compiler.build_delete(rule, handles, delete_chain=last))
+            if not runs_live.edit_chain(chain, live, new_live, [rule]):
+                nft.run(compiler.build_delete(rule, handles, delete_chain=last))
             if new_text is not None:
                 write_atomic(Path(state.config), new_text)
             toml = new_live.to_toml()

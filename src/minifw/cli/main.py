@@ -138,6 +138,9 @@ def status(ctx, as_json):
         click.echo(f"  hook {h['function']} at {h['hook']}/{h['priority']}: queue {h['queue']} "
                    f"fail-{h['fail']}{' per-flow' if h['per_flow'] else ''} pid {h['pid']} "
                    f"{'running' if h['running'] else 'DEAD (chains left in place)'}")
+    for s in st.get("set_elements", []):
+        click.echo(f"  set {s['name']:<16} {s['elements']:>9} elements ({s['addresses']} "
+                   f"addresses, {s['cidrs']} CIDRs)")
     for w in st["warnings"]:
         click.echo(f"warning: {w}")
 
@@ -232,3 +235,6 @@ def main() -> None:
 
 from .hooks import run_hooks  # noqa: E402
 cli.add_command(run_hooks)
+
+from .sets import COMMANDS as _SET_COMMANDS  # noqa: E402  (ban, unban, set)
+for _command in _SET_COMMANDS: cli.add_command(_command)

@@ -17,6 +17,10 @@ from typing import Any, Iterable
 
 from ..model.rule import Network, PortRange, Rule
 from ..model.ruleset import Ruleset
+from ..model.sets import SetRef
+from . import runs
+from .sets import build_set_decls
+from .sets import match_alternatives as set_matches
 from ..model.types import (
     ND_TYPES, POLICY_PRIORITY, Action, Family, Hook, Proto,
 )
@@ -92,7 +96,7 @@ def _ports(ports: Iterable[PortRange]) -> Any:
 
 def _nets_of(nets: Iterable[Network], family: Family) -> list[Network]:
     version = 4 if family is Family.IP else 6
-    return [n for n in nets if n.version == version]
+    return [n for n in nets if not isinstance(n, SetRef) and n.version == version]
 
 
 def _mark_accept(hook: Hook) -> list[Expr]:
@@ -115,35 +119,50 @@ def build_rule_bodies(rule: Rule, drop_policy: bool) -> list[list[Expr]]:
     variants: list[Family | None] = list(families) if split else [None]
     bodies = []
     for family in variants:
-        matches: list[Expr] = []
+        # A set reference matches through two lookups (hash, interval): one nft rule per pair.
+        alternatives: list[list[Expr]] = [[]]
         addressed = False
         for key, field in (("src", "saddr"), ("dst", "daddr")):
             nets = getattr(rule, key)
             if nets and family is not None:
-                proto = "ip" if family is Family.IP else "ip6"
-                chosen = [_net(n) for n in _nets_of(nets, family)]
-                matches.append(_match(_payload(proto, field), _value_set(chosen)))
+                version = 4 if family is Family.IP else 6
+                if isinstance(nets[0], SetRef):
+                    lookups = set_matches(nets[0].name, field, version)
+                    alternatives = [alt + [m] for alt in alternatives for m in lookups]
+                else:
+                    proto = "ip" if family is Family.IP else "ip6"
+                    chosen = [_net(n) for n in _nets_of(nets, family)]
+                    for alt in alternatives:
+                        alt.append(_match(_payload(proto, field), _value_set(chosen)))
                 addressed = True
         if family is not None and not addressed:
             nfproto = "ipv4" if family is Family.IP else "ipv6"
-            matches.insert(0, _match(_meta("nfproto"), nfproto))
-        if rule.proto is not Proto.ANY:
-            matches.append(_match(_meta("l4proto"), rule.proto.number))
-        if rule.sport:
-            matches.append(_match(_payload(rule.proto.value, "sport"), _ports(rule.sport)))
-        if rule.dport:
-            matches.append(_match(_payload(rule.proto.value, "dport"), _ports(rule.dport)))
-        if rule.icmp_type:
-            matches.append(_match(_payload(rule.proto.value, "type"),
-                                  _value_set(list(rule.icmp_type))))
-        if rule.iif:
-            matches.append(_match(_meta("iifname"), _value_set(list(rule.iif))))
-        if rule.oif:
-            matches.append(_match(_meta("oifname"), _value_set(list(rule.oif))))
-        if rule.state:
-            matches.append(_match({"ct": {"key": "state"}}, _value_set(list(rule.state))))
-        for tail in _action_tails(rule, family, drop_policy):
-            bodies.append(tail(matches))
+            alternatives[0].insert(0, _match(_meta("nfproto"), nfproto))
+        for matches in alternatives:
+            bodies.extend(_finish_bodies(rule, family, drop_policy, matches))
+    return bodies
+
+
+def _finish_bodies(rule: Rule, family: Family | None, drop_policy: bool,
+                   matches: list[Expr]) -> list[list[Expr]]:
+    bodies = []
+    if rule.proto is not Proto.ANY:
+        matches.append(_match(_meta("l4proto"), rule.proto.number))
+    if rule.sport:
+        matches.append(_match(_payload(rule.proto.value, "sport"), _ports(rule.sport)))
+    if rule.dport:
+        matches.append(_match(_payload(rule.proto.value, "dport"), _ports(rule.dport)))
+    if rule.icmp_type:
+        matches.append(_match(_payload(rule.proto.value, "type"),
+                              _value_set(list(rule.icmp_type))))
+    if rule.iif:
+        matches.append(_match(_meta("iifname"), _value_set(list(rule.iif))))
+    if rule.oif:
+        matches.append(_match(_meta("oifname"), _value_set(list(rule.oif))))
+    if rule.state:
+        matches.append(_match({"ct": {"key": "state"}}, _value_set(list(rule.state))))
+    for tail in _action_tails(rule, family, drop_policy):
+        bodies.append(tail(matches))
     return bodies
 
 
@@ -233,7 +252,8 @@ def build_policy_rules(hook: Hook, stateful: bool) -> list[dict[str, Any]]:
 
 
 def build_load(ruleset: Ruleset, existing_chains: Iterable[str] = (),
-               existing_limits: Iterable[str] = ()) -> dict[str, Any]:
+               existing_limits: Iterable[str] = (),
+               existing_sets: Iterable[str] = ()) -> dict[str, Any]:
     """ONE transaction that replaces the declarative chains and limits of ``inet minifw``.
 
     Chains that are not declarative (hook functions) are left untouched; the table is never
@@ -253,14 +273,54 @@ def build_load(ruleset: Ruleset, existing_chains: Iterable[str] = (),
             cmds.append({"delete": {"chain": _ref(name=name)}})
     for name in sorted(existing_limits):
         cmds.append({"delete": {"limit": _ref(name=name)}})
+    # Run sets belong to the flushed chains; named sets (and their elements) are kept.
+    cmds.extend({"delete": {"set": _ref(name=n)}} for n in sorted(existing_sets)
+                if runs.is_run_set(n))
+    for name in ruleset.set_names():
+        cmds.extend(build_set_decls(name))
     for name, chain in wanted.items():
         cmds.append({"add": chain})
-    for rule in ruleset.ordered():
-        if rule.limit is not None:
-            cmds.append({"add": build_limit(rule)})
-        cmds.extend({"add": r} for r in build_nft_rules(rule, ruleset))
+    for (hook, priority), rules in ruleset.chains():
+        cmds.extend(build_chain_rules(chain_name(hook, priority), rules, ruleset))
     for hook in ruleset.drop_hooks:
         cmds.extend({"add": r} for r in build_policy_rules(hook, ruleset.stateful))
+    return {"nftables": cmds}
+
+
+def build_chain_rules(chain: str, rules: list[Rule], ruleset: Ruleset) -> list[Command]:
+    """``add`` commands for one chain's rules, runs of look-alike rules merged into set lookups."""
+    drop = ruleset.policy(rules[0].hook) is Action.DROP if rules else False
+    cmds: list[Command] = []
+    for index, item in enumerate(runs.plan_chain(rules)):
+        if isinstance(item, runs.Run):
+            cmds.extend(runs.build_run(item, chain, index, drop, _ref, build_rule_bodies,
+                                       runs.run_comment(item, index)))
+            continue
+        if item.limit is not None:
+            cmds.append({"add": build_limit(item)})
+        cmds.extend({"add": r} for r in build_nft_rules(item, ruleset))
+    return cmds
+
+
+def build_chain_rebuild(chain: str, rules: list[Rule], ruleset: Ruleset, exists: bool,
+                        existing_sets: Iterable[str], dropped: Iterable[Rule] = ()) -> dict[str, Any]:
+    """ONE transaction that refills one chain: how ``add``/``delete`` edit a chain with runs."""
+    cmds: list[Command] = []
+    if exists:
+        cmds.append({"flush": {"chain": _ref(name=chain)}})
+    cmds.extend({"delete": {"set": _ref(name=n)}} for n in runs.sets_of(chain, existing_sets))
+    cmds.extend({"delete": {"limit": _ref(name=limit_name(r.id))}} for r in dropped
+                if r.limit is not None)
+    if rules:
+        if not exists:
+            cmds.append({"add": _base_chain(chain, rules[0].hook, rules[0].priority)})
+        for r in rules:  # limits of surviving rules were flushed with nothing: re-add is a no-op
+            if r.limit is not None:
+                cmds.append({"add": build_limit(r)})
+        cmds.extend(c for c in build_chain_rules(chain, rules, ruleset)
+                    if "limit" not in c.get("add", {}))
+    elif exists:
+        cmds.append({"delete": {"chain": _ref(name=chain)}})
     return {"nftables": cmds}
 
 
@@ -271,6 +331,8 @@ def build_add(rule: Rule, ruleset: Ruleset, chain_exists: bool,
     ``ruleset`` is the ruleset the rule joins (it decides whether accept sets the policy mark).
     """
     cmds: list[Command] = []
+    for ref in dict.fromkeys(r.name for r in rule.src + rule.dst if isinstance(r, SetRef)):
+        cmds.extend(build_set_decls(ref))  # idempotent: a loaded set keeps its elements
     if not chain_exists:
         name = chain_name(rule.hook, rule.priority)
         cmds.append({"add": _base_chain(name, rule.hook, rule.priority)})

@@ -29,6 +29,11 @@ def _nft():
         return _handle
 
 
+def handle():
+    """The process's libnftables context, created on first use."""
+    return _nft()
+
+
 # Kernel answers that mean "this kernel cannot do it" rather than "you asked wrongly".
 _UNSUPPORTED = ("Operation not supported", "Protocol not supported")
 # ENOENT on a rule is what a missing expression module gives (e.g. no nft `queue`), but also what a
@@ -58,11 +63,11 @@ def query(command: str, *, terse: bool = True) -> dict[str, Any]:
 
 
 def table_exists(family: str, name: str) -> bool:
-    try:
-        query(f"list table {family} {name}")
-    except KernelError:
-        return False
-    return True
+    # Not "list table" (nor "list tables"): nft 1.0.6 pulls every set element for those, 33 s
+    # with 1M bans. The terse ruleset listing never does.
+    listing = query("list ruleset")
+    return any(t.get("family") == family and t.get("name") == name
+               for t in items(listing, "table"))
 
 
 def items(listing: dict[str, Any], kind: str) -> list[dict[str, Any]]:

@@ -1,4 +1,9 @@
-"""Reads of the live ``inet minifw`` table. Terse listings only: set elements are never pulled."""
+"""Reads of the live ``inet minifw`` table. Terse listings only: set elements are never pulled.
+
+nft 1.0.6 fetches every set element for ``list table``, ``list tables`` and ``list chain`` even
+in terse mode (33 s and 645 MB with 1M elements). Only ``list ruleset`` (terse), ``list chains``
+and ``list sets`` (terse) stay fast, so every read here goes through ``_ruleset()``.
+"""
 
 from __future__ import annotations
 
@@ -17,25 +22,35 @@ class LiveRule:
     bytes: int
 
 
+def _ruleset() -> dict:
+    """The terse listing of every table, trimmed to ``inet minifw``."""
+    listing = nft.query("list ruleset")
+    mine = [obj for obj in listing.get("nftables", [])
+            if any(isinstance(v, dict) and v.get("family") == FAMILY
+                   and v.get("table", v.get("name")) == TABLE for v in obj.values())]
+    return {"nftables": mine}
+
+
 def exists() -> bool:
-    return nft.table_exists(FAMILY, TABLE)
+    return bool(nft.items(_ruleset(), "table"))
 
 
 def objects() -> tuple[list[str], list[str]]:
     """Names of the chains and limit objects in the table (empty if there is no table)."""
-    try:
-        listing = nft.query(f"list table {FAMILY} {TABLE}")
-    except KernelError:
-        return [], []
+    listing = _ruleset()
     return ([c["name"] for c in nft.items(listing, "chain")],
             [lim["name"] for lim in nft.items(listing, "limit")])
 
 
 def chain_rules(chain: str) -> list[LiveRule]:
     """The rules of one chain in kernel order, with handles and summed-up counters."""
-    listing = nft.query(f"list chain {FAMILY} {TABLE} {chain}")
+    listing = _ruleset()
+    if not any(c["name"] == chain for c in nft.items(listing, "chain")):
+        raise KernelError(f"chain {chain} is not in table {FAMILY} {TABLE}")
     out = []
     for rule in nft.items(listing, "rule"):
+        if rule.get("chain") != chain:
+            continue
         packets = byte_count = 0
         for expr in rule.get("expr", []):
             counter = expr.get("counter") if isinstance(expr, dict) else None

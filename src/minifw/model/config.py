@@ -15,7 +15,7 @@ from ..errors import ConfigError, RuleError
 from .rule import Rule
 from .ruleset import Ruleset
 
-TOP_KEYS = ("policy", "rule", "hook")  # [[hook]] is read by minifw.hooks.config
+TOP_KEYS = ("policy", "rule", "hook", "set")  # [[hook]]: minifw.hooks.config; [[set]]: model.sets
 _RULE_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*rule[ \t]*\]\]", re.MULTILINE)
 _TABLE_HEADER = re.compile(r"^\s*\[")
 
@@ -29,7 +29,7 @@ def parse_config(text: str, file: str) -> Ruleset:
     unknown = [k for k in data if k not in TOP_KEYS]
     if unknown:
         raise ConfigError(f"unknown top-level key '{unknown[0]}'; valid keys are "
-                          f"[policy], [[rule]] and [[hook]]", file=file)
+                          f"[policy], [[rule]], [[set]] and [[hook]]", file=file)
     try:
         return Ruleset.from_toml(data)
     except RuleError as exc:

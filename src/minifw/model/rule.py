@@ -14,6 +14,7 @@ import re
 from typing import Any, Iterable
 
 from ..errors import RuleError
+from .sets import SET_NAME_RE, SetRef
 from .types import (
     CONNTRACK_PRIORITY, CT_STATES, HOOKS_BEFORE_CONNTRACK, HOOKS_WITH_IIF, HOOKS_WITH_OIF,
     HOOKS_WITH_REJECT, ICMP_TYPES, ICMPV6_TYPES, LIMIT_DEFAULT_BURST, LIMIT_MAX,
@@ -62,8 +63,8 @@ class Rule:
     priority: int = 0
     family: Family = Family.ANY
     proto: Proto = Proto.ANY
-    src: tuple[Network, ...] = ()
-    dst: tuple[Network, ...] = ()
+    src: tuple[Network | SetRef, ...] = ()   # a SetRef is always alone
+    dst: tuple[Network | SetRef, ...] = ()
     sport: tuple[PortRange, ...] = ()
     dport: tuple[PortRange, ...] = ()
     iif: tuple[str, ...] = ()
@@ -237,11 +238,20 @@ class _Fields:
             raise self.err(key, "is an empty list; leave the key out to match anything")
         return items
 
-    def addresses(self, key: str) -> tuple[Network, ...]:
-        nets = []
-        for item in self.listed(key):
+    def addresses(self, key: str) -> tuple[Network | SetRef, ...]:
+        nets: list[Network | SetRef] = []
+        items = self.listed(key)
+        for item in items:
             if not isinstance(item, str):
                 raise self.err(key, f"{item!r} is not an address string")
+            if item.startswith("@"):
+                if len(items) > 1:
+                    raise self.err(key, f"a set reference ({item}) must be the only value; put "
+                                        "the other addresses into the set")
+                if not SET_NAME_RE.match(item[1:]):
+                    raise self.err(key, f"{item!r} is not a set name (letters, digits, '_')")
+                nets.append(SetRef(item[1:]))
+                continue
             nets.append(parse_network(item, self.err, key))
         return tuple(nets)
 
@@ -347,7 +357,9 @@ def parse_port(item: Any, err, field: str) -> PortRange:
     return PortRange(lo, hi)
 
 
-def _format_net(net: Network) -> str:
+def _format_net(net: Network | SetRef) -> str:
+    if isinstance(net, SetRef):
+        return net.format()
     full = 32 if net.version == 4 else 128
     return str(net.network_address) if net.prefixlen == full else str(net)
 
@@ -364,7 +376,7 @@ def _families(family: Family, proto: Proto, src: Iterable[Network],
     elif proto is Proto.ICMPV6:
         allowed &= {Family.IP6}
     for nets in (src, dst):
-        nets = list(nets)
+        nets = [n for n in nets if not isinstance(n, SetRef)]  # a set holds both versions
         if nets:
             allowed &= {Family.IP if n.version == 4 else Family.IP6 for n in nets}
     return tuple(f for f in (Family.IP, Family.IP6) if f in allowed)

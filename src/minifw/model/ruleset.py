@@ -7,6 +7,7 @@ from typing import Any, Iterator
 
 from ..errors import RuleError
 from .rule import Rule
+from .sets import DEFAULT_SET, SetDef, SetError, SetRef
 from .types import Action, Hook
 
 POLICY_KEYS = tuple(h.value for h in Hook) + ("stateful",)
@@ -17,6 +18,7 @@ class Ruleset:
     rules: tuple[Rule, ...] = ()
     policies: tuple[tuple[Hook, Action], ...] = ()  # only hooks whose policy is drop are kept
     stateful: bool = True
+    sets: tuple[SetDef, ...] = ()
 
     def __post_init__(self):
         seen: set[str] = set()
@@ -25,6 +27,29 @@ class Ruleset:
                 raise RuleError("is used by more than one rule; ids must be unique",
                                 rule=rule.id, field="id")
             seen.add(rule.id)
+        names = [s.name for s in self.sets]
+        for name in names:
+            if names.count(name) > 1:
+                raise SetError("is defined twice", set_name=name, field="name")
+        for rule in self.rules:
+            for key in ("src", "dst"):
+                for ref in getattr(rule, key):
+                    if (isinstance(ref, SetRef) and ref.name not in names
+                            and ref.name != DEFAULT_SET):
+                        raise RuleError(f"set '{ref.name}' is not defined; add a [[set]] table "
+                                        f"with name = \"{ref.name}\"", rule=rule.id, field=key)
+
+    def set_names(self) -> list[str]:
+        """Named sets the ruleset needs in the kernel: defined ones, then referenced ``blocked``."""
+        names = [s.name for s in self.sets]
+        for rule in self.rules:
+            for ref in rule.src + rule.dst:
+                if isinstance(ref, SetRef) and ref.name not in names:
+                    names.append(ref.name)
+        return names
+
+    def get_set(self, name: str) -> SetDef | None:
+        return next((s for s in self.sets if s.name == name), None)
 
     # ---- queries -------------------------------------------------------------------------
     def policy(self, hook: Hook) -> Action:
@@ -94,8 +119,12 @@ class Ruleset:
         if not isinstance(raw_rules, list) or not all(isinstance(r, dict) for r in raw_rules):
             raise RuleError("must be written as [[rule]] tables", field="rule")
         rules = tuple(Rule.from_toml(r, index=i) for i, r in enumerate(raw_rules))
+        raw_sets = data.get("set", [])
+        if not isinstance(raw_sets, list):
+            raise RuleError("must be written as [[set]] tables", field="set")
+        sets = tuple(SetDef.from_toml(s, index=i) for i, s in enumerate(raw_sets))
         return cls(rules=rules, policies=tuple(sorted(policies, key=lambda p: list(Hook).index(p[0]))),
-                   stateful=policy.get("stateful", True))
+                   stateful=policy.get("stateful", True), sets=sets)
 
     def to_toml(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -104,6 +133,8 @@ class Ruleset:
             policy["stateful"] = False
         if policy:
             out["policy"] = policy
+        if self.sets:
+            out["set"] = [s.to_toml() for s in self.sets]
         if self.rules:
             out["rule"] = [r.to_toml() for r in self.rules]
         return out

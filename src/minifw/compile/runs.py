@@ -1,0 +1,215 @@
+"""Rule lists compiled for speed: runs of look-alike rules become one set lookup. Pure.
+
+A *run* is ``MIN_RUN`` or more consecutive rules of one chain that are identical except for one
+field (src, dst, sport or dport), with action accept or drop and no log or limit. Every rule of a
+run has the same verdict, so "the first rule that matches" and "any rule matches" decide the same:
+the run compiles into one nft rule per IP version, ``<field> @r_<chain>_<n>[_v4|_v6] ... verdict``,
+over a named set with per-element counters. Values shared by two rules of a run, or overlapping
+ranges, end the run (the kernel refuses overlapping interval elements). Users still see, count and
+delete the rules one by one: ``element_owners`` maps each element back to its rule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterable
+
+from ..model.rule import PortRange, Rule
+from ..model.sets import SetRef
+from ..model.types import Action
+
+MIN_RUN = 8
+FIELDS = ("src", "dst", "sport", "dport")
+_PAYLOAD_FIELD = {"src": "saddr", "dst": "daddr", "sport": "sport", "dport": "dport"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    field: str
+    rules: tuple[Rule, ...]
+
+
+Item = Rule | Run
+
+
+def _shape(rule: Rule, field: str) -> Any:
+    body = rule.to_toml()
+    for key in ("id", "comment", field):
+        body.pop(key, None)
+    return repr(sorted(body.items()))
+
+
+def _mergeable(rule: Rule, field: str) -> bool:
+    values = getattr(rule, field)
+    return (rule.action in (Action.ACCEPT, Action.DROP) and rule.log is None
+            and rule.limit is None and bool(values)
+            and not any(isinstance(v, SetRef) for v in values))
+
+
+def _spans(rule: Rule, field: str) -> list[tuple[int, int, int]]:
+    """(kind, lo, hi) of each value: kind is 4 or 6 for addresses, 0 for ports."""
+    out = []
+    for v in getattr(rule, field):
+        if isinstance(v, PortRange):
+            out.append((0, v.lo, v.hi))
+        else:
+            out.append((v.version, int(v.network_address), int(v.broadcast_address)))
+    return out
+
+
+class _Spans:
+    """Non-overlapping value ranges seen so far in a run (sorted per kind, bisect-free for speed:
+    a dict of exact singletons plus a list of ranges, which stay few in practice)."""
+
+    def __init__(self):
+        self.points: set[tuple[int, int]] = set()
+        self.ranges: list[tuple[int, int, int]] = []
+
+    def clashes(self, spans: list[tuple[int, int, int]]) -> bool:
+        local = _Spans()
+        for kind, lo, hi in spans:
+            for other in (self, local):
+                if lo == hi and (kind, lo) in other.points:
+                    return True
+                if any(k == kind and lo <= h and l <= hi for k, l, h in other.ranges):
+                    return True
+                if lo != hi and any(k == kind and lo <= p <= hi for k, p in other.points):
+                    return True
+            local.add(kind, lo, hi)
+        return False
+
+    def add(self, kind: int, lo: int, hi: int) -> None:
+        if lo == hi:
+            self.points.add((kind, lo))
+        else:
+            self.ranges.append((kind, lo, hi))
+
+
+def plan_chain(rules: list[Rule], min_run: int = MIN_RUN) -> list[Item]:
+    """The chain's rules, with runs of at least ``min_run`` look-alike rules grouped."""
+    items: list[Item] = []
+    i = 0
+    while i < len(rules):
+        best: tuple[str, int] | None = None
+        for field in FIELDS:
+            if not _mergeable(rules[i], field):
+                continue
+            shape = _shape(rules[i], field)
+            seen = _Spans()
+            j = i
+            while (j < len(rules) and _mergeable(rules[j], field)
+                   and _shape(rules[j], field) == shape):
+                spans = _spans(rules[j], field)
+                if seen.clashes(spans):
+                    break
+                for span in spans:
+                    seen.add(*span)
+                j += 1
+            if j - i >= min_run and (best is None or j - i > best[1] - i):
+                best = (field, j)
+        if best is None:
+            items.append(rules[i])
+            i += 1
+        else:
+            items.append(Run(best[0], tuple(rules[i:best[1]])))
+            i = best[1]
+    return items
+
+
+def has_runs(rules: list[Rule]) -> bool:
+    return any(isinstance(item, Run) for item in plan_chain(rules))
+
+
+# ---- compilation ----------------------------------------------------------------------------
+
+def run_set_name(chain: str, index: int, version: int | None) -> str:
+    return f"r_{chain}_{index}" + ("" if version is None else f"_v{version}")
+
+
+def is_run_set(name: str, chain: str | None = None) -> bool:
+    return name.startswith(f"r_{chain}_" if chain else "r_")
+
+
+def element_of(value: Any) -> Any:
+    """The nft JSON element for one value of a run."""
+    if isinstance(value, PortRange):
+        return value.lo if value.lo == value.hi else {"range": [value.lo, value.hi]}
+    full = 32 if value.version == 4 else 128
+    if value.prefixlen == full:
+        return str(value.network_address)
+    return {"prefix": {"addr": str(value.network_address), "len": value.prefixlen}}
+
+
+def element_key(elem: Any) -> str:
+    """A hashable key of an element, the same for what we send and what nft lists back."""
+    if isinstance(elem, dict) and "elem" in elem:
+        elem = elem["elem"]["val"]
+    if isinstance(elem, dict) and "prefix" in elem:
+        return f"{elem['prefix']['addr']}/{elem['prefix']['len']}"
+    if isinstance(elem, dict) and "range" in elem:
+        return f"{elem['range'][0]}-{elem['range'][1]}"
+    return str(elem)
+
+
+def element_owners(run: Run) -> dict[str, str]:
+    """element key -> id of the rule it came from."""
+    return {element_key(element_of(v)): rule.id for rule in run.rules
+            for v in getattr(rule, run.field)}
+
+
+def run_groups(run: Run) -> list[tuple[int | None, list[Any]]]:
+    """(IP version or None for ports, values) per backing set of a run."""
+    values = [v for rule in run.rules for v in getattr(rule, run.field)]
+    if run.field in ("sport", "dport"):
+        return [(None, values)]
+    return [(ver, [v for v in values if v.version == ver]) for ver in (4, 6)
+            if any(v.version == ver for v in values)]
+
+
+def build_run(run: Run, chain: str, index: int, drop_policy: bool, ref, body_builder,
+              comment: str) -> list[dict[str, Any]]:
+    """``add`` commands: the run's sets (with their elements) and its nft rules."""
+    cmds: list[dict[str, Any]] = []
+    for version, values in run_groups(run):
+        name = run_set_name(chain, index, version)
+        ranged = any((isinstance(v, PortRange) and v.lo != v.hi)
+                     or (not isinstance(v, PortRange) and v.num_addresses > 1) for v in values)
+        if version is None:
+            kind = "inet_service"
+        else:
+            kind = "ipv4_addr" if version == 4 else "ipv6_addr"
+        decl = ref(name=name, type=kind, stmt=[{"counter": None}])
+        if ranged:
+            decl["flags"] = ["interval"]
+        cmds.append({"add": {"set": decl}})
+        cmds.append({"add": {"element": ref(name=name, elem=[element_of(v) for v in values])}})
+        sample = dataclasses.replace(run.rules[0], **{run.field: tuple(values)})
+        for body in body_builder(sample, drop_policy):
+            cmds.append({"add": {"rule": ref(chain=chain, comment=comment,
+                                             expr=_swap(body, run.field, f"@{name}"))}})
+    return cmds
+
+
+def _swap(body: list[dict[str, Any]], field: str, right: str) -> list[dict[str, Any]]:
+    wanted = _PAYLOAD_FIELD[field]
+    out = []
+    for expr in body:
+        match = expr.get("match") if isinstance(expr, dict) else None
+        left = match.get("left") if match else None
+        if isinstance(left, dict) and left.get("payload", {}).get("field") == wanted:
+            expr = {"match": {**match, "right": right}}
+        out.append(expr)
+    return out
+
+
+def run_comment(run: Run, index: int) -> str:
+    return f"run {index}: {run.rules[0].id} .. {run.rules[-1].id}"[:127]
+
+
+def sets_of(chain: str, names: Iterable[str]) -> list[str]:
+    return sorted(n for n in names if is_run_set(n, chain))
+
+
+def rule_ids(run: Run) -> list[str]:
+    return [r.id for r in run.rules]
+

@@ -1,0 +1,156 @@
+"""Named sets and bans against the real kernel: traffic dropped, timeouts expiring, persistence."""
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from minifw.lab import Lab
+
+CONFIG = """
+[[set]]
+name = "web_block"
+elements = ["198.18.3.0/24"]
+
+[[rule]]
+id = "drop-web-block"
+src = "@web_block"
+proto = "tcp"
+dport = 80
+action = "drop"
+"""
+
+
+@pytest.fixture
+def hlab():
+    if os.geteuid() != 0:
+        pytest.skip("kernel tests need root")
+    with Lab(prefix=f"hs{os.getpid() % 10000}k") as lab:
+        yield lab
+
+
+def ban_lab(lab, config_text):
+    server = lab.host("server")
+    client = lab.host("client")
+    other = lab.host("other")
+    lab.link(server, ["198.18.0.1/24", "fd00:0::1/64"], client, ["198.18.0.2/24", "fd00:0::2/64"])
+    lab.link(server, ["198.18.3.1/24"], other, ["198.18.3.2/24"])
+    client.run("ip route add default via 198.18.0.1")
+    other.run("ip route add default via 198.18.3.1")
+    server.serve_http(80)
+    cfg = lab.tmp / "minifw.toml"
+    lab.tmp.mkdir(parents=True, exist_ok=True)
+    cfg.write_text(config_text)
+    return server, client, other, str(cfg)
+
+
+def counts(server):
+    st = json.loads(server.minifw("status", "--json").stdout)
+    return {s["name"]: s["elements"] for s in st["set_elements"]}
+
+
+def test_ban_drops_traffic_and_persists(hlab):
+    server, client, other, cfg = ban_lab(hlab, CONFIG)
+    server.minifw("up", "--config", cfg)
+    assert client.tcp_ok("198.18.0.1", 80)
+    assert other.tcp_result("198.18.3.1", 80) == "timeout"     # config set in a rule
+    server.minifw("ban", "198.18.0.2")                          # creates 'blocked' on first use
+    assert client.tcp_result("198.18.0.1", 80) == "timeout"
+    assert client.tcp_ok("fd00::1", 80)
+    server.minifw("ban", "fd00::/64")                           # a CIDR goes to the interval set
+    assert client.tcp_result("fd00::1", 80) == "timeout"
+    assert counts(server) == {"blocked": 2, "web_block": 1}
+    # persistence: down/up, then reload, keep the bans
+    server.minifw("down")
+    assert client.tcp_ok("198.18.0.1", 80)
+    server.minifw("up", "--config", cfg)
+    assert client.tcp_result("198.18.0.1", 80) == "timeout"
+    assert client.tcp_result("fd00::1", 80) == "timeout"
+    server.minifw("reload")
+    assert client.tcp_result("198.18.0.1", 80) == "timeout"
+    assert counts(server)["blocked"] == 2
+    out = server.minifw("unban", "fd00::2").stdout
+    assert "covered by fd00::/64" in out
+    out = server.minifw("unban", "198.18.0.2", "fd00::/64", "198.18.0.77")
+    assert out.returncode == 0 and "198.18.0.77 is not in set blocked" in out.stdout
+    assert client.tcp_ok("198.18.0.1", 80)
+    assert client.tcp_ok("fd00::1", 80)
+    assert server.minifw("list", "--json").returncode == 0
+
+
+def test_timeouts_expire_and_keep_absolute_expiry(hlab):
+    server, client, _, cfg = ban_lab(hlab, "")
+    server.minifw("up", "--config", cfg)
+    banned_at = time.monotonic()
+    server.minifw("ban", "198.18.0.2", "--timeout", "8s")
+    assert client.tcp_result("198.18.0.1", 80) == "timeout"
+    server.minifw("down")
+    server.minifw("up", "--config", cfg)                       # re-loaded with the time left
+    elems = json.loads(server.run("nft -j list set inet minifw s_blocked_v4").stdout)
+    left = [e["elem"]["timeout"] for obj in elems["nftables"] if "set" in obj
+            for e in obj["set"].get("elem", []) if isinstance(e, dict)]
+    # the remaining time, not the full 8 s again (generous slack for a loaded machine)
+    assert left and all(t <= 8 - int(time.monotonic() - banned_at) + 1 for t in left)
+    time.sleep(max(0.0, 8.5 - (time.monotonic() - banned_at)))
+    assert client.tcp_ok("198.18.0.1", 80)
+    assert counts(server)["blocked"] == 0
+    listing = json.loads(server.minifw("set", "list", "blocked", "--json").stdout)
+    assert listing["items"] == []
+
+
+def test_import_bad_line_changes_nothing(hlab):
+    server, client, _, cfg = ban_lab(hlab, "")
+    server.minifw("up", "--config", cfg)
+    before = server.run("nft -j list ruleset").stdout
+    bad = hlab.tmp / "bad.txt"
+    bad.write_text("# list\n198.18.0.2\n198.18.0.300\n")
+    proc = server.minifw("set", "import", "blocked", str(bad), check=False)
+    assert proc.returncode == 1 and f"{bad}:3:" in proc.stderr
+    assert server.run("nft -j list ruleset").stdout == before
+    assert client.tcp_ok("198.18.0.1", 80)
+    proc = server.minifw("set", "import", "blocked", str(bad), "--skip-invalid")
+    assert "imported 1" in proc.stdout
+    assert client.tcp_result("198.18.0.1", 80) == "timeout"
+    server.minifw("set", "flush", "blocked")
+    assert client.tcp_ok("198.18.0.1", 80)
+
+
+def test_rule_runs_drop_like_plain_rules(hlab):
+    rules = "".join(f'\n[[rule]]\nid = "d{i}"\nsrc = "198.18.9.{i}"\naction = "drop"\n'
+                    for i in range(1, 21))
+    rules += '\n[[rule]]\nid = "d-client"\nsrc = "198.18.0.2"\naction = "drop"\n'
+    server, client, _, cfg = ban_lab(hlab, rules)
+    server.minifw("up", "--config", cfg)
+    listing = json.loads(server.run("nft -j list chain inet minifw input_0").stdout)
+    assert len([o for o in listing["nftables"] if "rule" in o]) == 1   # one lookup, not 21 rules
+    assert client.tcp_result("198.18.0.1", 80) == "timeout"
+    rules_listed = json.loads(server.minifw("list", "--json").stdout)["rules"]
+    assert len(rules_listed) == 21
+    assert {r["id"]: r["packets"] for r in rules_listed}["d-client"] >= 1
+    server.minifw("delete", "d-client")
+    assert client.tcp_ok("198.18.0.1", 80)
+    assert len(json.loads(server.minifw("list", "--json").stdout)["rules"]) == 20
+
+
+def test_reload_applies_config_set_difference_and_keeps_bans(hlab):
+    server, client, other, cfg = ban_lab(hlab, CONFIG)
+    server.minifw("up", "--config", cfg)
+    server.minifw("ban", "198.18.0.2")
+    assert other.tcp_result("198.18.3.1", 80) == "timeout"
+    # the CIDR leaves the config: reload removes it from the kernel and keeps the ban
+    Path(cfg).write_text(CONFIG.replace('"198.18.3.0/24"', '"198.18.7.7"'))
+    server.minifw("reload")
+    assert other.tcp_ok("198.18.3.1", 80)
+    assert client.tcp_result("198.18.0.1", 80) == "timeout"
+    assert counts(server) == {"blocked": 1, "web_block": 1}
+    # a bad config changes nothing: the kernel ruleset stays byte-identical
+    before = server.run("nft -j list ruleset").stdout
+    Path(cfg).write_text(CONFIG.replace('"198.18.3.0/24"', '"198.18.3.1/24"'))
+    proc = server.minifw("reload", check=False)
+    assert proc.returncode == 1 and "host bits" in proc.stderr
+    assert server.run("nft -j list ruleset").stdout == before
+    proc = server.minifw("ban", "198.18.0.999", check=False)
+    assert proc.returncode == 1
+    assert server.run("nft -j list ruleset").stdout == before

@@ -1,0 +1,111 @@
+"""[[set]] tables, @name references, durations, and the fast import parser."""
+
+import io
+
+import pytest
+
+from minifw.compile.sets import build_elements, kernel_name, owner_of
+from minifw.errors import ConfigError, RuleError
+from minifw.model import parse_config
+from minifw.model.sets import covering, first_overlap, parse_duration
+from minifw.setstore import parse_import
+
+CFG = """
+[[set]]
+name = "bad"
+timeout = "1h"
+elements = ["198.18.2.2", "198.18.64.0/18", "fd00::1"]
+
+[[rule]]
+id = "drop-bad"
+src = "@bad"
+action = "drop"
+"""
+
+
+def test_set_config_round_trip():
+    rs = parse_config(CFG, "x.toml")
+    assert rs.sets[0].timeout == 3600
+    assert rs.to_toml()["set"][0]["elements"] == ["198.18.2.2", "198.18.64.0/18", "fd00::1"]
+    assert rs.to_toml()["rule"][0]["src"] == "@bad"
+    assert parse_config(CFG, "x.toml") == rs
+
+
+def test_undefined_set_is_an_error_naming_rule_and_field():
+    with pytest.raises(RuleError) as exc:
+        parse_config(CFG.replace('"@bad"', '"@nope"'), "x.toml")
+    assert "drop-bad" in str(exc.value) and "src" in str(exc.value) and "x.toml" in str(exc.value)
+
+
+def test_blocked_is_implicit_and_set_refs_stand_alone():
+    parse_config('[[rule]]\nsrc = "@blocked"\naction = "drop"\n', "x")
+    with pytest.raises(RuleError):
+        parse_config('[[rule]]\nsrc = ["@blocked", "198.18.0.1"]\naction = "drop"\n', "x")
+
+
+def test_bad_elements_and_overlaps():
+    with pytest.raises(RuleError, match="host bits"):
+        parse_config(CFG.replace("198.18.64.0/18", "198.18.64.1/18"), "x")
+    with pytest.raises(RuleError, match="overlaps"):
+        parse_config(CFG.replace('"fd00::1"', '"198.18.0.0/16"'), "x")
+    assert first_overlap(["198.18.0.0/24", "198.18.1.0/24"]) is None
+    assert covering("198.18.64.9", ["198.18.64.0/18", "fd00::/8"]) == ["198.18.64.0/18"]
+
+
+def test_durations():
+    assert parse_duration("10m") == 600 and parse_duration("1h30m") == 5400
+    assert parse_duration(5) == 5
+    for bad in ("0s", "-1", "ten", True, "100d"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+
+
+def test_import_parser_reports_line_numbers():
+    text = "# header\n198.18.0.1\nFD00::0:1  # upper case\n198.18.64.0/18\n\nnope\n"
+    with pytest.raises(ConfigError, match=r"f.txt:6:"):
+        parse_import(io.StringIO(text), "f.txt", skip_invalid=False)
+    singles, cidrs, skipped = parse_import(io.StringIO(text), "f.txt", skip_invalid=True)
+    assert singles == ["198.18.0.1", "fd00::1"] and cidrs == ["198.18.64.0/18"]
+    assert skipped and skipped[0].startswith("f.txt:6:")
+
+
+def test_single_addresses_never_go_to_interval_sets():
+    cmds = build_elements("add", "blocked", [("198.18.0.1", 60), ("fd00::1", None),
+                                             ("198.18.8.0/24", None)])
+    names = {c["add"]["element"]["name"] for c in cmds}
+    assert names == {kernel_name("blocked", 4, False), kernel_name("blocked", 6, False),
+                     kernel_name("blocked", 4, True)}
+    assert owner_of("s_blocked_v6net") == "blocked" and owner_of("r_input_0_1") is None
+
+
+def test_restore_sends_remaining_time_and_skips_expired():
+    from minifw.compile.sets import build_restore
+    cmds = build_restore("b", [("198.18.0.1", 0), ("fd00::1", 200), ("198.18.0.0/24", 50),
+                               ("198.18.1.0/24", 160)], at=100)
+    by = {c["add"]["element"]["name"]: c["add"]["element"]["elem"] for c in cmds}
+    assert by == {"s_b_v4": ["198.18.0.1"],
+                  "s_b_v6": [{"elem": {"val": "fd00::1", "timeout": 100}}],
+                  "s_b_v4net": [{"elem": {"val": {"prefix": {"addr": "198.18.1.0", "len": 24}},
+                                          "timeout": 60}}]}
+
+
+def test_netlink_element_batch_encoding():
+    import socket
+    import struct
+    from minifw.kernel.setelem import build_batch, element_run
+    keys = [socket.inet_pton(socket.AF_INET6, "fd00::1"), socket.inet_pton(socket.AF_INET6, "fd00::2")]
+    run = element_run(keys, None)
+    assert len(run) == 2 * 28                      # 3 headers of 4 bytes + 16 address bytes each
+    assert run[12:28] == keys[0] and run[40:56] == keys[1]
+    assert struct.unpack_from("=HH", run, 0) == (28, 1 | 0x8000)
+    timed = element_run(keys[:1], 60000)
+    assert struct.unpack_from(">Q", timed, 32)[0] == 60000
+    batch, acks = build_batch("minifw", [("s_b_v6", keys * 5000), ("s_b_v4", [])], None)
+    assert acks == 5              # 10000 elements of 28 bytes: 2321 fit a 65000-byte attribute
+    kinds = []
+    off = 0
+    while off < len(batch):
+        length, kind = struct.unpack_from("=IH", batch, off)
+        kinds.append(kind)
+        off += (length + 3) & ~3
+    assert kinds == [16] + [(10 << 8) | 12] * 5 + [17]   # batch begin, NEWSETELEM x5, end
