@@ -45,7 +45,6 @@ BURST = 64
 RECV_SIZE = 1 << 16
 _PACKET_TYPE = (3 << 8) | 0
 _ERROR_TYPE = int(NlmsgType.ERROR)
-_NLH_HEAD = struct.Struct("=IH").unpack_from
 # The hot path's view of a datagram, in ONE unpack in host byte order: netlink length and type,
 # the queue number, the first attribute's length and type (NFQA_PACKET_HDR is 11 bytes), the
 # packet id. The queue number and the id are big-endian on the wire: read in host order they
@@ -288,7 +287,9 @@ class Runner:
         messages, acknowledgements, errors) goes to _handle.
         """
         assert self.qs is not None
-        gc.freeze()  # see _serve_one
+        # what exists now (modules, the hook file's tables) lives as long as the runner: keep
+        # it out of the collector's scans, which otherwise revisit it as packets allocate
+        gc.freeze()
         if len(self.ctx) == 1:
             (ctx,) = self.ctx.values()
             if not ctx.flow_mark:
@@ -375,8 +376,6 @@ class Runner:
         steps, with the verdict run and the counters in local variables (written back to ctx
         before anything else reads them: _handle, _flush, and on the way out)."""
         assert self.qs is not None
-        # what exists now (modules, the hook file's tables) lives as long as the runner: keep
-        # it out of the collector's scans, which otherwise revisit it as packets allocate
         recv = self.qs.sock.recv
         handle = self._handle
         flush = self._flush
