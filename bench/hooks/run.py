@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -150,17 +151,21 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=4.0, help="per UDP case")
     ap.add_argument("--tcp-seconds", type=float, default=4.0, help="per TCP case")
-    ap.add_argument("--rounds", type=int, default=2,
-                    help="run every case this many times, interleaved; keep each case's best")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="run every case this many times, interleaved; report each case's "
+                         "median and best, and the median of the per-round ratios")
+    ap.add_argument("--ns-prefix", default="hqb",
+                    help="prefix of the namespaces the benchmark creates (and deletes)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench/hooks needs root (it creates network namespaces)", file=sys.stderr)
         return 2
     ensure_tools()
+    load0 = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="hqbench"))
     try:
         blast, c_nfq = build(tmp)
-        with Lab(prefix=f"hqb{os.getpid() % 10000}") as lab:
+        with Lab(prefix=f"{args.ns_prefix}{os.getpid() % 10000}") as lab:
             rx, tx = lab.host("rx"), lab.host("tx")
             lab.link(rx, ["198.18.0.1/24"], tx, ["198.18.0.2/24"])
             rx.popen([PY, "-c", "import socket,time\ns=socket.socket(socket.AF_INET,"
@@ -174,8 +179,8 @@ def main() -> int:
                 ("minifw accept-all", None, str(HERE / "minifw_accept.py")),
                 ("minifw parse + set lookup", None, str(HERE / "minifw_parse.py")),
             ]
-            udp: dict[str, float] = {}
-            cpu: dict[str, float | None] = {}
+            udp: dict[str, list[float]] = {}
+            cpu: dict[str, list[float]] = {}
             for rnd in range(1, args.rounds + 1):
                 for name, consumer, hook_file in udp_cases:
                     pps, per_packet = udp_case(lab, rx, tx, blast, args.seconds, consumer,
@@ -183,11 +188,10 @@ def main() -> int:
                     extra = (f"   {per_packet:5.1f} us CPU/packet in the consumer"
                              if per_packet is not None else "")
                     print(f"[{rnd}] udp  {name:<34} {pps:>12,.0f} pps{extra}", flush=True)
-                    if pps > udp.get(name, -1):
-                        udp[name] = pps
+                    udp.setdefault(name, []).append(pps)
                     if per_packet is not None:
-                        cpu[name] = min(per_packet, cpu.get(name) or per_packet)
-            tcp: dict[str, float] = {}
+                        cpu.setdefault(name, []).append(per_packet)
+            tcp: dict[str, list[float]] = {}
             for rnd in range(1, args.rounds + 1):
                 for name, hook_file in (("no firewall", None),
                                         ("minifw hook", str(HERE / "minifw_accept.py")),
@@ -195,34 +199,44 @@ def main() -> int:
                                          str(HERE / "minifw_perflow.py"))):
                     bps = tcp_case(rx, tx, args.tcp_seconds, hook_file)
                     print(f"[{rnd}] tcp  {name:<34} {bps / 1e9:>12.2f} Gbit/s", flush=True)
-                    tcp[name] = max(bps, tcp.get(name, 0.0))
+                    tcp.setdefault(name, []).append(bps)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    base = udp["no firewall"]
-    print(f"\nbest of {args.rounds} rounds per case")
+    med, best = statistics.median, max
+    print(f"\n{args.rounds} rounds per case, interleaved; load average at the start "
+          f"{load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}, at the end "
+          + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    print(f"  {'':38} {'median':>12} {'best':>12}   CPU/packet median (min)")
     for name, v in udp.items():
-        extra = f"   {cpu[name]:5.1f} us CPU/packet" if cpu.get(name) is not None else ""
-        print(f"  udp {name:<34} {v:>12,.0f} pps{extra}")
+        c = cpu.get(name)
+        extra = f"   {med(c):5.1f} us ({min(c):.1f})" if c else ""
+        print(f"  udp {name:<34} {med(v):>12,.0f} {best(v):>12,.0f}{extra}")
     for name, v in tcp.items():
-        print(f"  tcp {name:<34} {v / 1e9:>12.2f} Gbit/s")
-    print("\nratios")
-    for name, v in udp.items():
-        print(f"  udp {name:<34} {v / base:6.2f}x no firewall")
-    p, nq, c = (udp["minifw parse + set lookup"], udp["NetfilterQueue parse"],
-                udp["C libnetfilter_queue accept-all"])
-    print(f"  minifw parse / NetfilterQueue parse      {p / nq:6.2f}x   (goal >= 1.30)")
-    print(f"  minifw parse / C per-packet accept-all   {p / c:6.2f}x   (goal >= 1.00)")
+        print(f"  tcp {name:<34} {med(v) / 1e9:>12.2f} {best(v) / 1e9:>12.2f}   Gbit/s")
+
+    def ratio(runs: dict[str, list[float]], a: str, b: str, best=best) -> str:
+        """Median of the per-round ratios (the cases of one round ran minutes apart at most,
+        so their ratio cancels much of the machine's drift), then the ratio of the bests."""
+        per_round = [x / y for x, y in zip(runs[a], runs[b])]
+        return f"{med(per_round):6.2f}x  (best/best {best(runs[a]) / best(runs[b]):5.2f}x)"
+
+    print("\nratios: median of per-round ratios (and of the best figures: for CPU, the least)")
+    for name in udp:
+        print(f"  udp {name:<34} {ratio(udp, name, 'no firewall')} of no firewall")
+    p, nq = "minifw parse + set lookup", "NetfilterQueue parse"
+    c = "C libnetfilter_queue accept-all"
+    print(f"  minifw parse / NetfilterQueue parse      {ratio(udp, p, nq)}   goal >= 1.30")
+    print(f"  minifw parse / C per-packet accept-all   {ratio(udp, p, c)}   goal >= 1.00")
     print(f"  minifw accept / NetfilterQueue accept    "
-          f"{udp['minifw accept-all'] / udp['NetfilterQueue accept-all']:6.2f}x")
-    cp, cn = cpu["minifw parse + set lookup"], cpu["NetfilterQueue parse"]
-    assert cp is not None and cn is not None
-    print(f"  CPU per packet, NetfilterQueue parse / minifw parse "
-          f"{cn / cp:6.2f}x   (the machine is shared: this ratio is steadier than pps)")
-    tb = tcp["no firewall"]
-    print(f"  tcp minifw hook / no firewall            {tcp['minifw hook'] / tb:6.2f}x   "
-          "(goal >= 0.90)")
-    print(f"  tcp minifw per-flow / no firewall        {tcp['minifw per-flow hook'] / tb:6.2f}x"
-          "   (goal >= 0.97)")
+          f"{ratio(udp, 'minifw accept-all', 'NetfilterQueue accept-all')}")
+    print(f"  minifw accept / C per-packet accept-all  {ratio(udp, 'minifw accept-all', c)}")
+    print(f"  CPU per packet, NetfilterQueue parse / minifw parse  {ratio(cpu, nq, p, min)}"
+          "   (steadier than pps on a shared machine)")
+    print(f"  CPU per packet, C accept-all / minifw parse          {ratio(cpu, c, p, min)}")
+    print(f"  tcp minifw hook / no firewall            "
+          f"{ratio(tcp, 'minifw hook', 'no firewall')}   goal >= 0.90")
+    print(f"  tcp minifw per-flow / no firewall        "
+          f"{ratio(tcp, 'minifw per-flow hook', 'no firewall')}   goal >= 0.97")
     return 0
 
 

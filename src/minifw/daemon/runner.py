@@ -13,6 +13,7 @@ SIGTERM or SIGINT removes our chains, answers what is still queued, and unbinds.
 from __future__ import annotations
 
 import errno as errno_mod
+import gc
 import logging
 import os
 import runpy
@@ -44,7 +45,26 @@ BURST = 64
 RECV_SIZE = 1 << 16
 _PACKET_TYPE = (3 << 8) | 0
 _ERROR_TYPE = int(NlmsgType.ERROR)
-_NLH_HEAD = struct.Struct("=IH").unpack_from
+# The hot path's view of a datagram, in ONE unpack in host byte order: netlink length and type,
+# the queue number, the first attribute's length and type (NFQA_PACKET_HDR is 11 bytes), the
+# packet id. The queue number and the id are big-endian on the wire: read in host order they
+# are byte-swapped on little-endian hosts, so the queues are looked up by their swapped number
+# and an id is swapped back only when a verdict is written (once per run of packets).
+_FAST = struct.Struct("=IH12xHHHI").unpack_from
+_FAST_MIN = 32
+if sys.byteorder == "little":
+    def _swap16(v: int) -> int:
+        return ((v & 0xFF) << 8) | (v >> 8)
+
+    def _swap32(v: int) -> int:
+        return int.from_bytes(v.to_bytes(4, "little"), "big")
+else:  # pragma: no cover - big-endian hosts read network order already
+    def _swap16(v: int) -> int:
+        return v
+
+    def _swap32(v: int) -> int:
+        return v
+_ERROR_VERDICT = {0: DROP, 1: ACCEPT}
 log = logging.getLogger("minifw.hooks")
 
 
@@ -108,9 +128,10 @@ class QueueCtx:
     """Per-queue serving state: the function, its verdict rules, and the open verdict run."""
 
     __slots__ = ("placement", "fn", "name", "error_verdict", "flow_mark", "logger", "full",
-                 "run_v", "run_mark", "run_last", "seen", "errors", "dropped")
+                 "env", "run_v", "run_mark", "run_last", "seen", "errors", "dropped")
 
-    def __init__(self, placement: plan.Placement, logger: Callable[[str], None]):
+    def __init__(self, placement: plan.Placement, logger: Callable[[str], None],
+                 ifname: Callable[[int], str | None] | None = None):
         spec = placement.spec
         self.placement = placement
         self.fn = spec.fn
@@ -119,8 +140,10 @@ class QueueCtx:
         self.flow_mark = spec.flow_mark if spec.per_flow else 0
         self.logger = logger
         self.full = spec.payload
+        self.env = Packet.environment(ifname, logger, self.full)
         self.run_v: int | None = None
         self.run_mark: int | None = None
+        # the last packet id of the open run, as the hot path reads it (see _FAST)
         self.run_last: int | None = None
         self.seen = 0
         self.errors = 0
@@ -199,7 +222,8 @@ class Runner:
             used.add(queue)
             placement = plan.Placement(spec, queue)
             self.placements.append(placement)
-            self.ctx[queue] = QueueCtx(placement, self._logger_for(spec.name))
+            self.ctx[queue] = QueueCtx(placement, self._logger_for(spec.name),
+                                        self._ifname)
         self.conntrack = self.qs.enable_conntrack(self.placements[0].queue)
         if self.conntrack:
             for p in self.placements[1:]:
@@ -254,21 +278,45 @@ class Runner:
     # ---- serving -------------------------------------------------------------------------
     def serve(self) -> None:
         """Receive in bursts (one blocking receive, then up to BURST more without waiting),
-        decide each packet, and answer each burst with batch verdicts."""
+        decide each packet, and answer each burst with batch verdicts.
+
+        This is the hot path: the kernel sends one queued packet per datagram, so everything
+        below runs once per packet. It reads only the fixed-offset fields a verdict needs (the
+        queue and the packet id) and builds the packet object without walking any netlink
+        attribute: the hook's first field access does that. Anything unusual (several
+        messages, acknowledgements, errors) goes to _handle.
+        """
         assert self.qs is not None
+        # what exists now (modules, the hook file's tables) lives as long as the runner: keep
+        # it out of the collector's scans, which otherwise revisit it as packets allocate
+        gc.freeze()
+        if len(self.ctx) == 1:
+            (ctx,) = self.ctx.values()
+            if not ctx.flow_mark:
+                return self._serve_one(ctx)
         recv = self.qs.sock.recv
         ctxs = self.ctx
-        decide = self._decide
         handle = self._handle
-        head = _NLH_HEAD
+        flush = self._flush
+        failed = self._failed
+        out_append = self._out.append
+        verdict_msg = self._verdicts.batch
+        fast = _FAST
+        expect_len = _FAST_MIN
         ptype = _PACKET_TYPE
+        swap = _swap32
+        by_wire = {_swap16(q): ctx for q, ctx in ctxs.items()}
         dontwait = socket.MSG_DONTWAIT
+        new = object.__new__
+        packet_cls = Packet
+        accept, drop = ACCEPT, DROP
+        burst = range(BURST)
         # header-only copies fit a small buffer (smaller allocations per packet); a datagram
         # larger than it would be truncated, so whole-packet copies get the full size
         size = RECV_SIZE if any(p.spec.payload for p in self.placements) else 4096
         while True:
             flags = 0
-            for _ in range(BURST):
+            for _ in burst:
                 try:
                     data = recv(size, flags)
                 except BlockingIOError:
@@ -280,18 +328,159 @@ class Runner:
                     raise KernelError(f"receiving from the queue failed: {exc}") from exc
                 flags = dontwait
                 n = len(data)
-                if n >= 16 and head(data) == (n, ptype):  # the usual case: one packet
-                    try:
-                        q = decode_packet(data, 16, n)
-                    except PacketError as exc:
-                        log.error("a queued packet could not be decoded: %s", exc)
-                        continue
-                    ctx = ctxs.get(q.queue)
-                    if ctx is not None:
-                        decide(ctx, q)
-                else:
+                # the usual case: the datagram is one queued-packet message whose first
+                # attribute is the packet header (as the kernel writes it)
+                if n < expect_len:
                     handle(data)
-            self._flush()
+                    continue
+                length, kind, wire_queue, alen, atype, wire_id = fast(data)
+                if length != n or kind != ptype or alen != 11 or atype != 1:
+                    handle(data)
+                    continue
+                ctx = by_wire.get(wire_queue)
+                if ctx is None:
+                    continue
+                pkt = new(packet_cls)
+                pkt._q = None
+                pkt._data = data
+                pkt._l3 = None
+                pkt._env = ctx.env
+                ctx.seen += 1
+                try:
+                    v = ctx.fn(pkt)
+                except Exception as exc:
+                    v = failed(ctx, exc)
+                if v is accept:
+                    verdict = 1
+                    mark = self._flow_mark(ctx, pkt) if ctx.flow_mark else None
+                elif v is drop:
+                    verdict = 0
+                    mark = None
+                    ctx.dropped += 1
+                else:
+                    verdict, mark = self._odd_verdict(ctx, pkt, v)
+                last = ctx.run_last
+                if last is None:
+                    ctx.run_v = verdict
+                    ctx.run_mark = mark
+                elif verdict != ctx.run_v or mark != ctx.run_mark:
+                    out_append(verdict_msg(ctx.placement.queue, swap(last), ctx.run_v,
+                                           ctx.run_mark))
+                    ctx.run_v = verdict
+                    ctx.run_mark = mark
+                ctx.run_last = wire_id
+            flush()
+
+    def _serve_one(self, ctx: QueueCtx) -> None:
+        """serve() for the common case of one hook function without per-flow mode: the same
+        steps, with the verdict run and the counters in local variables (written back to ctx
+        before anything else reads them: _handle, _flush, and on the way out)."""
+        assert self.qs is not None
+        recv = self.qs.sock.recv
+        handle = self._handle
+        flush = self._flush
+        failed = self._failed
+        out_append = self._out.append
+        verdict_msg = self._verdicts.batch
+        fast = _FAST
+        expect_len = _FAST_MIN
+        ptype = _PACKET_TYPE
+        swap = _swap32
+        queue = ctx.placement.queue
+        wire_queue = _swap16(queue)
+        fn = ctx.fn
+        env = ctx.env
+        dontwait = socket.MSG_DONTWAIT
+        new = object.__new__
+        packet_cls = Packet
+        accept, drop = ACCEPT, DROP
+        burst = range(BURST)
+        size = RECV_SIZE if ctx.full else 4096
+        run_v: int | None = None
+        run_last: int | None = None
+        seen = dropped = 0
+        try:
+            while True:
+                flags = 0
+                for _ in burst:
+                    try:
+                        data = recv(size, flags)
+                    except BlockingIOError:
+                        break
+                    except OSError as exc:
+                        if exc.errno == errno_mod.ENOBUFS:
+                            ctx.run_v, ctx.run_mark, ctx.run_last = run_v, None, run_last
+                            run_last = None
+                            self._on_enobufs()
+                            break
+                        raise KernelError(f"receiving from the queue failed: {exc}") from exc
+                    flags = dontwait
+                    n = len(data)
+                    if n >= expect_len:
+                        length, kind, wq, alen, atype, wire_id = fast(data)
+                        if (length == n and kind == ptype and alen == 11 and atype == 1
+                                and wq == wire_queue):
+                            pkt = new(packet_cls)
+                            pkt._q = None
+                            pkt._data = data
+                            pkt._l3 = None
+                            pkt._env = env
+                            seen += 1
+                            try:
+                                v = fn(pkt)
+                            except Exception as exc:
+                                v = failed(ctx, exc)
+                            if v is accept:
+                                verdict = 1
+                            elif v is drop:
+                                verdict = 0
+                                dropped += 1
+                            else:
+                                verdict = self._odd_verdict(ctx, pkt, v)[0]
+                            if verdict != run_v:
+                                if run_last is not None:
+                                    out_append(verdict_msg(queue, swap(run_last), run_v))
+                                run_v = verdict
+                            run_last = wire_id
+                            continue
+                    ctx.run_v, ctx.run_mark, ctx.run_last = run_v, None, run_last
+                    handle(data)
+                    run_v, run_last = ctx.run_v, ctx.run_last
+                ctx.run_v, ctx.run_mark, ctx.run_last = run_v, None, run_last
+                run_last = None
+                flush()
+        finally:
+            if run_last is not None:
+                ctx.run_v, ctx.run_mark, ctx.run_last = run_v, None, run_last
+            ctx.seen += seen
+            ctx.dropped += dropped
+
+    @staticmethod
+    def _flow_mark(ctx: QueueCtx, pkt: Packet) -> int | None:
+        """The mark of an accepted first packet of a flow (per-flow mode); None if unreadable."""
+        try:
+            return pkt._queued().mark | ctx.flow_mark
+        except PacketError as exc:
+            log.error("a queued packet could not be decoded: %s", exc)
+            return None
+
+    def _failed(self, ctx: QueueCtx, exc: BaseException) -> Any:
+        """The hook raised: log it, and apply its on_error verdict."""
+        ctx.errors += 1
+        self._report(ctx, exc)
+        return _ERROR_VERDICT[ctx.error_verdict]
+
+    def _odd_verdict(self, ctx: QueueCtx, pkt: Packet, v: Any) -> tuple[int, int | None]:
+        """Anything other than ACCEPT or DROP: an error, on_error applies."""
+        try:
+            raise TypeError(f"a hook function must return ACCEPT or DROP, not {v!r}")
+        except TypeError as exc:
+            ctx.errors += 1
+            self._report(ctx, exc)
+        if ctx.error_verdict:
+            return 1, self._flow_mark(ctx, pkt) if ctx.flow_mark else None
+        ctx.dropped += 1
+        return 0, None
 
     def _on_enobufs(self) -> None:
         assert self.qs is not None
@@ -328,8 +517,9 @@ class Runner:
     def _decide(self, ctx: QueueCtx, q: Any) -> None:
         """Call the hook function and extend (or close and open) the queue's verdict run."""
         ctx.seen += 1
+        pkt = Packet(q, *ctx.env)
         try:
-            v = ctx.fn(Packet(q, self._ifname, ctx.logger, ctx.full))
+            v = ctx.fn(pkt)
             if v is ACCEPT:
                 verdict = 1
             elif v is DROP:
@@ -344,11 +534,11 @@ class Runner:
         if verdict == 0:
             ctx.dropped += 1
         elif ctx.flow_mark:
-            mark = q.mark | ctx.flow_mark
+            mark = self._flow_mark(ctx, pkt)
         if ctx.run_last is not None and (verdict != ctx.run_v or mark != ctx.run_mark):
-            self._out.append(self._verdicts.batch(q.queue, ctx.run_last, ctx.run_v,
+            self._out.append(self._verdicts.batch(q.queue, _swap32(ctx.run_last), ctx.run_v,
                                                   ctx.run_mark))
-        ctx.run_v, ctx.run_mark, ctx.run_last = verdict, mark, q.id
+        ctx.run_v, ctx.run_mark, ctx.run_last = verdict, mark, _swap32(q.id)
 
     def _report(self, ctx: QueueCtx, exc: BaseException) -> None:
         n = ctx.errors
@@ -361,7 +551,7 @@ class Runner:
         out = self._out
         for queue, ctx in self.ctx.items():
             if ctx.run_last is not None:
-                out.append(self._verdicts.batch(queue, ctx.run_last, ctx.run_v,
+                out.append(self._verdicts.batch(queue, _swap32(ctx.run_last), ctx.run_v,
                                                 ctx.run_mark))
                 ctx.run_last = None
         if out:

@@ -1,0 +1,192 @@
+"""The runner's hot path without a kernel: packets built straight from datagrams read the same
+fields as the codec's QueuedPacket path, garbage raises only PacketError, and the serve loops
+answer every packet with the right batch verdicts (runs of equal verdicts, ids in order)."""
+
+import ipaddress
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minifw.compile import hooks as plan
+from minifw.daemon import runner as R
+from minifw.errors import PacketError
+from minifw.hooks import ACCEPT, DROP, make_spec
+from minifw.hooks.packet import Packet
+from minifw.netlink.nfqueue import NfqueueCodec, VerdictWriter, split_datagram
+from minifw.netlink.nlmsg import attr, message, nfgen
+
+from test_nfqueue_codec import PING, UDP6, _touch_all
+
+FIELDS = ("version", "src", "dst", "proto", "sport", "dport", "icmp_type", "length", "iif",
+          "oif", "hook", "mark", "ct_state", "raw", "id")
+
+
+def udp4(pid, src="198.18.0.2", dport=9, queue=7, mark=None, fill=8):
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 36, 1, 0x4000, 64, 17, 0,
+                     ipaddress.IPv4Address(src).packed, bytes([198, 18, 0, 1]))
+    body = nfgen(0, queue) + attr(1, struct.pack(">IHB", pid, 0x0800, 1))
+    if mark is not None:
+        body += attr(3, struct.pack(">I", mark))
+    body += (attr(5, struct.pack(">I", 2)) + attr(9, struct.pack(">HH8s", 6, 0, b"\1" * 6))
+             + attr(10, ip + struct.pack("!HHHH", 4000, dport, 16, 0) + b"x" * fill))
+    return message((3 << 8) | 0, 0, 0, body)
+
+
+def fields(pkt):
+    out = {}
+    for name in FIELDS:
+        try:
+            out[name] = getattr(pkt, name)
+        except PacketError as exc:
+            out[name] = ("error", str(exc))
+    return out
+
+
+@pytest.mark.parametrize("data", [PING, UDP6, udp4(5), udp4(6, mark=9)])
+def test_datagram_packet_reads_what_the_codec_reads(data):
+    (ev,) = NfqueueCodec().receive_data(data)
+    env = Packet.environment(None, None, False)
+    for _ in range(2):  # the second read takes the remembered attribute layout
+        assert fields(Packet.from_datagram(data, env)) == fields(Packet(ev, full_copy=False))
+
+
+def test_same_length_other_layout_is_walked_again():
+    env = Packet.environment(None, None, False)
+    plain = udp4(1)
+    marked = udp4(2, mark=7, fill=0)  # 8 bytes of mark attribute, 8 bytes less payload
+    assert len(plain) == len(marked)
+    assert Packet.from_datagram(plain, env).dport == 9
+    pkt = Packet.from_datagram(marked, env)
+    assert pkt.mark == 7 and pkt.dport == 9 and len(pkt.raw) == 36 - 8
+
+
+def test_addresses_compare_and_hash_like_ipaddress():
+    env = Packet.environment(None, None, False)
+    a = Packet.from_datagram(udp4(1, src="198.18.9.7"), env).src
+    b = Packet.from_datagram(udp4(2, src="198.18.9.7"), env).src
+    assert a == b == "198.18.9.7" and a == ipaddress.ip_address("198.18.9.7")
+    assert hash(a) == hash(ipaddress.ip_address("198.18.9.7"))
+    assert a in {ipaddress.ip_address("198.18.9.7")} and a in ipaddress.ip_network("198.18.0.0/15")
+    assert a != "198.18.9.8" and str(a) == "198.18.9.7"
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=200))
+def test_fuzz_datagram_packets_raise_only_packet_error(tail):
+    head = udp4(1)[:32]  # a valid netlink header and packet header, then garbage
+    data = struct.pack("=I", 32 + len(tail)) + head[4:] + tail
+    _touch_all(Packet.from_datagram(data, Packet.environment(None, None, False)))
+
+
+# ---- the serve loops, on a fake socket ----------------------------------------------------------
+
+class FakeSocket:
+    def __init__(self, datagrams):
+        self.datagrams = list(datagrams)
+        self.sent = []
+
+    def recv(self, size, flags=0):
+        if not self.datagrams:
+            raise R.StopRunner()
+        item = self.datagrams.pop(0)
+        if item is None:  # the queue is empty for now: end the burst
+            raise BlockingIOError()
+        return item
+
+    def send(self, data):
+        self.sent.append(data)
+        return len(data)
+
+
+class FakeQueueSocket:
+    def __init__(self, datagrams):
+        self.sock = FakeSocket(datagrams)
+
+
+def make_runner(fns, datagrams, **spec_args):
+    r = R.Runner.__new__(R.Runner)
+    r.qs = FakeQueueSocket(datagrams)
+    r.placements, r.ctx, r._out, r._verdicts, r._ifnames = [], {}, [], VerdictWriter(), {}
+    for queue, fn in fns.items():
+        p = plan.Placement(make_spec(fn, "input", 0, name=f"f{queue}", **spec_args), queue)
+        r.placements.append(p)
+        r.ctx[queue] = R.QueueCtx(p, lambda text: None, r._ifname)
+    return r
+
+
+def verdicts(r):
+    """(queue, verdict, last id, mark) of every batch verdict sent, in order."""
+    out = []
+    for data in r.qs.sock.sent:
+        for _kind, _seq, start, end in split_datagram(data):
+            body = data[start:end]
+            queue = struct.unpack_from(">H", body, 2)[0]
+            mark = None
+            if struct.unpack_from("=HH", body, 4)[1] == 3:
+                mark = struct.unpack_from(">I", body, 8)[0]
+            verdict, last = struct.unpack_from(">II", body, len(body) - 8)
+            out.append((queue, verdict, last, mark))
+    return out
+
+
+def serve(r):
+    try:
+        r.serve()
+    except R.StopRunner:
+        pass
+
+
+def odd_drop(pkt):
+    return DROP if pkt.id % 2 else ACCEPT
+
+
+def test_single_queue_runs_of_equal_verdicts():
+    data = [udp4(i) for i in (2, 4, 5, 7, 8)] + [None] + [udp4(i) for i in (10, 11)] + [None]
+    r = make_runner({7: odd_drop}, data)
+    serve(r)
+    assert verdicts(r) == [(7, 1, 4, None), (7, 0, 7, None), (7, 1, 8, None),
+                           (7, 1, 10, None), (7, 0, 11, None)]
+    ctx = r.ctx[7]
+    assert (ctx.seen, ctx.dropped, ctx.errors) == (7, 3, 0)
+
+
+def test_stop_mid_burst_leaves_the_open_run_for_stop_to_answer():
+    r = make_runner({7: odd_drop}, [udp4(2), udp4(4)])
+    serve(r)  # StopRunner arrives before the burst ends
+    assert verdicts(r) == []
+    r._flush()
+    assert verdicts(r) == [(7, 1, 4, None)]
+
+
+def test_errors_and_odd_returns_take_on_error():
+    def bad(pkt):
+        if pkt.id == 3:
+            raise ValueError("boom")
+        return "yes" if pkt.id == 4 else ACCEPT
+
+    r = make_runner({7: bad}, [udp4(i) for i in (1, 3, 4, 5)] + [None], on_error="drop")
+    serve(r)
+    assert verdicts(r) == [(7, 1, 1, None), (7, 0, 4, None), (7, 1, 5, None)]
+    assert (r.ctx[7].errors, r.ctx[7].dropped) == (2, 2)
+
+
+def test_other_datagrams_take_the_general_path():
+    # a packet whose first attribute is not the packet header, then a normal one
+    odd = udp4(3)  # swap the packet header (20:32) and the input interface (32:40)
+    swapped = odd[:20] + odd[32:40] + odd[20:32] + odd[40:]
+    r = make_runner({7: odd_drop}, [udp4(2), swapped, udp4(4), None])
+    serve(r)
+    assert verdicts(r) == [(7, 1, 2, None), (7, 0, 3, None), (7, 1, 4, None)]
+
+
+def test_several_queues_and_per_flow_marks():
+    fns = {7: odd_drop, 8: lambda pkt: ACCEPT}
+    data = [udp4(1, queue=7), udp4(1, queue=8, mark=0x10), udp4(2, queue=7),
+            udp4(2, queue=8), udp4(9, queue=99), None]
+    r = make_runner(fns, data, per_flow=True, flow_mark=0x20000000)
+    serve(r)
+    assert sorted(verdicts(r)) == sorted([
+        (7, 0, 1, None), (7, 1, 2, 0x20000000),
+        (8, 1, 2, 0x20000000)] + [(8, 1, 1, 0x20000010)])
