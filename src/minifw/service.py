@@ -13,6 +13,7 @@ from typing import Any
 
 from . import runs_live, sets_service
 from .compile import nft as compiler
+from .compile.sets import BAN_CHAIN
 from .daemon import supervise
 from .errors import ConfigError, KernelError, RuleError, StateError
 from .hooks.config import hook_files
@@ -117,15 +118,29 @@ class Service:
         state = self.store.load()
         present = table.exists()
         live = self._live(state) if state.loaded else Ruleset()
-        chains = [{"hook": hook.value, "priority": prio,
-                   "chain": compiler.chain_name(hook, prio), "rules": len(rules)}
-                  for (hook, prio), rules in live.chains()]
-        chains += [{"hook": h.value, "priority": 1000, "chain": compiler.policy_chain_name(h),
-                    "rules": 0, "policy": "drop"} for h in live.drop_hooks]
+        # What is really hooked in, read from the kernel: rule chains, policy chains, the bans
+        # chain and hook-function chains alike.
+        every = table.base_chains()
+        rule_counts = {compiler.chain_name(h, p): len(rules) for (h, p), rules in live.chains()}
+        chains = []
+        for c in every:
+            if (c["family"], c["table"]) != (compiler.FAMILY, compiler.TABLE):
+                continue
+            name = c["name"]
+            kind = ("rules" if name in rule_counts else
+                    "policy" if name.endswith("_policy") else
+                    "bans" if name == BAN_CHAIN else
+                    "hook-function" if name.startswith("hook_") else
+                    "flow-cache" if name.startswith("flow_") else "other")
+            chains.append({"hook": c["hook"], "priority": c.get("prio"), "chain": name,
+                           "kind": kind, "rules": rule_counts.get(name)})
+        hook_order = [h.value for h in Hook]
+        chains.sort(key=lambda c: (hook_order.index(c["hook"]) if c["hook"] in hook_order
+                                   else len(hook_order), c["priority"] or 0))
         hooks_used = {c["hook"] for c in chains}
         foreign = [{"family": c["family"], "table": c["table"], "chain": c["name"],
                     "hook": c["hook"], "priority": c.get("prio")}
-                   for c in table.base_chains()
+                   for c in every
                    if (c["family"], c["table"]) != (compiler.FAMILY, compiler.TABLE)
                    and c["hook"] in hooks_used]
         set_counts = sets_service.SetService(self.store.dir).summary()

@@ -131,8 +131,8 @@ def status(ctx, as_json):
     click.echo(f"minifw: {'loaded' if st['loaded'] else 'not loaded'}"
                + (f" from {st['config']}" if st["loaded"] and st["config"] else ""))
     for c in st["chains"]:
-        extra = " (drop policy)" if c.get("policy") else f" {c['rules']} rules"
-        click.echo(f"  {c['hook']:<12} priority {c['priority']:>6}{extra}")
+        extra = f"{c['rules']} rules" if c["kind"] == "rules" else c["kind"]
+        click.echo(f"  {c['hook']:<12} priority {c['priority']:>6}  {c['chain']:<22} {extra}")
     click.echo(f"rules: {st['rules']}  sets: {st['sets']}")
     for h in st.get("hooks", []):
         click.echo(f"  hook {h['function']} at {h['hook']}/{h['priority']}: queue {h['queue']} "
