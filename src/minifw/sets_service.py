@@ -250,7 +250,8 @@ class SetService:
                         warnings=[f"skipped {s}" for s in skipped][:20]
                         + ([f"... and {len(skipped) - 20} more skipped lines"]
                            if len(skipped) > 20 else []),
-                        data={"set": name, "imported": count, "skipped": len(skipped)})
+                        data={"set": name, "imported": count, "skipped": len(skipped),
+                              "apply_ms": round(self.apply_seconds * 1000, 3)})
 
     def flush(self, name: str):
         name = self._name(name, "minifw set flush")
