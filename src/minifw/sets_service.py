@@ -9,7 +9,6 @@ the kernel.
 from __future__ import annotations
 
 import itertools
-import socket
 import threading
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from .model.sets import (
     DEFAULT_SET, SET_NAME_RE, covering, first_overlap, format_duration, normalise_element,
     parse_duration,
 )
-from .setstore import CONFIG, RUNTIME, SetStore, now, parse_import
+from .setstore import CONFIG, RUNTIME, SetStore, distinct_sorted, now, parse_import
 from .state import Store
 
 LOAD_CHUNK = 250_000
@@ -190,7 +189,7 @@ class SetService:
         name = self._name(name, source)
         try:
             with open(path, encoding="utf-8", errors="strict") as fh:
-                singles, cidrs, skipped = parse_import(fh, path, skip_invalid)
+                four, six, cidrs, skipped = parse_import(fh, path, skip_invalid)
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read the import file: {exc}", file=path) from exc
         cidrs = list(dict.fromkeys(cidrs))
@@ -215,11 +214,8 @@ class SetService:
                 def apply() -> None:
                     try:
                         start = time.perf_counter()
-                        # single addresses: one nf_tables batch straight over netlink
-                        pton, v4, v6 = socket.inet_pton, socket.AF_INET, socket.AF_INET6
-                        six = [pton(v6, a) for a in singles if ":" in a]
-                        four = [pton(v4, a) for a in singles if ":" not in a] \
-                            if len(six) != len(singles) else []
+                        # single addresses: one nf_tables batch straight over netlink, built
+                        # from the packed addresses (repeats are harmless to the kernel)
                         setelem.add_elements(ksets.TABLE, [
                             (ksets.kernel_name(name, 4, False), four),
                             (ksets.kernel_name(name, 6, False), six)],
@@ -230,14 +226,18 @@ class SetService:
                     except BaseException as exc:  # re-raised below, in this thread
                         failure.append(exc)
 
-                singles.sort()  # before the worker starts: a list being sorted looks empty
                 worker = threading.Thread(target=apply) if up else None
                 if worker:
                     worker.start()
+                count = len(cidrs)
                 try:
-                    self.record.put_sorted(db, name, singles, expiry, RUNTIME, "elem")
-                    self.record.put_sorted(db, name, sorted(cidrs), expiry, RUNTIME, "cidr")
-                    self.record.retally(db, name)
+                    # while the kernel works (the GIL is free during the send): sort, de-repeat
+                    # and record each IP version as one block
+                    for keys in (four, six):
+                        count += self.record.import_keys(db, name, distinct_sorted(keys), expiry)
+                    if cidrs:
+                        self.record.put_sorted(db, name, sorted(cidrs), expiry, RUNTIME, "cidr")
+                        self.record.retally(db, name)
                 finally:
                     if worker:
                         worker.join()
@@ -245,13 +245,13 @@ class SetService:
                     raise failure[0]
                 where = "" if up else (" (minifw is down: recorded, applied at the next "
                                        "'minifw up')")
-        count = len(singles) + len(cidrs)
-        del singles, cidrs
+        del four, six, cidrs
         return _outcome(f"imported {count} element(s) into set {name}{where}",
                         warnings=[f"skipped {s}" for s in skipped][:20]
                         + ([f"... and {len(skipped) - 20} more skipped lines"]
                            if len(skipped) > 20 else []),
-                        data={"set": name, "imported": count, "skipped": len(skipped)})
+                        data={"set": name, "imported": count, "skipped": len(skipped),
+                              "apply_ms": round(self.apply_seconds * 1000, 3)})
 
     def flush(self, name: str):
         name = self._name(name, "minifw set flush")
@@ -319,13 +319,20 @@ class SetService:
                 self._load_all(name)
 
     def _load_all(self, name: str) -> None:
-        """Send every live recorded element of ``name``, in chunks, with its remaining time."""
+        """Send every live recorded element of ``name`` with its remaining time: rows in chunks
+        through libnftables, each imported block as one netlink batch."""
         at = now()
         rows = self.record.live(name, at)
         while True:
             chunk = list(itertools.islice(rows, LOAD_CHUNK))
             if not chunk:
-                return
+                break
             cmds = ksets.build_restore(name, chunk, at)
             if cmds:
                 nft.run({"nftables": cmds})
+        for bid, width, expiry, _, _ in self.record.blocks(name, at):
+            keys = self.record.block_keys(bid)
+            setelem.add_elements(ksets.TABLE, [(ksets.kernel_name(name, 6 if width == 16 else 4,
+                                                                  False), keys)],
+                                 (expiry - at) * 1000 if expiry else None)
+            del keys

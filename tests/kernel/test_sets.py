@@ -154,3 +154,27 @@ def test_reload_applies_config_set_difference_and_keeps_bans(hlab):
     proc = server.minifw("ban", "198.18.0.999", check=False)
     assert proc.returncode == 1
     assert server.run("nft -j list ruleset").stdout == before
+
+
+def test_imported_block_persists_and_unbans(hlab):
+    server, client, _, cfg = ban_lab(hlab, "")
+    server.minifw("up", "--config", cfg)
+    listing = hlab.tmp / "list.txt"
+    listing.write_text("# imported\n198.18.0.2\nfd00::2\n198.18.7.7\n198.18.0.2\n")
+    assert "imported 3" in server.minifw("set", "import", "blocked", str(listing),
+                                         "--timeout", "1h").stdout
+    assert client.tcp_result("198.18.0.1", 80) == "timeout"
+    assert counts(server)["blocked"] == 3
+    server.minifw("down")                              # the import comes back from its block
+    server.minifw("up", "--config", cfg)
+    assert client.tcp_result("198.18.0.1", 80) == "timeout"
+    assert client.tcp_result("fd00::1", 80) == "timeout"
+    items = json.loads(server.minifw("set", "list", "blocked", "--json").stdout)["items"]
+    assert len(items) == 3 and all(0 < i["expires_in"] <= 3600 for i in items)
+    out = server.minifw("unban", "198.18.0.2").stdout
+    assert "unbanned 1" in out and counts(server)["blocked"] == 2
+    assert client.tcp_ok("198.18.0.1", 80)
+    server.minifw("down")                              # an unbanned address stays unbanned
+    server.minifw("up", "--config", cfg)
+    assert client.tcp_ok("198.18.0.1", 80)
+    assert client.tcp_result("fd00::1", 80) == "timeout"

@@ -8,7 +8,7 @@ from minifw.compile.sets import build_elements, kernel_name, owner_of
 from minifw.errors import ConfigError, RuleError
 from minifw.model import parse_config
 from minifw.model.sets import covering, first_overlap, parse_duration
-from minifw.setstore import parse_import
+from minifw.setstore import pack, parse_import
 
 CFG = """
 [[set]]
@@ -64,8 +64,9 @@ def test_import_parser_reports_line_numbers():
     text = "# header\n198.18.0.1\nFD00::0:1  # upper case\n198.18.64.0/18\n\nnope\n"
     with pytest.raises(ConfigError, match=r"f.txt:6:"):
         parse_import(io.StringIO(text), "f.txt", skip_invalid=False)
-    singles, cidrs, skipped = parse_import(io.StringIO(text), "f.txt", skip_invalid=True)
-    assert singles == ["198.18.0.1", "fd00::1"] and cidrs == ["198.18.64.0/18"]
+    four, six, cidrs, skipped = parse_import(io.StringIO(text), "f.txt", skip_invalid=True)
+    assert four == [pack("198.18.0.1")] and six == [pack("fd00::1")]
+    assert cidrs == ["198.18.64.0/18"]
     assert skipped and skipped[0].startswith("f.txt:6:")
 
 
