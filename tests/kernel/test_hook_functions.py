@@ -35,13 +35,7 @@ def hqlab():
 
 
 def two_hosts(lab):
-    server = lab.host("server")
-    client = lab.host("client")
-    blocked = lab.host("blocked")
-    lab.link(server, ["198.18.0.1/24"], client, ["198.18.0.2/24"])
-    lab.link(server, ["198.18.2.1/24"], blocked, ["198.18.2.2/24"])
-    client.run("ip route add default via 198.18.0.1")
-    blocked.run("ip route add default via 198.18.2.1")
+    server, client, blocked = lab.seed_topology()
     server.serve_http(80)
     return server, client, blocked
 
