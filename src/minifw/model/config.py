@@ -83,9 +83,47 @@ def add_rule_text(text: str, rule: Rule, before: str | None) -> str:
     aot = doc["rule"]
     if before is None:
         aot.append(table)
-    else:
-        aot.insert(_index_of(doc, before), table)
+        return tomlkit.dumps(doc)
+    index = _index_of(doc, before)
+    spliced = _splice_rule_lines(text, index, table)
+    if spliced is not None:
+        return spliced
+    aot.insert(index, table)
     return tomlkit.dumps(doc)
+
+
+def _splice_rule_lines(text: str, index: int, table: Any) -> str | None:
+    """``text`` with ``table`` as a new [[rule]] placed above the ``index``-th [[rule]] and above
+    the comment lines written right over it (they describe that rule; tomlkit would put the new
+    table between them and their rule). None when the text is too unusual to edit by lines."""
+    lines = text.splitlines(keepends=True)
+    headers = [i for i, line in enumerate(lines) if _RULE_HEADER.match(line)]
+    original = tomllib.loads(text)
+    rules = original.get("rule", [])
+    if len(headers) != len(rules) or index >= len(headers):
+        return None
+    at = headers[index]
+    while at > 0 and lines[at - 1].lstrip().startswith("#"):
+        at -= 1
+    block = tomlkit.document()
+    aot = tomlkit.aot()
+    aot.append(table)
+    block.append("rule", aot)
+    new = tomlkit.dumps(block).strip("\n") + "\n\n"
+    if at > 0 and not lines[at - 1].endswith("\n"):
+        return None
+    result = "".join(lines[:at]) + new + "".join(lines[at:])
+    try:
+        after = tomllib.loads(result)
+    except tomllib.TOMLDecodeError:
+        return None
+    added = tomllib.loads(new)["rule"][0]
+    if after.get("rule", []) != rules[:index] + [added] + rules[index:]:
+        return None
+    if {k: v for k, v in after.items() if k != "rule"} != {
+            k: v for k, v in original.items() if k != "rule"}:
+        return None
+    return result
 
 
 def delete_rule_text(text: str, rule_id: str) -> str:
@@ -120,7 +158,10 @@ def _cut_rule_lines(text: str, index: int) -> str | None:
     for i in range(start + 1, end):
         if lines[i].strip() and not lines[i].lstrip().startswith("#"):
             last = i
-    result = "".join(lines[:start] + lines[last + 1:])
+    rest = lines[last + 1:]
+    if start > 0 and not lines[start - 1].strip() and rest and not rest[0].strip():
+        rest = rest[1:]  # the blank lines on both sides of the cut become one
+    result = "".join(lines[:start] + rest)
     try:
         after = tomllib.loads(result)
     except tomllib.TOMLDecodeError:
