@@ -57,6 +57,12 @@ def test_add_before_a_rule_goes_above_that_rules_comment():
     assert first.index("# Web, from") < first.index('id = "web"')
 
 
+def test_comments_opening_the_file_stay_on_top():
+    text = '# my firewall\n[[rule]]\nid = "a"\naction = "accept"\n'
+    out = add_rule_text(text, Rule.from_toml({"id": "b", "action": "drop"}), "a")
+    assert out.startswith("# my firewall\n[[rule]]\nid = \"b\"") and ids(out) == ["b", "a"]
+
+
 def test_add_to_a_file_without_rules():
     text = "# empty for now\n[policy]\ninput = \"drop\"\n"
     out = add_rule_text(text, Rule.from_toml({"id": "a", "action": "accept"}), None)

@@ -95,7 +95,8 @@ def add_rule_text(text: str, rule: Rule, before: str | None) -> str:
 def _splice_rule_lines(text: str, index: int, table: Any) -> str | None:
     """``text`` with ``table`` as a new [[rule]] placed above the ``index``-th [[rule]] and above
     the comment lines written right over it (they describe that rule; tomlkit would put the new
-    table between them and their rule). None when the text is too unusual to edit by lines."""
+    table between them and their rule), unless those comments open the file. None when the
+    text is too unusual to edit by lines."""
     lines = text.splitlines(keepends=True)
     headers = [i for i, line in enumerate(lines) if _RULE_HEADER.match(line)]
     original = tomllib.loads(text)
@@ -105,6 +106,8 @@ def _splice_rule_lines(text: str, index: int, table: Any) -> str | None:
     at = headers[index]
     while at > 0 and lines[at - 1].lstrip().startswith("#"):
         at -= 1
+    if at == 0:  # comments from the top of the file down to the rule: the file's own header
+        at = headers[index]
     block = tomlkit.document()
     aot = tomlkit.aot()
     aot.append(table)
