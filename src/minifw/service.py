@@ -69,7 +69,7 @@ class Service:
             state = self.store.load()
             runners = supervise.plan_runners(hooks, self.store.dir)
             if (state.loaded and state.config == path and state.ruleset == ruleset.to_toml()
-                    and table.exists()):
+                    and table.exists() and self._in_sync(ruleset)):
                 supervise.check_rule_points((k for k, _ in ruleset.chains()),
                                             runners.leaving_chains)
                 supervise.apply_stops(runners, self.store.dir)
@@ -84,6 +84,13 @@ class Service:
         return Outcome(f"minifw is up: {len(ruleset.rules)} rules"
                        + (f", {len(hooks)} hook files" if hooks else "") + f" from {path}"
                        + (f"; {done}" if done else ""), self._warnings(ruleset))
+
+    @staticmethod
+    def _in_sync(ruleset: Ruleset) -> bool:
+        """The live declarative chains hold what the ruleset compiles to (rule by rule, by
+        comment): a chain flushed or edited by another tool makes ``up`` load again."""
+        return table.declarative_layout() == compiler.expected_layout(
+            compiler.build_load(ruleset))
 
     def reload(self, config: str | None, restart_hooks: bool = False) -> Outcome:
         """Replace the declarative ruleset, and bring the [[hook]] runners in line: a runner
