@@ -239,10 +239,9 @@ def test_kill9_fail_mode_and_restart(hqlab, fail):
     stop_runner(proc2)
 
 
-def test_up_runs_config_hooks_status_and_down(hqlab):
-    server, client, _ = two_hosts(hqlab)
-    write(hqlab, "seed_hooks.py", Path(SEED_HOOKS).read_text())
-    config = write(hqlab, "minifw.toml", """
+def rule_and_hook(file):
+    """A config with one declarative rule and one [[hook]] file."""
+    return f"""
         [[rule]]
         id = "no-telnet"
         hook = "input"
@@ -251,8 +250,14 @@ def test_up_runs_config_hooks_status_and_down(hqlab):
         action = "drop"
 
         [[hook]]
-        file = "seed_hooks.py"
-        """)
+        file = "{file}"
+        """
+
+
+def test_up_runs_config_hooks_status_and_down(hqlab):
+    server, client, _ = two_hosts(hqlab)
+    write(hqlab, "seed_hooks.py", Path(SEED_HOOKS).read_text())
+    config = write(hqlab, "minifw.toml", rule_and_hook("seed_hooks.py"))
     out = server.minifw("up", "--config", config)
     assert "1 hook files" in out.stdout
     assert not client.ping("198.18.0.1") and client.tcp_ok("198.18.0.1", 80)
@@ -343,18 +348,8 @@ def runner_pids(host):
 
 def test_reload_brings_hook_runners_in_line(hqlab):
     server, client, _ = two_hosts(hqlab)
-    hook_file = write(hqlab, "gate.py", ICMP_HOOK)
-    with_hook = """
-        [[rule]]
-        id = "no-telnet"
-        hook = "input"
-        proto = "tcp"
-        dport = 23
-        action = "drop"
-
-        [[hook]]
-        file = "gate.py"
-        """
+    write(hqlab, "gate.py", ICMP_HOOK)
+    with_hook = rule_and_hook("gate.py")
     config = write(hqlab, "minifw.toml", with_hook)
     server.minifw("up", "--config", config)
     assert not client.ping("198.18.0.1") and client.tcp_ok("198.18.0.1", 80)
