@@ -47,7 +47,7 @@ def ruleset_source(state_dir: Path, config: str | None, run_hooks: bool = False)
         specs = _hook_specs(config)
         return Source(ruleset, config, tuple(_function(s.name, s.hook, s.priority)
                                              for s in specs), tuple(specs),
-                      _config_sets(ruleset))
+                      config_set_lookup(ruleset))
     state = Store(state_dir).load()
     if not state.loaded:
         raise StateError(f"minifw is not up with state dir {state_dir}, so there is no live "
@@ -63,7 +63,7 @@ def ruleset_source(state_dir: Path, config: str | None, run_hooks: bool = False)
                   functions, tuple(specs), _live_sets(state_dir))
 
 
-def _config_sets(ruleset: Ruleset):
+def config_set_lookup(ruleset: Ruleset):
     """Set membership from a config's [[set]] elements (bans made at run time are not there)."""
     import ipaddress
 

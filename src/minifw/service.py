@@ -6,6 +6,7 @@ config and state. Bad input raises before the kernel or any file is touched.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from pathlib import Path
@@ -66,36 +67,69 @@ class Service:
             supervise.validate(hooks, ruleset)
             sets_service.SetService(self.store.dir).compact()
             state = self.store.load()
+            runners = supervise.plan_runners(hooks, self.store.dir)
             if (state.loaded and state.config == path and state.ruleset == ruleset.to_toml()
-                    and table.exists()):
-                started = supervise.ensure(hooks, self.store.dir)
+                    and table.exists() and self._in_sync(ruleset)):
+                supervise.check_rule_points((k for k, _ in ruleset.chains()),
+                                            runners.leaving_chains)
+                supervise.apply_stops(runners, self.store.dir)
+                supervise.apply_starts(runners, self.store.dir)
                 return Outcome(f"minifw is already up with {path}; "
-                               + (f"restarted {len(started)} hook runners" if started
-                                  else "nothing changed"), self._warnings(ruleset))
-            self._load(ruleset)
+                               + (runners.describe() or "nothing changed"),
+                               self._warnings(ruleset))
+            self._load(ruleset, runners)
             self.store.save(State(loaded=True, config=path, ruleset=ruleset.to_toml()))
-            supervise.ensure(hooks, self.store.dir)
-        runners = f", {len(hooks)} hook files" if hooks else ""
-        return Outcome(f"minifw is up: {len(ruleset.rules)} rules{runners} from {path}",
-                       self._warnings(ruleset))
+            supervise.apply_starts(runners, self.store.dir)
+        done = runners.describe()
+        return Outcome(f"minifw is up: {len(ruleset.rules)} rules"
+                       + (f", {len(hooks)} hook files" if hooks else "") + f" from {path}"
+                       + (f"; {done}" if done else ""), self._warnings(ruleset))
 
-    def reload(self, config: str | None) -> Outcome:
+    @staticmethod
+    def _in_sync(ruleset: Ruleset) -> bool:
+        """The live declarative chains hold what the ruleset compiles to (rule by rule, by
+        comment): a chain flushed or edited by another tool makes ``up`` load again."""
+        return table.declarative_layout() == compiler.expected_layout(
+            compiler.build_load(ruleset))
+
+    def reload(self, config: str | None, restart_hooks: bool = False) -> Outcome:
+        """Replace the declarative ruleset, and bring the [[hook]] runners in line: a runner
+        whose file left the config stops, one whose file changed restarts, a new file starts."""
         with self.store.locked():
             state = self.store.load()
             path = os.path.abspath(config) if config else state.config
             if path is None:
                 raise StateError("nothing to reload: minifw has not been brought up here; "
                                  "run 'minifw up --config FILE'")
-            _, ruleset = read_config(path)
-            self._load(ruleset)
+            text, ruleset = read_config(path)
+            hooks = hook_files(text, path)
+            supervise.validate(hooks, ruleset)
+            runners = supervise.plan_runners(hooks, self.store.dir, restart_all=restart_hooks)
+            self._load(ruleset, runners)
             self.store.save(State(loaded=True, config=path, ruleset=ruleset.to_toml()))
-        return Outcome(f"reloaded {len(ruleset.rules)} rules from {path}", self._warnings(ruleset))
+            supervise.apply_starts(runners, self.store.dir)
+        done = runners.describe()
+        return Outcome(f"reloaded {len(ruleset.rules)} rules from {path}"
+                       + (f"; {done}" if done else ""), self._warnings(ruleset))
 
-    def _load(self, ruleset: Ruleset) -> None:
-        supervise.check_rule_points(k for k, _ in ruleset.chains())
+    def _load(self, ruleset: Ruleset, runners: supervise.RunnerPlan | None = None) -> None:
+        """One transaction for the declarative chains and sets. Runners the plan stops are
+        stopped just before it, once everything has been checked; if the transaction still
+        fails, they are started again (on their current files) before the error goes up."""
+        leaving = runners.leaving_chains if runners else []
+        supervise.check_rule_points((k for k, _ in ruleset.chains()), leaving)
         chains, limits = table.objects()
         kernel_sets, _ = sets_service.kernel_objects()
-        nft.run(compiler.build_load(ruleset, chains, limits, kernel_sets))
+        document = compiler.build_load(ruleset, chains, limits, kernel_sets)
+        if runners:
+            supervise.apply_stops(runners, self.store.dir)
+        try:
+            nft.run(document)
+        except Exception:
+            for record in runners.stop if runners else []:
+                with contextlib.suppress(Exception):
+                    supervise.start(record["file"], self.store.dir)
+            raise
         sets_service.SetService(self.store.dir).after_load(ruleset, kernel_sets)
 
     def down(self) -> Outcome:

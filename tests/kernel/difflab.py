@@ -219,7 +219,9 @@ class DiffLab:
         first = not getattr(self, "_up", False)
         self.fw.minifw("up" if first else "reload", "--config", str(path))
         self._up = True
-        self._counters = {}
+        # a reload refills the declarative chains (their counters start at 0), but the ban
+        # chain is not declarative: its counters run on across loads
+        self._counters = self.counters()
 
     def counters(self) -> dict[str, int]:
         """Packets counted per rule id (and per "policy <hook>") in table inet minifw."""

@@ -144,6 +144,10 @@ def test_position_places_the_rule_within_its_chain(web):
             assert line in text
     ids = [line.split('"')[1] for line in text.splitlines() if line.startswith("id = ")]
     assert ids == order
+    assert text.index("# Web server firewall.") < text.index('"deny-80"')   # the file's header
+    assert text.index('"allow-81"') < text.index("# Everything else") < text.index('"drop-tcp"')
+    # incremental edits leave the same chains a full load of the file makes
+    assert "nothing changed" in server.minifw("up", "--config", str(path)).stdout
     too_far = server.minifw("add", "--id", "x", "--proto", "udp", "--action", "drop",
                             "--position", "9", check=False)
     assert too_far.returncode != 0 and "position" in too_far.stderr

@@ -1,8 +1,8 @@
 """The differential test: `explain` against the kernel, on random rulesets and real packets.
 
 Hypothesis draws a ruleset within the model (every hook, several priorities, IPv4 and IPv6,
-CIDRs, ports, protocols, interfaces, conntrack states, accept/drop/reject/log, drop policies,
-stateful or not) and a few packets (to the firewall, through it, from it). Each ruleset is
+CIDRs, named sets (``@name``, and the default set ``blocked`` that the ban chain drops), ports,
+protocols, interfaces, conntrack states, accept/drop/reject/log, drop policies, stateful or not) and a few packets (to the firewall, through it, from it). Each ruleset is
 loaded into the firewall namespace with `minifw reload`; each packet is crafted and sent for
 real (see difflab.py). Per packet, the kernel and the evaluator must agree on:
 
@@ -27,9 +27,10 @@ import tomlkit
 from hypothesis import HealthCheck, Phase, event, example, given, reject, settings
 from hypothesis import strategies as st
 
-from minifw.engine.explain import Probe, default_state, explain
+from minifw.engine.explain import BAN_RULE, Probe, default_state, explain
 from minifw.engine.explain import rule_matches
-from minifw.errors import RuleError
+from minifw.errors import ConfigError, RuleError
+from minifw.explainer import config_set_lookup
 from minifw.model import Ruleset, parse_config
 from minifw.model.types import (
     HOOKS_BEFORE_CONNTRACK, HOOKS_WITH_IIF, HOOKS_WITH_OIF, PATHS, Hook, Proto,
@@ -62,7 +63,22 @@ NETS = {4: ["198.18.64.0/20", "198.18.64.1", "198.18.128.0/23", "198.18.0.0/16",
 # ---- strategies -------------------------------------------------------------------------------
 
 @st.composite
-def rule_tables(draw, index: int) -> dict:
+def set_tables(draw, name: str) -> dict:
+    """A [[set]] of addresses and CIDRs from NETS (a set's elements must not overlap)."""
+    import ipaddress
+
+    picked = draw(st.lists(st.sampled_from(NETS[4] + NETS[6]), max_size=5, unique=True))
+    nets: list = []
+    for item in picked:
+        net = ipaddress.ip_network(item)
+        if not any(net.version == n.version and net.overlaps(n) for n in nets):
+            nets.append(net)
+    return {"name": name, "elements": [str(n) if n.prefixlen < n.max_prefixlen
+                                       else str(n.network_address) for n in nets]}
+
+
+@st.composite
+def rule_tables(draw, index: int, set_names: tuple[str, ...] = ()) -> dict:
     hook = draw(st.sampled_from(list(Hook)))
     prio = draw(st.sampled_from(PRIORITIES))
     actions = ["accept", "accept", "drop", "log"] + ([] if hook is Hook.POSTROUTING
@@ -84,6 +100,9 @@ def rule_tables(draw, index: int) -> dict:
         version = 6
     versions = [version] if version else [4, 6]
     for key in ("src", "dst"):
+        if set_names and draw(st.integers(0, 5)) == 0:
+            rule[key] = "@" + draw(st.sampled_from(set_names))
+            continue
         if draw(st.integers(0, 3)) == 0:
             nets = draw(st.lists(st.sampled_from([n for v in versions for n in NETS[v]]),
                                  min_size=1, max_size=3, unique=True))
@@ -113,13 +132,21 @@ def rule_tables(draw, index: int) -> dict:
 @st.composite
 def rulesets(draw) -> dict:
     count = draw(st.integers(0, 10))
-    rules = [draw(rule_tables(i)) for i in range(count)]
+    # named sets for @name matches, and now and then the default set `blocked` (its elements
+    # are dropped at prerouting -350 by the ban chain)
+    sets = [draw(set_tables(f"s{i}")) for i in range(draw(st.integers(0, 2)))]
+    if draw(st.integers(0, 3)) == 0:
+        sets.append(draw(set_tables("blocked")))
+    names = tuple(t["name"] for t in sets)
+    rules = [draw(rule_tables(i, names)) for i in range(count)]
     policy: dict = {h.value: "drop" for h in Hook if draw(st.integers(0, 3)) == 0}
     if draw(st.booleans()):
         policy["stateful"] = False
     data: dict = {}
     if policy:
         data["policy"] = policy
+    if sets:
+        data["set"] = sets
     if rules:
         data["rule"] = rules
     return data
@@ -198,8 +225,9 @@ def aimed_packets(draw, ruleset: Ruleset) -> dict:
     if not _ALL:
         _ALL.extend(_all_packets())
     rule = draw(st.sampled_from(ruleset.rules))
+    lookup = config_set_lookup(ruleset)
     fits = [p for p, probe in _ALL if rule.hook in PATHS[probe.path]
-            and rule_matches(rule, probe, rule.hook, rule.priority)[0]]
+            and rule_matches(rule, probe, rule.hook, rule.priority, lookup)[0]]
     if not fits:
         return draw(packets())
     return draw(st.sampled_from(fits))
@@ -210,7 +238,7 @@ def cases(draw):
     data = draw(rulesets())
     try:
         ruleset = parse_config(tomlkit.dumps(data), "case.toml")
-    except RuleError:
+    except (RuleError, ConfigError):
         ruleset = Ruleset()
     count = draw(st.integers(1, 4))
     pkts = [draw(aimed_packets(ruleset)) if ruleset.rules and draw(st.booleans())
@@ -284,6 +312,8 @@ def expected_counts(ruleset: Ruleset, exp, hooks: set[Hook]) -> dict[str, int]:
 
 
 def hook_of(ruleset: Ruleset, key: str) -> Hook:
+    if key == BAN_RULE:
+        return Hook.PREROUTING
     if key.startswith("policy "):
         return Hook(key.split(" ", 1)[1])
     rule = ruleset.get(key)
@@ -295,12 +325,12 @@ def check_case(lab: DiffLab, data: dict, pkts: list[dict]) -> None:
     text = tomlkit.dumps(data)
     try:
         ruleset = parse_config(text, "case.toml")
-    except RuleError:
+    except (RuleError, ConfigError):
         reject()  # outside the model; the generator rarely draws one
     lab.load(text)
     for n, pkt in enumerate(pkts):
         probe = probe_of(pkt)
-        exp = explain(ruleset, probe)
+        exp = explain(ruleset, probe, set_lookup=config_set_lookup(ruleset))
         obs = lab.send(Sent(probe, pkt["side"], b"minifw-probe-%d-%d" % (id(pkts) % 997, n)))
         where = (f"\n--- ruleset ---\n{text}--- packet {n}: {pkt}\n--- explain: {exp.verdict} "
                  f"by {exp.decider} at {exp.hook.value}/{exp.priority}\n"
@@ -309,6 +339,8 @@ def check_case(lab: DiffLab, data: dict, pkts: list[dict]) -> None:
         event(f"{probe.path} {exp.verdict} by {exp.decided_by}")
         event(f"state {probe.state}")
         event(f"rules matched per packet: {sum(st.matched for st in exp.trace if st.kind == 'rule')}")
+        if any(st.matched and "@" in str(st.match) for st in exp.trace):
+            event("a set lookup matched")
         expect_pass = exp.verdict == "accept"
         assert obs.passed == expect_pass, "verdicts differ" + where
         if probe.path == "in":

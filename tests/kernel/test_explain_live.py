@@ -125,3 +125,29 @@ def test_pcap_of_real_traffic_matches_the_counters(lab, tmp_path):
     assert by["web"] == expected["web"] == 2
     assert by["no-dns"] == expected["no-dns"] == 2
     assert by["policy of input"] == expected["policy input"] == 3  # ping6, ssh, ntp
+
+
+def test_bans_agree_with_the_kernel(lab):
+    """A banned source: explain names the ban chain's rule, and the kernel's counter agrees."""
+    lab.fw.minifw("ban", "198.18.64.77", "fd00:c1::77")
+    try:
+        for src, dst in (("198.18.64.77", "198.18.0.1"), ("fd00:c1::77", "fd00:c::1")):
+            args = ("--proto", "tcp", "--src", src, "--dst", dst, "--dport", "80", "--iif", "c0")
+            got = explain_json(lab, *args)
+            assert (got["verdict"], got["rule"], got["hook"], got["priority"]) == (
+                "drop", "ban blocked", "prerouting", -350)
+            probe = Probe.describe(proto="tcp", src=src, dst=dst, dport=80, iif="c0")
+            sent = lab.send(Sent(probe, "c", b"minifw-ban-" + src.encode()))
+            assert not sent.passed and sent.counters == {"ban blocked": 1}
+            text = lab.fw.minifw("explain", *args).stdout
+            assert text.startswith("drop: rule ban blocked at prerouting/-350")
+        lab.fw.minifw("unban", "198.18.64.77")
+        got = explain_json(lab, "--proto", "tcp", "--src", "198.18.64.77", "--dst",
+                           "198.18.0.1", "--dport", "80", "--iif", "c0")
+        assert (got["verdict"], got["rule"]) == ("accept", "web")
+        probe = Probe.describe(proto="tcp", src="198.18.64.77", dst="198.18.0.1", dport=80,
+                               iif="c0")
+        sent = lab.send(Sent(probe, "c", b"minifw-unbanned"))
+        assert sent.delivered and sent.counters == {"web": 1}
+    finally:
+        lab.fw.minifw("unban", "198.18.64.77", "fd00:c1::77")

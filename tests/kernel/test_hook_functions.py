@@ -239,10 +239,9 @@ def test_kill9_fail_mode_and_restart(hqlab, fail):
     stop_runner(proc2)
 
 
-def test_up_runs_config_hooks_status_and_down(hqlab):
-    server, client, _ = two_hosts(hqlab)
-    write(hqlab, "seed_hooks.py", Path(SEED_HOOKS).read_text())
-    config = write(hqlab, "minifw.toml", """
+def rule_and_hook(file):
+    """A config with one declarative rule and one [[hook]] file."""
+    return f"""
         [[rule]]
         id = "no-telnet"
         hook = "input"
@@ -251,8 +250,14 @@ def test_up_runs_config_hooks_status_and_down(hqlab):
         action = "drop"
 
         [[hook]]
-        file = "seed_hooks.py"
-        """)
+        file = "{file}"
+        """
+
+
+def test_up_runs_config_hooks_status_and_down(hqlab):
+    server, client, _ = two_hosts(hqlab)
+    write(hqlab, "seed_hooks.py", Path(SEED_HOOKS).read_text())
+    config = write(hqlab, "minifw.toml", rule_and_hook("seed_hooks.py"))
     out = server.minifw("up", "--config", config)
     assert "1 hook files" in out.stdout
     assert not client.ping("198.18.0.1") and client.tcp_ok("198.18.0.1", 80)
@@ -318,3 +323,102 @@ def test_per_flow_later_packets_skip_python(hqlab):
 def test_hook_demo_runs(hqlab):
     from minifw import demo_hooks
     assert demo_hooks.run()
+
+
+ICMP_HOOK = """
+    from minifw import ACCEPT, DROP, hook
+
+    @hook("prerouting", priority=-300)
+    def gate(pkt):
+        return DROP if pkt.proto == "icmp" else ACCEPT
+    """
+TCP_HOOK = """
+    from minifw import ACCEPT, DROP, hook
+
+    @hook("prerouting", priority=-300)
+    def gate(pkt):
+        return DROP if pkt.proto == "tcp" and pkt.dport == 80 else ACCEPT
+    """
+
+
+def runner_pids(host):
+    status = json.loads(host.minifw("status", "--json").stdout)
+    return {h["pid"] for h in status["hooks"] if h["running"]}
+
+
+def test_reload_brings_hook_runners_in_line(hqlab):
+    server, client, _ = two_hosts(hqlab)
+    write(hqlab, "gate.py", ICMP_HOOK)
+    with_hook = rule_and_hook("gate.py")
+    config = write(hqlab, "minifw.toml", with_hook)
+    server.minifw("up", "--config", config)
+    assert not client.ping("198.18.0.1") and client.tcp_ok("198.18.0.1", 80)
+    (pid,) = runner_pids(server)
+
+    out = server.minifw("reload").stdout                # nothing changed: the runner stays
+    assert "hook runners" not in out and runner_pids(server) == {pid}
+
+    write(hqlab, "gate.py", TCP_HOOK)                   # the file changed: it restarts
+    assert "restarted 1 hook runners" in server.minifw("reload").stdout
+    (pid2,) = runner_pids(server)
+    assert pid2 != pid and not hookstate_alive(pid)
+    assert client.ping("198.18.0.1") and not client.tcp_ok("198.18.0.1", 80)
+
+    assert "restarted 1 hook runners" in server.minifw("reload", "--restart-hooks").stdout
+    (pid3,) = runner_pids(server)
+    assert pid3 != pid2
+
+    # a broken hook file: one error line, and the runner, the ruleset and the state stay
+    before = (server.run("nft -j list ruleset").stdout, (server.state_dir / "state.json").read_text())
+    write(hqlab, "gate.py", TCP_HOOK + "    def broken(:\n")
+    bad = server.minifw("reload", check=False)
+    assert bad.returncode != 0 and bad.stderr.count("\n") == 1
+    assert "gate.py" in bad.stderr and "syntax" in bad.stderr
+    assert runner_pids(server) == {pid3}
+    assert (server.run("nft -j list ruleset").stdout,
+            (server.state_dir / "state.json").read_text()) == before
+    write(hqlab, "gate.py", TCP_HOOK)
+
+    # the [[hook]] entry removed: its runner stops and its chain goes; the rules stay
+    write(hqlab, "minifw.toml", with_hook.split("[[hook]]")[0])
+    assert "stopped 1 hook runners" in server.minifw("reload").stdout
+    assert runner_pids(server) == set() and not hookstate_alive(pid3)
+    assert not [c for c in chains(server) if c.startswith("hook_")]
+    assert "input_0" in chains(server)
+    assert client.tcp_ok("198.18.0.1", 80)
+
+    # and added back: it starts
+    write(hqlab, "minifw.toml", with_hook)
+    assert "started 1 hook runners" in server.minifw("reload").stdout
+    assert len(runner_pids(server)) == 1 and not client.tcp_ok("198.18.0.1", 80)
+    server.minifw("down")
+    assert client.tcp_ok("198.18.0.1", 80)
+
+
+def test_reload_moves_a_rule_chain_onto_a_dropped_hook_priority(hqlab):
+    """A rule chain may take the (hook, priority) of a hook function the same reload drops."""
+    server, client, _ = two_hosts(hqlab)
+    write(hqlab, "gate.py", ICMP_HOOK)
+    config = write(hqlab, "minifw.toml", '[[hook]]\nfile = "gate.py"\n')
+    server.minifw("up", "--config", config)
+    assert not client.ping("198.18.0.1")
+    write(hqlab, "minifw.toml", """
+        [[rule]]
+        id = "no-web"
+        hook = "prerouting"
+        priority = -300
+        proto = "tcp"
+        dport = 80
+        action = "drop"
+        """)
+    assert "stopped 1 hook runners" in server.minifw("reload").stdout
+    assert client.ping("198.18.0.1") and not client.tcp_ok("198.18.0.1", 80)
+    assert chains(server)["prerouting_m300"]["prio"] == -300
+
+
+def hookstate_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"

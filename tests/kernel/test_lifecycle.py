@@ -60,6 +60,13 @@ def test_up_is_idempotent(lab):
     out = server.minifw("up", "--config", str(path))
     assert "nothing changed" in out.stdout
     assert ruleset_shape(server) == first                 # same handles: nothing was reapplied
+    # A chain emptied or edited by another tool is noticed: up loads again.
+    server.run(["nft", "flush", "chain", "inet", "minifw", "input_0"])
+    assert "nothing changed" not in server.minifw("up", "--config", str(path)).stdout
+    assert "web" in rules(server)
+    server.run(["nft", "add", "rule", "inet", "minifw", "input_0", "counter"])
+    assert "minifw is up" in server.minifw("up", "--config", str(path)).stdout
+    assert "nothing changed" in server.minifw("up", "--config", str(path)).stdout
     # A changed config is applied by the next up.
     path.write_text(FULL.replace("dport = 80", "dport = 8080"))
     server.minifw("up", "--config", str(path))

@@ -48,6 +48,21 @@ def test_add_at_the_end_and_before_a_rule_keeps_comments():
         assert text.startswith(TEXT.split("# Web")[0])   # the head of the file is untouched
 
 
+def test_add_before_a_rule_goes_above_that_rules_comment():
+    new = Rule.from_toml({"id": "dns", "proto": "udp", "dport": 53, "action": "accept"})
+    out = add_rule_text(TEXT, new, "ssh")
+    assert out.index('id = "dns"') < out.index("# Admins only.") < out.index('id = "ssh"')
+    first = add_rule_text(TEXT, new, "web")
+    assert first.index("default deny") < first.index('id = "dns"') < first.index("# Web, from")
+    assert first.index("# Web, from") < first.index('id = "web"')
+
+
+def test_comments_opening_the_file_stay_on_top():
+    text = '# my firewall\n[[rule]]\nid = "a"\naction = "accept"\n'
+    out = add_rule_text(text, Rule.from_toml({"id": "b", "action": "drop"}), "a")
+    assert out.startswith("# my firewall\n[[rule]]\nid = \"b\"") and ids(out) == ["b", "a"]
+
+
 def test_add_to_a_file_without_rules():
     text = "# empty for now\n[policy]\ninput = \"drop\"\n"
     out = add_rule_text(text, Rule.from_toml({"id": "a", "action": "accept"}), None)

@@ -170,6 +170,31 @@ def test_hook_function_decides_at_runtime():
     assert (e.verdict, e.rule) == ("drop", "drop-icmp")
 
 
+def test_bans_drop_before_any_rule_where_the_default_set_exists():
+    ruleset = rs({"id": "web", "proto": "tcp", "dport": 80, "action": "accept"},
+                 {"id": "early", "hook": "prerouting", "priority": -400, "action": "log",
+                  "log": "seen"}, policy={"input": "drop"})
+    banned = {ipaddress.ip_address("198.18.2.2")}
+
+    def lookup(name, addr):
+        return addr in banned if name == "blocked" else None
+
+    exp = explain(ruleset, pkt(), set_lookup=lookup)
+    assert (exp.verdict, exp.rule, exp.decided_by, exp.hook, exp.priority) == (
+        "drop", "ban blocked", "rule", Hook.PREROUTING, -350)
+    assert [s.name for s in exp.trace] == ["early", "ban blocked"]   # -400 runs first
+    free = explain(ruleset, pkt(src="198.18.2.3"), set_lookup=lookup)
+    assert (free.verdict, free.rule) == ("accept", "web")
+    assert free.trace[1].name == "ban blocked" and free.trace[1].result == "no match"
+    out = explain(ruleset, pkt(src="198.18.2.2", dst="198.18.9.9"), set_lookup=lookup)
+    assert out.rule == "ban blocked"
+    sent = explain(ruleset, Probe.describe(proto="tcp", src="198.18.2.2", dst="198.18.0.1",
+                                           dport=80, path="out"), set_lookup=lookup)
+    assert sent.rule != "ban blocked"                        # output never meets prerouting
+    none = explain(ruleset, pkt(), set_lookup=lambda name, addr: None)   # no set: no chain
+    assert none.rule == "web" and all(s.name != "ban blocked" for s in none.trace)
+
+
 def test_chains_run_by_priority_with_the_policy_last():
     r = rs({"id": "b", "priority": 5, "action": "log", "log": "b"},
            {"id": "a", "priority": -5, "action": "log", "log": "a"},

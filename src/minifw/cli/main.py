@@ -81,11 +81,14 @@ def down(ctx):
 
 @cli.command()
 @config_option
+@click.option("--restart-hooks", is_flag=True,
+              help="Restart every [[hook]] runner, not only those whose file changed.")
 @click.pass_context
 @guarded
-def reload(ctx, config):
-    """Re-read the config and replace the live ruleset atomically."""
-    _emit(_service(ctx).reload(config))
+def reload(ctx, config, restart_hooks):
+    """Re-read the config and replace the live ruleset atomically; restart [[hook]] runners
+    whose file changed, stop those no longer listed, start new ones."""
+    _emit(_service(ctx).reload(config, restart_hooks=restart_hooks))
 
 
 @cli.command()

@@ -287,6 +287,19 @@ def build_load(ruleset: Ruleset, existing_chains: Iterable[str] = (),
     return {"nftables": cmds}
 
 
+def expected_layout(document: dict[str, Any]) -> dict[str, list[str | None]]:
+    """What declarative_layout() reads back once ``document`` (a build_load) is applied: each
+    declarative chain with its rules' comments, in order."""
+    layout: dict[str, list[str | None]] = {}
+    for cmd in document["nftables"]:
+        added = cmd.get("add", {})
+        if "chain" in added and is_declarative_chain(added["chain"]["name"]):
+            layout.setdefault(added["chain"]["name"], [])
+        elif "rule" in added and is_declarative_chain(added["rule"]["chain"]):
+            layout.setdefault(added["rule"]["chain"], []).append(added["rule"].get("comment"))
+    return layout
+
+
 def build_chain_rules(chain: str, rules: list[Rule], ruleset: Ruleset) -> list[Command]:
     """``add`` commands for one chain's rules, runs of look-alike rules merged into set lookups."""
     drop = ruleset.policy(rules[0].hook) is Action.DROP if rules else False

@@ -8,6 +8,7 @@ killed one left behind.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -37,6 +38,15 @@ def pid_alive(pid: int) -> bool:
         if stat.rsplit(")", 1)[1].split()[0] == "Z":
             return False
     return True
+
+
+def file_digest(file: str) -> str | None:
+    """What a runner's code is judged by on reload: the hook file's bytes (modules it imports
+    are not looked at; ``reload --restart-hooks`` restarts every runner)."""
+    try:
+        return hashlib.sha256(Path(file).read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def write_record(state_dir: Path, record: dict[str, Any]) -> Path:

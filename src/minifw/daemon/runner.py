@@ -156,6 +156,7 @@ class Runner:
         self.state_dir = Path(state_dir)
         self.managed = managed
         self.pid = os.getpid()
+        self.digest = hookstate.file_digest(self.file)  # before loading: a later edit restarts
         self.specs = load_hooks(self.file)
         self.qs: QueueSocket | None = None
         self.placements: list[plan.Placement] = []
@@ -252,7 +253,7 @@ class Runner:
 
     def record(self, backend: str) -> dict[str, Any]:
         return {"pid": self.pid, "file": self.file, "managed": self.managed,
-                "started": time.time(), "backend": backend, "conntrack": self.conntrack,
+                "digest": self.digest, "started": time.time(), "backend": backend, "conntrack": self.conntrack,
                 "log": str(hookstate.hooks_dir(self.state_dir) / f"runner-{self.pid}.log"),
                 "queues": [p.to_state() for p in self.placements]}
 

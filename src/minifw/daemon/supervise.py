@@ -4,6 +4,7 @@ declarative chains and hook chains off each other's (hook, priority)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
@@ -44,13 +45,16 @@ def validate(files: Iterable[str], ruleset: Ruleset) -> None:
             raise ConfigError(problems[0], file=file)
 
 
-def check_rule_points(points: Iterable[tuple[Hook, int]]) -> None:
-    """Refuse declarative chains at a (hook, priority) a live hook function holds."""
+def check_rule_points(points: Iterable[tuple[Hook, int]], leaving: Iterable[str] = ()) -> None:
+    """Refuse declarative chains at a (hook, priority) a live hook function holds, except the
+    chains in ``leaving`` (those of runners about to be stopped)."""
     try:
         chains = nft.items(nft.query("list chains"), "chain")
     except KernelError:
         return
-    problems = plan.clashes(plan.ruleset_points(points), plan.hook_points(chains))
+    gone = set(leaving)
+    held = [p for p in plan.hook_points(chains) if p[2].split()[-1] not in gone]
+    problems = plan.clashes(plan.ruleset_points(points), held)
     if problems:
         raise ConfigError(problems[0])
 
@@ -59,14 +63,56 @@ def running(state_dir: Path) -> list[dict[str, Any]]:
     return [r for r in hookstate.records(state_dir) if r["alive"]]
 
 
-def ensure(files: Iterable[str], state_dir: Path) -> list[dict[str, Any]]:
-    """Start a background runner for each file that has no live runner; return the new ones."""
-    live = {r["file"] for r in running(state_dir)}
-    started = []
-    for file in files:
-        if file not in live:
-            started.append(start(file, state_dir))
-    return started
+@dataclasses.dataclass
+class RunnerPlan:
+    """What bringing the runners in line with a config's [[hook]] files takes."""
+
+    stop: list[dict[str, Any]]   # live managed runners: file dropped from the config or changed
+    start: list[str]             # files without a live runner once the stops are done
+    restart: list[str]           # of ``start``, files that had a runner (stopped now, or dead)
+
+    @property
+    def leaving_chains(self) -> list[str]:
+        return [c for r in self.stop for c in hookstate.chains_of(r)]
+
+    def describe(self) -> str:
+        parts = []
+        if self.restart:
+            parts.append(f"restarted {len(self.restart)} hook runners")
+        if len(self.start) > len(self.restart):
+            parts.append(f"started {len(self.start) - len(self.restart)} hook runners")
+        ended = sum(1 for r in self.stop if r["file"] not in self.start)
+        if ended:
+            parts.append(f"stopped {ended} hook runners")
+        return ", ".join(parts)
+
+
+def plan_runners(files: list[str], state_dir: Path, restart_all: bool = False) -> RunnerPlan:
+    """Runners that ``minifw up`` started (managed) stop when their file left the config or
+    changed since they loaded it (all of them with ``restart_all``); every file without a live
+    runner then starts. Runners of ``minifw run`` (unmanaged) are never stopped here, and their
+    files are not started a second time."""
+    records = hookstate.records(state_dir)
+    live = [r for r in records if r["alive"]]
+    wanted = set(files)
+    stop = [r for r in live if r.get("managed") and (
+        restart_all or r["file"] not in wanted
+        or (r.get("digest") is not None and r["digest"] != hookstate.file_digest(r["file"])))]
+    stopping = {r["pid"] for r in stop}
+    kept = {r["file"] for r in live if r["pid"] not in stopping}
+    start = [f for f in files if f not in kept]
+    had = {r["file"] for r in records}
+    return RunnerPlan(stop, start, [f for f in start if f in had])
+
+
+def apply_stops(runner_plan: RunnerPlan, state_dir: Path) -> None:
+    if runner_plan.stop:
+        stop_pids(state_dir, [r["pid"] for r in runner_plan.stop])
+
+
+def apply_starts(runner_plan: RunnerPlan, state_dir: Path) -> None:
+    for file in runner_plan.start:
+        start(file, state_dir)
 
 
 def start(file: str, state_dir: Path) -> dict[str, Any]:
@@ -107,7 +153,12 @@ def _kill(pid: int) -> None:
 def stop_all(state_dir: Path) -> int:
     """Stop every runner of this state directory (SIGTERM: they remove their chains); kill
     those that do not stop and remove their chains for them. Returns how many were running."""
-    recs = hookstate.records(state_dir)
+    return stop_pids(state_dir, None)
+
+
+def stop_pids(state_dir: Path, pids: list[int] | None) -> int:
+    """stop_all for the runners with these pids (None: every runner, and dead ones' records)."""
+    recs = [r for r in hookstate.records(state_dir) if pids is None or r["pid"] in pids]
     for r in recs:
         if r["alive"]:
             with contextlib.suppress(ProcessLookupError):

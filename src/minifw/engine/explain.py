@@ -19,6 +19,9 @@ layout the compiler emits, never nft's output:
   there) a packet has no conntrack entry yet, which nftables reports as state ``invalid``.
 - A rate limit is assumed to be under its rate: the rule matches.
 - A Python hook function decides at run time: the verdict is ``runtime``.
+- Where the default set ``blocked`` exists (a ban, an import, or a [[set]] of that name made it),
+  the chain ``bans`` at prerouting priority -350 drops packets whose source is in it, before
+  any rule; its kernel rule is commented ``ban blocked``, which is the decider explain names.
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ import dataclasses
 import ipaddress
 from typing import Any, Callable, Iterable, Sequence
 
+from ..compile.sets import BAN_CHAIN, BAN_PRIORITY
 from ..errors import PacketError
 from ..model.rule import IFNAME_RE, Rule
+from ..model.sets import DEFAULT_SET
 from ..model.ruleset import Ruleset
 from ..model.types import (
     CONNTRACK_PRIORITY, CT_STATES, HOOKS_BEFORE_CONNTRACK, HOOKS_WITH_IIF, HOOKS_WITH_OIF,
@@ -38,6 +43,7 @@ from ..model.types import (
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 VERDICTS = ("accept", "drop", "reject", "runtime")
+BAN_RULE = f"ban {DEFAULT_SET}"   # the comment of the ban chain's rules, as `nft list` shows it
 DEFAULT_SPORT = 40000  # an ephemeral port, used when --sport is not given
 
 # ICMP types that conntrack lets open a new entry; the replies to them need that entry.
@@ -307,21 +313,24 @@ class Explanation:
 @dataclasses.dataclass(frozen=True)
 class _Chain:
     priority: int
-    kind: str                      # "rules" | "hook-function" | "policy"
+    kind: str                      # "rules" | "hook-function" | "policy" | "bans"
     rules: tuple[Rule, ...] = ()
     function: HookFunction | None = None
 
 
 def chains_at(ruleset: Ruleset, hook: Hook,
-              hook_functions: Iterable[HookFunction] = ()) -> list[_Chain]:
-    """The base chains at ``hook`` in the order the kernel runs them, as the compiler lays out."""
+              hook_functions: Iterable[HookFunction] = (), bans: bool = False) -> list[_Chain]:
+    """The base chains at ``hook`` in the order the kernel runs them, as the compiler lays out
+    (``bans``: the ban chain exists)."""
     chains = [_Chain(prio, "rules", tuple(rules))
               for (h, prio), rules in ruleset.chains() if h is hook]
+    if bans and hook is Hook.PREROUTING:
+        chains.append(_Chain(BAN_PRIORITY, "bans"))
     chains += [_Chain(f.priority, "hook-function", function=f)
                for f in hook_functions if f.hook is hook]
     if ruleset.policy(hook) is Action.DROP:
         chains.append(_Chain(POLICY_PRIORITY, "policy"))
-    order = {"rules": 0, "hook-function": 1, "policy": 2}
+    order = {"bans": -1, "rules": 0, "hook-function": 1, "policy": 2}
     return sorted(chains, key=lambda c: (c.priority, order[c.kind]))
 
 
@@ -347,9 +356,20 @@ def explain(ruleset: Ruleset, probe: Probe, hook_functions: Sequence[HookFunctio
     def finish(verdict: str, rule: str | None, by: str, hook: Hook, prio: int) -> Explanation:
         return Explanation(verdict, rule, by, hook, prio, tuple(trace), probe)
 
+    banned = set_lookup(DEFAULT_SET, probe.src) if set_lookup is not None else None
     for hook in PATHS[probe.path]:
         drop_policy = ruleset.policy(hook) is Action.DROP
-        for chain in chains_at(ruleset, hook, hook_functions):
+        for chain in chains_at(ruleset, hook, hook_functions, bans=banned is not None):
+            if chain.kind == "bans":
+                match = {"src": f"@{DEFAULT_SET}"}
+                if banned:
+                    trace.append(Step(hook, chain.priority, "rule", BAN_RULE, True, "drop",
+                                      match, f"src {probe.src} is banned (set @{DEFAULT_SET}, "
+                                      f"chain {BAN_CHAIN})"))
+                    return finish("drop", BAN_RULE, "rule", hook, chain.priority)
+                trace.append(Step(hook, chain.priority, "rule", BAN_RULE, False, "no match",
+                                  match, f"src {probe.src} is not in set @{DEFAULT_SET}"))
+                continue
             if chain.kind == "hook-function":
                 fn = chain.function
                 assert fn is not None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..compile.nft import FAMILY, TABLE, rule_id_of_comment
+from ..compile.nft import FAMILY, TABLE, is_declarative_chain, rule_id_of_comment
 from ..errors import KernelError
 from . import nft
 
@@ -40,6 +40,17 @@ def objects() -> tuple[list[str], list[str]]:
     listing = _ruleset()
     return ([c["name"] for c in nft.items(listing, "chain")],
             [lim["name"] for lim in nft.items(listing, "limit")])
+
+
+def declarative_layout() -> dict[str, list[str | None]]:
+    """Each declarative chain of the live table with its rules' comments, in kernel order."""
+    listing = _ruleset()
+    layout: dict[str, list[str | None]] = {c["name"]: [] for c in nft.items(listing, "chain")
+                                           if is_declarative_chain(c["name"])}
+    for rule in nft.items(listing, "rule"):
+        if rule.get("chain") in layout:
+            layout[rule["chain"]].append(rule.get("comment"))
+    return layout
 
 
 def chain_rules(chain: str) -> list[LiveRule]:

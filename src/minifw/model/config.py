@@ -83,9 +83,65 @@ def add_rule_text(text: str, rule: Rule, before: str | None) -> str:
     aot = doc["rule"]
     if before is None:
         aot.append(table)
-    else:
-        aot.insert(_index_of(doc, before), table)
+        return tomlkit.dumps(doc)
+    index = _index_of(doc, before)
+    spliced = _splice_rule_lines(text, index, table)
+    if spliced is not None:
+        return spliced
+    aot.insert(index, table)
     return tomlkit.dumps(doc)
+
+
+def _splice_rule_lines(text: str, index: int, table: Any) -> str | None:
+    """``text`` with ``table`` as a new [[rule]] placed above the ``index``-th [[rule]] and above
+    the comment lines written right over it (they describe that rule; tomlkit would put the new
+    table between them and their rule), unless those comments open the file. None when the
+    text is too unusual to edit by lines."""
+    layout = _rule_layout(text, index)
+    if layout is None:
+        return None
+    lines, headers, original, rules = layout
+    at = headers[index]
+    while at > 0 and lines[at - 1].lstrip().startswith("#"):
+        at -= 1
+    if at == 0:  # comments from the top of the file down to the rule: the file's own header
+        at = headers[index]
+    block = tomlkit.document()
+    aot = tomlkit.aot()
+    aot.append(table)
+    block.append("rule", aot)
+    new = tomlkit.dumps(block).strip("\n") + "\n\n"
+    if at > 0 and not lines[at - 1].endswith("\n"):
+        return None
+    result = "".join(lines[:at]) + new + "".join(lines[at:])
+    added = tomllib.loads(new)["rule"][0]
+    return _checked(result, original, rules[:index] + [added] + rules[index:])
+
+
+def _rule_layout(text: str, index: int):
+    """(lines, the line numbers of the [[rule]] headers, the parsed text, its rules), or None
+    when the headers found by lines do not line up with the parsed rules."""
+    lines = text.splitlines(keepends=True)
+    headers = [i for i, line in enumerate(lines) if _RULE_HEADER.match(line)]
+    original = tomllib.loads(text)
+    rules = original.get("rule", [])
+    if len(headers) != len(rules) or index >= len(headers):
+        return None
+    return lines, headers, original, rules
+
+
+def _checked(result: str, original: dict[str, Any], rules: list[Any]) -> str | None:
+    """``result`` if it parses to ``original`` with exactly ``rules`` as its [[rule]] list."""
+    try:
+        after = tomllib.loads(result)
+    except tomllib.TOMLDecodeError:
+        return None
+    if after.get("rule", []) != rules:
+        return None
+    if {k: v for k, v in after.items() if k != "rule"} != {
+            k: v for k, v in original.items() if k != "rule"}:
+        return None
+    return result
 
 
 def delete_rule_text(text: str, rule_id: str) -> str:
@@ -107,12 +163,10 @@ def _cut_rule_lines(text: str, index: int) -> str | None:
     next, and tomlkit would delete them with the table. None when the text is too unusual to cut
     by lines (the result is checked by parsing it).
     """
-    lines = text.splitlines(keepends=True)
-    headers = [i for i, line in enumerate(lines) if _RULE_HEADER.match(line)]
-    original = tomllib.loads(text)
-    before = original.get("rule", [])
-    if len(headers) != len(before) or index >= len(headers):
+    layout = _rule_layout(text, index)
+    if layout is None:
         return None
+    lines, headers, original, before = layout
     start = headers[index]
     end = next((i for i in range(start + 1, len(lines)) if _TABLE_HEADER.match(lines[i])),
                len(lines))
@@ -120,17 +174,10 @@ def _cut_rule_lines(text: str, index: int) -> str | None:
     for i in range(start + 1, end):
         if lines[i].strip() and not lines[i].lstrip().startswith("#"):
             last = i
-    result = "".join(lines[:start] + lines[last + 1:])
-    try:
-        after = tomllib.loads(result)
-    except tomllib.TOMLDecodeError:
-        return None
-    if after.get("rule", []) != before[:index] + before[index + 1:]:
-        return None
-    if {k: v for k, v in after.items() if k != "rule"} != {
-            k: v for k, v in original.items() if k != "rule"}:
-        return None
-    return result
+    rest = lines[last + 1:]
+    if start > 0 and not lines[start - 1].strip() and rest and not rest[0].strip():
+        rest = rest[1:]  # the blank lines on both sides of the cut become one
+    return _checked("".join(lines[:start] + rest), original, before[:index] + before[index + 1:])
 
 
 def _index_of(doc: tomlkit.TOMLDocument, rule_id: str) -> int:

@@ -1,0 +1,53 @@
+"""Which [[hook]] runners `up` and `reload` stop, restart and start (no root: records only)."""
+
+import os
+import subprocess
+import sys
+
+from minifw.daemon import hookstate
+from minifw.daemon.supervise import plan_runners
+
+
+def record(state_dir, pid, file, managed=True, digest=None):
+    hookstate.write_record(state_dir, {"pid": pid, "file": file, "managed": managed,
+                                       "digest": digest, "queues": [
+                                           {"chain": f"hook_q{pid % 1000 + 1000}_f"}]})
+
+
+def dead_pid():
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_plan(tmp_path):
+    a, b, c, d = (tmp_path / n for n in ("a.py", "b.py", "c.py", "d.py"))
+    for f in (a, b, c, d):
+        f.write_text(f"# {f.name}\n")
+    live = os.getpid()
+    ppid = os.getppid()
+    record(tmp_path, live, str(a), digest=hookstate.file_digest(str(a)))     # unchanged
+    record(tmp_path, ppid, str(b), digest="0" * 64)                          # changed since
+    record(tmp_path, dead_pid(), str(c))                                    # died
+    plan = plan_runners([str(a), str(b), str(c), str(d)], tmp_path)
+    assert [r["pid"] for r in plan.stop] == [ppid]
+    assert plan.start == [str(b), str(c), str(d)]
+    assert plan.restart == [str(b), str(c)]
+    assert plan.describe() == "restarted 2 hook runners, started 1 hook runners"
+    assert plan.leaving_chains == [f"hook_q{ppid % 1000 + 1000}_f"]
+
+    gone = plan_runners([str(b)], tmp_path)       # a left the config: it stops
+    assert sorted(r["pid"] for r in gone.stop) == sorted([live, ppid])
+    assert gone.describe() == "restarted 1 hook runners, stopped 1 hook runners"
+
+    every = plan_runners([str(a)], tmp_path, restart_all=True)
+    assert {r["pid"] for r in every.stop} == {live, ppid} and every.restart == [str(a)]
+
+
+def test_unmanaged_runners_are_left_alone(tmp_path):
+    f = tmp_path / "x.py"
+    f.write_text("# x\n")
+    record(tmp_path, os.getpid(), str(f), managed=False, digest="0" * 64)
+    plan = plan_runners([], tmp_path, restart_all=True)
+    assert plan.stop == [] and plan.start == [] and plan.describe() == ""
+    assert plan_runners([str(f)], tmp_path).start == []   # already running under `minifw run`
