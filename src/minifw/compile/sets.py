@@ -139,6 +139,11 @@ def build_flush(name: str) -> list[Command]:
     return [{"flush": {"set": _ref(name=n)}} for n in kernel_names(name)]
 
 
+def build_flush_singles(name: str) -> list[Command]:
+    """Flush the two hash sets (single addresses) of a named set, not its CIDRs."""
+    return [{"flush": {"set": _ref(name=kernel_name(name, v, False))}} for v in (4, 6)]
+
+
 def build_ban_chain() -> list[Command]:
     """The prerouting chain that drops the default set, one rule per backing set."""
     cmds: list[Command] = [{"add": {"chain": _ref(name=BAN_CHAIN, type="filter", hook="prerouting",
