@@ -74,7 +74,7 @@ class SetService:
         cmds += ksets.build_set_decls(name)
         if name == DEFAULT_SET:
             _, chains = kernel_objects()
-            if ksets.BAN_CHAIN not in chains:
+            if ksets.ban_chains_missing(chains):
                 cmds += ksets.build_ban_chain()
         return cmds
 
@@ -329,7 +329,7 @@ class SetService:
                 cmds: list[dict[str, Any]] = []
                 if not all(k in kernel_sets for k in ksets.kernel_names(name)):
                     cmds += ksets.build_set_decls(name)
-                if name == DEFAULT_SET and ksets.BAN_CHAIN not in chains:
+                if name == DEFAULT_SET and ksets.ban_chains_missing(chains):
                     cmds += ksets.build_ban_chain()
                 if loaded:
                     cmds += ksets.build_elements("delete", name, ((e, None) for e in gone))
