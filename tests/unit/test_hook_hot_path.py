@@ -100,9 +100,31 @@ class FakeSocket:
         return len(data)
 
 
+class FakeReceiver:
+    """The burst receiver's interface: None in the list ends a burst; the end stops the runner."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.on_truncated = None
+
+    def receive(self):
+        burst = []
+        while self.sock.datagrams:
+            item = self.sock.datagrams.pop(0)
+            if item is None:
+                return burst
+            burst.append(item)
+        if burst:
+            return burst
+        raise R.StopRunner()
+
+
 class FakeQueueSocket:
     def __init__(self, datagrams):
         self.sock = FakeSocket(datagrams)
+
+    def receiver(self, slot_size, slots):
+        return FakeReceiver(self.sock)
 
 
 def make_runner(fns, datagrams, **spec_args):
@@ -153,10 +175,22 @@ def test_single_queue_runs_of_equal_verdicts():
 
 
 def test_stop_mid_burst_leaves_the_open_run_for_stop_to_answer():
-    r = make_runner({7: odd_drop}, [udp4(2), udp4(4)])
-    serve(r)  # StopRunner arrives before the burst ends
+    def stop_at_4(pkt):  # SIGTERM's handler raises StopRunner wherever the loop is
+        if pkt.id == 4:
+            raise R.StopRunner()
+        return odd_drop(pkt)
+
+    r = make_runner({7: stop_at_4}, [udp4(2), udp4(3), udp4(4), udp4(6)])
+    serve(r)
     assert verdicts(r) == []
     r._flush()
+    assert verdicts(r) == [(7, 1, 2, None), (7, 0, 3, None)]
+    assert r.ctx[7].seen == 3
+
+
+def test_waiting_stop_after_a_burst_answered_it():
+    r = make_runner({7: odd_drop}, [udp4(2), udp4(4)])
+    serve(r)  # the burst is answered before the receiver waits again (and stops)
     assert verdicts(r) == [(7, 1, 4, None)]
 
 

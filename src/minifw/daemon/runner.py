@@ -43,6 +43,10 @@ QUEUE_BASE = 1000
 QUEUE_LIMIT = 65535
 BURST = 64
 RECV_SIZE = 1 << 16
+# receive slots per datagram: a header-only copy (128 bytes of packet) plus every attribute the
+# kernel may add (interfaces, marks, hardware address, timestamp, conntrack...) fits 2 KB
+HEADER_SLOT = 2048
+FULL_SLOT = RECV_SIZE + 4096
 _PACKET_TYPE = (3 << 8) | 0
 _ERROR_TYPE = int(NlmsgType.ERROR)
 # The hot path's view of a datagram, in ONE unpack in host byte order: netlink length and type,
@@ -277,8 +281,9 @@ class Runner:
 
     # ---- serving -------------------------------------------------------------------------
     def serve(self) -> None:
-        """Receive in bursts (one blocking receive, then up to BURST more without waiting),
-        decide each packet, and answer each burst with batch verdicts.
+        """Receive in bursts (one recvmmsg call: it waits for the first datagram and takes up
+        to BURST that are already queued), decide each packet, and answer each burst with
+        batch verdicts (one send).
 
         This is the hot path: the kernel sends one queued packet per datagram, so everything
         below runs once per packet. It reads only the fixed-offset fields a verdict needs (the
@@ -294,7 +299,7 @@ class Runner:
             (ctx,) = self.ctx.values()
             if not ctx.flow_mark:
                 return self._serve_one(ctx)
-        recv = self.qs.sock.recv
+        receive = self._receiver().receive
         ctxs = self.ctx
         handle = self._handle
         flush = self._flush
@@ -306,27 +311,18 @@ class Runner:
         ptype = _PACKET_TYPE
         swap = _swap32
         by_wire = {_swap16(q): ctx for q, ctx in ctxs.items()}
-        dontwait = socket.MSG_DONTWAIT
         new = object.__new__
         packet_cls = Packet
         accept, drop = ACCEPT, DROP
-        burst = range(BURST)
-        # header-only copies fit a small buffer (smaller allocations per packet); a datagram
-        # larger than it would be truncated, so whole-packet copies get the full size
-        size = RECV_SIZE if any(p.spec.payload for p in self.placements) else 4096
         while True:
-            flags = 0
-            for _ in burst:
-                try:
-                    data = recv(size, flags)
-                except BlockingIOError:
-                    break
-                except OSError as exc:
-                    if exc.errno == errno_mod.ENOBUFS:
-                        self._on_enobufs()
-                        break
-                    raise KernelError(f"receiving from the queue failed: {exc}") from exc
-                flags = dontwait
+            try:
+                burst = receive()
+            except OSError as exc:
+                if exc.errno == errno_mod.ENOBUFS:
+                    self._on_enobufs()
+                    continue
+                raise KernelError(f"receiving from the queue failed: {exc}") from exc
+            for data in burst:
                 n = len(data)
                 # the usual case: the datagram is one queued-packet message whose first
                 # attribute is the packet header (as the kernel writes it)
@@ -376,7 +372,7 @@ class Runner:
         steps, with the verdict run and the counters in local variables (written back to ctx
         before anything else reads them: _handle, _flush, and on the way out)."""
         assert self.qs is not None
-        recv = self.qs.sock.recv
+        receive = self._receiver().receive
         handle = self._handle
         flush = self._flush
         failed = self._failed
@@ -390,31 +386,24 @@ class Runner:
         wire_queue = _swap16(queue)
         fn = ctx.fn
         env = ctx.env
-        dontwait = socket.MSG_DONTWAIT
         new = object.__new__
         packet_cls = Packet
         accept, drop = ACCEPT, DROP
-        burst = range(BURST)
-        size = RECV_SIZE if ctx.full else 4096
         run_v: int | None = None
         run_last: int | None = None
         seen = dropped = 0
         try:
             while True:
-                flags = 0
-                for _ in burst:
-                    try:
-                        data = recv(size, flags)
-                    except BlockingIOError:
-                        break
-                    except OSError as exc:
-                        if exc.errno == errno_mod.ENOBUFS:
-                            ctx.run_v, ctx.run_mark, ctx.run_last = run_v, None, run_last
-                            run_last = None
-                            self._on_enobufs()
-                            break
-                        raise KernelError(f"receiving from the queue failed: {exc}") from exc
-                    flags = dontwait
+                try:
+                    burst = receive()
+                except OSError as exc:
+                    if exc.errno == errno_mod.ENOBUFS:
+                        ctx.run_v, ctx.run_mark, ctx.run_last = run_v, None, run_last
+                        run_last = None
+                        self._on_enobufs()
+                        continue
+                    raise KernelError(f"receiving from the queue failed: {exc}") from exc
+                for data in burst:
                     n = len(data)
                     if n >= expect_len:
                         length, kind, wq, alen, atype, wire_id = fast(data)
@@ -454,6 +443,19 @@ class Runner:
                 ctx.run_v, ctx.run_mark, ctx.run_last = run_v, None, run_last
             ctx.seen += seen
             ctx.dropped += dropped
+
+    def _receiver(self) -> Any:
+        """The burst receiver: header-only copies fit small slots; a queue with whole-packet
+        copies needs slots of a whole netlink message (65535 bytes of packet + attributes)."""
+        assert self.qs is not None
+        full = any(p.spec.payload for p in self.placements)
+        receiver = self.qs.receiver(FULL_SLOT if full else HEADER_SLOT, BURST)
+        receiver.on_truncated = self._truncated
+        return receiver
+
+    def _truncated(self, head: bytes, size: int) -> None:
+        log.error("a datagram of %d bytes from the kernel did not fit the receive buffer and "
+                  "was dropped (its packet is answered by the next verdict of its queue)", size)
 
     @staticmethod
     def _flow_mark(ctx: QueueCtx, pkt: Packet) -> int | None:
