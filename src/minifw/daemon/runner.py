@@ -31,7 +31,7 @@ from ..errors import ConfigError, KernelError, MinifwError, PacketError, Unsuppo
 from ..hooks import HookSpec, collect
 from ..hooks.packet import Packet
 from ..kernel import nfnl, nft
-from ..kernel.nfqueue import QueueBusy, QueueSocket
+from ..kernel.nfqueue import RCVBUF_START, QueueBusy, QueueSocket
 from ..hooks import ACCEPT, DROP
 from ..netlink.nfqueue import (
     FULL_COPY_RANGE, HEADER_COPY_RANGE, VerdictWriter, decode_packet, split_datagram,
@@ -70,6 +70,25 @@ else:  # pragma: no cover - big-endian hosts read network order already
         return v
 _ERROR_VERDICT = {0: DROP, 1: ACCEPT}
 log = logging.getLogger("minifw.hooks")
+
+
+RCVBUF_ENV = "MINIFW_HOOK_RCVBUF"
+
+
+def rcvbuf_setting() -> int:
+    """The queue socket's starting receive buffer in bytes: $MINIFW_HOOK_RCVBUF, else 4 MiB.
+    (It doubles on each ENOBUFS, up to 64 MiB.)"""
+    text = os.environ.get(RCVBUF_ENV)
+    if not text:
+        return RCVBUF_START
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 4096:
+        raise ConfigError(f"{RCVBUF_ENV} must be a number of bytes of at least 4096, "
+                          f"not {text!r}.")
+    return value
 
 
 class StopRunner(BaseException):
@@ -208,7 +227,7 @@ class Runner:
         stale_records = [r for r in hookstate.records(self.state_dir) if not r["alive"]]
         used = {q["queue"] for r in hookstate.records(self.state_dir) if r["alive"]
                 for q in r.get("queues", [])}
-        self.qs = QueueSocket()
+        self.qs = QueueSocket(rcvbuf_setting())
         queue = QUEUE_BASE
         for spec in self.specs:
             while True:
