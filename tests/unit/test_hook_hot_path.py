@@ -224,3 +224,15 @@ def test_several_queues_and_per_flow_marks():
     assert sorted(verdicts(r)) == sorted([
         (7, 0, 1, None), (7, 1, 2, 0x20000000),
         (8, 1, 2, 0x20000000)] + [(8, 1, 1, 0x20000010)])
+
+
+def test_receive_buffer_setting(monkeypatch):
+    from minifw.errors import ConfigError
+    monkeypatch.delenv(R.RCVBUF_ENV, raising=False)
+    assert R.rcvbuf_setting() == 4 << 20
+    monkeypatch.setenv(R.RCVBUF_ENV, "65536")
+    assert R.rcvbuf_setting() == 65536
+    for bad in ("abc", "100"):
+        monkeypatch.setenv(R.RCVBUF_ENV, bad)
+        with pytest.raises(ConfigError, match="MINIFW_HOOK_RCVBUF.*at least 4096"):
+            R.rcvbuf_setting()

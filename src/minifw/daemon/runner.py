@@ -86,8 +86,8 @@ def rcvbuf_setting() -> int:
     except ValueError:
         value = 0
     if value < 4096:
-        raise ConfigError(f"{RCVBUF_ENV} must be a number of bytes of at least 4096, "
-                          f"not {text!r}.")
+        raise ConfigError(f"the receive buffer must be a number of bytes, at least 4096, not "
+                          f"{text!r}.", file=f"${RCVBUF_ENV}")
     return value
 
 
