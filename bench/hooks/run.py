@@ -156,7 +156,14 @@ def main() -> int:
                          "median and best, and the median of the per-round ratios")
     ap.add_argument("--ns-prefix", default="hqb",
                     help="prefix of the namespaces the benchmark creates (and deletes)")
+    ap.add_argument("--only", default="",
+                    help="comma-separated words: run only the cases whose name contains one "
+                         "(e.g. 'parse,C lib' or 'tcp'); ratios need both of their cases")
     args = ap.parse_args()
+    words = [w.strip() for w in args.only.split(",") if w.strip()]
+
+    def wanted(kind: str, name: str) -> bool:
+        return not words or any(w in f"{kind} {name}" for w in words)
     if os.geteuid() != 0:
         print("bench/hooks needs root (it creates network namespaces)", file=sys.stderr)
         return 2
@@ -183,6 +190,8 @@ def main() -> int:
             cpu: dict[str, list[float]] = {}
             for rnd in range(1, args.rounds + 1):
                 for name, consumer, hook_file in udp_cases:
+                    if not wanted("udp", name):
+                        continue
                     pps, per_packet = udp_case(lab, rx, tx, blast, args.seconds, consumer,
                                                hook_file)
                     extra = (f"   {per_packet:5.1f} us CPU/packet in the consumer"
@@ -197,6 +206,8 @@ def main() -> int:
                                         ("minifw hook", str(HERE / "minifw_accept.py")),
                                         ("minifw per-flow hook",
                                          str(HERE / "minifw_perflow.py"))):
+                    if not wanted("tcp", name):
+                        continue
                     bps = tcp_case(rx, tx, args.tcp_seconds, hook_file)
                     print(f"[{rnd}] tcp  {name:<34} {bps / 1e9:>12.2f} Gbit/s", flush=True)
                     tcp.setdefault(name, []).append(bps)
@@ -217,6 +228,8 @@ def main() -> int:
     def ratio(runs: dict[str, list[float]], a: str, b: str, best=best) -> str:
         """Median of the per-round ratios (the cases of one round ran minutes apart at most,
         so their ratio cancels much of the machine's drift), then the ratio of the bests."""
+        if a not in runs or b not in runs:
+            return "     -  (case not run)"
         per_round = [x / y for x, y in zip(runs[a], runs[b])]
         return f"{med(per_round):6.2f}x  (best/best {best(runs[a]) / best(runs[b]):5.2f}x)"
 
