@@ -5,7 +5,9 @@ input hook):
 - UDP packets/s delivered: no firewall; NetfilterQueue (PyPI) accept-all and parse callbacks;
   C libnetfilter_queue accept-all (one verdict per packet); minifw accept-all and
   parse + set-lookup hooks;
-- TCP iperf3 throughput: no firewall, a minifw hook, a minifw per-flow hook.
+- TCP iperf3 throughput: no firewall, a minifw hook, a minifw per-flow hook, and as a
+  reference C libnetfilter_queue with minifw's queue settings (F_GSO, 128-byte copy, batch
+  verdicts): what the queue mechanism itself allows on this machine.
 Every userspace path runs fail-closed (no F_FAIL_OPEN, no bypass), so only verdicts issued
 from userspace count. Prints ratios, and each consumer's CPU time per delivered packet (on a
 shared machine the pps a consumer reaches depends on the CPU share it gets; its CPU cost per
@@ -47,12 +49,14 @@ def ensure_tools() -> None:
         subprocess.run([PY, "-m", "pip", "install", "-q", "NetfilterQueue"], check=True)
 
 
-def build(tmp: Path) -> tuple[str, str]:
-    blast, nfq = str(tmp / "udp_blast"), str(tmp / "nfq_accept")
+def build(tmp: Path) -> tuple[str, str, str]:
+    blast, nfq, gso = (str(tmp / "udp_blast"), str(tmp / "nfq_accept"),
+                       str(tmp / "nfq_gso_batch"))
     subprocess.run(["gcc", "-O2", "-o", blast, str(HERE / "udp_blast.c")], check=True)
-    subprocess.run(["gcc", "-O2", "-o", nfq, str(HERE / "nfq_accept.c"), "-lnetfilter_queue"],
-                   check=True)
-    return blast, nfq
+    for out, src in ((nfq, "nfq_accept.c"), (gso, "nfq_gso_batch.c")):
+        subprocess.run(["gcc", "-O2", "-o", out, str(HERE / src), "-lnetfilter_queue"],
+                       check=True)
+    return blast, nfq, gso
 
 
 def udp_delivered(host) -> int:
@@ -129,12 +133,17 @@ def stop(proc) -> None:
         proc.wait(timeout=5)
 
 
-def tcp_case(rx, tx, seconds: float, minifw_file: str | None) -> float:
+def tcp_case(rx, tx, seconds: float, consumer: list[str] | None,
+             minifw_file: str | None) -> float:
     proc = None
     if minifw_file:
         proc = rx.popen([MINIFW, "run", minifw_file],
                         env=dict(os.environ, MINIFW_STATE_DIR=str(rx.state_dir)))
         wait_record(rx, proc)
+    elif consumer:
+        proc = rx.popen(consumer)
+        time.sleep(0.7)
+        install_queue_chain(rx)
     try:
         server = rx.popen(["iperf3", "-s", "-1", "-p", "5201"])
         rx.wait_listening(5201)
@@ -156,7 +165,14 @@ def main() -> int:
                          "median and best, and the median of the per-round ratios")
     ap.add_argument("--ns-prefix", default="hqb",
                     help="prefix of the namespaces the benchmark creates (and deletes)")
+    ap.add_argument("--only", default="",
+                    help="comma-separated words: run only the cases whose name contains one "
+                         "(e.g. 'parse,C lib' or 'tcp'); ratios need both of their cases")
     args = ap.parse_args()
+    words = [w.strip() for w in args.only.split(",") if w.strip()]
+
+    def wanted(kind: str, name: str) -> bool:
+        return not words or any(w in f"{kind} {name}" for w in words)
     if os.geteuid() != 0:
         print("bench/hooks needs root (it creates network namespaces)", file=sys.stderr)
         return 2
@@ -164,7 +180,7 @@ def main() -> int:
     load0 = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="hqbench"))
     try:
-        blast, c_nfq = build(tmp)
+        blast, c_nfq, c_gso = build(tmp)
         with Lab(prefix=f"{args.ns_prefix}{os.getpid() % 10000}") as lab:
             rx, tx = lab.host("rx"), lab.host("tx")
             lab.link(rx, ["198.18.0.1/24"], tx, ["198.18.0.2/24"])
@@ -183,6 +199,8 @@ def main() -> int:
             cpu: dict[str, list[float]] = {}
             for rnd in range(1, args.rounds + 1):
                 for name, consumer, hook_file in udp_cases:
+                    if not wanted("udp", name):
+                        continue
                     pps, per_packet = udp_case(lab, rx, tx, blast, args.seconds, consumer,
                                                hook_file)
                     extra = (f"   {per_packet:5.1f} us CPU/packet in the consumer"
@@ -193,11 +211,14 @@ def main() -> int:
                         cpu.setdefault(name, []).append(per_packet)
             tcp: dict[str, list[float]] = {}
             for rnd in range(1, args.rounds + 1):
-                for name, hook_file in (("no firewall", None),
-                                        ("minifw hook", str(HERE / "minifw_accept.py")),
-                                        ("minifw per-flow hook",
-                                         str(HERE / "minifw_perflow.py"))):
-                    bps = tcp_case(rx, tx, args.tcp_seconds, hook_file)
+                for name, consumer, hook_file in (
+                        ("no firewall", None, None),
+                        ("C F_GSO + batch verdicts", [c_gso, str(QUEUE)], None),
+                        ("minifw hook", None, str(HERE / "minifw_accept.py")),
+                        ("minifw per-flow hook", None, str(HERE / "minifw_perflow.py"))):
+                    if not wanted("tcp", name):
+                        continue
+                    bps = tcp_case(rx, tx, args.tcp_seconds, consumer, hook_file)
                     print(f"[{rnd}] tcp  {name:<34} {bps / 1e9:>12.2f} Gbit/s", flush=True)
                     tcp.setdefault(name, []).append(bps)
     finally:
@@ -217,6 +238,8 @@ def main() -> int:
     def ratio(runs: dict[str, list[float]], a: str, b: str, best=best) -> str:
         """Median of the per-round ratios (the cases of one round ran minutes apart at most,
         so their ratio cancels much of the machine's drift), then the ratio of the bests."""
+        if a not in runs or b not in runs:
+            return "     -  (case not run)"
         per_round = [x / y for x, y in zip(runs[a], runs[b])]
         return f"{med(per_round):6.2f}x  (best/best {best(runs[a]) / best(runs[b]):5.2f}x)"
 
@@ -237,6 +260,10 @@ def main() -> int:
           f"{ratio(tcp, 'minifw hook', 'no firewall')}   goal >= 0.90")
     print(f"  tcp minifw per-flow / no firewall        "
           f"{ratio(tcp, 'minifw per-flow hook', 'no firewall')}   goal >= 0.97")
+    print(f"  tcp C F_GSO + batch / no firewall        "
+          f"{ratio(tcp, 'C F_GSO + batch verdicts', 'no firewall')}   (reference: the mechanism)")
+    print(f"  tcp minifw hook / C F_GSO + batch        "
+          f"{ratio(tcp, 'minifw hook', 'C F_GSO + batch verdicts')}")
     return 0
 
 

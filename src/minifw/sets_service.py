@@ -47,6 +47,7 @@ class SetService:
         self.store = Store(state_dir)
         self.record = SetStore(state_dir)
         self.apply_seconds = 0.0  # time spent in the kernel transaction, for bench/scale
+        self._sent = False        # an import's single addresses all reached the kernel
 
     # ---- helpers -------------------------------------------------------------------------
     def _name(self, name: str, source: str) -> str:
@@ -73,7 +74,7 @@ class SetService:
         cmds += ksets.build_set_decls(name)
         if name == DEFAULT_SET:
             _, chains = kernel_objects()
-            if ksets.BAN_CHAIN not in chains:
+            if ksets.ban_chains_missing(chains):
                 cmds += ksets.build_ban_chain()
         return cmds
 
@@ -204,47 +205,21 @@ class SetService:
             if up:
                 self._run(self._ensure(name))  # the backing sets exist before elements arrive
             cidr_cmds = ksets.build_bulk_add(name, [], cidrs, seconds) if up else []
-            with self.record.transaction() as db:
-                if not self.record.exists(name):
-                    self.record.declare(db, name, None)
-                # The kernel transaction runs in a thread (libnftables releases the GIL) while
-                # the record is written here; the record commits only if the kernel took it.
-                failure: list[BaseException] = []
-
-                def apply() -> None:
-                    try:
-                        start = time.perf_counter()
-                        # single addresses: one nf_tables batch straight over netlink, built
-                        # from the packed addresses (repeats are harmless to the kernel)
-                        setelem.add_elements(ksets.TABLE, [
-                            (ksets.kernel_name(name, 4, False), four),
-                            (ksets.kernel_name(name, 6, False), six)],
-                            seconds * 1000 if seconds else None)
-                        self.apply_seconds += time.perf_counter() - start
-                        if cidr_cmds:
-                            self._run(cidr_cmds)
-                    except BaseException as exc:  # re-raised below, in this thread
-                        failure.append(exc)
-
-                worker = threading.Thread(target=apply) if up else None
-                if worker:
-                    worker.start()
-                count = len(cidrs)
-                try:
-                    # while the kernel works (the GIL is free during the send): sort, de-repeat
-                    # and record each IP version as one block
-                    for keys in (four, six):
-                        count += self.record.import_keys(db, name, distinct_sorted(keys), expiry)
-                    if cidrs:
-                        self.record.put_sorted(db, name, sorted(cidrs), expiry, RUNTIME, "cidr")
-                        self.record.retally(db, name)
-                finally:
-                    if worker:
-                        worker.join()
-                if failure:
-                    raise failure[0]
-                where = "" if up else (" (minifw is down: recorded, applied at the next "
-                                       "'minifw up')")
+            self._sent = False
+            try:
+                count = self._import(name, four, six, cidrs, cidr_cmds, seconds, expiry, up)
+            except KernelError as exc:
+                if not (self._sent or isinstance(exc, setelem.PartialAdd)):
+                    raise
+                # The record did not take the import, but the kernel took (part of) its single
+                # addresses: put those sets back as the record has them (flushed and refilled,
+                # so for a moment they are empty; this runs only when the kernel failed us).
+                self._run(ksets.build_flush_singles(name))
+                self._load_all(name, singles_only=True)
+                raise KernelError(f"{path}: set {name}: the import failed and was taken "
+                                  f"back: {exc}") from exc
+            where = "" if up else (" (minifw is down: recorded, applied at the next "
+                                   "'minifw up')")
         del four, six, cidrs
         return _outcome(f"imported {count} element(s) into set {name}{where}",
                         warnings=[f"skipped {s}" for s in skipped][:20]
@@ -252,6 +227,54 @@ class SetService:
                            if len(skipped) > 20 else []),
                         data={"set": name, "imported": count, "skipped": len(skipped),
                               "apply_ms": round(self.apply_seconds * 1000, 3)})
+
+    def _import(self, name: str, four: list[bytes], six: list[bytes], cidrs: list[str],
+                cidr_cmds: list[dict[str, Any]], seconds: int | None, expiry: int,
+                up: bool) -> int:
+        """Record the import and, when minifw is up, send it to the kernel meanwhile; the
+        record commits only if the kernel took all of it. Returns the element count."""
+        with self.record.transaction() as db:
+            if not self.record.exists(name):
+                self.record.declare(db, name, None)
+            # The kernel transaction runs in a thread (libnftables releases the GIL) while
+            # the record is written here; the record commits only if the kernel took it.
+            failure: list[BaseException] = []
+
+            def apply() -> None:
+                try:
+                    start = time.perf_counter()
+                    # single addresses: nf_tables batches straight over netlink, built from
+                    # the packed addresses (repeats are harmless: the kernel refreshes their
+                    # timeout)
+                    setelem.add_elements(ksets.TABLE, [
+                        (ksets.kernel_name(name, 4, False), four),
+                        (ksets.kernel_name(name, 6, False), six)],
+                        seconds * 1000 if seconds else None)
+                    self._sent = True
+                    self.apply_seconds += time.perf_counter() - start
+                    if cidr_cmds:
+                        self._run(cidr_cmds)
+                except BaseException as exc:  # re-raised below, in this thread
+                    failure.append(exc)
+
+            worker = threading.Thread(target=apply) if up else None
+            if worker:
+                worker.start()
+            count = len(cidrs)
+            try:
+                # while the kernel works (the GIL is free during the send): sort, de-repeat
+                # and record each IP version as one block
+                for keys in (four, six):
+                    count += self.record.import_keys(db, name, distinct_sorted(keys), expiry)
+                if cidrs:
+                    self.record.put_sorted(db, name, sorted(cidrs), expiry, RUNTIME, "cidr")
+                    self.record.retally(db, name)
+            finally:
+                if worker:
+                    worker.join()
+            if failure:
+                raise failure[0]
+        return count
 
     def flush(self, name: str):
         name = self._name(name, "minifw set flush")
@@ -306,7 +329,7 @@ class SetService:
                 cmds: list[dict[str, Any]] = []
                 if not all(k in kernel_sets for k in ksets.kernel_names(name)):
                     cmds += ksets.build_set_decls(name)
-                if name == DEFAULT_SET and ksets.BAN_CHAIN not in chains:
+                if name == DEFAULT_SET and ksets.ban_chains_missing(chains):
                     cmds += ksets.build_ban_chain()
                 if loaded:
                     cmds += ksets.build_elements("delete", name, ((e, None) for e in gone))
@@ -318,15 +341,18 @@ class SetService:
                     nft.run({"nftables": cmds})
                 self._load_all(name)
 
-    def _load_all(self, name: str) -> None:
+    def _load_all(self, name: str, singles_only: bool = False) -> None:
         """Send every live recorded element of ``name`` with its remaining time: rows in chunks
-        through libnftables, each imported block as one netlink batch."""
+        through libnftables, each imported block through setelem (``singles_only``: leave the
+        CIDRs, which go to the interval sets, out)."""
         at = now()
         rows = self.record.live(name, at)
         while True:
             chunk = list(itertools.islice(rows, LOAD_CHUNK))
             if not chunk:
                 break
+            if singles_only:
+                chunk = [row for row in chunk if "/" not in row[0]]
             cmds = ksets.build_restore(name, chunk, at)
             if cmds:
                 nft.run({"nftables": cmds})

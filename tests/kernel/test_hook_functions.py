@@ -14,6 +14,8 @@ import pytest
 
 from minifw.lab import MINIFW, Lab
 
+from kit import LAB_PREFIX
+
 SEED_HOOKS = str(Path(__file__).resolve().parents[2] / "examples" / "seed_hooks.py")
 _n = itertools.count()
 
@@ -22,7 +24,7 @@ _n = itertools.count()
 def hqlab():
     if os.geteuid() != 0:
         pytest.skip("kernel tests need root")
-    with Lab(prefix=f"hq{os.getpid() % 10000}x{next(_n)}") as lab:
+    with Lab(prefix=f"{LAB_PREFIX}q{os.getpid() % 10000}x{next(_n)}") as lab:
         try:
             yield lab
         finally:  # runners outlive `ip netns del`; end every one this lab started
@@ -47,12 +49,13 @@ def write(lab, name, body):
     return str(path)
 
 
-def start_runner(host, file):
+def start_runner(host, file, env=None):
     """`minifw run FILE` in the host's namespace; returns once its chains are in place."""
     host.state_dir.mkdir(parents=True, exist_ok=True)
     err = open(host.lab.tmp / f"run-{time.monotonic_ns()}.err", "w+")
     proc = subprocess.Popen(["ip", "netns", "exec", host.ns, MINIFW, "run", file],
-                            env=dict(os.environ, MINIFW_STATE_DIR=str(host.state_dir)),
+                            env=dict(os.environ, MINIFW_STATE_DIR=str(host.state_dir),
+                                     **(env or {})),
                             stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
     host.lab._procs.append(proc)
     record = host.state_dir / "hooks" / f"runner-{proc.pid}.json"
@@ -237,6 +240,49 @@ def test_kill9_fail_mode_and_restart(hqlab, fail):
     assert [r.name for r in (server.state_dir / "hooks").glob("*.json")] == [
         f"runner-{proc2.pid}.json"]
     stop_runner(proc2)
+
+
+FLOOD = """
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.sendto(b"stall", ("198.18.0.1", 7777))     # the hook sleeps on this one
+time.sleep(0.2)
+for i in range(4000):                        # meanwhile the socket buffer overflows
+    s.sendto(b"x" * 64, ("198.18.0.1", 7778))
+"""
+
+
+@pytest.mark.parametrize("fail", ["open", "closed"])
+def test_enobufs_recovery_keeps_giving_verdicts(hqlab, fail):
+    """A stalled hook, a tiny receive buffer and a flood: the kernel cannot deliver every
+    queued packet (ENOBUFS); the runner grows its buffer, carries on, and later traffic flows
+    (with fail-closed only a verdict from the runner lets a packet through)."""
+    server, client, _ = two_hosts(hqlab)
+    seen = hqlab.tmp / "seen"
+    hooks = write(hqlab, "stall.py", f"""
+        import time
+        from minifw import hook, ACCEPT, DROP
+        stalled = []
+        @hook("input", priority=0, fail={fail!r})
+        def slow_once(pkt):
+            if pkt.proto == "udp" and pkt.dport == 7777 and not stalled:
+                stalled.append(1)
+                time.sleep(1.5)
+            if pkt.proto == "tcp" and pkt.dport == 80:
+                open({str(seen)!r}, "a").write("x")
+            return DROP if pkt.proto == "icmp" else ACCEPT
+        """)
+    proc = start_runner(server, hooks, env={"MINIFW_HOOK_RCVBUF": "8192"})
+    assert client.tcp_ok("198.18.0.1", 80)
+    client.run(["python3", "-c", FLOOD], timeout=20)
+    time.sleep(1.6)                                  # the stall ends; the runner catches up
+    before = len(Path(seen).read_text())
+    assert client.tcp_ok("198.18.0.1", 80)           # verdicts flow again
+    assert client.tcp_ok("198.18.0.1", 80)
+    assert not client.ping("198.18.0.1")             # and the hook still decides
+    assert len(Path(seen).read_text()) > before      # ... these very packets
+    log = stop_runner(proc)
+    assert "ENOBUFS #1" in log, log
 
 
 def rule_and_hook(file):

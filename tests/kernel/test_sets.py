@@ -219,3 +219,54 @@ def test_reimport_refreshes_the_kernel_timeout(hlab):
     for kset, elem in (("s_blocked_v4", "198.18.0.2"), ("s_blocked_v6", "fd00::2"),
                        ("s_blocked_v4net", "198.18.8.0/24")):
         assert 3000 < kernel_expiry(server, kset)[elem] <= 3600, kset
+
+
+def kernel_elements(host, kset):
+    """{address: timeout or None} of a small kernel set (never for big ones: it lists all)."""
+    listing = json.loads(host.run(f"nft -j list set inet minifw {kset}").stdout)["nftables"]
+    out = {}
+    for item in next(o["set"] for o in listing if "set" in o).get("elem", []):
+        if isinstance(item, dict):
+            out[item["elem"]["val"]] = item["elem"].get("timeout")
+        else:
+            out[item] = None
+    return out
+
+
+def test_import_of_present_addresses_sets_their_timeout_in_kernel_and_record(hlab):
+    server, _, _, cfg = ban_lab(hlab, "")
+    server.minifw("up", "--config", cfg)
+    server.minifw("ban", "198.18.5.5", "fd00::5", "--timeout", "30s")
+    server.minifw("ban", "198.18.5.7")                                 # permanent
+    listing = hlab.tmp / "list.txt"
+    listing.write_text("198.18.5.5\nfd00::5\n198.18.5.7\n198.18.5.6\n")
+    server.minifw("set", "import", "blocked", str(listing), "--timeout", "1h")
+    assert kernel_elements(server, "s_blocked_v4") == {
+        "198.18.5.5": 3600, "198.18.5.6": 3600, "198.18.5.7": 3600}
+    assert kernel_elements(server, "s_blocked_v6") == {"fd00::5": 3600}
+    items = json.loads(server.minifw("set", "list", "blocked", "--json").stdout)["items"]
+    assert len(items) == 4 and all(3500 < i["expires_in"] <= 3600 for i in items)
+    server.minifw("set", "import", "blocked", str(listing))           # now without a timeout
+    assert kernel_elements(server, "s_blocked_v4") == {
+        "198.18.5.5": None, "198.18.5.6": None, "198.18.5.7": None}
+    items = json.loads(server.minifw("set", "list", "blocked", "--json").stdout)["items"]
+    assert [i["expires_in"] for i in items] == [None] * 4
+
+
+def test_an_import_the_kernel_refuses_halfway_is_taken_back(hlab):
+    """The kernel set is made with a size limit the import overflows: its first transaction
+    goes in, the next is refused; the kernel set and the record end as they were."""
+    server, _, _, cfg = ban_lab(hlab, "")
+    server.run("nft add table inet minifw")
+    server.run(["nft", "add set inet minifw s_blocked_v4 { type ipv4_addr; flags timeout; "
+                "size 60000; gc-interval 1m; }"])
+    server.minifw("up", "--config", cfg)
+    server.minifw("ban", "198.18.9.9")
+    listing = hlab.tmp / "big.txt"
+    listing.write_text("".join(f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}\n"
+                               for i in range(100_000)))
+    out = server.minifw("set", "import", "blocked", str(listing), check=False)
+    assert out.returncode == 1 and out.stderr.count("\n") == 1
+    assert str(listing) in out.stderr and "taken back" in out.stderr and "full" in out.stderr
+    assert kernel_elements(server, "s_blocked_v4") == {"198.18.9.9": None}
+    assert counts(server) == {"blocked": 1}

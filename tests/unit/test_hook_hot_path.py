@@ -100,9 +100,31 @@ class FakeSocket:
         return len(data)
 
 
+class FakeReceiver:
+    """The burst receiver's interface: None in the list ends a burst; the end stops the runner."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.on_truncated = None
+
+    def receive(self):
+        burst = []
+        while self.sock.datagrams:
+            item = self.sock.datagrams.pop(0)
+            if item is None:
+                return burst
+            burst.append(item)
+        if burst:
+            return burst
+        raise R.StopRunner()
+
+
 class FakeQueueSocket:
     def __init__(self, datagrams):
         self.sock = FakeSocket(datagrams)
+
+    def receiver(self, slot_size, slots):
+        return FakeReceiver(self.sock)
 
 
 def make_runner(fns, datagrams, **spec_args):
@@ -153,10 +175,22 @@ def test_single_queue_runs_of_equal_verdicts():
 
 
 def test_stop_mid_burst_leaves_the_open_run_for_stop_to_answer():
-    r = make_runner({7: odd_drop}, [udp4(2), udp4(4)])
-    serve(r)  # StopRunner arrives before the burst ends
+    def stop_at_4(pkt):  # SIGTERM's handler raises StopRunner wherever the loop is
+        if pkt.id == 4:
+            raise R.StopRunner()
+        return odd_drop(pkt)
+
+    r = make_runner({7: stop_at_4}, [udp4(2), udp4(3), udp4(4), udp4(6)])
+    serve(r)
     assert verdicts(r) == []
     r._flush()
+    assert verdicts(r) == [(7, 1, 2, None), (7, 0, 3, None)]
+    assert r.ctx[7].seen == 3
+
+
+def test_waiting_stop_after_a_burst_answered_it():
+    r = make_runner({7: odd_drop}, [udp4(2), udp4(4)])
+    serve(r)  # the burst is answered before the receiver waits again (and stops)
     assert verdicts(r) == [(7, 1, 4, None)]
 
 
@@ -190,3 +224,15 @@ def test_several_queues_and_per_flow_marks():
     assert sorted(verdicts(r)) == sorted([
         (7, 0, 1, None), (7, 1, 2, 0x20000000),
         (8, 1, 2, 0x20000000)] + [(8, 1, 1, 0x20000010)])
+
+
+def test_receive_buffer_setting(monkeypatch):
+    from minifw.errors import ConfigError
+    monkeypatch.delenv(R.RCVBUF_ENV, raising=False)
+    assert R.rcvbuf_setting() == 4 << 20
+    monkeypatch.setenv(R.RCVBUF_ENV, "65536")
+    assert R.rcvbuf_setting() == 65536
+    for bad in ("abc", "100"):
+        monkeypatch.setenv(R.RCVBUF_ENV, bad)
+        with pytest.raises(ConfigError, match="MINIFW_HOOK_RCVBUF.*at least 4096"):
+            R.rcvbuf_setting()

@@ -88,3 +88,15 @@ def test_fast_parser_allows_whole_line_comments():
         io.StringIO("# header\n198.18.0.1\n  fd00::A \n\n198.18.0.1\n"), "f", False)
     assert four == [pack("198.18.0.1")] * 2 and six == [pack("fd00::a")]
     assert cidrs == [] and skipped == []
+
+
+def test_bulk_adds_are_cut_into_transactions_in_order():
+    from minifw.kernel.setelem import chunked
+
+    groups = [("a", [b"%d" % i for i in range(5)]), ("b", []), ("c", [b"x", b"y"])]
+    cut = chunked(groups, size=3)
+    assert cut == [[("a", [b"0", b"1", b"2"])], [("a", [b"3", b"4"]), ("c", [b"x"])],
+                   [("c", [b"y"])]]
+    assert chunked([("a", [])], size=3) == []
+    assert [k for t in chunked(groups, size=2) for _, keys in t for k in keys] == \
+        [k for _, keys in groups for k in keys]

@@ -22,6 +22,7 @@ from ..model.sets import DEFAULT_SET, element_kind
 TABLE = "minifw"
 FAMILY = "inet"
 BAN_CHAIN = "bans"
+BAN_CHAIN_V4, BAN_CHAIN_V6 = "bans_v4", "bans_v6"  # regular chains the base chain dispatches to
 BAN_PRIORITY = -350  # before conntrack (-200) and before the seed's -300: drop as early as possible
 # The kernel walks a set with timeouts every gc-interval (default 1 s) to free expired elements;
 # at 1M elements that walk costs packets. Expired elements never match anyway, so walk rarely.
@@ -139,13 +140,35 @@ def build_flush(name: str) -> list[Command]:
     return [{"flush": {"set": _ref(name=n)}} for n in kernel_names(name)]
 
 
+def build_flush_singles(name: str) -> list[Command]:
+    """Flush the two hash sets (single addresses) of a named set, not its CIDRs."""
+    return [{"flush": {"set": _ref(name=kernel_name(name, v, False))}} for v in (4, 6)]
+
+
 def build_ban_chain() -> list[Command]:
-    """The prerouting chain that drops the default set, one rule per backing set."""
-    cmds: list[Command] = [{"add": {"chain": _ref(name=BAN_CHAIN, type="filter", hook="prerouting",
-                                                  prio=BAN_PRIORITY, policy="accept")}},
-                           {"flush": {"chain": _ref(name=BAN_CHAIN)}}]
-    for version in (4, 6):
+    """The prerouting chain that drops the default set: it sends each packet by its IP version
+    to a chain of two lookups (hash, interval), each rule commented ``ban blocked``.
+
+    Measured A/B against no firewall with the bench's IPv6 flood (bench/scale's method, 16-24
+    rounds): the four lookups in one chain (v4 first) 0.88x, the v6 ones first 0.91-0.93x, the
+    `meta nfproto` verdict map 0.94-0.98x (no firewall 0.97-1.03x)."""
+    cmds: list[Command] = []
+    for version, chain in ((4, BAN_CHAIN_V4), (6, BAN_CHAIN_V6)):
+        cmds += [{"add": {"chain": _ref(name=chain)}}, {"flush": {"chain": _ref(name=chain)}}]
         for match in match_alternatives(DEFAULT_SET, "saddr", version):
-            cmds.append({"add": {"rule": _ref(chain=BAN_CHAIN, comment=f"ban {DEFAULT_SET}",
+            cmds.append({"add": {"rule": _ref(chain=chain, comment=f"ban {DEFAULT_SET}",
                                               expr=[match, {"counter": None}, {"drop": None}])}})
+    dispatch = {"vmap": {"key": {"meta": {"key": "nfproto"}},
+                         "data": {"set": [["ipv4", {"goto": {"target": BAN_CHAIN_V4}}],
+                                          ["ipv6", {"goto": {"target": BAN_CHAIN_V6}}]]}}}
+    cmds += [{"add": {"chain": _ref(name=BAN_CHAIN, type="filter", hook="prerouting",
+                                    prio=BAN_PRIORITY, policy="accept")}},
+             {"flush": {"chain": _ref(name=BAN_CHAIN)}},
+             {"add": {"rule": _ref(chain=BAN_CHAIN, comment="bans: by IP version",
+                                   expr=[dispatch])}}]
     return cmds
+
+
+def ban_chains_missing(chains: Iterable[str]) -> bool:
+    """Whether the ban chains need (re)building: absent, or from before the per-version split."""
+    return not {BAN_CHAIN, BAN_CHAIN_V4, BAN_CHAIN_V6} <= set(chains)

@@ -31,7 +31,7 @@ from ..errors import ConfigError, KernelError, MinifwError, PacketError, Unsuppo
 from ..hooks import HookSpec, collect
 from ..hooks.packet import Packet
 from ..kernel import nfnl, nft
-from ..kernel.nfqueue import QueueBusy, QueueSocket
+from ..kernel.nfqueue import RCVBUF_START, QueueBusy, QueueSocket
 from ..hooks import ACCEPT, DROP
 from ..netlink.nfqueue import (
     FULL_COPY_RANGE, HEADER_COPY_RANGE, VerdictWriter, decode_packet, split_datagram,
@@ -43,6 +43,10 @@ QUEUE_BASE = 1000
 QUEUE_LIMIT = 65535
 BURST = 64
 RECV_SIZE = 1 << 16
+# receive slots per datagram: a header-only copy (128 bytes of packet) plus every attribute the
+# kernel may add (interfaces, marks, hardware address, timestamp, conntrack...) fits 2 KB
+HEADER_SLOT = 2048
+FULL_SLOT = RECV_SIZE + 4096
 _PACKET_TYPE = (3 << 8) | 0
 _ERROR_TYPE = int(NlmsgType.ERROR)
 # The hot path's view of a datagram, in ONE unpack in host byte order: netlink length and type,
@@ -66,6 +70,25 @@ else:  # pragma: no cover - big-endian hosts read network order already
         return v
 _ERROR_VERDICT = {0: DROP, 1: ACCEPT}
 log = logging.getLogger("minifw.hooks")
+
+
+RCVBUF_ENV = "MINIFW_HOOK_RCVBUF"
+
+
+def rcvbuf_setting() -> int:
+    """The queue socket's starting receive buffer in bytes: $MINIFW_HOOK_RCVBUF, else 4 MiB.
+    (It doubles on each ENOBUFS, up to 64 MiB.)"""
+    text = os.environ.get(RCVBUF_ENV)
+    if not text:
+        return RCVBUF_START
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 4096:
+        raise ConfigError(f"the receive buffer must be a number of bytes, at least 4096, not "
+                          f"{text!r}.", file=f"${RCVBUF_ENV}")
+    return value
 
 
 class StopRunner(BaseException):
@@ -205,7 +228,7 @@ class Runner:
         stale_records = [r for r in hookstate.records(self.state_dir) if not r["alive"]]
         used = {q["queue"] for r in hookstate.records(self.state_dir) if r["alive"]
                 for q in r.get("queues", [])}
-        self.qs = QueueSocket()
+        self.qs = QueueSocket(rcvbuf_setting())
         queue = QUEUE_BASE
         for spec in self.specs:
             while True:
@@ -278,8 +301,9 @@ class Runner:
 
     # ---- serving -------------------------------------------------------------------------
     def serve(self) -> None:
-        """Receive in bursts (one blocking receive, then up to BURST more without waiting),
-        decide each packet, and answer each burst with batch verdicts.
+        """Receive in bursts (one recvmmsg call: it waits for the first datagram and takes up
+        to BURST that are already queued), decide each packet, and answer each burst with
+        batch verdicts (one send).
 
         This is the hot path: the kernel sends one queued packet per datagram, so everything
         below runs once per packet. It reads only the fixed-offset fields a verdict needs (the
@@ -295,7 +319,7 @@ class Runner:
             (ctx,) = self.ctx.values()
             if not ctx.flow_mark:
                 return self._serve_one(ctx)
-        recv = self.qs.sock.recv
+        receive = self._receiver().receive
         ctxs = self.ctx
         handle = self._handle
         flush = self._flush
@@ -307,27 +331,18 @@ class Runner:
         ptype = _PACKET_TYPE
         swap = _swap32
         by_wire = {_swap16(q): ctx for q, ctx in ctxs.items()}
-        dontwait = socket.MSG_DONTWAIT
         new = object.__new__
         packet_cls = Packet
         accept, drop = ACCEPT, DROP
-        burst = range(BURST)
-        # header-only copies fit a small buffer (smaller allocations per packet); a datagram
-        # larger than it would be truncated, so whole-packet copies get the full size
-        size = RECV_SIZE if any(p.spec.payload for p in self.placements) else 4096
         while True:
-            flags = 0
-            for _ in burst:
-                try:
-                    data = recv(size, flags)
-                except BlockingIOError:
-                    break
-                except OSError as exc:
-                    if exc.errno == errno_mod.ENOBUFS:
-                        self._on_enobufs()
-                        break
-                    raise KernelError(f"receiving from the queue failed: {exc}") from exc
-                flags = dontwait
+            try:
+                burst = receive()
+            except OSError as exc:
+                if exc.errno == errno_mod.ENOBUFS:
+                    self._on_enobufs()
+                    continue
+                raise KernelError(f"receiving from the queue failed: {exc}") from exc
+            for data in burst:
                 n = len(data)
                 # the usual case: the datagram is one queued-packet message whose first
                 # attribute is the packet header (as the kernel writes it)
@@ -377,7 +392,7 @@ class Runner:
         steps, with the verdict run and the counters in local variables (written back to ctx
         before anything else reads them: _handle, _flush, and on the way out)."""
         assert self.qs is not None
-        recv = self.qs.sock.recv
+        receive = self._receiver().receive
         handle = self._handle
         flush = self._flush
         failed = self._failed
@@ -391,31 +406,24 @@ class Runner:
         wire_queue = _swap16(queue)
         fn = ctx.fn
         env = ctx.env
-        dontwait = socket.MSG_DONTWAIT
         new = object.__new__
         packet_cls = Packet
         accept, drop = ACCEPT, DROP
-        burst = range(BURST)
-        size = RECV_SIZE if ctx.full else 4096
         run_v: int | None = None
         run_last: int | None = None
         seen = dropped = 0
         try:
             while True:
-                flags = 0
-                for _ in burst:
-                    try:
-                        data = recv(size, flags)
-                    except BlockingIOError:
-                        break
-                    except OSError as exc:
-                        if exc.errno == errno_mod.ENOBUFS:
-                            ctx.run_v, ctx.run_mark, ctx.run_last = run_v, None, run_last
-                            run_last = None
-                            self._on_enobufs()
-                            break
-                        raise KernelError(f"receiving from the queue failed: {exc}") from exc
-                    flags = dontwait
+                try:
+                    burst = receive()
+                except OSError as exc:
+                    if exc.errno == errno_mod.ENOBUFS:
+                        ctx.run_v, ctx.run_mark, ctx.run_last = run_v, None, run_last
+                        run_last = None
+                        self._on_enobufs()
+                        continue
+                    raise KernelError(f"receiving from the queue failed: {exc}") from exc
+                for data in burst:
                     n = len(data)
                     if n >= expect_len:
                         length, kind, wq, alen, atype, wire_id = fast(data)
@@ -455,6 +463,19 @@ class Runner:
                 ctx.run_v, ctx.run_mark, ctx.run_last = run_v, None, run_last
             ctx.seen += seen
             ctx.dropped += dropped
+
+    def _receiver(self) -> Any:
+        """The burst receiver: header-only copies fit small slots; a queue with whole-packet
+        copies needs slots of a whole netlink message (65535 bytes of packet + attributes)."""
+        assert self.qs is not None
+        full = any(p.spec.payload for p in self.placements)
+        receiver = self.qs.receiver(FULL_SLOT if full else HEADER_SLOT, BURST)
+        receiver.on_truncated = self._truncated
+        return receiver
+
+    def _truncated(self, head: bytes, size: int) -> None:
+        log.error("a datagram of %d bytes from the kernel did not fit the receive buffer and "
+                  "was dropped (its packet is answered by the next verdict of its queue)", size)
 
     @staticmethod
     def _flow_mark(ctx: QueueCtx, pkt: Packet) -> int | None:

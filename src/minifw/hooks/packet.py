@@ -92,10 +92,16 @@ class IPv6(ipaddress.IPv6Address):
 _new = object.__new__
 _U32 = struct.Struct(">I").unpack_from
 _V4_HEAD = struct.Struct(">B5xHxB").unpack_from  # version/IHL, fragment field, protocol
+# The usual packet in ONE unpack: an IPv4 header of 20 bytes and the 4 bytes after it
+# (version/IHL, fragment field, protocol, source, destination, and the ports when the
+# protocol has them).
+_V4_FAST = struct.Struct(">B5xHxB2xIIHH").unpack_from
 _PORTS = struct.Struct(">HH").unpack_from
+# protocol number -> what pkt.proto returns (a name, or the number)
+_PROTO_OF = tuple(PROTO_NAMES.get(i, i) for i in range(256))
 
 
-def _v6(raw: bytes, at: int) -> IPv6:
+def _v6(raw: Any, at: int) -> IPv6:
     addr = _new(IPv6)
     addr._ip = int.from_bytes(raw[at:at + 16], "big")
     addr._scope_id = None
@@ -110,20 +116,20 @@ _NLA_HEAD = struct.Struct("=HH").unpack_from
 # the one after the packet header to the payload's, the values they had, payload start, end).
 # A datagram whose headers all read the same values has its payload at the same place: the
 # same walk, read with one unpack instead of a Python loop.
-_LAYOUTS: dict[int, tuple[Callable[[bytes], tuple], tuple, int, int]] = {}
+_LAYOUTS: dict[int, tuple[Callable[[Any], tuple], tuple, int, int]] = {}
 _LAYOUTS_MAX = 256
 
 
-def _datagram_payload(data: bytes) -> bytes:
-    """The NFQA_PAYLOAD bytes of a queued-packet datagram (see Packet.from_datagram)."""
+def _payload_span(data: Any) -> tuple[int, int]:
+    """Where the NFQA_PAYLOAD bytes of a queued-packet datagram start and end."""
     n = len(data)
     layout = _LAYOUTS.get(n)
     if layout is not None and layout[0](data) == layout[1]:
-        return data[layout[2]:layout[3]]
+        return layout[2], layout[3]
     return _learn_layout(data, n)
 
 
-def _learn_layout(data: bytes, n: int) -> bytes:
+def _learn_layout(data: Any, n: int) -> tuple[int, int]:
     """Walk the attributes (as _find_payload does) and remember the layout for this length."""
     off = _AFTER_PACKET_HDR
     fmt = ["="]
@@ -144,12 +150,16 @@ def _learn_layout(data: bytes, n: int) -> bytes:
                 _LAYOUTS.clear()
             _LAYOUTS[n] = (struct.Struct("".join(fmt)).unpack_from, tuple(values), off + 4,
                            off + length)
-            return data[off + 4:off + length]
+            return off + 4, off + length
         off += (length + 3) & ~3
     if off > ((n + 3) & ~3):
         raise PacketError(f"the last netlink attribute of a queued packet runs {off - n} "
                           "bytes past the end of its message.")
-    return b""
+    return n, n
+
+
+def _bytes(view: Any) -> bytes:
+    return view if type(view) is bytes else bytes(view)
 
 
 class Packet:
@@ -158,16 +168,17 @@ class Packet:
 
     Built either from a decoded QueuedPacket (``Packet(queued, ...)``) or, by the runner's hot
     path, straight from a datagram (``from_datagram``): then even the netlink attributes are
-    only walked when a field needs them.
+    only walked when a field needs them. Headers are read in place (``_buf[_p:_e]`` is the
+    packet from its network header on); nothing is copied until ``raw`` or ``payload``.
     """
 
-    __slots__ = ("_q", "_data", "_raw", "_l3", "_l4off", "_proto", "_env")
+    __slots__ = ("_q", "_data", "_buf", "_p", "_e", "_l3", "_l4", "_proto", "_h", "_env")
 
     def __init__(self, queued: QueuedPacket, ifname: Callable[[int], str | None] | None = None,
                  logger: Callable[[str], None] | None = None, full_copy: bool = True):
         self._q: QueuedPacket | None = queued
-        self._data: bytes | None = None
-        self._l3: int | None = None       # version, once parsed (then _raw, _proto, _l4off)
+        self._data: Any = None
+        self._l3: int | None = None       # version, once parsed (then _buf, _p, _e, _l4, ...)
         self._env = (ifname, logger, full_copy)
 
     @staticmethod
@@ -177,9 +188,10 @@ class Packet:
         return (ifname, logger, full_copy)
 
     @classmethod
-    def from_datagram(cls, data: bytes, env: tuple) -> "Packet":
+    def from_datagram(cls, data: bytes | bytearray, env: tuple) -> "Packet":
         """A packet over one whole queued-packet datagram (netlink header included) whose first
-        attribute is a valid NFQA_PACKET_HDR. The runner inlines this; it is here for tests."""
+        attribute is a valid NFQA_PACKET_HDR. The runner inlines this; it is here for tests.
+        The packet reads ``data`` in place: it must not change while the packet is in use."""
         pkt = _new(cls)
         pkt._q = None
         pkt._data = data
@@ -199,12 +211,12 @@ class Packet:
     @property
     def id(self) -> int:
         if self._q is None:
-            return _U32(self._data, 24)[0]  # type: ignore[arg-type]
+            return _U32(self._data, 24)[0]
         return self._q.id
 
     @property
     def hook(self) -> str:
-        h = self._data[30] if self._q is None else self._q.hook  # type: ignore[index]
+        h = self._data[30] if self._q is None else self._q.hook
         return HOOK_NAMES[h] if 0 <= h < 5 else str(h)
 
     @property
@@ -215,18 +227,16 @@ class Packet:
     def length(self) -> int:
         return self._queued().length
 
-    def _copied(self) -> bytes:
-        q = self._q
-        if q is None:
-            return _datagram_payload(self._data)  # type: ignore[arg-type]
-        return q.payload
-
     @property
     def raw(self) -> bytes:
         """The bytes copied to userspace, from the network header on (maybe only headers)."""
         if self._l3 is None:
-            return self._copied()
-        return self._raw  # type: ignore[return-value]
+            q = self._q
+            if q is None:
+                start, end = _payload_span(self._data)
+                return _bytes(self._data[start:end])
+            return q.payload
+        return _bytes(self._buf[self._p:self._e])
 
     @property
     def ct_state(self) -> str | None:
@@ -259,63 +269,69 @@ class Packet:
     # ---- network and transport headers (parsed together, on first use) --------------------
     def _parse(self) -> None:
         q = self._q
-        if q is None:  # _datagram_payload, inlined: this runs once for most packets
-            data = self._data
-            n = len(data)  # type: ignore[arg-type]
+        if q is None:  # _payload_span, inlined: this runs once for most packets
+            buf = self._data
+            n = len(buf)
             layout = _LAYOUTS.get(n)
             if layout is None:
-                raw = _learn_layout(data, n)  # type: ignore[arg-type]
+                p, e = _learn_layout(buf, n)
             else:
-                check, values, start, end = layout
-                if check(data) == values:
-                    raw = data[start:end]  # type: ignore[index]
-                else:
-                    raw = _learn_layout(data, n)  # type: ignore[arg-type]
+                check, values, p, e = layout
+                if check(buf) != values:
+                    p, e = _learn_layout(buf, n)
         else:
-            raw = q.payload
-        n = len(raw)
-        if n >= 20:
-            b0, frag, proto = _V4_HEAD(raw)
-            v = b0 >> 4
-            if v == 4:  # the usual case, in few steps
-                off = (b0 & 0x0F) << 2
-                if off < 20 or off > n:
-                    raise PacketError(f"the IPv4 header length {off} is invalid for a packet "
-                                      f"of {n} copied bytes.")
-                if frag & 0x1FFF:
-                    off = -1  # a later fragment has no transport header
-                self._raw = raw
-                self._proto = proto
-                self._l4off = off
+            buf = q.payload
+            p, e = 0, len(buf)
+        if e - p >= 24:
+            h = _V4_FAST(buf, p)
+            if h[0] == 0x45 and not h[1] & 0x1FFF:  # IPv4, no options, not a later fragment
+                self._buf = buf
+                self._p = p
+                self._e = e
+                self._proto = h[2]
+                self._l4 = p + 20
+                self._h = h
                 self._l3 = 4
                 return
-        elif not n:
+        self._parse_other(buf, p, e)
+
+    def _parse_other(self, buf: Any, p: int, e: int) -> None:
+        """Everything but the usual IPv4 packet: options, fragments, IPv6, short or bad."""
+        n = e - p
+        if not n:
             raise PacketError("the packet is empty: no network header was copied.")
-        else:
-            v = raw[0] >> 4
+        v = buf[p] >> 4
         if v == 4:
-            raise PacketError(f"the IPv4 header is truncated: {n} of 20 bytes.")
-        if v == 6:
+            if n < 20:
+                raise PacketError(f"the IPv4 header is truncated: {n} of 20 bytes.")
+            b0, frag, proto = _V4_HEAD(buf, p)
+            off = (b0 & 0x0F) << 2
+            if off < 20 or off > n:
+                raise PacketError(f"the IPv4 header length {off} is invalid for a packet "
+                                  f"of {n} copied bytes.")
+            off = -1 if frag & 0x1FFF else p + off  # a later fragment has no transport header
+        elif v == 6:
             if n < 40:
                 raise PacketError(f"the IPv6 header is truncated: {n} of 40 bytes.")
-            proto, off = raw[6], 40
+            proto, off = buf[p + 6], p + 40
             while proto in _V6_EXT:
-                if off + 8 > n:
+                if off + 8 > e:
                     raise PacketError("an IPv6 extension header is truncated.")
-                nxt = raw[off]
+                nxt = buf[off]
                 if proto == 44:
-                    if ((raw[off + 2] << 8) | raw[off + 3]) >> 3:
+                    if ((buf[off + 2] << 8) | buf[off + 3]) >> 3:
                         proto, off = nxt, -1
                         break
                     size = 8
                 elif proto == 51:
-                    size = (raw[off + 1] + 2) * 4
+                    size = (buf[off + 1] + 2) * 4
                 else:
-                    size = (raw[off + 1] + 1) * 8
+                    size = (buf[off + 1] + 1) * 8
                 proto, off = nxt, off + size
         else:
             raise PacketError(f"the packet's IP version field is {v}; expected 4 or 6.")
-        self._raw, self._proto, self._l4off, self._l3 = raw, proto, off, v
+        self._buf, self._p, self._e = buf, p, e
+        self._proto, self._l4, self._h, self._l3 = proto, off, None, v
 
     @property
     def version(self) -> int:
@@ -327,72 +343,80 @@ class Packet:
     def src(self) -> IPv4 | IPv6:
         if self._l3 is None:
             self._parse()
-        if self._l3 == 4:
-            ip = _U32(self._raw, 12)[0]  # type: ignore[arg-type]
+        h = self._h
+        if h is not None:
+            ip = h[3]
             return _V4_SEEN.get(ip) or _v4_new(ip)
-        return _v6(self._raw, 8)  # type: ignore[arg-type]
+        return self._addr(12, 8)
 
     @property
     def dst(self) -> IPv4 | IPv6:
         if self._l3 is None:
             self._parse()
-        if self._l3 == 4:
-            ip = _U32(self._raw, 16)[0]  # type: ignore[arg-type]
+        h = self._h
+        if h is not None:
+            ip = h[4]
             return _V4_SEEN.get(ip) or _v4_new(ip)
-        return _v6(self._raw, 24)  # type: ignore[arg-type]
+        return self._addr(16, 24)
+
+    def _addr(self, v4_at: int, v6_at: int) -> IPv4 | IPv6:
+        if self._l3 == 4:
+            ip = _U32(self._buf, self._p + v4_at)[0]
+            return _V4_SEEN.get(ip) or _v4_new(ip)
+        return _v6(self._buf, self._p + v6_at)
 
     def _transport(self) -> tuple[int, int]:
-        """(protocol number, offset of its header; -1 for a non-first fragment)."""
+        """(protocol number, offset of its header in _buf; -1 for a non-first fragment)."""
         if self._l3 is None:
             self._parse()
-        return self._proto, self._l4off  # type: ignore[return-value]
+        return self._proto, self._l4  # type: ignore[return-value]
 
     @property
     def proto(self) -> str | int:
         """"tcp", "udp", "icmp", "icmpv6", "sctp", or the protocol number for others."""
         if self._l3 is None:
             self._parse()
-        number = self._proto
-        return PROTO_NAMES.get(number, number)  # type: ignore[arg-type]
+        return _PROTO_OF[self._proto]  # type: ignore[index]
 
     @property
     def proto_number(self) -> int:
         return self._transport()[0]
 
-    def _l4(self, need: int) -> int | None:
+    def _l4_at(self, need: int) -> int | None:
+        """The transport header's offset in _buf if ``need`` bytes of it were copied; None for
+        a later fragment; PacketError if truncated."""
         proto, off = self._transport()
         if off < 0:
             return None
-        if off + need > len(self._raw):  # type: ignore[arg-type]
+        if off + need > self._e:  # type: ignore[operator]
             raise PacketError(f"the {PROTO_NAMES.get(proto, proto)} header is truncated: "
-                              f"{len(self._raw) - off} bytes copied, {need} needed.")  # type: ignore[arg-type]
+                              f"{self._e - off} bytes copied, {need} needed.")  # type: ignore[operator]
         return off
+
+    def _port(self, which: int) -> int | None:
+        if self._proto in _PORT_PROTOS:
+            off = self._l4_at(4)
+            if off is not None:
+                return _PORTS(self._buf, off)[which]
+        return None
 
     @property
     def sport(self) -> int | None:
         if self._l3 is None:
             self._parse()
-        if self._proto in _PORT_PROTOS:
-            off = self._l4off
-            if off >= 0:  # type: ignore[operator]
-                try:
-                    return _PORTS(self._raw, off)[0]  # type: ignore[arg-type]
-                except struct.error:
-                    self._l4(4)  # raises the truncation error
-        return None
+        h = self._h
+        if h is not None:
+            return h[5] if h[2] in _PORT_PROTOS else None
+        return self._port(0)
 
     @property
     def dport(self) -> int | None:
         if self._l3 is None:
             self._parse()
-        if self._proto in _PORT_PROTOS:
-            off = self._l4off
-            if off >= 0:  # type: ignore[operator]
-                try:
-                    return _PORTS(self._raw, off)[1]  # type: ignore[arg-type]
-                except struct.error:
-                    self._l4(4)  # raises the truncation error
-        return None
+        h = self._h
+        if h is not None:
+            return h[6] if h[2] in _PORT_PROTOS else None
+        return self._port(1)
 
     @property
     def icmp_type(self) -> int | None:
@@ -400,8 +424,8 @@ class Packet:
             self._parse()
         if self._proto not in (1, 58):
             return None
-        off = self._l4(1)
-        return None if off is None else self._raw[off]  # type: ignore[index]
+        off = self._l4_at(1)
+        return None if off is None else self._buf[off]
 
     @property
     def payload(self) -> bytes:
@@ -410,21 +434,20 @@ class Packet:
         if off < 0:
             return b""
         if proto == 6:
-            off13 = self._l4(13)
-            assert off13 is not None
-            hlen = (self._raw[off + 12] >> 4) * 4
+            self._l4_at(13)
+            hlen = (self._buf[off + 12] >> 4) * 4
         elif proto in (17, 1, 58):
             hlen = 8
         else:
             hlen = 0
         start = off + hlen
         cap_len = self._queued().cap_len
-        if cap_len is not None and cap_len > len(self._raw):  # type: ignore[arg-type]
+        if cap_len is not None and cap_len > self._e - self._p:  # type: ignore[operator]
             raise PacketError("only the packet's headers were copied to userspace; declare the "
                               "hook with @hook(..., payload=True) to read its payload.")
-        if start > len(self._raw):
+        if start > self._e:  # type: ignore[operator]
             raise PacketError("the transport header is truncated.")
-        return self._raw[start:]
+        return _bytes(self._buf[start:self._e])
 
     def __repr__(self) -> str:
         try:

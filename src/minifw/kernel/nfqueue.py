@@ -13,6 +13,7 @@ from ..errors import KernelError, UnsupportedError
 from ..netlink.nfqueue import (
     DEFAULT_MAXLEN, Ack, CfgFlag, CopyMode, NfqueueCodec, QueuedPacket, Refused,
 )
+from . import mmsg
 from .nfnl import open_socket, set_rcvbuf
 
 RCVBUF_START = 4 << 20
@@ -93,6 +94,14 @@ class QueueSocket:
                 return False
             raise r.error from None
         return True
+
+    def receiver(self, slot_size: int, slots: int = 64) -> "mmsg.BurstReceiver | mmsg.RecvLoop":
+        """What the serve loop receives with: ``receive()`` returns a burst of datagrams, up to
+        ``slots``, each up to ``slot_size`` bytes (recvmmsg(2), one system call per burst;
+        plain recv calls where the C library lacks recvmmsg)."""
+        if mmsg.available():
+            return mmsg.BurstReceiver(self.sock, slots, slot_size)
+        return mmsg.RecvLoop(self.sock, slots, slot_size)
 
     def grow_rcvbuf(self) -> int:
         """After ENOBUFS (the kernel could not deliver some packets): a bigger buffer."""

@@ -1,0 +1,148 @@
+"""recvmmsg(2) for the queue socket: one system call returns a burst of datagrams.
+
+The kernel sends each queued packet as its own netlink datagram, and Python's socket module has
+no recvmmsg, so a plain ``recv`` costs one system call (and one 64 KB-capable bytes object) per
+packet. This calls the C library's ``recvmmsg`` through ctypes, into one buffer allocated once
+with a fixed slot per datagram, with MSG_WAITFORONE: it blocks until the first datagram is
+there and then takes whatever else is already queued, up to the number of slots.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno as errno_mod
+import os
+import socket
+import struct
+from typing import Callable
+
+MSG_WAITFORONE = 0x10000
+MSG_TRUNC = getattr(socket, "MSG_TRUNC", 0x20)
+
+
+class _Iovec(ctypes.Structure):
+    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
+
+
+class _Msghdr(ctypes.Structure):
+    _fields_ = [("msg_name", ctypes.c_void_p), ("msg_namelen", ctypes.c_uint32),
+                ("msg_iov", ctypes.POINTER(_Iovec)), ("msg_iovlen", ctypes.c_size_t),
+                ("msg_control", ctypes.c_void_p), ("msg_controllen", ctypes.c_size_t),
+                ("msg_flags", ctypes.c_int)]
+
+
+class _Mmsghdr(ctypes.Structure):
+    _fields_ = [("msg_hdr", _Msghdr), ("msg_len", ctypes.c_uint)]
+
+
+_FLAGS_AT = _Msghdr.msg_flags.offset
+_LEN_AT = _Mmsghdr.msg_len.offset
+_ENTRY = ctypes.sizeof(_Mmsghdr)
+
+
+def _libc_recvmmsg():
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.recvmmsg
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_RECVMMSG = _libc_recvmmsg()
+
+
+def available() -> bool:
+    """Whether the C library has recvmmsg (glibc and musl on Linux do)."""
+    return _RECVMMSG is not None
+
+
+class BurstReceiver:
+    """``receive()`` returns the datagrams of one recvmmsg call, each a ``bytearray`` copy of
+    its slot (so a packet may outlive the next call), in arrival order.
+
+    It blocks until the first datagram arrives. It raises OSError as ``socket.recv`` would
+    (ENOBUFS after the kernel dropped messages; EAGAIN on a non-blocking socket), except that
+    EINTR returns an empty burst: Python runs the signal handler right after. A datagram larger
+    than its slot (which the slot sizes the runner picks rule out for queued packets) is
+    passed to ``on_truncated`` (its first ``slot_size`` bytes and its real length) and left out
+    of the burst.
+    """
+
+    def __init__(self, sock: socket.socket, slots: int = 64, slot_size: int = 2048):
+        if _RECVMMSG is None:
+            raise OSError(errno_mod.ENOSYS, "recvmmsg is not available in this C library")
+        self.sock = sock  # kept: the descriptor must stay open while we use it
+        self.fd = sock.fileno()
+        self.slots = slots
+        self.slot_size = slot_size
+        self.buf = bytearray(slots * slot_size)
+        self._cbuf = (ctypes.c_char * len(self.buf)).from_buffer(self.buf)
+        base = ctypes.addressof(self._cbuf)
+        self._iov = (_Iovec * slots)()
+        self._hbuf = bytearray(slots * _ENTRY)
+        self._hdrs = (_Mmsghdr * slots).from_buffer(self._hbuf)
+        for i in range(slots):
+            self._iov[i].iov_base = base + i * slot_size
+            self._iov[i].iov_len = slot_size
+            self._hdrs[i].msg_hdr.msg_iov = ctypes.pointer(self._iov[i])
+            self._hdrs[i].msg_hdr.msg_iovlen = 1
+        self._ptr = ctypes.addressof(self._hdrs)
+        self._starts = range(0, slots * slot_size, slot_size)
+        # the msg_len of the first k entries, in one unpack per call
+        self._lengths = [struct.Struct("=" + f"{_LEN_AT}xI{_ENTRY - _LEN_AT - 4}x" * k).unpack_from
+                         for k in range(slots + 1)]
+        self.on_truncated: Callable[[bytearray, int], None] | None = None
+
+    def receive(self) -> list[bytearray]:
+        # MSG_TRUNC: netlink then reports each datagram's real length, so a datagram larger
+        # than its slot shows as a length above the slot size
+        n = _RECVMMSG(self.fd, self._ptr, self.slots, MSG_WAITFORONE | MSG_TRUNC, None)
+        if n <= 0:
+            if n == 0:
+                return []
+            err = ctypes.get_errno()
+            if err == errno_mod.EINTR:
+                return []
+            if err == errno_mod.EAGAIN:
+                raise BlockingIOError(err, os.strerror(err))
+            raise OSError(err, os.strerror(err))
+        lengths = self._lengths[n](self._hbuf)
+        buf = self.buf
+        if max(lengths) <= self.slot_size:
+            return [buf[at:at + size] for at, size in zip(self._starts, lengths)]
+        size_max = self.slot_size
+        out = []
+        for at, size in zip(self._starts, lengths):
+            if size > size_max:
+                if self.on_truncated is not None:
+                    self.on_truncated(buf[at:at + size_max], size)
+            else:
+                out.append(buf[at:at + size])
+        return out
+
+
+class RecvLoop:
+    """The same interface over plain ``recv`` calls (one system call per datagram), where the C
+    library has no recvmmsg: one blocking receive, then more without waiting."""
+
+    def __init__(self, sock: socket.socket, slots: int = 64, slot_size: int = 2048):
+        self.sock = sock
+        self.slots = slots
+        self.slot_size = slot_size
+        self.on_truncated: Callable[[bytearray, int], None] | None = None
+
+    def receive(self) -> list[bytes]:
+        recv = self.sock.recv
+        out = [recv(self.slot_size)]
+        for _ in range(self.slots - 1):
+            try:
+                out.append(recv(self.slot_size, socket.MSG_DONTWAIT))
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                break  # reported by the next blocking receive
+        return out
