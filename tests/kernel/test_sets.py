@@ -184,6 +184,43 @@ def test_imported_block_persists_and_unbans(hlab):
     assert client.tcp_result("fd00::1", 80) in V6_BANNED
 
 
+def kernel_expiry(server, kset):
+    """{element: seconds until it expires in the kernel, or None} of one backing set."""
+    out = json.loads(server.run(f"nft -j list set inet minifw {kset}").stdout)
+    found = {}
+    for obj in out["nftables"]:
+        for e in obj.get("set", {}).get("elem", []):
+            val = e["elem"]["val"] if isinstance(e, dict) and "elem" in e else e
+            if isinstance(val, dict):
+                val = f'{val["prefix"]["addr"]}/{val["prefix"]["len"]}'
+            found[val] = e["elem"].get("expires") if isinstance(e, dict) and "elem" in e else None
+    return found
+
+
+def test_reimport_refreshes_the_kernel_timeout(hlab):
+    server, _, _, cfg = ban_lab(hlab, "")
+    server.minifw("up", "--config", cfg)
+    listing = hlab.tmp / "list.txt"
+    listing.write_text("198.18.0.2\nfd00::2\n198.18.8.0/24\n")
+    server.minifw("set", "import", "blocked", str(listing), "--timeout", "1m")
+    server.minifw("set", "import", "blocked", str(listing), "--timeout", "1h")
+    for kset, elem in (("s_blocked_v4", "198.18.0.2"), ("s_blocked_v6", "fd00::2"),
+                       ("s_blocked_v4net", "198.18.8.0/24")):
+        assert 3000 < kernel_expiry(server, kset)[elem] <= 3600, kset
+    items = json.loads(server.minifw("set", "list", "blocked", "--json").stdout)["items"]
+    assert len(items) == 3 and all(3000 < i["expires_in"] <= 3600 for i in items)
+    # a permanent import of the same addresses makes them permanent in the kernel too, and a
+    # timed import of permanent ones gives them the timeout
+    server.minifw("set", "import", "blocked", str(listing))
+    for kset, elem in (("s_blocked_v4", "198.18.0.2"), ("s_blocked_v6", "fd00::2"),
+                       ("s_blocked_v4net", "198.18.8.0/24")):
+        assert kernel_expiry(server, kset)[elem] is None, kset
+    server.minifw("set", "import", "blocked", str(listing), "--timeout", "1h")
+    for kset, elem in (("s_blocked_v4", "198.18.0.2"), ("s_blocked_v6", "fd00::2"),
+                       ("s_blocked_v4net", "198.18.8.0/24")):
+        assert 3000 < kernel_expiry(server, kset)[elem] <= 3600, kset
+
+
 def kernel_elements(host, kset):
     """{address: timeout or None} of a small kernel set (never for big ones: it lists all)."""
     listing = json.loads(host.run(f"nft -j list set inet minifw {kset}").stdout)["nftables"]
