@@ -53,7 +53,7 @@ def edit_chain(chain: str, old: Ruleset, new: Ruleset, removed=()) -> bool:
     before, after = _chain_rules(old, chain), _chain_rules(new, chain)
     if not (runs.has_runs(before) or runs.has_runs(after)):
         return False
-    listing = table._ruleset()
+    listing = table.listing()
     chains = {c["name"] for c in nft.items(listing, "chain")}
     sets = [s["name"] for s in nft.items(listing, "set")]
     nft.run(compiler.build_chain_rebuild(chain, after, new, chain in chains, sets, removed))

@@ -119,7 +119,7 @@ class Service:
         leaving = runners.leaving_chains if runners else []
         supervise.check_rule_points((k for k, _ in ruleset.chains()), leaving)
         chains, limits = table.objects()
-        kernel_sets, _ = sets_service.kernel_objects()
+        kernel_sets, _, _ = sets_service.kernel_objects()
         document = compiler.build_load(ruleset, chains, limits, kernel_sets)
         if runners:
             supervise.apply_stops(runners, self.store.dir)

@@ -16,10 +16,11 @@ from typing import Any, Iterable
 
 from .compile import sets as ksets
 from .errors import ConfigError, KernelError
-from .kernel import nft, setelem
+from .kernel import nft, setelem, table
 from .model.ruleset import Ruleset
 from .model.sets import (
-    DEFAULT_SET, SET_NAME_RE, covering, first_overlap, format_duration, normalise_element,
+    DEFAULT_SET, SET_NAME_RE, covering, element_kind, first_overlap, format_duration,
+    normalise_element,
     parse_duration,
 )
 from .setstore import CONFIG, RUNTIME, SetStore, distinct_sorted, now, parse_import
@@ -33,13 +34,13 @@ def _outcome(message: str, warnings: list[str] | None = None, data: dict | None 
     return Outcome(message, warnings or [], data or {})
 
 
-def kernel_objects() -> tuple[set[str], set[str]]:
-    """Names of the sets and chains in ``inet minifw``, from the two listings that stay fast."""
-    sets = {s["name"] for s in nft.items(nft.query("list sets"), "set")
-            if s.get("family") == ksets.FAMILY and s.get("table") == ksets.TABLE}
-    chains = {c["name"] for c in nft.items(nft.query("list chains"), "chain")
-              if c.get("family") == ksets.FAMILY and c.get("table") == ksets.TABLE}
-    return sets, chains
+def kernel_objects() -> tuple[set[str], set[str], frozenset[ksets.Kind] | None]:
+    """Names of the sets and chains in ``inet minifw`` and the lookups of the live ban chains
+    (None: missing or laid out otherwise), from one terse listing (no set elements)."""
+    listing = table.listing()
+    chains = {c["name"] for c in nft.items(listing, "chain")}
+    return ({s["name"] for s in nft.items(listing, "set")}, chains,
+            ksets.live_ban_lookups(chains, nft.items(listing, "rule")))
 
 
 class SetService:
@@ -67,15 +68,18 @@ class SetService:
     def _up(self) -> bool:
         return self.store.load().loaded
 
-    def _ensure(self, name: str) -> list[dict[str, Any]]:
-        """Commands that create the set's backing sets (and the ban chain for ``blocked``)."""
+    def _ensure(self, name: str, adding: Iterable[ksets.Kind] = ()) -> list[dict[str, Any]]:
+        """Commands that create the set's backing sets and, for ``blocked``, arm the ban chain's
+        lookups of the backing sets that elements of the kinds ``adding`` are about to enter."""
         cmds: list[dict[str, Any]] = [{"add": {"table": {"family": ksets.FAMILY,
                                                           "name": ksets.TABLE}}}]
         cmds += ksets.build_set_decls(name)
         if name == DEFAULT_SET:
-            _, chains = kernel_objects()
-            if ksets.ban_chains_missing(chains):
-                cmds += ksets.build_ban_chain()
+            _, _, live = kernel_objects()
+            # chains missing or unknown: arm what the record holds (it already has the new items)
+            want = (live if live is not None else self.record.kinds(name)) | set(adding)
+            if want != live:
+                cmds += ksets.build_ban_chain(want)
         return cmds
 
     def _run(self, cmds: list[dict[str, Any]]) -> None:
@@ -117,7 +121,7 @@ class SetService:
                     self.record.declare(db, name, None)
                 self.record.put(db, name, ((i, expiry) for i in items), RUNTIME)
                 if self._up():
-                    cmds = self._ensure(name)
+                    cmds = self._ensure(name, {element_kind(i) for i in items})
                     # re-banning refreshes the timeout: delete then add in the same transaction
                     refresh = ksets.build_elements("delete", name, ((i, None) for i in present))
                     add = ksets.build_elements("add", name, ((i, seconds) for i in items))
@@ -202,8 +206,11 @@ class SetService:
             expiry = now() + seconds if seconds else 0
             self._check_cidrs(name, [c for c in cidrs if not self.record.get(name, c)], path)
             up = self._up()
-            if up:
-                self._run(self._ensure(name))  # the backing sets exist before elements arrive
+            if up:  # the backing sets exist, and are looked up, before elements arrive
+                kinds = {element_kind(c) for c in cidrs}
+                kinds |= {(4, False)} if four else set()
+                kinds |= {(6, False)} if six else set()
+                self._run(self._ensure(name, kinds))
             cidr_cmds = ksets.build_bulk_add(name, [], cidrs, seconds) if up else []
             self._sent = False
             try:
@@ -285,7 +292,10 @@ class SetService:
             with self.record.transaction() as db:
                 self.record.flush(db, name)
                 if self._up():
-                    self._run(self._ensure(name) + ksets.build_flush(name))
+                    cmds = self._ensure(name) + ksets.build_flush(name)
+                    if name == DEFAULT_SET:  # nothing left to look up
+                        cmds += ksets.build_ban_chain(())
+                    self._run(cmds)
         return _outcome(f"flushed set {name}: {before} element(s) removed (config elements "
                         "return at the next 'minifw reload')")
 
@@ -312,7 +322,7 @@ class SetService:
         """Bring the kernel's named sets in line with the config and the record, sending only the
         difference to sets that were already loaded, and everything to sets that were not."""
         wanted = list(dict.fromkeys(ruleset.set_names() + self.record.names()))
-        kernel_sets, chains = kernel_objects()
+        kernel_sets, _, live_bans = kernel_objects()
         with self.record.transaction() as db:
             for name in wanted:
                 definition = ruleset.get_set(name)
@@ -329,8 +339,10 @@ class SetService:
                 cmds: list[dict[str, Any]] = []
                 if not all(k in kernel_sets for k in ksets.kernel_names(name)):
                     cmds += ksets.build_set_decls(name)
-                if name == DEFAULT_SET and ksets.ban_chains_missing(chains):
-                    cmds += ksets.build_ban_chain()
+                if name == DEFAULT_SET:  # look up exactly the backing sets that hold elements
+                    armed = self.record.kinds(name)
+                    if armed != live_bans:
+                        cmds += ksets.build_ban_chain(armed)
                 if loaded:
                     cmds += ksets.build_elements("delete", name, ((e, None) for e in gone))
                     cmds += ksets.build_elements("add", name, ((e, None) for e in added))

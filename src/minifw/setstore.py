@@ -163,6 +163,21 @@ class SetStore:
         singles, nets = by.get("elem", 0), by.get("cidr", 0)
         return {"addresses": singles, "cidrs": nets, "elements": singles + nets}
 
+    def kinds(self, name: str, at: int | None = None) -> set[tuple[int, bool]]:
+        """Which backing sets (IP version, CIDR?) hold live elements of ``name``. Each probe
+        stops at its first hit; addresses banned one by one are few next to imported blocks."""
+        at = now() if at is None else at
+        live = "name=? AND (expiry=0 OR expiry>?)"
+        out = {(4 if w == 4 else 6, False) for (w,) in self.db.execute(
+            f"SELECT DISTINCT width FROM block WHERE {live} AND live>0", (name, at))}
+        for table, cidr in (("elem", False), ("cidr", True)):
+            for version, has in ((4, "NOT"), (6, "")):
+                if (version, cidr) not in out and self.db.execute(
+                        f"SELECT 1 FROM {table} WHERE {live} AND {has} instr(addr, ':') LIMIT 1",
+                        (name, at)).fetchone():
+                    out.add((version, cidr))
+        return out
+
     def get(self, name: str, addr: str, at: int | None = None) -> tuple[int, int] | None:
         """(expiry, origin) of a live element, or None."""
         at = now() if at is None else at

@@ -270,3 +270,69 @@ def test_an_import_the_kernel_refuses_halfway_is_taken_back(hlab):
     assert str(listing) in out.stderr and "taken back" in out.stderr and "full" in out.stderr
     assert kernel_elements(server, "s_blocked_v4") == {"198.18.9.9": None}
     assert counts(server) == {"blocked": 1}
+
+
+def ban_chains(host):
+    """{chain: [what each rule does]} of the three ban chains: a looked-up set or "dispatch"."""
+    listing = json.loads(host.run("nft -j list ruleset").stdout)["nftables"]
+    out = {"bans": [], "bans_v4": [], "bans_v6": []}
+    for obj in listing:
+        rule = obj.get("rule")
+        if not rule or rule["table"] != "minifw" or rule["chain"] not in out:
+            continue
+        shape = None
+        for expr in rule["expr"]:
+            right = expr.get("match", {}).get("right")
+            if isinstance(right, str) and right.startswith("@"):
+                shape = right[1:]
+            elif "vmap" in expr:
+                shape = "dispatch"
+        out[rule["chain"]].append(shape)
+    return out
+
+
+def test_ban_chain_looks_up_only_the_backing_sets_that_hold_elements(hlab):
+    server, client, _, cfg = ban_lab(hlab, "")
+    server.minifw("up", "--config", cfg)
+    server.minifw("ban", "fd00::2")                    # IPv6 only: one lookup, in the base chain
+    assert ban_chains(server) == {"bans": ["s_blocked_v6"], "bans_v4": [], "bans_v6": []}
+    assert client.tcp_result("fd00::1", 80) in V6_BANNED
+    assert client.tcp_ok("198.18.0.1", 80)
+    server.minifw("ban", "198.18.0.0/24")              # both versions: dispatch by version
+    assert ban_chains(server) == {"bans": ["dispatch"], "bans_v4": ["s_blocked_v4net"],
+                                  "bans_v6": ["s_blocked_v6"]}
+    assert client.tcp_result("198.18.0.1", 80) == "timeout"
+    imports = hlab.tmp / "v4.txt"
+    imports.write_text("198.18.9.1\n198.18.9.2\n")
+    server.minifw("set", "import", "blocked", str(imports))
+    assert ban_chains(server)["bans_v4"] == ["s_blocked_v4", "s_blocked_v4net"]
+    # unban leaves the lookups until the next load, which drops those of empty sets
+    server.minifw("unban", "198.18.0.0/24", "fd00::2")
+    assert client.tcp_ok("198.18.0.1", 80) and client.tcp_ok("fd00::1", 80)
+    server.minifw("reload")
+    assert ban_chains(server) == {"bans": ["s_blocked_v4"], "bans_v4": [], "bans_v6": []}
+    server.minifw("set", "flush", "blocked")
+    assert ban_chains(server) == {"bans": [], "bans_v4": [], "bans_v6": []}
+    # a ban recorded while down is looked up from the next up
+    server.minifw("down")
+    server.minifw("ban", "198.18.0.2")
+    server.minifw("up", "--config", cfg)
+    assert ban_chains(server) == {"bans": ["s_blocked_v4"], "bans_v4": [], "bans_v6": []}
+    assert client.tcp_result("198.18.0.1", 80) == "timeout"
+
+
+def test_ban_chains_laid_out_otherwise_are_rebuilt_with_every_recorded_kind(hlab):
+    server, client, _, cfg = ban_lab(hlab, "")
+    server.minifw("up", "--config", cfg)
+    server.minifw("ban", "198.18.0.2")
+    # an older layout: every lookup in the base chain, no per-version chains
+    server.run("nft delete chain inet minifw bans_v4")
+    server.run("nft flush chain inet minifw bans")
+    for match in ("ip saddr @s_blocked_v4", "ip saddr @s_blocked_v4net",
+                  "ip6 saddr @s_blocked_v6", "ip6 saddr @s_blocked_v6net"):
+        server.run(["nft", f"add rule inet minifw bans {match} counter drop comment \"ban blocked\""])
+    server.minifw("ban", "fd00::2")
+    assert ban_chains(server) == {"bans": ["dispatch"], "bans_v4": ["s_blocked_v4"],
+                                  "bans_v6": ["s_blocked_v6"]}
+    assert client.tcp_result("198.18.0.1", 80) == "timeout"     # the earlier ban still drops
+    assert client.tcp_result("fd00::1", 80) in V6_BANNED

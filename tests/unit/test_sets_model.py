@@ -4,7 +4,9 @@ import io
 
 import pytest
 
-from minifw.compile.sets import build_elements, kernel_name, owner_of
+from minifw.compile.sets import (
+    ban_layout, build_ban_chain, build_elements, kernel_name, live_ban_lookups, owner_of,
+)
 from minifw.errors import ConfigError, RuleError
 from minifw.model import parse_config
 from minifw.model.sets import covering, first_overlap, parse_duration
@@ -110,3 +112,40 @@ def test_netlink_element_batch_encoding():
         kinds.append(kind)
         off += (length + 3) & ~3
     assert kinds == [16] + [(10 << 8) | 12] * 5 + [17]   # batch begin, NEWSETELEM x5, end
+
+
+KINDS = [(4, False), (4, True), (6, False), (6, True)]
+
+
+def _as_listing(cmds):
+    """The chains and rules a transaction of ``build_ban_chain`` leaves, as a terse listing has them."""
+    chains, rules = [], []
+    for cmd in cmds:
+        add = cmd.get("add", {})
+        if "chain" in add:
+            chains.append(add["chain"]["name"])
+        if "rule" in add:
+            rules.append({"chain": add["rule"]["chain"], "expr": add["rule"]["expr"]})
+    return chains, rules
+
+
+@pytest.mark.parametrize("mask", range(16))
+def test_ban_chain_looks_up_exactly_the_armed_sets_and_reads_back(mask):
+    armed = {k for i, k in enumerate(KINDS) if mask >> i & 1}
+    chains, rules = _as_listing(build_ban_chain(armed))
+    assert live_ban_lookups(chains, rules) == frozenset(armed)
+    looked_up = [e["match"]["right"][1:] for r in rules for e in r["expr"] if "match" in e]
+    assert sorted(looked_up) == sorted(kernel_name("blocked", *k) for k in armed)
+    versions = {v for v, _ in armed}
+    base = [r for r in rules if r["chain"] == "bans"]
+    # one version: its lookups sit in the base chain; both: one dispatch rule there
+    assert len(base) == (1 if len(versions) == 2 else len(armed))
+    layout = ban_layout(armed)
+    assert (layout["bans"] == ["dispatch"]) == (len(versions) == 2)
+
+
+def test_unknown_ban_chain_layouts_read_as_none():
+    assert live_ban_lookups(["bans"], []) is None                    # per-version chains missing
+    chains, rules = _as_listing(build_ban_chain({(4, False)}))
+    rules.append({"chain": "bans_v6", "expr": [{"match": {"right": "@s_blocked_v6"}}]})
+    assert live_ban_lookups(chains, rules) is None                   # a lookup never reached

@@ -100,3 +100,18 @@ def test_bulk_adds_are_cut_into_transactions_in_order():
     assert chunked([("a", [])], size=3) == []
     assert [k for t in chunked(groups, size=2) for _, keys in t for k in keys] == \
         [k for _, keys in groups for k in keys]
+
+
+def test_kinds_name_the_backing_sets_with_live_elements(tmp_path):
+    store = SetStore(tmp_path)
+    assert store.kinds("blocked") == set()
+    imported(store, "blocked", addrs(3))                            # an IPv6 block
+    assert store.kinds("blocked") == {(6, False)}
+    with store.transaction() as db:
+        store.put(db, "blocked", [("198.18.0.9", 0), ("198.18.64.0/18", 0)], RUNTIME)
+        store.put(db, "blocked", [("fd00:b::/64", 1)], RUNTIME)       # expired long ago
+    assert store.kinds("blocked") == {(6, False), (4, False), (4, True)}
+    with store.transaction() as db:
+        store.drop_origin(db, "blocked", addrs(3), RUNTIME)           # the block's addresses go
+    assert store.kinds("blocked") == {(4, False), (4, True)}
+    assert store.kinds("other") == set()

@@ -145,30 +145,87 @@ def build_flush_singles(name: str) -> list[Command]:
     return [{"flush": {"set": _ref(name=kernel_name(name, v, False))}} for v in (4, 6)]
 
 
-def build_ban_chain() -> list[Command]:
-    """The prerouting chain that drops the default set: it sends each packet by its IP version
-    to a chain of two lookups (hash, interval), each rule commented ``ban blocked``.
+Kind = tuple[int, bool]  # (IP version, CIDR?): which of the four backing sets
+
+
+def _lookup_rule(chain: str, kind: Kind) -> Command:
+    version, cidr = kind
+    match = match_alternatives(DEFAULT_SET, "saddr", version)[1 if cidr else 0]
+    return {"add": {"rule": _ref(chain=chain, comment=f"ban {DEFAULT_SET}",
+                                 expr=[match, {"counter": None}, {"drop": None}])}}
+
+
+def ban_layout(armed: Iterable[Kind]) -> dict[str, list[str]]:
+    """What each ban chain holds for the lookups ``armed``, rule by rule: a backing set's name
+    for a lookup, ``"dispatch"`` for the verdict map. The base chain looks up only the backing
+    sets that hold elements, since every lookup costs each packet, even of an empty set:
+    - none armed: the base chain is empty;
+    - one IP version: its lookups sit in the base chain (``ip saddr`` carries the version check);
+    - both: a ``meta nfproto`` verdict map sends each packet to its version's chain, so a packet
+      meets only its own version's lookups.
 
     Measured A/B against no firewall with the bench's IPv6 flood (bench/scale's method, 16-24
-    rounds): the four lookups in one chain (v4 first) 0.88x, the v6 ones first 0.91-0.93x, the
-    `meta nfproto` verdict map 0.94-0.98x (no firewall 0.97-1.03x)."""
+    rounds): four lookups in one chain (v4 first) 0.88x, the v6 ones first 0.91-0.93x, the
+    verdict map 0.94-0.98x (no firewall 0.97-1.03x)."""
+    kinds = [k for k in KINDS if k in set(armed)]
+    versions = {v for v, _ in kinds}
+    names = {k: kernel_name(DEFAULT_SET, *k) for k in kinds}
+    if len(versions) < 2:
+        return {BAN_CHAIN: [names[k] for k in kinds], BAN_CHAIN_V4: [], BAN_CHAIN_V6: []}
+    return {BAN_CHAIN: ["dispatch"],
+            BAN_CHAIN_V4: [names[k] for k in kinds if k[0] == 4],
+            BAN_CHAIN_V6: [names[k] for k in kinds if k[0] == 6]}
+
+
+def build_ban_chain(armed: Iterable[Kind]) -> list[Command]:
+    """(Re)build the prerouting chain that drops the default set, with ``ban_layout(armed)``.
+    Each lookup rule is commented ``ban blocked``. Flush and refill go in one transaction with
+    the caller's commands, so no packet ever meets a half-built chain."""
+    layout = ban_layout(armed)
+    by_name = {kernel_name(DEFAULT_SET, *k): k for k in KINDS}
     cmds: list[Command] = []
-    for version, chain in ((4, BAN_CHAIN_V4), (6, BAN_CHAIN_V6)):
-        cmds += [{"add": {"chain": _ref(name=chain)}}, {"flush": {"chain": _ref(name=chain)}}]
-        for match in match_alternatives(DEFAULT_SET, "saddr", version):
-            cmds.append({"add": {"rule": _ref(chain=chain, comment=f"ban {DEFAULT_SET}",
-                                              expr=[match, {"counter": None}, {"drop": None}])}})
-    dispatch = {"vmap": {"key": {"meta": {"key": "nfproto"}},
-                         "data": {"set": [["ipv4", {"goto": {"target": BAN_CHAIN_V4}}],
-                                          ["ipv6", {"goto": {"target": BAN_CHAIN_V6}}]]}}}
-    cmds += [{"add": {"chain": _ref(name=BAN_CHAIN, type="filter", hook="prerouting",
-                                    prio=BAN_PRIORITY, policy="accept")}},
-             {"flush": {"chain": _ref(name=BAN_CHAIN)}},
-             {"add": {"rule": _ref(chain=BAN_CHAIN, comment="bans: by IP version",
-                                   expr=[dispatch])}}]
+    for chain in (BAN_CHAIN_V4, BAN_CHAIN_V6, BAN_CHAIN):
+        if chain == BAN_CHAIN:
+            cmds.append({"add": {"chain": _ref(name=BAN_CHAIN, type="filter", hook="prerouting",
+                                               prio=BAN_PRIORITY, policy="accept")}})
+        else:
+            cmds.append({"add": {"chain": _ref(name=chain)}})
+        cmds.append({"flush": {"chain": _ref(name=chain)}})
+        for shape in layout[chain]:
+            if shape != "dispatch":
+                cmds.append(_lookup_rule(chain, by_name[shape]))
+                continue
+            dispatch = {"vmap": {"key": {"meta": {"key": "nfproto"}},
+                                 "data": {"set": [["ipv4", {"goto": {"target": BAN_CHAIN_V4}}],
+                                                  ["ipv6", {"goto": {"target": BAN_CHAIN_V6}}]]}}}
+            cmds.append({"add": {"rule": _ref(chain=BAN_CHAIN, comment="bans: by IP version",
+                                              expr=[dispatch])}})
     return cmds
 
 
-def ban_chains_missing(chains: Iterable[str]) -> bool:
-    """Whether the ban chains need (re)building: absent, or from before the per-version split."""
-    return not {BAN_CHAIN, BAN_CHAIN_V4, BAN_CHAIN_V6} <= set(chains)
+def _rule_shape(rule: dict[str, Any]) -> str | None:
+    """A live rule as ``ban_layout`` writes it: the set it looks up, "dispatch", or None."""
+    for expr in rule.get("expr", []):
+        if not isinstance(expr, dict):
+            continue
+        right = expr.get("match", {}).get("right")
+        if isinstance(right, str) and right.startswith("@"):
+            return right[1:]
+        if "vmap" in expr:
+            return "dispatch"
+    return None
+
+
+def live_ban_lookups(chains: Iterable[str], rules: Iterable[dict[str, Any]]) -> frozenset[Kind] | None:
+    """The backing sets the live ban chains look up, from a terse listing's chain names and
+    rules; None when the chains are missing or laid out otherwise (older minifw, another tool),
+    so that the caller rebuilds them."""
+    if not {BAN_CHAIN, BAN_CHAIN_V4, BAN_CHAIN_V6} <= set(chains):
+        return None
+    live: dict[str, list[str | None]] = {BAN_CHAIN: [], BAN_CHAIN_V4: [], BAN_CHAIN_V6: []}
+    for rule in rules:
+        if rule.get("chain") in live:
+            live[rule["chain"]].append(_rule_shape(rule))
+    by_name = {kernel_name(DEFAULT_SET, *k): k for k in KINDS}
+    armed = frozenset(by_name[n] for shapes in live.values() for n in shapes if n in by_name)
+    return armed if ban_layout(armed) == live else None

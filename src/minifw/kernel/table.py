@@ -2,7 +2,7 @@
 
 nft 1.0.6 fetches every set element for ``list table``, ``list tables`` and ``list chain`` even
 in terse mode (33 s and 645 MB with 1M elements). Only ``list ruleset`` (terse), ``list chains``
-and ``list sets`` (terse) stay fast, so every read here goes through ``_ruleset()``.
+and ``list sets`` (terse) stay fast, so every read here goes through ``listing()``.
 """
 
 from __future__ import annotations
@@ -22,32 +22,32 @@ class LiveRule:
     bytes: int
 
 
-def _ruleset() -> dict:
+def listing() -> dict:
     """The terse listing of every table, trimmed to ``inet minifw``."""
-    listing = nft.query("list ruleset")
-    mine = [obj for obj in listing.get("nftables", [])
+    everything = nft.query("list ruleset")
+    mine = [obj for obj in everything.get("nftables", [])
             if any(isinstance(v, dict) and v.get("family") == FAMILY
                    and v.get("table", v.get("name")) == TABLE for v in obj.values())]
     return {"nftables": mine}
 
 
 def exists() -> bool:
-    return bool(nft.items(_ruleset(), "table"))
+    return bool(nft.items(listing(), "table"))
 
 
 def objects() -> tuple[list[str], list[str]]:
     """Names of the chains and limit objects in the table (empty if there is no table)."""
-    listing = _ruleset()
-    return ([c["name"] for c in nft.items(listing, "chain")],
-            [lim["name"] for lim in nft.items(listing, "limit")])
+    found = listing()
+    return ([c["name"] for c in nft.items(found, "chain")],
+            [lim["name"] for lim in nft.items(found, "limit")])
 
 
 def declarative_layout() -> dict[str, list[str | None]]:
     """Each declarative chain of the live table with its rules' comments, in kernel order."""
-    listing = _ruleset()
-    layout: dict[str, list[str | None]] = {c["name"]: [] for c in nft.items(listing, "chain")
+    found = listing()
+    layout: dict[str, list[str | None]] = {c["name"]: [] for c in nft.items(found, "chain")
                                            if is_declarative_chain(c["name"])}
-    for rule in nft.items(listing, "rule"):
+    for rule in nft.items(found, "rule"):
         if rule.get("chain") in layout:
             layout[rule["chain"]].append(rule.get("comment"))
     return layout
@@ -55,11 +55,11 @@ def declarative_layout() -> dict[str, list[str | None]]:
 
 def chain_rules(chain: str) -> list[LiveRule]:
     """The rules of one chain in kernel order, with handles and summed-up counters."""
-    listing = _ruleset()
-    if not any(c["name"] == chain for c in nft.items(listing, "chain")):
+    found = listing()
+    if not any(c["name"] == chain for c in nft.items(found, "chain")):
         raise KernelError(f"chain {chain} is not in table {FAMILY} {TABLE}")
     out = []
-    for rule in nft.items(listing, "rule"):
+    for rule in nft.items(found, "rule"):
         if rule.get("chain") != chain:
             continue
         packets = byte_count = 0
@@ -75,5 +75,5 @@ def chain_rules(chain: str) -> list[LiveRule]:
 
 def base_chains() -> list[dict]:
     """Every base chain of every table in this namespace: family, table, name, hook, prio."""
-    listing = nft.query("list chains")
-    return [c for c in nft.items(listing, "chain") if "hook" in c]
+    found = nft.query("list chains")
+    return [c for c in nft.items(found, "chain") if "hook" in c]
