@@ -14,7 +14,7 @@ import pytest
 
 from minifw.lab import MINIFW, Lab
 
-from kit import LAB_PREFIX
+from kit import LAB_PREFIX, ruleset_shape
 
 SEED_HOOKS = str(Path(__file__).resolve().parents[2] / "examples" / "seed_hooks.py")
 _n = itertools.count()
@@ -415,14 +415,13 @@ def test_reload_brings_hook_runners_in_line(hqlab):
     assert pid3 != pid2
 
     # a broken hook file: one error line, and the runner, the ruleset and the state stay
-    before = (server.run("nft -j list ruleset").stdout, (server.state_dir / "state.json").read_text())
+    before = (ruleset_shape(server), (server.state_dir / "state.json").read_text())
     write(hqlab, "gate.py", TCP_HOOK + "    def broken(:\n")
     bad = server.minifw("reload", check=False)
     assert bad.returncode != 0 and bad.stderr.count("\n") == 1
     assert "gate.py" in bad.stderr and "syntax" in bad.stderr
     assert runner_pids(server) == {pid3}
-    assert (server.run("nft -j list ruleset").stdout,
-            (server.state_dir / "state.json").read_text()) == before
+    assert (ruleset_shape(server), (server.state_dir / "state.json").read_text()) == before
     write(hqlab, "gate.py", TCP_HOOK)
 
     # the [[hook]] entry removed: its runner stops and its chain goes; the rules stay

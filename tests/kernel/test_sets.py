@@ -9,6 +9,8 @@ import pytest
 
 from minifw.lab import Lab
 
+from kit import ruleset_shape
+
 # A banned IPv6 source loses neighbour discovery too: once the neighbour entry ages out (a
 # loaded machine), its connect fails with EHOSTUNREACH instead of timing out. Both are drops.
 V6_BANNED = ("timeout", "error 113")
@@ -107,12 +109,12 @@ def test_timeouts_expire_and_keep_absolute_expiry(hlab):
 def test_import_bad_line_changes_nothing(hlab):
     server, client, _, cfg = ban_lab(hlab, "")
     server.minifw("up", "--config", cfg)
-    before = server.run("nft -j list ruleset").stdout
+    before = ruleset_shape(server)
     bad = hlab.tmp / "bad.txt"
     bad.write_text("# list\n198.18.0.2\n198.18.0.300\n")
     proc = server.minifw("set", "import", "blocked", str(bad), check=False)
     assert proc.returncode == 1 and f"{bad}:3:" in proc.stderr
-    assert server.run("nft -j list ruleset").stdout == before
+    assert ruleset_shape(server) == before
     assert client.tcp_ok("198.18.0.1", 80)
     proc = server.minifw("set", "import", "blocked", str(bad), "--skip-invalid")
     assert "imported 1" in proc.stdout
@@ -150,14 +152,14 @@ def test_reload_applies_config_set_difference_and_keeps_bans(hlab):
     assert client.tcp_result("198.18.0.1", 80) == "timeout"
     assert counts(server) == {"blocked": 1, "web_block": 1}
     # a bad config changes nothing: the kernel ruleset stays byte-identical
-    before = server.run("nft -j list ruleset").stdout
+    before = ruleset_shape(server)
     Path(cfg).write_text(CONFIG.replace('"198.18.3.0/24"', '"198.18.3.1/24"'))
     proc = server.minifw("reload", check=False)
     assert proc.returncode == 1 and "host bits" in proc.stderr
-    assert server.run("nft -j list ruleset").stdout == before
+    assert ruleset_shape(server) == before
     proc = server.minifw("ban", "198.18.0.999", check=False)
     assert proc.returncode == 1
-    assert server.run("nft -j list ruleset").stdout == before
+    assert ruleset_shape(server) == before
 
 
 def test_imported_block_persists_and_unbans(hlab):
