@@ -23,7 +23,7 @@ from .model.sets import (
     normalise_element,
     parse_duration,
 )
-from .setstore import CONFIG, RUNTIME, SetStore, distinct_sorted, now, parse_import
+from .setstore import CONFIG, RUNTIME, SetStore, distinct_sorted, now, pack, parse_import
 from .state import Store
 
 LOAD_CHUNK = 250_000
@@ -116,15 +116,18 @@ class SetService:
             self._check_cidrs(name, [i for i in items if "/" in i and not self.record.get(name, i)],
                               source)
             present = [i for i in items if self.record.get(name, i)]
+            config = self.record.config_elements(name) & set(items) if seconds else set()
             with self.record.transaction() as db:
                 if not self.record.exists(name):
                     self.record.declare(db, name, None)
                 self.record.put(db, name, ((i, expiry) for i in items), RUNTIME)
                 if self._up():
                     cmds = self._ensure(name, {element_kind(i) for i in items})
-                    # re-banning refreshes the timeout: delete then add in the same transaction
+                    # re-banning refreshes the timeout: delete then add in the same transaction;
+                    # an element the config lists stays permanent
                     refresh = ksets.build_elements("delete", name, ((i, None) for i in present))
-                    add = ksets.build_elements("add", name, ((i, seconds) for i in items))
+                    add = ksets.build_elements("add", name, ((i, None if i in config else seconds)
+                                                             for i in items))
                     try:
                         self._run(cmds + refresh + add)
                     except KernelError:
@@ -135,7 +138,9 @@ class SetService:
                 else:
                     where = " (minifw is down: recorded, applied at the next 'minifw up')"
         until = f" for {format_duration(seconds)}" if seconds else ""
-        return _outcome(f"banned {len(items)} element(s) in set {name}{until}{where}",
+        kept = "".join(f"\n{i} stays permanent in set {name}: the config lists it"
+                       for i in items if i in config)
+        return _outcome(f"banned {len(items)} element(s) in set {name}{until}{where}{kept}",
                         data={"set": name, "banned": items, "timeout": seconds,
                               "apply_ms": round(self.apply_seconds * 1000, 3)})
 
@@ -225,6 +230,13 @@ class SetService:
                 self._load_all(name, singles_only=True)
                 raise KernelError(f"{path}: set {name}: the import failed and was taken "
                                   f"back: {exc}") from exc
+            config = self.record.config_elements(name) if up and seconds else set()
+            if config:  # the import gave some a timeout in the kernel: they stay permanent
+                keys = set(four) | set(six)
+                touched = [e for e in config if (e in cidrs if "/" in e else pack(e) in keys)]
+                del keys
+                if touched:
+                    self._run(ksets.build_elements("add", name, ((e, None) for e in touched)))
             where = "" if up else (" (minifw is down: recorded, applied at the next "
                                    "'minifw up')")
         del four, six, cidrs
@@ -331,6 +343,7 @@ class SetService:
                 config = set(definition.elements) if definition else set()
                 old = self.record.config_elements(name)
                 added = [e for e in (definition.elements if definition else ()) if e not in old]
+                added += [e for e in self.record.config_with_expiry(name) if e in config]
                 dropped = sorted(old - config)
                 self.record.put(db, name, ((e, 0) for e in added), CONFIG)
                 self.record.drop_origin(db, name, dropped, CONFIG)

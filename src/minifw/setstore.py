@@ -320,6 +320,12 @@ class SetStore:
                 f"SELECT addr, expiry FROM {table} WHERE name=? AND (expiry=0 OR expiry>?)",
                 (name, at))
 
+    def config_with_expiry(self, name: str) -> list[str]:
+        """Config elements whose row carries an expiry (a ban with a timeout gave it one, before
+        config elements were kept permanent): they are made permanent again at the next load."""
+        return [r[0] for table in ("elem", "cidr") for r in self.db.execute(
+            f"SELECT addr FROM {table} WHERE name=? AND origin & 1 AND expiry != 0", (name,))]
+
     def config_elements(self, name: str) -> set[str]:
         return {r[0] for table in ("elem", "cidr") for r in self.db.execute(
             f"SELECT addr FROM {table} WHERE name=? AND origin & 1", (name,))}
@@ -348,10 +354,11 @@ class SetStore:
     def put(self, db: sqlite3.Connection, name: str, items: Iterable[tuple[str, int]],
             origin: int) -> None:
         """Insert (addr, expiry) pairs, or refresh their expiry and add ``origin``. For a few
-        elements (bans, config entries); keeps the tally exact."""
+        elements (bans, config entries); keeps the tally exact. An element the config lists
+        is permanent: a ban with a timeout does not give it an expiry."""
         for addr, expiry in items:
             table = _table(addr)
-            old = db.execute(f"SELECT expiry FROM {table} WHERE name=? AND addr=?",
+            old = db.execute(f"SELECT expiry, origin FROM {table} WHERE name=? AND addr=?",
                              (name, addr)).fetchone()
             was = 0
             if not old and table == "elem":  # imported before: it moves from its block to a row
@@ -359,6 +366,8 @@ class SetStore:
                 if hit:
                     self._kill(db, name, hit[0], [hit[1]])
                     was = RUNTIME
+            if (origin | (old[1] if old else 0)) & CONFIG:
+                expiry = 0
             db.execute(
                 f"INSERT INTO {table} (name, addr, expiry, origin) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(name, addr) DO UPDATE SET expiry=excluded.expiry, "
@@ -374,7 +383,9 @@ class SetStore:
         clause to evaluate per row)."""
         empty = db.execute(f"SELECT 1 FROM {table} WHERE name=? LIMIT 1", (name,)).fetchone() \
             is None
-        upsert = "" if empty else ("ON CONFLICT(name, addr) DO UPDATE SET expiry=excluded.expiry, "
+        # a config element stays permanent (see ``put``)
+        upsert = "" if empty else ("ON CONFLICT(name, addr) DO UPDATE SET expiry=CASE WHEN "
+                                   "origin & 1 THEN 0 ELSE excluded.expiry END, "
                                    "origin=origin | excluded.origin")
         db.executemany(
             f"INSERT INTO {table} (name, addr, expiry, origin) VALUES (?1, ?2, ?3, ?4) {upsert}",

@@ -227,11 +227,13 @@ def kernel_elements(host, kset):
     """{address: timeout or None} of a small kernel set (never for big ones: it lists all)."""
     listing = json.loads(host.run(f"nft -j list set inet minifw {kset}").stdout)["nftables"]
     out = {}
+    def text(val):
+        return f"{val['prefix']['addr']}/{val['prefix']['len']}" if isinstance(val, dict) else val
     for item in next(o["set"] for o in listing if "set" in o).get("elem", []):
-        if isinstance(item, dict):
-            out[item["elem"]["val"]] = item["elem"].get("timeout")
+        if isinstance(item, dict) and "elem" in item:
+            out[text(item["elem"]["val"])] = item["elem"].get("timeout")
         else:
-            out[item] = None
+            out[text(item)] = None
     return out
 
 
@@ -338,3 +340,40 @@ def test_ban_chains_laid_out_otherwise_are_rebuilt_with_every_recorded_kind(hlab
                                   "bans_v6": ["s_blocked_v6"]}
     assert client.tcp_result("198.18.0.1", 80) == "timeout"     # the earlier ban still drops
     assert client.tcp_result("fd00::1", 80) in V6_BANNED
+
+
+def test_config_elements_stay_permanent_through_timed_bans_imports_and_unbans(hlab):
+    server, client, _, cfg = ban_lab(
+        hlab, '[[set]]\nname = "blocked"\nelements = ["198.18.0.2", "fd00::/64"]\n')
+    server.minifw("up", "--config", cfg)
+    assert client.tcp_result("198.18.0.1", 80) == "timeout"
+    out = server.minifw("ban", "198.18.0.2", "fd00::/64", "198.18.0.9", "--timeout", "3s").stdout
+    assert "198.18.0.2 stays permanent" in out and "fd00::/64 stays permanent" in out
+    imports = hlab.tmp / "timed.txt"
+    imports.write_text("198.18.0.2\n198.18.0.8\n")
+    server.minifw("set", "import", "blocked", str(imports), "--timeout", "3s")
+    assert "stays in set blocked: the config lists it" in server.minifw("unban", "fd00::/64").stdout
+    assert kernel_elements(server, "s_blocked_v4")["198.18.0.2"] is None
+    assert kernel_elements(server, "s_blocked_v6net") == {"fd00::/64": None}
+    time.sleep(4)                                              # the timed elements expire
+    assert set(kernel_elements(server, "s_blocked_v4")) == {"198.18.0.2"}
+    server.minifw("reload")
+    assert client.tcp_result("198.18.0.1", 80) == "timeout"
+    assert client.tcp_result("fd00::1", 80) in V6_BANNED
+    items = json.loads(server.minifw("set", "list", "blocked", "--json").stdout)["items"]
+    assert {(i["element"], i["expires_in"]) for i in items} == {("198.18.0.2", None),
+                                                                ("fd00::/64", None)}
+
+
+def test_a_zoned_address_in_a_set_is_refused_before_anything_changes(hlab):
+    server, _, _, cfg = ban_lab(hlab, CONFIG)
+    server.minifw("up", "--config", cfg)
+    before = ruleset_shape(server)
+    bad = hlab.tmp / "zoned.toml"
+    bad.write_text(CONFIG.replace('"198.18.3.0/24"', '"198.18.3.0/24", "fe80::1%eth0"'))
+    for args in (["check", "--config", str(bad)], ["reload", "--config", str(bad)],
+                 ["ban", "fe80::1%eth0"]):
+        proc = server.minifw(*args, check=False)
+        assert proc.returncode != 0 and proc.stderr.count("\n") == 1 and "zone" in proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert ruleset_shape(server) == before

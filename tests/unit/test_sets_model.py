@@ -50,6 +50,10 @@ def test_bad_elements_and_overlaps():
         parse_config(CFG.replace("198.18.64.0/18", "198.18.64.1/18"), "x")
     with pytest.raises(RuleError, match="overlaps"):
         parse_config(CFG.replace('"fd00::1"', '"198.18.0.0/16"'), "x")
+    with pytest.raises(RuleError, match="zone"):                   # Python would take it
+        parse_config(CFG.replace('"fd00::1"', '"fe80::1%eth0"'), "x")
+    with pytest.raises(ConfigError, match=r"x:2: .*zone"):
+        parse_import(io.StringIO("198.18.0.1\nfe80::1%eth0\n"), "x", False)
     assert first_overlap(["198.18.0.0/24", "198.18.1.0/24"]) is None
     assert covering("198.18.64.9", ["198.18.64.0/18", "fd00::/8"]) == ["198.18.64.0/18"]
 

@@ -147,6 +147,9 @@ def normalise_element(item: Any) -> str:
     if not isinstance(item, str):
         raise ValueError(f"{item!r} is not an address string")
     text = item.strip()
+    if "%" in text:  # Python takes a zone (fe80::1%eth0); nftables sets hold bare addresses
+        raise ValueError(f"{item!r} carries a zone (%...); a set holds bare addresses: leave "
+                         "the zone out")
     try:
         net = ipaddress.ip_network(text, strict=True)
     except ValueError:
