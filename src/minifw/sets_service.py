@@ -8,6 +8,7 @@ the kernel.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import threading
 import time
@@ -140,7 +141,12 @@ class SetService:
         until = f" for {format_duration(seconds)}" if seconds else ""
         kept = "".join(f"\n{i} stays permanent in set {name}: the config lists it"
                        for i in items if i in config)
+        mapped = [f"{i} is an IPv4-mapped IPv6 address: IPv4 packets from "
+                  f"{ipaddress.IPv6Address(i).ipv4_mapped} do not match it; ban that address"
+                  for i in items if i.startswith("::ffff:") and "/" not in i
+                  and ipaddress.IPv6Address(i).ipv4_mapped]
         return _outcome(f"banned {len(items)} element(s) in set {name}{until}{where}{kept}",
+                        warnings=mapped,
                         data={"set": name, "banned": items, "timeout": seconds,
                               "apply_ms": round(self.apply_seconds * 1000, 3)})
 

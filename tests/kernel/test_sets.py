@@ -363,6 +363,8 @@ def test_config_elements_stay_permanent_through_timed_bans_imports_and_unbans(hl
     items = json.loads(server.minifw("set", "list", "blocked", "--json").stdout)["items"]
     assert {(i["element"], i["expires_in"]) for i in items} == {("198.18.0.2", None),
                                                                 ("fd00::/64", None)}
+    mapped = server.minifw("ban", "::ffff:198.18.0.9")             # banned, with a warning
+    assert "IPv4-mapped" in mapped.stdout + mapped.stderr and "198.18.0.9" in mapped.stderr
 
 
 def test_a_zoned_address_in_a_set_is_refused_before_anything_changes(hlab):
