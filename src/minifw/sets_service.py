@@ -339,7 +339,8 @@ class SetService:
     def after_load(self, ruleset: Ruleset, present_before: set[str]) -> None:
         """Bring the kernel's named sets in line with the config and the record, sending only the
         difference to sets that were already loaded, and everything to sets that were not."""
-        wanted = list(dict.fromkeys(ruleset.set_names() + self.record.names()))
+        needed = ruleset.set_names()
+        wanted = list(dict.fromkeys(needed + self.record.names()))
         kernel_sets, _, live_bans = kernel_objects()
         with self.record.transaction() as db:
             for name in wanted:
@@ -354,6 +355,15 @@ class SetService:
                 self.record.put(db, name, ((e, 0) for e in added), CONFIG)
                 self.record.drop_origin(db, name, dropped, CONFIG)
                 gone = [e for e in dropped if self.record.get(name, e) is None]
+                if (name not in needed and name != DEFAULT_SET
+                        and self.record.counts(name)["elements"] == 0):
+                    # the config dropped it and nothing was banned into it: it goes
+                    self.record.forget(db, name)
+                    stale = [c for c in ksets.build_set_delete(name)
+                             if c["delete"]["set"]["name"] in kernel_sets]
+                    if stale:
+                        nft.run({"nftables": stale})
+                    continue
                 loaded = all(k in present_before for k in ksets.kernel_names(name))
                 cmds: list[dict[str, Any]] = []
                 if not all(k in kernel_sets for k in ksets.kernel_names(name)):

@@ -379,3 +379,16 @@ def test_a_zoned_address_in_a_set_is_refused_before_anything_changes(hlab):
         assert proc.returncode != 0 and proc.stderr.count("\n") == 1 and "zone" in proc.stderr
         assert "Traceback" not in proc.stderr
     assert ruleset_shape(server) == before
+
+
+def test_a_set_the_config_drops_goes_unless_something_was_banned_into_it(hlab):
+    server, _, _, cfg = ban_lab(hlab, CONFIG + '\n[[set]]\nname = "keep"\nelements = ["198.18.7.7"]\n')
+    server.minifw("up", "--config", cfg)
+    server.minifw("ban", "198.18.8.8", "--set", "keep")            # a runtime element
+    Path(cfg).write_text("")
+    server.minifw("reload")
+    assert counts(server) == {"keep": 1}                            # web_block is gone
+    sets = {o["set"]["name"] for o in json.loads(server.run("nft -j list sets").stdout)["nftables"]
+            if "set" in o}
+    assert not any(n.startswith("s_web_block_") for n in sets)
+    assert "s_keep_v4" in sets
