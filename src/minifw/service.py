@@ -57,7 +57,7 @@ class Service:
         path = config or DEFAULT_CONFIG
         text, ruleset = read_config(path)
         supervise.validate(hook_files(text, os.path.abspath(path)), ruleset)
-        return ruleset, compiler.build_load(ruleset)
+        return ruleset, sets_service.fresh_load(ruleset)
 
     def up(self, config: str | None) -> Outcome:
         path = os.path.abspath(config or DEFAULT_CONFIG)

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
+from .compile import nft as compiler
 from .compile import sets as ksets
 from .errors import ConfigError, KernelError
 from .kernel import nft, setelem, table
@@ -42,6 +43,20 @@ def kernel_objects() -> tuple[set[str], set[str], frozenset[ksets.Kind] | None]:
     chains = {c["name"] for c in nft.items(listing, "chain")}
     return ({s["name"] for s in nft.items(listing, "set")}, chains,
             ksets.live_ban_lookups(chains, nft.items(listing, "rule")))
+
+
+def fresh_load(ruleset: Ruleset) -> dict[str, Any]:
+    """What a load of ``ruleset`` into an empty namespace sends, for ``check``: the load
+    document, then each ``[[set]]``'s elements and, for ``blocked``, its ban chain (a real load
+    sends those after the document, from the record, with runtime elements too)."""
+    document = compiler.build_load(ruleset)
+    for definition in ruleset.sets:
+        cmds = ksets.build_elements("add", definition.name,
+                                    ((e, None) for e in definition.elements))
+        if definition.name == DEFAULT_SET and definition.elements:
+            cmds += ksets.build_ban_chain({element_kind(e) for e in definition.elements})
+        document["nftables"] += cmds
+    return document
 
 
 class SetService:

@@ -153,3 +153,14 @@ def test_unknown_ban_chain_layouts_read_as_none():
     chains, rules = _as_listing(build_ban_chain({(4, False)}))
     rules.append({"chain": "bans_v6", "expr": [{"match": {"right": "@s_blocked_v6"}}]})
     assert live_ban_lookups(chains, rules) is None                   # a lookup never reached
+
+
+def test_check_shows_config_set_elements_and_the_ban_chain():
+    from minifw.sets_service import fresh_load
+    config = CFG.replace('name = "bad"', 'name = "blocked"').replace("@bad", "@blocked")
+    doc = fresh_load(parse_config(config, "x"))["nftables"]
+    elems = {c["add"]["element"]["name"]: c["add"]["element"]["elem"] for c in doc
+             if "element" in c.get("add", {})}
+    assert elems["s_blocked_v4"] == ["198.18.2.2"] and elems["s_blocked_v6"] == ["fd00::1"]
+    chains, rules = _as_listing(doc)
+    assert live_ban_lookups(chains, rules) == {(4, False), (4, True), (6, False)}
