@@ -236,3 +236,67 @@ def test_receive_buffer_setting(monkeypatch):
         monkeypatch.setenv(R.RCVBUF_ENV, bad)
         with pytest.raises(ConfigError, match="MINIFW_HOOK_RCVBUF.*at least 4096"):
             R.rcvbuf_setting()
+
+
+def _datagram(ip: bytes, pid: int = 1) -> bytes:
+    body = nfgen(0, 7) + attr(1, struct.pack(">IHB", pid, 0x86DD if ip[0] >> 4 == 6 else 0x0800, 1))
+    return message((3 << 8) | 0, 0, 0, body + attr(10, ip))
+
+
+def _v6(next_header: int, rest: bytes) -> bytes:
+    return (struct.pack("!IHBB", 0x60000000, len(rest), next_header, 64)
+            + ipaddress.IPv6Address("fd00::2").packed + ipaddress.IPv6Address("fd00::1").packed
+            + rest)
+
+
+@pytest.mark.parametrize("rest", [b"\x06\x00\x00\x00",                  # hop-by-hop cut short
+                                  b"\x06\xff" + b"\x00" * 30])          # one that runs past the end
+def test_broken_ipv6_extension_headers_leave_the_addresses_readable(rest):
+    pkt = Packet.from_datagram(_datagram(_v6(0, rest)), Packet.environment(None, None, False))
+    assert pkt.version == 6 and pkt.src == "fd00::2" and pkt.dst == "fd00::1"
+    for name in ("proto", "proto_number", "sport", "dport", "icmp_type", "payload"):
+        with pytest.raises(PacketError, match="extension header"):
+            getattr(pkt, name)
+
+
+def test_a_tcp_data_offset_below_five_raises():
+    tcp = struct.pack("!HHIIBBHHH", 4000, 80, 1, 0, 0x00, 0x18, 512, 0, 0) + b"data"
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 1, 0x4000, 64, 6, 0,
+                     bytes([198, 18, 0, 2]), bytes([198, 18, 0, 1])) + tcp
+    pkt = Packet.from_datagram(_datagram(ip), Packet.environment(None, None, False))
+    assert pkt.dport == 80
+    with pytest.raises(PacketError, match="data offset 0"):
+        pkt.payload
+
+
+@pytest.mark.parametrize("queues", [{7: None}, {7: None, 8: None}])   # one queue, and several
+def test_sys_exit_and_keyboardinterrupt_in_a_hook_are_its_errors(queues):
+    import sys
+
+    def leaves(pkt):
+        if pkt.id == 3:
+            sys.exit("bye")
+        if pkt.id == 4:
+            raise KeyboardInterrupt
+        return ACCEPT
+
+    r = make_runner({q: leaves for q in queues}, [udp4(i) for i in (1, 3, 4, 5)] + [None],
+                    on_error="drop", fail="closed")
+    serve(r)                                  # the loop kept going after both
+    assert verdicts(r) == [(7, 1, 1, None), (7, 0, 4, None), (7, 1, 5, None)]
+    assert r.ctx[7].errors == 2
+
+
+def test_hook_arguments_that_chain_names_or_flags_cannot_take_are_refused(tmp_path):
+    from minifw.errors import ConfigError
+    with pytest.raises(ConfigError, match="per_flow must be True or False"):
+        make_spec(odd_drop, "input", per_flow="no")
+    with pytest.raises(ConfigError, match="payload must be True or False"):
+        make_spec(odd_drop, "input", payload=1)
+    with pytest.raises(ConfigError, match="chain names"):
+        make_spec(odd_drop, "input", name='drop "x"; flush ruleset')
+    assert make_spec(lambda p: ACCEPT, "input").name == "lambda_"
+    exits = tmp_path / "exits.py"
+    exits.write_text("import sys\nsys.exit(0)\n")
+    with pytest.raises(ConfigError, match="SystemExit"):
+        R.load_hooks(str(exits))

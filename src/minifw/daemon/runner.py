@@ -108,9 +108,14 @@ def load_hooks(file: str) -> list[HookSpec]:
     except SyntaxError as exc:
         raise ConfigError(f"Python syntax error: {exc.msg}", file=str(file),
                           line=exc.lineno) from exc
+    except StopRunner:
+        raise
     except Exception as exc:  # the user's module failed at import: say where
         raise ConfigError(f"the hook file raised {type(exc).__name__}: {exc}", file=str(file),
                           line=_user_line(exc, path)) from exc
+    except (SystemExit, KeyboardInterrupt) as exc:  # a file that exits is no hook file
+        raise ConfigError(f"the hook file raised {type(exc).__name__} ({exc!r}) at import",
+                          file=str(file), line=_user_line(exc, path)) from exc
     return collect(namespace, str(file))
 
 
@@ -364,7 +369,9 @@ class Runner:
                 ctx.seen += 1
                 try:
                     v = ctx.fn(pkt)
-                except Exception as exc:
+                except StopRunner:
+                    raise
+                except BaseException as exc:  # sys.exit() in a hook is the hook's error too
                     v = failed(ctx, exc)
                 if v is accept:
                     verdict = 1
@@ -437,7 +444,9 @@ class Runner:
                             seen += 1
                             try:
                                 v = fn(pkt)
-                            except Exception as exc:
+                            except StopRunner:
+                                raise
+                            except BaseException as exc:  # as in serve()
                                 v = failed(ctx, exc)
                             if v is accept:
                                 verdict = 1
@@ -548,7 +557,9 @@ class Runner:
                 verdict = 0
             else:
                 raise TypeError(f"a hook function must return ACCEPT or DROP, not {v!r}")
-        except Exception as exc:
+        except StopRunner:
+            raise
+        except BaseException as exc:  # as in serve()
             verdict = ctx.error_verdict
             ctx.errors += 1
             self._report(ctx, exc)

@@ -15,9 +15,11 @@ Pure: the decorator only validates and records; ``minifw run`` does the rest.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, Callable
 
 from ..errors import ConfigError
+from ..model.rule import ID_RE
 from ..model.types import CONNTRACK_PRIORITY, HOOKS_BEFORE_CONNTRACK, Hook
 from ..netlink.nfqueue import Verdict
 
@@ -59,7 +61,10 @@ def make_spec(fn: Callable, hook_name: str, priority: int = 0, *, fail: str = "o
               flow_mark: int = DEFAULT_FLOW_MARK, payload: bool = False,
               name: str | None = None) -> HookSpec:
     """Validate hook arguments; raise ConfigError with a sentence saying what to fix."""
-    label = name or getattr(fn, "__name__", "hook")
+    label = name
+    if name is None:  # a function's own name may hold what chain names cannot (<lambda>, ö)
+        label = re.sub(r"[^A-Za-z0-9_.-]", "_", getattr(fn, "__name__", "hook"))[:64]
+        label = label.lstrip("_.-") or "hook"
     where = f"hook function '{label}'"
     try:
         hk = Hook(hook_name)
@@ -78,6 +83,13 @@ def make_spec(fn: Callable, hook_name: str, priority: int = 0, *, fail: str = "o
             or flow_mark > 0x80000000:
         raise ConfigError(f"{where}: flow_mark must be one bit of a 32-bit mark, such as "
                           f"0x20000000, not {flow_mark!r}.")
+    if not isinstance(label, str) or not ID_RE.match(label):
+        raise ConfigError(f"{where}: the name goes into chain names and comments: use 1-64 "
+                          "ASCII letters, digits, '_', '.' or '-', starting with a letter or "
+                          "digit (name=... sets it).")
+    for flag, value in (("per_flow", per_flow), ("payload", payload)):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: {flag} must be True or False, not {value!r}.")
     if per_flow and hk in HOOKS_BEFORE_CONNTRACK and priority <= CONNTRACK_PRIORITY:
         raise ConfigError(f"{where}: per_flow at {hk.value} needs a priority above "
                           f"{CONNTRACK_PRIORITY}, where conntrack has already run; "

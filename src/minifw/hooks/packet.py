@@ -162,6 +162,10 @@ def _bytes(view: Any) -> bytes:
     return view if type(view) is bytes else bytes(view)
 
 
+_BROKEN_EXT = -2  # _l4 when the IPv6 extension headers are truncated or run past the packet
+_BROKEN_EXT_MSG = "an IPv6 extension header is truncated or runs past the packet."
+
+
 class Packet:
     """One queued packet. Fields: version, src, dst, proto, sport, dport, icmp_type, length,
     iif, oif, hook, mark, ct_state, payload, raw; and ``log(msg)``.
@@ -315,8 +319,9 @@ class Packet:
                 raise PacketError(f"the IPv6 header is truncated: {n} of 40 bytes.")
             proto, off = buf[p + 6], p + 40
             while proto in _V6_EXT:
-                if off + 8 > e:
-                    raise PacketError("an IPv6 extension header is truncated.")
+                if off + 8 > e:  # the addresses stay readable; the transport fields raise
+                    proto, off = None, _BROKEN_EXT
+                    break
                 nxt = buf[off]
                 if proto == 44:
                     if ((buf[off + 2] << 8) | buf[off + 3]) >> 3:
@@ -328,6 +333,9 @@ class Packet:
                 else:
                     size = (buf[off + 1] + 1) * 8
                 proto, off = nxt, off + size
+                if off > e:
+                    proto, off = None, _BROKEN_EXT
+                    break
         else:
             raise PacketError(f"the packet's IP version field is {v}; expected 4 or 6.")
         self._buf, self._p, self._e = buf, p, e
@@ -376,17 +384,25 @@ class Packet:
         """"tcp", "udp", "icmp", "icmpv6", "sctp", or the protocol number for others."""
         if self._l3 is None:
             self._parse()
-        return _PROTO_OF[self._proto]  # type: ignore[index]
+        try:
+            return _PROTO_OF[self._proto]  # type: ignore[index]
+        except TypeError:  # None: the IPv6 extension headers are broken
+            raise PacketError(_BROKEN_EXT_MSG) from None
 
     @property
     def proto_number(self) -> int:
-        return self._transport()[0]
+        proto = self._transport()[0]
+        if proto is None:
+            raise PacketError(_BROKEN_EXT_MSG)
+        return proto
 
     def _l4_at(self, need: int) -> int | None:
         """The transport header's offset in _buf if ``need`` bytes of it were copied; None for
         a later fragment; PacketError if truncated."""
         proto, off = self._transport()
         if off < 0:
+            if off == _BROKEN_EXT:
+                raise PacketError(_BROKEN_EXT_MSG)
             return None
         if off + need > self._e:  # type: ignore[operator]
             raise PacketError(f"the {PROTO_NAMES.get(proto, proto)} header is truncated: "
@@ -394,6 +410,8 @@ class Packet:
         return off
 
     def _port(self, which: int) -> int | None:
+        if self._l4 == _BROKEN_EXT:
+            raise PacketError(_BROKEN_EXT_MSG)
         if self._proto in _PORT_PROTOS:
             off = self._l4_at(4)
             if off is not None:
@@ -422,6 +440,8 @@ class Packet:
     def icmp_type(self) -> int | None:
         if self._l3 is None:
             self._parse()
+        if self._l4 == _BROKEN_EXT:
+            raise PacketError(_BROKEN_EXT_MSG)
         if self._proto not in (1, 58):
             return None
         off = self._l4_at(1)
@@ -432,10 +452,14 @@ class Packet:
         """The transport payload (after the TCP/UDP/ICMP header)."""
         proto, off = self._transport()
         if off < 0:
+            if off == _BROKEN_EXT:
+                raise PacketError(_BROKEN_EXT_MSG)
             return b""
         if proto == 6:
             self._l4_at(13)
             hlen = (self._buf[off + 12] >> 4) * 4
+            if hlen < 20:
+                raise PacketError(f"the TCP data offset {hlen // 4} is invalid (at least 5).")
         elif proto in (17, 1, 58):
             hlen = 8
         else:
