@@ -1,7 +1,9 @@
 # minifw: `make demo` shows the seed's mini-firewall; `make test` runs every test.
 PY ?= python3
 VENV := .venv
-APT_PACKAGES := nftables iproute2 iptables conntrack iputils-ping curl tcpdump util-linux kmod procps
+# gcc and python3-dev build the hook runner's optional C hot path (src/minifw/hooks/_hot.c)
+APT_PACKAGES := nftables iproute2 iptables conntrack iputils-ping curl tcpdump util-linux kmod procps \
+	gcc python3-dev
 STAMP := $(VENV)/.installed
 
 .PHONY: install demo test unit kernel clean
@@ -11,7 +13,7 @@ STAMP := $(VENV)/.installed
 install: $(STAMP)
 	@$(VENV)/bin/python -m compileall -q src >/dev/null
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py src/minifw/hooks/_hot.c
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \

@@ -4,7 +4,8 @@ In ONE run, in two namespaces joined by veth (sender -> receiver, queue at the r
 input hook):
 - UDP packets/s delivered: no firewall; NetfilterQueue (PyPI) accept-all and parse callbacks;
   C libnetfilter_queue accept-all (one verdict per packet); minifw accept-all and
-  parse + set-lookup hooks;
+  parse + set-lookup hooks, and the parse hook again on the pure-Python path
+  (MINIFW_PURE_PYTHON=1, without the C hot path of hooks/_hot.c);
 - TCP iperf3 throughput: no firewall, a minifw hook, a minifw per-flow hook, and as a
   reference C libnetfilter_queue with minifw's queue settings (F_GSO, 128-byte copy, batch
   verdicts): what the queue mechanism itself allows on this machine.
@@ -95,11 +96,11 @@ def cpu_seconds(pid: int) -> float:
 
 
 def udp_case(lab, rx, tx, blast: str, seconds: float, consumer: list[str] | None,
-             minifw_file: str | None) -> tuple[float, float | None]:
+             minifw_file: str | None, env: dict[str, str] | None = None
+             ) -> tuple[float, float | None]:
     proc = None
     if minifw_file:
-        proc = rx.popen([MINIFW, "run", minifw_file],
-                        env=dict(os.environ, MINIFW_STATE_DIR=str(rx.state_dir)))
+        proc = rx.popen([MINIFW, "run", minifw_file], env=env)
         wait_record(rx, proc)
     elif consumer:
         proc = rx.popen(consumer)
@@ -137,8 +138,7 @@ def tcp_case(rx, tx, seconds: float, consumer: list[str] | None,
              minifw_file: str | None) -> float:
     proc = None
     if minifw_file:
-        proc = rx.popen([MINIFW, "run", minifw_file],
-                        env=dict(os.environ, MINIFW_STATE_DIR=str(rx.state_dir)))
+        proc = rx.popen([MINIFW, "run", minifw_file])
         wait_record(rx, proc)
     elif consumer:
         proc = rx.popen(consumer)
@@ -194,6 +194,8 @@ def main() -> int:
                 ("C libnetfilter_queue accept-all", [c_nfq, str(QUEUE)], None),
                 ("minifw accept-all", None, str(HERE / "minifw_accept.py")),
                 ("minifw parse + set lookup", None, str(HERE / "minifw_parse.py")),
+                # the same hook without the C hot path (hooks/_hot.c): what pure Python costs
+                ("minifw parse, pure Python", None, str(HERE / "minifw_parse.py")),
             ]
             udp: dict[str, list[float]] = {}
             cpu: dict[str, list[float]] = {}
@@ -201,8 +203,9 @@ def main() -> int:
                 for name, consumer, hook_file in udp_cases:
                     if not wanted("udp", name):
                         continue
+                    env = {"MINIFW_PURE_PYTHON": "1"} if "pure Python" in name else None
                     pps, per_packet = udp_case(lab, rx, tx, blast, args.seconds, consumer,
-                                               hook_file)
+                                               hook_file, env)
                     extra = (f"   {per_packet:5.1f} us CPU/packet in the consumer"
                              if per_packet is not None else "")
                     print(f"[{rnd}] udp  {name:<34} {pps:>12,.0f} pps{extra}", flush=True)
@@ -256,6 +259,8 @@ def main() -> int:
     print(f"  CPU per packet, NetfilterQueue parse / minifw parse  {ratio(cpu, nq, p, min)}"
           "   (steadier than pps on a shared machine)")
     print(f"  CPU per packet, C accept-all / minifw parse          {ratio(cpu, c, p, min)}")
+    pure = "minifw parse, pure Python"
+    print(f"  CPU per packet, pure Python / C hot path (parse)     {ratio(cpu, pure, p, min)}")
     print(f"  tcp minifw hook / no firewall            "
           f"{ratio(tcp, 'minifw hook', 'no firewall')}   goal >= 0.90")
     print(f"  tcp minifw per-flow / no firewall        "

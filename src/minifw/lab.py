@@ -44,7 +44,8 @@ class Host:
     def popen(self, cmd: str | Sequence[str], **kw) -> subprocess.Popen:
         argv = shlex.split(cmd) if isinstance(cmd, str) else list(cmd)
         # like run(): a minifw started here keeps its state in the host's own directory
-        kw["env"] = dict(os.environ, MINIFW_STATE_DIR=str(self.state_dir), **kw.get("env", {}))
+        # (an env given by the caller wins)
+        kw["env"] = {**os.environ, "MINIFW_STATE_DIR": str(self.state_dir), **(kw.get("env") or {})}
         proc = subprocess.Popen(["ip", "netns", "exec", self.ns, *argv],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True, **kw)

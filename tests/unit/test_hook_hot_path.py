@@ -1,5 +1,6 @@
 """The runner's hot path without a kernel: packets built straight from datagrams read the same
-fields as the codec's QueuedPacket path, garbage raises only PacketError, and the serve loops
+fields as the codec's QueuedPacket path, the C core (hooks/_hot.c) reads what the pure-Python
+core reads, garbage raises only PacketError, and the serve loops (Python, and C per burst)
 answer every packet with the right batch verdicts (runs of equal verdicts, ids in order)."""
 
 import ipaddress
@@ -13,7 +14,8 @@ from minifw.compile import hooks as plan
 from minifw.daemon import runner as R
 from minifw.errors import PacketError
 from minifw.hooks import ACCEPT, DROP, make_spec
-from minifw.hooks.packet import Packet
+from minifw.hooks.packet import HotPacket, Packet, PurePacket
+from minifw.kernel import mmsg
 from minifw.netlink.nfqueue import NfqueueCodec, VerdictWriter, split_datagram
 from minifw.netlink.nlmsg import attr, message, nfgen
 
@@ -44,12 +46,56 @@ def fields(pkt):
     return out
 
 
+CORES = [PurePacket, HotPacket]
+
+
+def test_the_c_core_is_built():
+    # the install builds hooks/_hot.c (gcc and the Python headers are in the Makefile's
+    # packages); without it the C-core tests below would test nothing
+    assert HotPacket is not None and Packet is HotPacket
+
+
+@pytest.mark.parametrize("cls", CORES, ids=["pure", "C"])
 @pytest.mark.parametrize("data", [PING, UDP6, udp4(5), udp4(6, mark=9)])
-def test_datagram_packet_reads_what_the_codec_reads(data):
+def test_datagram_packet_reads_what_the_codec_reads(data, cls):
     (ev,) = NfqueueCodec().receive_data(data)
-    env = Packet.environment(None, None, False)
+    env = cls.environment(None, None, False)
     for _ in range(2):  # the second read takes the remembered attribute layout
-        assert fields(Packet.from_datagram(data, env)) == fields(Packet(ev, full_copy=False))
+        assert fields(cls.from_datagram(data, env)) == fields(cls(ev, full_copy=False))
+
+
+def _ip4(ihl=5, frag=0x4000, proto=17, total=36, tail=b"", src=b"\xc6\x12\x00\x02"):
+    head = struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, 0, total, 1, frag, 64, proto, 0, src,
+                       b"\xc6\x12\x00\x01")
+    return head + b"\x00" * (4 * ihl - 20) + tail
+
+
+# IPv4 variants around the C core's fast path: options, fragments, short, other protocols
+SHAPES = [_ip4(tail=b"\x0f\xa0\x00\x09" + b"\x00" * 4), _ip4(6, tail=b"\x00\x16\x00\x17"),
+          _ip4(frag=0x2000 | 3, tail=b"abcd"), _ip4(tail=b"\x0f"), _ip4(proto=1, tail=b"\x08\0\0\0"),
+          _ip4(proto=6, tail=b"\x00\x50\x01\xbb" + b"\x00" * 8 + b"\x50" + b"\x00" * 7),
+          _ip4(proto=47, tail=b"\x00" * 8), _ip4(proto=132, tail=b"\x00\x01\x00\x02"),
+          _ip4(ihl=4, tail=b"\x00" * 8), _ip4()[:19], b""]
+
+
+@pytest.mark.parametrize("ip", SHAPES)
+def test_the_c_core_reads_what_the_pure_core_reads(ip):
+    data = _datagram(ip, pid=3)
+    env = Packet.environment(None, None, False)
+    for _ in range(2):
+        assert fields(HotPacket.from_datagram(data, env)) == fields(
+            PurePacket.from_datagram(data, env))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=0, max_size=80), st.sampled_from(SHAPES))
+def test_fuzz_the_c_core_against_the_pure_core(noise, ip):
+    env = Packet.environment(None, None, False)
+    for data in (_datagram(ip[:len(noise) // 2] + noise), _datagram(noise),
+                 udp4(1)[:32] + noise):
+        data = struct.pack("=I", len(data)) + data[4:]
+        assert fields(HotPacket.from_datagram(data, env)) == fields(
+            PurePacket.from_datagram(data, env))
 
 
 def test_same_length_other_layout_is_walked_again():
@@ -73,11 +119,11 @@ def test_addresses_compare_and_hash_like_ipaddress():
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.binary(max_size=200))
-def test_fuzz_datagram_packets_raise_only_packet_error(tail):
+@given(st.binary(max_size=200), st.sampled_from(CORES))
+def test_fuzz_datagram_packets_raise_only_packet_error(tail, cls):
     head = udp4(1)[:32]  # a valid netlink header and packet header, then garbage
     data = struct.pack("=I", 32 + len(tail)) + head[4:] + tail
-    _touch_all(Packet.from_datagram(data, Packet.environment(None, None, False)))
+    _touch_all(cls.from_datagram(data, cls.environment(None, None, False)))
 
 
 # ---- the serve loops, on a fake socket ----------------------------------------------------------
@@ -119,12 +165,60 @@ class FakeReceiver:
         raise R.StopRunner()
 
 
+class SlotsReceiver(FakeReceiver):
+    """The recvmmsg receiver's slot interface, which the runner's C loop reads: each burst laid
+    out in one buffer, its lengths in an mmsghdr-shaped array. TRUNCATED in the list stands for
+    a datagram longer than its slot (the kernel's MSG_TRUNC length)."""
+
+    slot_size = 256
+    entry_size = mmsg._ENTRY
+    len_at = mmsg._LEN_AT
+
+    def __init__(self, sock):
+        super().__init__(sock)
+        self.buf = bytearray(64 * self.slot_size)
+        self.lengths = bytearray(64 * self.entry_size)
+
+    def receive_count(self):
+        burst = self.receive()
+        for i, data in enumerate(burst):
+            size = self.slot_size + 1 if data is TRUNCATED else len(data)
+            if data is not TRUNCATED:
+                self.buf[i * self.slot_size:i * self.slot_size + size] = data
+            struct.pack_into("=I", self.lengths, i * self.entry_size + self.len_at, size)
+        return len(burst)
+
+    def datagram(self, i):
+        size = struct.unpack_from("=I", self.lengths, i * self.entry_size + self.len_at)[0]
+        at = i * self.slot_size
+        if size > self.slot_size:
+            self.on_truncated(self.buf[at:at + self.slot_size], size)
+            return None
+        return self.buf[at:at + size]
+
+
+TRUNCATED = b"truncated"
+LOOPS = ["python", "python-pure", "C"]
+
+
+@pytest.fixture(params=LOOPS)
+def loop(request, monkeypatch):
+    """Which serve loop the runner takes: Python over C-core or pure packets, or the C loop."""
+    if request.param == "python-pure":
+        monkeypatch.setattr(R, "Packet", PurePacket)
+    monkeypatch.setattr(FakeQueueSocket, "receiver_cls",
+                        SlotsReceiver if request.param == "C" else FakeReceiver)
+    return request.param
+
+
 class FakeQueueSocket:
+    receiver_cls = FakeReceiver
+
     def __init__(self, datagrams):
         self.sock = FakeSocket(datagrams)
 
     def receiver(self, slot_size, slots):
-        return FakeReceiver(self.sock)
+        return self.receiver_cls(self.sock)
 
 
 def make_runner(fns, datagrams, **spec_args):
@@ -164,7 +258,7 @@ def odd_drop(pkt):
     return DROP if pkt.id % 2 else ACCEPT
 
 
-def test_single_queue_runs_of_equal_verdicts():
+def test_single_queue_runs_of_equal_verdicts(loop):
     data = [udp4(i) for i in (2, 4, 5, 7, 8)] + [None] + [udp4(i) for i in (10, 11)] + [None]
     r = make_runner({7: odd_drop}, data)
     serve(r)
@@ -174,7 +268,7 @@ def test_single_queue_runs_of_equal_verdicts():
     assert (ctx.seen, ctx.dropped, ctx.errors) == (7, 3, 0)
 
 
-def test_stop_mid_burst_leaves_the_open_run_for_stop_to_answer():
+def test_stop_mid_burst_leaves_the_open_run_for_stop_to_answer(loop):
     def stop_at_4(pkt):  # SIGTERM's handler raises StopRunner wherever the loop is
         if pkt.id == 4:
             raise R.StopRunner()
@@ -188,13 +282,13 @@ def test_stop_mid_burst_leaves_the_open_run_for_stop_to_answer():
     assert r.ctx[7].seen == 3
 
 
-def test_waiting_stop_after_a_burst_answered_it():
+def test_waiting_stop_after_a_burst_answered_it(loop):
     r = make_runner({7: odd_drop}, [udp4(2), udp4(4)])
     serve(r)  # the burst is answered before the receiver waits again (and stops)
     assert verdicts(r) == [(7, 1, 4, None)]
 
 
-def test_errors_and_odd_returns_take_on_error():
+def test_errors_and_odd_returns_take_on_error(loop):
     def bad(pkt):
         if pkt.id == 3:
             raise ValueError("boom")
@@ -206,7 +300,7 @@ def test_errors_and_odd_returns_take_on_error():
     assert (r.ctx[7].errors, r.ctx[7].dropped) == (2, 2)
 
 
-def test_other_datagrams_take_the_general_path():
+def test_other_datagrams_take_the_general_path(loop):
     # a packet whose first attribute is not the packet header, then a normal one
     odd = udp4(3)  # swap the packet header (20:32) and the input interface (32:40)
     swapped = odd[:20] + odd[32:40] + odd[20:32] + odd[40:]
@@ -215,7 +309,7 @@ def test_other_datagrams_take_the_general_path():
     assert verdicts(r) == [(7, 1, 2, None), (7, 0, 3, None), (7, 1, 4, None)]
 
 
-def test_several_queues_and_per_flow_marks():
+def test_several_queues_and_per_flow_marks(loop):
     fns = {7: odd_drop, 8: lambda pkt: ACCEPT}
     data = [udp4(1, queue=7), udp4(1, queue=8, mark=0x10), udp4(2, queue=7),
             udp4(2, queue=8), udp4(9, queue=99), None]
@@ -239,7 +333,8 @@ def test_receive_buffer_setting(monkeypatch):
 
 
 def _datagram(ip: bytes, pid: int = 1) -> bytes:
-    body = nfgen(0, 7) + attr(1, struct.pack(">IHB", pid, 0x86DD if ip[0] >> 4 == 6 else 0x0800, 1))
+    v6 = ip[:1] and ip[0] >> 4 == 6
+    body = nfgen(0, 7) + attr(1, struct.pack(">IHB", pid, 0x86DD if v6 else 0x0800, 1))
     return message((3 << 8) | 0, 0, 0, body + attr(10, ip))
 
 
@@ -300,3 +395,39 @@ def test_hook_arguments_that_chain_names_or_flags_cannot_take_are_refused(tmp_pa
     exits.write_text("import sys\nsys.exit(0)\n")
     with pytest.raises(ConfigError, match="SystemExit"):
         R.load_hooks(str(exits))
+
+
+def test_c_loop_reports_a_datagram_longer_than_its_slot_and_goes_on(monkeypatch):
+    monkeypatch.setattr(FakeQueueSocket, "receiver_cls", SlotsReceiver)
+    r = make_runner({7: odd_drop}, [udp4(2), TRUNCATED, udp4(4), udp4(5), None])
+    reported = []
+    monkeypatch.setattr(r, "_truncated", lambda head, size: reported.append(size))
+    serve(r)
+    assert reported == [SlotsReceiver.slot_size + 1]
+    assert verdicts(r) == [(7, 1, 4, None), (7, 0, 5, None)]
+
+
+def test_hook_errors_are_logged_with_their_traceback(loop, caplog):
+    def broken(pkt):
+        return {}[pkt.dport]  # KeyError, raised in the hook's own line
+
+    r = make_runner({7: broken}, [udp4(1), None], on_error="drop")
+    with caplog.at_level("ERROR", logger="minifw.hooks"):
+        serve(r)
+    assert verdicts(r) == [(7, 0, 1, None)]
+    text = caplog.text
+    assert "hook f7 raised" in text and "KeyError: 9" in text and "in broken" in text
+
+
+def test_packets_a_hook_keeps_stay_readable_after_their_burst(loop):
+    kept = []
+
+    def keep(pkt):
+        kept.append(pkt)
+        return ACCEPT
+
+    r = make_runner({7: keep}, [udp4(1, src="198.18.9.1"), udp4(2, src="198.18.9.2"), None,
+                                udp4(3, src="198.18.9.3", dport=53), None])
+    serve(r)
+    assert [(p.id, str(p.src), p.dport, p.proto) for p in kept] == [
+        (1, "198.18.9.1", 9, "udp"), (2, "198.18.9.2", 9, "udp"), (3, "198.18.9.3", 53, "udp")]

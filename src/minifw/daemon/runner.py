@@ -29,7 +29,7 @@ from typing import Any, Callable
 from ..compile import hooks as plan
 from ..errors import ConfigError, KernelError, MinifwError, PacketError, UnsupportedError
 from ..hooks import HookSpec, collect
-from ..hooks.packet import Packet
+from ..hooks.packet import HotPacket, PurePacket, _hot
 from ..kernel import nfnl, nft
 from ..kernel.nfqueue import RCVBUF_START, QueueBusy, QueueSocket
 from ..hooks import ACCEPT, DROP
@@ -73,6 +73,10 @@ log = logging.getLogger("minifw.hooks")
 
 
 RCVBUF_ENV = "MINIFW_HOOK_RCVBUF"
+PURE_ENV = "MINIFW_PURE_PYTHON"
+# The packets hooks get: with the C core (hooks/_hot.c) where it was built, unless
+# MINIFW_PURE_PYTHON=1 asks for the pure-Python path (which then also runs the serve loops).
+Packet = PurePacket if HotPacket is None or os.environ.get(PURE_ENV) else HotPacket
 
 
 def rcvbuf_setting() -> int:
@@ -275,6 +279,7 @@ class Runner:
             log.info("hook %s at %s priority %d on queue %d (fail-%s, on_error=%s%s) via %s",
                      s.name, s.hook.value, s.priority, p.queue, s.fail, s.on_error,
                      ", per-flow" if s.per_flow else "", backend)
+        log.info("hot path: %s", "C (hooks/_hot.c)" if Packet is HotPacket else "pure Python")
         if not self.conntrack:
             log.info("conntrack info is not available on queued packets here "
                      "(NFQA_CFG_F_CONNTRACK: EOPNOTSUPP); pkt.ct_state is None")
@@ -336,8 +341,8 @@ class Runner:
         ptype = _PACKET_TYPE
         swap = _swap32
         by_wire = {_swap16(q): ctx for q, ctx in ctxs.items()}
-        new = object.__new__
         packet_cls = Packet
+        new = packet_cls.__new__  # object.__new__, or the C core's
         accept, drop = ACCEPT, DROP
         while True:
             try:
@@ -399,7 +404,10 @@ class Runner:
         steps, with the verdict run and the counters in local variables (written back to ctx
         before anything else reads them: _handle, _flush, and on the way out)."""
         assert self.qs is not None
-        receive = self._receiver().receive
+        receiver = self._receiver()
+        if _hot is not None and Packet is HotPacket and hasattr(receiver, "receive_count"):
+            return self._serve_one_hot(ctx, receiver)
+        receive = receiver.receive
         handle = self._handle
         flush = self._flush
         failed = self._failed
@@ -413,8 +421,8 @@ class Runner:
         wire_queue = _swap16(queue)
         fn = ctx.fn
         env = ctx.env
-        new = object.__new__
         packet_cls = Packet
+        new = packet_cls.__new__  # object.__new__, or the C core's
         accept, drop = ACCEPT, DROP
         run_v: int | None = None
         run_last: int | None = None
@@ -472,6 +480,61 @@ class Runner:
                 ctx.run_v, ctx.run_mark, ctx.run_last = run_v, None, run_last
             ctx.seen += seen
             ctx.dropped += dropped
+
+    def _serve_one_hot(self, ctx: QueueCtx, receiver: Any) -> None:
+        """_serve_one with its per-packet loop in C (hooks/_hot.c): one ``decide`` call per
+        burst runs the function on every plain queued packet of the queue and keeps the verdict
+        run; the datagrams it stops at take the general path here, as in _serve_one."""
+        queue = ctx.placement.queue
+        out_append = self._out.append
+        verdict_msg = self._verdicts.batch
+
+        def emit(last_id: int, verdict: int) -> None:
+            out_append(verdict_msg(queue, last_id, verdict))
+
+        burst = _hot.Burst(ctx.fn, ctx.env, Packet, ACCEPT, DROP,
+                           lambda exc: self._failed(ctx, exc),
+                           lambda pkt, v: self._odd_verdict(ctx, pkt, v)[0],
+                           emit, StopRunner, _swap16(queue))
+        decide = burst.decide
+        receive = receiver.receive_count
+        buf, lengths = receiver.buf, receiver.lengths
+        slot, entry, len_at = receiver.slot_size, receiver.entry_size, receiver.len_at
+        handle = self._handle
+        flush = self._flush
+
+        def to_ctx() -> None:
+            ctx.run_v, ctx.run_mark, ctx.run_last = burst.run_v, None, burst.run_last
+
+        try:
+            while True:
+                try:
+                    n = receive()
+                except OSError as exc:
+                    if exc.errno == errno_mod.ENOBUFS:
+                        to_ctx()
+                        burst.run_last = None
+                        self._on_enobufs()
+                        continue
+                    raise KernelError(f"receiving from the queue failed: {exc}") from exc
+                i = 0
+                while i < n:
+                    i = decide(buf, lengths, i, n, slot, entry, len_at)
+                    if i < n:  # not a plain queued packet of this queue: the general path
+                        data = receiver.datagram(i)
+                        if data is not None:
+                            to_ctx()
+                            handle(data)
+                            burst.run_v, burst.run_last = ctx.run_v, ctx.run_last
+                        i += 1
+                to_ctx()
+                burst.run_last = None
+                flush()
+        finally:
+            if burst.run_last is not None:
+                to_ctx()
+            ctx.seen += burst.seen
+            ctx.dropped += burst.dropped
 
     def _receiver(self) -> Any:
         """The burst receiver: header-only copies fit small slots; a queue with whole-packet

@@ -2,6 +2,10 @@
 
 Nothing is parsed until a field is read; what a hook does not touch costs nothing. A truncated
 or malformed header raises PacketError, and only that.
+
+The fields hooks read most (version, src, dst, proto, sport, dport) come from a core class: the
+C one in ``_hot`` (built from ``_hot.c`` at install) where it exists, else ``PureCore`` below.
+Both give the same results (the runner takes the pure one when MINIFW_PURE_PYTHON=1 is set).
 """
 
 from __future__ import annotations
@@ -166,7 +170,95 @@ _BROKEN_EXT = -2  # _l4 when the IPv6 extension headers are truncated or run pas
 _BROKEN_EXT_MSG = "an IPv6 extension header is truncated or runs past the packet."
 
 
-class Packet:
+class PureCore:
+    """The fields hooks read most, in pure Python (the C core in ``_hot`` does the same)."""
+
+    __slots__ = ("_q", "_data", "_buf", "_p", "_e", "_l3", "_l4", "_proto", "_h", "_env")
+
+    def _parse(self) -> None:
+        q = self._q
+        if q is None:  # _payload_span, inlined: this runs once for most packets
+            buf = self._data
+            n = len(buf)
+            layout = _LAYOUTS.get(n)
+            if layout is None:
+                p, e = _learn_layout(buf, n)
+            else:
+                check, values, p, e = layout
+                if check(buf) != values:
+                    p, e = _learn_layout(buf, n)
+        else:
+            buf = q.payload
+            p, e = 0, len(buf)
+        if e - p >= 24:
+            h = _V4_FAST(buf, p)
+            if h[0] == 0x45 and not h[1] & 0x1FFF:  # IPv4, no options, not a later fragment
+                self._buf = buf
+                self._p = p
+                self._e = e
+                self._proto = h[2]
+                self._l4 = p + 20
+                self._h = h
+                self._l3 = 4
+                return
+        self._parse_other(buf, p, e)
+
+    @property
+    def version(self) -> int:
+        if self._l3 is None:
+            self._parse()
+        return self._l3  # type: ignore[return-value]
+
+    @property
+    def src(self) -> IPv4 | IPv6:
+        if self._l3 is None:
+            self._parse()
+        h = self._h
+        if h is not None:
+            ip = h[3]
+            return _V4_SEEN.get(ip) or _v4_new(ip)
+        return self._addr(12, 8)
+
+    @property
+    def dst(self) -> IPv4 | IPv6:
+        if self._l3 is None:
+            self._parse()
+        h = self._h
+        if h is not None:
+            ip = h[4]
+            return _V4_SEEN.get(ip) or _v4_new(ip)
+        return self._addr(16, 24)
+
+    @property
+    def proto(self) -> str | int:
+        """"tcp", "udp", "icmp", "icmpv6", "sctp", or the protocol number for others."""
+        if self._l3 is None:
+            self._parse()
+        try:
+            return _PROTO_OF[self._proto]  # type: ignore[index]
+        except TypeError:  # None: the IPv6 extension headers are broken
+            raise PacketError(_BROKEN_EXT_MSG) from None
+
+    @property
+    def sport(self) -> int | None:
+        if self._l3 is None:
+            self._parse()
+        h = self._h
+        if h is not None:
+            return h[5] if h[2] in _PORT_PROTOS else None
+        return self._port(0)
+
+    @property
+    def dport(self) -> int | None:
+        if self._l3 is None:
+            self._parse()
+        h = self._h
+        if h is not None:
+            return h[6] if h[2] in _PORT_PROTOS else None
+        return self._port(1)
+
+
+class PacketMethods:
     """One queued packet. Fields: version, src, dst, proto, sport, dport, icmp_type, length,
     iif, oif, hook, mark, ct_state, payload, raw; and ``log(msg)``.
 
@@ -176,7 +268,7 @@ class Packet:
     packet from its network header on); nothing is copied until ``raw`` or ``payload``.
     """
 
-    __slots__ = ("_q", "_data", "_buf", "_p", "_e", "_l3", "_l4", "_proto", "_h", "_env")
+    __slots__ = ()  # the slots are the core's
 
     def __init__(self, queued: QueuedPacket, ifname: Callable[[int], str | None] | None = None,
                  logger: Callable[[str], None] | None = None, full_copy: bool = True):
@@ -196,7 +288,7 @@ class Packet:
         """A packet over one whole queued-packet datagram (netlink header included) whose first
         attribute is a valid NFQA_PACKET_HDR. The runner inlines this; it is here for tests.
         The packet reads ``data`` in place: it must not change while the packet is in use."""
-        pkt = _new(cls)
+        pkt = cls.__new__(cls)
         pkt._q = None
         pkt._data = data
         pkt._l3 = None
@@ -271,34 +363,6 @@ class Packet:
             logger(str(message))
 
     # ---- network and transport headers (parsed together, on first use) --------------------
-    def _parse(self) -> None:
-        q = self._q
-        if q is None:  # _payload_span, inlined: this runs once for most packets
-            buf = self._data
-            n = len(buf)
-            layout = _LAYOUTS.get(n)
-            if layout is None:
-                p, e = _learn_layout(buf, n)
-            else:
-                check, values, p, e = layout
-                if check(buf) != values:
-                    p, e = _learn_layout(buf, n)
-        else:
-            buf = q.payload
-            p, e = 0, len(buf)
-        if e - p >= 24:
-            h = _V4_FAST(buf, p)
-            if h[0] == 0x45 and not h[1] & 0x1FFF:  # IPv4, no options, not a later fragment
-                self._buf = buf
-                self._p = p
-                self._e = e
-                self._proto = h[2]
-                self._l4 = p + 20
-                self._h = h
-                self._l3 = 4
-                return
-        self._parse_other(buf, p, e)
-
     def _parse_other(self, buf: Any, p: int, e: int) -> None:
         """Everything but the usual IPv4 packet: options, fragments, IPv6, short or bad."""
         n = e - p
@@ -341,32 +405,6 @@ class Packet:
         self._buf, self._p, self._e = buf, p, e
         self._proto, self._l4, self._h, self._l3 = proto, off, None, v
 
-    @property
-    def version(self) -> int:
-        if self._l3 is None:
-            self._parse()
-        return self._l3  # type: ignore[return-value]
-
-    @property
-    def src(self) -> IPv4 | IPv6:
-        if self._l3 is None:
-            self._parse()
-        h = self._h
-        if h is not None:
-            ip = h[3]
-            return _V4_SEEN.get(ip) or _v4_new(ip)
-        return self._addr(12, 8)
-
-    @property
-    def dst(self) -> IPv4 | IPv6:
-        if self._l3 is None:
-            self._parse()
-        h = self._h
-        if h is not None:
-            ip = h[4]
-            return _V4_SEEN.get(ip) or _v4_new(ip)
-        return self._addr(16, 24)
-
     def _addr(self, v4_at: int, v6_at: int) -> IPv4 | IPv6:
         if self._l3 == 4:
             ip = _U32(self._buf, self._p + v4_at)[0]
@@ -378,16 +416,6 @@ class Packet:
         if self._l3 is None:
             self._parse()
         return self._proto, self._l4  # type: ignore[return-value]
-
-    @property
-    def proto(self) -> str | int:
-        """"tcp", "udp", "icmp", "icmpv6", "sctp", or the protocol number for others."""
-        if self._l3 is None:
-            self._parse()
-        try:
-            return _PROTO_OF[self._proto]  # type: ignore[index]
-        except TypeError:  # None: the IPv6 extension headers are broken
-            raise PacketError(_BROKEN_EXT_MSG) from None
 
     @property
     def proto_number(self) -> int:
@@ -417,24 +445,6 @@ class Packet:
             if off is not None:
                 return _PORTS(self._buf, off)[which]
         return None
-
-    @property
-    def sport(self) -> int | None:
-        if self._l3 is None:
-            self._parse()
-        h = self._h
-        if h is not None:
-            return h[5] if h[2] in _PORT_PROTOS else None
-        return self._port(0)
-
-    @property
-    def dport(self) -> int | None:
-        if self._l3 is None:
-            self._parse()
-        h = self._h
-        if h is not None:
-            return h[6] if h[2] in _PORT_PROTOS else None
-        return self._port(1)
 
     @property
     def icmp_type(self) -> int | None:
@@ -479,3 +489,23 @@ class Packet:
                     f"{self.dst}:{self.dport} len={self.length}>")
         except PacketError as exc:
             return f"<Packet {self.hook} malformed: {exc}>"
+
+
+def _packet_class(core: type) -> type:
+    class Packet(PacketMethods, core):  # type: ignore[valid-type, misc]
+        __slots__ = ()
+        __doc__ = PacketMethods.__doc__
+    return Packet
+
+
+PurePacket = _packet_class(PureCore)
+try:
+    from . import _hot
+except ImportError:  # not built (no compiler at install): the pure path
+    _hot = None  # type: ignore[assignment]
+if _hot is not None:
+    _hot.configure(_V4_SEEN, _v4_new, _PROTO_OF, _payload_span, PacketError, _BROKEN_EXT_MSG)
+    HotPacket: type | None = _packet_class(_hot.PacketCore)
+else:
+    HotPacket = None
+Packet = HotPacket or PurePacket

@@ -96,32 +96,51 @@ class BurstReceiver:
         self._lengths = [struct.Struct("=" + f"{_LEN_AT}xI{_ENTRY - _LEN_AT - 4}x" * k).unpack_from
                          for k in range(slots + 1)]
         self.on_truncated: Callable[[bytearray, int], None] | None = None
+        self.lengths = self._hbuf
+        self.entry_size = _ENTRY
+        self.len_at = _LEN_AT
 
-    def receive(self) -> list[bytearray]:
+    def receive_count(self) -> int:
+        """One recvmmsg call into the slots: the number of datagrams received (0 on EINTR).
+        Datagram i is in ``buf`` at ``i * slot_size``; its length is the msg_len of entry i
+        in ``lengths`` (``entry_size`` bytes per entry, msg_len at ``len_at``)."""
         # MSG_TRUNC: netlink then reports each datagram's real length, so a datagram larger
         # than its slot shows as a length above the slot size
         n = _RECVMMSG(self.fd, self._ptr, self.slots, MSG_WAITFORONE | MSG_TRUNC, None)
         if n <= 0:
             if n == 0:
-                return []
+                return 0
             err = ctypes.get_errno()
             if err == errno_mod.EINTR:
-                return []
+                return 0
             if err == errno_mod.EAGAIN:
                 raise BlockingIOError(err, os.strerror(err))
             raise OSError(err, os.strerror(err))
+        return n
+
+    def datagram(self, i: int) -> bytearray | None:
+        """A copy of datagram i of the last call; None (reported) if it did not fit its slot."""
+        size = self._lengths[1](self._hbuf, i * _ENTRY)[0]
+        at = i * self.slot_size
+        if size > self.slot_size:
+            if self.on_truncated is not None:
+                self.on_truncated(self.buf[at:at + self.slot_size], size)
+            return None
+        return self.buf[at:at + size]
+
+    def receive(self) -> list[bytearray]:
+        n = self.receive_count()
+        if not n:
+            return []
         lengths = self._lengths[n](self._hbuf)
         buf = self.buf
         if max(lengths) <= self.slot_size:
             return [buf[at:at + size] for at, size in zip(self._starts, lengths)]
-        size_max = self.slot_size
         out = []
-        for at, size in zip(self._starts, lengths):
-            if size > size_max:
-                if self.on_truncated is not None:
-                    self.on_truncated(buf[at:at + size_max], size)
-            else:
-                out.append(buf[at:at + size])
+        for i in range(n):
+            data = self.datagram(i)
+            if data is not None:
+                out.append(data)
         return out
 
 

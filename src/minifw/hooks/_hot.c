@@ -1,0 +1,649 @@
+/* The hook runner's hot path in C: the packet fields hooks read most, and the per-packet loop
+ * over one received burst. Optional: minifw/hooks/packet.py and minifw/daemon/runner.py hold the
+ * same logic in pure Python, used where this module is not built or MINIFW_PURE_PYTHON=1 is set.
+ *
+ * Pure computation over bytes already received (no system calls), like the netlink codecs.
+ * Only the common case lives here: a queued-packet datagram laid out as the kernel writes it,
+ * and an IPv4 packet with a 20-byte header. Everything else (IPv6, options, fragments, errors
+ * and their messages) is handed to the Python methods, so both paths behave the same.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <stdint.h>
+#include <string.h>
+#include <arpa/inet.h>
+
+/* set by configure() from packet.py */
+static PyObject *V4_SEEN;       /* dict: int address -> IPv4 object */
+static PyObject *V4_NEW;        /* callable(int) -> IPv4 object (and remembers it) */
+static PyObject *PROTO_OF;      /* tuple of 256: protocol number -> name or number */
+static PyObject *PAYLOAD_SPAN;  /* callable(data) -> (start, end), raising PacketError */
+static PyObject *PACKET_ERROR;
+static PyObject *BROKEN_EXT_MSG;
+static PyObject *STR_PARSE_OTHER, *STR_ADDR, *STR_PORT, *STR_PAYLOAD;
+
+#define AFTER_PACKET_HDR 32
+#define NFQA_PAYLOAD 10
+
+typedef struct {
+    PyObject_HEAD
+    /* the slots Python code reads (packet.py's PacketMethods): same names, same meaning */
+    PyObject *q, *data, *buf, *p, *e, *l3, *l4, *proto, *h, *env;
+    /* filled by the C parse of the usual packet (fast = 1) */
+    int fast;
+    unsigned char protonum;
+    uint32_t src, dst;
+    uint16_t sport, dport;
+} PacketCore;
+
+static int
+has_ports(unsigned char proto)
+{
+    return proto == 6 || proto == 17 || proto == 132 || proto == 136;
+}
+
+/* Where NFQA_PAYLOAD starts and ends in a queued-packet datagram; 0 if found, 1 if anything
+ * is unusual (the Python walk then decides, with its error messages). */
+static int
+payload_span(const unsigned char *d, Py_ssize_t n, Py_ssize_t *start, Py_ssize_t *end)
+{
+    Py_ssize_t off = AFTER_PACKET_HDR;
+    while (off + 4 <= n) {
+        uint16_t len, kind;
+        memcpy(&len, d + off, 2);
+        memcpy(&kind, d + off + 2, 2);
+        if (len < 4)
+            return 1;
+        if ((kind & 0x3FFF) == NFQA_PAYLOAD) {
+            if (off + len > n)
+                return 1;
+            *start = off + 4;
+            *end = off + len;
+            return 0;
+        }
+        off += (len + 3) & ~3;
+    }
+    return 1;
+}
+
+static int
+set_member(PyObject **slot, PyObject *value)  /* steals value */
+{
+    if (value == NULL)
+        return -1;
+    Py_XSETREF(*slot, value);
+    return 0;
+}
+
+/* The parse on first field access: the same result as packet.py's PurePacket._parse. */
+static int
+core_parse(PacketCore *self)
+{
+    PyObject *bufobj;
+    Py_ssize_t p, e;
+    Py_buffer view;
+
+    self->fast = 0;
+    if (self->q != NULL && self->q != Py_None) {
+        bufobj = PyObject_GetAttr(self->q, STR_PAYLOAD);
+        if (bufobj == NULL)
+            return -1;
+        p = 0;
+        e = PyObject_Length(bufobj);
+        if (e < 0) {
+            Py_DECREF(bufobj);
+            return -1;
+        }
+    }
+    else {
+        if (self->data == NULL) {
+            PyErr_SetString(PyExc_AttributeError, "_data");
+            return -1;
+        }
+        bufobj = self->data;
+        Py_INCREF(bufobj);
+        if (PyObject_GetBuffer(bufobj, &view, PyBUF_SIMPLE) < 0) {
+            Py_DECREF(bufobj);
+            return -1;
+        }
+        int odd = payload_span(view.buf, view.len, &p, &e);
+        PyBuffer_Release(&view);
+        if (odd) {
+            PyObject *span = PyObject_CallOneArg(PAYLOAD_SPAN, bufobj);
+            if (span == NULL || !PyArg_ParseTuple(span, "nn", &p, &e)) {
+                Py_XDECREF(span);
+                Py_DECREF(bufobj);
+                return -1;
+            }
+            Py_DECREF(span);
+        }
+    }
+    if (e - p >= 24) {
+        if (PyObject_GetBuffer(bufobj, &view, PyBUF_SIMPLE) < 0) {
+            Py_DECREF(bufobj);
+            return -1;
+        }
+        const unsigned char *b = (const unsigned char *)view.buf + p;
+        int usual = view.len >= e && b[0] == 0x45 && !(((b[6] << 8) | b[7]) & 0x1FFF);
+        if (usual) {
+            uint32_t v;
+            self->protonum = b[9];
+            memcpy(&v, b + 12, 4);
+            self->src = ntohl(v);
+            memcpy(&v, b + 16, 4);
+            self->dst = ntohl(v);
+            self->sport = (uint16_t)((b[20] << 8) | b[21]);
+            self->dport = (uint16_t)((b[22] << 8) | b[23]);
+        }
+        PyBuffer_Release(&view);
+        if (usual) {
+            Py_XSETREF(self->buf, bufobj);
+            if (set_member(&self->p, PyLong_FromSsize_t(p)) < 0
+                    || set_member(&self->e, PyLong_FromSsize_t(e)) < 0
+                    || set_member(&self->proto, PyLong_FromLong(self->protonum)) < 0
+                    || set_member(&self->l4, PyLong_FromSsize_t(p + 20)) < 0
+                    || set_member(&self->l3, PyLong_FromLong(4)) < 0)
+                return -1;
+            Py_CLEAR(self->h);
+            self->fast = 1;
+            return 0;
+        }
+    }
+    PyObject *ps = PyLong_FromSsize_t(p), *es = PyLong_FromSsize_t(e), *r = NULL;
+    if (ps != NULL && es != NULL)
+        r = PyObject_CallMethodObjArgs((PyObject *)self, STR_PARSE_OTHER, bufobj, ps, es, NULL);
+    Py_XDECREF(ps);
+    Py_XDECREF(es);
+    Py_DECREF(bufobj);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static inline int
+ensure_parsed(PacketCore *self)
+{
+    if (self->l3 == NULL || self->l3 == Py_None)
+        return core_parse(self);
+    return 0;
+}
+
+static PyObject *
+py_parse(PacketCore *self, PyObject *unused)
+{
+    if (core_parse(self) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+v4_object(uint32_t ip)
+{
+    PyObject *key = PyLong_FromUnsignedLong(ip);
+    if (key == NULL)
+        return NULL;
+    PyObject *addr = PyDict_GetItemWithError(V4_SEEN, key);
+    if (addr != NULL) {
+        Py_DECREF(key);
+        Py_INCREF(addr);
+        return addr;
+    }
+    if (PyErr_Occurred()) {
+        Py_DECREF(key);
+        return NULL;
+    }
+    addr = PyObject_CallOneArg(V4_NEW, key);
+    Py_DECREF(key);
+    return addr;
+}
+
+static PyObject *
+call_with_two(PacketCore *self, PyObject *name, long a, long b)
+{
+    PyObject *x = PyLong_FromLong(a), *y = PyLong_FromLong(b);
+    PyObject *r = NULL;
+    if (x != NULL && y != NULL)
+        r = PyObject_CallMethodObjArgs((PyObject *)self, name, x, y, NULL);
+    Py_XDECREF(x);
+    Py_XDECREF(y);
+    return r;
+}
+
+static PyObject *
+get_version(PacketCore *self, void *closure)
+{
+    if (ensure_parsed(self) < 0)
+        return NULL;
+    Py_INCREF(self->l3);
+    return self->l3;
+}
+
+static PyObject *
+get_src(PacketCore *self, void *closure)
+{
+    if (ensure_parsed(self) < 0)
+        return NULL;
+    if (self->fast)
+        return v4_object(self->src);
+    return call_with_two(self, STR_ADDR, 12, 8);
+}
+
+static PyObject *
+get_dst(PacketCore *self, void *closure)
+{
+    if (ensure_parsed(self) < 0)
+        return NULL;
+    if (self->fast)
+        return v4_object(self->dst);
+    return call_with_two(self, STR_ADDR, 16, 24);
+}
+
+static PyObject *
+get_proto(PacketCore *self, void *closure)
+{
+    if (ensure_parsed(self) < 0)
+        return NULL;
+    long n;
+    if (self->fast)
+        n = self->protonum;
+    else {
+        if (self->proto == NULL || self->proto == Py_None) {
+            PyErr_SetObject(PACKET_ERROR, BROKEN_EXT_MSG);
+            return NULL;
+        }
+        n = PyLong_AsLong(self->proto);
+        if (n == -1 && PyErr_Occurred())
+            return NULL;
+        if (n < 0 || n > 255) {
+            PyErr_SetString(PyExc_IndexError, "protocol number out of range");
+            return NULL;
+        }
+    }
+    PyObject *name = PyTuple_GET_ITEM(PROTO_OF, n);
+    Py_INCREF(name);
+    return name;
+}
+
+static PyObject *
+port(PacketCore *self, int which)
+{
+    if (ensure_parsed(self) < 0)
+        return NULL;
+    if (self->fast) {
+        if (!has_ports(self->protonum))
+            Py_RETURN_NONE;
+        return PyLong_FromLong(which ? self->dport : self->sport);
+    }
+    PyObject *w = PyLong_FromLong(which);
+    if (w == NULL)
+        return NULL;
+    PyObject *r = PyObject_CallMethodOneArg((PyObject *)self, STR_PORT, w);
+    Py_DECREF(w);
+    return r;
+}
+
+static PyObject *get_sport(PacketCore *self, void *c) { return port(self, 0); }
+static PyObject *get_dport(PacketCore *self, void *c) { return port(self, 1); }
+
+static void
+core_dealloc(PacketCore *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    Py_CLEAR(self->q);
+    Py_CLEAR(self->data);
+    Py_CLEAR(self->buf);
+    Py_CLEAR(self->p);
+    Py_CLEAR(self->e);
+    Py_CLEAR(self->l3);
+    Py_CLEAR(self->l4);
+    Py_CLEAR(self->proto);
+    Py_CLEAR(self->h);
+    Py_CLEAR(self->env);
+    /* a heap subclass's reference to its type is dropped by subtype_dealloc */
+    tp->tp_free((PyObject *)self);
+}
+
+static PyMemberDef core_members[] = {
+    {"_q", T_OBJECT, offsetof(PacketCore, q), 0, NULL},
+    {"_data", T_OBJECT, offsetof(PacketCore, data), 0, NULL},
+    {"_buf", T_OBJECT, offsetof(PacketCore, buf), 0, NULL},
+    {"_p", T_OBJECT, offsetof(PacketCore, p), 0, NULL},
+    {"_e", T_OBJECT, offsetof(PacketCore, e), 0, NULL},
+    {"_l3", T_OBJECT, offsetof(PacketCore, l3), 0, NULL},
+    {"_l4", T_OBJECT, offsetof(PacketCore, l4), 0, NULL},
+    {"_proto", T_OBJECT, offsetof(PacketCore, proto), 0, NULL},
+    {"_h", T_OBJECT, offsetof(PacketCore, h), 0, NULL},
+    {"_env", T_OBJECT, offsetof(PacketCore, env), 0, NULL},
+    {NULL}
+};
+
+static PyGetSetDef core_getset[] = {
+    {"version", (getter)get_version, NULL, "4 or 6.", NULL},
+    {"src", (getter)get_src, NULL, "The source address.", NULL},
+    {"dst", (getter)get_dst, NULL, "The destination address.", NULL},
+    {"proto", (getter)get_proto, NULL,
+     "\"tcp\", \"udp\", \"icmp\", \"icmpv6\", \"sctp\", or the protocol number for others.", NULL},
+    {"sport", (getter)get_sport, NULL, "The source port, or None.", NULL},
+    {"dport", (getter)get_dport, NULL, "The destination port, or None.", NULL},
+    {NULL}
+};
+
+static PyMethodDef core_methods[] = {
+    {"_parse", (PyCFunction)py_parse, METH_NOARGS, "Parse the network and transport headers."},
+    {NULL}
+};
+
+static PyTypeObject PacketCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "minifw.hooks._hot.PacketCore",
+    .tp_basicsize = sizeof(PacketCore),
+    .tp_dealloc = (destructor)core_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "The header fields hooks read most, parsed in C on first use.",
+    .tp_members = core_members,
+    .tp_getset = core_getset,
+    .tp_methods = core_methods,
+    .tp_new = PyType_GenericNew,
+};
+
+/* ---- one burst of datagrams, decided ------------------------------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *fn, *env, *cls, *accept, *drop, *failed, *odd, *emit, *stop;
+    uint16_t wire_queue;  /* the queue number as its big-endian bytes read in host order */
+    long run_v;           /* -1: no open run */
+    uint32_t run_last;    /* packet id as its big-endian bytes read in host order */
+    int has_last;
+    Py_ssize_t seen, dropped;
+} Burst;
+
+static int
+burst_init(Burst *self, PyObject *args, PyObject *kw)
+{
+    static char *names[] = {"fn", "env", "cls", "accept", "drop", "failed", "odd", "emit",
+                            "stop", "wire_queue", NULL};
+    PyObject *fn, *env, *cls, *accept, *drop, *failed, *odd, *emit, *stop;
+    unsigned short wq;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO!OOOOOOH", names, &fn, &env, &PyType_Type,
+                                     &cls, &accept, &drop, &failed, &odd, &emit, &stop, &wq))
+        return -1;
+    if (!PyType_IsSubtype((PyTypeObject *)cls, &PacketCoreType)) {
+        PyErr_SetString(PyExc_TypeError, "cls must be a PacketCore subclass");
+        return -1;
+    }
+#define KEEP(f) Py_INCREF(f); Py_XSETREF(self->f, f)
+    KEEP(fn); KEEP(env); KEEP(cls); KEEP(accept); KEEP(drop); KEEP(failed); KEEP(odd);
+    KEEP(emit); KEEP(stop);
+#undef KEEP
+    self->wire_queue = wq;
+    self->run_v = -1;
+    self->has_last = 0;
+    return 0;
+}
+
+static void
+burst_dealloc(Burst *self)
+{
+    Py_CLEAR(self->fn);
+    Py_CLEAR(self->env);
+    Py_CLEAR(self->cls);
+    Py_CLEAR(self->accept);
+    Py_CLEAR(self->drop);
+    Py_CLEAR(self->failed);
+    Py_CLEAR(self->odd);
+    Py_CLEAR(self->emit);
+    Py_CLEAR(self->stop);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* burst.decide(buf, lengths, start, count, slot_size, entry_size, len_at) -> index
+ *
+ * Decides the datagrams start..count-1 of one recvmmsg burst: datagram i sits in buf at
+ * i * slot_size, its length is the uint32 at i * entry_size + len_at in lengths (the mmsghdr
+ * array). It stops at the first datagram that is not a plain queued packet of its queue (the
+ * runner's general path takes that one) and returns its index; count when all were decided.
+ * The open verdict run is kept in run_v / run_last for the runner to close. */
+static PyObject *
+burst_decide(Burst *self, PyObject *args)
+{
+    Py_buffer buf, lens;
+    Py_ssize_t start, count, slot, entry, len_at, i;
+    if (!PyArg_ParseTuple(args, "y*y*nnnnn", &buf, &lens, &start, &count, &slot, &entry,
+                          &len_at))
+        return NULL;
+    PyObject *result = NULL;
+    if (start < 0 || slot <= 0 || entry <= 0 || len_at < 0 || count * slot > buf.len
+            || (count > 0 && (count - 1) * entry + len_at + 4 > lens.len)) {
+        PyErr_SetString(PyExc_ValueError, "the burst does not fit its buffers");
+        goto out;
+    }
+    PyTypeObject *cls = (PyTypeObject *)self->cls;
+    for (i = start; i < count; i++) {
+        uint32_t n, nl_len, wire_id;
+        uint16_t kind, wq, alen, atype;
+        const unsigned char *d = (const unsigned char *)buf.buf + i * slot;
+        memcpy(&n, (const char *)lens.buf + i * entry + len_at, 4);
+        if (n > (uint32_t)slot || n < 32)
+            break;
+        memcpy(&nl_len, d, 4);
+        memcpy(&kind, d + 4, 2);
+        memcpy(&wq, d + 18, 2);
+        memcpy(&alen, d + 20, 2);
+        memcpy(&atype, d + 22, 2);
+        if (nl_len != n || kind != 0x0300 || alen != 11 || atype != 1 || wq != self->wire_queue)
+            break;
+        memcpy(&wire_id, d + 24, 4);
+
+        PyObject *data = PyBytes_FromStringAndSize((const char *)d, n);
+        if (data == NULL)
+            goto out;
+        PacketCore *pkt = (PacketCore *)cls->tp_alloc(cls, 0);
+        if (pkt == NULL) {
+            Py_DECREF(data);
+            goto out;
+        }
+        pkt->data = data;
+        Py_INCREF(self->env);
+        pkt->env = self->env;
+        self->seen++;
+        PyObject *v = PyObject_CallOneArg(self->fn, (PyObject *)pkt);
+        if (v == NULL) {
+            if (PyErr_ExceptionMatches(self->stop)) {
+                Py_DECREF(pkt);
+                goto out;
+            }
+            PyObject *type, *value, *tb;
+            PyErr_Fetch(&type, &value, &tb);
+            PyErr_NormalizeException(&type, &value, &tb);
+            if (tb != NULL)
+                PyException_SetTraceback(value, tb);
+            v = PyObject_CallOneArg(self->failed, value);
+            Py_XDECREF(type);
+            Py_XDECREF(value);
+            Py_XDECREF(tb);
+            if (v == NULL) {
+                Py_DECREF(pkt);
+                goto out;
+            }
+        }
+        long verdict;
+        if (v == self->accept)
+            verdict = 1;
+        else if (v == self->drop) {
+            verdict = 0;
+            self->dropped++;
+        }
+        else {
+            PyObject *r = PyObject_CallFunctionObjArgs(self->odd, (PyObject *)pkt, v, NULL);
+            if (r == NULL) {
+                Py_DECREF(v);
+                Py_DECREF(pkt);
+                goto out;
+            }
+            verdict = PyLong_AsLong(r);
+            Py_DECREF(r);
+            if (verdict == -1 && PyErr_Occurred()) {
+                Py_DECREF(v);
+                Py_DECREF(pkt);
+                goto out;
+            }
+        }
+        Py_DECREF(v);
+        Py_DECREF(pkt);
+        if (verdict != self->run_v) {
+            if (self->has_last) {
+                PyObject *r = PyObject_CallFunction(self->emit, "kl",
+                                                    (unsigned long)ntohl(self->run_last),
+                                                    self->run_v);
+                if (r == NULL)
+                    goto out;
+                Py_DECREF(r);
+            }
+            self->run_v = verdict;
+        }
+        self->run_last = wire_id;
+        self->has_last = 1;
+    }
+    result = PyLong_FromSsize_t(i);
+out:
+    PyBuffer_Release(&buf);
+    PyBuffer_Release(&lens);
+    return result;
+}
+
+static PyObject *
+get_run_v(Burst *self, void *c)
+{
+    if (self->run_v < 0)
+        Py_RETURN_NONE;
+    return PyLong_FromLong(self->run_v);
+}
+
+static int
+set_run_v(Burst *self, PyObject *value, void *c)
+{
+    if (value == NULL || value == Py_None) {
+        self->run_v = -1;
+        return 0;
+    }
+    long v = PyLong_AsLong(value);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    self->run_v = v;
+    return 0;
+}
+
+static PyObject *
+get_run_last(Burst *self, void *c)
+{
+    if (!self->has_last)
+        Py_RETURN_NONE;
+    return PyLong_FromUnsignedLong(self->run_last);
+}
+
+static int
+set_run_last(Burst *self, PyObject *value, void *c)
+{
+    if (value == NULL || value == Py_None) {
+        self->has_last = 0;
+        return 0;
+    }
+    unsigned long v = PyLong_AsUnsignedLong(value);
+    if (v == (unsigned long)-1 && PyErr_Occurred())
+        return -1;
+    self->run_last = (uint32_t)v;
+    self->has_last = 1;
+    return 0;
+}
+
+static PyGetSetDef burst_getset[] = {
+    {"run_v", (getter)get_run_v, (setter)set_run_v, "The open run's verdict, or None.", NULL},
+    {"run_last", (getter)get_run_last, (setter)set_run_last,
+     "The open run's last packet id as read in host order, or None.", NULL},
+    {NULL}
+};
+
+static PyMemberDef burst_members[] = {
+    {"seen", T_PYSSIZET, offsetof(Burst, seen), 0, "Packets given to the function."},
+    {"dropped", T_PYSSIZET, offsetof(Burst, dropped), 0, "Packets it dropped."},
+    {NULL}
+};
+
+static PyMethodDef burst_methods[] = {
+    {"decide", (PyCFunction)burst_decide, METH_VARARGS,
+     "decide(buf, lengths, start, count, slot_size, entry_size, len_at) -> index"},
+    {NULL}
+};
+
+static PyTypeObject BurstType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "minifw.hooks._hot.Burst",
+    .tp_basicsize = sizeof(Burst),
+    .tp_dealloc = (destructor)burst_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "One hook function's per-packet loop over received bursts.",
+    .tp_init = (initproc)burst_init,
+    .tp_new = PyType_GenericNew,
+    .tp_getset = burst_getset,
+    .tp_members = burst_members,
+    .tp_methods = burst_methods,
+};
+
+/* ---- module ------------------------------------------------------------------------------ */
+
+static PyObject *
+configure(PyObject *mod, PyObject *args)
+{
+    PyObject *seen, *v4new, *protos, *span, *error, *msg;
+    if (!PyArg_ParseTuple(args, "O!OO!OOU", &PyDict_Type, &seen, &v4new, &PyTuple_Type, &protos,
+                          &span, &error, &msg))
+        return NULL;
+    if (PyTuple_GET_SIZE(protos) != 256) {
+        PyErr_SetString(PyExc_ValueError, "the protocol table needs 256 entries");
+        return NULL;
+    }
+#define KEEP(dst, src) Py_INCREF(src); Py_XSETREF(dst, src)
+    KEEP(V4_SEEN, seen); KEEP(V4_NEW, v4new); KEEP(PROTO_OF, protos); KEEP(PAYLOAD_SPAN, span);
+    KEEP(PACKET_ERROR, error); KEEP(BROKEN_EXT_MSG, msg);
+#undef KEEP
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef module_methods[] = {
+    {"configure", configure, METH_VARARGS,
+     "configure(v4_seen, v4_new, proto_of, payload_span, PacketError, broken_ext_msg)"},
+    {NULL}
+};
+
+static struct PyModuleDef hot_module = {
+    PyModuleDef_HEAD_INIT, "minifw.hooks._hot",
+    "The hook runner's hot path in C (optional; see packet.py for the pure-Python path).", -1,
+    module_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__hot(void)
+{
+    if (PyType_Ready(&PacketCoreType) < 0 || PyType_Ready(&BurstType) < 0)
+        return NULL;
+    STR_PARSE_OTHER = PyUnicode_InternFromString("_parse_other");
+    STR_ADDR = PyUnicode_InternFromString("_addr");
+    STR_PORT = PyUnicode_InternFromString("_port");
+    STR_PAYLOAD = PyUnicode_InternFromString("payload");
+    if (!STR_PARSE_OTHER || !STR_ADDR || !STR_PORT || !STR_PAYLOAD)
+        return NULL;
+    PyObject *m = PyModule_Create(&hot_module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&PacketCoreType);
+    Py_INCREF(&BurstType);
+    if (PyModule_AddObject(m, "PacketCore", (PyObject *)&PacketCoreType) < 0
+            || PyModule_AddObject(m, "Burst", (PyObject *)&BurstType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
