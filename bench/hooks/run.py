@@ -134,8 +134,18 @@ def stop(proc) -> None:
         proc.wait(timeout=5)
 
 
+def wakeups(pid: int) -> int:
+    """Times the process gave up the CPU to wait (voluntary context switches)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("voluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    return 0
+
+
 def tcp_case(rx, tx, seconds: float, consumer: list[str] | None,
-             minifw_file: str | None) -> float:
+             minifw_file: str | None) -> tuple[float, tuple[float, float] | None]:
+    """iperf3 throughput, and the consumer's CPU share (of one core) and wake-ups per second
+    while it ran."""
     proc = None
     if minifw_file:
         proc = rx.popen([MINIFW, "run", minifw_file])
@@ -147,10 +157,17 @@ def tcp_case(rx, tx, seconds: float, consumer: list[str] | None,
     try:
         server = rx.popen(["iperf3", "-s", "-1", "-p", "5201"])
         rx.wait_listening(5201)
+        c0, w0 = (cpu_seconds(proc.pid), wakeups(proc.pid)) if proc else (0.0, 0)
+        t0 = time.monotonic()
         out = tx.run(["iperf3", "-c", "198.18.0.1", "-p", "5201", "-t", str(seconds), "-J"],
                      timeout=seconds + 20)
+        t1 = time.monotonic()
+        share = None
+        if proc:
+            share = ((cpu_seconds(proc.pid) - c0) / (t1 - t0),
+                     (wakeups(proc.pid) - w0) / (t1 - t0))
         server.wait(timeout=10)
-        return json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"]
+        return json.loads(out.stdout)["end"]["sum_received"]["bits_per_second"], share
     finally:
         stop(proc)
         remove_tables(rx)
@@ -221,8 +238,11 @@ def main() -> int:
                         ("minifw per-flow hook", None, str(HERE / "minifw_perflow.py"))):
                     if not wanted("tcp", name):
                         continue
-                    bps = tcp_case(rx, tx, args.tcp_seconds, consumer, hook_file)
-                    print(f"[{rnd}] tcp  {name:<34} {bps / 1e9:>12.2f} Gbit/s", flush=True)
+                    bps, share = tcp_case(rx, tx, args.tcp_seconds, consumer, hook_file)
+                    extra = (f"   consumer: {share[0]:4.0%} of a core, {share[1]:,.0f} "
+                             "wake-ups/s" if share else "")
+                    print(f"[{rnd}] tcp  {name:<34} {bps / 1e9:>12.2f} Gbit/s{extra}",
+                          flush=True)
                     tcp.setdefault(name, []).append(bps)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -467,3 +467,34 @@ def hookstate_alive(pid):
     except ProcessLookupError:
         return False
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.parametrize("path", ["C (hooks/_hot.c)", "pure Python"])
+def test_one_hook_decides_alike_on_the_c_and_the_pure_python_path(hqlab, path):
+    """A single hook function runs on the C loop unless MINIFW_PURE_PYTHON=1: the same real
+    packets get the same verdicts and the same fields either way."""
+    server, client, blocked = two_hosts(hqlab)
+    server.popen(["python3", "-m", "http.server", "-b", "0.0.0.0", "81"])
+    server.wait_listening(81)
+    seen = hqlab.tmp / "seen"
+    hooks = write(hqlab, "one.py", f"""
+        import ipaddress
+        from minifw import hook, ACCEPT, DROP
+        BLOCKED = {{ipaddress.ip_address("198.18.2.2")}}
+        @hook("input", priority=5, fail="closed")
+        def one(pkt):
+            if pkt.proto == "tcp" and pkt.dport == 81 and pkt.sport:
+                open({str(seen)!r}, "a").write(f"{{pkt.version}} {{pkt.src}} {{pkt.dst}}\\n")
+            if pkt.src in BLOCKED or pkt.proto == "icmp" or pkt.dport == 81:
+                return DROP
+            return ACCEPT
+        """)
+    env = {"MINIFW_PURE_PYTHON": "1"} if path == "pure Python" else {}
+    proc = start_runner(server, hooks, env=env)
+    assert not client.ping("198.18.0.1")                                    # icmp
+    assert client.tcp_result("198.18.0.1", 81, timeout=1) == "timeout"      # port 81
+    assert blocked.tcp_result("198.18.2.1", 80) == "timeout"                # the set
+    assert client.http_get("http://198.18.0.1/") is not None                # the rest passes
+    log = stop_runner(proc)
+    assert f"hot path: {path}" in log
+    assert set(lines(seen)) >= {"4", "198.18.0.2", "198.18.0.1"}
