@@ -4,7 +4,11 @@ core reads, garbage raises only PacketError, and the serve loops (Python, and C 
 answer every packet with the right batch verdicts (runs of equal verdicts, ids in order)."""
 
 import ipaddress
+import signal
+import socket
 import struct
+import threading
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -165,36 +169,74 @@ class FakeReceiver:
         raise R.StopRunner()
 
 
-class SlotsReceiver(FakeReceiver):
-    """The recvmmsg receiver's slot interface, which the runner's C loop reads: each burst laid
-    out in one buffer, its lengths in an mmsghdr-shaped array. TRUNCATED in the list stands for
-    a datagram longer than its slot (the kernel's MSG_TRUNC length)."""
+class PairQueueSocket:
+    """A real datagram socket pair for the runner's C loop, which makes its own system calls:
+    it receives from ``sock`` with recvmmsg and sends its verdicts there. A feeder thread
+    writes the list's bursts into the other end one at a time (the next once the verdicts of
+    the last came back, or after a short wait when none come) and collects the verdicts; after
+    the last burst it stops the runner as SIGTERM would (a signal that raises StopRunner).
+    TRUNCATED in the list stands for a datagram longer than the receiver's slot."""
 
-    slot_size = 256
-    entry_size = mmsg._ENTRY
-    len_at = mmsg._LEN_AT
+    def __init__(self, datagrams):
+        self.sock, self.peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self.bursts = [[]]
+        for item in datagrams:
+            if item is None:
+                self.bursts.append([])
+            else:
+                self.bursts[-1].append(item)
+        self.bursts = [b for b in self.bursts if b]
+        self.sent = []  # the verdict datagrams, as FakeSocket has them
+        self.done = threading.Event()
 
-    def __init__(self, sock):
-        super().__init__(sock)
-        self.buf = bytearray(64 * self.slot_size)
-        self.lengths = bytearray(64 * self.entry_size)
+    def receiver(self, slot_size, slots):
+        return mmsg.BurstReceiver(self.sock, slots, slot_size)
 
-    def receive_count(self):
-        burst = self.receive()
-        for i, data in enumerate(burst):
-            size = self.slot_size + 1 if data is TRUNCATED else len(data)
-            if data is not TRUNCATED:
-                self.buf[i * self.slot_size:i * self.slot_size + size] = data
-            struct.pack_into("=I", self.lengths, i * self.entry_size + self.len_at, size)
-        return len(burst)
+    def feed(self, main):
+        answered = -1  # the highest packet id a batch verdict answered so far
+        for burst in self.bursts:
+            last = -1
+            for data in burst:
+                self.peer.send(b"x" * (R.HEADER_SLOT + 100) if data is TRUNCATED else data)
+                last = max([last] + [ev.id for ev in _events(data)])
+            end = time.monotonic() + (3 if last >= 0 else 0.2)
+            while answered < last and time.monotonic() < end and not self.done.is_set():
+                self.peer.settimeout(max(end - time.monotonic(), 0.01))
+                try:
+                    data = self.peer.recv(65536)
+                except socket.timeout:
+                    break
+                self.sent.append(data)
+                answered = max([answered] + [m[2] for m in _messages(data)])
+        if not self.done.is_set():
+            signal.pthread_kill(main, signal.SIGALRM)
 
-    def datagram(self, i):
-        size = struct.unpack_from("=I", self.lengths, i * self.entry_size + self.len_at)[0]
-        at = i * self.slot_size
-        if size > self.slot_size:
-            self.on_truncated(self.buf[at:at + self.slot_size], size)
-            return None
-        return self.buf[at:at + size]
+    def run(self, r):
+        def stop(*_):
+            if not self.done.is_set():
+                raise R.StopRunner()
+
+        old = signal.signal(signal.SIGALRM, stop)
+        feeder = threading.Thread(target=self.feed, args=(threading.get_ident(),))
+        feeder.start()
+        try:
+            r.serve()
+        except R.StopRunner:
+            pass
+        finally:
+            self.done.set()
+            feeder.join()
+            signal.signal(signal.SIGALRM, old)
+
+    def drain(self):
+        """Collect what was sent after the feeder ended (a stop's flush)."""
+        self.peer.setblocking(False)
+        while True:
+            try:
+                self.sent.append(self.peer.recv(65536))
+            except BlockingIOError:
+                break
 
 
 TRUNCATED = b"truncated"
@@ -206,25 +248,28 @@ def loop(request, monkeypatch):
     """Which serve loop the runner takes: Python over C-core or pure packets, or the C loop."""
     if request.param == "python-pure":
         monkeypatch.setattr(R, "Packet", PurePacket)
-    monkeypatch.setattr(FakeQueueSocket, "receiver_cls",
-                        SlotsReceiver if request.param == "C" else FakeReceiver)
+    monkeypatch.setattr(Fakes, "C", request.param == "C")
     return request.param
 
 
-class FakeQueueSocket:
-    receiver_cls = FakeReceiver
+class Fakes:
+    C = False  # the C loop: a real socket pair instead of the fake socket
 
+
+class FakeQueueSocket:
     def __init__(self, datagrams):
         self.sock = FakeSocket(datagrams)
 
     def receiver(self, slot_size, slots):
-        return self.receiver_cls(self.sock)
+        return FakeReceiver(self.sock)
 
 
 def make_runner(fns, datagrams, **spec_args):
     r = R.Runner.__new__(R.Runner)
-    r.qs = FakeQueueSocket(datagrams)
+    r.qs = PairQueueSocket(datagrams) if Fakes.C else FakeQueueSocket(datagrams)
     r.placements, r.ctx, r._out, r._verdicts, r._ifnames = [], {}, [], VerdictWriter(), {}
+    # (queue, id) of the well-formed queued packets among the datagrams
+    r.test_ids = {(ev.queue, ev.id) for data in datagrams for ev in _events(data)}
     for queue, fn in fns.items():
         p = plan.Placement(make_spec(fn, "input", 0, name=f"f{queue}", **spec_args), queue)
         r.placements.append(p)
@@ -232,22 +277,59 @@ def make_runner(fns, datagrams, **spec_args):
     return r
 
 
-def verdicts(r):
-    """(queue, verdict, last id, mark) of every batch verdict sent, in order."""
+def _events(data):
+    """The queued packets in a datagram (none if it is malformed or a placeholder)."""
+    try:
+        return NfqueueCodec().receive_data(data)
+    except (PacketError, TypeError):
+        return []
+
+
+def _messages(data):
+    """(queue, verdict, last id, mark) of the batch verdicts in one datagram."""
     out = []
-    for data in r.qs.sock.sent:
-        for _kind, _seq, start, end in split_datagram(data):
-            body = data[start:end]
-            queue = struct.unpack_from(">H", body, 2)[0]
-            mark = None
-            if struct.unpack_from("=HH", body, 4)[1] == 3:
-                mark = struct.unpack_from(">I", body, 8)[0]
-            verdict, last = struct.unpack_from(">II", body, len(body) - 8)
-            out.append((queue, verdict, last, mark))
+    for _kind, _seq, start, end in split_datagram(data):
+        body = data[start:end]
+        queue = struct.unpack_from(">H", body, 2)[0]
+        mark = None
+        if struct.unpack_from("=HH", body, 4)[1] == 3:
+            mark = struct.unpack_from(">I", body, 8)[0]
+        verdict, last = struct.unpack_from(">II", body, len(body) - 8)
+        out.append((queue, verdict, last, mark))
     return out
 
 
+def verdicts(r):
+    """(queue, verdict, last id, mark) of every batch verdict sent, in order."""
+    if isinstance(r.qs, PairQueueSocket):
+        r.qs.drain()
+    sent = r.qs.sent if isinstance(r.qs, PairQueueSocket) else r.qs.sock.sent
+    return [m for data in sent for m in _messages(data)]
+
+
+def decided(r, messages):
+    """What each queued packet got from these batch verdicts, in order: a batch verdict answers
+    every packet of its queue up to its id that no earlier one answered."""
+    out = {}
+    for queue, v, last, mark in messages:
+        for q, pid in sorted(r.test_ids):
+            if q == queue and pid <= last and (q, pid) not in out:
+                out[(q, pid)] = (v, mark)
+    return out
+
+
+def assert_verdicts(r, expected):
+    """The batch verdicts sent are the expected ones. The C loop receives from a real socket,
+    where bursts split as the scheduler runs the feeder: there, what each packet got counts."""
+    if isinstance(r.qs, PairQueueSocket):
+        assert decided(r, verdicts(r)) == decided(r, expected)
+    else:
+        assert verdicts(r) == expected
+
+
 def serve(r):
+    if isinstance(r.qs, PairQueueSocket):
+        return r.qs.run(r)
     try:
         r.serve()
     except R.StopRunner:
@@ -262,8 +344,8 @@ def test_single_queue_runs_of_equal_verdicts(loop):
     data = [udp4(i) for i in (2, 4, 5, 7, 8)] + [None] + [udp4(i) for i in (10, 11)] + [None]
     r = make_runner({7: odd_drop}, data)
     serve(r)
-    assert verdicts(r) == [(7, 1, 4, None), (7, 0, 7, None), (7, 1, 8, None),
-                           (7, 1, 10, None), (7, 0, 11, None)]
+    assert_verdicts(r, [(7, 1, 4, None), (7, 0, 7, None), (7, 1, 8, None),
+                           (7, 1, 10, None), (7, 0, 11, None)])
     ctx = r.ctx[7]
     assert (ctx.seen, ctx.dropped, ctx.errors) == (7, 3, 0)
 
@@ -276,16 +358,17 @@ def test_stop_mid_burst_leaves_the_open_run_for_stop_to_answer(loop):
 
     r = make_runner({7: stop_at_4}, [udp4(2), udp4(3), udp4(4), udp4(6)])
     serve(r)
-    assert verdicts(r) == []
+    assert not {(7, 4), (7, 6)} & decided(r, verdicts(r)).keys()  # (3: if its burst ended)
     r._flush()
-    assert verdicts(r) == [(7, 1, 2, None), (7, 0, 3, None)]
+    assert_verdicts(r, [(7, 1, 2, None), (7, 0, 3, None)])
+    assert decided(r, verdicts(r)).keys() == {(7, 2), (7, 3)}
     assert r.ctx[7].seen == 3
 
 
 def test_waiting_stop_after_a_burst_answered_it(loop):
     r = make_runner({7: odd_drop}, [udp4(2), udp4(4)])
     serve(r)  # the burst is answered before the receiver waits again (and stops)
-    assert verdicts(r) == [(7, 1, 4, None)]
+    assert_verdicts(r, [(7, 1, 4, None)])
 
 
 def test_errors_and_odd_returns_take_on_error(loop):
@@ -296,7 +379,7 @@ def test_errors_and_odd_returns_take_on_error(loop):
 
     r = make_runner({7: bad}, [udp4(i) for i in (1, 3, 4, 5)] + [None], on_error="drop")
     serve(r)
-    assert verdicts(r) == [(7, 1, 1, None), (7, 0, 4, None), (7, 1, 5, None)]
+    assert_verdicts(r, [(7, 1, 1, None), (7, 0, 4, None), (7, 1, 5, None)])
     assert (r.ctx[7].errors, r.ctx[7].dropped) == (2, 2)
 
 
@@ -306,7 +389,7 @@ def test_other_datagrams_take_the_general_path(loop):
     swapped = odd[:20] + odd[32:40] + odd[20:32] + odd[40:]
     r = make_runner({7: odd_drop}, [udp4(2), swapped, udp4(4), None])
     serve(r)
-    assert verdicts(r) == [(7, 1, 2, None), (7, 0, 3, None), (7, 1, 4, None)]
+    assert_verdicts(r, [(7, 1, 2, None), (7, 0, 3, None), (7, 1, 4, None)])
 
 
 def test_several_queues_and_per_flow_marks(loop):
@@ -378,7 +461,7 @@ def test_sys_exit_and_keyboardinterrupt_in_a_hook_are_its_errors(queues):
     r = make_runner({q: leaves for q in queues}, [udp4(i) for i in (1, 3, 4, 5)] + [None],
                     on_error="drop", fail="closed")
     serve(r)                                  # the loop kept going after both
-    assert verdicts(r) == [(7, 1, 1, None), (7, 0, 4, None), (7, 1, 5, None)]
+    assert_verdicts(r, [(7, 1, 1, None), (7, 0, 4, None), (7, 1, 5, None)])
     assert r.ctx[7].errors == 2
 
 
@@ -398,13 +481,13 @@ def test_hook_arguments_that_chain_names_or_flags_cannot_take_are_refused(tmp_pa
 
 
 def test_c_loop_reports_a_datagram_longer_than_its_slot_and_goes_on(monkeypatch):
-    monkeypatch.setattr(FakeQueueSocket, "receiver_cls", SlotsReceiver)
+    monkeypatch.setattr(Fakes, "C", True)
     r = make_runner({7: odd_drop}, [udp4(2), TRUNCATED, udp4(4), udp4(5), None])
     reported = []
     monkeypatch.setattr(r, "_truncated", lambda head, size: reported.append(size))
     serve(r)
-    assert reported == [SlotsReceiver.slot_size + 1]
-    assert verdicts(r) == [(7, 1, 4, None), (7, 0, 5, None)]
+    assert reported == [R.HEADER_SLOT + 100]
+    assert_verdicts(r, [(7, 1, 4, None), (7, 0, 5, None)])
 
 
 def test_hook_errors_are_logged_with_their_traceback(loop, caplog):
@@ -414,7 +497,7 @@ def test_hook_errors_are_logged_with_their_traceback(loop, caplog):
     r = make_runner({7: broken}, [udp4(1), None], on_error="drop")
     with caplog.at_level("ERROR", logger="minifw.hooks"):
         serve(r)
-    assert verdicts(r) == [(7, 0, 1, None)]
+    assert_verdicts(r, [(7, 0, 1, None)])
     text = caplog.text
     assert "hook f7 raised" in text and "KeyError: 9" in text and "in broken" in text
 

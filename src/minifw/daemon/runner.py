@@ -405,7 +405,7 @@ class Runner:
         before anything else reads them: _handle, _flush, and on the way out)."""
         assert self.qs is not None
         receiver = self._receiver()
-        if _hot is not None and Packet is HotPacket and hasattr(receiver, "receive_count"):
+        if _hot is not None and Packet is HotPacket and hasattr(receiver, "address"):
             return self._serve_one_hot(ctx, receiver)
         receive = receiver.receive
         handle = self._handle
@@ -482,57 +482,58 @@ class Runner:
             ctx.dropped += dropped
 
     def _serve_one_hot(self, ctx: QueueCtx, receiver: Any) -> None:
-        """_serve_one with its per-packet loop in C (hooks/_hot.c): one ``decide`` call per
-        burst runs the function on every plain queued packet of the queue and keeps the verdict
-        run; the datagrams it stops at take the general path here, as in _serve_one."""
+        """_serve_one in C (hooks/_hot.c): ``Burst.serve`` receives, calls the function on
+        every plain queued packet of the queue, and sends the batch verdicts, burst after
+        burst, without coming back here. It returns at a datagram of any other shape, which
+        takes the general path here as in _serve_one, and on a receive error (ENOBUFS).
+
+        The open verdict run lives in the Burst; to_ctx hands it (and the verdict messages
+        not sent yet, in order) to ctx and _out, where _handle and _flush expect them."""
         queue = ctx.placement.queue
-        out_append = self._out.append
-        verdict_msg = self._verdicts.batch
-
-        def emit(last_id: int, verdict: int) -> None:
-            out_append(verdict_msg(queue, last_id, verdict))
-
+        prefixes = tuple(self._verdicts.batch(queue, 0, v)[:-4] for v in (0, 1))
         burst = _hot.Burst(ctx.fn, ctx.env, Packet, ACCEPT, DROP,
                            lambda exc: self._failed(ctx, exc),
                            lambda pkt, v: self._odd_verdict(ctx, pkt, v)[0],
-                           emit, StopRunner, _swap16(queue))
-        decide = burst.decide
-        receive = receiver.receive_count
+                           prefixes, StopRunner, _swap16(queue))
         buf, lengths = receiver.buf, receiver.lengths
         slot, entry, len_at = receiver.slot_size, receiver.entry_size, receiver.len_at
-        handle = self._handle
-        flush = self._flush
+        out_append = self._out.append
 
         def to_ctx() -> None:
+            pending = burst.pending()
+            if pending:
+                out_append(pending)
             ctx.run_v, ctx.run_mark, ctx.run_last = burst.run_v, None, burst.run_last
+            burst.run_last = None
+
+        def from_ctx() -> None:
+            burst.run_v, burst.run_last = ctx.run_v, ctx.run_last
+            ctx.run_last = None
 
         try:
             while True:
                 try:
-                    n = receive()
+                    r = burst.serve(receiver.fd, receiver.address, receiver.slots, buf, lengths,
+                                    slot, entry, len_at)
                 except OSError as exc:
-                    if exc.errno == errno_mod.ENOBUFS:
-                        to_ctx()
-                        burst.run_last = None
+                    raise KernelError(f"sending verdicts failed: {exc}") from exc
+                if type(r) is int:
+                    if r == -errno_mod.ENOBUFS:
                         self._on_enobufs()
                         continue
-                    raise KernelError(f"receiving from the queue failed: {exc}") from exc
-                i = 0
-                while i < n:
-                    i = decide(buf, lengths, i, n, slot, entry, len_at)
-                    if i < n:  # not a plain queued packet of this queue: the general path
-                        data = receiver.datagram(i)
-                        if data is not None:
-                            to_ctx()
-                            handle(data)
-                            burst.run_v, burst.run_last = ctx.run_v, ctx.run_last
-                        i += 1
+                    raise KernelError(f"receiving from the queue failed: {os.strerror(-r)}")
+                n, i = r
+                while i < n:  # datagram i is not a plain queued packet of this queue
+                    to_ctx()
+                    data = receiver.datagram(i)
+                    if data is not None:
+                        self._handle(data)
+                    from_ctx()
+                    i = burst.decide(buf, lengths, i + 1, n, slot, entry, len_at)
                 to_ctx()
-                burst.run_last = None
-                flush()
+                self._flush()
         finally:
-            if burst.run_last is not None:
-                to_ctx()
+            to_ctx()
             ctx.seen += burst.seen
             ctx.dropped += burst.dropped
 

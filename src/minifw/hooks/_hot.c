@@ -1,11 +1,14 @@
-/* The hook runner's hot path in C: the packet fields hooks read most, and the per-packet loop
- * over one received burst. Optional: minifw/hooks/packet.py and minifw/daemon/runner.py hold the
- * same logic in pure Python, used where this module is not built or MINIFW_PURE_PYTHON=1 is set.
+/* The hook runner's hot path in C: the packet fields hooks read most, and the serve loop of a
+ * runner with one hook function. Optional: minifw/hooks/packet.py and minifw/daemon/runner.py
+ * hold the same logic in pure Python, used where this module is not built or
+ * MINIFW_PURE_PYTHON=1 is set.
  *
- * Pure computation over bytes already received (no system calls), like the netlink codecs.
  * Only the common case lives here: a queued-packet datagram laid out as the kernel writes it,
  * and an IPv4 packet with a 20-byte header. Everything else (IPv6, options, fragments, errors
- * and their messages) is handed to the Python methods, so both paths behave the same.
+ * and their messages, datagrams of other shapes) is handed to the Python code, so both paths
+ * behave the same. Burst.serve is the one place here that makes system calls (recvmmsg on the
+ * queue socket, send of the verdicts): per burst, the Python code around those calls cost more
+ * than the packets when bursts are short (TCP), so the whole cycle is C.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -13,6 +16,8 @@
 #include <stdint.h>
 #include <string.h>
 #include <arpa/inet.h>
+#include <errno.h>
+#include <sys/socket.h>
 
 /* set by configure() from packet.py */
 static PyObject *V4_SEEN;       /* dict: int address -> IPv4 object */
@@ -352,23 +357,51 @@ static PyTypeObject PacketCoreType = {
 
 typedef struct {
     PyObject_HEAD
-    PyObject *fn, *env, *cls, *accept, *drop, *failed, *odd, *emit, *stop;
+    PyObject *fn, *env, *cls, *accept, *drop, *failed, *odd, *stop;
+    PyObject *prefix[2];  /* batch verdict message but its last 4 bytes (the id): DROP, ACCEPT */
     uint16_t wire_queue;  /* the queue number as its big-endian bytes read in host order */
-    long run_v;           /* -1: no open run */
+    long run_v;           /* -1: none yet */
     uint32_t run_last;    /* packet id as its big-endian bytes read in host order */
-    int has_last;
+    int has_last;         /* a run is open: packets up to run_last await verdict run_v */
     Py_ssize_t seen, dropped;
+    char *pend;           /* verdict messages of closed runs, not sent yet */
+    Py_ssize_t pend_len, pend_cap;
 } Burst;
+
+/* Close the open run: append its batch verdict message to the pending ones. */
+static int
+close_run(Burst *self)
+{
+    if (!self->has_last)
+        return 0;
+    PyObject *prefix = self->prefix[self->run_v ? 1 : 0];
+    Py_ssize_t size = PyBytes_GET_SIZE(prefix) + 4;
+    if (self->pend_len + size > self->pend_cap) {
+        Py_ssize_t cap = (self->pend_cap ? self->pend_cap * 2 : 4096) + size;
+        char *grown = PyMem_Realloc(self->pend, cap);
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        self->pend = grown;
+        self->pend_cap = cap;
+    }
+    memcpy(self->pend + self->pend_len, PyBytes_AS_STRING(prefix), size - 4);
+    memcpy(self->pend + self->pend_len + size - 4, &self->run_last, 4);  /* wire order */
+    self->pend_len += size;
+    self->has_last = 0;
+    return 0;
+}
 
 static int
 burst_init(Burst *self, PyObject *args, PyObject *kw)
 {
-    static char *names[] = {"fn", "env", "cls", "accept", "drop", "failed", "odd", "emit",
+    static char *names[] = {"fn", "env", "cls", "accept", "drop", "failed", "odd", "prefixes",
                             "stop", "wire_queue", NULL};
-    PyObject *fn, *env, *cls, *accept, *drop, *failed, *odd, *emit, *stop;
+    PyObject *fn, *env, *cls, *accept, *drop, *failed, *odd, *stop, *p0, *p1;
     unsigned short wq;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO!OOOOOOH", names, &fn, &env, &PyType_Type,
-                                     &cls, &accept, &drop, &failed, &odd, &emit, &stop, &wq))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO!OOOO(SS)OH", names, &fn, &env, &PyType_Type,
+                                     &cls, &accept, &drop, &failed, &odd, &p0, &p1, &stop, &wq))
         return -1;
     if (!PyType_IsSubtype((PyTypeObject *)cls, &PacketCoreType)) {
         PyErr_SetString(PyExc_TypeError, "cls must be a PacketCore subclass");
@@ -376,8 +409,12 @@ burst_init(Burst *self, PyObject *args, PyObject *kw)
     }
 #define KEEP(f) Py_INCREF(f); Py_XSETREF(self->f, f)
     KEEP(fn); KEEP(env); KEEP(cls); KEEP(accept); KEEP(drop); KEEP(failed); KEEP(odd);
-    KEEP(emit); KEEP(stop);
+    KEEP(stop);
 #undef KEEP
+    Py_INCREF(p0);
+    Py_XSETREF(self->prefix[0], p0);
+    Py_INCREF(p1);
+    Py_XSETREF(self->prefix[1], p1);
     self->wire_queue = wq;
     self->run_v = -1;
     self->has_last = 0;
@@ -394,38 +431,35 @@ burst_dealloc(Burst *self)
     Py_CLEAR(self->drop);
     Py_CLEAR(self->failed);
     Py_CLEAR(self->odd);
-    Py_CLEAR(self->emit);
     Py_CLEAR(self->stop);
+    Py_CLEAR(self->prefix[0]);
+    Py_CLEAR(self->prefix[1]);
+    PyMem_Free(self->pend);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* burst.decide(buf, lengths, start, count, slot_size, entry_size, len_at) -> index
- *
- * Decides the datagrams start..count-1 of one recvmmsg burst: datagram i sits in buf at
- * i * slot_size, its length is the uint32 at i * entry_size + len_at in lengths (the mmsghdr
- * array). It stops at the first datagram that is not a plain queued packet of its queue (the
- * runner's general path takes that one) and returns its index; count when all were decided.
- * The open verdict run is kept in run_v / run_last for the runner to close. */
-static PyObject *
-burst_decide(Burst *self, PyObject *args)
+/* Decide datagrams start..count-1 of one recvmmsg burst: datagram i sits in buf at
+ * i * slot, its length is the uint32 at i * entry + len_at in lens (the mmsghdr array). Stops at
+ * the first datagram that is not a plain queued packet of this queue (the runner's general path
+ * takes that one) and returns its index; count when all were decided; -1 with an exception set
+ * (a StopRunner from the hook, or an error in the Python callbacks). */
+static Py_ssize_t
+decide_range(Burst *self, const char *buf, Py_ssize_t buflen, const char *lens,
+             Py_ssize_t lenslen, Py_ssize_t start, Py_ssize_t count, Py_ssize_t slot,
+             Py_ssize_t entry, Py_ssize_t len_at)
 {
-    Py_buffer buf, lens;
-    Py_ssize_t start, count, slot, entry, len_at, i;
-    if (!PyArg_ParseTuple(args, "y*y*nnnnn", &buf, &lens, &start, &count, &slot, &entry,
-                          &len_at))
-        return NULL;
-    PyObject *result = NULL;
-    if (start < 0 || slot <= 0 || entry <= 0 || len_at < 0 || count * slot > buf.len
-            || (count > 0 && (count - 1) * entry + len_at + 4 > lens.len)) {
+    Py_ssize_t i;
+    if (start < 0 || slot <= 0 || entry <= 0 || len_at < 0 || count * slot > buflen
+            || (count > 0 && (count - 1) * entry + len_at + 4 > lenslen)) {
         PyErr_SetString(PyExc_ValueError, "the burst does not fit its buffers");
-        goto out;
+        return -1;
     }
     PyTypeObject *cls = (PyTypeObject *)self->cls;
     for (i = start; i < count; i++) {
         uint32_t n, nl_len, wire_id;
         uint16_t kind, wq, alen, atype;
-        const unsigned char *d = (const unsigned char *)buf.buf + i * slot;
-        memcpy(&n, (const char *)lens.buf + i * entry + len_at, 4);
+        const unsigned char *d = (const unsigned char *)buf + i * slot;
+        memcpy(&n, lens + i * entry + len_at, 4);
         if (n > (uint32_t)slot || n < 32)
             break;
         memcpy(&nl_len, d, 4);
@@ -439,11 +473,11 @@ burst_decide(Burst *self, PyObject *args)
 
         PyObject *data = PyBytes_FromStringAndSize((const char *)d, n);
         if (data == NULL)
-            goto out;
+            return -1;
         PacketCore *pkt = (PacketCore *)cls->tp_alloc(cls, 0);
         if (pkt == NULL) {
             Py_DECREF(data);
-            goto out;
+            return -1;
         }
         pkt->data = data;
         Py_INCREF(self->env);
@@ -451,11 +485,11 @@ burst_decide(Burst *self, PyObject *args)
         self->seen++;
         PyObject *v = PyObject_CallOneArg(self->fn, (PyObject *)pkt);
         if (v == NULL) {
-            if (PyErr_ExceptionMatches(self->stop)) {
+            if (PyErr_ExceptionMatches(self->stop)) {  /* SIGTERM/SIGINT: the runner stops */
                 Py_DECREF(pkt);
-                goto out;
+                return -1;
             }
-            PyObject *type, *value, *tb;
+            PyObject *type, *value, *tb;  /* any other exception, SystemExit included */
             PyErr_Fetch(&type, &value, &tb);
             PyErr_NormalizeException(&type, &value, &tb);
             if (tb != NULL)
@@ -466,7 +500,7 @@ burst_decide(Burst *self, PyObject *args)
             Py_XDECREF(tb);
             if (v == NULL) {
                 Py_DECREF(pkt);
-                goto out;
+                return -1;
             }
         }
         long verdict;
@@ -478,40 +512,123 @@ burst_decide(Burst *self, PyObject *args)
         }
         else {
             PyObject *r = PyObject_CallFunctionObjArgs(self->odd, (PyObject *)pkt, v, NULL);
-            if (r == NULL) {
-                Py_DECREF(v);
-                Py_DECREF(pkt);
-                goto out;
-            }
-            verdict = PyLong_AsLong(r);
-            Py_DECREF(r);
+            verdict = r == NULL ? -1 : PyLong_AsLong(r);
+            Py_XDECREF(r);
             if (verdict == -1 && PyErr_Occurred()) {
                 Py_DECREF(v);
                 Py_DECREF(pkt);
-                goto out;
+                return -1;
             }
         }
         Py_DECREF(v);
         Py_DECREF(pkt);
         if (verdict != self->run_v) {
-            if (self->has_last) {
-                PyObject *r = PyObject_CallFunction(self->emit, "kl",
-                                                    (unsigned long)ntohl(self->run_last),
-                                                    self->run_v);
-                if (r == NULL)
-                    goto out;
-                Py_DECREF(r);
-            }
+            if (close_run(self) < 0)
+                return -1;
             self->run_v = verdict;
         }
         self->run_last = wire_id;
         self->has_last = 1;
     }
-    result = PyLong_FromSsize_t(i);
+    return i;
+}
+
+/* burst.decide(buf, lengths, start, count, slot_size, entry_size, len_at) -> index */
+static PyObject *
+burst_decide(Burst *self, PyObject *args)
+{
+    Py_buffer buf, lens;
+    Py_ssize_t start, count, slot, entry, len_at;
+    if (!PyArg_ParseTuple(args, "y*y*nnnnn", &buf, &lens, &start, &count, &slot, &entry,
+                          &len_at))
+        return NULL;
+    Py_ssize_t i = decide_range(self, buf.buf, buf.len, lens.buf, lens.len, start, count, slot,
+                                entry, len_at);
+    PyBuffer_Release(&buf);
+    PyBuffer_Release(&lens);
+    return i < 0 ? NULL : PyLong_FromSsize_t(i);
+}
+
+/* burst.serve(fd, mmsghdrs, slots, buf, lengths, slot_size, entry_size, len_at)
+ *
+ * The serve loop: one recvmmsg (MSG_WAITFORONE | MSG_TRUNC) into the receiver's slots, decide
+ * the burst, close the open run and send the pending verdicts in one send; again. Returns
+ * (count, index) when datagram index of a burst of count is not a plain queued packet (its
+ * verdicts so far are pending, its run open: pending() and run_v/run_last hand them over),
+ * or -errno when recvmmsg fails (ENOBUFS: the runner grows the buffer). A failed send raises
+ * OSError; a signal whose handler raises (StopRunner) ends it with that exception. */
+static PyObject *
+burst_serve(Burst *self, PyObject *args)
+{
+    int fd;
+    unsigned long long hdrs;
+    unsigned int slots;
+    Py_buffer buf, lens;
+    Py_ssize_t slot, entry, len_at;
+    PyObject *result = NULL;
+    if (!PyArg_ParseTuple(args, "iKIy*y*nnn", &fd, &hdrs, &slots, &buf, &lens, &slot, &entry,
+                          &len_at))
+        return NULL;
+    if (hdrs == 0 || (Py_ssize_t)slots * slot > buf.len
+            || (Py_ssize_t)slots * entry > lens.len) {
+        PyErr_SetString(PyExc_ValueError, "the receiver's buffers do not match its slots");
+        goto out;
+    }
+    for (;;) {
+        int n, err;
+        Py_BEGIN_ALLOW_THREADS
+        n = recvmmsg(fd, (struct mmsghdr *)(uintptr_t)hdrs, slots, MSG_WAITFORONE | MSG_TRUNC,
+                     NULL);
+        err = errno;
+        Py_END_ALLOW_THREADS
+        if (n < 0) {
+            if (err == EINTR) {
+                if (PyErr_CheckSignals() < 0)
+                    goto out;
+                continue;
+            }
+            result = PyLong_FromLong(-err);
+            goto out;
+        }
+        Py_ssize_t i = decide_range(self, buf.buf, buf.len, lens.buf, lens.len, 0, n, slot,
+                                    entry, len_at);
+        if (i < 0)
+            goto out;
+        if (i < n) {
+            result = Py_BuildValue("nn", (Py_ssize_t)n, i);
+            goto out;
+        }
+        if (close_run(self) < 0)
+            goto out;
+        Py_ssize_t at = 0;
+        while (at < self->pend_len) {
+            ssize_t sent = send(fd, self->pend + at, self->pend_len - at, 0);
+            if (sent < 0) {
+                if (errno == EINTR)
+                    continue;
+                PyErr_SetFromErrno(PyExc_OSError);
+                goto out;
+            }
+            at += sent;
+        }
+        self->pend_len = 0;
+        if (PyErr_CheckSignals() < 0)
+            goto out;
+    }
 out:
     PyBuffer_Release(&buf);
     PyBuffer_Release(&lens);
     return result;
+}
+
+/* burst.pending() -> bytes: the verdict messages of closed runs, not sent yet (then none). */
+static PyObject *
+burst_pending(Burst *self, PyObject *unused)
+{
+    PyObject *out = PyBytes_FromStringAndSize(self->pend, self->pend_len);
+    if (out != NULL)
+        self->pend_len = 0;
+    return out;
 }
 
 static PyObject *
@@ -560,9 +677,9 @@ set_run_last(Burst *self, PyObject *value, void *c)
 }
 
 static PyGetSetDef burst_getset[] = {
-    {"run_v", (getter)get_run_v, (setter)set_run_v, "The open run's verdict, or None.", NULL},
+    {"run_v", (getter)get_run_v, (setter)set_run_v, "The last run's verdict, or None.", NULL},
     {"run_last", (getter)get_run_last, (setter)set_run_last,
-     "The open run's last packet id as read in host order, or None.", NULL},
+     "The open run's last packet id as read in host order, or None (no open run).", NULL},
     {NULL}
 };
 
@@ -575,6 +692,10 @@ static PyMemberDef burst_members[] = {
 static PyMethodDef burst_methods[] = {
     {"decide", (PyCFunction)burst_decide, METH_VARARGS,
      "decide(buf, lengths, start, count, slot_size, entry_size, len_at) -> index"},
+    {"serve", (PyCFunction)burst_serve, METH_VARARGS,
+     "serve(fd, mmsghdrs, slots, buf, lengths, slot_size, entry_size, len_at)"},
+    {"pending", (PyCFunction)burst_pending, METH_NOARGS,
+     "The verdict messages of closed runs not sent yet."},
     {NULL}
 };
 

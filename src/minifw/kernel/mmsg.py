@@ -96,6 +96,8 @@ class BurstReceiver:
         self._lengths = [struct.Struct("=" + f"{_LEN_AT}xI{_ENTRY - _LEN_AT - 4}x" * k).unpack_from
                          for k in range(slots + 1)]
         self.on_truncated: Callable[[bytearray, int], None] | None = None
+        # the layout a C loop needs to run recvmmsg over these slots itself (hooks/_hot.c)
+        self.address = self._ptr  # of the mmsghdr array
         self.lengths = self._hbuf
         self.entry_size = _ENTRY
         self.len_at = _LEN_AT
