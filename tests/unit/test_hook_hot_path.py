@@ -102,20 +102,22 @@ def test_fuzz_the_c_core_against_the_pure_core(noise, ip):
             PurePacket.from_datagram(data, env))
 
 
-def test_same_length_other_layout_is_walked_again():
-    env = Packet.environment(None, None, False)
+@pytest.mark.parametrize("cls", CORES, ids=["pure", "C"])
+def test_same_length_other_layout_is_walked_again(cls):
+    env = cls.environment(None, None, False)
     plain = udp4(1)
     marked = udp4(2, mark=7, fill=0)  # 8 bytes of mark attribute, 8 bytes less payload
     assert len(plain) == len(marked)
-    assert Packet.from_datagram(plain, env).dport == 9
-    pkt = Packet.from_datagram(marked, env)
+    assert cls.from_datagram(plain, env).dport == 9
+    pkt = cls.from_datagram(marked, env)
     assert pkt.mark == 7 and pkt.dport == 9 and len(pkt.raw) == 36 - 8
 
 
-def test_addresses_compare_and_hash_like_ipaddress():
-    env = Packet.environment(None, None, False)
-    a = Packet.from_datagram(udp4(1, src="198.18.9.7"), env).src
-    b = Packet.from_datagram(udp4(2, src="198.18.9.7"), env).src
+@pytest.mark.parametrize("cls", CORES, ids=["pure", "C"])
+def test_addresses_compare_and_hash_like_ipaddress(cls):
+    env = cls.environment(None, None, False)
+    a = cls.from_datagram(udp4(1, src="198.18.9.7"), env).src
+    b = cls.from_datagram(udp4(2, src="198.18.9.7"), env).src
     assert a == b == "198.18.9.7" and a == ipaddress.ip_address("198.18.9.7")
     assert hash(a) == hash(ipaddress.ip_address("198.18.9.7"))
     assert a in {ipaddress.ip_address("198.18.9.7")} and a in ipaddress.ip_network("198.18.0.0/15")
@@ -429,26 +431,28 @@ def _v6(next_header: int, rest: bytes) -> bytes:
 
 @pytest.mark.parametrize("rest", [b"\x06\x00\x00\x00",                  # hop-by-hop cut short
                                   b"\x06\xff" + b"\x00" * 30])          # one that runs past the end
-def test_broken_ipv6_extension_headers_leave_the_addresses_readable(rest):
-    pkt = Packet.from_datagram(_datagram(_v6(0, rest)), Packet.environment(None, None, False))
+@pytest.mark.parametrize("cls", CORES, ids=["pure", "C"])
+def test_broken_ipv6_extension_headers_leave_the_addresses_readable(rest, cls):
+    pkt = cls.from_datagram(_datagram(_v6(0, rest)), cls.environment(None, None, False))
     assert pkt.version == 6 and pkt.src == "fd00::2" and pkt.dst == "fd00::1"
     for name in ("proto", "proto_number", "sport", "dport", "icmp_type", "payload"):
         with pytest.raises(PacketError, match="extension header"):
             getattr(pkt, name)
 
 
-def test_a_tcp_data_offset_below_five_raises():
+@pytest.mark.parametrize("cls", CORES, ids=["pure", "C"])
+def test_a_tcp_data_offset_below_five_raises(cls):
     tcp = struct.pack("!HHIIBBHHH", 4000, 80, 1, 0, 0x00, 0x18, 512, 0, 0) + b"data"
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 1, 0x4000, 64, 6, 0,
                      bytes([198, 18, 0, 2]), bytes([198, 18, 0, 1])) + tcp
-    pkt = Packet.from_datagram(_datagram(ip), Packet.environment(None, None, False))
+    pkt = cls.from_datagram(_datagram(ip), cls.environment(None, None, False))
     assert pkt.dport == 80
     with pytest.raises(PacketError, match="data offset 0"):
         pkt.payload
 
 
 @pytest.mark.parametrize("queues", [{7: None}, {7: None, 8: None}])   # one queue, and several
-def test_sys_exit_and_keyboardinterrupt_in_a_hook_are_its_errors(queues):
+def test_sys_exit_and_keyboardinterrupt_in_a_hook_are_its_errors(queues, loop):
     import sys
 
     def leaves(pkt):
