@@ -367,6 +367,21 @@ def test_stop_mid_burst_leaves_the_open_run_for_stop_to_answer(loop):
     assert r.ctx[7].seen == 3
 
 
+def test_stop_in_the_general_path_leaves_the_open_run_for_stop_to_answer(loop):
+    odd = udp4(3)  # not a plain queued packet: the general path decides it, and stops
+    swapped = odd[:20] + odd[32:40] + odd[20:32] + odd[40:]
+
+    def stop_at_3(pkt):
+        if pkt.id == 3:
+            raise R.StopRunner()
+        return ACCEPT
+
+    r = make_runner({7: stop_at_3}, [udp4(1), udp4(2), swapped, udp4(4)])
+    serve(r)
+    r._flush()  # what stop() does first
+    assert decided(r, verdicts(r)) == {(7, 1): (1, None), (7, 2): (1, None)}
+
+
 def test_waiting_stop_after_a_burst_answered_it(loop):
     r = make_runner({7: odd_drop}, [udp4(2), udp4(4)])
     serve(r)  # the burst is answered before the receiver waits again (and stops)

@@ -503,8 +503,9 @@ class Runner:
             pending = burst.pending()
             if pending:
                 out_append(pending)
-            ctx.run_v, ctx.run_mark, ctx.run_last = burst.run_v, None, burst.run_last
-            burst.run_last = None
+            if burst.run_last is not None:  # (else ctx may hold it: a stop in _handle)
+                ctx.run_v, ctx.run_mark, ctx.run_last = burst.run_v, None, burst.run_last
+                burst.run_last = None
 
         def from_ctx() -> None:
             burst.run_v, burst.run_last = ctx.run_v, ctx.run_last

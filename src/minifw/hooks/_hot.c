@@ -89,6 +89,10 @@ core_parse(PacketCore *self)
     Py_ssize_t p, e;
     Py_buffer view;
 
+    if (PROTO_OF == NULL) {  /* packet.py calls configure() when it imports this module */
+        PyErr_SetString(PyExc_RuntimeError, "minifw.hooks._hot.configure() was not called");
+        return -1;
+    }
     self->fast = 0;
     if (self->q != NULL && self->q != Py_None) {
         bufobj = PyObject_GetAttr(self->q, STR_PAYLOAD);
@@ -449,8 +453,13 @@ decide_range(Burst *self, const char *buf, Py_ssize_t buflen, const char *lens,
              Py_ssize_t entry, Py_ssize_t len_at)
 {
     Py_ssize_t i;
-    if (start < 0 || slot <= 0 || entry <= 0 || len_at < 0 || count * slot > buflen
-            || (count > 0 && (count - 1) * entry + len_at + 4 > lenslen)) {
+    if (self->fn == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Burst.__init__ was not called");
+        return -1;
+    }
+    if (start < 0 || count < 0 || slot <= 0 || entry <= 0 || len_at < 0
+            || count > buflen / slot || len_at > lenslen - 4
+            || (count > 0 && count - 1 > (lenslen - 4 - len_at) / entry)) {
         PyErr_SetString(PyExc_ValueError, "the burst does not fit its buffers");
         return -1;
     }
@@ -569,8 +578,12 @@ burst_serve(Burst *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "iKIy*y*nnn", &fd, &hdrs, &slots, &buf, &lens, &slot, &entry,
                           &len_at))
         return NULL;
-    if (hdrs == 0 || (Py_ssize_t)slots * slot > buf.len
-            || (Py_ssize_t)slots * entry > lens.len) {
+    if (self->fn == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Burst.__init__ was not called");
+        goto out;
+    }
+    if (hdrs == 0 || slots == 0 || slots > 1024 || slot <= 0 || entry <= 0
+            || (Py_ssize_t)slots > buf.len / slot || (Py_ssize_t)slots > lens.len / entry) {
         PyErr_SetString(PyExc_ValueError, "the receiver's buffers do not match its slots");
         goto out;
     }
