@@ -405,7 +405,7 @@ class Runner:
         before anything else reads them: _handle, _flush, and on the way out)."""
         assert self.qs is not None
         receiver = self._receiver()
-        if _hot is not None and Packet is HotPacket and hasattr(receiver, "address"):
+        if Packet is HotPacket and hasattr(receiver, "address"):  # the C loop needs slots
             return self._serve_one_hot(ctx, receiver)
         receive = receiver.receive
         handle = self._handle
