@@ -94,71 +94,56 @@ core_parse(PacketCore *self)
         return -1;
     }
     self->fast = 0;
-    if (self->q != NULL && self->q != Py_None) {
+    int queued = self->q != NULL && self->q != Py_None;  /* built from a QueuedPacket */
+    if (queued)
         bufobj = PyObject_GetAttr(self->q, STR_PAYLOAD);
-        if (bufobj == NULL)
-            return -1;
-        p = 0;
-        e = PyObject_Length(bufobj);
-        if (e < 0) {
-            Py_DECREF(bufobj);
-            return -1;
-        }
-    }
-    else {
-        if (self->data == NULL) {
-            PyErr_SetString(PyExc_AttributeError, "_data");
-            return -1;
-        }
-        bufobj = self->data;
+    else if ((bufobj = self->data) != NULL)
         Py_INCREF(bufobj);
-        if (PyObject_GetBuffer(bufobj, &view, PyBUF_SIMPLE) < 0) {
+    else
+        PyErr_SetString(PyExc_AttributeError, "_data");
+    if (bufobj == NULL)
+        return -1;
+    if (PyObject_GetBuffer(bufobj, &view, PyBUF_SIMPLE) < 0) {
+        Py_DECREF(bufobj);
+        return -1;
+    }
+    if (queued) {
+        p = 0;
+        e = view.len;
+    }
+    else if (payload_span(view.buf, view.len, &p, &e)) {  /* unusual: Python's walk decides */
+        PyObject *span = PyObject_CallOneArg(PAYLOAD_SPAN, bufobj);
+        if (span == NULL || !PyArg_ParseTuple(span, "nn", &p, &e)) {
+            Py_XDECREF(span);
+            PyBuffer_Release(&view);
             Py_DECREF(bufobj);
             return -1;
         }
-        int odd = payload_span(view.buf, view.len, &p, &e);
-        PyBuffer_Release(&view);
-        if (odd) {
-            PyObject *span = PyObject_CallOneArg(PAYLOAD_SPAN, bufobj);
-            if (span == NULL || !PyArg_ParseTuple(span, "nn", &p, &e)) {
-                Py_XDECREF(span);
-                Py_DECREF(bufobj);
-                return -1;
-            }
-            Py_DECREF(span);
-        }
+        Py_DECREF(span);
     }
-    if (e - p >= 24) {
-        if (PyObject_GetBuffer(bufobj, &view, PyBUF_SIMPLE) < 0) {
-            Py_DECREF(bufobj);
+    const unsigned char *b = (const unsigned char *)view.buf + p;
+    if (e - p >= 24 && view.len >= e && b[0] == 0x45 && !(((b[6] << 8) | b[7]) & 0x1FFF)) {
+        uint32_t v;
+        self->protonum = b[9];
+        memcpy(&v, b + 12, 4);
+        self->src = ntohl(v);
+        memcpy(&v, b + 16, 4);
+        self->dst = ntohl(v);
+        self->sport = (uint16_t)((b[20] << 8) | b[21]);
+        self->dport = (uint16_t)((b[22] << 8) | b[23]);
+        PyBuffer_Release(&view);
+        Py_XSETREF(self->buf, bufobj);
+        if (set_member(&self->p, PyLong_FromSsize_t(p)) < 0
+                || set_member(&self->e, PyLong_FromSsize_t(e)) < 0
+                || set_member(&self->proto, PyLong_FromLong(self->protonum)) < 0
+                || set_member(&self->l4, PyLong_FromSsize_t(p + 20)) < 0
+                || set_member(&self->l3, PyLong_FromLong(4)) < 0)
             return -1;
-        }
-        const unsigned char *b = (const unsigned char *)view.buf + p;
-        int usual = view.len >= e && b[0] == 0x45 && !(((b[6] << 8) | b[7]) & 0x1FFF);
-        if (usual) {
-            uint32_t v;
-            self->protonum = b[9];
-            memcpy(&v, b + 12, 4);
-            self->src = ntohl(v);
-            memcpy(&v, b + 16, 4);
-            self->dst = ntohl(v);
-            self->sport = (uint16_t)((b[20] << 8) | b[21]);
-            self->dport = (uint16_t)((b[22] << 8) | b[23]);
-        }
-        PyBuffer_Release(&view);
-        if (usual) {
-            Py_XSETREF(self->buf, bufobj);
-            if (set_member(&self->p, PyLong_FromSsize_t(p)) < 0
-                    || set_member(&self->e, PyLong_FromSsize_t(e)) < 0
-                    || set_member(&self->proto, PyLong_FromLong(self->protonum)) < 0
-                    || set_member(&self->l4, PyLong_FromSsize_t(p + 20)) < 0
-                    || set_member(&self->l3, PyLong_FromLong(4)) < 0)
-                return -1;
-            Py_CLEAR(self->h);
-            self->fast = 1;
-            return 0;
-        }
+        Py_CLEAR(self->h);
+        self->fast = 1;
+        return 0;
     }
+    PyBuffer_Release(&view);
     PyObject *ps = PyLong_FromSsize_t(p), *es = PyLong_FromSsize_t(e), *r = NULL;
     if (ps != NULL && es != NULL)
         r = PyObject_CallMethodObjArgs((PyObject *)self, STR_PARSE_OTHER, bufobj, ps, es, NULL);
