@@ -191,24 +191,23 @@ def build_remove_json(chains: Iterable[str]) -> dict[str, Any]:
     return {"nftables": [{"delete": {"chain": _ref(name=n)}} for n in chains]}
 
 
-def build_probe_json() -> dict[str, Any]:
+def build_queue_probe_batch(first_seq: int = 1) -> nl.NftBatch:
     """A transaction that succeeds only if the kernel has the nft ``queue`` expression, and
-    leaves nothing behind: it creates a probe table with a queue rule and deletes it again."""
-    ref = {"family": FAMILY, "table": "minifw_probe"}
-    return {"nftables": [
-        {"add": {"table": {"family": FAMILY, "name": "minifw_probe"}}},
-        {"add": {"chain": {**ref, "name": "probe"}}},
-        {"add": {"rule": {**ref, "chain": "probe",
-                          "expr": [{"queue": {"num": 0, "flags": ["bypass"]}}]}}},
-        {"delete": {"table": {"family": FAMILY, "name": "minifw_probe"}}},
-    ]}
+    leaves nothing behind. Our own batch, so the answer is an errno: ENOENT on the rule of a
+    table this same transaction creates can only mean "no such expression" (libnftables
+    answers with text, whose wording changes with the other tables present)."""
+    return _probe_batch(nl.expr_queue(0, nl.QueueFlag.BYPASS), first_seq)
 
 
 def build_xt_probe_batch(first_seq: int = 1) -> nl.NftBatch:
     """The same probe for the xtables NFQUEUE target (nft_compat)."""
+    return _probe_batch(nl.expr_xt_nfqueue(0, nl.QueueFlag.BYPASS), first_seq)
+
+
+def _probe_batch(queue: bytes, first_seq: int) -> nl.NftBatch:
     batch = nl.NftBatch(first_seq=first_seq)
     batch.add_table("minifw_probe")
     batch.add_plain_chain("minifw_probe", "probe")
-    batch.add_rule("minifw_probe", "probe", [nl.expr_xt_nfqueue(0, nl.QueueFlag.BYPASS)])
+    batch.add_rule("minifw_probe", "probe", [queue])
     batch.delete_table("minifw_probe")
     return batch

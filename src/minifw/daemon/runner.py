@@ -204,19 +204,14 @@ class Runner:
 
     # ---- start-up ------------------------------------------------------------------------
     def probe(self) -> str:
-        try:
-            nft.run(plan.build_probe_json())
-            self.native_queue = True
+        # our own batches: the kernel's errno decides, never libnftables' wording
+        self.native_queue = nfnl.supported(plan.build_queue_probe_batch())
+        if self.native_queue:
             return "nft queue"
-        except UnsupportedError:
-            self.native_queue = False
-        try:
-            nfnl.send_batch(plan.build_xt_probe_batch())
-        except UnsupportedError as exc:
+        if not nfnl.supported(plan.build_xt_probe_batch()):
             raise UnsupportedError(
                 "this kernel has neither the nft queue expression (CONFIG_NFT_QUEUE) nor the "
-                "xtables NFQUEUE target (nft_compat, xt_NFQUEUE); Python hooks cannot run "
-                f"here ({exc})") from exc
+                "xtables NFQUEUE target (nft_compat, xt_NFQUEUE); Python hooks cannot run here")
         return "xtables NFQUEUE target"
 
     def _check_clashes(self) -> None:

@@ -10,7 +10,22 @@ from ..errors import KernelError, UnsupportedError
 from ..netlink.nftables import NftBatch, parse_replies
 
 NETLINK_NETFILTER = 12
-_UNSUPPORTED = {errno_mod.ENOENT, errno_mod.EOPNOTSUPP, errno_mod.EPROTONOSUPPORT}
+# What the kernel answers a request naming an expression, target or family it has no code for.
+MISSING_FEATURE = frozenset({errno_mod.ENOENT, errno_mod.EOPNOTSUPP, errno_mod.EPROTONOSUPPORT})
+
+
+class BatchRefused(KernelError):
+    """The kernel refused a request of an nf_tables batch (the whole transaction is void).
+    ``errno`` and ``request`` say which and why, so callers decide on them, never on text."""
+
+    def __init__(self, message: str, *, errno: int, request: str):
+        super().__init__(message)
+        self.errno = errno
+        self.request = request
+
+
+class BatchUnsupported(BatchRefused, UnsupportedError):
+    """A refusal whose errno means a missing feature (a probe's answer)."""
 
 
 def open_socket(rcvbuf: int | None = None) -> socket.socket:
@@ -68,9 +83,20 @@ def send_batch(batch: NftBatch, timeout: float = 5.0) -> None:
         if refused:
             err, _ = refused[0]
             text = os.strerror(err)
-            cls = UnsupportedError if err in _UNSUPPORTED else KernelError
-            raise cls(f"the kernel refused '{what_failed}': {text} (errno {err}).")
-    except OSError as exc:
+            cls = BatchUnsupported if err in MISSING_FEATURE else BatchRefused
+            raise cls(f"the kernel refused '{what_failed}': {text} (errno {err}).", errno=err,
+                      request=what_failed)
+    except OSError as exc:  # (BatchRefused is no OSError: it goes up as it is)
         raise KernelError(f"netlink error while sending an nf_tables batch: {exc}") from exc
     finally:
         sock.close()
+
+
+def supported(batch: NftBatch) -> bool:
+    """Send a probe transaction (one that leaves nothing behind): True if the kernel took it,
+    False if it refused it for a missing feature (by errno). Any other refusal goes up."""
+    try:
+        send_batch(batch)
+    except BatchUnsupported:
+        return False
+    return True

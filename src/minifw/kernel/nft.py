@@ -34,11 +34,11 @@ def handle():
     return _nft()
 
 
-# Kernel answers that mean "this kernel cannot do it" rather than "you asked wrongly".
-_UNSUPPORTED = ("Operation not supported", "Protocol not supported")
-# ENOENT on a rule is what a missing expression module gives (e.g. no nft `queue`), but also what a
-# vanished chain or handle gives: say both.
-_RULE_ENOENT = "Could not process rule: No such file or directory"
+# libnftables gives only a status and text, and the text changes with what else is in the
+# namespace (a refused rule may read "did you mean table 'nat' in family ip?"). So nothing here
+# tells one refusal from another: every one is a KernelError carrying the text for the operator.
+# Where the cause matters, callers probe first (table_exists, the runner's queue probe) or send
+# their own nf_tables batch and read its errno (kernel/nfnl.py).
 
 
 def run(document: dict[str, Any]) -> None:
@@ -77,10 +77,4 @@ def items(listing: dict[str, Any], kind: str) -> list[dict[str, Any]]:
 def _kernel_error(err: str) -> KernelError:
     text = " ".join(line.strip() for line in err.strip().splitlines() if line.strip()
                     and not set(line.strip()) <= {"^", "~"})
-    if any(marker in err for marker in _UNSUPPORTED):
-        return UnsupportedError(f"the kernel lacks a feature this needs: {text}")
-    if _RULE_ENOENT in err:
-        return UnsupportedError("the kernel refused a rule with 'No such file or directory': it "
-                                "lacks a feature the rule needs (an nftables expression), or the "
-                                f"chain or rule it names is gone: {text}")
     return KernelError(f"nftables refused the change: {text or 'no reason given'}")
