@@ -6,7 +6,6 @@ config and state. Bad input raises before the kernel or any file is touched.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 from pathlib import Path
@@ -72,14 +71,15 @@ class Service:
                     and table.exists() and self._in_sync(ruleset)):
                 supervise.check_rule_points((k for k, _ in ruleset.chains()),
                                             runners.leaving_chains)
-                supervise.apply_stops(runners, self.store.dir)
-                supervise.apply_starts(runners, self.store.dir)
+                _hooks_started(supervise.apply(runners, self.store.dir),
+                               f"minifw is already up with {path}")
                 return Outcome(f"minifw is already up with {path}; "
                                + (runners.describe() or "nothing changed"),
                                self._warnings(ruleset))
             self._load(ruleset, runners)
             self.store.save(State(loaded=True, config=path, ruleset=ruleset.to_toml()))
-            supervise.apply_starts(runners, self.store.dir)
+            _hooks_started(supervise.apply(runners, self.store.dir),
+                           f"minifw is up with {len(ruleset.rules)} rules from {path}")
         done = runners.describe()
         return Outcome(f"minifw is up: {len(ruleset.rules)} rules"
                        + (f", {len(hooks)} hook files" if hooks else "") + f" from {path}"
@@ -107,35 +107,33 @@ class Service:
             runners = supervise.plan_runners(hooks, self.store.dir, restart_all=restart_hooks)
             self._load(ruleset, runners)
             self.store.save(State(loaded=True, config=path, ruleset=ruleset.to_toml()))
-            supervise.apply_starts(runners, self.store.dir)
+            _hooks_started(supervise.apply(runners, self.store.dir),
+                           f"reloaded {len(ruleset.rules)} rules from {path}")
         done = runners.describe()
         return Outcome(f"reloaded {len(ruleset.rules)} rules from {path}"
                        + (f"; {done}" if done else ""), self._warnings(ruleset))
 
     def _load(self, ruleset: Ruleset, runners: supervise.RunnerPlan | None = None) -> None:
-        """One transaction for the declarative chains and sets. Runners the plan stops are
-        stopped just before it, once everything has been checked; if the transaction still
-        fails, they are started again (on their current files) before the error goes up."""
+        """One transaction for the declarative chains and sets, which also deletes the chains
+        of hook runners the plan retires (their file left the config), so a rule chain may
+        take their place in the same commit. No runner is touched before it: if it fails,
+        every hook runs on as before. (Restarts come after, make before break: see
+        supervise.RunnerPlan.)"""
         leaving = runners.leaving_chains if runners else []
         supervise.check_rule_points((k for k, _ in ruleset.chains()), leaving)
         chains, limits = table.objects()
         kernel_sets, _, _ = sets_service.kernel_objects()
         document = compiler.build_load(ruleset, chains, limits, kernel_sets)
         if runners:
-            supervise.apply_stops(runners, self.store.dir)
-        try:
-            nft.run(document)
-        except Exception:
-            for record in runners.stop if runners else []:
-                with contextlib.suppress(Exception):
-                    supervise.start(record["file"], self.store.dir)
-            raise
+            document["nftables"] += supervise.retire_commands(runners, chains)
+        nft.run(document)
         sets_service.SetService(self.store.dir).after_load(ruleset, kernel_sets)
 
     def down(self) -> Outcome:
         with self.store.locked():
             state = self.store.load()
             supervise.stop_all(self.store.dir)
+            supervise.forget(self.store.dir)
             present = table.exists()
             if present:
                 nft.run(compiler.build_down())
@@ -191,7 +189,8 @@ class Service:
                 "stateful": live.stateful, "chains": chains, "rules": len(live.rules),
                 "sets": len(set_counts), "set_elements": set_counts,
                 "foreign_chains": foreign, "warnings": warnings,
-                "hooks": supervise.status(self.store.dir)}
+                "hooks": supervise.status(self.store.dir),
+                "hook_problems": supervise.problems(self.store.dir)}
 
     def list_rules(self) -> dict[str, Any]:
         state = self.store.load()
@@ -316,6 +315,13 @@ class Service:
                             "net.netfilter.nf_log_all_netns=0 in the machine's own namespace; "
                             "set it to 1 to see them")
         return warnings
+
+
+def _hooks_started(failed: list[str], done: str) -> None:
+    """The ruleset went in; if a hook runner did not start, say so as the command's error."""
+    if failed:
+        what = "; and ".join(failed).replace("\n", " ")
+        raise StateError(f"{done}, but {what}; see 'minifw status'")
 
 
 def _chain_rules_or_empty(chain: str) -> list[table.LiveRule]:

@@ -126,10 +126,14 @@ def _fmt(value: Any) -> str:
 @click.pass_context
 @guarded
 def status(ctx, as_json):
-    """Show whether minifw is loaded, its hooks and priorities, and other tables at its hooks."""
+    """Show whether minifw is loaded, its hooks and priorities, and other tables at its hooks.
+
+    Exits 1 (after printing everything) when a [[hook]] file or `minifw run` hook is not
+    running as asked: its runner failed to start or died."""
     st = _service(ctx).status()
     if as_json:
         _dump(st)
+        _hook_problems(st["hook_problems"])
         return
     click.echo(f"minifw: {'loaded' if st['loaded'] else 'not loaded'}"
                + (f" from {st['config']}" if st["loaded"] and st["config"] else ""))
@@ -146,6 +150,21 @@ def status(ctx, as_json):
                    f"addresses, {s['cidrs']} CIDRs)")
     for w in st["warnings"]:
         click.echo(f"warning: {w}")
+    for p in st["hook_problems"]:
+        state = "was not restarted" if p["running"] else "is not running"
+        click.echo(f"warning: hook file {p['file']} {state}: {p['reason']}")
+    _hook_problems(st["hook_problems"])
+
+
+def _hook_problems(problems: list[dict[str, Any]]) -> None:
+    """A hook that is not running as asked makes `status` fail, in one line."""
+    if len(problems) == 1:
+        (p,) = problems
+        state = "was not restarted" if p["running"] else "is not running"
+        _fail(f"hook file {p['file']} {state}: {p['reason']}")
+    elif problems:
+        _fail(f"{len(problems)} hook files are not running as asked: "
+              f"{', '.join(p['file'] for p in problems)}; 'minifw status' says why")
 
 
 @cli.command(name="list")

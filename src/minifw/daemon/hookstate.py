@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -84,3 +85,64 @@ def chains_of(record: dict[str, Any]) -> list[str]:
         if q.get("flow_chain"):
             names.append(q["flow_chain"])
     return names
+
+
+# ---- what should run, and why something does not -------------------------------------------
+# ``wanted.json`` lists the [[hook]] files the last ``up``/``reload`` asked for; a
+# ``failed-<digest>.json`` per file keeps the last start that failed (and which runner, if any,
+# was kept running instead). ``status`` reads both, so a hook that is not running as configured
+# is never silent.
+
+def _failure_path(state_dir: Path, file: str) -> Path:
+    name = hashlib.sha256(file.encode(errors="surrogateescape")).hexdigest()[:16]
+    return hooks_dir(state_dir) / f"failed-{name}.json"
+
+
+def write_failure(state_dir: Path, file: str, reason: str, kept: list[int]) -> None:
+    path = _failure_path(state_dir, file)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    write_atomic(path, json.dumps({"file": file, "reason": reason, "time": time.time(),
+                                   "kept": kept}, indent=1) + "\n")
+
+
+def clear_failure(state_dir: Path, file: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        _failure_path(state_dir, file).unlink()
+
+
+def failures(state_dir: Path) -> list[dict[str, Any]]:
+    folder = hooks_dir(state_dir)
+    out = []
+    for path in sorted(folder.glob("failed-*.json")) if folder.is_dir() else []:
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("file"), str):
+            out.append(rec)
+    return out
+
+
+def write_wanted(state_dir: Path, files: list[str]) -> None:
+    path = hooks_dir(state_dir) / "wanted.json"
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    write_atomic(path, json.dumps({"files": list(files)}, indent=1) + "\n")
+
+
+def wanted(state_dir: Path) -> list[str]:
+    try:
+        data = json.loads((hooks_dir(state_dir) / "wanted.json").read_text())
+    except (OSError, ValueError):
+        return []
+    files = data.get("files") if isinstance(data, dict) else None
+    return [f for f in files if isinstance(f, str)] if isinstance(files, list) else []
+
+
+def forget_all(state_dir: Path) -> None:
+    """``down``: nothing is wanted any more, and old failures no longer matter."""
+    with contextlib.suppress(FileNotFoundError):
+        (hooks_dir(state_dir) / "wanted.json").unlink()
+    folder = hooks_dir(state_dir)
+    for path in folder.glob("failed-*.json") if folder.is_dir() else []:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()

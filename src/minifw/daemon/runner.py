@@ -183,10 +183,13 @@ class QueueCtx:
 
 
 class Runner:
-    def __init__(self, file: str, state_dir: Path, managed: bool = False):
+    def __init__(self, file: str, state_dir: Path, managed: bool = False,
+                 replaces: tuple[int, ...] = ()):
         self.file = os.path.abspath(file)
         self.state_dir = Path(state_dir)
         self.managed = managed
+        # live runners whose chains our install transaction swaps for ours (make before break)
+        self.replaces = set(replaces)
         self.pid = os.getpid()
         self.digest = hookstate.file_digest(self.file)  # before loading: a later edit restarts
         self.specs = load_hooks(self.file)
@@ -218,18 +221,26 @@ class Runner:
         chains = nft.items(nft.query("list chains"), "chain")
         ours = [(s.hook.value, s.priority, f"hook function '{s.name}'") for s in self.specs]
         problems = plan.clashes(ours, plan.declarative_points(chains))
-        # every other hook chain counts, except those a dead runner of ours left (replaced)
-        stale = {c for r in hookstate.records(self.state_dir) if not r["alive"]
-                 for c in hookstate.chains_of(r)}
+        # every other hook chain counts, except those we replace: a dead runner's of this file,
+        # or a live one's we take over
+        stale = {c for r in self._taken_over() for c in hookstate.chains_of(r)}
         others = [p for p in plan.hook_points(chains) if p[2].split()[-1] not in stale]
         problems += plan.clashes(ours, others)
         if problems:
             raise ConfigError(problems[0], file=self.file)
 
+    def _taken_over(self) -> list[dict[str, Any]]:
+        """Records whose chains our install removes: dead runners of this same file (another
+        file's stale fail-closed chains stay until its own runner replaces them), and the live
+        runners we replace."""
+        return [r for r in hookstate.records(self.state_dir)
+                if (not r["alive"] and r.get("file") == self.file) or r["pid"] in self.replaces]
+
     def start(self) -> None:
         backend = self.probe()
         self._check_clashes()
-        stale_records = [r for r in hookstate.records(self.state_dir) if not r["alive"]]
+        taken = self._taken_over()
+        stale_records = [r for r in taken if not r["alive"]]
         used = {q["queue"] for r in hookstate.records(self.state_dir) if r["alive"]
                 for q in r.get("queues", [])}
         self.qs = QueueSocket(rcvbuf_setting())
@@ -256,7 +267,7 @@ class Runner:
         if self.conntrack:
             for p in self.placements[1:]:
                 self.qs.enable_conntrack(p.queue)
-        stale = [c for r in stale_records for c in hookstate.chains_of(r)]
+        stale = [c for r in taken for c in hookstate.chains_of(r)]
         live = set(c["name"] for c in nft.items(nft.query("list chains"), "chain")
                    if c.get("table") == plan.TABLE and c.get("family") == plan.FAMILY)
         stale = [c for c in stale if c in live]
@@ -725,7 +736,7 @@ def setup_logging(state_dir: Path, foreground: bool) -> Path:
     return path
 
 
-def run(file: str, state_dir: Path, *, managed: bool = False,
+def run(file: str, state_dir: Path, *, managed: bool = False, replaces: tuple[int, ...] = (),
         ready: Callable[[Runner], None] | None = None) -> Runner:
     """Run until SIGTERM/SIGINT. Errors before serving propagate (as MinifwError)."""
     def on_signal(signum, frame):
@@ -734,7 +745,7 @@ def run(file: str, state_dir: Path, *, managed: bool = False,
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     runner = None
     try:
-        runner = Runner(file, state_dir, managed=managed)
+        runner = Runner(file, state_dir, managed=managed, replaces=replaces)
         runner.start()
         if ready is not None:
             ready(runner)
@@ -757,14 +768,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="minifw-hook-runner")
     parser.add_argument("file")
     parser.add_argument("--state-dir", required=True)
+    parser.add_argument("--replaces", type=int, action="append", default=[], metavar="PID")
     args = parser.parse_args(argv)
     state_dir = Path(args.state_dir)
     setup_logging(state_dir, foreground=False)
     try:
-        run(args.file, state_dir, managed=True)
+        run(args.file, state_dir, managed=True, replaces=tuple(args.replaces))
     except MinifwError as exc:
         log.error("error: %s", exc)
         print(f"error: {exc}", file=sys.stderr)
+        # after serving began, nobody waits for this line: keep it for `minifw status`
+        hookstate.write_failure(state_dir, os.path.abspath(args.file), str(exc), [])
         return 1
     return 0
 

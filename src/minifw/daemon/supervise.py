@@ -65,15 +65,27 @@ def running(state_dir: Path) -> list[dict[str, Any]]:
 
 @dataclasses.dataclass
 class RunnerPlan:
-    """What bringing the runners in line with a config's [[hook]] files takes."""
+    """What bringing the runners in line with a config's [[hook]] files takes.
 
-    stop: list[dict[str, Any]]   # live managed runners: file dropped from the config or changed
-    start: list[str]             # files without a live runner once the stops are done
-    restart: list[str]           # of ``start``, files that had a runner (stopped now, or dead)
+    Make before break: a runner that restarts (its file changed, or ``--restart-hooks``) is
+    not stopped first. Its successor binds queues of its own (other numbers, so other chain
+    names) and, in ONE nf_tables transaction, deletes the old runner's chains and adds its
+    own: each packet meets either the old hook or the new one, never neither. Only then does
+    the old runner stop (it answers what it still holds). If the successor fails to start,
+    the old runner simply goes on, and the failure is recorded for ``status``.
+    """
+
+    files: list[str]                 # the [[hook]] files the config asks for
+    retire: list[dict[str, Any]]     # managed runners (live or dead) whose file left the config
+    replace: dict[str, list[int]]    # file -> live managed runners its new runner takes over
+    start: list[str]                 # files that get a new runner
+    restart: list[str]               # of ``start``, files that had a runner (live or dead)
 
     @property
     def leaving_chains(self) -> list[str]:
-        return [c for r in self.stop for c in hookstate.chains_of(r)]
+        """Chains that go for good: those of retired runners. (A restarted hook keeps its
+        (hook, priority); its successor takes it.)"""
+        return [c for r in self.retire for c in hookstate.chains_of(r)]
 
     def describe(self) -> str:
         parts = []
@@ -81,49 +93,112 @@ class RunnerPlan:
             parts.append(f"restarted {len(self.restart)} hook runners")
         if len(self.start) > len(self.restart):
             parts.append(f"started {len(self.start) - len(self.restart)} hook runners")
-        ended = sum(1 for r in self.stop if r["file"] not in self.start)
+        ended = sum(1 for r in self.retire if r["alive"])
         if ended:
             parts.append(f"stopped {ended} hook runners")
         return ", ".join(parts)
 
 
 def plan_runners(files: list[str], state_dir: Path, restart_all: bool = False) -> RunnerPlan:
-    """Runners that ``minifw up`` started (managed) stop when their file left the config or
-    changed since they loaded it (all of them with ``restart_all``); every file without a live
-    runner then starts. Runners of ``minifw run`` (unmanaged) are never stopped here, and their
-    files are not started a second time."""
+    """Runners that ``minifw up`` started (managed) are replaced when their file changed since
+    they loaded it (all of them with ``restart_all``), and retired when their file left the
+    config; every file without a live runner then starts. Runners of ``minifw run``
+    (unmanaged) are never stopped here, and their files are not started a second time."""
     records = hookstate.records(state_dir)
-    live = [r for r in records if r["alive"]]
     wanted = set(files)
-    stop = [r for r in live if r.get("managed") and (
-        restart_all or r["file"] not in wanted
-        or (r.get("digest") is not None and r["digest"] != hookstate.file_digest(r["file"])))]
-    stopping = {r["pid"] for r in stop}
-    kept = {r["file"] for r in live if r["pid"] not in stopping}
+    retire = [r for r in records if r.get("managed") and r["file"] not in wanted]
+    replace: dict[str, list[int]] = {}
+    for r in records:
+        if r["alive"] and r.get("managed") and r["file"] in wanted and (
+                restart_all or (r.get("digest") is not None
+                                and r["digest"] != hookstate.file_digest(r["file"]))):
+            replace.setdefault(r["file"], []).append(r["pid"])
+    replacing = {p for pids in replace.values() for p in pids}
+    kept = {r["file"] for r in records if r["alive"] and r["pid"] not in replacing}
     start = [f for f in files if f not in kept]
     had = {r["file"] for r in records}
-    return RunnerPlan(stop, start, [f for f in start if f in had])
+    return RunnerPlan(list(files), retire, replace, start, [f for f in start if f in had])
 
 
-def apply_stops(runner_plan: RunnerPlan, state_dir: Path) -> None:
-    if runner_plan.stop:
-        stop_pids(state_dir, [r["pid"] for r in runner_plan.stop])
+def retire_commands(runner_plan: RunnerPlan, live_chains: Iterable[str]) -> list[dict[str, Any]]:
+    """libnftables commands deleting the retired runners' chains: ``reload`` puts them in its
+    ruleset transaction, so a rule chain taking their place comes in the same commit."""
+    live = set(live_chains)
+    gone = [c for c in runner_plan.leaving_chains if c in live]
+    return plan.build_remove_json(gone)["nftables"] if gone else []
 
 
-def apply_starts(runner_plan: RunnerPlan, state_dir: Path) -> None:
+def apply(runner_plan: RunnerPlan, state_dir: Path) -> list[str]:
+    """Retire, then start (each successor replacing its predecessor), then stop what was
+    replaced. Returns one sentence per file whose runner did not start; each is also recorded
+    for ``status``. Never raises for a runner that fails: the others still get their turn."""
+    retired = [r["pid"] for r in runner_plan.retire]
+    if retired:
+        stop_pids(state_dir, retired)
+    failed = []
     for file in runner_plan.start:
-        start(file, state_dir)
+        old = runner_plan.replace.get(file, [])
+        try:
+            start(file, state_dir, replaces=old)
+        except MinifwError as exc:
+            failed.append(_start_failed(file, state_dir, old, exc))
+            continue
+        hookstate.clear_failure(state_dir, file)
+        if old:
+            stop_pids(state_dir, old)
+    wanted = set(runner_plan.files)
+    for rec in hookstate.failures(state_dir):
+        if rec["file"] not in wanted:
+            hookstate.clear_failure(state_dir, rec["file"])
+    hookstate.write_wanted(state_dir, runner_plan.files)
+    return failed
 
 
-def start(file: str, state_dir: Path) -> dict[str, Any]:
+def _start_failed(file: str, state_dir: Path, old: list[int], exc: MinifwError) -> str:
+    """Record a failed start; make sure a kept predecessor still has its chains."""
+    reason = str(exc).rstrip(".")
+    kept = [p for p in old if hookstate.pid_alive(p)]
+    if kept and not _chains_live(state_dir, kept):
+        # the successor failed after its swap commit (it removed its chains on the way out):
+        # stop-then-start the predecessor's file as a restore
+        stop_pids(state_dir, kept)
+        kept = []
+        with contextlib.suppress(MinifwError):
+            kept = [start(file, state_dir)["pid"]]
+    hookstate.write_failure(state_dir, file, reason, kept)
+    if kept:
+        return (f"{reason}; the previous runner (pid {', '.join(map(str, kept))}) keeps "
+                "running the hook file as it was when it started")
+    return f"{reason}; its hook functions are not running"
+
+
+def _chains_live(state_dir: Path, pids: list[int]) -> bool:
+    try:
+        live = _live_chain_names()
+    except MinifwError:
+        return True  # cannot tell: do not stop a runner on a guess
+    wanted = [c for r in hookstate.records(state_dir) if r["pid"] in pids
+              for c in hookstate.chains_of(r)]
+    return bool(wanted) and all(c in live for c in wanted)
+
+
+def _live_chain_names() -> set[str]:
+    return {c["name"] for c in nft.items(nft.query("list chains"), "chain")
+            if c.get("table") == plan.TABLE and c.get("family") == plan.FAMILY}
+
+
+def start(file: str, state_dir: Path, replaces: Iterable[int] = ()) -> dict[str, Any]:
+    """Start a managed runner for ``file`` and wait until its chains are in (its record is
+    written). ``replaces``: live runners whose chains its install transaction swaps out."""
     folder = hookstate.hooks_dir(state_dir)
     folder.mkdir(parents=True, exist_ok=True, mode=0o750)
     err_path = folder / f"start-{os.getpid()}-{time.monotonic_ns()}.err"
+    argv = [sys.executable, "-m", "minifw.daemon.runner", file, "--state-dir", str(state_dir)]
+    for pid in replaces:
+        argv += ["--replaces", str(pid)]
     with open(err_path, "w") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "minifw.daemon.runner", file, "--state-dir", str(state_dir)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-            start_new_session=True, close_fds=True)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=err, start_new_session=True, close_fds=True)
     record = hookstate.record_path(state_dir, proc.pid)
     end = time.monotonic() + START_TIMEOUT
     try:
@@ -156,6 +231,11 @@ def stop_all(state_dir: Path) -> int:
     return stop_pids(state_dir, None)
 
 
+def forget(state_dir: Path) -> None:
+    """``down``: no hook file is wanted any more, and past start failures are moot."""
+    hookstate.forget_all(state_dir)
+
+
 def stop_pids(state_dir: Path, pids: list[int] | None) -> int:
     """stop_all for the runners with these pids (None: every runner, and dead ones' records)."""
     recs = [r for r in hookstate.records(state_dir) if pids is None or r["pid"] in pids]
@@ -173,8 +253,7 @@ def stop_pids(state_dir: Path, pids: list[int] | None) -> int:
     leftovers = [r for r in recs if not r["alive"] or r in pending]
     if leftovers:
         with contextlib.suppress(MinifwError):
-            live = {c["name"] for c in nft.items(nft.query("list chains"), "chain")
-                    if c.get("table") == plan.TABLE}
+            live = _live_chain_names()
             chains = [c for r in leftovers for c in hookstate.chains_of(r) if c in live]
             if chains:
                 nfnl.send_batch(plan.build_remove_batch(chains))
@@ -192,3 +271,44 @@ def status(state_dir: Path) -> list[dict[str, Any]]:
                         "managed": r.get("managed", False), "backend": r.get("backend"),
                         "log": r.get("log")})
     return out
+
+
+def problems(state_dir: Path) -> list[dict[str, Any]]:
+    """Every hook that is not running as the last ``up``/``reload`` (or ``minifw run``) asked,
+    with why: a start that failed (and whether a previous runner was kept), or a runner that
+    died (and what its chains, left in place, now do with packets)."""
+    records = hookstate.records(state_dir)
+    fails = {f["file"]: f for f in hookstate.failures(state_dir)}
+    alive = {r["file"] for r in records if r["alive"]}
+    out = []
+    for file in dict.fromkeys([*hookstate.wanted(state_dir), *fails]):
+        fail = fails.get(file)
+        dead = [r for r in records if r["file"] == file and not r["alive"]]
+        if file in alive:
+            if fail:
+                out.append({"file": file, "running": True, "functions": [],
+                            "reason": f"{fail['reason']}; the previous runner keeps running "
+                                      "the hook file as it was when it started"})
+            continue
+        reason = fail["reason"] if fail else "its runner is not running"
+        out.append({"file": file, "running": False, "reason": reason + _left(dead),
+                    "functions": [q["function"] for r in dead for q in r.get("queues", [])]})
+    covered = {p["file"] for p in out}
+    for r in records:
+        if not r["alive"] and r["file"] not in covered:
+            out.append({"file": r["file"], "running": False,
+                        "functions": [q["function"] for q in r.get("queues", [])],
+                        "reason": f"its runner (pid {r['pid']}) died; see {r.get('log')}"
+                                  + _left([r])})
+    return out
+
+
+def _left(dead: list[dict[str, Any]]) -> str:
+    """What a dead runner's chains, still in the kernel, do with packets."""
+    queues = [q for r in dead for q in r.get("queues", [])]
+    if not queues:
+        return "; nothing of it is in the kernel"
+    closed = [q["function"] for q in queues if q.get("fail") == "closed"]
+    if closed:
+        return (f"; its fail-closed chains stay and drop what they queue ({', '.join(closed)})")
+    return "; its fail-open chains stay and let packets pass unchecked"
