@@ -231,8 +231,11 @@ def test_kill9_fail_mode_and_restart(hqlab, fail):
         assert client.tcp_ok("198.18.0.1", 80) and client.ping("198.18.0.1")
     else:                # no bypass: no listener, packets are dropped
         assert client.tcp_result("198.18.0.1", 80, timeout=1) == "timeout"
-    status = json.loads(server.minifw("status", "--json").stdout)
+    dead = server.minifw("status", "--json", check=False)   # a dead runner fails status
+    assert dead.returncode == 1 and "is not running" in dead.stderr
+    status = json.loads(dead.stdout)
     assert [h["running"] for h in status["hooks"]] == [False]
+    assert [p["functions"] for p in status["hook_problems"]] == [["drop_icmp"]]
     proc2 = start_runner(server, hooks)               # restart resumes, replacing stale chains
     assert client.tcp_ok("198.18.0.1", 80) and not client.ping("198.18.0.1")
     hook_chains = [n for n in chains(server) if n.startswith("hook_q")]
