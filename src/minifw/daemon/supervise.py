@@ -141,8 +141,10 @@ def apply(runner_plan: RunnerPlan, state_dir: Path) -> list[str]:
         try:
             start(file, state_dir, replaces=old)
         except MinifwError as exc:
-            failed.append(_start_failed(file, state_dir, old, exc))
-            continue
+            problem = _start_failed(file, state_dir, old, exc)
+            if problem:
+                failed.append(problem)
+                continue
         hookstate.clear_failure(state_dir, file)
         if old:
             stop_pids(state_dir, old)
@@ -154,17 +156,21 @@ def apply(runner_plan: RunnerPlan, state_dir: Path) -> list[str]:
     return failed
 
 
-def _start_failed(file: str, state_dir: Path, old: list[int], exc: MinifwError) -> str:
-    """Record a failed start; make sure a kept predecessor still has its chains."""
+def _start_failed(file: str, state_dir: Path, old: list[int], exc: MinifwError) -> str | None:
+    """Record a failed start and say what it left; make sure a kept predecessor still has its
+    chains. None: a restore brought the file's hooks back after all."""
     reason = str(exc).rstrip(".")
     kept = [p for p in old if hookstate.pid_alive(p)]
     if kept and not _chains_live(state_dir, kept):
-        # the successor failed after its swap commit (it removed its chains on the way out):
-        # stop-then-start the predecessor's file as a restore
+        # the successor failed after its swap commit (and removed its chains on the way out):
+        # the predecessor serves nothing now, so stop it and start the file afresh
         stop_pids(state_dir, kept)
         kept = []
-        with contextlib.suppress(MinifwError):
-            kept = [start(file, state_dir)["pid"]]
+        try:
+            start(file, state_dir)
+            return None
+        except MinifwError as again:
+            reason = str(again).rstrip(".")
     hookstate.write_failure(state_dir, file, reason, kept)
     if kept:
         return (f"{reason}; the previous runner (pid {', '.join(map(str, kept))}) keeps "
