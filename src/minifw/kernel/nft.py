@@ -75,8 +75,9 @@ def items(listing: dict[str, Any], kind: str) -> list[dict[str, Any]]:
 
 
 def _kernel_error(err: str) -> KernelError:
+    # nft echoes the input under a syntax error: for a JSON request, the whole document
     text = " ".join(line.strip() for line in err.strip().splitlines() if line.strip()
-                    and not set(line.strip()) <= {"^", "~"})
+                    and not set(line.strip()) <= {"^", "~"} and not line.lstrip().startswith("{"))
     if any(marker in err for marker in _UNSUPPORTED):
         return UnsupportedError(f"the kernel lacks a feature this needs: {text}")
     if _RULE_ENOENT in err:
