@@ -232,3 +232,29 @@ def test_priority_boundaries():
         assert info.value.field == "priority"
     with pytest.raises(RuleError, match="-2147483648 and 999"):
         _rule(priority=-2**31 - 1)
+
+
+# ---- defect 9: large port lists ---------------------------------------------------------------
+
+from minifw.compile.nft import build_rule_bodies, merge_ports  # noqa: E402
+
+
+def _dport_right(rule):
+    body = build_rule_bodies(rule, drop_policy=False)[0]
+    return next(e["match"]["right"] for e in body
+                if "match" in e and e["match"]["left"].get("payload", {}).get("field") == "dport")
+
+
+def test_every_port_compiles_into_one_interval():
+    rule = _rule(proto="tcp", dport=list(range(1, 65536)))
+    assert _dport_right(rule) == {"range": [1, 65535]}
+
+
+def test_adjacent_and_overlapping_ports_merge_but_gaps_stay():
+    P = PortRange
+    assert merge_ports([P(5, 5), P(1, 3), P(4, 4), P(10, 20), P(15, 25)]) == [P(1, 5), P(10, 25)]
+    assert merge_ports([P(1, 1), P(3, 3)]) == [P(1, 1), P(3, 3)]      # a gap of one port stays
+    assert merge_ports([P(1, 2), P(3, 3)]) == [P(1, 3)]               # adjacent: merged
+    assert merge_ports([P(0, 65535), P(80, 80)]) == [P(0, 65535)]
+    rule = _rule(proto="udp", dport=[53, 54, 55, 100, "200-300", 301])
+    assert _dport_right(rule) == {"set": [{"range": [53, 55]}, 100, {"range": [200, 301]}]}
