@@ -4,6 +4,7 @@ as the `minifw` binary does (cli.main.run), so thousands of cases cost no proces
 
 Requests:
     {"op": "run", "argv": [...], "watch": [paths]}  -> {"code", "out", "err", "before", "after"}
+      (before/after: hashes of the ruleset and of the watched files; null without "watch")
     {"op": "snapshot", "watch": [paths]}            -> {"state": ...}
 """
 
@@ -14,7 +15,47 @@ import hashlib
 import io
 import json
 import os
+import select
+import subprocess
 import sys
+from pathlib import Path
+
+WORKER = str(Path(__file__).resolve())
+PYTHON = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "python")
+
+
+class Worker:
+    """The in-process CLI in the namespace, one JSON line per case."""
+
+    def __init__(self, host, name: str = "worker"):
+        self.host = host
+        env = dict(os.environ, MINIFW_STATE_DIR=str(host.state_dir))
+        host.lab.tmp.mkdir(parents=True, exist_ok=True)
+        self.errors = host.lab.tmp / f"{name}.stderr"  # a file: a full pipe would block it
+        with open(self.errors, "w") as err:
+            self.proc = subprocess.Popen(["ip", "netns", "exec", host.ns, PYTHON, WORKER],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=err, text=True, env=env)
+
+    def ask(self, req: dict, timeout: float = 60) -> dict:
+        self.proc.stdin.write(json.dumps(req) + "\n")
+        self.proc.stdin.flush()
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            self.proc.kill()
+            raise AssertionError(f"the worker hung on {req!r}")
+        line = self.proc.stdout.readline()
+        if not line:
+            raise AssertionError(f"the worker died on {req!r}: {self.errors.read_text()}")
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def main() -> None:
@@ -45,11 +86,11 @@ def main() -> None:
 
     for line in proto_in:
         req = json.loads(line)
-        watch = req.get("watch", [])
+        watch = req.get("watch")  # no watch: no snapshots (the concurrency test's writers)
         if req["op"] == "snapshot":
-            answer = {"state": snapshot(watch)}
+            answer = {"state": snapshot(watch or [])}
         else:
-            before = snapshot(watch)
+            before = snapshot(watch) if watch is not None else None
             out, err = io.StringIO(), io.StringIO()
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
                 try:
@@ -58,7 +99,8 @@ def main() -> None:
                     code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None
                                                                         else 1)
             answer = {"code": code, "out": out.getvalue(), "err": err.getvalue(),
-                      "before": before, "after": snapshot(watch)}
+                      "before": before,
+                      "after": snapshot(watch) if watch is not None else None}
         proto_out.write(json.dumps(answer) + "\n")
         proto_out.flush()
 

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,10 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rkit
+from fuzz_worker import Worker
 from kit import need_root, new_lab
 
-WORKER = str(Path(__file__).with_name("fuzz_worker.py"))
-PYTHON = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "python")
 N_CONFIGS = rkit.scale(1000, 10000)
 N_ARGV = rkit.scale(1000, 10000)
 
@@ -99,37 +95,6 @@ FLAGS = {
 BOOL_FLAGS = {"--runtime", "--json", "--skip-invalid", "--restart-hooks"}
 POSITIONALS = {("delete",): 1, ("ban",): 2, ("unban",): 2, ("set", "import"): 2,
                ("set", "list"): 1, ("set", "flush"): 1}
-
-
-class Worker:
-    """The in-process CLI in the namespace, one JSON line per case."""
-
-    def __init__(self, host):
-        self.host = host
-        env = dict(os.environ, MINIFW_STATE_DIR=str(host.state_dir))
-        self.proc = subprocess.Popen(["ip", "netns", "exec", host.ns, PYTHON, WORKER],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, env=env)
-
-    def ask(self, req: dict, timeout: float = 60) -> dict:
-        self.proc.stdin.write(json.dumps(req) + "\n")
-        self.proc.stdin.flush()
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        if not ready:
-            self.proc.kill()
-            raise AssertionError(f"the worker hung on {req!r}")
-        line = self.proc.stdout.readline()
-        if not line:
-            raise AssertionError(f"the worker died on {req!r}: {self.proc.stderr.read()}")
-        return json.loads(line)
-
-    def close(self) -> None:
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 class Fuzz:
