@@ -14,6 +14,7 @@ from minifw.kernel.nft import _kernel_error
 from minifw.model import parse_config
 from minifw.model.rule import PortRange, Rule
 from minifw.model.sets import SetDef
+from minifw.privilege import has_net_admin
 from minifw.setstore import parse_import
 
 DEEP = "a = " + "[" * 5000 + "]" * 5000 + "\n"
@@ -129,7 +130,7 @@ def test_a_kernel_error_never_quotes_the_document():
                                              ("0000000000002800", False), ("zz", False)])
 def test_cap_net_admin_is_read_from_capeff(capeff, expected):
     status = f"Name:\tminifw\nCapInh:\t0000000000000000\nCapEff:\t{capeff}\n"
-    assert climain.has_net_admin(status) is expected
+    assert has_net_admin(status) is expected
 
 
 def test_without_privilege_every_kernel_command_says_so_once(capsys, monkeypatch, tmp_path):

@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import sqlite3
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
 
+from .. import privilege
 from ..errors import MinifwError
+from ..privilege import NEED_ROOT
 from ..model.rule import RULE_KEYS
 from ..service import Outcome, Service
 from ..state import state_dir_from_env
 
 
-CAP_NET_ADMIN = 12  # linux/capability.h
-NEED_ROOT = "minifw needs root (CAP_NET_ADMIN)"
 # Commands that read only the files they are given; all others touch the kernel or the state
 # directory. `explain` asks for privilege itself unless --config names a file.
 _PURE_COMMANDS = frozenset({"check", "explain"})
@@ -38,25 +36,8 @@ def _fail(message: str, code: int = 1) -> None:
     sys.exit(code)
 
 
-def has_net_admin(proc_status: str) -> bool:
-    """Whether a /proc/PID/status text shows CAP_NET_ADMIN among the effective capabilities."""
-    for line in proc_status.splitlines():
-        if line.startswith("CapEff:"):
-            try:
-                return bool(int(line.split(":", 1)[1].strip(), 16) >> CAP_NET_ADMIN & 1)
-            except ValueError:
-                return False
-    return False
-
-
-@functools.cache
 def privileged() -> bool:
-    if os.geteuid() == 0:
-        return True
-    try:
-        return has_net_admin(Path("/proc/self/status").read_text())
-    except OSError:
-        return False
+    return privilege.privileged()
 
 
 def require_privilege() -> None:
