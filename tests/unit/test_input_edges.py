@@ -237,7 +237,7 @@ def test_priority_boundaries():
 
 # ---- defect 9: large port lists ---------------------------------------------------------------
 
-from minifw.compile.nft import build_rule_bodies, merge_ports  # noqa: E402
+from minifw.compile.nft import PORT_INTERVAL_AT, build_rule_bodies, merge_ports  # noqa: E402
 
 
 def _dport_right(rule):
@@ -259,3 +259,12 @@ def test_adjacent_and_overlapping_ports_merge_but_gaps_stay():
     assert merge_ports([P(0, 65535), P(80, 80)]) == [P(0, 65535)]
     rule = _rule(proto="udp", dport=[53, 54, 55, 100, "200-300", 301])
     assert _dport_right(rule) == {"set": [{"range": [53, 55]}, 100, {"range": [200, 301]}]}
+
+
+def test_a_long_list_of_single_ports_is_an_interval_set():
+    """Below PORT_INTERVAL_AT elements a list is written as is; from it on, as ranges only."""
+    short = [2 * i for i in range(1, PORT_INTERVAL_AT)]           # PORT_INTERVAL_AT - 1 ports
+    assert _dport_right(_rule(proto="tcp", dport=short)) == {"set": short}
+    long = short + [2 * PORT_INTERVAL_AT]
+    assert _dport_right(_rule(proto="tcp", dport=long)) == {
+        "set": [{"range": [p, p]} for p in long]}
