@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import logging
 from typing import Iterator
 
 from .engine.explain import Probe
@@ -33,6 +34,9 @@ def read_capture(path: str, *, path_kind: str = "in", iif: str | None = None,
     Interfaces come from ``iif``/``oif``, or else from a pcapng interface name (as ``iif`` on
     the paths in and forward, ``oif`` on the path out).
     """
+    # scapy logs damage ("packet has been truncated") to stderr itself; minifw reports it in
+    # its own words (a skipped packet or one error line), so its log says nothing below errors.
+    logging.getLogger("scapy").setLevel(logging.ERROR)
     try:
         # The layers first: scapy dissects each packet with the layers loaded when it is read.
         import scapy.layers.inet  # noqa: F401

@@ -165,7 +165,10 @@ def synthesize(probe: Probe) -> bytes:
 def foreign_chains(hooks: Iterable[Hook], versions: Iterable[int]) -> list[str]:
     """Warnings about other tables' base chains at these hooks; [] when nft cannot be asked."""
     from .kernel import table  # the kernel edge, only when needed
+    from .privilege import privileged
 
+    if not privileged():  # libnftables would print "you must be root" itself
+        return []
     try:
         chains = table.base_chains()
     except (KernelError, PermissionError, OSError):

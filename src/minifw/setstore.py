@@ -509,7 +509,7 @@ def parse_import(fh: TextIO, source: str, skip_invalid: bool) -> Parsed:
             del bare, joined
             # glibc accepts only the canonical dotted quad for IPv4
             return [pton(v4, a) for a in four], [pton(v6, a) for a in six], [], []
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a NUL byte in the line
             pass
     return _parse_lines(lines, source, skip_invalid)
 
@@ -534,7 +534,7 @@ def _parse_lines(lines: list[str], source: str, skip_invalid: bool) -> Parsed:
                 else:
                     four.append(pton(v4, text))
                 continue
-            except OSError:
+            except (OSError, ValueError):  # ValueError: a NUL byte in the line
                 pass
         try:
             elem = normalise_element(text)

@@ -24,7 +24,8 @@ ports = st.one_of(st.integers(0, 65535),
                   st.tuples(st.integers(0, 65535), st.integers(0, 65535)).map(
                       lambda t: f"{min(t)}-{max(t)}"))
 ifnames = st.sampled_from(["eth0", "veth1", "lan*", "wg0", "br-lan"])
-log_text = st.text(st.characters(min_codepoint=32, max_codepoint=0x24F, blacklist_characters='"'),
+log_text = st.text(st.characters(min_codepoint=32, max_codepoint=0x24F, blacklist_characters='"',
+                                 blacklist_categories=("Cc",)),
                    min_size=1, max_size=40).filter(lambda s: s.strip())
 
 

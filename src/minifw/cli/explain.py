@@ -11,7 +11,7 @@ from ..errors import PacketError
 from .. import explainer
 from ..explainer import explain_capture, explain_one, path_hooks, ruleset_source
 from ..state import state_dir_from_env
-from .main import guarded
+from .main import guarded, require_privilege
 
 _ENDS = {"in": "reaches this host", "forward": "is forwarded", "out": "leaves this host"}
 
@@ -45,6 +45,8 @@ def explain(ctx, proto, src, dst, sport, dport, iif, oif, path_kind, state, icmp
 
     Example: minifw explain --proto tcp --src 198.18.2.2 --dst 198.18.0.1 --dport 80
     """
+    if config is None:  # the live ruleset: the state directory and the kernel
+        require_privilege()
     source = ruleset_source(state_dir_from_env(ctx.obj["state_dir"]), config, run_hooks)
     if pcap is not None:
         if run_hooks:

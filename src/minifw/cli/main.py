@@ -4,32 +4,85 @@ from __future__ import annotations
 
 import functools
 import json
+import sqlite3
 import sys
 from typing import Any
 
 import click
 
+from .. import privilege
 from ..errors import MinifwError
+from ..privilege import NEED_ROOT
 from ..model.rule import RULE_KEYS
 from ..service import Outcome, Service
 from ..state import state_dir_from_env
 
 
-def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(1)
+# Commands that read only the files they are given; all others touch the kernel or the state
+# directory. `explain` asks for privilege itself unless --config names a file.
+_PURE_COMMANDS = frozenset({"check", "explain"})
+
+
+def one_line(message: str) -> str:
+    """``message`` with control characters escaped as repr() would: an error is ONE line, even
+    when it quotes an id, a set name or a file line that carries a newline, CR or escape."""
+    if message.isprintable():
+        return message
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"error: {one_line(message)}", err=True)
+    sys.exit(code)
+
+
+def privileged() -> bool:
+    return privilege.privileged()
+
+
+def require_privilege() -> None:
+    """Say once, before anything is tried, that the kernel and the state need root."""
+    if not privileged():
+        _fail(f"{NEED_ROOT}; run it with sudo, or 'minifw check' / 'minifw explain --config "
+              "FILE' to work on a file without root")
+
+
+def _os_error(exc: OSError) -> str:
+    what = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename is not None:
+        what = f"{exc.filename}: {what}"
+    if isinstance(exc, PermissionError):
+        return f"{what}; {NEED_ROOT}"
+    return what
 
 
 def guarded(fn):
-    """Turn minifw's own errors into one line on stderr and exit status 1."""
+    """Turn every failure of a command into ONE line ``error: ...`` on stderr and exit 1.
+
+    minifw's own errors are the rule: foreign ones are wrapped where they arise. This is the last
+    net for those that escape, so that the operator never sees a traceback."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        if fn.__name__ not in _PURE_COMMANDS:
+            require_privilege()
         try:
             return fn(*args, **kwargs)
         except MinifwError as exc:
             _fail(str(exc))
-        except PermissionError as exc:
-            _fail(f"permission denied ({exc.filename or exc}); minifw needs root (CAP_NET_ADMIN)")
+        except OSError as exc:
+            _fail(_os_error(exc))
+        except sqlite3.Error as exc:
+            _fail(f"the set record failed: {exc}")
+        except RecursionError:
+            _fail("the input is nested too deeply")
+        except UnicodeError as exc:
+            _fail(f"the input is not valid text: {exc}")
+        except MemoryError:
+            _fail("out of memory")
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except Exception as exc:  # noqa: BLE001  a bug: still one line, named as such
+            _fail(f"internal error ({type(exc).__name__}: {exc}); please report it")
     return wrapper
 
 
@@ -252,8 +305,29 @@ def delete(ctx, rule_id, runtime):
     _emit(_service(ctx).delete(rule_id, runtime))
 
 
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI on ``argv`` and return its exit status; usage errors are one line too.
+
+    Usage errors keep click's status 2 (the convention for "you called it wrongly"); the usage
+    text is shown by --help only."""
+    try:
+        code = cli.main(args=argv, prog_name="minifw", standalone_mode=False)
+    except click.UsageError as exc:
+        path = exc.ctx.command_path if exc.ctx is not None else "minifw"
+        hint = f" (see '{path} --help')"
+        click.echo(f"error: {one_line(exc.format_message())}{hint}", err=True)
+        return exc.exit_code
+    except click.ClickException as exc:
+        click.echo(f"error: {one_line(exc.format_message())}", err=True)
+        return exc.exit_code
+    except click.Abort:
+        click.echo("error: aborted", err=True)
+        return 1
+    return code if isinstance(code, int) else 0
+
+
 def main() -> None:
-    cli(prog_name="minifw")
+    sys.exit(run())
 
 
 from .hooks import run_hooks  # noqa: E402

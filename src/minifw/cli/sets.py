@@ -62,7 +62,8 @@ def import_(ctx, name, file, skip_invalid, timeout, as_json):
 
 @set_group.command(name="list")
 @click.argument("name")
-@click.option("--page", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--page", type=click.IntRange(min=1, max=2**31), default=1,  # SQLite: 64-bit offsets
+              show_default=True)
 @click.option("--page-size", type=click.IntRange(min=1, max=100_000), default=100,
               show_default=True)
 @json_option

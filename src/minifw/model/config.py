@@ -26,6 +26,8 @@ def parse_config(text: str, file: str) -> Ruleset:
     except tomllib.TOMLDecodeError as exc:
         line = _toml_error_line(str(exc))
         raise ConfigError(f"TOML syntax error: {exc}", file=file, line=line) from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise ConfigError("arrays or tables are nested too deeply to read", file=file) from None
     unknown = [k for k in data if k not in TOP_KEYS]
     if unknown:
         raise ConfigError(f"unknown top-level key '{unknown[0]}'; valid keys are "

@@ -18,7 +18,8 @@ from .sets import SET_NAME_RE, SetRef
 from .types import (
     CONNTRACK_PRIORITY, CT_STATES, HOOKS_BEFORE_CONNTRACK, HOOKS_WITH_IIF, HOOKS_WITH_OIF,
     HOOKS_WITH_REJECT, ICMP_TYPES, ICMPV6_TYPES, LIMIT_DEFAULT_BURST, LIMIT_MAX,
-    LIMIT_UNIT_SECONDS, LIMIT_UNITS, LOG_PREFIX_MAX, POLICY_PRIORITY, Action, Family, Hook, Proto,
+    LIMIT_UNIT_SECONDS, LIMIT_UNITS, LOG_PREFIX_MAX, POLICY_PRIORITY, PRIORITY_MIN, Action,
+    Family, Hook, Proto,
 )
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -225,8 +226,9 @@ class _Fields:
         if raw >= POLICY_PRIORITY:
             raise self.err("priority", f"must be below {POLICY_PRIORITY}, where the policy "
                                        f"chain runs; got {raw}")
-        if raw < -2**31:
-            raise self.err("priority", f"is out of range: {raw}")
+        if raw < PRIORITY_MIN:
+            raise self.err("priority", f"is below the kernel's range: it must be between "
+                                       f"{PRIORITY_MIN} and {POLICY_PRIORITY - 1}; got {raw}")
         return raw
 
     def listed(self, key: str) -> list[Any]:
@@ -299,7 +301,7 @@ class _Fields:
         if len(raw.encode()) > LOG_PREFIX_MAX:
             raise self.err("log", f"is {len(raw.encode())} bytes; the kernel allows at most "
                                   f"{LOG_PREFIX_MAX}")
-        if any(ord(c) < 32 or c == '"' for c in raw):
+        if has_control(raw) or '"' in raw:
             raise self.err("log", "must not contain control characters or '\"'")
         return raw
 
@@ -325,17 +327,31 @@ class _Fields:
 
     def text(self, key: str) -> str | None:
         raw = self.data.get(key)
-        if raw is not None and not isinstance(raw, str):
+        if raw is None:
+            return None
+        if not isinstance(raw, str):
             raise self.err(key, "must be a string")
+        if has_control(raw):
+            raise self.err(key, f"{raw!r} contains control characters; nftables keeps "
+                                "comments as plain text")
         return raw
 
 
+def has_control(text: str) -> bool:
+    """Control characters (C0, DEL, C1) split error lines and nft's text; refused in names."""
+    return any(ord(c) < 32 or 0x7f <= ord(c) < 0xa0 for c in text)
+
+
 def parse_network(text: str, err, field: str) -> Network:
+    if text != text.strip():
+        raise err(field, f"{text!r} has spaces around it; write {text.strip()!r}")
+    if "%" in text:  # Python takes a zone (fe80::1%eth0); nft matches bare addresses
+        raise err(field, f"{text!r} carries a zone (%...); leave the zone out")
     try:
-        return ipaddress.ip_network(text.strip(), strict=True)
+        return ipaddress.ip_network(text, strict=True)
     except ValueError as exc:
         if "host bits set" in str(exc):
-            fixed = ipaddress.ip_network(text.strip(), strict=False)
+            fixed = ipaddress.ip_network(text, strict=False)
             raise err(field, f"{text!r} has host bits set; did you mean {fixed}?") from None
         raise err(field, f"{text!r} is not an IPv4 or IPv6 address or CIDR") from None
 
@@ -345,7 +361,8 @@ def parse_port(item: Any, err, field: str) -> PortRange:
         raise err(field, f"{item!r} is not a port")
     if isinstance(item, int):
         lo = hi = item
-    elif isinstance(item, str) and re.fullmatch(r"\s*\d+\s*(-\s*\d+\s*)?", item):
+    elif isinstance(item, str) and re.fullmatch(r"[0-9]{1,5}(-[0-9]{1,5})?", item):
+        # "80" and "80-90": ASCII digits only (int() would take "٨٠" and " 80 "); no spaces
         parts = [int(p) for p in item.split("-")]
         lo, hi = parts[0], parts[-1]
     else:

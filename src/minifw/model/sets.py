@@ -88,6 +88,8 @@ class SetDef:
         elements: list[str] = []
         seen: set[str] = set()
         for item in raw:
+            if isinstance(item, str) and item != item.strip():
+                raise err("elements", f"{item!r} has spaces around it; write {item.strip()!r}")
             try:
                 text = normalise_element(item)
             except ValueError as exc:
@@ -101,6 +103,8 @@ class SetDef:
         comment = data.get("comment")
         if comment is not None and not isinstance(comment, str):
             raise err("comment", "must be a string")
+        if comment is not None and any(ord(c) < 32 or 0x7f <= ord(c) < 0xa0 for c in comment):
+            raise err("comment", f"{comment!r} contains control characters")
         return cls(name=name, timeout=timeout, elements=tuple(elements), comment=comment)
 
     def to_toml(self) -> dict[str, Any]:

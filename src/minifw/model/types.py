@@ -45,6 +45,7 @@ HOOKS_WITH_REJECT = frozenset({Hook.PREROUTING, Hook.INPUT, Hook.FORWARD, Hook.O
 HOOKS_BEFORE_CONNTRACK = frozenset({Hook.PREROUTING, Hook.OUTPUT})
 CONNTRACK_PRIORITY = -200
 POLICY_PRIORITY = 1000  # the policy chain runs last; rules must stay below it
+PRIORITY_MIN = -2**31   # nft's chain priority is a signed 32-bit integer
 
 
 class Family(str, enum.Enum):
