@@ -75,7 +75,8 @@ def items(listing: dict[str, Any], kind: str) -> list[dict[str, Any]]:
 
 
 def _kernel_error(err: str) -> KernelError:
-    # nft echoes the input under a syntax error: for a JSON request, the whole document
+    # nft echoes the input under a syntax error; for a JSON request that is the whole document,
+    # which never belongs in a one-line error
     text = " ".join(line.strip() for line in err.strip().splitlines() if line.strip()
                     and not set(line.strip()) <= {"^", "~"} and not line.lstrip().startswith("{"))
     return KernelError(f"nftables refused the change: {text or 'no reason given'}")
