@@ -533,3 +533,90 @@ def test_packets_a_hook_keeps_stay_readable_after_their_burst(loop):
     serve(r)
     assert [(p.id, str(p.src), p.dport, p.proto) for p in kept] == [
         (1, "198.18.9.1", 9, "udp"), (2, "198.18.9.2", 9, "udp"), (3, "198.18.9.3", 53, "udp")]
+
+
+# ---- a stop wakes every serve loop, whenever it lands ------------------------------------------
+
+def _asleep_in_a_receive(tid):
+    """Whether thread ``tid`` sleeps in the kernel in something other than a lock (the GIL)."""
+    try:
+        with open(f"/proc/self/task/{tid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        with open(f"/proc/self/task/{tid}/wchan") as f:
+            wchan = f.read()
+    except OSError:
+        return False
+    return state == "S" and wchan not in ("", "0") and "futex" not in wchan
+
+
+# serve loop -> (hook functions, packet core, receiver): "C" is the C cycle (hooks/_hot.c);
+# "python" the general Python loop (several queues) over C packets; "python-pure" the Python
+# loop of one queue over pure-Python packets (MINIFW_PURE_PYTHON=1); "recv-loop" the Python
+# loop of one queue over plain recv calls (no recvmmsg in the C library)
+STOP_LOOPS = {
+    "C": ({7: odd_drop}, HotPacket, mmsg.BurstReceiver),
+    "python": ({7: odd_drop, 8: odd_drop}, HotPacket, mmsg.BurstReceiver),
+    "python-pure": ({7: odd_drop}, PurePacket, mmsg.BurstReceiver),
+    "recv-loop": ({7: odd_drop}, HotPacket, mmsg.RecvLoop),
+}
+
+
+@pytest.mark.parametrize("where", list(STOP_LOOPS))
+def test_a_stop_that_lands_while_the_loop_waits_uninterrupted_ends_it(where, monkeypatch):
+    """The race of issue 11: the signal's C handler runs (Python's handler is then due) but the
+    serve loop's wait in the kernel is not interrupted, so only the signal wake-up descriptor
+    can end it. Deterministically: the loop sleeps in its receive, and the signal is delivered
+    to another thread (as a process-wide SIGTERM may be). Before the fix the loop slept on
+    until a rescue signal to its own thread."""
+    fns, core, receiver_cls = STOP_LOOPS[where]
+    monkeypatch.setattr(R, "Packet", core)
+    monkeypatch.setattr(Fakes, "C", True)
+    r = make_runner(fns, [])
+    r.test_ids = {(7, i) for i in (1, 2, 3, 4, 5)}
+    pair = r.qs
+    monkeypatch.setattr(pair, "receiver", lambda size, slots: receiver_cls(pair.sock, slots, size))
+    main = threading.get_ident()
+    main_tid = threading.get_native_id()
+    done = threading.Event()
+    seen = {"rescued": False, "asleep": False}
+
+    def feed():
+        for i in (1, 2, 3, 4, 5):
+            pair.peer.send(udp4(i))
+        answered = -1
+        pair.peer.settimeout(10)
+        while answered < 5:  # the burst's verdicts: the loop goes back to its wait
+            data = pair.peer.recv(65536)
+            pair.sent.append(data)
+            answered = max([answered] + [m[2] for m in _messages(data)])
+        end = time.monotonic() + 10
+        while not _asleep_in_a_receive(main_tid) and time.monotonic() < end:
+            time.sleep(0.001)
+        seen["asleep"] = _asleep_in_a_receive(main_tid)
+        signal.pthread_kill(threading.get_ident(), signal.SIGUSR1)  # lands in this thread
+        if not done.wait(10):  # generous: the loop did not wake; end the test anyway
+            seen["rescued"] = True
+            while not done.is_set():
+                signal.pthread_kill(main, signal.SIGUSR1)
+                done.wait(1)
+
+    def stop(*_):
+        if not done.is_set():
+            raise R.StopRunner()
+
+    old = signal.signal(signal.SIGUSR1, stop)
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    try:
+        try:
+            r.serve()
+        except R.StopRunner:
+            pass
+        done.set()
+        feeder.join()
+    finally:
+        done.set()
+        signal.signal(signal.SIGUSR1, old)
+    assert seen["asleep"], "the serve loop never waited in the kernel"
+    assert not seen["rescued"], "the stop did not wake the serve loop"
+    assert decided(r, verdicts(r)) == {(7, i): (i % 2 ^ 1, None) for i in (1, 2, 3, 4, 5)}

@@ -7,11 +7,14 @@ Start-up order, so no packet meets a chain without a listener:
 4. in ONE nf_tables transaction, remove chains a killed runner left behind and add ours;
 5. serve: receive in bursts, call the functions, answer with batch verdicts.
 
-SIGTERM or SIGINT removes our chains, answers what is still queued, and unbinds.
+SIGTERM or SIGINT removes our chains, answers what is still queued, and unbinds. The serve
+loops never block in a receive: they wait in poll on the queue socket and the signal wake-up
+descriptor together (see _signal_wakeup), so a stop wakes them whenever it lands.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno as errno_mod
 import gc
 import logging
@@ -21,10 +24,11 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ..compile import hooks as plan
 from ..errors import ConfigError, KernelError, MinifwError, PacketError, UnsupportedError
@@ -97,6 +101,32 @@ def rcvbuf_setting() -> int:
 
 class StopRunner(BaseException):
     """Raised by the signal handler to leave the receive loop."""
+
+
+@contextlib.contextmanager
+def _signal_wakeup() -> Iterator[int]:
+    """A descriptor that becomes readable when a signal arrives: the read end of a pipe the C
+    signal handler writes to (signal.set_wakeup_fd), -1 outside the main thread (where it
+    cannot be set, and where no handler would run anyway).
+
+    Python runs a handler between bytecodes, so a signal that lands after the serve loop last
+    looked and before it blocks in the kernel would not end the wait. The loops poll this with
+    the queue socket instead (mmsg, hooks/_hot.c): a signal at any moment, delivered to any
+    thread, wakes them. (signalfd and ppoll would need the signal blocked in every thread,
+    and signalfd bypasses Python's handlers.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield -1
+        return
+    rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        old = signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
+        try:
+            yield rfd
+        finally:
+            signal.set_wakeup_fd(old)
+    finally:
+        os.close(rfd)
+        os.close(wfd)
 
 
 def load_hooks(file: str) -> list[HookSpec]:
@@ -183,6 +213,8 @@ class QueueCtx:
 
 
 class Runner:
+    _wake = -1  # the signal wake-up descriptor while serve() runs
+
     def __init__(self, file: str, state_dir: Path, managed: bool = False):
         self.file = os.path.abspath(file)
         self.state_dir = Path(state_dir)
@@ -320,8 +352,19 @@ class Runner:
         queue and the packet id) and builds the packet object without walking any netlink
         attribute: the hook's first field access does that. Anything unusual (several
         messages, acknowledgements, errors) goes to _handle.
+
+        The receivers wait for packets in poll, on the queue socket and the signal wake-up
+        descriptor together, so a stop wakes the loop whenever it lands.
         """
         assert self.qs is not None
+        with _signal_wakeup() as wake:
+            self._wake = wake
+            try:
+                self._serve()
+            finally:
+                self._wake = -1
+
+    def _serve(self) -> None:
         # what exists now (modules, the hook file's tables) lives as long as the runner: keep
         # it out of the collector's scans, which otherwise revisit it as packets allocate
         gc.freeze()
@@ -515,7 +558,7 @@ class Runner:
             while True:
                 try:
                     r = burst.serve(receiver.fd, receiver.address, receiver.slots, buf, lengths,
-                                    slot, entry, len_at)
+                                    slot, entry, len_at, receiver.wake_fd)
                 except OSError as exc:
                     raise KernelError(f"sending verdicts failed: {exc}") from exc
                 if type(r) is int:
@@ -545,6 +588,7 @@ class Runner:
         full = any(p.spec.payload for p in self.placements)
         receiver = self.qs.receiver(FULL_SLOT if full else HEADER_SLOT, BURST)
         receiver.on_truncated = self._truncated
+        receiver.wake_fd = self._wake
         return receiver
 
     def _truncated(self, head: bytes, size: int) -> None:
