@@ -620,3 +620,10 @@ def test_a_stop_that_lands_while_the_loop_waits_uninterrupted_ends_it(where, mon
     assert seen["asleep"], "the serve loop never waited in the kernel"
     assert not seen["rescued"], "the stop did not wake the serve loop"
     assert decided(r, verdicts(r)) == {(7, i): (i % 2 ^ 1, None) for i in (1, 2, 3, 4, 5)}
+
+
+def test_the_suite_gives_every_test_a_timeout(pytestconfig):
+    # a hang prints every thread's stack and fails the run (pytest-timeout, thread method: it
+    # leaves SIGALRM to the tests above)
+    assert 0 < float(pytestconfig.getini("timeout")) <= 600
+    assert pytestconfig.getini("timeout_method") == "thread"
