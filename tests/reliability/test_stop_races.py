@@ -1,0 +1,218 @@
+"""Stop races: a stop ends the hook runner's serve loop whenever it lands, and answers what came
+before it.
+
+- Unit level, no root: random stops of the three serve loops (the C cycle of hooks/_hot.c, the
+  Python loop over C packets, the pure-Python loop) over a real AF_UNIX socket pair standing in
+  for the queue socket. The signal goes to the serving thread, to the process, or to another
+  thread (where it cannot interrupt the receive: only the signal wake-up descriptor ends it).
+- Kernel level, root: SIGTERM to `minifw run FILE.py` in a namespace under a UDP flood; each one
+  stops it and leaves no hook chain behind (`nft -j list ruleset`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import random
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import rkit
+from minifw.compile import hooks as plan
+from minifw.daemon import runner as R
+from minifw.hooks import ACCEPT, DROP, make_spec
+from minifw.hooks.packet import HotPacket, PurePacket
+from minifw.netlink.nfqueue import VerdictWriter, split_datagram
+from minifw.netlink.nlmsg import attr, message, nfgen
+
+QUEUE = 7
+# serve loop -> (queues, packet core): with one queue the runner takes the C cycle over C
+# packets, or its Python loop over pure packets (MINIFW_PURE_PYTHON=1); with two, the general
+# Python loop over C packets
+LOOPS = {"C": ((7,), HotPacket), "python": ((7, 8), HotPacket), "python-pure": ((7,), PurePacket)}
+RESCUE_AFTER = 10.0  # s: a generous bound; a loop still serving then did not wake
+
+
+def udp4(pid: int, queue: int = QUEUE) -> bytes:
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 36, 1, 0x4000, 64, 17, 0,
+                     ipaddress.IPv4Address("198.18.0.2").packed, bytes([198, 18, 0, 1]))
+    body = nfgen(0, queue) + attr(1, struct.pack(">IHB", pid, 0x0800, 1))
+    body += attr(10, ip + struct.pack("!HHHH", 4000, 9, 16, 0) + b"x" * 8)
+    return message((3 << 8) | 0, 0, 0, body)
+
+
+def expected(pid: int) -> int:
+    return 0 if pid % 2 else 1  # the hook below: odd ids dropped
+
+
+def odd_drop(pkt):
+    return DROP if pkt.id % 2 else ACCEPT
+
+
+def batch_verdicts(data: bytes) -> list[tuple[int, int, int]]:
+    """(queue, verdict, last id) of the batch verdicts in one datagram."""
+    out = []
+    for _kind, _seq, start, end in split_datagram(data):
+        body = data[start:end]
+        verdict, last = struct.unpack_from(">II", body, len(body) - 8)
+        out.append((struct.unpack_from(">H", body, 2)[0], verdict, last))
+    return out
+
+
+class Pair:
+    """The runner's queue socket: one end of a socket pair (the test holds the other)."""
+
+    def __init__(self):
+        self.sock, self.peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self.peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+
+    def receiver(self, slot_size, slots):
+        from minifw.kernel.nfqueue import QueueSocket
+        return QueueSocket.receiver(self, slot_size, slots)
+
+    def close(self):  # what stop() calls last; the test reads the verdicts from peer after
+        self.sock.close()
+
+
+def make_runner(queues, state_dir: Path) -> R.Runner:
+    r = R.Runner.__new__(R.Runner)
+    r.qs = Pair()
+    r.placements, r.ctx, r._out, r._verdicts, r._ifnames = [], {}, [], VerdictWriter(), {}
+    r.installed, r.state_dir, r.pid = False, state_dir, os.getpid()
+    r.kmsg = R.KernelLog.__new__(R.KernelLog)
+    r.kmsg.fd = None
+    for q in queues:
+        p = plan.Placement(make_spec(odd_drop, "input", 0, name=f"f{q}"), q)
+        r.placements.append(p)
+        r.ctx[q] = R.QueueCtx(p, lambda text: None, r._ifname)
+    return r
+
+
+def one_stop(rng: random.Random, loop: str, state_dir: Path, main: int, stats: dict) -> None:
+    queues, core = LOOPS[loop]
+    R.Packet = core
+    r = make_runner(queues, state_dir)
+    pair = r.qs
+    sent: list[int] = []
+    replies: list[bytes] = []
+    done = threading.Event()
+    box: dict = {"rescued": False}
+    bursts = [rng.randint(1, 20) for _ in range(rng.randint(0, 5))]
+    gaps = [rng.choice((0.0, rng.uniform(0, 0.002))) for _ in bursts]
+    settle = rng.choice((0.0, rng.uniform(0, 0.001), rng.uniform(0, 0.005)))
+    how = rng.choice(("thread", "process", "other-thread"))
+
+    def collect():
+        while True:
+            try:
+                replies.append(pair.peer.recv(65536, socket.MSG_DONTWAIT))
+            except BlockingIOError:
+                return
+
+    def feed():
+        pid = 0
+        for size, gap in zip(bursts, gaps):
+            for _ in range(size):
+                pid += 1
+                pair.peer.send(udp4(pid))
+                sent.append(pid)
+            collect()
+            if gap:
+                time.sleep(gap)
+        if settle:
+            time.sleep(settle)
+        box["t_signal"] = time.monotonic()
+        if how == "thread":      # the serving thread, as SIGTERM to a one-thread runner
+            signal.pthread_kill(main, signal.SIGTERM)
+        elif how == "process":   # the kernel picks the thread
+            os.kill(os.getpid(), signal.SIGTERM)
+        else:                    # another thread: the receive is not interrupted
+            signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+        while not done.wait(0.05):
+            collect()
+            if time.monotonic() - box["t_signal"] > RESCUE_AFTER:
+                box["rescued"] = True
+                signal.pthread_kill(main, signal.SIGTERM)
+
+    feeder = threading.Thread(target=feed)
+    stats["armed"] = True
+    try:
+        feeder.start()
+        r.serve()
+    except R.StopRunner:
+        pass
+    box["t_stopped"] = time.monotonic()
+    stats["armed"] = False
+    done.set()
+    feeder.join()
+    r.stop()   # as the runner stops: answer the open run, then what is still queued
+    collect()
+    pair.peer.close()
+
+    assert not box["rescued"], f"{loop}: the stop ({how}) did not wake the serve loop"
+    stats["latency"].append(box["t_stopped"] - box["t_signal"])
+    # what each packet got: a batch verdict answers every packet of its queue up to its id that
+    # no earlier one answered (as the kernel does)
+    got: dict[int, int] = {}
+    for data in replies:
+        for queue, v, last in batch_verdicts(data):
+            assert queue == QUEUE
+            for pid in sent:
+                if pid <= last and pid not in got:
+                    got[pid] = v
+    wrong = [pid for pid in got if got[pid] != expected(pid)]
+    missing = [pid for pid in sent if pid not in got]
+    # A stop that lands while a burst is decided leaves the rest of that burst (already
+    # received) undecided: the next batch verdict (of packets stop() drains) answers it, else
+    # unbinding the queue does. Everything else gets its own verdict.
+    gap = sorted(set(wrong) | set(missing))
+    if gap:
+        stats["interrupted"] += 1
+        stats["gap_packets"] += len(gap)
+        assert gap[-1] - gap[0] < R.BURST, (loop, how, gap)  # within one burst
+        assert missing == list(range(missing[0], sent[-1] + 1)) if missing else True, (
+            loop, how, missing)                               # unanswered: only the last ones
+    stats["packets"] += len(sent)
+    stats[loop] += 1
+
+
+def test_random_stops_of_the_serve_loops(tmp_path):
+    stops = rkit.scale(1000, 5000)
+    rng = random.Random(int(os.environ.get("MINIFW_SEED", "11")))
+    main = threading.get_ident()
+    stats = {"latency": [], "interrupted": 0, "gap_packets": 0, "packets": 0, "armed": False,
+             **{loop: 0 for loop in LOOPS}}
+
+    def on_term(signum, frame):
+        if stats["armed"]:
+            raise R.StopRunner()
+
+    old_handler = signal.signal(signal.SIGTERM, on_term)
+    old_packet = R.Packet
+    started = time.monotonic()
+    try:
+        for i in range(stops):
+            one_stop(rng, list(LOOPS)[i % len(LOOPS)], tmp_path, main, stats)
+    finally:
+        R.Packet = old_packet
+        signal.signal(signal.SIGTERM, old_handler)
+    lat = sorted(stats["latency"])
+    assert len(lat) == stops
+    rkit.report("stop races (serve loop)", stops=stops,
+                **{loop: stats[loop] for loop in LOOPS}, packets=stats["packets"],
+                stops_mid_burst=stats["interrupted"],
+                mid_burst_packets_left_to_next_verdict=stats["gap_packets"],
+                stop_latency_p50_ms=f"{lat[len(lat) // 2] * 1000:.2f}",
+                p99_ms=f"{lat[int(len(lat) * 0.99) - 1] * 1000:.2f}",
+                max_ms=f"{lat[-1] * 1000:.2f}", seconds=f"{time.monotonic() - started:.1f}")
