@@ -601,13 +601,17 @@ burst_serve(Burst *self, PyObject *args)
         goto out;
     }
     if (hdrs == 0 || slots == 0 || slots > 1024 || slot <= 0 || entry <= 0
-            || (Py_ssize_t)slots > buf.len / slot || (Py_ssize_t)slots > lens.len / entry) {
+            || len_at < 0 || len_at > entry - 4 || (Py_ssize_t)slots > buf.len / slot || (Py_ssize_t)slots > lens.len / entry) {
         PyErr_SetString(PyExc_ValueError, "the receiver's buffers do not match its slots");
         goto out;
     }
     if (PyErr_CheckSignals() < 0)  /* one that came before this call */
         goto out;
     for (;;) {
+        /* msg_len of every entry zeroed: the kernel sets those of the datagrams it returns,
+         * so after a stop the receiver reads the interrupted burst from its buffer */
+        for (unsigned int k = 0; k < slots; k++)
+            memset((char *)lens.buf + k * entry + len_at, 0, 4);
         /* without waiting, so the GIL stays: nothing blocks here */
         int n = recvmmsg(fd, (struct mmsghdr *)(uintptr_t)hdrs, slots,
                          MSG_WAITFORONE | MSG_TRUNC | MSG_DONTWAIT, NULL);
@@ -654,13 +658,29 @@ out:
     return result;
 }
 
-/* burst.pending() -> bytes: the verdict messages of closed runs, not sent yet (then none). */
+/* burst.pending(out=None) -> bytes: the verdict messages of closed runs, not sent yet (then
+ * none). With a list, appended to it instead (if any), in this one call: a signal's handler
+ * cannot run between taking them and keeping them. */
 static PyObject *
-burst_pending(Burst *self, PyObject *unused)
+burst_pending(Burst *self, PyObject *args)
 {
+    PyObject *into = NULL;
+    if (!PyArg_ParseTuple(args, "|O!", &PyList_Type, &into))
+        return NULL;
+    if (into != NULL && self->pend_len == 0)
+        Py_RETURN_NONE;
     PyObject *out = PyBytes_FromStringAndSize(self->pend, self->pend_len);
-    if (out != NULL)
+    if (out == NULL)
+        return NULL;
+    if (into != NULL) {
+        int r = PyList_Append(into, out);
+        Py_DECREF(out);
+        if (r < 0)
+            return NULL;
         self->pend_len = 0;
+        Py_RETURN_NONE;
+    }
+    self->pend_len = 0;
     return out;
 }
 
@@ -727,8 +747,8 @@ static PyMethodDef burst_methods[] = {
      "decide(buf, lengths, start, count, slot_size, entry_size, len_at) -> index"},
     {"serve", (PyCFunction)burst_serve, METH_VARARGS,
      "serve(fd, mmsghdrs, slots, buf, lengths, slot_size, entry_size, len_at, wake_fd=-1)"},
-    {"pending", (PyCFunction)burst_pending, METH_NOARGS,
-     "The verdict messages of closed runs not sent yet."},
+    {"pending", (PyCFunction)burst_pending, METH_VARARGS,
+     "pending(out=None): the verdict messages of closed runs not sent yet (appended to out)."},
     {NULL}
 };
 

@@ -142,6 +142,11 @@ class BurstReceiver(_Waiter):
             self._hdrs[i].msg_hdr.msg_iov = ctypes.pointer(self._iov[i])
             self._hdrs[i].msg_hdr.msg_iovlen = 1
         self._ptr = ctypes.addressof(self._hdrs)
+        # the msg_len of every entry, zeroed before each call: the kernel sets those of the
+        # datagrams it returns, so the buffer itself says what the last call received, even
+        # when a signal's handler raised before its caller saw the count (see last_burst)
+        self._msg_lens = memoryview(self._hbuf).cast("I")[_LEN_AT // 4::_ENTRY // 4]
+        self._no_lens = memoryview(bytes(4 * slots)).cast("I")
         self._starts = range(0, slots * slot_size, slot_size)
         # the msg_len of the first k entries, in one unpack per call
         self._lengths = [struct.Struct("=" + f"{_LEN_AT}xI{_ENTRY - _LEN_AT - 4}x" * k).unpack_from
@@ -160,6 +165,7 @@ class BurstReceiver(_Waiter):
         # MSG_TRUNC: netlink then reports each datagram's real length, so a datagram larger
         # than its slot shows as a length above the slot size. MSG_DONTWAIT: see the module.
         while True:
+            self._msg_lens[:] = self._no_lens
             n = _RECVMMSG(self.fd, self._ptr, self.slots, _FLAGS, None)
             if n > 0:
                 return n
@@ -182,6 +188,18 @@ class BurstReceiver(_Waiter):
                 self.on_truncated(self.buf[at:at + self.slot_size], size)
             return None
         return self.buf[at:at + size]
+
+    def last_burst(self) -> list[bytearray]:
+        """The datagrams of the last receive (by the C loop too), read from the buffer: what a
+        stop that interrupted their burst must still answer. Empty while waiting."""
+        out = []
+        for i, size in enumerate(self._msg_lens):
+            if not size:
+                break
+            data = self.datagram(i)
+            if data is not None:
+                out.append(data)
+        return out
 
     def receive(self) -> list[bytearray]:
         n = self.receive_count()
@@ -209,11 +227,19 @@ class RecvLoop(_Waiter):
         self.slot_size = slot_size
         self.on_truncated: Callable[[bytearray, int], None] | None = None
 
+    _last: list[bytes] = []
+
+    def last_burst(self) -> list[bytes]:
+        """The datagrams of the last receive, as far as they were kept (a signal whose handler
+        raises right after a recv returned loses that datagram here: recvmmsg has no such gap)."""
+        return list(self._last)
+
     def receive(self) -> list[bytes]:
         recv = self.sock.recv
+        self._last = out = []
         while True:
             try:
-                out = [recv(self.slot_size, socket.MSG_DONTWAIT)]
+                out.append(recv(self.slot_size, socket.MSG_DONTWAIT))
                 break
             except BlockingIOError:
                 if self.wait():
