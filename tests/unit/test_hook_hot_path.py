@@ -158,9 +158,13 @@ class FakeReceiver:
     def __init__(self, sock):
         self.sock = sock
         self.on_truncated = None
+        self.last = []
+
+    def last_burst(self):
+        return list(self.last)
 
     def receive(self):
-        burst = []
+        self.last = burst = []
         while self.sock.datagrams:
             item = self.sock.datagrams.pop(0)
             if item is None:
@@ -230,6 +234,9 @@ class PairQueueSocket:
             self.done.set()
             feeder.join()
             signal.signal(signal.SIGALRM, old)
+
+    def close(self):  # what stop() calls last: the test reads the verdicts after
+        pass
 
     def drain(self):
         """Collect what was sent after the feeder ended (a stop's flush)."""
@@ -627,3 +634,68 @@ def test_the_suite_gives_every_test_a_timeout(pytestconfig):
     # leaves SIGALRM to the tests above)
     assert 0 < float(pytestconfig.getini("timeout")) <= 600
     assert pytestconfig.getini("timeout_method") == "thread"
+
+
+# ---- a stop mid-burst: the packets the function did not decide get its stop verdict -----------
+
+def kernel_answers(sent, ids):
+    """What each packet id of queue 7 got from the verdict messages, as the kernel applies
+    them in order: a batch verdict answers every packet up to its id not answered yet, a
+    single verdict its own packet."""
+    got = {}
+    for data in sent:
+        for kind, _seq, start, end in split_datagram(data):
+            body = data[start:end]
+            if struct.unpack_from(">H", body, 2)[0] != 7:
+                continue
+            verdict, last = struct.unpack_from(">II", body, len(body) - 8)
+            batch = kind & 0xFF == 3  # NFQNL_MSG_VERDICT_BATCH; 1 is NFQNL_MSG_VERDICT
+            for pid in ids:
+                if pid not in got and (pid <= last if batch else pid == last):
+                    got[pid] = verdict
+    return got
+
+
+@pytest.mark.parametrize("fail,on_error,stop_verdict",
+                         [("open", "drop", 0), ("closed", "accept", 0), ("open", "accept", 1)])
+@pytest.mark.parametrize("where", list(STOP_LOOPS))
+def test_a_stop_mid_burst_gives_undecided_packets_the_stop_verdict(where, fail, on_error,
+                                                                  stop_verdict, monkeypatch,
+                                                                  tmp_path):
+    """Packets 1-6 arrive in one burst; the stop lands in the function at packet 4 (as SIGTERM's
+    handler raises StopRunner there). Packet 7 comes after and is drained by stop(), and its
+    function accepts it: its batch verdict (every id up to 7) used to answer 4-6 too, so 5 and
+    6, which the function drops, passed. They must get the stop verdict: drop for a
+    fail-closed hook or on_error="drop", else accept (docs/hooks.md)."""
+    _fns, core, receiver_cls = STOP_LOOPS[where]
+    verdict_of = {1: ACCEPT, 2: DROP, 3: ACCEPT, 5: DROP, 6: DROP, 7: ACCEPT}
+    stopped = []
+
+    def hook(pkt):
+        if pkt.id == 4 and not stopped:
+            stopped.append(4)
+            raise R.StopRunner()
+        return verdict_of[pkt.id]
+
+    fns = {7: hook, 8: odd_drop} if where == "python" else {7: hook}
+    monkeypatch.setattr(R, "Packet", core)
+    monkeypatch.setattr(Fakes, "C", True)
+    r = make_runner(fns, [], fail=fail, on_error=on_error)
+    r.state_dir, r.pid, r.installed = tmp_path, 0, False
+    r.kmsg = R.KernelLog.__new__(R.KernelLog)
+    r.kmsg.fd = None
+    pair = r.qs
+    monkeypatch.setattr(pair, "receiver", lambda size, slots: receiver_cls(pair.sock, slots, size))
+    for i in range(1, 7):  # all queued before the first receive: one burst
+        pair.peer.send(udp4(i))
+    with pytest.raises(R.StopRunner):
+        r.serve()
+    assert stopped == [4]
+    pair.peer.send(udp4(7))
+    r.stop()
+    pair.drain()
+    pair.sock.close()
+    pair.peer.close()
+    assert kernel_answers(pair.sent, range(1, 8)) == {
+        1: 1, 2: 0, 3: 1, 4: stop_verdict, 5: stop_verdict, 6: stop_verdict, 7: 1}
+    assert r.ctx[7].seen == 5  # 1-4, and 7 in the drain
