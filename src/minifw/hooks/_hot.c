@@ -593,7 +593,7 @@ burst_serve(Burst *self, PyObject *args)
     Py_ssize_t slot, entry, len_at;
     int wake_fd = -1;
     PyObject *result = NULL;
-    if (!PyArg_ParseTuple(args, "iKIy*y*nnn|i", &fd, &hdrs, &slots, &buf, &lens, &slot, &entry,
+    if (!PyArg_ParseTuple(args, "iKIy*w*nnn|i", &fd, &hdrs, &slots, &buf, &lens, &slot, &entry,
                           &len_at, &wake_fd))
         return NULL;
     if (self->fn == NULL) {
