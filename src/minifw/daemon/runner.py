@@ -118,13 +118,17 @@ def _signal_wakeup() -> Iterator[int]:
         yield -1
         return
     rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    old = None
     try:
         old = signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
-        try:
-            yield rfd
-        finally:
-            signal.set_wakeup_fd(old)
+        yield rfd
     finally:
+        # a stop can land right after set_wakeup_fd returned, before its result was kept: ours
+        # is then set, and must not outlive the pipe (later signals would write to a closed,
+        # or reused, descriptor). The one before is lost then: none, in a runner.
+        current = signal.set_wakeup_fd(-1 if old is None else old)
+        if old is None and current != wfd:
+            signal.set_wakeup_fd(current)
         os.close(rfd)
         os.close(wfd)
 
