@@ -158,9 +158,13 @@ class FakeReceiver:
     def __init__(self, sock):
         self.sock = sock
         self.on_truncated = None
+        self.last = []
+
+    def last_burst(self):
+        return list(self.last)
 
     def receive(self):
-        burst = []
+        self.last = burst = []
         while self.sock.datagrams:
             item = self.sock.datagrams.pop(0)
             if item is None:
@@ -230,6 +234,9 @@ class PairQueueSocket:
             self.done.set()
             feeder.join()
             signal.signal(signal.SIGALRM, old)
+
+    def close(self):  # what stop() calls last: the test reads the verdicts after
+        pass
 
     def drain(self):
         """Collect what was sent after the feeder ended (a stop's flush)."""
@@ -533,3 +540,162 @@ def test_packets_a_hook_keeps_stay_readable_after_their_burst(loop):
     serve(r)
     assert [(p.id, str(p.src), p.dport, p.proto) for p in kept] == [
         (1, "198.18.9.1", 9, "udp"), (2, "198.18.9.2", 9, "udp"), (3, "198.18.9.3", 53, "udp")]
+
+
+# ---- a stop wakes every serve loop, whenever it lands ------------------------------------------
+
+def _asleep_in_a_receive(tid):
+    """Whether thread ``tid`` sleeps in the kernel in something other than a lock (the GIL)."""
+    try:
+        with open(f"/proc/self/task/{tid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        with open(f"/proc/self/task/{tid}/wchan") as f:
+            wchan = f.read()
+    except OSError:
+        return False
+    return state == "S" and wchan not in ("", "0") and "futex" not in wchan
+
+
+# serve loop -> (hook functions, packet core, receiver): "C" is the C cycle (hooks/_hot.c);
+# "python" the general Python loop (several queues) over C packets; "python-pure" the Python
+# loop of one queue over pure-Python packets (MINIFW_PURE_PYTHON=1); "recv-loop" the Python
+# loop of one queue over plain recv calls (no recvmmsg in the C library)
+STOP_LOOPS = {
+    "C": ({7: odd_drop}, HotPacket, mmsg.BurstReceiver),
+    "python": ({7: odd_drop, 8: odd_drop}, HotPacket, mmsg.BurstReceiver),
+    "python-pure": ({7: odd_drop}, PurePacket, mmsg.BurstReceiver),
+    "recv-loop": ({7: odd_drop}, HotPacket, mmsg.RecvLoop),
+}
+
+
+@pytest.mark.parametrize("where", list(STOP_LOOPS))
+def test_a_stop_that_lands_while_the_loop_waits_uninterrupted_ends_it(where, monkeypatch):
+    """The race of issue 11: the signal's C handler runs (Python's handler is then due) but the
+    serve loop's wait in the kernel is not interrupted, so only the signal wake-up descriptor
+    can end it. Deterministically: the loop sleeps in its receive, and the signal is delivered
+    to another thread (as a process-wide SIGTERM may be). Before the fix the loop slept on
+    until a rescue signal to its own thread."""
+    fns, core, receiver_cls = STOP_LOOPS[where]
+    monkeypatch.setattr(R, "Packet", core)
+    monkeypatch.setattr(Fakes, "C", True)
+    r = make_runner(fns, [])
+    r.test_ids = {(7, i) for i in (1, 2, 3, 4, 5)}
+    pair = r.qs
+    monkeypatch.setattr(pair, "receiver", lambda size, slots: receiver_cls(pair.sock, slots, size))
+    main = threading.get_ident()
+    main_tid = threading.get_native_id()
+    done = threading.Event()
+    seen = {"rescued": False, "asleep": False}
+
+    def feed():
+        for i in (1, 2, 3, 4, 5):
+            pair.peer.send(udp4(i))
+        answered = -1
+        pair.peer.settimeout(10)
+        while answered < 5:  # the burst's verdicts: the loop goes back to its wait
+            data = pair.peer.recv(65536)
+            pair.sent.append(data)
+            answered = max([answered] + [m[2] for m in _messages(data)])
+        end = time.monotonic() + 10
+        while not _asleep_in_a_receive(main_tid) and time.monotonic() < end:
+            time.sleep(0.001)
+        seen["asleep"] = _asleep_in_a_receive(main_tid)
+        signal.pthread_kill(threading.get_ident(), signal.SIGUSR1)  # lands in this thread
+        if not done.wait(10):  # generous: the loop did not wake; end the test anyway
+            seen["rescued"] = True
+            while not done.is_set():
+                signal.pthread_kill(main, signal.SIGUSR1)
+                done.wait(1)
+
+    def stop(*_):
+        if not done.is_set():
+            raise R.StopRunner()
+
+    old = signal.signal(signal.SIGUSR1, stop)
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    try:
+        try:
+            r.serve()
+        except R.StopRunner:
+            pass
+        done.set()
+        feeder.join()
+    finally:
+        done.set()
+        signal.signal(signal.SIGUSR1, old)
+    assert seen["asleep"], "the serve loop never waited in the kernel"
+    assert not seen["rescued"], "the stop did not wake the serve loop"
+    assert decided(r, verdicts(r)) == {(7, i): (i % 2 ^ 1, None) for i in (1, 2, 3, 4, 5)}
+
+
+def test_the_suite_gives_every_test_a_timeout(pytestconfig):
+    # a hang prints every thread's stack and fails the run (pytest-timeout, thread method: it
+    # leaves SIGALRM to the tests above)
+    assert 0 < float(pytestconfig.getini("timeout")) <= 600
+    assert pytestconfig.getini("timeout_method") == "thread"
+
+
+# ---- a stop mid-burst: the packets the function did not decide get its stop verdict -----------
+
+def kernel_answers(sent, ids):
+    """What each packet id of queue 7 got from the verdict messages, as the kernel applies
+    them in order: a batch verdict answers every packet up to its id not answered yet, a
+    single verdict its own packet."""
+    got = {}
+    for data in sent:
+        for kind, _seq, start, end in split_datagram(data):
+            body = data[start:end]
+            if struct.unpack_from(">H", body, 2)[0] != 7:
+                continue
+            verdict, last = struct.unpack_from(">II", body, len(body) - 8)
+            batch = kind & 0xFF == 3  # NFQNL_MSG_VERDICT_BATCH; 1 is NFQNL_MSG_VERDICT
+            for pid in ids:
+                if pid not in got and (pid <= last if batch else pid == last):
+                    got[pid] = verdict
+    return got
+
+
+@pytest.mark.parametrize("fail,on_error,stop_verdict",
+                         [("open", "drop", 0), ("closed", "accept", 0), ("open", "accept", 1)])
+@pytest.mark.parametrize("where", list(STOP_LOOPS))
+def test_a_stop_mid_burst_gives_undecided_packets_the_stop_verdict(where, fail, on_error,
+                                                                  stop_verdict, monkeypatch,
+                                                                  tmp_path):
+    """Packets 1-6 arrive in one burst; the stop lands in the function at packet 4 (as SIGTERM's
+    handler raises StopRunner there). Packet 7 comes after and is drained by stop(), and its
+    function accepts it: its batch verdict (every id up to 7) used to answer 4-6 too, so 5 and
+    6, which the function drops, passed. They must get the stop verdict: drop for a
+    fail-closed hook or on_error="drop", else accept (docs/hooks.md)."""
+    _fns, core, receiver_cls = STOP_LOOPS[where]
+    verdict_of = {1: ACCEPT, 2: DROP, 3: ACCEPT, 5: DROP, 6: DROP, 7: ACCEPT}
+    stopped = []
+
+    def hook(pkt):
+        if pkt.id == 4 and not stopped:
+            stopped.append(4)
+            raise R.StopRunner()
+        return verdict_of[pkt.id]
+
+    fns = {7: hook, 8: odd_drop} if where == "python" else {7: hook}
+    monkeypatch.setattr(R, "Packet", core)
+    monkeypatch.setattr(Fakes, "C", True)
+    r = make_runner(fns, [], fail=fail, on_error=on_error)
+    r.state_dir, r.pid, r.installed = tmp_path, 0, False
+    r.kmsg = R.KernelLog.__new__(R.KernelLog)
+    r.kmsg.fd = None
+    pair = r.qs
+    monkeypatch.setattr(pair, "receiver", lambda size, slots: receiver_cls(pair.sock, slots, size))
+    for i in range(1, 7):  # all queued before the first receive: one burst
+        pair.peer.send(udp4(i))
+    with pytest.raises(R.StopRunner):
+        r.serve()
+    assert stopped == [4]
+    pair.peer.send(udp4(7))
+    r.stop()
+    pair.drain()
+    pair.sock.close()
+    pair.peer.close()
+    assert kernel_answers(pair.sent, range(1, 8)) == {
+        1: 1, 2: 0, 3: 1, 4: stop_verdict, 5: stop_verdict, 6: stop_verdict, 7: 1}
+    assert r.ctx[7].seen == 5  # 1-4, and 7 in the drain

@@ -7,11 +7,14 @@ Start-up order, so no packet meets a chain without a listener:
 4. in ONE nf_tables transaction, remove chains a killed runner left behind and add ours;
 5. serve: receive in bursts, call the functions, answer with batch verdicts.
 
-SIGTERM or SIGINT removes our chains, answers what is still queued, and unbinds.
+SIGTERM or SIGINT removes our chains, answers what is still queued, and unbinds. The serve
+loops never block in a receive: they wait in poll on the queue socket and the signal wake-up
+descriptor together (see _signal_wakeup), so a stop wakes them whenever it lands.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno as errno_mod
 import gc
 import logging
@@ -21,10 +24,11 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ..compile import hooks as plan
 from ..errors import ConfigError, KernelError, MinifwError, PacketError, UnsupportedError
@@ -99,6 +103,36 @@ class StopRunner(BaseException):
     """Raised by the signal handler to leave the receive loop."""
 
 
+@contextlib.contextmanager
+def _signal_wakeup() -> Iterator[int]:
+    """A descriptor that becomes readable when a signal arrives: the read end of a pipe the C
+    signal handler writes to (signal.set_wakeup_fd), -1 outside the main thread (where it
+    cannot be set, and where no handler would run anyway).
+
+    Python runs a handler between bytecodes, so a signal that lands after the serve loop last
+    looked and before it blocks in the kernel would not end the wait. The loops poll this with
+    the queue socket instead (mmsg, hooks/_hot.c): a signal at any moment, delivered to any
+    thread, wakes them. (signalfd and ppoll would need the signal blocked in every thread,
+    and signalfd bypasses Python's handlers.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield -1
+        return
+    rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    old = None
+    try:
+        old = signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
+        yield rfd
+    finally:
+        # a stop can land right after set_wakeup_fd returned, before its result was kept: ours
+        # is then set, and must not outlive the pipe (later signals would write to a closed,
+        # or reused, descriptor). The one before is lost then: none, in a runner.
+        current = signal.set_wakeup_fd(-1 if old is None else old)
+        if old is None and current != wfd:
+            signal.set_wakeup_fd(current)
+        os.close(rfd)
+        os.close(wfd)
+
+
 def load_hooks(file: str) -> list[HookSpec]:
     path = Path(file)
     if not path.is_file():
@@ -159,8 +193,9 @@ class KernelLog:
 class QueueCtx:
     """Per-queue serving state: the function, its verdict rules, and the open verdict run."""
 
-    __slots__ = ("placement", "fn", "name", "error_verdict", "flow_mark", "logger", "full",
-                 "env", "run_v", "run_mark", "run_last", "seen", "errors", "dropped")
+    __slots__ = ("placement", "fn", "name", "error_verdict", "stop_verdict", "flow_mark",
+                 "logger", "full", "env", "run_v", "run_mark", "run_last", "seen", "errors",
+                 "dropped")
 
     def __init__(self, placement: plan.Placement, logger: Callable[[str], None],
                  ifname: Callable[[int], str | None] | None = None):
@@ -169,6 +204,8 @@ class QueueCtx:
         self.fn = spec.fn
         self.name = spec.name
         self.error_verdict = int(spec.error_verdict)
+        # for a packet the function had no verdict for when the runner stopped (docs/hooks.md)
+        self.stop_verdict = self.error_verdict if spec.fail_open else 0
         self.flow_mark = spec.flow_mark if spec.per_flow else 0
         self.logger = logger
         self.full = spec.payload
@@ -183,6 +220,9 @@ class QueueCtx:
 
 
 class Runner:
+    _wake = -1  # the signal wake-up descriptor while serve() runs
+    _rx: Any = None  # the burst receiver, which keeps the last burst for stop()
+
     def __init__(self, file: str, state_dir: Path, managed: bool = False,
                  replaces: tuple[int, ...] = ()):
         self.file = os.path.abspath(file)
@@ -326,8 +366,19 @@ class Runner:
         queue and the packet id) and builds the packet object without walking any netlink
         attribute: the hook's first field access does that. Anything unusual (several
         messages, acknowledgements, errors) goes to _handle.
+
+        The receivers wait for packets in poll, on the queue socket and the signal wake-up
+        descriptor together, so a stop wakes the loop whenever it lands.
         """
         assert self.qs is not None
+        with _signal_wakeup() as wake:
+            self._wake = wake
+            try:
+                self._serve()
+            finally:
+                self._wake = -1
+
+    def _serve(self) -> None:
         # what exists now (modules, the hook file's tables) lives as long as the runner: keep
         # it out of the collector's scans, which otherwise revisit it as packets allocate
         gc.freeze()
@@ -503,12 +554,10 @@ class Runner:
                            prefixes, StopRunner, _swap16(queue))
         buf, lengths = receiver.buf, receiver.lengths
         slot, entry, len_at = receiver.slot_size, receiver.entry_size, receiver.len_at
-        out_append = self._out.append
+        out = self._out
 
         def to_ctx() -> None:
-            pending = burst.pending()
-            if pending:
-                out_append(pending)
+            burst.pending(out)  # (in one call: a stop cannot land between taking and keeping)
             if burst.run_last is not None:  # (else ctx may hold it: a stop in _handle)
                 ctx.run_v, ctx.run_mark, ctx.run_last = burst.run_v, None, burst.run_last
                 burst.run_last = None
@@ -521,7 +570,7 @@ class Runner:
             while True:
                 try:
                     r = burst.serve(receiver.fd, receiver.address, receiver.slots, buf, lengths,
-                                    slot, entry, len_at)
+                                    slot, entry, len_at, receiver.wake_fd)
                 except OSError as exc:
                     raise KernelError(f"sending verdicts failed: {exc}") from exc
                 if type(r) is int:
@@ -551,6 +600,8 @@ class Runner:
         full = any(p.spec.payload for p in self.placements)
         receiver = self.qs.receiver(FULL_SLOT if full else HEADER_SLOT, BURST)
         receiver.on_truncated = self._truncated
+        receiver.wake_fd = self._wake
+        self._rx = receiver
         return receiver
 
     def _truncated(self, head: bytes, size: int) -> None:
@@ -651,21 +702,25 @@ class Runner:
             log.error("hook %s raised (error #%d; on_error=%s applies):\n%s", ctx.name, n,
                       "accept" if ctx.error_verdict else "drop", text.rstrip())
 
-    def _flush(self) -> None:
+    def _flush(self, tail: list[bytes] | None = None) -> None:
         out = self._out
         for queue, ctx in self.ctx.items():
             if ctx.run_last is not None:
                 out.append(self._verdicts.batch(queue, _swap32(ctx.run_last), ctx.run_v,
                                                 ctx.run_mark))
                 ctx.run_last = None
+        if tail:
+            out.extend(tail)
         if out:
             assert self.qs is not None
             data = b"".join(out)
-            out.clear()
             try:
                 self.qs.sock.send(data)
             except OSError as exc:
                 raise KernelError(f"sending verdicts failed: {exc}") from exc
+            # cleared after the send: a stop landing in between sends them again (the kernel
+            # refuses verdicts for answered packets), rather than never
+            out.clear()
 
     # ---- shutdown ------------------------------------------------------------------------
     def stop(self) -> None:
@@ -673,7 +728,8 @@ class Runner:
         try:
             if self.qs is not None:
                 with _quiet():
-                    self._flush()
+                    undecided = self._undecided()  # (before the flush closes the open runs)
+                    self._flush(undecided)
             if self.installed:
                 chains = [c for p in self.placements for c in (p.chain, p.flow_chain) if c]
                 try:
@@ -698,6 +754,44 @@ class Runner:
                 log.info("hook %s: %d packets, %d dropped, %d errors", ctx.name, ctx.seen,
                          ctx.dropped, ctx.errors)
             self.kmsg.close()
+
+    def _undecided(self) -> list[bytes]:
+        """Verdicts for the packets of a burst a stop interrupted that the function did not
+        decide: each gets its hook's stop verdict, one packet per message (NFQNL_MSG_VERDICT).
+
+        The receiver keeps the last burst. Its packets of one queue come in id order and are
+        decided in that order, so the decided ones are those up to the queue's open run (which
+        ends at the last decided packet); the rest have none. Sent after the open runs and
+        before anything is drained: the batch verdict of a later packet would otherwise answer
+        them with that packet's verdict (a DROP hook's packet let through at stop)."""
+        last_burst = getattr(self._rx, "last_burst", None)
+        if last_burst is None:
+            return []
+        out = []
+        for data in last_burst():
+            try:
+                messages = split_datagram(data)
+            except PacketError:
+                continue
+            for msg_type, _seq, start, end in messages:
+                if msg_type != _PACKET_TYPE:
+                    continue
+                try:
+                    q = decode_packet(data, start, end)
+                except PacketError:
+                    continue
+                ctx = self.ctx.get(q.queue)
+                if ctx is None:
+                    continue
+                if ctx.run_last is not None and not 0 < (
+                        q.id - _swap32(ctx.run_last)) & 0xFFFFFFFF < 1 << 31:
+                    continue  # decided: in the open run or before it
+                out.append(self._verdicts.single(q.queue, q.id, ctx.stop_verdict))
+                if not ctx.stop_verdict:
+                    ctx.dropped += 1
+                log.info("hook %s: packet %d had no verdict when the runner stopped: %s",
+                         ctx.name, q.id, "accept" if ctx.stop_verdict else "drop")
+        return out
 
     def _drain(self) -> None:
         assert self.qs is not None

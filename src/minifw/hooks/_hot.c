@@ -7,7 +7,7 @@
  * and an IPv4 packet with a 20-byte header. Everything else (IPv6, options, fragments, errors
  * and their messages, datagrams of other shapes) is handed to the Python code, so both paths
  * behave the same. Burst.serve is the one place here that makes system calls (recvmmsg on the
- * queue socket, send of the verdicts): per burst, the Python code around those calls cost more
+ * queue socket, poll when it is empty, send of the verdicts): per burst, the Python code around those calls cost more
  * than the packets when bursts are short (TCP), so the whole cycle is C.
  */
 #define PY_SSIZE_T_CLEAN
@@ -17,6 +17,8 @@
 #include <string.h>
 #include <arpa/inet.h>
 #include <errno.h>
+#include <poll.h>
+#include <unistd.h>
 #include <sys/socket.h>
 
 /* set by configure() from packet.py */
@@ -543,14 +545,44 @@ burst_decide(Burst *self, PyObject *args)
     return i < 0 ? NULL : PyLong_FromSsize_t(i);
 }
 
-/* burst.serve(fd, mmsghdrs, slots, buf, lengths, slot_size, entry_size, len_at)
+/* Wait until fd has something to read or report, or a signal arrived: its handler is then due
+ * (the caller runs it with PyErr_CheckSignals). wake_fd is the descriptor signal.set_wakeup_fd
+ * has the C signal handler write to (-1: none): a signal that lands after the last
+ * PyErr_CheckSignals, even before poll is entered, leaves a byte there and ends the wait.
+ * 0, or -errno. */
+static int
+wait_readable(int fd, int wake_fd)
+{
+    struct pollfd p[2] = {{.fd = fd, .events = POLLIN}, {.fd = wake_fd, .events = POLLIN}};
+    int r, err;
+    Py_BEGIN_ALLOW_THREADS
+    r = poll(p, wake_fd >= 0 ? 2 : 1, -1);
+    err = errno;
+    Py_END_ALLOW_THREADS
+    if (r < 0)
+        return err == EINTR ? 0 : -err;
+    if (wake_fd >= 0 && p[1].revents) {
+        char sink[256];
+        if (p[1].revents & POLLNVAL)
+            return -EBADF;
+        while (read(wake_fd, sink, sizeof sink) > 0)  /* its bytes only say "look" */
+            ;
+    }
+    return 0;
+}
+
+/* burst.serve(fd, mmsghdrs, slots, buf, lengths, slot_size, entry_size, len_at, wake_fd=-1)
  *
  * The serve loop: one recvmmsg (MSG_WAITFORONE | MSG_TRUNC) into the receiver's slots, decide
  * the burst, close the open run and send the pending verdicts in one send; again. Returns
  * (count, index) when datagram index of a burst of count is not a plain queued packet (its
  * verdicts so far are pending, its run open: pending() and run_v/run_last hand them over),
  * or -errno when recvmmsg fails (ENOBUFS: the runner grows the buffer). A failed send raises
- * OSError; a signal whose handler raises (StopRunner) ends it with that exception. */
+ * OSError; a signal whose handler raises (StopRunner) ends it with that exception.
+ *
+ * recvmmsg never blocks (MSG_DONTWAIT): when nothing is queued, poll waits on fd and wake_fd
+ * together (see wait_readable), so a stop wakes the loop whenever it lands. Under load that
+ * costs nothing; an idle queue costs one poll (and one empty recvmmsg) per burst. */
 static PyObject *
 burst_serve(Burst *self, PyObject *args)
 {
@@ -559,28 +591,35 @@ burst_serve(Burst *self, PyObject *args)
     unsigned int slots;
     Py_buffer buf, lens;
     Py_ssize_t slot, entry, len_at;
+    int wake_fd = -1;
     PyObject *result = NULL;
-    if (!PyArg_ParseTuple(args, "iKIy*y*nnn", &fd, &hdrs, &slots, &buf, &lens, &slot, &entry,
-                          &len_at))
+    if (!PyArg_ParseTuple(args, "iKIy*w*nnn|i", &fd, &hdrs, &slots, &buf, &lens, &slot, &entry,
+                          &len_at, &wake_fd))
         return NULL;
     if (self->fn == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Burst.__init__ was not called");
         goto out;
     }
     if (hdrs == 0 || slots == 0 || slots > 1024 || slot <= 0 || entry <= 0
-            || (Py_ssize_t)slots > buf.len / slot || (Py_ssize_t)slots > lens.len / entry) {
+            || len_at < 0 || len_at > entry - 4 || (Py_ssize_t)slots > buf.len / slot || (Py_ssize_t)slots > lens.len / entry) {
         PyErr_SetString(PyExc_ValueError, "the receiver's buffers do not match its slots");
         goto out;
     }
+    if (PyErr_CheckSignals() < 0)  /* one that came before this call */
+        goto out;
     for (;;) {
-        int n, err;
-        Py_BEGIN_ALLOW_THREADS
-        n = recvmmsg(fd, (struct mmsghdr *)(uintptr_t)hdrs, slots, MSG_WAITFORONE | MSG_TRUNC,
-                     NULL);
-        err = errno;
-        Py_END_ALLOW_THREADS
+        /* msg_len of every entry zeroed: the kernel sets those of the datagrams it returns,
+         * so after a stop the receiver reads the interrupted burst from its buffer */
+        for (unsigned int k = 0; k < slots; k++)
+            memset((char *)lens.buf + k * entry + len_at, 0, 4);
+        /* without waiting, so the GIL stays: nothing blocks here */
+        int n = recvmmsg(fd, (struct mmsghdr *)(uintptr_t)hdrs, slots,
+                         MSG_WAITFORONE | MSG_TRUNC | MSG_DONTWAIT, NULL);
         if (n < 0) {
-            if (err == EINTR) {
+            int err = errno;
+            if (err == EAGAIN || err == EWOULDBLOCK)
+                err = -wait_readable(fd, wake_fd);
+            if (err == 0 || err == EINTR || err == EAGAIN || err == EWOULDBLOCK) {
                 if (PyErr_CheckSignals() < 0)
                     goto out;
                 continue;
@@ -619,13 +658,29 @@ out:
     return result;
 }
 
-/* burst.pending() -> bytes: the verdict messages of closed runs, not sent yet (then none). */
+/* burst.pending(out=None) -> bytes: the verdict messages of closed runs, not sent yet (then
+ * none). With a list, appended to it instead (if any), in this one call: a signal's handler
+ * cannot run between taking them and keeping them. */
 static PyObject *
-burst_pending(Burst *self, PyObject *unused)
+burst_pending(Burst *self, PyObject *args)
 {
+    PyObject *into = NULL;
+    if (!PyArg_ParseTuple(args, "|O!", &PyList_Type, &into))
+        return NULL;
+    if (into != NULL && self->pend_len == 0)
+        Py_RETURN_NONE;
     PyObject *out = PyBytes_FromStringAndSize(self->pend, self->pend_len);
-    if (out != NULL)
+    if (out == NULL)
+        return NULL;
+    if (into != NULL) {
+        int r = PyList_Append(into, out);
+        Py_DECREF(out);
+        if (r < 0)
+            return NULL;
         self->pend_len = 0;
+        Py_RETURN_NONE;
+    }
+    self->pend_len = 0;
     return out;
 }
 
@@ -691,9 +746,9 @@ static PyMethodDef burst_methods[] = {
     {"decide", (PyCFunction)burst_decide, METH_VARARGS,
      "decide(buf, lengths, start, count, slot_size, entry_size, len_at) -> index"},
     {"serve", (PyCFunction)burst_serve, METH_VARARGS,
-     "serve(fd, mmsghdrs, slots, buf, lengths, slot_size, entry_size, len_at)"},
-    {"pending", (PyCFunction)burst_pending, METH_NOARGS,
-     "The verdict messages of closed runs not sent yet."},
+     "serve(fd, mmsghdrs, slots, buf, lengths, slot_size, entry_size, len_at, wake_fd=-1)"},
+    {"pending", (PyCFunction)burst_pending, METH_VARARGS,
+     "pending(out=None): the verdict messages of closed runs not sent yet (appended to out)."},
     {NULL}
 };
 

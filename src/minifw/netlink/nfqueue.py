@@ -465,6 +465,11 @@ class VerdictWriter:
             prefix = self._prefix[key] = whole[:-4]
         return prefix + last_id.to_bytes(4, "big")
 
+    @staticmethod
+    def single(queue: int, packet_id: int, verdict: int) -> bytes:
+        """A verdict for one packet (NFQNL_MSG_VERDICT): it answers that packet only."""
+        return NfqueueCodec._verdict(_VERDICT_TYPE, queue, packet_id, Verdict(verdict), None)
+
 
 def _u32(value: memoryview, what: str) -> int:
     if len(value) != 4:
