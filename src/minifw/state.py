@@ -125,6 +125,9 @@ class Store:
             data = json.loads(self.intent_file.read_text())
         except FileNotFoundError:
             return None
+        except IsADirectoryError:
+            raise StateError(f"{self.intent_file} is a directory, not minifw's (it holds no "
+                             "state); move it away") from None
         except (OSError, ValueError) as exc:
             raise StateError(f"{self.intent_file} (a ruleset change in flight) is damaged: "
                              f"{exc}; {REDERIVE}") from None
@@ -139,8 +142,13 @@ class Store:
                              f"{exc}; {REDERIVE}") from None
 
     def clear_intent(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
+        try:
             self.intent_file.unlink()
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError:
+            raise StateError(f"{self.intent_file} is a directory, not minifw's (it holds no "
+                             "state); move it away") from None
 
     def commit(self, state: State) -> None:
         """The kernel took the change: state.json says so, and the intent goes."""
