@@ -69,15 +69,17 @@ HOOK_RECORDS = {
 COMMANDS = [["status"], ["unban", BANNED], ["ban", "198.18.5.7"], ["set", "list", "blocked"],
             ["list"], ["reload"], ["up", "--config", "CFG"], ["down"], ["set", "import",
                                                                          "blocked", "IMP"]]
-PER_CASE = rkit.scale(4, len(COMMANDS))
+PER_CASE = rkit.scale(3, len(COMMANDS))
+N_SHAPES = rkit.scale(3, len(SHAPES))
 
 
 def damages(whole: bytes, is_json: bool, rng: random.Random):
-    yield "truncated", whole[:len(whole) // 2]
+    if whole:  # (a file the directory does not have yet is only emptied)
+        yield "truncated", whole[:len(whole) // 2]
     yield "emptied", b""
     yield "garbage", bytes(rng.randrange(256) for _ in range(4096))
     if is_json:
-        for shape in SHAPES:
+        for shape in SHAPES[:N_SHAPES]:
             yield f"json {shape[:24]}", shape.encode()
     yield "directory", None
 
@@ -159,10 +161,10 @@ def damaged_files(lab, tmp_path, files, title):
                 if args[0] == "ban" and proc.returncode == 0 and in_kernel(host, BANNED):
                     assert in_kernel(host, "198.18.5.7"), f"{what}: exit 0, not in the kernel"
             turn += PER_CASE
-            # the damage is either refused or mended: after the documented fix, all is well
-            host.minifw("set", "recover", check=False)
-            proc = host.minifw("up", "--config", str(cfg), check=False)
-            one_line_or_success(proc, f"{name} {how}: up after")
+            if rkit.FULL:  # after the fixes the errors name, all is well again
+                host.minifw("set", "recover", check=False)
+                proc = host.minifw("up", "--config", str(cfg), check=False)
+                one_line_or_success(proc, f"{name} {how}: up after")
     rkit.report(title, files=len(files), cases=cases, commands=runs, refused=refused,
                 tracebacks=0, silent_losses=0)
 
@@ -198,7 +200,7 @@ def test_unban_after_empty_record_is_never_silent(lab, tmp_path):
     assert not in_kernel(host, BANNED)
 
 
-@pytest.mark.parametrize("shape", SHAPES[:3])
+@pytest.mark.parametrize("shape", SHAPES[2:2 + rkit.scale(1, 3)])
 def test_state_json_of_the_wrong_shape(lab, tmp_path, shape):
     host = lab.host("server")
     host.state_dir.mkdir(parents=True, exist_ok=True)
