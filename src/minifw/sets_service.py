@@ -102,15 +102,20 @@ class SetService:
     # ---- helpers -------------------------------------------------------------------------
     def _record_may_start_empty(self) -> bool:
         """A missing sets.db starts empty only where nothing says it held anything: minifw
-        is not up here and the kernel holds none of its sets."""
+        is not up here and no set of minifw's in the kernel holds an element (a listing of
+        those sets: slow at 1M elements, but this runs only when sets.db is missing)."""
         state = self.store.load_or_none()
         if state is None or state.loaded:
             return False
         try:
             kernel_sets, _, _ = kernel_objects()
+            return not any(
+                entry.get("elem")
+                for kset in kernel_sets if ksets.owner_of(kset)
+                for entry in nft.items(nft.query(f"list set {ksets.FAMILY} {ksets.TABLE} {kset}",
+                                                 terse=False), "set"))
         except KernelError:
             return True  # no kernel to ask (not root): the writer will fail on the kernel
-        return not any(ksets.owner_of(k) for k in kernel_sets)
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:

@@ -33,6 +33,7 @@ import errno
 import itertools
 import operator
 import os
+import shutil
 import socket
 import sqlite3
 import time
@@ -572,16 +573,15 @@ class SetStore:
         (element, absolute expiry or 0) pairs. Elements the config lists get origin config, the
         others runtime. The old files are kept aside, under a name returned."""
         self.close()
-        kept = None
-        if self.path.exists() or Path(f"{self.path}-wal").exists():
-            kept = self.path.with_name(f"sets.db.before-recover-{int(time.time())}")
-            for extra in ("", "-wal", "-shm"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.replace(f"{self.path}{extra}", f"{kept}{extra}")
-        self._create()
-        with self.transaction() as db:
+        # built aside and renamed into place: a kill meanwhile leaves the old files, never a
+        # half-filled record that would pass for a whole one
+        work = self.path.parent / ".recover"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(mode=0o750)
+        fresh = SetStore(work)
+        with fresh.transaction() as db:
             for name, elements in found.items():
-                self.declare(db, name, timeouts.get(name))
+                fresh.declare(db, name, timeouts.get(name))
                 listed = config.get(name, set())
                 groups: dict[tuple[int, int], list[bytes]] = {}
                 rows: list[tuple[str, int, int]] = []
@@ -595,11 +595,21 @@ class SetStore:
                         groups.setdefault((len(key), expiry), []).append(key)
                 for (_, expiry), keys in sorted(groups.items()):
                     if len(keys) >= 64:  # many of one expiry: an import, kept as a block
-                        self.import_keys(db, name, distinct_sorted(keys), expiry)
+                        fresh.import_keys(db, name, distinct_sorted(keys), expiry)
                     else:
                         rows += [(unpack(k), expiry, RUNTIME) for k in keys]
                 for addr, expiry, origin in rows:
-                    self.put(db, name, [(addr, expiry)], origin)
+                    fresh.put(db, name, [(addr, expiry)], origin)
+        fresh.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        fresh.close()
+        kept = None
+        if any(Path(f"{self.path}{extra}").exists() for extra in ("", "-wal", "-shm")):
+            kept = self.path.with_name(f"sets.db.before-recover-{int(time.time())}")
+            for extra in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(f"{self.path}{extra}", f"{kept}{extra}")
+        os.replace(work / "sets.db", self.path)
+        shutil.rmtree(work, ignore_errors=True)
         return kept
 
     def close(self) -> None:

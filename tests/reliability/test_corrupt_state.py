@@ -198,6 +198,16 @@ def test_unban_after_empty_record_is_never_silent(lab, tmp_path):
     assert left[BANNED] is None and 3500 < left["198.18.6.1"] <= 3600  # the kernel's timeout kept
     assert "unbanned 1" in host.minifw("unban", BANNED).stdout
     assert not in_kernel(host, BANNED)
+    # missing while the kernel holds minifw's sets: the same, even with state.json gone too
+    for name in ("sets.db", "sets.db-wal", "sets.db-shm", "state.json"):
+        if (host.state_dir / name).exists():
+            (host.state_dir / name).unlink()
+    proc = host.minifw("unban", "198.18.5.2", check=False)
+    assert proc.returncode != 0 and proc.stderr.count("\n") == 1
+    assert "sets.db is missing" in proc.stderr and "set recover" in proc.stderr
+    assert in_kernel(host, "198.18.5.2")
+    assert json.loads(host.minifw("set", "recover", "--json").stdout)["sets"]["blocked"] == 3
+    assert "unbanned 1" in host.minifw("unban", "198.18.5.2").stdout
 
 
 @pytest.mark.parametrize("shape", SHAPES[2:2 + rkit.scale(1, 3)])
