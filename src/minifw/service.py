@@ -16,7 +16,7 @@ from . import runs_live, sets_service
 from .compile import nft as compiler
 from .compile.sets import BAN_CHAIN
 from .daemon import supervise
-from .errors import ConfigError, KernelError, RuleError, StateError
+from .errors import ConfigError, KernelError, MinifwError, RuleError, StateError
 from .hooks.config import hook_files
 from .kernel import netns, nft, table
 from .model import Rule, Ruleset, add_rule_text, delete_rule_text, parse_config
@@ -78,8 +78,8 @@ class Service:
                                + (runners.describe() or "nothing changed"),
                                self._warnings(ruleset))
             new = State(loaded=True, config=path, ruleset=ruleset.to_toml())
-            self.store.write_intent("load", new)
-            self._load(ruleset, runners)
+            with self._intending("load", new):
+                self._load(ruleset, runners)
             self.store.commit(new)
             supervise.apply_starts(runners, self.store.dir)
         done = runners.describe()
@@ -108,8 +108,8 @@ class Service:
             supervise.validate(hooks, ruleset)
             runners = supervise.plan_runners(hooks, self.store.dir, restart_all=restart_hooks)
             new = State(loaded=True, config=path, ruleset=ruleset.to_toml())
-            self.store.write_intent("load", new)
-            self._load(ruleset, runners)
+            with self._intending("load", new):
+                self._load(ruleset, runners)
             self.store.commit(new)
             supervise.apply_starts(runners, self.store.dir)
         done = runners.describe()
@@ -142,9 +142,9 @@ class Service:
             supervise.stop_all(self.store.dir)
             present = table.exists()
             new = dataclasses.replace(state, loaded=False, ruleset={})
-            self.store.write_intent("down", new)
-            if present:
-                nft.run(compiler.build_down())
+            with self._intending("down", new):
+                if present:
+                    nft.run(compiler.build_down())
             self.store.commit(new)
         return Outcome("minifw is down: table inet minifw removed" if present
                        else "minifw was not loaded; nothing to remove")
@@ -272,11 +272,11 @@ class Service:
             if runtime_ids:
                 toml["runtime"] = runtime_ids
             new = dataclasses.replace(state, ruleset=toml)
-            self.store.write_intent("edit", new, new_text)
-            if not runs_live.edit_chain(chain, live, new_live):
-                nft.run(compiler.build_add(rule, new_live, chain in chains, before_handle))
-            if new_text is not None:
-                write_atomic(Path(state.config), new_text)
+            with self._intending("edit", new, new_text):
+                if not runs_live.edit_chain(chain, live, new_live):
+                    nft.run(compiler.build_add(rule, new_live, chain in chains, before_handle))
+                if new_text is not None:
+                    write_atomic(Path(state.config), new_text)
             self.store.commit(new)
         where = "runtime only" if runtime else f"saved to {state.config}"
         return Outcome(f"added rule {rule.id} at {rule.hook.value}/{rule.priority} ({where})",
@@ -306,11 +306,11 @@ class Service:
             if runtime_ids:
                 toml["runtime"] = runtime_ids
             new = dataclasses.replace(state, ruleset=toml)
-            self.store.write_intent("edit", new, new_text)
-            if not runs_live.edit_chain(chain, live, new_live, [rule]):
-                nft.run(compiler.build_delete(rule, handles, delete_chain=last))
-            if new_text is not None:
-                write_atomic(Path(state.config), new_text)
+            with self._intending("edit", new, new_text):
+                if not runs_live.edit_chain(chain, live, new_live, [rule]):
+                    nft.run(compiler.build_delete(rule, handles, delete_chain=last))
+                if new_text is not None:
+                    write_atomic(Path(state.config), new_text)
             self.store.commit(new)
         where = "runtime only" if runtime or new_text is None else f"saved to {state.config}"
         return Outcome(f"deleted rule {rule_id} ({where})")
@@ -329,6 +329,22 @@ class Service:
                     self.store.clear_intent()
             sets_service.SetService(self.store.dir).recover_interrupted()
             yield
+
+    @contextlib.contextmanager
+    def _intending(self, op: str, new: State, config_text: str | None = None) -> Iterator[None]:
+        """Write the intended state before the kernel changes (the caller commits it after).
+        If the change fails, the state is settled against the kernel at once: a refused
+        transaction changed nothing, but a failure after the commit must not leave state.json
+        behind the kernel."""
+        self.store.write_intent(op, new, config_text)
+        try:
+            yield
+        except Exception:
+            try:
+                settle_intent(self.store, sets=False)
+            except MinifwError:
+                self.store.clear_intent()
+            raise
 
     def _require_up(self) -> State:
         state = self.store.load()

@@ -256,3 +256,25 @@ def test_a_writer_that_waits_says_so(lab, tmp_path):
     assert proc.stderr.count("waiting for another minifw command") == 1
     assert f"(pid {holder.pid})" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_refused_change_leaves_no_intent_behind(lab, tmp_path):
+    """A ruleset change the kernel refuses is settled at once: the next command has nothing to
+    finish, and state.json still matches the kernel."""
+    host = lab.host("server")
+    host.state_dir.mkdir(parents=True, exist_ok=True)
+    cfg = tmp_path / "minifw.toml"
+    cfg.write_text(CONFIG)
+    host.minifw("up", "--config", str(cfg))
+    # a backing set of the new config's set already in the kernel with another type: the
+    # kernel refuses the change
+    host.run(["nft", "add set inet minifw s_web2_v4 { type ipv6_addr; }"])
+    bad = tmp_path / "bad.toml"
+    bad.write_text(CONFIG + '\n[[set]]\nname = "web2"\nelements = ["198.18.4.0/24"]\n'
+                   '\n[[rule]]\nid = "web2"\nsrc = "@web2"\naction = "drop"\n')
+    proc = host.minifw("up", "--config", str(bad), check=False)
+    assert proc.returncode != 0 and proc.stderr.count("\n") == 1, proc.stderr
+    assert not (host.state_dir / "intent.json").exists()
+    st = json.loads(host.minifw("status", "--json").stdout)
+    st = json.loads(host.minifw("status", "--json").stdout)
+    assert st["rules"] == 2 and st["config"] == str(cfg)
