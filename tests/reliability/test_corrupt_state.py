@@ -276,5 +276,4 @@ def test_a_refused_change_leaves_no_intent_behind(lab, tmp_path):
     assert proc.returncode != 0 and proc.stderr.count("\n") == 1, proc.stderr
     assert not (host.state_dir / "intent.json").exists()
     st = json.loads(host.minifw("status", "--json").stdout)
-    st = json.loads(host.minifw("status", "--json").stdout)
     assert st["rules"] == 2 and st["config"] == str(cfg)
