@@ -9,18 +9,18 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from . import runs_live, sets_service
 from .compile import nft as compiler
 from .compile.sets import BAN_CHAIN
 from .daemon import supervise
-from .errors import ConfigError, KernelError, RuleError, StateError
+from .errors import ConfigError, KernelError, MinifwError, RuleError, StateError
 from .hooks.config import hook_files
 from .kernel import netns, nft, table
 from .model import Rule, Ruleset, add_rule_text, delete_rule_text, parse_config
 from .model.types import Hook
-from .state import DEFAULT_CONFIG, State, Store, write_atomic
+from .state import DEFAULT_CONFIG, REDERIVE, State, Store, write_atomic
 
 CLI_SOURCE = "minifw add"
 
@@ -60,12 +60,12 @@ class Service:
 
     def up(self, config: str | None) -> Outcome:
         path = os.path.abspath(config or DEFAULT_CONFIG)
-        with self.store.locked():
+        with self._writing(rederive=True):
             text, ruleset = read_config(path)
             hooks = hook_files(text, path)
             supervise.validate(hooks, ruleset)
             sets_service.SetService(self.store.dir).compact()
-            state = self.store.load()
+            state = self.store.load_or_none() or State()  # damaged: up rewrites it
             runners = supervise.plan_runners(hooks, self.store.dir)
             if (state.loaded and state.config == path and state.ruleset == ruleset.to_toml()
                     and table.exists() and self._in_sync(ruleset)):
@@ -76,8 +76,10 @@ class Service:
                 return Outcome(f"minifw is already up with {path}; "
                                + (runners.describe() or "nothing changed"),
                                self._warnings(ruleset))
-            self._load(ruleset, runners)
-            self.store.save(State(loaded=True, config=path, ruleset=ruleset.to_toml()))
+            new = State(loaded=True, config=path, ruleset=ruleset.to_toml())
+            with self._intending("load", new):
+                self._load(ruleset, runners)
+            self.store.commit(new)
             _hooks_started(supervise.apply(runners, self.store.dir),
                            f"minifw is up with {len(ruleset.rules)} rules from {path}")
         done = runners.describe()
@@ -95,8 +97,8 @@ class Service:
     def reload(self, config: str | None, restart_hooks: bool = False) -> Outcome:
         """Replace the declarative ruleset, and bring the [[hook]] runners in line: a runner
         whose file left the config stops, one whose file changed restarts, a new file starts."""
-        with self.store.locked():
-            state = self.store.load()
+        with self._writing(rederive=config is not None):
+            state = self.store.load() if config is None else self.store.load_or_none()
             path = os.path.abspath(config) if config else state.config
             if path is None:
                 raise StateError("nothing to reload: minifw has not been brought up here; "
@@ -105,8 +107,10 @@ class Service:
             hooks = hook_files(text, path)
             supervise.validate(hooks, ruleset)
             runners = supervise.plan_runners(hooks, self.store.dir, restart_all=restart_hooks)
-            self._load(ruleset, runners)
-            self.store.save(State(loaded=True, config=path, ruleset=ruleset.to_toml()))
+            new = State(loaded=True, config=path, ruleset=ruleset.to_toml())
+            with self._intending("load", new):
+                self._load(ruleset, runners)
+            self.store.commit(new)
             _hooks_started(supervise.apply(runners, self.store.dir),
                            f"reloaded {len(ruleset.rules)} rules from {path}")
         done = runners.describe()
@@ -130,23 +134,30 @@ class Service:
         sets_service.SetService(self.store.dir).after_load(ruleset, kernel_sets)
 
     def down(self) -> Outcome:
-        with self.store.locked():
-            state = self.store.load()
+        with self._writing(rederive=True):
+            state = self.store.load_or_none() or State()  # damaged: down rewrites it
             supervise.stop_all(self.store.dir)
             supervise.forget(self.store.dir)
             present = table.exists()
-            if present:
-                nft.run(compiler.build_down())
-            self.store.save(dataclasses.replace(state, loaded=False, ruleset={}))
+            new = dataclasses.replace(state, loaded=False, ruleset={})
+            with self._intending("down", new):
+                if present:
+                    nft.run(compiler.build_down())
+            self.store.commit(new)
         return Outcome("minifw is down: table inet minifw removed" if present
                        else "minifw was not loaded; nothing to remove")
 
     # ---- reads ---------------------------------------------------------------------------
     def _live(self, state: State | None = None) -> Ruleset:
         state = state or self.store.load()
-        return Ruleset.from_toml(state.ruleset)
+        try:
+            return Ruleset.from_toml(state.ruleset)
+        except ConfigError as exc:
+            raise StateError(f"{self.store.file} is damaged: its ruleset does not load "
+                             f"({exc}); {REDERIVE}") from None
 
     def status(self) -> dict[str, Any]:
+        sets_service.SetService(self.store.dir).settle_pending()
         state = self.store.load()
         present = table.exists()
         live = self._live(state) if state.loaded else Ruleset()
@@ -193,6 +204,7 @@ class Service:
                 "hook_problems": supervise.problems(self.store.dir)}
 
     def list_rules(self) -> dict[str, Any]:
+        sets_service.SetService(self.store.dir).settle_pending()
         state = self.store.load()
         if not state.loaded:
             return {"rules": []}
@@ -224,7 +236,7 @@ class Service:
 
     # ---- incremental edits -------------------------------------------------------------
     def add(self, fields: dict[str, Any], position: int | None, runtime: bool) -> Outcome:
-        with self.store.locked():
+        with self._writing():
             state = self._require_up()
             live = self._live(state)
             try:
@@ -252,23 +264,25 @@ class Service:
             if later:
                 handles = {lr.rule_id: lr.handle for lr in reversed(table.chain_rules(chain))}
                 before_handle = handles.get(later[0].id)
-            if not runs_live.edit_chain(chain, live, new_live):
-                nft.run(compiler.build_add(rule, new_live, chain in chains, before_handle))
-            if new_text is not None:
-                write_atomic(Path(state.config), new_text)
             toml = new_live.to_toml()
             runtime_ids = list(state.ruleset.get("runtime", []))
             if runtime:
                 runtime_ids.append(rule.id)
             if runtime_ids:
                 toml["runtime"] = runtime_ids
-            self.store.save(dataclasses.replace(state, ruleset=toml))
+            new = dataclasses.replace(state, ruleset=toml)
+            with self._intending("edit", new, new_text):
+                if not runs_live.edit_chain(chain, live, new_live):
+                    nft.run(compiler.build_add(rule, new_live, chain in chains, before_handle))
+                if new_text is not None:
+                    write_atomic(Path(state.config), new_text)
+            self.store.commit(new)
         where = "runtime only" if runtime else f"saved to {state.config}"
         return Outcome(f"added rule {rule.id} at {rule.hook.value}/{rule.priority} ({where})",
                        data={"id": rule.id})
 
     def delete(self, rule_id: str, runtime: bool) -> Outcome:
-        with self.store.locked():
+        with self._writing():
             state = self._require_up()
             live = self._live(state)
             rule = live.get(rule_id)
@@ -286,19 +300,51 @@ class Service:
             live_rules = table.chain_rules(chain)
             handles = [lr.handle for lr in live_rules if lr.rule_id == rule_id]
             last = len(handles) == len(live_rules)
-            if not runs_live.edit_chain(chain, live, new_live, [rule]):
-                nft.run(compiler.build_delete(rule, handles, delete_chain=last))
-            if new_text is not None:
-                write_atomic(Path(state.config), new_text)
             toml = new_live.to_toml()
             runtime_ids = [i for i in state.ruleset.get("runtime", []) if i != rule_id]
             if runtime_ids:
                 toml["runtime"] = runtime_ids
-            self.store.save(dataclasses.replace(state, ruleset=toml))
+            new = dataclasses.replace(state, ruleset=toml)
+            with self._intending("edit", new, new_text):
+                if not runs_live.edit_chain(chain, live, new_live, [rule]):
+                    nft.run(compiler.build_delete(rule, handles, delete_chain=last))
+                if new_text is not None:
+                    write_atomic(Path(state.config), new_text)
+            self.store.commit(new)
         where = "runtime only" if runtime or new_text is None else f"saved to {state.config}"
         return Outcome(f"deleted rule {rule_id} ({where})")
 
     # ---- helpers -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _writing(self, rederive: bool = False) -> Iterator[None]:
+        """The writers' lock, and the recovery of whatever a kill interrupted before.
+        ``rederive``: this command rewrites the state from a config, so a damaged intent or
+        state file is no obstacle."""
+        with self.store.locked():
+            if rederive:
+                try:
+                    self.store.read_intent()
+                except StateError:
+                    self.store.clear_intent()
+            sets_service.SetService(self.store.dir).recover_interrupted()
+            yield
+
+    @contextlib.contextmanager
+    def _intending(self, op: str, new: State, config_text: str | None = None) -> Iterator[None]:
+        """Write the intended state before the kernel changes (the caller commits it after).
+        If the change fails, the state is settled against the kernel at once: a refused
+        transaction changed nothing, but a failure after the commit must not leave state.json
+        behind the kernel."""
+        self.store.write_intent(op, new, config_text)
+        try:
+            yield
+        except Exception:
+            try:
+                settle_intent(self.store, sets=False)
+            except MinifwError:
+                self.store.clear_intent()
+            raise
+
     def _require_up(self) -> State:
         state = self.store.load()
         if not state.loaded or not table.exists():
@@ -329,3 +375,62 @@ def _chain_rules_or_empty(chain: str) -> list[table.LiveRule]:
         return table.chain_rules(chain)
     except KernelError:
         return []
+
+
+def settle_intent(store: Store, sets: bool = True) -> str | None:
+    """Make the state agree with the kernel after a kill between a ruleset change's kernel
+    commit and its state save (the lock held). The kernel's declarative chains are compared
+    with what the intended ruleset and the saved one compile to: the one the kernel holds is
+    kept; if it holds neither, the intended ruleset is applied again (one transaction). For a
+    load, the named sets are then sent again from the record (adds are idempotent), since
+    the kill may have cut that part short; ``sets=False`` leaves them (set recover). Returns
+    what was done, if anything."""
+    pending = store.read_intent()
+    if pending is None:
+        return None
+    try:
+        return _settle(store, *pending, sets=sets)
+    except ConfigError as exc:  # an intent or state whose ruleset does not load
+        store.clear_intent()
+        raise StateError(f"a ruleset change interrupted by a kill cannot be settled ({exc}); "
+                         f"{REDERIVE}") from None
+
+
+def _settle(store: Store, op: str, new: State, config_text: str | None, sets: bool) -> str:
+    old = store.load_or_none()
+    present = table.exists()
+    if op == "down":
+        if present:
+            store.clear_intent()
+            return "took back"
+        store.commit(new)
+        return "adopted"
+    ruleset = Ruleset.from_toml(new.ruleset)
+    layout = table.declarative_layout() if present else None
+    if layout == compiler.expected_layout(compiler.build_load(ruleset)):
+        done = "adopted"
+    elif (old is not None and old.loaded and present
+          and layout == compiler.expected_layout(compiler.build_load(Ruleset.from_toml(
+              old.ruleset)))):
+        store.clear_intent()
+        return "took back"
+    else:
+        chains, limits = table.objects()
+        kernel_sets, _, _ = sets_service.kernel_objects()
+        try:
+            nft.run(compiler.build_load(ruleset, chains, limits, kernel_sets))
+        except KernelError as exc:
+            store.clear_intent()
+            raise StateError(f"a ruleset change interrupted by a kill could not be completed "
+                             f"({exc}); run 'minifw reload --config FILE'") from exc
+        done = "applied again"
+    if op == "load" and sets:
+        service = sets_service.SetService(store.dir)
+        kernel_sets, _, _ = sets_service.kernel_objects()
+        service.after_load(ruleset, kernel_sets)
+        for name in service.record.names():
+            service.resend(name)
+    if config_text is not None and new.config:
+        write_atomic(Path(new.config), config_text)
+    store.commit(new)
+    return done

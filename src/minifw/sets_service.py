@@ -8,16 +8,20 @@ the kernel.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import ipaddress
 import itertools
+import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from .compile import nft as compiler
 from .compile import sets as ksets
-from .errors import ConfigError, KernelError
+from . import journal
+from .errors import ConfigError, KernelError, StateError
 from .kernel import nft, setelem, table
 from .model.ruleset import Ruleset
 from .model.sets import (
@@ -25,8 +29,10 @@ from .model.sets import (
     normalise_element,
     parse_duration,
 )
-from .setstore import CONFIG, RUNTIME, SetStore, distinct_sorted, now, pack, parse_import
-from .state import Store
+from .setstore import (
+    CONFIG, RECOVER, RUNTIME, SetStore, distinct_sorted, now, pack, parse_import,
+)
+from .state import Store, write_atomic
 
 LOAD_CHUNK = 250_000
 
@@ -59,14 +65,146 @@ def fresh_load(ruleset: Ruleset) -> dict[str, Any]:
     return document
 
 
+def _record_errors(fn):
+    """SQLite's errors from inside an operation, as minifw's: a damaged record says how to
+    rebuild it."""
+    @functools.wraps(fn)
+    def wrapper(self: "SetService", *args, **kwargs):
+        try:
+            return fn(self, *args, **kwargs)
+        except sqlite3.OperationalError as exc:
+            raise StateError(f"the set record {self.record.path} failed: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            raise self.record.damaged(f"unreadable ({exc})") from exc
+    return wrapper
+
+
+def _kernel_element(elem: Any, at: int) -> tuple[str, int]:
+    """(element text, absolute expiry or 0) of one element of an ``nft -j`` set listing."""
+    expiry = 0
+    if isinstance(elem, dict) and "elem" in elem:
+        if elem["elem"].get("expires"):
+            expiry = at + int(elem["elem"]["expires"])
+        elem = elem["elem"]["val"]
+    if isinstance(elem, dict) and "prefix" in elem:
+        return f"{elem['prefix']['addr']}/{elem['prefix']['len']}", expiry
+    return normalise_element(str(elem)), expiry
+
+
 class SetService:
     def __init__(self, state_dir: Path):
         self.store = Store(state_dir)
-        self.record = SetStore(state_dir)
+        self.record = SetStore(state_dir, may_create=self._record_may_start_empty)
+        self.journal_file = self.store.dir / "sets.journal"
         self.apply_seconds = 0.0  # time spent in the kernel transaction, for bench/scale
         self._sent = False        # an import's single addresses all reached the kernel
 
     # ---- helpers -------------------------------------------------------------------------
+    def _record_may_start_empty(self) -> bool:
+        """A missing sets.db starts empty only where nothing says it held anything: minifw
+        is not up here and no set of minifw's in the kernel holds an element (a listing of
+        those sets: slow at 1M elements, but this runs only when sets.db is missing)."""
+        state = self.store.load_or_none()
+        if state is None or state.loaded:
+            return False
+        try:
+            kernel_sets, _, _ = kernel_objects()
+            return not any(
+                entry.get("elem")
+                for kset in kernel_sets if ksets.owner_of(kset)
+                for entry in nft.items(nft.query(f"list set {ksets.FAMILY} {ksets.TABLE} {kset}",
+                                                 terse=False), "set"))
+        except KernelError:
+            return True  # no kernel to ask (not root): the writer will fail on the kernel
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """The writers' lock, and the recovery of whatever a kill interrupted before."""
+        with self.store.locked():
+            self.recover_interrupted()
+            yield
+
+    def recover_interrupted(self, sets: bool = True) -> None:
+        """Settle a ruleset change, then a set change, that a kill interrupted (the lock held)."""
+        from .service import settle_intent  # service.py imports this module
+        settle_intent(self.store, sets=sets)
+        if sets:
+            self.finish_journal()
+
+    def _journal(self, op: str, name: str, **what: Any) -> None:
+        data = journal.encode(op, name, **what)
+        try:
+            write_atomic(self.journal_file, data)
+        except IsADirectoryError:
+            raise StateError(f"{self.journal_file} is a directory, not minifw's journal (it "
+                             "holds no state); move it away") from None
+
+    def _journal_done(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.journal_file.unlink()
+
+    @contextlib.contextmanager
+    def _journaled(self, op: str, name: str, **what: Any) -> Iterator[None]:
+        """Journal a set change before the kernel sees it; drop the journal once the record
+        committed, or once the change failed and was taken back (a kill leaves it)."""
+        self._journal(op, name, **what)
+        try:
+            yield
+        except Exception:
+            self._journal_done()
+            raise
+        self._journal_done()
+
+    def pending(self) -> bool:
+        """A change interrupted by a kill waits to be settled."""
+        return self.journal_file.exists() or self.store.intent_file.exists()
+
+    def settle_pending(self) -> None:
+        """For readers: settle an interrupted change first, under the lock, if there is one."""
+        if self.pending():
+            with self._writing():
+                pass
+
+    def finish_journal(self) -> str | None:
+        """Redo the set change a kill interrupted (the lock held): each step is idempotent, so
+        the kernel and the record end up with the whole change. Returns its op, if any."""
+        try:
+            data = self.journal_file.read_bytes()
+        except FileNotFoundError:
+            return None
+        except IsADirectoryError:
+            raise StateError(f"{self.journal_file} is a directory, not minifw's journal (it "
+                             "holds no state); move it away") from None
+        except OSError as exc:
+            raise StateError(f"cannot read {self.journal_file}: {exc.strerror}") from exc
+        try:
+            entry = journal.decode(data)
+        except journal.JournalError as exc:
+            raise StateError(f"{self.journal_file} (a set change interrupted by a kill) is "
+                             f"damaged: {exc}; {RECOVER}") from None
+        op, name, items, expiry = entry["op"], entry["set"], entry["items"], entry["expiry"]
+        left = expiry - now() if expiry else None
+        try:
+            if left is not None and left <= 0:
+                pass  # it has expired meanwhile, in the kernel too
+            elif op == "ban":
+                self._ban(name, items, left, expiry)
+            elif op == "unban":
+                self._unban(name, items)
+            elif op == "flush":
+                if self.record.exists(name):
+                    self._flush(name)
+            else:
+                self._import_all(name, entry["four"], entry["six"], items, left, expiry,
+                                 str(self.journal_file))
+        except KernelError as exc:
+            self._journal_done()
+            raise StateError(f"the '{op}' of set {name} interrupted by a kill could not be "
+                             f"completed ({exc}); the record was kept; if the kernel disagrees "
+                             f"with it, {RECOVER}") from exc
+        self._journal_done()
+        return op
+
     def _name(self, name: str, source: str) -> str:
         if not SET_NAME_RE.match(name):
             raise ConfigError(f"'{name}' is not a set name: 1-32 letters, digits or '_', starting "
@@ -116,6 +254,7 @@ class SetService:
                               "CIDRs of one set disjoint. Unban one of them first", file=source)
 
     # ---- ban / unban -----------------------------------------------------------------------
+    @_record_errors
     def ban(self, elements: Iterable[str], timeout: str | None, name: str = DEFAULT_SET):
         source = "minifw ban"
         name = self._name(name, source)
@@ -126,33 +265,13 @@ class SetService:
             except ValueError as exc:
                 raise ConfigError(str(exc), file=source) from None
         items = list(dict.fromkeys(items))
-        with self.store.locked():
+        with self._writing():
             seconds = self._timeout(name, timeout, source)
             expiry = now() + seconds if seconds else 0
             self._check_cidrs(name, [i for i in items if "/" in i and not self.record.get(name, i)],
                               source)
-            present = [i for i in items if self.record.get(name, i)]
-            config = self.record.config_elements(name) & set(items) if seconds else set()
-            with self.record.transaction() as db:
-                if not self.record.exists(name):
-                    self.record.declare(db, name, None)
-                self.record.put(db, name, ((i, expiry) for i in items), RUNTIME)
-                if self._up():
-                    cmds = self._ensure(name, {element_kind(i) for i in items})
-                    # re-banning refreshes the timeout: delete then add in the same transaction;
-                    # an element the config lists stays permanent
-                    refresh = ksets.build_elements("delete", name, ((i, None) for i in present))
-                    add = ksets.build_elements("add", name, ((i, None if i in config else seconds)
-                                                             for i in items))
-                    try:
-                        self._run(cmds + refresh + add)
-                    except KernelError:
-                        if not refresh:
-                            raise
-                        self._run(cmds + add)
-                    where = ""
-                else:
-                    where = " (minifw is down: recorded, applied at the next 'minifw up')"
+            with self._journaled("ban", name, items=items, expiry=expiry):
+                config, where = self._ban(name, items, seconds, expiry)
         until = f" for {format_duration(seconds)}" if seconds else ""
         kept = "".join(f"\n{i} stays permanent in set {name}: the config lists it"
                        for i in items if i in config)
@@ -165,6 +284,32 @@ class SetService:
                         data={"set": name, "banned": items, "timeout": seconds,
                               "apply_ms": round(self.apply_seconds * 1000, 3)})
 
+    def _ban(self, name: str, items: list[str], seconds: int | None,
+             expiry: int) -> tuple[set[str], str]:
+        """Record and apply a ban (the lock held); (config elements among ``items``, where)."""
+        present = [i for i in items if self.record.get(name, i)]
+        config = self.record.config_elements(name) & set(items) if seconds else set()
+        with self.record.transaction() as db:
+            if not self.record.exists(name):
+                self.record.declare(db, name, None)
+            self.record.put(db, name, ((i, expiry) for i in items), RUNTIME)
+            if not self._up():
+                return config, " (minifw is down: recorded, applied at the next 'minifw up')"
+            cmds = self._ensure(name, {element_kind(i) for i in items})
+            # re-banning refreshes the timeout: delete then add in the same transaction;
+            # an element the config lists stays permanent
+            refresh = ksets.build_elements("delete", name, ((i, None) for i in present))
+            add = ksets.build_elements("add", name, ((i, None if i in config else seconds)
+                                                     for i in items))
+            try:
+                self._run(cmds + refresh + add)
+            except KernelError:
+                if not refresh:
+                    raise
+                self._run(cmds + add)
+        return config, ""
+
+    @_record_errors
     def unban(self, elements: Iterable[str], name: str = DEFAULT_SET):
         source = "minifw unban"
         name = self._name(name, source)
@@ -174,47 +319,57 @@ class SetService:
                 items.append(normalise_element(raw))
             except ValueError as exc:
                 raise ConfigError(str(exc), file=source) from None
-        lines, removed, absent = [], [], []
-        with self.store.locked():
-            with self.record.transaction() as db:
-                for item in dict.fromkeys(items):
-                    row = self.record.get(name, item)
-                    if row and row[1] & RUNTIME:
-                        removed.append(item)
-                        if row[1] & CONFIG:
-                            lines.append(f"{item} stays in set {name}: the config lists it")
-                        continue
-                    if row:
-                        lines.append(f"{item} is in set {name} from the config; remove it there "
-                                     "and run 'minifw reload'")
-                        continue
-                    absent.append(item)
-                    cover = covering(item, self.record.cidrs(name))
-                    if cover:
-                        lines.append(f"{item} is not banned itself; it is covered by "
-                                     f"{', '.join(cover)} in set {name}; unban that CIDR to lift "
-                                     "it")
-                    else:
-                        lines.append(f"{item} is not in set {name}; nothing to unban")
-                self.record.drop_origin(db, name, removed, RUNTIME)
-                gone = [i for i in removed if self.record.get(name, i) is None]
-                if gone and self._up():
-                    try:
-                        self._run(ksets.build_elements("delete", name, ((i, None) for i in gone)))
-                    except KernelError:
-                        # an element may have expired in the kernel a moment before the record
-                        for i in gone:
-                            try:
-                                self._run(ksets.build_elements("delete", name, [(i, None)]))
-                            except KernelError:
-                                pass
+        with self._writing():
+            items = list(dict.fromkeys(items))
+            with self._journaled("unban", name, items=items):
+                lines, removed, absent = self._unban(name, items)
         if removed:
             lines.insert(0, f"unbanned {len(removed)} element(s) from set {name}")
         return _outcome("\n".join(lines), data={"set": name, "unbanned": removed,
                                                 "absent": absent, "messages": lines,
                                                 "apply_ms": round(self.apply_seconds * 1000, 3)})
 
+    def _unban(self, name: str, items: list[str]) -> tuple[list[str], list[str], list[str]]:
+        """Remove runtime elements (the lock held): (messages, removed, absent)."""
+        lines: list[str] = []
+        removed: list[str] = []
+        absent: list[str] = []
+        with self.record.transaction() as db:
+            for item in items:
+                row = self.record.get(name, item)
+                if row and row[1] & RUNTIME:
+                    removed.append(item)
+                    if row[1] & CONFIG:
+                        lines.append(f"{item} stays in set {name}: the config lists it")
+                    continue
+                if row:
+                    lines.append(f"{item} is in set {name} from the config; remove it there "
+                                 "and run 'minifw reload'")
+                    continue
+                absent.append(item)
+                cover = covering(item, self.record.cidrs(name))
+                if cover:
+                    lines.append(f"{item} is not banned itself; it is covered by "
+                                 f"{', '.join(cover)} in set {name}; unban that CIDR to lift "
+                                 "it")
+                else:
+                    lines.append(f"{item} is not in set {name}; nothing to unban")
+            self.record.drop_origin(db, name, removed, RUNTIME)
+            gone = [i for i in removed if self.record.get(name, i) is None]
+            if gone and self._up():
+                try:
+                    self._run(ksets.build_elements("delete", name, ((i, None) for i in gone)))
+                except KernelError:
+                    # an element may have expired in the kernel a moment before the record
+                    for i in gone:
+                        try:
+                            self._run(ksets.build_elements("delete", name, [(i, None)]))
+                        except KernelError:
+                            pass
+        return lines, removed, absent
+
     # ---- import / flush / list -------------------------------------------------------------
+    @_record_errors
     def import_file(self, name: str, path: str, skip_invalid: bool, timeout: str | None):
         source = "minifw set import"
         name = self._name(name, source)
@@ -227,37 +382,12 @@ class SetService:
         inner = first_overlap(cidrs)
         if inner:
             raise ConfigError(f"{inner[0]} overlaps {inner[1]}; nothing was imported", file=path)
-        with self.store.locked():
+        with self._writing():
             seconds = self._timeout(name, timeout, source)
             expiry = now() + seconds if seconds else 0
             self._check_cidrs(name, [c for c in cidrs if not self.record.get(name, c)], path)
-            up = self._up()
-            if up:  # the backing sets exist, and are looked up, before elements arrive
-                kinds = {element_kind(c) for c in cidrs}
-                kinds |= {(4, False)} if four else set()
-                kinds |= {(6, False)} if six else set()
-                self._run(self._ensure(name, kinds))
-            cidr_cmds = ksets.build_bulk_add(name, [], cidrs, seconds) if up else []
-            self._sent = False
-            try:
-                count = self._import(name, four, six, cidrs, cidr_cmds, seconds, expiry, up)
-            except KernelError as exc:
-                if not (self._sent or isinstance(exc, setelem.PartialAdd)):
-                    raise
-                # The record did not take the import, but the kernel took (part of) its single
-                # addresses: put those sets back as the record has them (flushed and refilled,
-                # so for a moment they are empty; this runs only when the kernel failed us).
-                self._run(ksets.build_flush_singles(name))
-                self._load_all(name, singles_only=True)
-                raise KernelError(f"{path}: set {name}: the import failed and was taken "
-                                  f"back: {exc}") from exc
-            config = self.record.config_elements(name) if up and seconds else set()
-            if config:  # the import gave some a timeout in the kernel: they stay permanent
-                keys = set(four) | set(six)
-                touched = [e for e in config if (e in cidrs if "/" in e else pack(e) in keys)]
-                del keys
-                if touched:
-                    self._run(ksets.build_elements("add", name, ((e, None) for e in touched)))
+            with self._journaled("import", name, items=cidrs, expiry=expiry, four=four, six=six):
+                count, up = self._import_all(name, four, six, cidrs, seconds, expiry, path)
             where = "" if up else (" (minifw is down: recorded, applied at the next "
                                    "'minifw up')")
         del four, six, cidrs
@@ -267,6 +397,38 @@ class SetService:
                            if len(skipped) > 20 else []),
                         data={"set": name, "imported": count, "skipped": len(skipped),
                               "apply_ms": round(self.apply_seconds * 1000, 3)})
+
+    def _import_all(self, name: str, four: list[bytes], six: list[bytes], cidrs: list[str],
+                    seconds: int | None, expiry: int, path: str) -> tuple[int, bool]:
+        """Record and apply an import (the lock held): (element count, minifw up?)."""
+        up = self._up()
+        if up:  # the backing sets exist, and are looked up, before elements arrive
+            kinds = {element_kind(c) for c in cidrs}
+            kinds |= {(4, False)} if four else set()
+            kinds |= {(6, False)} if six else set()
+            self._run(self._ensure(name, kinds))
+        cidr_cmds = ksets.build_bulk_add(name, [], cidrs, seconds) if up else []
+        self._sent = False
+        try:
+            count = self._import(name, four, six, cidrs, cidr_cmds, seconds, expiry, up)
+        except KernelError as exc:
+            if not (self._sent or isinstance(exc, setelem.PartialAdd)):
+                raise
+            # The record did not take the import, but the kernel took (part of) its single
+            # addresses: put those sets back as the record has them (flushed and refilled,
+            # so for a moment they are empty; this runs only when the kernel failed us).
+            self._run(ksets.build_flush_singles(name))
+            self._load_all(name, singles_only=True)
+            raise KernelError(f"{path}: set {name}: the import failed and was taken "
+                              f"back: {exc}") from exc
+        config = self.record.config_elements(name) if up and seconds else set()
+        if config:  # the import gave some a timeout in the kernel: they stay permanent
+            keys = set(four) | set(six)
+            touched = [e for e in config if (e in cidrs if "/" in e else pack(e) in keys)]
+            del keys
+            if touched:
+                self._run(ksets.build_elements("add", name, ((e, None) for e in touched)))
+        return count, up
 
     def _import(self, name: str, four: list[bytes], six: list[bytes], cidrs: list[str],
                 cidr_cmds: list[dict[str, Any]], seconds: int | None, expiry: int,
@@ -316,24 +478,31 @@ class SetService:
                 raise failure[0]
         return count
 
+    @_record_errors
     def flush(self, name: str):
         name = self._name(name, "minifw set flush")
-        with self.store.locked():
+        with self._writing():
             if not self.record.exists(name):
                 raise ConfigError(f"there is no set '{name}'", file="minifw set flush")
             before = self.record.counts(name)["elements"]
-            with self.record.transaction() as db:
-                self.record.flush(db, name)
-                if self._up():
-                    cmds = self._ensure(name) + ksets.build_flush(name)
-                    if name == DEFAULT_SET:  # nothing left to look up
-                        cmds += ksets.build_ban_chain(())
-                    self._run(cmds)
+            with self._journaled("flush", name):
+                self._flush(name)
         return _outcome(f"flushed set {name}: {before} element(s) removed (config elements "
                         "return at the next 'minifw reload')")
 
+    def _flush(self, name: str) -> None:
+        with self.record.transaction() as db:
+            self.record.flush(db, name)
+            if self._up():
+                cmds = self._ensure(name) + ksets.build_flush(name)
+                if name == DEFAULT_SET:  # nothing left to look up
+                    cmds += ksets.build_ban_chain(())
+                self._run(cmds)
+
+    @_record_errors
     def list_set(self, name: str, page: int, page_size: int) -> dict[str, Any]:
         name = self._name(name, "minifw set list")
+        self.settle_pending()
         if not self.record.exists(name):
             raise ConfigError(f"there is no set '{name}'", file="minifw set list")
         at = now()
@@ -343,14 +512,53 @@ class SetService:
                 "pages": max(1, -(-counts["elements"] // page_size)),
                 "items": [{"element": a, "expires_in": (e - at) if e else None} for a, e in rows]}
 
+    @_record_errors
     def summary(self) -> list[dict[str, Any]]:
         at = now()
         return [{"name": n, **self.record.counts(n, at)} for n in self.record.names()]
 
+    @_record_errors
+    def recover(self):
+        """Rebuild the set record from the kernel's sets: one listing of each backing set.
+        Timeouts keep what the kernel has left of them; elements the loaded config lists are
+        config elements, the others runtime ones. A pending set journal is dropped: the
+        kernel is the truth now."""
+        with self.store.locked():
+            self.recover_interrupted(sets=False)
+            state = self.store.load_or_none()
+            definitions = []
+            if state is not None and state.loaded:
+                try:
+                    definitions = list(Ruleset.from_toml(state.ruleset).sets)
+                except ConfigError:
+                    definitions = []
+            kernel_sets, _, _ = kernel_objects()
+            found: dict[str, list[tuple[str, int]]] = {d.name: [] for d in definitions}
+            at = now()
+            for kset in sorted(kernel_sets):
+                owner = ksets.owner_of(kset)
+                if owner is None:
+                    continue
+                listing = nft.query(f"list set {ksets.FAMILY} {ksets.TABLE} {kset}", terse=False)
+                rows = found.setdefault(owner, [])
+                for entry in nft.items(listing, "set"):
+                    rows += [_kernel_element(e, at) for e in entry.get("elem", [])]
+            kept = self.record.rebuild(found, {d.name: d.timeout for d in definitions},
+                                       {d.name: set(d.elements) for d in definitions})
+            self._journal_done()
+        total = sum(len(v) for v in found.values())
+        return _outcome(f"rebuilt the set record {self.record.path} from the kernel: {total} "
+                        f"element(s) in {len(found)} set(s)"
+                        + (f"; the previous files are kept as {kept}*" if kept else ""),
+                        data={"sets": {k: len(v) for k, v in found.items()},
+                              "kept": str(kept) if kept else None})
+
     # ---- across loads ----------------------------------------------------------------------
+    @_record_errors
     def compact(self) -> int:
         return self.record.compact()
 
+    @_record_errors
     def after_load(self, ruleset: Ruleset, present_before: set[str]) -> None:
         """Bring the kernel's named sets in line with the config and the record, sending only the
         difference to sets that were already loaded, and everything to sets that were not."""
@@ -396,6 +604,11 @@ class SetService:
                 if cmds:
                     nft.run({"nftables": cmds})
                 self._load_all(name)
+
+    def resend(self, name: str) -> None:
+        """Send every recorded element of ``name`` to the kernel again (adds are idempotent):
+        after a kill may have cut a load short."""
+        self._load_all(name)
 
     def _load_all(self, name: str, singles_only: bool = False) -> None:
         """Send every live recorded element of ``name`` with its remaining time: rows in chunks

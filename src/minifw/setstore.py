@@ -29,13 +29,16 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import errno
 import itertools
 import operator
+import os
+import shutil
 import socket
 import sqlite3
 import time
 from pathlib import Path
-from typing import Iterable, Iterator, TextIO
+from typing import Callable, Iterable, Iterator, TextIO
 
 from .errors import ConfigError, StateError
 from .model.sets import normalise_element
@@ -110,22 +113,108 @@ def distinct_sorted(keys: list[bytes]) -> list[bytes]:
 _LIVE_BITS = bytes(8 - bin(b).count("1") for b in range(256))  # live addresses per dead-map byte
 
 
+RECOVER = "run 'minifw set recover' to rebuild it from the kernel's sets"
+_TABLES = ("block", "cidr", "elem", "named", "tally")
+
+
+def header_problem(head: bytes, size: int) -> str | None:
+    """What is wrong with a database file whose first bytes are ``head`` and whose length is
+    ``size``, judged from its 100-byte header alone; None if it looks whole. Pure."""
+    if size == 0:
+        return "empty (0 bytes)"
+    if size < 100 or not head.startswith(b"SQLite format 3\0"):
+        return "not an SQLite database"
+    page = int.from_bytes(head[16:18], "big")
+    page = 65536 if page == 1 else page
+    pages = int.from_bytes(head[28:32], "big")
+    if page < 512 or page & (page - 1):
+        return "damaged (bad page size)"
+    if pages and page * pages > size:
+        return f"truncated ({size} of {page * pages} bytes)"
+    return None
+
+
 class SetStore:
-    def __init__(self, directory: Path):
+    """``may_create``: whether a missing sets.db may start empty (a fresh state directory); if
+    not, a missing record is an error, never an empty set."""
+
+    def __init__(self, directory: Path, may_create: Callable[[], bool] | None = None):
         self.path = Path(directory) / "sets.db"
         self._db: sqlite3.Connection | None = None
+        self._may_create = may_create
+
+    def damaged(self, what: str) -> StateError:
+        return StateError(f"the set record {self.path} is {what}; {RECOVER}")
+
+    def _check_file(self) -> bool:
+        """True if sets.db exists and looks whole; False if it is missing; raises if damaged."""
+        for extra in ("", "-wal", "-shm"):
+            p = Path(f"{self.path}{extra}")
+            if p.is_dir():
+                raise StateError(f"{p} is a directory, not minifw's set record (it holds no "
+                                 "state); move it away")
+        try:
+            with open(self.path, "rb") as fh:
+                head = fh.read(100)
+                size = os.fstat(fh.fileno()).st_size
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            if exc.errno == errno.EACCES:
+                raise
+            raise StateError(f"cannot read the set record {self.path}: {exc.strerror}") from exc
+        problem = header_problem(head, size)
+        if problem:
+            raise self.damaged(problem)
+        return True
+
+    def _create(self) -> None:
+        """A new, empty record, made under another name and renamed: a sets.db that exists is
+        always a whole one."""
+        tmp = self.path.with_name(".sets.db.new")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        for extra in ("-wal", "-shm"):  # left from a record that is gone: not ours any more
+            with contextlib.suppress(FileNotFoundError):
+                Path(f"{self.path}{extra}").unlink()
+        db = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            db.executescript(_SCHEMA)
+        finally:
+            db.close()
+        os.replace(tmp, self.path)
 
     @property
     def db(self) -> sqlite3.Connection:
         if self._db is None:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+                if not self._check_file():
+                    if self._may_create is not None and not self._may_create():
+                        raise StateError(
+                            f"the set record {self.path} is missing while minifw has state "
+                            f"here; {RECOVER}")
+                    self._create()
                 db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
-                db.execute("PRAGMA cache_size=-131072")  # 128 MiB while importing
-                db.executescript(_SCHEMA)
+                try:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    db.execute("PRAGMA synchronous=NORMAL")
+                    db.execute("PRAGMA cache_size=-131072")  # 128 MiB while importing
+                    found = {r[0] for r in db.execute(
+                        "SELECT name FROM sqlite_master WHERE type='table'")}
+                except BaseException:
+                    db.close()
+                    raise
+                if "elem" not in found:
+                    db.close()
+                    raise self.damaged("missing its tables")
+                if not set(_TABLES) <= found:  # a record from before a table was added
+                    db.executescript(_SCHEMA)
+            except sqlite3.DatabaseError as exc:
+                raise self.damaged(f"unreadable ({exc})") from exc
             except (OSError, sqlite3.Error) as exc:
+                if isinstance(exc, PermissionError):
+                    raise
                 raise StateError(f"cannot open the set record {self.path}: {exc}") from exc
             self._db = db
         return self._db
@@ -141,6 +230,9 @@ class SetStore:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+        # Fold the change into the database file now: a -wal file damaged later then loses
+        # nothing (SQLite ignores a write-ahead log whose checksums do not match).
+        db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     # ---- reads -------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -474,6 +566,51 @@ class SetStore:
             db.execute("DELETE FROM tally WHERE expiry != 0 AND expiry <= ?", (at,))
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return gone
+
+    def rebuild(self, found: dict[str, list[tuple[str, int]]], timeouts: dict[str, int | None],
+                config: dict[str, set[str]]) -> Path | None:
+        """Replace the record by what the kernel holds: ``found`` maps each named set to its
+        (element, absolute expiry or 0) pairs. Elements the config lists get origin config, the
+        others runtime. The old files are kept aside, under a name returned."""
+        self.close()
+        # built aside and renamed into place: a kill meanwhile leaves the old files, never a
+        # half-filled record that would pass for a whole one
+        work = self.path.parent / ".recover"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(mode=0o750)
+        fresh = SetStore(work)
+        with fresh.transaction() as db:
+            for name, elements in found.items():
+                fresh.declare(db, name, timeouts.get(name))
+                listed = config.get(name, set())
+                groups: dict[tuple[int, int], list[bytes]] = {}
+                rows: list[tuple[str, int, int]] = []
+                for addr, expiry in elements:
+                    if addr in listed:
+                        rows.append((addr, 0, CONFIG))
+                    elif "/" in addr:
+                        rows.append((addr, expiry, RUNTIME))
+                    else:
+                        key = pack(addr)
+                        groups.setdefault((len(key), expiry), []).append(key)
+                for (_, expiry), keys in sorted(groups.items()):
+                    if len(keys) >= 64:  # many of one expiry: an import, kept as a block
+                        fresh.import_keys(db, name, distinct_sorted(keys), expiry)
+                    else:
+                        rows += [(unpack(k), expiry, RUNTIME) for k in keys]
+                for addr, expiry, origin in rows:
+                    fresh.put(db, name, [(addr, expiry)], origin)
+        fresh.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        fresh.close()
+        kept = None
+        if any(Path(f"{self.path}{extra}").exists() for extra in ("", "-wal", "-shm")):
+            kept = self.path.with_name(f"sets.db.before-recover-{int(time.time())}")
+            for extra in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(f"{self.path}{extra}", f"{kept}{extra}")
+        os.replace(work / "sets.db", self.path)
+        shutil.rmtree(work, ignore_errors=True)
+        return kept
 
     def close(self) -> None:
         if self._db is not None:

@@ -2,23 +2,33 @@
 
 One state directory per instance (``--state-dir`` / ``MINIFW_STATE_DIR``), so independent
 instances, one per network namespace, run side by side.
+
+A change of the loaded ruleset reaches the kernel before ``state.json`` is rewritten. So the
+state it will have is written first, to ``intent.json``, and removed once ``state.json`` says
+the same (``commit``). A kill in between leaves the intent behind; the next command that takes
+the lock settles it against the kernel (service.settle_intent) before anything else.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import json
 import os
+import sys
 import tempfile
+import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .errors import StateError
 
 DEFAULT_STATE_DIR = "/var/lib/minifw"
 DEFAULT_CONFIG = "/etc/minifw/minifw.toml"
+WAIT_NOTICE = 1.0  # seconds a writer waits for the lock before it says so
+REDERIVE = "run 'minifw reload --config FILE' (or 'minifw up --config FILE') to rewrite it"
 
 
 def state_dir_from_env(explicit: str | None) -> Path:
@@ -32,10 +42,38 @@ class State:
     ruleset: dict[str, Any] = dataclasses.field(default_factory=dict)  # the live ruleset, TOML form
 
 
+def state_from_json(data: Any) -> State:
+    """A State from the parsed JSON of state.json; ValueError saying what is wrong. Pure."""
+    if not isinstance(data, dict):
+        raise ValueError(f"it holds a JSON {type(data).__name__}, not an object")
+    loaded, config, ruleset = data.get("loaded", False), data.get("config"), data.get("ruleset")
+    if not isinstance(loaded, bool):
+        raise ValueError("its 'loaded' is not true or false")
+    if config is not None and not isinstance(config, str):
+        raise ValueError("its 'config' is not a file name")
+    if ruleset is None:
+        ruleset = {}
+    if not isinstance(ruleset, dict):
+        raise ValueError("its 'ruleset' is not an object")
+    runtime = ruleset.get("runtime", [])
+    if not isinstance(runtime, list) or not all(isinstance(i, str) for i in runtime):
+        raise ValueError("its 'ruleset.runtime' is not a list of rule ids")
+    return State(loaded=loaded, config=config, ruleset=ruleset)
+
+
+def _say_waiting(message: str) -> None:
+    # The one line a lower layer writes itself: the wait happens before any result exists.
+    print(message, file=sys.stderr, flush=True)
+
+
 class Store:
+    on_wait: Callable[[str], None] = staticmethod(_say_waiting)
+
     def __init__(self, directory: Path):
         self.dir = Path(directory)
         self.file = self.dir / "state.json"
+        self.intent_file = self.dir / "intent.json"
+        self.lock_file = self.dir / "lock"
 
     def _ensure(self) -> None:
         try:
@@ -43,38 +81,148 @@ class Store:
         except OSError as exc:
             raise StateError(f"cannot create state directory {self.dir}: {exc.strerror}") from exc
 
-    def load(self) -> State:
+    def _read(self, path: Path) -> State | None:
         try:
-            data = json.loads(self.file.read_text())
+            data = json.loads(path.read_text())
         except FileNotFoundError:
-            return State()
+            return None
+        except IsADirectoryError:
+            raise StateError(f"{path} is a directory, not minifw's state file; move it away and "
+                             f"{REDERIVE}") from None
         except (OSError, ValueError) as exc:
-            raise StateError(f"cannot read {self.file}: {exc}; remove it and run 'minifw up'") from exc
-        return State(loaded=bool(data.get("loaded")), config=data.get("config"),
-                     ruleset=data.get("ruleset") or {})
+            why = exc.strerror if isinstance(exc, OSError) else f"it is not JSON ({exc})"
+            raise StateError(f"cannot read {path}: {why}; {REDERIVE}") from None
+        try:
+            return state_from_json(data)
+        except ValueError as exc:
+            raise StateError(f"{path} is damaged: {exc}; {REDERIVE}") from None
+
+    def load(self) -> State:
+        return self._read(self.file) or State()
+
+    def load_or_none(self) -> State | None:
+        """The state, or None when state.json is damaged (for the commands that rewrite it)."""
+        try:
+            return self.load()
+        except StateError:
+            return None
 
     def save(self, state: State) -> None:
         self._ensure()
-        write_atomic(self.file, json.dumps(dataclasses.asdict(state), indent=1) + "\n")
+        _replace(self.file, _dumps(state) + "\n")
 
+    # ---- the intent: the state a ruleset change in flight will leave -----------------------
+    def write_intent(self, op: str, state: State, config_text: str | None = None) -> None:
+        """Before the kernel changes: the state it will have (and, for add/delete, the config
+        file's new text)."""
+        self._ensure()
+        _replace(self.intent_file, f'{{"op": {json.dumps(op)}, "config_text": '
+                                   f'{json.dumps(config_text)}, "state": {_dumps(state)}}}\n')
+
+    def read_intent(self) -> tuple[str, State, str | None] | None:
+        """(op, state, config text) of a change interrupted by a kill, or None."""
+        try:
+            data = json.loads(self.intent_file.read_text())
+        except FileNotFoundError:
+            return None
+        except IsADirectoryError:
+            raise StateError(f"{self.intent_file} is a directory, not minifw's (it holds no "
+                             "state); move it away") from None
+        except (OSError, ValueError) as exc:
+            raise StateError(f"{self.intent_file} (a ruleset change in flight) is damaged: "
+                             f"{exc}; {REDERIVE}") from None
+        try:
+            if not isinstance(data, dict) or data.get("op") not in ("load", "edit", "down") \
+                    or not (data.get("config_text") is None
+                            or isinstance(data["config_text"], str)):
+                raise ValueError("it has the wrong shape")
+            return data["op"], state_from_json(data.get("state")), data.get("config_text")
+        except ValueError as exc:
+            raise StateError(f"{self.intent_file} (a ruleset change in flight) is damaged: "
+                             f"{exc}; {REDERIVE}") from None
+
+    def clear_intent(self) -> None:
+        try:
+            self.intent_file.unlink()
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError:
+            raise StateError(f"{self.intent_file} is a directory, not minifw's (it holds no "
+                             "state); move it away") from None
+
+    def commit(self, state: State) -> None:
+        """The kernel took the change: state.json says so, and the intent goes."""
+        self.save(state)
+        self.clear_intent()
+
+    # ---- the lock --------------------------------------------------------------------------
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        """Serialize writers: one mutating command at a time per state directory."""
+        """Serialize writers: one mutating command at a time per state directory. The holder's
+        pid is in the lock file, for the notice of a writer that waits."""
         self._ensure()
-        with open(self.dir / "lock", "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        except IsADirectoryError:
+            raise StateError(f"{self.lock_file} is a directory, not minifw's lock file (it holds "
+                             "no state); remove that directory") from None
+        except OSError as exc:
+            if exc.errno == errno.EACCES:
+                raise
+            raise StateError(f"cannot open the lock file {self.lock_file}: "
+                             f"{exc.strerror}") from exc
+        try:
+            self._acquire(fd)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             try:
                 yield
             finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def _acquire(self, fd: int) -> None:
+        deadline = time.monotonic() + WAIT_NOTICE
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                pass
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.02)
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        self.on_wait(f"waiting for another minifw command (pid "
+                     f"{holder if holder.isdigit() else 'unknown'})")
+        fcntl.flock(fd, fcntl.LOCK_EX)
 
 
-def write_atomic(path: Path, text: str) -> None:
+def _dumps(state: State) -> str:
+    # no dataclasses.asdict: its deep copy of a 10k-rule ruleset costs more than the write
+    return json.dumps({"loaded": state.loaded, "config": state.config,
+                       "ruleset": state.ruleset}, separators=(",", ":"))
+
+
+def _replace(path: Path, text: str) -> None:
+    try:
+        write_atomic(path, text)
+    except IsADirectoryError:
+        raise StateError(f"{path} is a directory, not minifw's; move it away and run the "
+                         "command again") from None
+    except OSError as exc:
+        if exc.errno == errno.EACCES:
+            raise
+        raise StateError(f"cannot write {path}: {exc.strerror}") from exc
+
+
+def write_atomic(path: Path, text: str | bytes) -> None:
     """Write through a temporary file and rename, so readers never see half a file."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "w") as fh:
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as fh:
             fh.write(text)
         with contextlib.suppress(FileNotFoundError):
             os.chmod(tmp, path.stat().st_mode & 0o7777)

@@ -42,7 +42,7 @@ def unban(ctx, elements, set_name, as_json):
 
 @click.group(name="set")
 def set_group():
-    """Named address sets: import, list, flush."""
+    """Named address sets: import, list, flush, recover."""
 
 
 @set_group.command(name="import")
@@ -81,6 +81,16 @@ def list_(ctx, name, page, page_size, as_json):
     for item in data["items"]:
         left = item["expires_in"]
         click.echo(f"  {item['element']:<43} {'permanent' if left is None else 'expires in ' + format_duration(max(left, 1))}")
+
+
+@set_group.command()
+@json_option
+@click.pass_context
+@guarded
+def recover(ctx, as_json):
+    """Rebuild the set record (sets.db) from the kernel's sets, when it is missing or damaged."""
+    outcome = _sets(ctx).recover()
+    _dump(outcome.data) if as_json else _emit(outcome)
 
 
 @set_group.command()
