@@ -6,6 +6,7 @@ config and state. Bad input raises before the kernel or any file is touched.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from pathlib import Path

@@ -102,9 +102,6 @@ def test_damaged_state_files(lab, tmp_path):
     damaged_files(lab, tmp_path, FILES, "corrupt state")
 
 
-@pytest.mark.xfail(reason="hook-runner records are read by daemon/hookstate.py, which the "
-                   "hook-runner change (issue 11, defect 2) reworks; a record of the wrong shape "
-                   "still raises there", strict=False)
 def test_damaged_hook_records(lab, tmp_path):
     damaged_files(lab, tmp_path, HOOK_RECORDS, "corrupt hook records")
 

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import textwrap
-import time
 
 import pytest
 

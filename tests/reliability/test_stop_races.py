@@ -277,7 +277,7 @@ def hook_chains(host) -> list[str]:
 
 @pytest.mark.timeout(rkit.scale(300, 900))
 def test_sigterm_to_a_runner_under_a_flood(lab):
-    from kit import CLIENT4, SERVER4, pair
+    from kit import SERVER4, pair
     from minifw.lab import MINIFW
 
     server, client = pair(lab)

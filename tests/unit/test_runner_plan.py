@@ -11,7 +11,9 @@ from minifw.daemon.supervise import plan_runners
 def record(state_dir, pid, file, managed=True, digest=None):
     hookstate.write_record(state_dir, {"pid": pid, "file": file, "managed": managed,
                                        "digest": digest, "queues": [
-                                           {"chain": f"hook_q{pid % 1000 + 1000}_f"}]})
+                                           {"chain": f"hook_q{pid % 1000 + 1000}_f",
+                                            "function": "f", "queue": pid % 1000 + 1000,
+                                            "hook": "input", "priority": 0}]})
 
 
 def dead_pid():

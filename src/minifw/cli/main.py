@@ -204,20 +204,25 @@ def status(ctx, as_json):
     for w in st["warnings"]:
         click.echo(f"warning: {w}")
     for p in st["hook_problems"]:
-        state = "was not restarted" if p["running"] else "is not running"
-        click.echo(f"warning: hook file {p['file']} {state}: {p['reason']}")
+        click.echo(f"warning: {_problem_text(p)}")
     _hook_problems(st["hook_problems"])
+
+
+def _problem_text(p: dict[str, Any]) -> str:
+    if p["file"] is None:  # a damaged runner record: the reason says it all
+        return p["reason"]
+    state = "was not restarted" if p["running"] else "is not running"
+    return f"hook file {p['file']} {state}: {p['reason']}"
 
 
 def _hook_problems(problems: list[dict[str, Any]]) -> None:
     """A hook that is not running as asked makes `status` fail, in one line."""
     if len(problems) == 1:
-        (p,) = problems
-        state = "was not restarted" if p["running"] else "is not running"
-        _fail(f"hook file {p['file']} {state}: {p['reason']}")
+        _fail(_problem_text(problems[0]))
     elif problems:
-        _fail(f"{len(problems)} hook files are not running as asked: "
-              f"{', '.join(p['file'] for p in problems)}; 'minifw status' says why")
+        _fail(f"{len(problems)} hooks are not running as asked: "
+              f"{', '.join(p['file'] or 'a damaged runner record' for p in problems)}; "
+              "'minifw status' says why")
 
 
 @cli.command(name="list")

@@ -63,19 +63,55 @@ def remove_record(state_dir: Path, pid: int) -> None:
 
 
 def records(state_dir: Path) -> list[dict[str, Any]]:
-    """Every runner record, each with ``alive`` set from the process table."""
+    """Every runner record, each with ``alive`` set from the process table.
+
+    A record that cannot be read or has the wrong shape is kept as ``damaged`` (with the pid
+    its file name gives, no file and no queues): it is reported, never signalled (the pid may
+    belong to another process by now), and never silently skipped."""
     out = []
     folder = hooks_dir(state_dir)
     if not folder.is_dir():
         return out
     for path in sorted(folder.glob("runner-*.json")):
+        stem = path.name[len("runner-"):-len(".json")]
+        pid = int(stem) if stem.isascii() and stem.isdigit() else 0
         try:
             rec = json.loads(path.read_text())
-        except (OSError, ValueError):
+            problem = record_problem(rec, pid)
+        except (OSError, ValueError) as exc:
+            problem = f"unreadable ({exc.__class__.__name__})"
+        if problem:
+            out.append({"pid": pid, "file": None, "queues": [], "managed": False,
+                        "damaged": f"{path} is {problem}", "path": str(path), "alive": False,
+                        "log": str(folder / f"runner-{pid}.log")})
             continue
-        rec["alive"] = pid_alive(int(rec.get("pid", 0)))
+        rec["alive"] = pid_alive(pid)
         out.append(rec)
     return out
+
+
+_QUEUE_FIELDS = {"chain": str, "function": str, "queue": int, "hook": str, "priority": int}
+
+
+def record_problem(rec: Any, pid: int) -> str | None:
+    """What is wrong with a runner record's shape, or None. Pure: the caller reads the file."""
+    if not isinstance(rec, dict):
+        return f"not a JSON object but {type(rec).__name__}"
+    if pid <= 0 or rec.get("pid") != pid or isinstance(rec.get("pid"), bool):
+        return f"not the record of pid {pid}"
+    if not isinstance(rec.get("file"), str):
+        return "missing its hook file"
+    queues = rec.get("queues")
+    if not isinstance(queues, list):
+        return "missing its queues"
+    for q in queues:
+        if not isinstance(q, dict) or any(
+                not isinstance(q.get(k), t) or isinstance(q.get(k), bool)
+                for k, t in _QUEUE_FIELDS.items()):
+            return "holding a queue entry of the wrong shape"
+        if q.get("flow_chain") is not None and not isinstance(q["flow_chain"], str):
+            return "holding a queue entry of the wrong shape"
+    return None
 
 
 def chains_of(record: dict[str, Any]) -> list[str]:

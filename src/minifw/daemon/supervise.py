@@ -264,7 +264,11 @@ def stop_pids(state_dir: Path, pids: list[int] | None) -> int:
             if chains:
                 nfnl.send_batch(plan.build_remove_batch(chains))
     for r in recs:
-        hookstate.remove_record(state_dir, r["pid"])
+        if r.get("damaged"):
+            with contextlib.suppress(OSError):
+                Path(r["path"]).unlink()
+        else:
+            hookstate.remove_record(state_dir, r["pid"])
     return sum(1 for r in recs if r["alive"])
 
 
@@ -301,7 +305,13 @@ def problems(state_dir: Path) -> list[dict[str, Any]]:
                     "functions": [q["function"] for r in dead for q in r.get("queues", [])]})
     covered = {p["file"] for p in out}
     for r in records:
-        if not r["alive"] and r["file"] not in covered:
+        if r.get("damaged"):
+            out.append({"file": None, "running": False, "functions": [],
+                        "reason": f"runner record {r['damaged']}: minifw cannot tell which "
+                                  f"runner or chains it stood for (pid {r['pid']} is not "
+                                  "signalled); 'minifw reload --restart-hooks' or 'minifw down' "
+                                  "replaces it"})
+        elif not r["alive"] and r["file"] not in covered:
             out.append({"file": r["file"], "running": False,
                         "functions": [q["function"] for q in r.get("queues", [])],
                         "reason": f"its runner (pid {r['pid']}) died; see {r.get('log')}"

@@ -20,7 +20,6 @@ import errno
 import os
 import socket
 import struct
-from typing import Iterable
 
 from ..errors import KernelError
 
