@@ -17,7 +17,6 @@ import errno
 import fcntl
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -61,13 +60,10 @@ def state_from_json(data: Any) -> State:
     return State(loaded=loaded, config=config, ruleset=ruleset)
 
 
-def _say_waiting(message: str) -> None:
-    # The one line a lower layer writes itself: the wait happens before any result exists.
-    print(message, file=sys.stderr, flush=True)
-
-
 class Store:
-    on_wait: Callable[[str], None] = staticmethod(_say_waiting)
+    # Told when a writer has waited WAIT_NOTICE seconds for the lock. The wait happens before
+    # any result exists, so the CLI sets this to print the notice at once; by default, silence.
+    on_wait: Callable[[str], None] = staticmethod(lambda message: None)
 
     def __init__(self, directory: Path):
         self.dir = Path(directory)

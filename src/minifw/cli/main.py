@@ -15,7 +15,7 @@ from ..errors import MinifwError
 from ..privilege import NEED_ROOT
 from ..model.rule import RULE_KEYS
 from ..service import Outcome, Service
-from ..state import state_dir_from_env
+from ..state import Store, state_dir_from_env
 
 
 # Commands that read only the files they are given; all others touch the kernel or the state
@@ -84,6 +84,13 @@ def guarded(fn):
         except Exception as exc:  # noqa: BLE001  a bug: still one line, named as such
             _fail(f"internal error ({type(exc).__name__}: {exc}); please report it")
     return wrapper
+
+
+def _say_waiting(message: str) -> None:
+    click.echo(message, err=True)
+
+
+Store.on_wait = staticmethod(_say_waiting)
 
 
 def _service(ctx: click.Context) -> Service:
