@@ -189,7 +189,8 @@ class Service:
                    and c["hook"] in hooks_used]
         set_counts = sets_service.SetService(self.store.dir).summary()
         warnings = []
-        if state.loaded and not present:
+        missing = state.loaded and not present
+        if missing:
             warnings.append("state says minifw is up, but table inet minifw is missing "
                             "(flushed by another tool?); run 'minifw reload'")
         for f in foreign:
@@ -200,7 +201,7 @@ class Service:
                 "policies": {h.value: live.policy(h).value for h in Hook},
                 "stateful": live.stateful, "chains": chains, "rules": len(live.rules),
                 "sets": len(set_counts), "set_elements": set_counts,
-                "foreign_chains": foreign, "warnings": warnings,
+                "foreign_chains": foreign, "warnings": warnings, "table_missing": missing,
                 "hooks": supervise.status(self.store.dir),
                 "hook_problems": supervise.problems(self.store.dir)}
 

@@ -193,3 +193,18 @@ def test_the_kernel_accepts_every_edge_the_model_allows(lab):
     comments = [r["comment"] for r in nft_objects(host, "rule")]
     assert all(len(c.encode()) <= 127 for c in comments)
     assert any(c.startswith("a" * 64 + ": ccc") for c in comments)
+
+
+def test_status_fails_when_the_table_is_gone_from_under_a_loaded_state(lab):
+    server, _ = pair(lab)
+    up(server, FULL)
+    assert server.minifw("status", check=False).returncode == 0
+    server.run(["nft", "delete", "table", "inet", "minifw"])   # another tool flushed it
+    for args in (["status"], ["status", "--json"]):
+        proc = server.minifw(*args, check=False)
+        assert proc.returncode == 1, proc
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "table inet minifw is missing" in errors[0]
+    assert json.loads(server.minifw("status", "--json", check=False).stdout)["table_missing"]
+    server.minifw("reload")
+    assert server.minifw("status", check=False).returncode == 0

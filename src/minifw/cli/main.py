@@ -188,12 +188,13 @@ def _fmt(value: Any) -> str:
 def status(ctx, as_json):
     """Show whether minifw is loaded, its hooks and priorities, and other tables at its hooks.
 
-    Exits 1 (after printing everything) when a [[hook]] file or `minifw run` hook is not
-    running as asked: its runner failed to start or died."""
+    Exits 1 (after printing everything) when the firewall is not in force as asked: table
+    inet minifw is gone while the state says up, or a [[hook]] file or `minifw run` hook is
+    not running (its runner failed to start or died)."""
     st = _service(ctx).status()
     if as_json:
         _dump(st)
-        _hook_problems(st["hook_problems"])
+        _status_fails(st)
         return
     click.echo(f"minifw: {'loaded' if st['loaded'] else 'not loaded'}"
                + (f" from {st['config']}" if st["loaded"] and st["config"] else ""))
@@ -212,7 +213,7 @@ def status(ctx, as_json):
         click.echo(f"warning: {w}")
     for p in st["hook_problems"]:
         click.echo(f"warning: {_problem_text(p)}")
-    _hook_problems(st["hook_problems"])
+    _status_fails(st)
 
 
 def _problem_text(p: dict[str, Any]) -> str:
@@ -222,8 +223,13 @@ def _problem_text(p: dict[str, Any]) -> str:
     return f"hook file {p['file']} {state}: {p['reason']}"
 
 
-def _hook_problems(problems: list[dict[str, Any]]) -> None:
-    """A hook that is not running as asked makes `status` fail, in one line."""
+def _status_fails(st: dict[str, Any]) -> None:
+    """A firewall that is not in force as asked makes `status` fail, in one line: the table
+    gone from under a loaded state, or a hook that is not running."""
+    if st["table_missing"]:
+        _fail("minifw should be up, but table inet minifw is missing (flushed by another "
+              "tool?); run 'minifw reload'")
+    problems = st["hook_problems"]
     if len(problems) == 1:
         _fail(_problem_text(problems[0]))
     elif problems:
