@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Sequence
 
 MINIFW = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "minifw")
+# One marker per namespace a lab made, naming its owner process: a lab whose process died
+# without closing it (kill -9, a test timeout's os._exit) is swept by sweep_orphans().
+REGISTRY = Path("/run/minifw-labs")
 
 
 class LabError(RuntimeError):
@@ -116,6 +119,8 @@ class Lab:
 
     def host(self, name: str, *, forwarding: bool = False) -> Host:
         host = Host(self, name)
+        REGISTRY.mkdir(mode=0o700, exist_ok=True)
+        (REGISTRY / host.ns).write_text(f"{_owner(os.getpid())}\n{self.tmp}\n")
         _ip("netns", "add", host.ns)
         self.hosts[name] = host
         host.run("ip link set lo up")
@@ -161,9 +166,47 @@ class Lab:
             with contextlib.suppress(Exception):
                 proc.wait(timeout=2)
         for host in self.hosts.values():
-            subprocess.run(["ip", "netns", "del", host.ns], capture_output=True)
+            _delete_netns(host.ns)
         self.hosts.clear()
         subprocess.run(["rm", "-rf", str(self.tmp)], capture_output=True)
+
+
+def _owner(pid: int) -> str:
+    """A process's pid with its start time, so a reused pid is not taken for the owner."""
+    try:
+        start = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        start = "?"
+    return f"{pid} {start}"
+
+
+def _delete_netns(ns: str) -> None:
+    """Kill what still runs in a lab namespace, delete it, and forget its marker."""
+    pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout
+    for pid in pids.split():
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid), 9)
+    subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    with contextlib.suppress(FileNotFoundError):
+        (REGISTRY / ns).unlink()
+
+
+def sweep_orphans() -> list[str]:
+    """Delete the namespaces (and state folders) of labs whose owner process is gone."""
+    swept = []
+    for marker in sorted(REGISTRY.glob("*")) if REGISTRY.is_dir() else []:
+        try:
+            owner, tmp = marker.read_text().splitlines()[:2]
+            pid = int(owner.split()[0])
+        except (OSError, ValueError, IndexError):
+            owner, tmp, pid = "", "", 0
+        if pid and _owner(pid) == owner:
+            continue  # its lab is still open
+        _delete_netns(marker.name)
+        if tmp.startswith("/tmp/"):
+            subprocess.run(["rm", "-rf", tmp], capture_output=True)
+        swept.append(marker.name)
+    return swept
 
 
 def _ip(*args: str) -> None:
