@@ -159,14 +159,12 @@ class Store:
         self._ensure()
         try:
             fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
-        except IsADirectoryError:
-            raise StateError(f"{self.lock_file} is a directory, not minifw's lock file (it holds "
-                             "no state); remove that directory") from None
         except OSError as exc:
             if exc.errno == errno.EACCES:
-                raise
-            raise StateError(f"cannot open the lock file {self.lock_file}: "
-                             f"{exc.strerror}") from exc
+                raise  # the CLI says minifw needs root
+            raise _state_file_error(exc, self.lock_file, "open the lock file",
+                                    "not minifw's lock file (it holds no state); remove that "
+                                    "directory") from exc
         try:
             self._acquire(fd)
             os.ftruncate(fd, 0)
@@ -204,13 +202,19 @@ def _dumps(state: State) -> str:
 def _replace(path: Path, text: str) -> None:
     try:
         write_atomic(path, text)
-    except IsADirectoryError:
-        raise StateError(f"{path} is a directory, not minifw's; move it away and run the "
-                         "command again") from None
     except OSError as exc:
         if exc.errno == errno.EACCES:
-            raise
-        raise StateError(f"cannot write {path}: {exc.strerror}") from exc
+            raise  # the CLI says minifw needs root
+        raise _state_file_error(exc, path, "write",
+                                "not minifw's; move it away and run the command again") from exc
+
+
+def _state_file_error(exc: OSError, path: Path, doing: str, if_directory: str) -> StateError:
+    """A state file's OSError, said for the operator: a directory in the file's place, or the
+    system's reason."""
+    if isinstance(exc, IsADirectoryError):
+        return StateError(f"{path} is a directory, {if_directory}")
+    return StateError(f"cannot {doing} {path}: {exc.strerror}")
 
 
 def write_atomic(path: Path, text: str | bytes) -> None:
