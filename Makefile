@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml setup.py src/minifw/hooks/_hot.c
 	touch $(STAMP)
 
 demo: install
-	$(VENV)/bin/python -m minifw.demo
+	$(VENV)/bin/python -m minifw.lab.demo
 
 test: install
 	$(VENV)/bin/python -m pytest -q tests

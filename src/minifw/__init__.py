@@ -1,7 +1,32 @@
-"""minifw: a programmable Linux firewall on Netfilter."""
+"""minifw: a programmable Linux firewall on Netfilter.
+
+The public names load lazily (PEP 562): ``import minifw`` stays cheap for the CLI and for hook
+files, which need only ``hook``, ``ACCEPT`` and ``DROP``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-
-from .hooks import ACCEPT, DROP, hook  # noqa: E402  (the hook-function API)
-
 __all__ = ["hook", "ACCEPT", "DROP", "__version__"]
+
+_HOME = {"hook": "minifw.hooks", "ACCEPT": "minifw.hooks",
+         "DROP": "minifw.hooks"}
+
+if TYPE_CHECKING:
+    from .hooks import ACCEPT, DROP, hook
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'minifw' has no attribute {name!r}")
+    import importlib
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from minifw.engine.explain import BAN_RULE, Probe, default_state, explain
 from minifw.engine.explain import rule_matches
 from minifw.errors import ConfigError, RuleError
-from minifw.explainer import config_set_lookup
+from minifw.app.explain import config_set_lookup
 from minifw.model import Ruleset, parse_config
 from minifw.model.types import (
     HOOKS_BEFORE_CONNTRACK, HOOKS_WITH_IIF, HOOKS_WITH_OIF, PATHS, Hook, Proto,

@@ -370,7 +370,7 @@ def test_per_flow_later_packets_skip_python(hqlab):
 
 
 def test_hook_demo_runs(hqlab):
-    from minifw import demo_hooks
+    from minifw.lab import demo_hooks
     assert demo_hooks.run()
 
 

@@ -17,7 +17,7 @@ import time
 import pytest
 import rkit
 
-from minifw import journal
+from minifw.store import journal
 
 BANNED = "198.18.5.1"
 CONFIG = """

@@ -30,7 +30,7 @@ from minifw.compile import nft as compiler
 from minifw.kernel.setelem import CHUNK
 from minifw.lab import MINIFW
 from minifw.model import Ruleset
-from minifw.setstore import SetStore
+from minifw.store.setrecord import SetStore
 
 KILLS = rkit.scale(20, 100)
 KERNCOUNT = str(Path(__file__).with_name("kerncount.py"))

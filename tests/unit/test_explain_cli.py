@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from minifw import explainer
+from minifw.app import explain as explainer
 from minifw.cli.main import cli
 from minifw.engine.flows import FlowTracker, Quoted
 from minifw.model import Proto
@@ -115,7 +115,7 @@ def test_no_live_ruleset_says_what_to_do():
 
 def test_live_ruleset_comes_from_the_state_dir(tmp_path, monkeypatch, web):
     from minifw.model import parse_config
-    from minifw.state import State, Store
+    from minifw.store.state import State, Store
 
     state_dir = tmp_path / "live"
     ruleset = parse_config(WEB, web)

@@ -8,14 +8,15 @@ import sqlite3
 
 import pytest
 
+from minifw.cli import common as clicommon
 from minifw.cli import main as climain
 from minifw.errors import ConfigError, RuleError
 from minifw.kernel.nft import _kernel_error
 from minifw.model import parse_config
 from minifw.model.rule import PortRange, Rule
 from minifw.model.sets import SetDef
-from minifw.privilege import has_net_admin
-from minifw.setstore import parse_import
+from minifw.kernel.privilege import has_net_admin
+from minifw.store.setrecord import parse_import
 
 DEEP = "a = " + "[" * 5000 + "]" * 5000 + "\n"
 
@@ -71,8 +72,8 @@ def test_the_page_number_is_bounded(capsys):
 # ---- defect 8: one line, never misleading -----------------------------------------------------
 
 def test_one_line_escapes_control_characters():
-    assert climain.one_line("rule 'a\nb': x\r\x1b[31m") == "rule 'a\\nb': x\\r\\x1b[31m"
-    assert climain.one_line("plain ü text") == "plain ü text"
+    assert clicommon.one_line("rule 'a\nb': x\r\x1b[31m") == "rule 'a\\nb': x\\r\\x1b[31m"
+    assert clicommon.one_line("plain ü text") == "plain ü text"
 
 
 def test_an_error_naming_an_id_with_a_newline_is_one_line(capsys, tmp_path):
@@ -134,7 +135,7 @@ def test_cap_net_admin_is_read_from_capeff(capeff, expected):
 
 
 def test_without_privilege_every_kernel_command_says_so_once(capsys, monkeypatch, tmp_path):
-    monkeypatch.setattr(climain, "privileged", lambda: False)
+    monkeypatch.setattr(clicommon, "privileged", lambda: False)
     monkeypatch.setenv("MINIFW_STATE_DIR", str(tmp_path / "state"))
     for argv in (["status"], ["list"], ["up", "--config", "x.toml"], ["down"], ["reload"],
                  ["delete", "r"], ["add", "--action", "drop"], ["ban", "198.18.0.1"],
@@ -148,7 +149,7 @@ def test_without_privilege_every_kernel_command_says_so_once(capsys, monkeypatch
 
 
 def test_without_privilege_check_and_explain_of_a_file_still_work(capsys, monkeypatch, tmp_path):
-    monkeypatch.setattr(climain, "privileged", lambda: False)
+    monkeypatch.setattr(clicommon, "privileged", lambda: False)
     path = tmp_path / "c.toml"
     path.write_text('[[rule]]\nid = "a"\nproto = "icmp"\naction = "drop"\n')
     assert run_cli(capsys, "check", "--config", str(path))[0] == 0
@@ -167,9 +168,9 @@ def test_without_privilege_check_and_explain_of_a_file_still_work(capsys, monkey
     (AttributeError("'list' object has no attribute 'get'"), "internal error"),
 ])
 def test_the_guard_turns_escaped_errors_into_one_line(capsys, monkeypatch, exc, expect):
-    monkeypatch.setattr(climain, "privileged", lambda: True)
+    monkeypatch.setattr(clicommon, "privileged", lambda: True)
 
-    @climain.guarded
+    @clicommon.guarded
     def command():
         raise exc
     with pytest.raises(SystemExit) as info:

@@ -10,7 +10,7 @@ from minifw.compile.sets import (
 from minifw.errors import ConfigError, RuleError
 from minifw.model import parse_config
 from minifw.model.sets import covering, first_overlap, parse_duration
-from minifw.setstore import pack, parse_import
+from minifw.store.setrecord import pack, parse_import
 
 CFG = """
 [[set]]
@@ -156,7 +156,7 @@ def test_unknown_ban_chain_layouts_read_as_none():
 
 
 def test_check_shows_config_set_elements_and_the_ban_chain():
-    from minifw.sets_service import fresh_load
+    from minifw.app.sets import fresh_load
     config = CFG.replace('name = "bad"', 'name = "blocked"').replace("@bad", "@blocked")
     doc = fresh_load(parse_config(config, "x"))["nftables"]
     elems = {c["add"]["element"]["name"]: c["add"]["element"]["elem"] for c in doc

@@ -3,7 +3,7 @@ addresses, re-imports and compaction keep one live copy of each element."""
 
 import io
 
-from minifw.setstore import CONFIG, RUNTIME, SetStore, distinct_sorted, pack, parse_import
+from minifw.store.setrecord import CONFIG, RUNTIME, SetStore, distinct_sorted, pack, parse_import
 
 
 def addrs(n, base="fd00:a::"):

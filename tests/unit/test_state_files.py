@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from minifw import journal
+from minifw.store import journal
 from minifw.errors import StateError
-from minifw.setstore import SetStore, header_problem
-from minifw.state import State, Store, state_from_json
+from minifw.store.setrecord import SetStore, header_problem
+from minifw.store.state import State, Store, state_from_json
 
 
 def test_journal_round_trip():

@@ -8,10 +8,10 @@ import click
 
 from ..engine.explain import Explanation, Probe, icmp_type_name
 from ..errors import PacketError
-from .. import explainer
-from ..explainer import explain_capture, explain_one, path_hooks, ruleset_source
-from ..state import state_dir_from_env
-from .main import guarded, require_privilege
+from ..app import explain as explainer
+from ..app.explain import explain_capture, explain_one, path_hooks, ruleset_source
+from ..store.state import state_dir_from_env
+from .common import guarded, require_privilege
 
 _ENDS = {"in": "reaches this host", "forward": "is forwarded", "out": "leaves this host"}
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from ..daemon import runner as hook_runner
-from ..state import state_dir_from_env
-from .main import guarded
+from ..store.state import state_dir_from_env
+from .common import guarded
 
 
 @click.command(name="run")

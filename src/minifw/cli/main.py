@@ -2,114 +2,23 @@
 
 from __future__ import annotations
 
-import functools
-import json
-import sqlite3
 import sys
 from typing import Any
 
 import click
 
-from .. import privilege
-from ..errors import MinifwError
-from ..privilege import NEED_ROOT
+from ..app.rules import Service
 from ..model.rule import RULE_KEYS
-from ..service import Outcome, Service
-from ..state import Store, state_dir_from_env
-
-
-# Commands that read only the files they are given; all others touch the kernel or the state
-# directory. `explain` asks for privilege itself unless --config names a file.
-_PURE_COMMANDS = frozenset({"check", "explain"})
-
-
-def one_line(message: str) -> str:
-    """``message`` with control characters escaped as repr() would: an error is ONE line, even
-    when it quotes an id, a set name or a file line that carries a newline, CR or escape."""
-    if message.isprintable():
-        return message
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
-
-
-def _fail(message: str, code: int = 1) -> None:
-    click.echo(f"error: {one_line(message)}", err=True)
-    sys.exit(code)
-
-
-def privileged() -> bool:
-    return privilege.privileged()
-
-
-def require_privilege() -> None:
-    """Say once, before anything is tried, that the kernel and the state need root."""
-    if not privileged():
-        _fail(f"{NEED_ROOT}; run it with sudo, or 'minifw check' / 'minifw explain --config "
-              "FILE' to work on a file without root")
-
-
-def _os_error(exc: OSError) -> str:
-    what = exc.strerror or str(exc) or type(exc).__name__
-    if exc.filename is not None:
-        what = f"{exc.filename}: {what}"
-    if isinstance(exc, PermissionError):
-        return f"{what}; {NEED_ROOT}"
-    return what
-
-
-def guarded(fn):
-    """Turn every failure of a command into ONE line ``error: ...`` on stderr and exit 1.
-
-    minifw's own errors are the rule: foreign ones are wrapped where they arise. This is the last
-    net for those that escape, so that the operator never sees a traceback."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        if fn.__name__ not in _PURE_COMMANDS:
-            require_privilege()
-        try:
-            return fn(*args, **kwargs)
-        except MinifwError as exc:
-            _fail(str(exc))
-        except OSError as exc:
-            _fail(_os_error(exc))
-        except sqlite3.Error as exc:
-            _fail(f"the set record failed: {exc}")
-        except RecursionError:
-            _fail("the input is nested too deeply")
-        except UnicodeError as exc:
-            _fail(f"the input is not valid text: {exc}")
-        except MemoryError:
-            _fail("out of memory")
-        except KeyboardInterrupt:
-            _fail("interrupted", 130)
-        except Exception as exc:  # noqa: BLE001  a bug: still one line, named as such
-            _fail(f"internal error ({type(exc).__name__}: {exc}); please report it")
-    return wrapper
-
-
-def _say_waiting(message: str) -> None:
-    click.echo(message, err=True)
-
-
-Store.on_wait = staticmethod(_say_waiting)
+from ..store.state import state_dir_from_env
+from .common import config_option, dump, emit, fail, guarded, json_option, one_line
+from .explain import explain
+from .hooks import run_hooks
+from .sets import COMMANDS as SET_COMMANDS
 
 
 def _service(ctx: click.Context) -> Service:
     return Service(state_dir_from_env(ctx.obj["state_dir"]))
 
-
-def _emit(outcome: Outcome) -> None:
-    for w in outcome.warnings:
-        click.echo(f"warning: {w}", err=True)
-    click.echo(outcome.message)
-
-
-def _dump(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2))
-
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-config_option = click.option("--config", "-c", "config", metavar="FILE",
-                             help="Config file (default /etc/minifw/minifw.toml).")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -128,7 +37,7 @@ def cli(ctx: click.Context, state_dir: str | None) -> None:
 @guarded
 def up(ctx, config):
     """Load the config into the kernel (like insmod). Idempotent."""
-    _emit(_service(ctx).up(config))
+    emit(_service(ctx).up(config))
 
 
 @cli.command()
@@ -136,7 +45,7 @@ def up(ctx, config):
 @guarded
 def down(ctx):
     """Remove everything minifw installed (like rmmod)."""
-    _emit(_service(ctx).down())
+    emit(_service(ctx).down())
 
 
 @cli.command()
@@ -148,7 +57,7 @@ def down(ctx):
 def reload(ctx, config, restart_hooks):
     """Re-read the config and replace the live ruleset atomically; restart [[hook]] runners
     whose file changed, stop those no longer listed, start new ones."""
-    _emit(_service(ctx).reload(config, restart_hooks=restart_hooks))
+    emit(_service(ctx).reload(config, restart_hooks=restart_hooks))
 
 
 @cli.command()
@@ -160,7 +69,7 @@ def check(ctx, config, as_json):
     """Validate a config and print what would be applied, without applying it."""
     ruleset, document = _service(ctx).check(config)
     if as_json:
-        _dump(document)
+        dump(document)
         return
     for hook in ruleset.drop_hooks:
         click.echo(f"policy {hook.value}: drop (stateful={str(ruleset.stateful).lower()})")
@@ -193,7 +102,7 @@ def status(ctx, as_json):
     not running (its runner failed to start or died)."""
     st = _service(ctx).status()
     if as_json:
-        _dump(st)
+        dump(st)
         _status_fails(st)
         return
     click.echo(f"minifw: {'loaded' if st['loaded'] else 'not loaded'}"
@@ -227,13 +136,13 @@ def _status_fails(st: dict[str, Any]) -> None:
     """A firewall that is not in force as asked makes `status` fail, in one line: the table
     gone from under a loaded state, or a hook that is not running."""
     if st["table_missing"]:
-        _fail("minifw should be up, but table inet minifw is missing (flushed by another "
+        fail("minifw should be up, but table inet minifw is missing (flushed by another "
               "tool?); run 'minifw reload'")
     problems = st["hook_problems"]
     if len(problems) == 1:
-        _fail(_problem_text(problems[0]))
+        fail(_problem_text(problems[0]))
     elif problems:
-        _fail(f"{len(problems)} hooks are not running as asked: "
+        fail(f"{len(problems)} hooks are not running as asked: "
               f"{', '.join(p['file'] or 'a damaged runner record' for p in problems)}; "
               "'minifw status' says why")
 
@@ -246,7 +155,7 @@ def list_(ctx, as_json):
     """List the live rules in evaluation order, with counters."""
     data = _service(ctx).list_rules()
     if as_json:
-        _dump(data)
+        dump(data)
         return
     hdr = f"{'hook/prio':<18} {'id':<24} {'packets':>9} {'bytes':>11}  rule"
     click.echo(hdr)
@@ -310,7 +219,7 @@ def add(ctx, rule_id, position, runtime, as_json, **flags):
         else:
             fields[key] = value
     outcome = _service(ctx).add(fields, position, runtime)
-    _dump(outcome.data) if as_json else _emit(outcome)
+    dump(outcome.data) if as_json else emit(outcome)
 
 
 @cli.command()
@@ -320,7 +229,7 @@ def add(ctx, rule_id, position, runtime, as_json, **flags):
 @guarded
 def delete(ctx, rule_id, runtime):
     """Delete one rule by id from the live ruleset (and the config file, unless --runtime)."""
-    _emit(_service(ctx).delete(rule_id, runtime))
+    emit(_service(ctx).delete(rule_id, runtime))
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -348,10 +257,7 @@ def main() -> None:
     sys.exit(run())
 
 
-from .hooks import run_hooks  # noqa: E402
 cli.add_command(run_hooks)
-
-from .sets import COMMANDS as _SET_COMMANDS  # noqa: E402  (ban, unban, set)
-for _command in _SET_COMMANDS: cli.add_command(_command)
-from .explain import explain as _explain  # noqa: E402  (last: it imports `guarded` from here)
-cli.add_command(_explain)
+for _command in SET_COMMANDS:
+    cli.add_command(_command)
+cli.add_command(explain)

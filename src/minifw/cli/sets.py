@@ -5,9 +5,9 @@ from __future__ import annotations
 import click
 
 from ..model.sets import DEFAULT_SET, format_duration
-from ..sets_service import SetService
-from ..state import state_dir_from_env
-from .main import _dump, _emit, guarded, json_option
+from ..app.sets import SetService
+from ..store.state import state_dir_from_env
+from .common import dump, emit, guarded, json_option
 
 
 def _sets(ctx: click.Context) -> SetService:
@@ -25,7 +25,7 @@ def _sets(ctx: click.Context) -> SetService:
 def ban(ctx, elements, timeout, set_name, as_json):
     """Add addresses or CIDRs to a set (default 'blocked', dropped at prerouting)."""
     outcome = _sets(ctx).ban(elements, timeout, set_name)
-    _dump(outcome.data) if as_json else _emit(outcome)
+    dump(outcome.data) if as_json else emit(outcome)
 
 
 @click.command()
@@ -37,7 +37,7 @@ def ban(ctx, elements, timeout, set_name, as_json):
 def unban(ctx, elements, set_name, as_json):
     """Remove addresses or CIDRs from a set. Absent ones are reported; the exit status stays 0."""
     outcome = _sets(ctx).unban(elements, set_name)
-    _dump(outcome.data) if as_json else _emit(outcome)
+    dump(outcome.data) if as_json else emit(outcome)
 
 
 @click.group(name="set")
@@ -57,7 +57,7 @@ def set_group():
 def import_(ctx, name, file, skip_invalid, timeout, as_json):
     """Add one address or CIDR per line of FILE ('#' starts a comment) to set NAME."""
     outcome = _sets(ctx).import_file(name, file, skip_invalid, timeout)
-    _dump(outcome.data) if as_json else _emit(outcome)
+    dump(outcome.data) if as_json else emit(outcome)
 
 
 @set_group.command(name="list")
@@ -74,7 +74,7 @@ def list_(ctx, name, page, page_size, as_json):
     data = _sets(ctx).list_set(name, page - 1, page_size)
     if as_json:
         data["page"] = page
-        _dump(data)
+        dump(data)
         return
     click.echo(f"set {name}: {data['elements']} elements ({data['addresses']} addresses, "
                f"{data['cidrs']} CIDRs); page {page} of {data['pages']}")
@@ -90,7 +90,7 @@ def list_(ctx, name, page, page_size, as_json):
 def recover(ctx, as_json):
     """Rebuild the set record (sets.db) from the kernel's sets, when it is missing or damaged."""
     outcome = _sets(ctx).recover()
-    _dump(outcome.data) if as_json else _emit(outcome)
+    dump(outcome.data) if as_json else emit(outcome)
 
 
 @set_group.command()
@@ -99,7 +99,7 @@ def recover(ctx, as_json):
 @guarded
 def flush(ctx, name):
     """Remove every element of a set."""
-    _emit(_sets(ctx).flush(name))
+    emit(_sets(ctx).flush(name))
 
 
 COMMANDS = (ban, unban, set_group)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..state import write_atomic
+from ..store.state import write_atomic
 
 
 def hooks_dir(state_dir: Path) -> Path:

@@ -19,7 +19,6 @@ import errno as errno_mod
 import gc
 import logging
 import os
-import runpy
 import signal
 import socket
 import struct
@@ -32,7 +31,7 @@ from typing import Any, Callable, Iterator
 
 from ..compile import hooks as plan
 from ..errors import ConfigError, KernelError, MinifwError, PacketError, UnsupportedError
-from ..hooks import HookSpec, collect
+from ..hooks.load import load_hooks
 from ..hooks.packet import HotPacket, PurePacket, _hot
 from ..kernel import nfnl, nft
 from ..kernel.nfqueue import RCVBUF_START, QueueBusy, QueueSocket
@@ -131,35 +130,6 @@ def _signal_wakeup() -> Iterator[int]:
             signal.set_wakeup_fd(current)
         os.close(rfd)
         os.close(wfd)
-
-
-def load_hooks(file: str) -> list[HookSpec]:
-    path = Path(file)
-    if not path.is_file():
-        raise ConfigError("no such hook file.", file=str(file))
-    try:
-        namespace = runpy.run_path(str(path), run_name="minifw_hooks")
-    except ConfigError as exc:  # a bad @hook(...): say which line of the user's file
-        raise ConfigError(exc.detail, file=str(file), line=_user_line(exc, path)) from exc
-    except MinifwError as exc:
-        raise ConfigError(str(exc), file=str(file), line=_user_line(exc, path)) from exc
-    except SyntaxError as exc:
-        raise ConfigError(f"Python syntax error: {exc.msg}", file=str(file),
-                          line=exc.lineno) from exc
-    except StopRunner:
-        raise
-    except Exception as exc:  # the user's module failed at import: say where
-        raise ConfigError(f"the hook file raised {type(exc).__name__}: {exc}", file=str(file),
-                          line=_user_line(exc, path)) from exc
-    except (SystemExit, KeyboardInterrupt) as exc:  # a file that exits is no hook file
-        raise ConfigError(f"the hook file raised {type(exc).__name__} ({exc!r}) at import",
-                          file=str(file), line=_user_line(exc, path)) from exc
-    return collect(namespace, str(file))
-
-
-def _user_line(exc: BaseException, path: Path) -> int | None:
-    tb = traceback.extract_tb(exc.__traceback__)
-    return next((f.lineno for f in reversed(tb) if f.filename == str(path)), None)
 
 
 class KernelLog:

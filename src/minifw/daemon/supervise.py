@@ -27,7 +27,7 @@ STOP_TIMEOUT = 5.0
 def validate(files: Iterable[str], ruleset: Ruleset) -> None:
     """Load each hook file (as the runner will) and check it against the ruleset's chains,
     before anything in the kernel changes."""
-    from .runner import load_hooks
+    from ..hooks.load import load_hooks
     rule_points = plan.ruleset_points(k for k, _ in ruleset.chains())
     rule_points += [(h.value, 1000, f"the drop policy chain of {h.value}")
                     for h in ruleset.drop_hooks]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from ..compile import sets as ksets
 from ..compile.nft import FAMILY, TABLE, is_declarative_chain, rule_id_of_comment
 from ..errors import KernelError
 from . import nft
@@ -77,3 +78,12 @@ def base_chains() -> list[dict]:
     """Every base chain of every table in this namespace: family, table, name, hook, prio."""
     found = nft.query("list chains")
     return [c for c in nft.items(found, "chain") if "hook" in c]
+
+
+def kernel_objects() -> tuple[set[str], set[str], frozenset[ksets.Kind] | None]:
+    """Names of the sets and chains in ``inet minifw`` and the lookups of the live ban chains
+    (None: missing or laid out otherwise), from one terse listing (no set elements)."""
+    found = listing()
+    chains = {c["name"] for c in nft.items(found, "chain")}
+    return ({s["name"] for s in nft.items(found, "set")}, chains,
+            ksets.live_ban_lookups(chains, nft.items(found, "rule")))

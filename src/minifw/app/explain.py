@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from .capture import read_capture
-from .compile.nft import FAMILY, TABLE
-from .engine.explain import Explanation, HookFunction, Probe, explain
-from .errors import KernelError, StateError
-from .model import Ruleset
-from .model.types import PATHS, Hook
-from .service import read_config
-from .state import Store
+from ..compile.nft import FAMILY, TABLE
+from ..engine.explain import Explanation, HookFunction, Probe, explain
+from ..errors import KernelError, StateError
+from ..model import Ruleset
+from ..model.types import PATHS, Hook
+from .rules import read_config
+from ..store.state import Store
 
 # Families of tables whose base chains see IPv4 / IPv6 packets at the inet hooks.
 _FAMILIES = {4: ("ip", "inet"), 6: ("ip6", "inet")}
@@ -53,7 +53,7 @@ def ruleset_source(state_dir: Path, config: str | None, run_hooks: bool = False)
         raise StateError(f"minifw is not up with state dir {state_dir}, so there is no live "
                          "ruleset to explain; run 'minifw up --config FILE' or pass "
                          "'explain --config FILE'")
-    from .daemon import hookstate
+    from ..daemon import hookstate
 
     functions = tuple(_function(q["function"], Hook(q["hook"]), int(q["priority"]))
                       for rec in hookstate.records(state_dir) if rec.get("alive")
@@ -81,7 +81,7 @@ def _live_sets(state_dir: Path):
     """Set membership from the instance's set store: what is in the kernel's sets now."""
     import ipaddress
 
-    from .setstore import SetStore
+    from ..store.setrecord import SetStore
 
     store = SetStore(state_dir)
 
@@ -101,8 +101,8 @@ def _function(name: str, hook: Hook, priority: int) -> HookFunction:
 
 def _hook_specs(config: str) -> list:
     """The @hook functions of a config's [[hook]] files, loaded (their module code runs)."""
-    from .daemon.runner import load_hooks
-    from .hooks.config import hook_files
+    from ..hooks.load import load_hooks
+    from ..hooks.config import hook_files
 
     text = Path(config).read_text()
     return [spec for file in hook_files(text, config) for spec in load_hooks(file)]
@@ -112,9 +112,9 @@ def hook_runner(source: Source, probe: Probe, logs: list[str]):
     """A ``run_hook`` for the evaluator: call the hook function on a packet synthesized from
     ``probe``, as the runner would (ACCEPT or DROP; anything else or an exception gives the
     function's on_error verdict). Log lines it writes are kept in ``logs``."""
-    from .hooks import ACCEPT, DROP
-    from .hooks.packet import Packet
-    from .netlink.nfqueue import QueuedPacket
+    from ..hooks import ACCEPT, DROP
+    from ..hooks.packet import Packet
+    from ..netlink.nfqueue import QueuedPacket
 
     by_name = {s.name: s for s in source.specs}
     raw = synthesize(probe)
@@ -164,8 +164,8 @@ def synthesize(probe: Probe) -> bytes:
 
 def foreign_chains(hooks: Iterable[Hook], versions: Iterable[int]) -> list[str]:
     """Warnings about other tables' base chains at these hooks; [] when nft cannot be asked."""
-    from .kernel import table  # the kernel edge, only when needed
-    from .privilege import privileged
+    from ..kernel import table  # the kernel edge, only when needed
+    from ..kernel.privilege import privileged
 
     if not privileged():  # libnftables would print "you must be root" itself
         return []

@@ -18,37 +18,29 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .compile import nft as compiler
-from .compile import sets as ksets
-from . import journal
-from .errors import ConfigError, KernelError, StateError
-from .kernel import nft, setelem, table
-from .model.ruleset import Ruleset
-from .model.sets import (
+from ..compile import nft as compiler
+from ..compile import sets as ksets
+from ..store import journal
+from ..errors import ConfigError, KernelError, StateError
+from ..kernel import nft, setelem, table
+from ..model.ruleset import Ruleset
+from ..model.sets import (
     DEFAULT_SET, SET_NAME_RE, covering, element_kind, first_overlap, format_duration,
     normalise_element,
     parse_duration,
 )
-from .setstore import (
+from ..store.setrecord import (
     CONFIG, RECOVER, RUNTIME, SetStore, distinct_sorted, now, pack, parse_import,
 )
-from .state import Store, write_atomic
+from ..store.state import Store, write_atomic
+from .results import Outcome
+from .settle import settle_intent
 
 LOAD_CHUNK = 250_000
 
 
 def _outcome(message: str, warnings: list[str] | None = None, data: dict | None = None):
-    from .service import Outcome  # the one Outcome type; imported late to keep service.py untouched
     return Outcome(message, warnings or [], data or {})
-
-
-def kernel_objects() -> tuple[set[str], set[str], frozenset[ksets.Kind] | None]:
-    """Names of the sets and chains in ``inet minifw`` and the lookups of the live ban chains
-    (None: missing or laid out otherwise), from one terse listing (no set elements)."""
-    listing = table.listing()
-    chains = {c["name"] for c in nft.items(listing, "chain")}
-    return ({s["name"] for s in nft.items(listing, "set")}, chains,
-            ksets.live_ban_lookups(chains, nft.items(listing, "rule")))
 
 
 def fresh_load(ruleset: Ruleset) -> dict[str, Any]:
@@ -108,7 +100,7 @@ class SetService:
         if state is None or state.loaded:
             return False
         try:
-            kernel_sets, _, _ = kernel_objects()
+            kernel_sets, _, _ = table.kernel_objects()
             return not any(
                 entry.get("elem")
                 for kset in kernel_sets if ksets.owner_of(kset)
@@ -126,10 +118,17 @@ class SetService:
 
     def recover_interrupted(self, sets: bool = True) -> None:
         """Settle a ruleset change, then a set change, that a kill interrupted (the lock held)."""
-        from .service import settle_intent  # service.py imports this module
-        settle_intent(self.store, sets=sets)
+        settle_intent(self.store, self._resend_all if sets else None)
         if sets:
             self.finish_journal()
+
+    def _resend_all(self, ruleset: Ruleset) -> None:
+        """After a load a kill interrupted: every set again from the record (adds are
+        idempotent)."""
+        kernel_sets, _, _ = table.kernel_objects()
+        self.after_load(ruleset, kernel_sets)
+        for name in self.record.names():
+            self.resend(name)
 
     def _journal(self, op: str, name: str, **what: Any) -> None:
         data = journal.encode(op, name, **what)
@@ -229,7 +228,7 @@ class SetService:
                                                           "name": ksets.TABLE}}}]
         cmds += ksets.build_set_decls(name)
         if name == DEFAULT_SET:
-            _, _, live = kernel_objects()
+            _, _, live = table.kernel_objects()
             # chains missing or unknown: arm what the record holds (it already has the new items)
             want = (live if live is not None else self.record.kinds(name)) | set(adding)
             if want != live:
@@ -532,7 +531,7 @@ class SetService:
                     definitions = list(Ruleset.from_toml(state.ruleset).sets)
                 except ConfigError:
                     definitions = []
-            kernel_sets, _, _ = kernel_objects()
+            kernel_sets, _, _ = table.kernel_objects()
             found: dict[str, list[tuple[str, int]]] = {d.name: [] for d in definitions}
             at = now()
             for kset in sorted(kernel_sets):
@@ -564,7 +563,7 @@ class SetService:
         difference to sets that were already loaded, and everything to sets that were not."""
         needed = ruleset.set_names()
         wanted = list(dict.fromkeys(needed + self.record.names()))
-        kernel_sets, _, live_bans = kernel_objects()
+        kernel_sets, _, live_bans = table.kernel_objects()
         with self.record.transaction() as db:
             for name in wanted:
                 definition = ruleset.get_set(name)

@@ -40,8 +40,8 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TextIO
 
-from .errors import ConfigError, StateError
-from .model.sets import normalise_element
+from ..errors import ConfigError, StateError
+from ..model.sets import normalise_element
 
 CONFIG, RUNTIME = 1, 2
 

@@ -1,4 +1,4 @@
-"""`python -m minifw.demo_hooks`: the article's two hook functions, written in Python.
+"""`python -m minifw.lab.demo_hooks`: the article's two hook functions, written in Python.
 
 Same namespaces as `make demo`; the server runs examples/seed_hooks.py (drop ICMP at
 prerouting -300, drop one source address at -299, each drop logged to dmesg) through
@@ -16,9 +16,9 @@ from pathlib import Path
 
 from . import demo
 from .demo import check, dmesg, say, step
-from .lab import Lab
+from . import Lab
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
 
 def run() -> bool:

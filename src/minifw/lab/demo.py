@@ -21,9 +21,9 @@ import sys
 import time
 from pathlib import Path
 
-from .lab import Lab, LabError
+from . import Lab, LabError
 
-SEED = Path(__file__).resolve().parents[2] / "examples" / "seed.toml"
+SEED = Path(__file__).resolve().parents[3] / "examples" / "seed.toml"
 LOG_ALL_NETNS = "/proc/sys/net/netfilter/nf_log_all_netns"
 
 

@@ -12,27 +12,21 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from . import runs_live, sets_service
-from .compile import nft as compiler
-from .compile.sets import BAN_CHAIN
-from .daemon import supervise
-from .errors import ConfigError, KernelError, MinifwError, RuleError, StateError
-from .hooks.config import hook_files
-from .kernel import netns, nft, table
-from .model import Rule, Ruleset, add_rule_text, delete_rule_text, parse_config
-from .model.types import Hook
-from .state import DEFAULT_CONFIG, REDERIVE, State, Store, write_atomic
+from . import runs_live
+from .sets import SetService, fresh_load
+from ..compile import nft as compiler
+from ..compile.sets import BAN_CHAIN
+from ..daemon import supervise
+from ..errors import ConfigError, KernelError, MinifwError, RuleError, StateError
+from ..hooks.config import hook_files
+from ..kernel import netns, nft, table
+from ..model import Rule, Ruleset, add_rule_text, delete_rule_text, parse_config
+from ..model.types import Hook
+from .results import Outcome
+from .settle import settle_intent
+from ..store.state import DEFAULT_CONFIG, REDERIVE, State, Store, write_atomic
 
 CLI_SOURCE = "minifw add"
-
-
-@dataclasses.dataclass
-class Outcome:
-    """What an operation did, for the CLI to print."""
-
-    message: str
-    warnings: list[str] = dataclasses.field(default_factory=list)
-    data: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def read_config(path: str | os.PathLike) -> tuple[str, Ruleset]:
@@ -57,7 +51,7 @@ class Service:
         path = config or DEFAULT_CONFIG
         text, ruleset = read_config(path)
         supervise.validate(hook_files(text, os.path.abspath(path)), ruleset)
-        return ruleset, sets_service.fresh_load(ruleset)
+        return ruleset, fresh_load(ruleset)
 
     def up(self, config: str | None) -> Outcome:
         path = os.path.abspath(config or DEFAULT_CONFIG)
@@ -65,7 +59,7 @@ class Service:
             text, ruleset = read_config(path)
             hooks = hook_files(text, path)
             supervise.validate(hooks, ruleset)
-            sets_service.SetService(self.store.dir).compact()
+            SetService(self.store.dir).compact()
             state = self.store.load_or_none() or State()  # damaged: up rewrites it
             runners = supervise.plan_runners(hooks, self.store.dir)
             if (state.loaded and state.config == path and state.ruleset == ruleset.to_toml()
@@ -127,12 +121,12 @@ class Service:
         leaving = runners.leaving_chains if runners else []
         supervise.check_rule_points((k for k, _ in ruleset.chains()), leaving)
         chains, limits = table.objects()
-        kernel_sets, _, _ = sets_service.kernel_objects()
+        kernel_sets, _, _ = table.kernel_objects()
         document = compiler.build_load(ruleset, chains, limits, kernel_sets)
         if runners:
             document["nftables"] += supervise.retire_commands(runners, chains)
         nft.run(document)
-        sets_service.SetService(self.store.dir).after_load(ruleset, kernel_sets)
+        SetService(self.store.dir).after_load(ruleset, kernel_sets)
 
     def down(self) -> Outcome:
         with self._writing(rederive=True):
@@ -158,7 +152,7 @@ class Service:
                              f"({exc}); {REDERIVE}") from None
 
     def status(self) -> dict[str, Any]:
-        sets_service.SetService(self.store.dir).settle_pending()
+        SetService(self.store.dir).settle_pending()
         state = self.store.load()
         present = table.exists()
         live = self._live(state) if state.loaded else Ruleset()
@@ -187,7 +181,7 @@ class Service:
                    for c in every
                    if (c["family"], c["table"]) != (compiler.FAMILY, compiler.TABLE)
                    and c["hook"] in hooks_used]
-        set_counts = sets_service.SetService(self.store.dir).summary()
+        set_counts = SetService(self.store.dir).summary()
         warnings = []
         missing = state.loaded and not present
         if missing:
@@ -206,7 +200,7 @@ class Service:
                 "hook_problems": supervise.problems(self.store.dir)}
 
     def list_rules(self) -> dict[str, Any]:
-        sets_service.SetService(self.store.dir).settle_pending()
+        SetService(self.store.dir).settle_pending()
         state = self.store.load()
         if not state.loaded:
             return {"rules": []}
@@ -328,7 +322,7 @@ class Service:
                     self.store.read_intent()
                 except StateError:
                     self.store.clear_intent()
-            sets_service.SetService(self.store.dir).recover_interrupted()
+            SetService(self.store.dir).recover_interrupted()
             yield
 
     @contextlib.contextmanager
@@ -342,7 +336,7 @@ class Service:
             yield
         except Exception:
             try:
-                settle_intent(self.store, sets=False)
+                settle_intent(self.store)
             except MinifwError:
                 self.store.clear_intent()
             raise
@@ -377,62 +371,3 @@ def _chain_rules_or_empty(chain: str) -> list[table.LiveRule]:
         return table.chain_rules(chain)
     except KernelError:
         return []
-
-
-def settle_intent(store: Store, sets: bool = True) -> str | None:
-    """Make the state agree with the kernel after a kill between a ruleset change's kernel
-    commit and its state save (the lock held). The kernel's declarative chains are compared
-    with what the intended ruleset and the saved one compile to: the one the kernel holds is
-    kept; if it holds neither, the intended ruleset is applied again (one transaction). For a
-    load, the named sets are then sent again from the record (adds are idempotent), since
-    the kill may have cut that part short; ``sets=False`` leaves them (set recover). Returns
-    what was done, if anything."""
-    pending = store.read_intent()
-    if pending is None:
-        return None
-    try:
-        return _settle(store, *pending, sets=sets)
-    except ConfigError as exc:  # an intent or state whose ruleset does not load
-        store.clear_intent()
-        raise StateError(f"a ruleset change interrupted by a kill cannot be settled ({exc}); "
-                         f"{REDERIVE}") from None
-
-
-def _settle(store: Store, op: str, new: State, config_text: str | None, sets: bool) -> str:
-    old = store.load_or_none()
-    present = table.exists()
-    if op == "down":
-        if present:
-            store.clear_intent()
-            return "took back"
-        store.commit(new)
-        return "adopted"
-    ruleset = Ruleset.from_toml(new.ruleset)
-    layout = table.declarative_layout() if present else None
-    if layout == compiler.expected_layout(compiler.build_load(ruleset)):
-        done = "adopted"
-    elif (old is not None and old.loaded and present
-          and layout == compiler.expected_layout(compiler.build_load(Ruleset.from_toml(
-              old.ruleset)))):
-        store.clear_intent()
-        return "took back"
-    else:
-        chains, limits = table.objects()
-        kernel_sets, _, _ = sets_service.kernel_objects()
-        try:
-            nft.run(compiler.build_load(ruleset, chains, limits, kernel_sets))
-        except KernelError as exc:
-            store.clear_intent()
-            raise StateError(f"a ruleset change interrupted by a kill could not be completed "
-                             f"({exc}); run 'minifw reload --config FILE'") from exc
-        done = "applied again"
-    if op == "load" and sets:
-        service = sets_service.SetService(store.dir)
-        kernel_sets, _, _ = sets_service.kernel_objects()
-        service.after_load(ruleset, kernel_sets)
-        for name in service.record.names():
-            service.resend(name)
-    if config_text is not None and new.config:
-        write_atomic(Path(new.config), config_text)
-    store.commit(new)
-    return done

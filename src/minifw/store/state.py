@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .errors import StateError
+from ..errors import StateError
 
 DEFAULT_STATE_DIR = "/var/lib/minifw"
 DEFAULT_CONFIG = "/etc/minifw/minifw.toml"

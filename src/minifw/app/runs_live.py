@@ -3,11 +3,11 @@ chain edits (``add``/``delete``) when a chain holds runs."""
 
 from __future__ import annotations
 
-from .compile import nft as compiler
-from .compile import runs
-from .errors import KernelError
-from .kernel import nft, table
-from .model.ruleset import Ruleset
+from ..compile import nft as compiler
+from ..compile import runs
+from ..errors import KernelError
+from ..kernel import nft, table
+from ..model.ruleset import Ruleset
 
 
 def _chain_rules(ruleset: Ruleset, chain: str) -> list:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-MINIFW = str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "minifw")
+MINIFW = str(Path(__file__).resolve().parents[3] / ".venv" / "bin" / "minifw")
 # One marker per namespace a lab made, naming its owner process: a lab whose process died
 # without closing it (kill -9, a test timeout's os._exit) is swept by sweep_orphans().
 REGISTRY = Path("/run/minifw-labs")

@@ -13,10 +13,10 @@ import ipaddress
 import logging
 from typing import Iterator
 
-from .engine.explain import Probe
-from .engine.flows import FlowTracker, Quoted
-from .errors import ConfigError, PacketError
-from .model.types import Proto
+from ..engine.explain import Probe
+from ..engine.flows import FlowTracker, Quoted
+from ..errors import ConfigError, PacketError
+from ..model.types import Proto
 
 
 @dataclasses.dataclass(frozen=True)

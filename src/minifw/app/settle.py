@@ -1,0 +1,69 @@
+"""Settling a ruleset change that a kill interrupted between the kernel commit and the state
+save: the state is made to agree with the kernel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from ..compile import nft as compiler
+from ..errors import ConfigError, KernelError, StateError
+from ..kernel import nft, table
+from ..model import Ruleset
+from ..store.state import REDERIVE, State, Store, write_atomic
+
+
+def settle_intent(store: Store, resend: Callable[[Ruleset], None] | None = None) -> str | None:
+    """Make the state agree with the kernel after a kill between a ruleset change's kernel
+    commit and its state save (the lock held). The kernel's declarative chains are compared
+    with what the intended ruleset and the saved one compile to: the one the kernel holds is
+    kept; if it holds neither, the intended ruleset is applied again (one transaction). For a
+    load, the named sets are then sent again from the record (adds are idempotent), since
+    the kill may have cut that part short: ``resend`` (the set operations') does that. Returns
+    what was done, if anything."""
+    pending = store.read_intent()
+    if pending is None:
+        return None
+    try:
+        return _settle(store, *pending, resend=resend)
+    except ConfigError as exc:  # an intent or state whose ruleset does not load
+        store.clear_intent()
+        raise StateError(f"a ruleset change interrupted by a kill cannot be settled ({exc}); "
+                         f"{REDERIVE}") from None
+
+
+def _settle(store: Store, op: str, new: State, config_text: str | None,
+            resend: Callable[[Ruleset], None] | None) -> str:
+    old = store.load_or_none()
+    present = table.exists()
+    if op == "down":
+        if present:
+            store.clear_intent()
+            return "took back"
+        store.commit(new)
+        return "adopted"
+    ruleset = Ruleset.from_toml(new.ruleset)
+    layout = table.declarative_layout() if present else None
+    if layout == compiler.expected_layout(compiler.build_load(ruleset)):
+        done = "adopted"
+    elif (old is not None and old.loaded and present
+          and layout == compiler.expected_layout(compiler.build_load(Ruleset.from_toml(
+              old.ruleset)))):
+        store.clear_intent()
+        return "took back"
+    else:
+        chains, limits = table.objects()
+        kernel_sets, _, _ = table.kernel_objects()
+        try:
+            nft.run(compiler.build_load(ruleset, chains, limits, kernel_sets))
+        except KernelError as exc:
+            store.clear_intent()
+            raise StateError(f"a ruleset change interrupted by a kill could not be completed "
+                             f"({exc}); run 'minifw reload --config FILE'") from exc
+        done = "applied again"
+    if op == "load" and resend is not None:
+        resend(ruleset)
+    if config_text is not None and new.config:
+        write_atomic(Path(new.config), config_text)
+    store.commit(new)
+    return done

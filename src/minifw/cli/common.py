@@ -1,0 +1,107 @@
+"""What every command shares: the one-line error guard, privilege, and output."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sqlite3
+import sys
+from typing import Any
+
+import click
+
+from ..app.results import Outcome
+from ..errors import MinifwError
+from ..kernel import privilege
+from ..kernel.privilege import NEED_ROOT
+from ..store.state import Store
+
+
+# Commands that read only the files they are given; all others touch the kernel or the state
+# directory. `explain` asks for privilege itself unless --config names a file.
+_PURE_COMMANDS = frozenset({"check", "explain"})
+
+
+def one_line(message: str) -> str:
+    """``message`` with control characters escaped as repr() would: an error is ONE line, even
+    when it quotes an id, a set name or a file line that carries a newline, CR or escape."""
+    if message.isprintable():
+        return message
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+
+
+def fail(message: str, code: int = 1) -> None:
+    click.echo(f"error: {one_line(message)}", err=True)
+    sys.exit(code)
+
+
+def privileged() -> bool:
+    return privilege.privileged()
+
+
+def require_privilege() -> None:
+    """Say once, before anything is tried, that the kernel and the state need root."""
+    if not privileged():
+        fail(f"{NEED_ROOT}; run it with sudo, or 'minifw check' / 'minifw explain --config "
+              "FILE' to work on a file without root")
+
+
+def _os_error(exc: OSError) -> str:
+    what = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename is not None:
+        what = f"{exc.filename}: {what}"
+    if isinstance(exc, PermissionError):
+        return f"{what}; {NEED_ROOT}"
+    return what
+
+
+def guarded(fn):
+    """Turn every failure of a command into ONE line ``error: ...`` on stderr and exit 1.
+
+    minifw's own errors are the rule: foreign ones are wrapped where they arise. This is the last
+    net for those that escape, so that the operator never sees a traceback."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if fn.__name__ not in _PURE_COMMANDS:
+            require_privilege()
+        try:
+            return fn(*args, **kwargs)
+        except MinifwError as exc:
+            fail(str(exc))
+        except OSError as exc:
+            fail(_os_error(exc))
+        except sqlite3.Error as exc:
+            fail(f"the set record failed: {exc}")
+        except RecursionError:
+            fail("the input is nested too deeply")
+        except UnicodeError as exc:
+            fail(f"the input is not valid text: {exc}")
+        except MemoryError:
+            fail("out of memory")
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+        except Exception as exc:  # noqa: BLE001  a bug: still one line, named as such
+            fail(f"internal error ({type(exc).__name__}: {exc}); please report it")
+    return wrapper
+
+
+def _say_waiting(message: str) -> None:
+    click.echo(message, err=True)
+
+
+Store.on_wait = staticmethod(_say_waiting)
+
+
+def emit(outcome: Outcome) -> None:
+    for w in outcome.warnings:
+        click.echo(f"warning: {w}", err=True)
+    click.echo(outcome.message)
+
+
+def dump(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2))
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+config_option = click.option("--config", "-c", "config", metavar="FILE",
+                             help="Config file (default /etc/minifw/minifw.toml).")

@@ -1,0 +1,1 @@
+"""Persistence: the state directory (state, intent, lock) and the set record."""
