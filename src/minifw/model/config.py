@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import re
 import tomllib
-from typing import Any
-
-import tomlkit
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, RuleError
 from .rule import Rule
 from .ruleset import Ruleset
+
+if TYPE_CHECKING:
+    import tomlkit
+
+# tomlkit (about 15 ms to import) is loaded only by the config edits of `add` and `delete`:
+# the other commands never pay for it.
 
 TOP_KEYS = ("policy", "rule", "hook", "set")  # [[hook]]: minifw.hooks.config; [[set]]: model.sets
 _RULE_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*rule[ \t]*\]\]", re.MULTILINE)
@@ -73,6 +77,7 @@ def _rule_line(text: str, rule_label: str | None, data: dict[str, Any],
 
 def add_rule_text(text: str, rule: Rule, before: str | None) -> str:
     """Insert ``rule`` as a [[rule]] table before the rule with id ``before`` (or at the end)."""
+    import tomlkit
     doc = tomlkit.parse(text)
     table = tomlkit.table()
     for key, value in rule.to_toml().items():
@@ -99,6 +104,7 @@ def _splice_rule_lines(text: str, index: int, table: Any) -> str | None:
     the comment lines written right over it (they describe that rule; tomlkit would put the new
     table between them and their rule), unless those comments open the file. None when the
     text is too unusual to edit by lines."""
+    import tomlkit
     layout = _rule_layout(text, index)
     if layout is None:
         return None
@@ -147,6 +153,7 @@ def _checked(result: str, original: dict[str, Any], rules: list[Any]) -> str | N
 
 
 def delete_rule_text(text: str, rule_id: str) -> str:
+    import tomlkit
     doc = tomlkit.parse(text)
     index = _index_of(doc, rule_id)
     cut = _cut_rule_lines(text, index)
@@ -165,6 +172,7 @@ def _cut_rule_lines(text: str, index: int) -> str | None:
     next, and tomlkit would delete them with the table. None when the text is too unusual to cut
     by lines (the result is checked by parsing it).
     """
+    import tomlkit
     layout = _rule_layout(text, index)
     if layout is None:
         return None
