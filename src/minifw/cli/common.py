@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sqlite3
 import sys
 from typing import Any
-
-import click
 
 from ..app.results import Outcome
 from ..errors import MinifwError
@@ -30,8 +29,25 @@ def one_line(message: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
 
 
+# What click.echo does with text, without importing click (3.5x Python's own start-up): the
+# fast path of cli/entry.py prints through here, and so does every click command, so both
+# print alike. Off a terminal, ANSI sequences are stripped (click's pattern).
+_ANSI = re.compile(r"\033\[[0-?]*[ -/]*[@-~]")
+
+
+def echo(message: str, err: bool = False) -> None:
+    stream = sys.stderr if err else sys.stdout
+    if stream is None:
+        return
+    text = message + "\n"
+    if not stream.isatty():
+        text = _ANSI.sub("", text)
+    stream.write(text)
+    stream.flush()
+
+
 def fail(message: str, code: int = 1) -> None:
-    click.echo(f"error: {one_line(message)}", err=True)
+    echo(f"error: {one_line(message)}", err=True)
     sys.exit(code)
 
 
@@ -86,7 +102,7 @@ def guarded(fn):
 
 
 def _say_waiting(message: str) -> None:
-    click.echo(message, err=True)
+    echo(message, err=True)
 
 
 Store.on_wait = staticmethod(_say_waiting)
@@ -94,14 +110,21 @@ Store.on_wait = staticmethod(_say_waiting)
 
 def emit(outcome: Outcome) -> None:
     for w in outcome.warnings:
-        click.echo(f"warning: {w}", err=True)
-    click.echo(outcome.message)
+        echo(f"warning: {w}", err=True)
+    echo(outcome.message)
 
 
 def dump(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2))
+    echo(json.dumps(data, indent=2))
 
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-config_option = click.option("--config", "-c", "config", metavar="FILE",
-                             help="Config file (default /etc/minifw/minifw.toml).")
+# Decorators that load click when the click commands are defined, never on the fast path.
+def json_option(fn):
+    import click
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(fn)
+
+
+def config_option(fn):
+    import click
+    return click.option("--config", "-c", "config", metavar="FILE",
+                        help="Config file (default /etc/minifw/minifw.toml).")(fn)
