@@ -1,0 +1,174 @@
+"""The console script's fast path (cli/entry.py) against the click CLI (cli/main.py).
+
+The same argv, valid and invalid, goes through both, each with its own fresh state directory;
+stdout, stderr and the exit status must be the same (state paths aside). minifw is down here,
+so a ban is recorded only and no kernel is needed (tests/kernel/test_cli_entry.py does the
+same with the kernel, in a namespace)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from minifw.cli import common as clicommon
+from minifw.cli import entry
+from minifw.cli import main as clickmain
+from minifw.kernel import table
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# One session: each step sees the state the earlier ones left (bans, a set, a default timeout).
+SESSION = [
+    ["ban", "198.18.0.1"],
+    ["ban", "198.18.0.1", "--json"],          # a re-ban
+    ["ban", "198.18.0.2", "198.18.0.2", "fd00::2", "--json"],
+    ["ban"],                                  # missing address: click's usage error
+    ["ban", "--json"],
+    ["ban", "nope"],                          # bad address
+    ["ban", "198.18.0.3", "nope"],
+    ["ban", "198.18.0.4", "--timeout", "5x"],  # bad --timeout
+    ["ban", "198.18.0.4", "--timeout", "0s"],
+    ["ban", "198.18.0.4", "--timeout", "1h"],
+    ["ban", "--timeout=10m", "198.18.0.5", "--set=blocked"],
+    ["ban", "198.18.0.6", "--timeout"],        # no value
+    ["ban", "198.18.0.6", "--timeout", "--json"],
+    ["ban", "--timeout", "1h", "--timeout", "2h", "198.18.0.6"],  # repeated
+    ["ban", "--bogus", "198.18.0.7"],          # unknown option
+    ["ban", "-x", "198.18.0.7"],
+    ["ban", "--json=yes", "198.18.0.7"],
+    ["ban", "--jso", "198.18.0.7"],
+    ["ban", "--help"],
+    ["ban", "198.18.0.7", "-h"],
+    ["ban", "--", "--help"],
+    ["ban", "--", "198.18.0.8"],
+    ["ban", "-", "198.18.0.8"],
+    ["ban", "--set", "web", "198.18.1.1", "--json"],
+    ["ban", "--set", "bad name", "198.18.1.1"],
+    ["ban", "--set=", "198.18.1.1"],
+    ["ban", "198.18.2.0/24"],
+    ["ban", "198.18.2.0/25"],                  # overlaps the /24
+    ["ban", "::ffff:198.18.0.9"],              # a warning on stderr
+    ["ban", "198.18.0.10\x1b[31m"],            # one line, escaped
+    ["ban", "-5"],
+    ["unban", "198.18.0.1"],
+    ["unban", "198.18.0.1", "198.18.9.9", "--json"],
+    ["unban", "198.18.2.1"],                   # covered by a CIDR
+    ["unban"],
+    ["unban", "--timeout", "1h", "198.18.0.2"],  # not an unban option
+    ["unban", "--set", "web", "198.18.1.1"],
+    ["unban", "--help"],
+    ["unban", "bad"],
+    ["--help"],
+    ["--version"],
+    ["bann", "198.18.0.1"],
+    [],
+]
+
+
+@pytest.fixture(autouse=True)
+def no_kernel(monkeypatch):
+    """minifw is down in these state directories; the one kernel read a fresh record makes
+    (does any minifw set still hold elements?) sees no minifw table."""
+    monkeypatch.setattr(table, "kernel_objects", lambda: (set(), set(), None))
+    monkeypatch.setattr(clicommon, "privileged", lambda: True)
+
+
+def _call(run, argv, capsys, state: Path, how: str):
+    """Run one argv as the console script would: exit status, stdout, stderr."""
+    if how == "flag":
+        argv = ["--state-dir", str(state), *argv]
+    elif how == "flag=":
+        argv = [f"--state-dir={state}", *argv]
+    else:
+        os.environ["MINIFW_STATE_DIR"] = str(state)
+    try:
+        code = run(argv)
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, _plain(out, state), _plain(err, state)
+
+
+def _plain(text: str, state: Path) -> str:
+    """The output without what differs by nature: the state path and the measured apply time."""
+    return re.sub(r'"apply_ms": [0-9.e-]+', '"apply_ms": 0', text.replace(str(state), "STATE"))
+
+
+@pytest.mark.parametrize("how", ["env", "flag", "flag="])
+def test_both_paths_print_and_exit_alike(capsys, monkeypatch, tmp_path, how):
+    monkeypatch.delenv("MINIFW_STATE_DIR", raising=False)
+    fast_dir, click_dir = tmp_path / "fast", tmp_path / "click"
+    monkeypatch.setenv("MINIFW_STATE_DIR", "")  # restored after the test
+    for argv in SESSION:
+        fast = _call(entry.run, argv, capsys, fast_dir, how)
+        slow = _call(clickmain.run, argv, capsys, click_dir, how)
+        assert fast == slow, argv
+        code, out, err = fast
+        if code != 0:  # every failure: one line on stderr
+            assert len(err.splitlines()) == 1 and err.startswith("error: "), (argv, err)
+    # and the two records ended up alike
+    fast = _call(entry.run, ["unban", "198.18.0.2", "fd00::2", "--json"], capsys, fast_dir, how)
+    slow = _call(clickmain.run, ["unban", "198.18.0.2", "fd00::2", "--json"], capsys,
+                 click_dir, how)
+    assert fast == slow and json.loads(fast[1])["unbanned"] == ["198.18.0.2", "fd00::2"]
+
+
+def test_usage_errors_keep_clicks_status_and_hint(capsys, tmp_path):
+    code, out, err = _call(entry.run, ["ban"], capsys, tmp_path / "s", "flag")
+    assert (code, out) == (2, "")
+    assert err == "error: Missing argument 'ADDR|CIDR...'. (see 'minifw ban --help')\n"
+
+
+def test_without_privilege_both_paths_say_so_before_touching_state(capsys, monkeypatch,
+                                                                    tmp_path):
+    monkeypatch.setattr(clicommon, "privileged", lambda: False)
+    for argv in (["ban", "198.18.0.1"], ["unban", "198.18.0.1", "--json"], ["ban", "nope"]):
+        fast = _call(entry.run, argv, capsys, tmp_path / "s", "flag")
+        assert fast == _call(clickmain.run, argv, capsys, tmp_path / "s", "flag")
+        assert fast[0] == 1 and "minifw needs root (CAP_NET_ADMIN)" in fast[2]
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("argv,fast", [
+    (["ban", "198.18.0.1"], True),
+    (["--state-dir", "/x", "unban", "fd00::1", "--set", "s", "--json"], True),
+    (["ban", "--timeout=1h", "198.18.0.1"], True),
+    (["ban"], False), (["ban", "--help"], False), (["ban", "-h", "1.2.3.4"], False),
+    (["ban", "--timeout"], False), (["unban", "--timeout", "1h", "1.2.3.4"], False),
+    (["--state-dir", "--json", "ban", "1.2.3.4"], False), (["--version"], False),
+    (["status"], False), (["set", "list", "blocked"], False), ([], False),
+])
+def test_what_the_fast_path_takes(argv, fast):
+    assert (entry.parse(argv) is not None) is fast
+
+
+def test_the_console_script_is_the_fast_entry():
+    text = (ROOT / "pyproject.toml").read_text()
+    assert 'minifw = "minifw.cli.entry:main"' in text
+
+
+def test_a_ban_imports_neither_click_nor_tomlkit(tmp_path):
+    """What the fast path is for: checked in a fresh interpreter (minifw down, a fake kernel
+    read as above, so no root namespace is asked)."""
+    code = (
+        "import sys\n"
+        "from minifw.kernel import table\n"
+        "table.kernel_objects = lambda: (set(), set(), None)\n"
+        "from minifw.cli import common\n"
+        "common.privileged = lambda: True\n"
+        "from minifw.cli import entry\n"
+        "code = entry.run(['--state-dir', sys.argv[1], 'ban', '198.18.0.1', '--json'])\n"
+        "heavy = sorted(m for m in ('click', 'tomlkit', 'minifw.hooks', 'minifw.daemon',\n"
+        "                           'minifw.cli.main', 'minifw.app.rules', 'minifw.engine')\n"
+        "               if m in sys.modules)\n"
+        "print(code, heavy, file=sys.stderr)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "state")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.stderr.strip().splitlines()[-1] == "0 []", proc.stderr
+    assert json.loads(proc.stdout)["banned"] == ["198.18.0.1"]
