@@ -16,14 +16,12 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
-from ..compile import nft as compiler
 from ..compile import sets as ksets
 from ..store import journal
 from ..errors import ConfigError, KernelError, StateError
 from ..kernel import nft, setelem, table
-from ..model.ruleset import Ruleset
 from ..model.sets import (
     DEFAULT_SET, SET_NAME_RE, covering, element_kind, first_overlap, format_duration,
     normalise_element,
@@ -36,6 +34,9 @@ from ..store.state import Store, write_atomic
 from .results import Outcome
 from .settle import settle_intent
 
+if TYPE_CHECKING:
+    from ..model.ruleset import Ruleset
+
 LOAD_CHUNK = 250_000
 
 
@@ -47,6 +48,7 @@ def fresh_load(ruleset: Ruleset) -> dict[str, Any]:
     """What a load of ``ruleset`` into an empty namespace sends, for ``check``: the load
     document, then each ``[[set]]``'s elements and, for ``blocked``, its ban chain (a real load
     sends those after the document, from the record, with runtime elements too)."""
+    from ..compile import nft as compiler  # lazy: a ban needs neither it nor the rule model
     document = compiler.build_load(ruleset)
     for definition in ruleset.sets:
         cmds = ksets.build_elements("add", definition.name,
@@ -528,6 +530,7 @@ class SetService:
             definitions = []
             if state is not None and state.loaded:
                 try:
+                    from ..model.ruleset import Ruleset
                     definitions = list(Ruleset.from_toml(state.ruleset).sets)
                 except ConfigError:
                     definitions = []

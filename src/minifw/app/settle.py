@@ -4,13 +4,14 @@ save: the state is made to agree with the kernel."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from ..compile import nft as compiler
 from ..errors import ConfigError, KernelError, StateError
 from ..kernel import nft, table
-from ..model import Ruleset
 from ..store.state import REDERIVE, State, Store, write_atomic
+
+if TYPE_CHECKING:
+    from ..model.ruleset import Ruleset
 
 
 def settle_intent(store: Store, resend: Callable[[Ruleset], None] | None = None) -> str | None:
@@ -34,6 +35,10 @@ def settle_intent(store: Store, resend: Callable[[Ruleset], None] | None = None)
 
 def _settle(store: Store, op: str, new: State, config_text: str | None,
             resend: Callable[[Ruleset], None] | None) -> str:
+    # the compiler and the rule model load only here, when there is an intent to settle:
+    # a ban or an unban never pays for them
+    from ..compile import nft as compiler
+    from ..model.ruleset import Ruleset
     old = store.load_or_none()
     present = table.exists()
     if op == "down":

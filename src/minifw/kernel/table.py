@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..compile import sets as ksets
-from ..compile.nft import FAMILY, TABLE, is_declarative_chain, rule_id_of_comment
+from ..compile.sets import FAMILY, TABLE
 from ..errors import KernelError
 from . import nft
 
@@ -45,6 +45,7 @@ def objects() -> tuple[list[str], list[str]]:
 
 def declarative_layout() -> dict[str, list[str | None]]:
     """Each declarative chain of the live table with its rules' comments, in kernel order."""
+    from ..compile.nft import is_declarative_chain  # lazy: it loads the rule model
     found = listing()
     layout: dict[str, list[str | None]] = {c["name"]: [] for c in nft.items(found, "chain")
                                            if is_declarative_chain(c["name"])}
@@ -56,6 +57,7 @@ def declarative_layout() -> dict[str, list[str | None]]:
 
 def chain_rules(chain: str) -> list[LiveRule]:
     """The rules of one chain in kernel order, with handles and summed-up counters."""
+    from ..compile.nft import rule_id_of_comment  # lazy: it loads the rule model
     found = listing()
     if not any(c["name"] == chain for c in nft.items(found, "chain")):
         raise KernelError(f"chain {chain} is not in table {FAMILY} {TABLE}")
