@@ -153,6 +153,36 @@ def test_the_console_script_is_the_fast_entry():
     assert 'minifw = "minifw.cli.entry:main"' in text
 
 
+# A process of either path, with the fake kernel read and privilege of the tests above.
+PROCESS = ("import sys\n"
+           "from minifw.kernel import table\n"
+           "table.kernel_objects = lambda: (set(), set(), None)\n"
+           "from minifw.cli import common\n"
+           "common.privileged = lambda: True\n"
+           "from minifw.cli.{} import main\n"
+           "sys.argv[0] = 'minifw'\n"
+           "main()\n")
+
+
+def test_whole_processes_of_both_paths_agree_and_leave_the_same_files(tmp_path):
+    """The fast path's main() leaves without the interpreter's teardown: its output, its exit
+    status and the files of its state directory must still be the click path's."""
+    dirs = {how: tmp_path / how for how in ("entry", "main")}
+    for argv in (["ban", "198.18.0.1", "fd00::1", "--json"], ["ban", "198.18.0.1"],
+                 ["ban", "nope"], ["ban"], ["ban", "198.18.0.2", "--timeout", "1h"],
+                 ["unban", "198.18.0.1", "198.18.0.9"], ["unban", "--json", "fd00::1"]):
+        seen = []
+        for how, state in dirs.items():
+            proc = subprocess.run([sys.executable, "-c", PROCESS.format(how), "--state-dir",
+                                   str(state), *argv], capture_output=True, text=True,
+                                  timeout=60)
+            seen.append((proc.returncode, _plain(proc.stdout, state), _plain(proc.stderr, state)))
+        assert seen[0] == seen[1], argv
+        listing = {how: sorted(p.relative_to(state).as_posix() for p in state.rglob("*"))
+                   for how, state in dirs.items()}
+        assert listing["entry"] == listing["main"] and "sets.db" in listing["entry"], argv
+
+
 def test_a_ban_imports_neither_click_nor_tomlkit(tmp_path):
     """What the fast path is for: checked in a fresh interpreter (minifw down, a fake kernel
     read as above, so no root namespace is asked)."""
