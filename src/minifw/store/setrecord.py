@@ -33,7 +33,6 @@ import errno
 import itertools
 import operator
 import os
-import shutil
 import socket
 import sqlite3
 import time
@@ -576,6 +575,7 @@ class SetStore:
         # built aside and renamed into place: a kill meanwhile leaves the old files, never a
         # half-filled record that would pass for a whole one
         work = self.path.parent / ".recover"
+        import shutil  # lazy: only a rebuild needs it, and it loads bz2 and lzma
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(mode=0o750)
         fresh = SetStore(work)
@@ -609,6 +609,7 @@ class SetStore:
                 with contextlib.suppress(FileNotFoundError):
                     os.replace(f"{self.path}{extra}", f"{kept}{extra}")
         os.replace(work / "sets.db", self.path)
+        import shutil  # lazy: only a rebuild needs it, and it loads bz2 and lzma
         shutil.rmtree(work, ignore_errors=True)
         return kept
 
