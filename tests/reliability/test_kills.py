@@ -27,7 +27,7 @@ import pytest
 import rkit
 
 from minifw.compile import nft as compiler
-from minifw.kernel.setelem import CHUNK
+from minifw.kernel.nfnl import CHUNK
 from minifw.lab import MINIFW
 from minifw.model import Ruleset
 from minifw.store.setrecord import SetStore
