@@ -26,7 +26,6 @@ from ..netlink import nftables as nl
 from .nft import FAMILY, TABLE, chain_name, is_declarative_chain
 
 HOOK_CHAIN = re.compile(r"^hook_q(\d+)_\w+$")
-FLOW_CHAIN = re.compile(r"^flow_q(\d+)_\w+$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,10 +59,6 @@ class Placement:
                 "fail": s.fail, "on_error": s.on_error, "per_flow": s.per_flow,
                 "flow_mark": s.flow_mark, "payload": s.payload,
                 "bypass": bool(self.queue_flags & nl.QueueFlag.BYPASS)}
-
-
-def is_hook_chain(name: str) -> bool:
-    return bool(HOOK_CHAIN.match(name) or FLOW_CHAIN.match(name))
 
 
 assert not is_declarative_chain("hook_q1_x") and not is_declarative_chain("flow_q1_x")
