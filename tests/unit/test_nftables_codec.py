@@ -127,7 +127,8 @@ def test_empty_groups_add_no_message():
 
 @pytest.mark.parametrize("key, timeout, width", [
     (v4("198.18.0.1"), None, 16), (v4("198.18.0.1"), 1000, 28),
-    (v6("fd00::1"), None, 28), (v6("fd00::1"), 1000, 40)])
+    (v6("fd00::1"), None, 28), (v6("fd00::1"), 1000, 40)],
+    ids=["v4", "v4-timeout", "v6", "v6-timeout"])
 def test_a_message_holds_as_many_elements_as_fit_and_one_more_starts_another(key, timeout,
                                                                               width):
     fit = ELEMENTS_MAX // width
