@@ -14,8 +14,8 @@ from typing import Any, Iterator
 
 from . import runs_live
 from .sets import SetService, fresh_load
+from ..compile import names
 from ..compile import nft as compiler
-from ..compile.sets import BAN_CHAIN
 from ..daemon import supervise
 from ..errors import ConfigError, KernelError, MinifwError, RuleError, StateError
 from ..hooks.config import hook_files
@@ -159,17 +159,15 @@ class Service:
         # What is really hooked in, read from the kernel: rule chains, policy chains, the bans
         # chain and hook-function chains alike.
         every = table.base_chains()
-        rule_counts = {compiler.chain_name(h, p): len(rules) for (h, p), rules in live.chains()}
+        rule_counts = {names.rule_chain(h, p): len(rules) for (h, p), rules in live.chains()}
         chains = []
         for c in every:
             if (c["family"], c["table"]) != (compiler.FAMILY, compiler.TABLE):
                 continue
             name = c["name"]
+            known = names.kind_of(name)
             kind = ("rules" if name in rule_counts else
-                    "policy" if name.endswith("_policy") else
-                    "bans" if name == BAN_CHAIN else
-                    "hook-function" if name.startswith("hook_") else
-                    "flow-cache" if name.startswith("flow_") else "other")
+                    known.value if known not in (None, names.Kind.RULES) else "other")
             chains.append({"hook": c["hook"], "priority": c.get("prio"), "chain": name,
                            "kind": kind, "rules": rule_counts.get(name)})
         hook_order = [h.value for h in Hook]
@@ -207,7 +205,7 @@ class Service:
         live = self._live(state)
         counters: dict[str, list[int]] = {}
         for (hook, prio), _ in live.chains():
-            for lr in _chain_rules_or_empty(compiler.chain_name(hook, prio)):
+            for lr in _chain_rules_or_empty(names.rule_chain(hook, prio)):
                 if lr.rule_id:
                     c = counters.setdefault(lr.rule_id, [0, 0])
                     c[0] += lr.packets
@@ -223,7 +221,7 @@ class Service:
                           "bytes": nbytes, "runtime": rule.id in runtime})
         policies = []
         for hook in live.drop_hooks:
-            dropped = [lr for lr in _chain_rules_or_empty(compiler.policy_chain_name(hook))
+            dropped = [lr for lr in _chain_rules_or_empty(names.policy_chain(hook))
                        if lr.packets or lr.bytes]
             policies.append({"hook": hook.value, "policy": "drop",
                              "packets": sum(lr.packets for lr in dropped),
@@ -253,7 +251,7 @@ class Service:
                 before = next((r.id for r in later if r.id in in_file), None)
                 new_text = add_rule_text(text, rule, before)
                 parse_config(new_text, state.config)  # the edited file must still load
-            chain = compiler.chain_name(rule.hook, rule.priority)
+            chain = names.rule_chain(rule.hook, rule.priority)
             supervise.check_rule_points([(rule.hook, rule.priority)])
             chains, _ = table.objects()
             before_handle = None
@@ -292,7 +290,7 @@ class Service:
                 if on_disk.get(rule_id) is not None:
                     new_text = delete_rule_text(text, rule_id)
                     parse_config(new_text, state.config)
-            chain = compiler.chain_name(rule.hook, rule.priority)
+            chain = names.rule_chain(rule.hook, rule.priority)
             live_rules = table.chain_rules(chain)
             handles = [lr.handle for lr in live_rules if lr.rule_id == rule_id]
             last = len(handles) == len(live_rules)

@@ -3,8 +3,8 @@ chain edits (``add``/``delete``) when a chain holds runs."""
 
 from __future__ import annotations
 
+from ..compile import names, runs
 from ..compile import nft as compiler
-from ..compile import runs
 from ..errors import KernelError
 from ..kernel import nft, table
 from ..model.ruleset import Ruleset
@@ -12,7 +12,7 @@ from ..model.ruleset import Ruleset
 
 def _chain_rules(ruleset: Ruleset, chain: str) -> list:
     for (hook, prio), rules in ruleset.chains():
-        if compiler.chain_name(hook, prio) == chain:
+        if names.rule_chain(hook, prio) == chain:
             return rules
     return []
 
@@ -21,7 +21,7 @@ def run_counters(live: Ruleset) -> dict[str, list[int]]:
     """rule id -> [packets, bytes] for rules compiled into runs, from their set elements."""
     out: dict[str, list[int]] = {}
     for (hook, prio), rules in live.chains():
-        chain = compiler.chain_name(hook, prio)
+        chain = names.rule_chain(hook, prio)
         for index, item in enumerate(runs.plan_chain(rules)):
             if not isinstance(item, runs.Run):
                 continue

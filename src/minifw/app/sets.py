@@ -22,7 +22,7 @@ from ..compile import nft as compiler
 from ..compile import sets as ksets
 from ..store import journal
 from ..errors import ConfigError, KernelError, StateError
-from ..kernel import nft, setelem, table
+from ..kernel import nfnl, nft, table
 from ..model.ruleset import Ruleset
 from ..model.sets import (
     DEFAULT_SET, SET_NAME_RE, covering, element_kind, first_overlap, format_duration,
@@ -411,7 +411,7 @@ class SetService:
         try:
             count = self._import(name, four, six, cidrs, cidr_cmds, seconds, expiry, up)
         except KernelError as exc:
-            if not (self._sent or isinstance(exc, setelem.PartialAdd)):
+            if not (self._sent or isinstance(exc, nfnl.PartialAdd)):
                 raise
             # The record did not take the import, but the kernel took (part of) its single
             # addresses: put those sets back as the record has them (flushed and refilled,
@@ -447,7 +447,7 @@ class SetService:
                     # single addresses: nf_tables batches straight over netlink, built from
                     # the packed addresses (repeats are harmless: the kernel refreshes their
                     # timeout)
-                    setelem.add_elements(ksets.TABLE, [
+                    nfnl.add_elements(ksets.TABLE, [
                         (ksets.kernel_name(name, 4, False), four),
                         (ksets.kernel_name(name, 6, False), six)],
                         seconds * 1000 if seconds else None)
@@ -611,7 +611,7 @@ class SetService:
 
     def _load_all(self, name: str, singles_only: bool = False) -> None:
         """Send every live recorded element of ``name`` with its remaining time: rows in chunks
-        through libnftables, each imported block through setelem (``singles_only``: leave the
+        through libnftables, each imported block through nfnl (``singles_only``: leave the
         CIDRs, which go to the interval sets, out)."""
         at = now()
         rows = self.record.live(name, at)
@@ -626,7 +626,7 @@ class SetService:
                 nft.run({"nftables": cmds})
         for bid, width, expiry, _, _ in self.record.blocks(name, at):
             keys = self.record.block_keys(bid)
-            setelem.add_elements(ksets.TABLE, [(ksets.kernel_name(name, 6 if width == 16 else 4,
-                                                                  False), keys)],
-                                 (expiry - at) * 1000 if expiry else None)
+            nfnl.add_elements(ksets.TABLE, [(ksets.kernel_name(name, 6 if width == 16 else 4,
+                                                               False), keys)],
+                              (expiry - at) * 1000 if expiry else None)
             del keys

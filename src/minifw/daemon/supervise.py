@@ -52,9 +52,7 @@ def check_rule_points(points: Iterable[tuple[Hook, int]], leaving: Iterable[str]
         chains = nft.items(nft.query("list chains"), "chain")
     except KernelError:
         return
-    gone = set(leaving)
-    held = [p for p in plan.hook_points(chains) if p[2].split()[-1] not in gone]
-    problems = plan.clashes(plan.ruleset_points(points), held)
+    problems = plan.clashes(plan.ruleset_points(points), plan.hook_points(chains, leaving))
     if problems:
         raise ConfigError(problems[0])
 

@@ -30,7 +30,7 @@ import dataclasses
 import ipaddress
 from typing import Any, Callable, Iterable, Sequence
 
-from ..compile.sets import BAN_CHAIN, BAN_PRIORITY
+from ..compile.names import BAN_CHAIN, BAN_PRIORITY
 from ..errors import PacketError
 from ..model.rule import IFNAME_RE, Rule
 from ..model.sets import DEFAULT_SET

@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 
 from ..compile import sets as ksets
-from ..compile.nft import FAMILY, TABLE, is_declarative_chain, rule_id_of_comment
+from ..compile import names
+from ..compile.nft import FAMILY, TABLE, rule_id_of_comment
 from ..errors import KernelError
 from . import nft
 
@@ -47,7 +48,7 @@ def declarative_layout() -> dict[str, list[str | None]]:
     """Each declarative chain of the live table with its rules' comments, in kernel order."""
     found = listing()
     layout: dict[str, list[str | None]] = {c["name"]: [] for c in nft.items(found, "chain")
-                                           if is_declarative_chain(c["name"])}
+                                           if names.is_declarative(c["name"])}
     for rule in nft.items(found, "rule"):
         if rule.get("chain") in layout:
             layout[rule["chain"]].append(rule.get("comment"))

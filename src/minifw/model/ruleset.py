@@ -89,12 +89,6 @@ class Ruleset:
     def without(self, rule_id: str) -> "Ruleset":
         return dataclasses.replace(self, rules=tuple(r for r in self.rules if r.id != rule_id))
 
-    def chain_position(self, rule_id: str) -> int:
-        rule = self.get(rule_id)
-        assert rule is not None
-        peers = [r for r in self.rules if (r.hook, r.priority) == (rule.hook, rule.priority)]
-        return [r.id for r in peers].index(rule_id)
-
     # ---- TOML pair -----------------------------------------------------------------------
     @classmethod
     def from_toml(cls, data: dict[str, Any]) -> "Ruleset":
