@@ -263,10 +263,6 @@ class NfqueueCodec:
         self._pending[self._seq] = what
         return self._seq
 
-    @property
-    def last_seq(self) -> int:
-        return self._seq
-
     def pending(self) -> dict[int, str]:
         """Requests still waiting for an acknowledgement, by sequence number."""
         return dict(self._pending)
@@ -300,10 +296,6 @@ class NfqueueCodec:
                             attr_be32(NfqaCfg.FLAGS, flags), attr_be32(NfqaCfg.MASK, mask))
 
     # -- verdicts (no ack: they are the hot path) --
-    def verdict(self, queue: int, packet_id: int, verdict: Verdict,
-                mark: int | None = None) -> bytes:
-        return self._verdict(_VERDICT_TYPE, queue, packet_id, verdict, mark)
-
     def verdict_batch(self, queue: int, last_id: int, verdict: Verdict,
                       mark: int | None = None) -> bytes:
         """One verdict for every packet of ``queue`` with an id up to ``last_id``."""
@@ -469,13 +461,6 @@ class VerdictWriter:
     def single(queue: int, packet_id: int, verdict: int) -> bytes:
         """A verdict for one packet (NFQNL_MSG_VERDICT): it answers that packet only."""
         return NfqueueCodec._verdict(_VERDICT_TYPE, queue, packet_id, Verdict(verdict), None)
-
-
-def _u32(value: memoryview, what: str) -> int:
-    if len(value) != 4:
-        raise PacketError(f"the {what} attribute of a queued packet has {len(value)} bytes; "
-                          "it needs 4.")
-    return int.from_bytes(value, "big")
 
 
 __all__ = ["NfqueueCodec", "QueuedPacket", "Ack", "Refused", "Event", "Verdict", "CopyMode",
