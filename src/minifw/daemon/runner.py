@@ -21,7 +21,6 @@ import logging
 import os
 import signal
 import socket
-import struct
 import sys
 import threading
 import time

@@ -84,7 +84,10 @@ class VerdictRuns:
         if not verdict:
             mark = None
             self.dropped += 1
-        if self.open and (verdict != self.verdict or mark != self.mark):
+        if self.open:
+            if verdict == self.verdict and mark == self.mark:  # the usual case: the run goes on
+                self.last = packet_id
+                return
             self.out.append(self._writer.batch(self.queue, self.last, self.verdict,  # type: ignore[arg-type]
                                                self.mark))
         self.verdict = verdict
