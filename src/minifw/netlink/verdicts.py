@@ -88,8 +88,7 @@ class VerdictRuns:
             if verdict == self.verdict and mark == self.mark:  # the usual case: the run goes on
                 self.last = packet_id
                 return
-            self.out.append(self._writer.batch(self.queue, self.last, self.verdict,  # type: ignore[arg-type]
-                                               self.mark))
+            self._emit()
         self.verdict = verdict
         self.mark = mark
         self.last = packet_id
@@ -97,9 +96,13 @@ class VerdictRuns:
 
     def close(self) -> None:
         if self.open:
-            self.out.append(self._writer.batch(self.queue, self.last, self.verdict,  # type: ignore[arg-type]
-                                               self.mark))
+            self._emit()
             self.open = False
+
+    def _emit(self) -> None:
+        """The open run's batch verdict: every packet up to ``last``."""
+        self.out.append(self._writer.batch(self.queue, self.last,  # type: ignore[arg-type]
+                                           self.verdict, self.mark))  # type: ignore[arg-type]
 
     def undecided(self, packet_id: int) -> bool:
         """Whether ``packet_id`` comes after every packet decided here (ids wrap at 2**32)."""
