@@ -17,6 +17,7 @@ NLMSG_HDR = struct.Struct("=IHHII")
 NLA_HDR = struct.Struct("=HH")
 NLA_F_NESTED = 0x8000
 NLA_F_NET_BYTEORDER = 0x4000
+NLA_TYPE_MASK = ~(NLA_F_NESTED | NLA_F_NET_BYTEORDER) & 0xFFFF
 
 
 class NlmsgType(enum.IntEnum):
