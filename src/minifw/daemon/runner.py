@@ -218,7 +218,7 @@ class Runner:
         # every other hook chain counts, except those we replace: a dead runner's of this file,
         # or a live one's we take over
         stale = {c for r in self._taken_over() for c in hookstate.chains_of(r)}
-        others = [p for p in plan.hook_points(chains) if p[2].split()[-1] not in stale]
+        others = plan.hook_points(chains, leaving=stale)
         problems += plan.clashes(ours, others)
         if problems:
             raise ConfigError(problems[0], file=self.file)
