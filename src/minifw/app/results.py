@@ -8,9 +8,14 @@ give the same data. Results that only report (up, down, ...) carry a ``message``
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from ..model.types import HookPoint, point_order
+
+if TYPE_CHECKING:
+    from ..daemon.hookstate import HookProblem, HookStatus
+    from ..engine.explain import Explanation, Probe, Step
+    from ..model import Ruleset
 
 _frozen = dataclasses.dataclass(frozen=True, kw_only=True)
 
@@ -49,7 +54,7 @@ class Unloaded(Outcome):
 class Checked:
     """``check``: the parsed ruleset and the nftables document a load would send."""
 
-    ruleset: Any       # minifw.model.Ruleset
+    ruleset: "Ruleset"
     document: dict[str, Any]
 
     def to_json(self) -> dict[str, Any]:
@@ -158,8 +163,8 @@ class Status:
     foreign_chains: tuple[ForeignChain, ...]
     warnings: tuple[str, ...]
     table_missing: bool                # the state says up, the table is gone
-    hooks: tuple[Any, ...]             # minifw.daemon.hookstate.HookStatus
-    hook_problems: tuple[Any, ...]     # minifw.daemon.hookstate.HookProblem
+    hooks: tuple["HookStatus", ...]    # one per hook function of every runner
+    hook_problems: tuple["HookProblem", ...]
 
     @property
     def sets(self) -> int:
@@ -363,7 +368,7 @@ class Explained:
     """``explain`` of one packet: the engine's Explanation, which ruleset answered, the
     warnings (other tables' chains at the packet's hooks) and what hook functions logged."""
 
-    explanation: Any               # minifw.engine.explain.Explanation
+    explanation: "Explanation"
     ruleset: str
     warnings: tuple[str, ...] = ()
     hook_logs: tuple[str, ...] = ()
@@ -389,11 +394,11 @@ class Explained:
         return HookPoint(self.explanation.hook, self.explanation.priority)
 
     @property
-    def probe(self) -> Any:
+    def probe(self) -> "Probe":
         return self.explanation.probe
 
     @property
-    def trace(self) -> tuple[Any, ...]:
+    def trace(self) -> tuple["Step", ...]:
         return self.explanation.trace
 
     def to_json(self) -> dict[str, Any]:
