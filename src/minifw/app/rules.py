@@ -21,8 +21,11 @@ from ..errors import ConfigError, KernelError, MinifwError, RuleError, StateErro
 from ..hooks.config import hook_files
 from ..kernel import netns, nft, table
 from ..model import Rule, Ruleset, add_rule_text, delete_rule_text, parse_config
-from ..model.types import Hook
-from .results import Outcome
+from ..model.types import Hook, HookPoint
+from .results import (
+    ChainInfo, Checked, ForeignChain, ListedRule, Loaded, PolicyCounter, RuleAdded,
+    RuleDeleted, RuleListing, Status, Unloaded, chains_in_order,
+)
 from .settle import settle_intent
 from ..store.state import DEFAULT_CONFIG, REDERIVE, State, Store, write_atomic
 
@@ -47,13 +50,13 @@ class Service:
         self.store = Store(state_dir)
 
     # ---- whole-ruleset operations ------------------------------------------------------
-    def check(self, config: str | None) -> tuple[Ruleset, dict[str, Any]]:
+    def check(self, config: str | None) -> Checked:
         path = config or DEFAULT_CONFIG
         text, ruleset = read_config(path)
         supervise.validate(hook_files(text, os.path.abspath(path)), ruleset)
-        return ruleset, fresh_load(ruleset)
+        return Checked(ruleset=ruleset, document=fresh_load(ruleset))
 
-    def up(self, config: str | None) -> Outcome:
+    def up(self, config: str | None) -> Loaded:
         path = os.path.abspath(config or DEFAULT_CONFIG)
         with self._writing(rederive=True):
             text, ruleset = read_config(path)
@@ -68,9 +71,10 @@ class Service:
                                             runners.leaving_chains)
                 _hooks_started(supervise.apply(runners, self.store.dir),
                                f"minifw is already up with {path}")
-                return Outcome(f"minifw is already up with {path}; "
-                               + (runners.describe() or "nothing changed"),
-                               self._warnings(ruleset))
+                return Loaded(f"minifw is already up with {path}; "
+                              + (runners.describe() or "nothing changed"),
+                              self._warnings(ruleset), config=path, rules=len(ruleset.rules),
+                              hook_files=len(hooks), changed=False)
             new = State(loaded=True, config=path, ruleset=ruleset.to_toml())
             with self._intending("load", new):
                 self._load(ruleset, runners)
@@ -78,9 +82,10 @@ class Service:
             _hooks_started(supervise.apply(runners, self.store.dir),
                            f"minifw is up with {len(ruleset.rules)} rules from {path}")
         done = runners.describe()
-        return Outcome(f"minifw is up: {len(ruleset.rules)} rules"
-                       + (f", {len(hooks)} hook files" if hooks else "") + f" from {path}"
-                       + (f"; {done}" if done else ""), self._warnings(ruleset))
+        return Loaded(f"minifw is up: {len(ruleset.rules)} rules"
+                      + (f", {len(hooks)} hook files" if hooks else "") + f" from {path}"
+                      + (f"; {done}" if done else ""), self._warnings(ruleset),
+                      config=path, rules=len(ruleset.rules), hook_files=len(hooks))
 
     @staticmethod
     def _in_sync(ruleset: Ruleset) -> bool:
@@ -89,7 +94,7 @@ class Service:
         return table.declarative_layout() == compiler.expected_layout(
             compiler.build_load(ruleset))
 
-    def reload(self, config: str | None, restart_hooks: bool = False) -> Outcome:
+    def reload(self, config: str | None, restart_hooks: bool = False) -> Loaded:
         """Replace the declarative ruleset, and bring the [[hook]] runners in line: a runner
         whose file left the config stops, one whose file changed restarts, a new file starts."""
         with self._writing(rederive=config is not None):
@@ -109,8 +114,9 @@ class Service:
             _hooks_started(supervise.apply(runners, self.store.dir),
                            f"reloaded {len(ruleset.rules)} rules from {path}")
         done = runners.describe()
-        return Outcome(f"reloaded {len(ruleset.rules)} rules from {path}"
-                       + (f"; {done}" if done else ""), self._warnings(ruleset))
+        return Loaded(f"reloaded {len(ruleset.rules)} rules from {path}"
+                      + (f"; {done}" if done else ""), self._warnings(ruleset),
+                      config=path, rules=len(ruleset.rules), hook_files=len(hooks))
 
     def _load(self, ruleset: Ruleset, runners: supervise.RunnerPlan | None = None) -> None:
         """One transaction for the declarative chains and sets, which also deletes the chains
@@ -128,7 +134,7 @@ class Service:
         nft.run(document)
         SetService(self.store.dir).after_load(ruleset, kernel_sets)
 
-    def down(self) -> Outcome:
+    def down(self) -> Unloaded:
         with self._writing(rederive=True):
             state = self.store.load_or_none() or State()  # damaged: down rewrites it
             supervise.stop_all(self.store.dir)
@@ -139,8 +145,8 @@ class Service:
                 if present:
                     nft.run(compiler.build_down())
             self.store.commit(new)
-        return Outcome("minifw is down: table inet minifw removed" if present
-                       else "minifw was not loaded; nothing to remove")
+        return Unloaded("minifw is down: table inet minifw removed" if present
+                        else "minifw was not loaded; nothing to remove", removed=present)
 
     # ---- reads ---------------------------------------------------------------------------
     def _live(self, state: State | None = None) -> Ruleset:
@@ -151,7 +157,7 @@ class Service:
             raise StateError(f"{self.store.file} is damaged: its ruleset does not load "
                              f"({exc}); {REDERIVE}") from None
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> Status:
         SetService(self.store.dir).settle_pending()
         state = self.store.load()
         present = table.exists()
@@ -168,40 +174,30 @@ class Service:
             known = names.kind_of(name)
             kind = ("rules" if name in rule_counts else
                     known.value if known not in (None, names.Kind.RULES) else "other")
-            chains.append({"hook": c["hook"], "priority": c.get("prio"), "chain": name,
-                           "kind": kind, "rules": rule_counts.get(name)})
-        hook_order = [h.value for h in Hook]
-        chains.sort(key=lambda c: (hook_order.index(c["hook"]) if c["hook"] in hook_order
-                                   else len(hook_order), c["priority"] or 0))
-        hooks_used = {c["hook"] for c in chains}
-        foreign = [{"family": c["family"], "table": c["table"], "chain": c["name"],
-                    "hook": c["hook"], "priority": c.get("prio")}
-                   for c in every
-                   if (c["family"], c["table"]) != (compiler.FAMILY, compiler.TABLE)
-                   and c["hook"] in hooks_used]
+            chains.append(ChainInfo(hook=c["hook"], priority=c.get("prio"), chain=name,
+                                    kind=kind, rules=rule_counts.get(name)))
+        chains = chains_in_order(chains)
+        foreign = ForeignChain.select(every, {c.hook for c in chains})
         set_counts = SetService(self.store.dir).summary()
         warnings = []
         missing = state.loaded and not present
         if missing:
             warnings.append("state says minifw is up, but table inet minifw is missing "
                             "(flushed by another tool?); run 'minifw reload'")
-        for f in foreign:
-            warnings.append(f"table {f['family']} {f['table']} has base chain {f['chain']} at "
-                            f"{f['hook']} priority {f['priority']}: it can drop what minifw "
-                            "accepts")
-        return {"loaded": state.loaded and present, "config": state.config,
-                "policies": {h.value: live.policy(h).value for h in Hook},
-                "stateful": live.stateful, "chains": chains, "rules": len(live.rules),
-                "sets": len(set_counts), "set_elements": set_counts,
-                "foreign_chains": foreign, "warnings": warnings, "table_missing": missing,
-                "hooks": supervise.status(self.store.dir),
-                "hook_problems": supervise.problems(self.store.dir)}
+        warnings += [f.warning() for f in foreign]
+        return Status(loaded=state.loaded and present, config=state.config,
+                      policies={h.value: live.policy(h).value for h in Hook},
+                      stateful=live.stateful, chains=tuple(chains), rules=len(live.rules),
+                      set_elements=tuple(set_counts), foreign_chains=tuple(foreign),
+                      warnings=tuple(warnings), table_missing=missing,
+                      hooks=tuple(supervise.status(self.store.dir)),
+                      hook_problems=tuple(supervise.problems(self.store.dir)))
 
-    def list_rules(self) -> dict[str, Any]:
+    def list_rules(self) -> RuleListing:
         SetService(self.store.dir).settle_pending()
         state = self.store.load()
         if not state.loaded:
-            return {"rules": []}
+            return RuleListing()
         live = self._live(state)
         counters: dict[str, list[int]] = {}
         for (hook, prio), _ in live.chains():
@@ -215,21 +211,21 @@ class Service:
         runtime = set(state.ruleset.get("runtime", []))
         for rule in live.ordered():
             packets, nbytes = counters.get(rule.id, (0, 0))
-            rules.append({"id": rule.id, "hook": rule.hook.value, "priority": rule.priority,
-                          "match": rule.match_dict(), "action": rule.action.value,
-                          "log": rule.log, "comment": rule.comment, "packets": packets,
-                          "bytes": nbytes, "runtime": rule.id in runtime})
+            rules.append(ListedRule(id=rule.id, hook=rule.hook.value, priority=rule.priority,
+                                    match=rule.match_dict(), action=rule.action.value,
+                                    log=rule.log, comment=rule.comment, packets=packets,
+                                    bytes=nbytes, runtime=rule.id in runtime))
         policies = []
         for hook in live.drop_hooks:
             dropped = [lr for lr in _chain_rules_or_empty(names.policy_chain(hook))
                        if lr.packets or lr.bytes]
-            policies.append({"hook": hook.value, "policy": "drop",
-                             "packets": sum(lr.packets for lr in dropped),
-                             "bytes": sum(lr.bytes for lr in dropped)})
-        return {"rules": rules, "policies": policies}
+            policies.append(PolicyCounter(hook=hook.value, policy="drop",
+                                          packets=sum(lr.packets for lr in dropped),
+                                          bytes=sum(lr.bytes for lr in dropped)))
+        return RuleListing(rules=tuple(rules), policies=tuple(policies))
 
     # ---- incremental edits -------------------------------------------------------------
-    def add(self, fields: dict[str, Any], position: int | None, runtime: bool) -> Outcome:
+    def add(self, fields: dict[str, Any], position: int | None, runtime: bool) -> RuleAdded:
         with self._writing():
             state = self._require_up()
             live = self._live(state)
@@ -272,10 +268,11 @@ class Service:
                     write_atomic(Path(state.config), new_text)
             self.store.commit(new)
         where = "runtime only" if runtime else f"saved to {state.config}"
-        return Outcome(f"added rule {rule.id} at {rule.hook.value}/{rule.priority} ({where})",
-                       data={"id": rule.id})
+        return RuleAdded(f"added rule {rule.id} at {rule.hook.value}/{rule.priority} ({where})",
+                         id=rule.id, point=HookPoint(rule.hook, rule.priority),
+                         saved_to=None if runtime else state.config)
 
-    def delete(self, rule_id: str, runtime: bool) -> Outcome:
+    def delete(self, rule_id: str, runtime: bool) -> RuleDeleted:
         with self._writing():
             state = self._require_up()
             live = self._live(state)
@@ -306,7 +303,8 @@ class Service:
                     write_atomic(Path(state.config), new_text)
             self.store.commit(new)
         where = "runtime only" if runtime or new_text is None else f"saved to {state.config}"
-        return Outcome(f"deleted rule {rule_id} ({where})")
+        return RuleDeleted(f"deleted rule {rule_id} ({where})", id=rule_id,
+                           saved_to=None if runtime or new_text is None else state.config)
 
     # ---- helpers -------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -348,13 +346,13 @@ class Service:
             raise StateError("the loaded config is unknown; run 'minifw reload --config FILE'")
         return state
 
-    def _warnings(self, ruleset: Ruleset) -> list[str]:
+    def _warnings(self, ruleset: Ruleset) -> tuple[str, ...]:
         warnings = []
         if any(r.log for r in ruleset.rules) and not netns.kernel_log_visible():
             warnings.append("log lines from this network namespace do not reach dmesg while "
                             "net.netfilter.nf_log_all_netns=0 in the machine's own namespace; "
                             "set it to 1 to see them")
-        return warnings
+        return tuple(warnings)
 
 
 def _hooks_started(failed: list[str], done: str) -> None:

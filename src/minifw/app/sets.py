@@ -33,14 +33,12 @@ from ..store.setrecord import (
     CONFIG, RECOVER, RUNTIME, SetStore, distinct_sorted, now, pack, parse_import,
 )
 from ..store.state import Store, write_atomic
-from .results import Outcome
+from .results import (
+    Banned, Flushed, Imported, Recovered, SetElement, SetPage, SetSummary, Unbanned,
+)
 from .settle import settle_intent
 
 LOAD_CHUNK = 250_000
-
-
-def _outcome(message: str, warnings: list[str] | None = None, data: dict | None = None):
-    return Outcome(message, warnings or [], data or {})
 
 
 def fresh_load(ruleset: Ruleset) -> dict[str, Any]:
@@ -254,7 +252,8 @@ class SetService:
 
     # ---- ban / unban -----------------------------------------------------------------------
     @_record_errors
-    def ban(self, elements: Iterable[str], timeout: str | None, name: str = DEFAULT_SET):
+    def ban(self, elements: Iterable[str], timeout: str | None,
+            name: str = DEFAULT_SET) -> Banned:
         source = "minifw ban"
         name = self._name(name, source)
         items: list[str] = []
@@ -278,10 +277,9 @@ class SetService:
                   f"{ipaddress.IPv6Address(i).ipv4_mapped} do not match it; ban that address"
                   for i in items if i.startswith("::ffff:") and "/" not in i
                   and ipaddress.IPv6Address(i).ipv4_mapped]
-        return _outcome(f"banned {len(items)} element(s) in set {name}{until}{where}{kept}",
-                        warnings=mapped,
-                        data={"set": name, "banned": items, "timeout": seconds,
-                              "apply_ms": round(self.apply_seconds * 1000, 3)})
+        return Banned(f"banned {len(items)} element(s) in set {name}{until}{where}{kept}",
+                      tuple(mapped), set=name, banned=tuple(items), timeout=seconds,
+                      apply_ms=round(self.apply_seconds * 1000, 3))
 
     def _ban(self, name: str, items: list[str], seconds: int | None,
              expiry: int) -> tuple[set[str], str]:
@@ -309,7 +307,7 @@ class SetService:
         return config, ""
 
     @_record_errors
-    def unban(self, elements: Iterable[str], name: str = DEFAULT_SET):
+    def unban(self, elements: Iterable[str], name: str = DEFAULT_SET) -> Unbanned:
         source = "minifw unban"
         name = self._name(name, source)
         items = []
@@ -324,9 +322,9 @@ class SetService:
                 lines, removed, absent = self._unban(name, items)
         if removed:
             lines.insert(0, f"unbanned {len(removed)} element(s) from set {name}")
-        return _outcome("\n".join(lines), data={"set": name, "unbanned": removed,
-                                                "absent": absent, "messages": lines,
-                                                "apply_ms": round(self.apply_seconds * 1000, 3)})
+        return Unbanned("\n".join(lines), set=name, unbanned=tuple(removed),
+                        absent=tuple(absent), messages=tuple(lines),
+                        apply_ms=round(self.apply_seconds * 1000, 3))
 
     def _unban(self, name: str, items: list[str]) -> tuple[list[str], list[str], list[str]]:
         """Remove runtime elements (the lock held): (messages, removed, absent)."""
@@ -369,7 +367,8 @@ class SetService:
 
     # ---- import / flush / list -------------------------------------------------------------
     @_record_errors
-    def import_file(self, name: str, path: str, skip_invalid: bool, timeout: str | None):
+    def import_file(self, name: str, path: str, skip_invalid: bool,
+                    timeout: str | None) -> Imported:
         source = "minifw set import"
         name = self._name(name, source)
         try:
@@ -390,12 +389,12 @@ class SetService:
             where = "" if up else (" (minifw is down: recorded, applied at the next "
                                    "'minifw up')")
         del four, six, cidrs
-        return _outcome(f"imported {count} element(s) into set {name}{where}",
-                        warnings=[f"skipped {s}" for s in skipped][:20]
-                        + ([f"... and {len(skipped) - 20} more skipped lines"]
-                           if len(skipped) > 20 else []),
-                        data={"set": name, "imported": count, "skipped": len(skipped),
-                              "apply_ms": round(self.apply_seconds * 1000, 3)})
+        return Imported(f"imported {count} element(s) into set {name}{where}",
+                        tuple([f"skipped {s}" for s in skipped][:20]
+                              + ([f"... and {len(skipped) - 20} more skipped lines"]
+                                 if len(skipped) > 20 else [])),
+                        set=name, imported=count, skipped=len(skipped),
+                        apply_ms=round(self.apply_seconds * 1000, 3))
 
     def _import_all(self, name: str, four: list[bytes], six: list[bytes], cidrs: list[str],
                     seconds: int | None, expiry: int, path: str) -> tuple[int, bool]:
@@ -478,7 +477,7 @@ class SetService:
         return count
 
     @_record_errors
-    def flush(self, name: str):
+    def flush(self, name: str) -> Flushed:
         name = self._name(name, "minifw set flush")
         with self._writing():
             if not self.record.exists(name):
@@ -486,8 +485,8 @@ class SetService:
             before = self.record.counts(name)["elements"]
             with self._journaled("flush", name):
                 self._flush(name)
-        return _outcome(f"flushed set {name}: {before} element(s) removed (config elements "
-                        "return at the next 'minifw reload')")
+        return Flushed(f"flushed set {name}: {before} element(s) removed (config elements "
+                       "return at the next 'minifw reload')", set=name, removed=before)
 
     def _flush(self, name: str) -> None:
         with self.record.transaction() as db:
@@ -499,7 +498,9 @@ class SetService:
                 self._run(cmds)
 
     @_record_errors
-    def list_set(self, name: str, page: int, page_size: int) -> dict[str, Any]:
+    def list_set(self, name: str, page: int, page_size: int) -> SetPage:
+        """One page of set ``name``'s elements; ``page`` counts from 0 here (the result's
+        from 1)."""
         name = self._name(name, "minifw set list")
         self.settle_pending()
         if not self.record.exists(name):
@@ -507,17 +508,18 @@ class SetService:
         at = now()
         counts = self.record.counts(name, at)
         rows = self.record.page(name, page * page_size, page_size, at)
-        return {"set": name, **counts, "page": page, "page_size": page_size,
-                "pages": max(1, -(-counts["elements"] // page_size)),
-                "items": [{"element": a, "expires_in": (e - at) if e else None} for a, e in rows]}
+        return SetPage(set=name, **counts, page=page + 1, page_size=page_size,
+                       pages=max(1, -(-counts["elements"] // page_size)),
+                       items=tuple(SetElement(element=a, expires_in=(e - at) if e else None)
+                                   for a, e in rows))
 
     @_record_errors
-    def summary(self) -> list[dict[str, Any]]:
+    def summary(self) -> list[SetSummary]:
         at = now()
-        return [{"name": n, **self.record.counts(n, at)} for n in self.record.names()]
+        return [SetSummary(name=n, **self.record.counts(n, at)) for n in self.record.names()]
 
     @_record_errors
-    def recover(self):
+    def recover(self) -> Recovered:
         """Rebuild the set record from the kernel's sets: one listing of each backing set.
         Timeouts keep what the kernel has left of them; elements the loaded config lists are
         config elements, the others runtime ones. A pending set journal is dropped: the
@@ -546,11 +548,11 @@ class SetService:
                                        {d.name: set(d.elements) for d in definitions})
             self._journal_done()
         total = sum(len(v) for v in found.values())
-        return _outcome(f"rebuilt the set record {self.record.path} from the kernel: {total} "
-                        f"element(s) in {len(found)} set(s)"
-                        + (f"; the previous files are kept as {kept}*" if kept else ""),
-                        data={"sets": {k: len(v) for k, v in found.items()},
-                              "kept": str(kept) if kept else None})
+        return Recovered(f"rebuilt the set record {self.record.path} from the kernel: {total} "
+                         f"element(s) in {len(found)} set(s)"
+                         + (f"; the previous files are kept as {kept}*" if kept else ""),
+                         sets={k: len(v) for k, v in found.items()},
+                         kept=str(kept) if kept else None)
 
     # ---- across loads ----------------------------------------------------------------------
     @_record_errors

@@ -217,26 +217,25 @@ class Runner:
         problems = plan.clashes(ours, plan.declarative_points(chains))
         # every other hook chain counts, except those we replace: a dead runner's of this file,
         # or a live one's we take over
-        stale = {c for r in self._taken_over() for c in hookstate.chains_of(r)}
+        stale = {c for r in self._taken_over() for c in r.chains}
         others = plan.hook_points(chains, leaving=stale)
         problems += plan.clashes(ours, others)
         if problems:
             raise ConfigError(problems[0], file=self.file)
 
-    def _taken_over(self) -> list[dict[str, Any]]:
+    def _taken_over(self) -> list[hookstate.RunnerRecord]:
         """Records whose chains our install removes: dead runners of this same file (another
         file's stale fail-closed chains stay until its own runner replaces them), and the live
         runners we replace."""
         return [r for r in hookstate.records(self.state_dir)
-                if (not r["alive"] and r.get("file") == self.file) or r["pid"] in self.replaces]
+                if (not r.alive and r.file == self.file) or r.pid in self.replaces]
 
     def start(self) -> None:
         backend = self.probe()
         self._check_clashes()
         taken = self._taken_over()
-        stale_records = [r for r in taken if not r["alive"]]
-        used = {q["queue"] for r in hookstate.records(self.state_dir) if r["alive"]
-                for q in r.get("queues", [])}
+        stale_records = [r for r in taken if not r.alive]
+        used = {q.queue for r in hookstate.records(self.state_dir) if r.alive for q in r.queues}
         self.qs = QueueSocket(rcvbuf_setting())
         queue = QUEUE_BASE
         for spec in self.specs:
@@ -261,7 +260,7 @@ class Runner:
         if self.conntrack:
             for p in self.placements[1:]:
                 self.qs.enable_conntrack(p.queue)
-        stale = [c for r in taken for c in hookstate.chains_of(r)]
+        stale = [c for r in taken for c in r.chains]
         live = set(c["name"] for c in nft.items(nft.query("list chains"), "chain")
                    if c.get("table") == plan.TABLE and c.get("family") == plan.FAMILY)
         stale = [c for c in stale if c in live]
@@ -272,7 +271,7 @@ class Runner:
             nfnl.send_batch(plan.build_install_batch(self.placements, stale))
         self.installed = True
         for r in stale_records:
-            hookstate.remove_record(self.state_dir, r["pid"])
+            hookstate.remove_record(self.state_dir, r.pid)
         hookstate.write_record(self.state_dir, self.record(backend))
         for p in self.placements:
             s = p.spec
@@ -284,11 +283,13 @@ class Runner:
             log.info("conntrack info is not available on queued packets here "
                      "(NFQA_CFG_F_CONNTRACK: EOPNOTSUPP); pkt.ct_state is None")
 
-    def record(self, backend: str) -> dict[str, Any]:
-        return {"pid": self.pid, "file": self.file, "managed": self.managed,
-                "digest": self.digest, "started": time.time(), "backend": backend, "conntrack": self.conntrack,
-                "log": str(hookstate.hooks_dir(self.state_dir) / f"runner-{self.pid}.log"),
-                "queues": [p.to_state() for p in self.placements]}
+    def record(self, backend: str) -> hookstate.RunnerRecord:
+        return hookstate.RunnerRecord(
+            pid=self.pid, file=self.file, managed=self.managed, digest=self.digest,
+            started=time.time(), backend=backend, conntrack=self.conntrack,
+            log=str(hookstate.hooks_dir(self.state_dir) / f"runner-{self.pid}.log"),
+            queues=tuple(hookstate.QueueRecord.from_json(p.to_state())
+                         for p in self.placements))
 
     def _logger_for(self, name: str) -> Callable[[str], None]:
         kmsg = self.kmsg

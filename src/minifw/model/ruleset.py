@@ -8,7 +8,7 @@ from typing import Any, Iterator
 from ..errors import RuleError
 from .rule import Rule
 from .sets import DEFAULT_SET, SetDef, SetError, SetRef
-from .types import Action, Hook
+from .types import Action, Hook, point_order
 
 POLICY_KEYS = tuple(h.value for h in Hook) + ("stateful",)
 
@@ -64,8 +64,7 @@ class Ruleset:
         groups: dict[tuple[Hook, int], list[Rule]] = {}
         for rule in self.rules:
             groups.setdefault((rule.hook, rule.priority), []).append(rule)
-        hook_order = list(Hook)
-        return sorted(groups.items(), key=lambda kv: (hook_order.index(kv[0][0]), kv[0][1]))
+        return sorted(groups.items(), key=lambda kv: point_order(*kv[0]))
 
     def ordered(self) -> Iterator[Rule]:
         for _, rules in self.chains():
