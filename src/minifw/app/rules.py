@@ -19,7 +19,7 @@ from ..compile.sets import BAN_CHAIN
 from ..daemon import supervise
 from ..errors import ConfigError, KernelError, MinifwError, RuleError, StateError
 from ..hooks.config import hook_files
-from ..kernel import netns, nft, table
+from ..kernel import seam, table
 from ..model import Rule, Ruleset, add_rule_text, delete_rule_text, parse_config
 from ..model.types import Hook
 from .results import Outcome
@@ -43,8 +43,9 @@ def read_config(path: str | os.PathLike) -> tuple[str, Ruleset]:
 
 
 class Service:
-    def __init__(self, state_dir: Path):
+    def __init__(self, state_dir: Path, kernel: seam.Kernel | None = None):
         self.store = Store(state_dir)
+        self.kernel = kernel or seam.default()
 
     # ---- whole-ruleset operations ------------------------------------------------------
     def check(self, config: str | None) -> tuple[Ruleset, dict[str, Any]]:
@@ -59,11 +60,11 @@ class Service:
             text, ruleset = read_config(path)
             hooks = hook_files(text, path)
             supervise.validate(hooks, ruleset)
-            SetService(self.store.dir).compact()
+            SetService(self.store.dir, self.kernel).compact()
             state = self.store.load_or_none() or State()  # damaged: up rewrites it
             runners = supervise.plan_runners(hooks, self.store.dir)
             if (state.loaded and state.config == path and state.ruleset == ruleset.to_toml()
-                    and table.exists() and self._in_sync(ruleset)):
+                    and self.kernel.exists() and self._in_sync(ruleset)):
                 supervise.check_rule_points((k for k, _ in ruleset.chains()),
                                             runners.leaving_chains)
                 _hooks_started(supervise.apply(runners, self.store.dir),
@@ -82,11 +83,10 @@ class Service:
                        + (f", {len(hooks)} hook files" if hooks else "") + f" from {path}"
                        + (f"; {done}" if done else ""), self._warnings(ruleset))
 
-    @staticmethod
-    def _in_sync(ruleset: Ruleset) -> bool:
+    def _in_sync(self, ruleset: Ruleset) -> bool:
         """The live declarative chains hold what the ruleset compiles to (rule by rule, by
         comment): a chain flushed or edited by another tool makes ``up`` load again."""
-        return table.declarative_layout() == compiler.expected_layout(
+        return self.kernel.declarative_layout() == compiler.expected_layout(
             compiler.build_load(ruleset))
 
     def reload(self, config: str | None, restart_hooks: bool = False) -> Outcome:
@@ -120,24 +120,24 @@ class Service:
         supervise.RunnerPlan.)"""
         leaving = runners.leaving_chains if runners else []
         supervise.check_rule_points((k for k, _ in ruleset.chains()), leaving)
-        chains, limits = table.objects()
-        kernel_sets, _, _ = table.kernel_objects()
+        chains, limits = self.kernel.objects()
+        kernel_sets, _, _ = self.kernel.kernel_objects()
         document = compiler.build_load(ruleset, chains, limits, kernel_sets)
         if runners:
             document["nftables"] += supervise.retire_commands(runners, chains)
-        nft.run(document)
-        SetService(self.store.dir).after_load(ruleset, kernel_sets)
+        self.kernel.run(document)
+        SetService(self.store.dir, self.kernel).after_load(ruleset, kernel_sets)
 
     def down(self) -> Outcome:
         with self._writing(rederive=True):
             state = self.store.load_or_none() or State()  # damaged: down rewrites it
             supervise.stop_all(self.store.dir)
             supervise.forget(self.store.dir)
-            present = table.exists()
+            present = self.kernel.exists()
             new = dataclasses.replace(state, loaded=False, ruleset={})
             with self._intending("down", new):
                 if present:
-                    nft.run(compiler.build_down())
+                    self.kernel.run(compiler.build_down())
             self.store.commit(new)
         return Outcome("minifw is down: table inet minifw removed" if present
                        else "minifw was not loaded; nothing to remove")
@@ -152,13 +152,13 @@ class Service:
                              f"({exc}); {REDERIVE}") from None
 
     def status(self) -> dict[str, Any]:
-        SetService(self.store.dir).settle_pending()
+        SetService(self.store.dir, self.kernel).settle_pending()
         state = self.store.load()
-        present = table.exists()
+        present = self.kernel.exists()
         live = self._live(state) if state.loaded else Ruleset()
         # What is really hooked in, read from the kernel: rule chains, policy chains, the bans
         # chain and hook-function chains alike.
-        every = table.base_chains()
+        every = self.kernel.base_chains()
         rule_counts = {compiler.chain_name(h, p): len(rules) for (h, p), rules in live.chains()}
         chains = []
         for c in every:
@@ -181,7 +181,7 @@ class Service:
                    for c in every
                    if (c["family"], c["table"]) != (compiler.FAMILY, compiler.TABLE)
                    and c["hook"] in hooks_used]
-        set_counts = SetService(self.store.dir).summary()
+        set_counts = SetService(self.store.dir, self.kernel).summary()
         warnings = []
         missing = state.loaded and not present
         if missing:
@@ -200,19 +200,19 @@ class Service:
                 "hook_problems": supervise.problems(self.store.dir)}
 
     def list_rules(self) -> dict[str, Any]:
-        SetService(self.store.dir).settle_pending()
+        SetService(self.store.dir, self.kernel).settle_pending()
         state = self.store.load()
         if not state.loaded:
             return {"rules": []}
         live = self._live(state)
         counters: dict[str, list[int]] = {}
         for (hook, prio), _ in live.chains():
-            for lr in _chain_rules_or_empty(compiler.chain_name(hook, prio)):
+            for lr in _chain_rules_or_empty(self.kernel, compiler.chain_name(hook, prio)):
                 if lr.rule_id:
                     c = counters.setdefault(lr.rule_id, [0, 0])
                     c[0] += lr.packets
                     c[1] += lr.bytes
-        counters.update(runs_live.run_counters(live))  # rules merged into set lookups
+        counters.update(runs_live.run_counters(self.kernel, live))  # rules merged into set lookups
         rules = []
         runtime = set(state.ruleset.get("runtime", []))
         for rule in live.ordered():
@@ -223,7 +223,7 @@ class Service:
                           "bytes": nbytes, "runtime": rule.id in runtime})
         policies = []
         for hook in live.drop_hooks:
-            dropped = [lr for lr in _chain_rules_or_empty(compiler.policy_chain_name(hook))
+            dropped = [lr for lr in _chain_rules_or_empty(self.kernel, compiler.policy_chain_name(hook))
                        if lr.packets or lr.bytes]
             policies.append({"hook": hook.value, "policy": "drop",
                              "packets": sum(lr.packets for lr in dropped),
@@ -255,10 +255,10 @@ class Service:
                 parse_config(new_text, state.config)  # the edited file must still load
             chain = compiler.chain_name(rule.hook, rule.priority)
             supervise.check_rule_points([(rule.hook, rule.priority)])
-            chains, _ = table.objects()
+            chains, _ = self.kernel.objects()
             before_handle = None
             if later:
-                handles = {lr.rule_id: lr.handle for lr in reversed(table.chain_rules(chain))}
+                handles = {lr.rule_id: lr.handle for lr in reversed(self.kernel.chain_rules(chain))}
                 before_handle = handles.get(later[0].id)
             toml = new_live.to_toml()
             runtime_ids = list(state.ruleset.get("runtime", []))
@@ -268,8 +268,8 @@ class Service:
                 toml["runtime"] = runtime_ids
             new = dataclasses.replace(state, ruleset=toml)
             with self._intending("edit", new, new_text):
-                if not runs_live.edit_chain(chain, live, new_live):
-                    nft.run(compiler.build_add(rule, new_live, chain in chains, before_handle))
+                if not runs_live.edit_chain(self.kernel, chain, live, new_live):
+                    self.kernel.run(compiler.build_add(rule, new_live, chain in chains, before_handle))
                 if new_text is not None:
                     write_atomic(Path(state.config), new_text)
             self.store.commit(new)
@@ -293,7 +293,7 @@ class Service:
                     new_text = delete_rule_text(text, rule_id)
                     parse_config(new_text, state.config)
             chain = compiler.chain_name(rule.hook, rule.priority)
-            live_rules = table.chain_rules(chain)
+            live_rules = self.kernel.chain_rules(chain)
             handles = [lr.handle for lr in live_rules if lr.rule_id == rule_id]
             last = len(handles) == len(live_rules)
             toml = new_live.to_toml()
@@ -302,8 +302,8 @@ class Service:
                 toml["runtime"] = runtime_ids
             new = dataclasses.replace(state, ruleset=toml)
             with self._intending("edit", new, new_text):
-                if not runs_live.edit_chain(chain, live, new_live, [rule]):
-                    nft.run(compiler.build_delete(rule, handles, delete_chain=last))
+                if not runs_live.edit_chain(self.kernel, chain, live, new_live, [rule]):
+                    self.kernel.run(compiler.build_delete(rule, handles, delete_chain=last))
                 if new_text is not None:
                     write_atomic(Path(state.config), new_text)
             self.store.commit(new)
@@ -322,7 +322,7 @@ class Service:
                     self.store.read_intent()
                 except StateError:
                     self.store.clear_intent()
-            SetService(self.store.dir).recover_interrupted()
+            SetService(self.store.dir, self.kernel).recover_interrupted()
             yield
 
     @contextlib.contextmanager
@@ -336,14 +336,14 @@ class Service:
             yield
         except Exception:
             try:
-                settle_intent(self.store)
+                settle_intent(self.store, self.kernel)
             except MinifwError:
                 self.store.clear_intent()
             raise
 
     def _require_up(self) -> State:
         state = self.store.load()
-        if not state.loaded or not table.exists():
+        if not state.loaded or not self.kernel.exists():
             raise StateError("minifw is not up in this namespace; run 'minifw up --config FILE' "
                              "first")
         if state.config is None:
@@ -352,7 +352,7 @@ class Service:
 
     def _warnings(self, ruleset: Ruleset) -> list[str]:
         warnings = []
-        if any(r.log for r in ruleset.rules) and not netns.kernel_log_visible():
+        if any(r.log for r in ruleset.rules) and not self.kernel.log_visible():
             warnings.append("log lines from this network namespace do not reach dmesg while "
                             "net.netfilter.nf_log_all_netns=0 in the machine's own namespace; "
                             "set it to 1 to see them")
@@ -366,8 +366,8 @@ def _hooks_started(failed: list[str], done: str) -> None:
         raise StateError(f"{done}, but {what}; see 'minifw status'")
 
 
-def _chain_rules_or_empty(chain: str) -> list[table.LiveRule]:
+def _chain_rules_or_empty(kernel: seam.Kernel, chain: str) -> list[table.LiveRule]:
     try:
-        return table.chain_rules(chain)
+        return kernel.chain_rules(chain)
     except KernelError:
         return []

@@ -22,7 +22,8 @@ from ..compile import nft as compiler
 from ..compile import sets as ksets
 from ..store import journal
 from ..errors import ConfigError, KernelError, StateError
-from ..kernel import nft, setelem, table
+from ..kernel import seam
+from ..kernel.seam import PartialAdd
 from ..model.ruleset import Ruleset
 from ..model.sets import (
     DEFAULT_SET, SET_NAME_RE, covering, element_kind, first_overlap, format_duration,
@@ -84,8 +85,9 @@ def _kernel_element(elem: Any, at: int) -> tuple[str, int]:
 
 
 class SetService:
-    def __init__(self, state_dir: Path):
+    def __init__(self, state_dir: Path, kernel: seam.Kernel | None = None):
         self.store = Store(state_dir)
+        self.kernel = kernel or seam.default()
         self.record = SetStore(state_dir, may_create=self._record_may_start_empty)
         self.journal_file = self.store.dir / "sets.journal"
         self.apply_seconds = 0.0  # time spent in the kernel transaction, for bench/scale
@@ -100,12 +102,9 @@ class SetService:
         if state is None or state.loaded:
             return False
         try:
-            kernel_sets, _, _ = table.kernel_objects()
-            return not any(
-                entry.get("elem")
-                for kset in kernel_sets if ksets.owner_of(kset)
-                for entry in nft.items(nft.query(f"list set {ksets.FAMILY} {ksets.TABLE} {kset}",
-                                                 terse=False), "set"))
+            kernel_sets, _, _ = self.kernel.kernel_objects()
+            return not any(self.kernel.set_elements(kset)
+                           for kset in kernel_sets if ksets.owner_of(kset))
         except KernelError:
             return True  # no kernel to ask (not root): the writer will fail on the kernel
 
@@ -118,14 +117,14 @@ class SetService:
 
     def recover_interrupted(self, sets: bool = True) -> None:
         """Settle a ruleset change, then a set change, that a kill interrupted (the lock held)."""
-        settle_intent(self.store, self._resend_all if sets else None)
+        settle_intent(self.store, self.kernel, self._resend_all if sets else None)
         if sets:
             self.finish_journal()
 
     def _resend_all(self, ruleset: Ruleset) -> None:
         """After a load a kill interrupted: every set again from the record (adds are
         idempotent)."""
-        kernel_sets, _, _ = table.kernel_objects()
+        kernel_sets, _, _ = self.kernel.kernel_objects()
         self.after_load(ruleset, kernel_sets)
         for name in self.record.names():
             self.resend(name)
@@ -228,7 +227,7 @@ class SetService:
                                                           "name": ksets.TABLE}}}]
         cmds += ksets.build_set_decls(name)
         if name == DEFAULT_SET:
-            _, _, live = table.kernel_objects()
+            _, _, live = self.kernel.kernel_objects()
             # chains missing or unknown: arm what the record holds (it already has the new items)
             want = (live if live is not None else self.record.kinds(name)) | set(adding)
             if want != live:
@@ -236,10 +235,10 @@ class SetService:
         return cmds
 
     def _run(self, cmds: list[dict[str, Any]]) -> None:
-        nft.handle()  # open libnftables first: its one-off set-up is not the transaction's cost
+        self.kernel.open()  # open libnftables first: its one-off set-up is not the transaction's cost
         start = time.perf_counter()
         try:
-            nft.run({"nftables": cmds})
+            self.kernel.run({"nftables": cmds})
         finally:
             self.apply_seconds += time.perf_counter() - start
 
@@ -411,7 +410,7 @@ class SetService:
         try:
             count = self._import(name, four, six, cidrs, cidr_cmds, seconds, expiry, up)
         except KernelError as exc:
-            if not (self._sent or isinstance(exc, setelem.PartialAdd)):
+            if not (self._sent or isinstance(exc, PartialAdd)):
                 raise
             # The record did not take the import, but the kernel took (part of) its single
             # addresses: put those sets back as the record has them (flushed and refilled,
@@ -447,7 +446,7 @@ class SetService:
                     # single addresses: nf_tables batches straight over netlink, built from
                     # the packed addresses (repeats are harmless: the kernel refreshes their
                     # timeout)
-                    setelem.add_elements(ksets.TABLE, [
+                    self.kernel.add_elements(ksets.TABLE, [
                         (ksets.kernel_name(name, 4, False), four),
                         (ksets.kernel_name(name, 6, False), six)],
                         seconds * 1000 if seconds else None)
@@ -531,17 +530,15 @@ class SetService:
                     definitions = list(Ruleset.from_toml(state.ruleset).sets)
                 except ConfigError:
                     definitions = []
-            kernel_sets, _, _ = table.kernel_objects()
+            kernel_sets, _, _ = self.kernel.kernel_objects()
             found: dict[str, list[tuple[str, int]]] = {d.name: [] for d in definitions}
             at = now()
             for kset in sorted(kernel_sets):
                 owner = ksets.owner_of(kset)
                 if owner is None:
                     continue
-                listing = nft.query(f"list set {ksets.FAMILY} {ksets.TABLE} {kset}", terse=False)
                 rows = found.setdefault(owner, [])
-                for entry in nft.items(listing, "set"):
-                    rows += [_kernel_element(e, at) for e in entry.get("elem", [])]
+                rows += [_kernel_element(e, at) for e in self.kernel.set_elements(kset)]
             kept = self.record.rebuild(found, {d.name: d.timeout for d in definitions},
                                        {d.name: set(d.elements) for d in definitions})
             self._journal_done()
@@ -563,7 +560,7 @@ class SetService:
         difference to sets that were already loaded, and everything to sets that were not."""
         needed = ruleset.set_names()
         wanted = list(dict.fromkeys(needed + self.record.names()))
-        kernel_sets, _, live_bans = table.kernel_objects()
+        kernel_sets, _, live_bans = self.kernel.kernel_objects()
         with self.record.transaction() as db:
             for name in wanted:
                 definition = ruleset.get_set(name)
@@ -584,7 +581,7 @@ class SetService:
                     stale = [c for c in ksets.build_set_delete(name)
                              if c["delete"]["set"]["name"] in kernel_sets]
                     if stale:
-                        nft.run({"nftables": stale})
+                        self.kernel.run({"nftables": stale})
                     continue
                 loaded = all(k in present_before for k in ksets.kernel_names(name))
                 cmds: list[dict[str, Any]] = []
@@ -598,10 +595,10 @@ class SetService:
                     cmds += ksets.build_elements("delete", name, ((e, None) for e in gone))
                     cmds += ksets.build_elements("add", name, ((e, None) for e in added))
                     if cmds:
-                        nft.run({"nftables": cmds})
+                        self.kernel.run({"nftables": cmds})
                     continue
                 if cmds:
-                    nft.run({"nftables": cmds})
+                    self.kernel.run({"nftables": cmds})
                 self._load_all(name)
 
     def resend(self, name: str) -> None:
@@ -623,10 +620,10 @@ class SetService:
                 chunk = [row for row in chunk if "/" not in row[0]]
             cmds = ksets.build_restore(name, chunk, at)
             if cmds:
-                nft.run({"nftables": cmds})
+                self.kernel.run({"nftables": cmds})
         for bid, width, expiry, _, _ in self.record.blocks(name, at):
             keys = self.record.block_keys(bid)
-            setelem.add_elements(ksets.TABLE, [(ksets.kernel_name(name, 6 if width == 16 else 4,
+            self.kernel.add_elements(ksets.TABLE, [(ksets.kernel_name(name, 6 if width == 16 else 4,
                                                                   False), keys)],
                                  (expiry - at) * 1000 if expiry else None)
             del keys
