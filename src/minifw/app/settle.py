@@ -47,9 +47,12 @@ def _settle(store: Store, kernel: Kernel, op: str, new: State, config_text: str 
     layout = kernel.declarative_layout() if present else None
     if layout == compiler.expected_layout(compiler.build_load(ruleset)):
         done = "adopted"
-    elif (old is not None and old.loaded and present
-          and layout == compiler.expected_layout(compiler.build_load(Ruleset.from_toml(
-              old.ruleset)))):
+    elif old is not None and (
+            (old.loaded and present and layout == compiler.expected_layout(
+                compiler.build_load(Ruleset.from_toml(old.ruleset))))
+            # not up before, and no declarative chain now: the kernel never took the load
+            # (a refusal or a kill before it); applying it now would undo that refusal
+            or (not old.loaded and not layout)):
         store.clear_intent()
         return "took back"
     else:
