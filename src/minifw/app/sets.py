@@ -355,15 +355,15 @@ class SetService:
             self.record.drop_origin(db, name, removed, RUNTIME)
             gone = [i for i in removed if self.record.get(name, i) is None]
             if gone and self._up():
+                delete = ksets.build_elements("delete", name, ((i, None) for i in gone))
                 try:
-                    self._run(ksets.build_elements("delete", name, ((i, None) for i in gone)))
+                    self._run(delete)
                 except KernelError:
-                    # an element may have expired in the kernel a moment before the record
-                    for i in gone:
-                        try:
-                            self._run(ksets.build_elements("delete", name, [(i, None)]))
-                        except KernelError:
-                            pass
+                    # An element may have expired in the kernel a moment before the record:
+                    # added and deleted in one transaction, each goes whether it was there or
+                    # not, so a refusal now is a real one, and the record keeps them all.
+                    self._run(ksets.build_elements("add", name, ((i, None) for i in gone))
+                              + delete)
         return lines, removed, absent
 
     # ---- import / flush / list -------------------------------------------------------------
