@@ -9,10 +9,8 @@ the kernel.
 from __future__ import annotations
 
 import contextlib
-import functools
 import ipaddress
 import itertools
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -56,20 +54,6 @@ def fresh_load(ruleset: Ruleset) -> dict[str, Any]:
             cmds += ksets.build_ban_chain({element_kind(e) for e in definition.elements})
         document["nftables"] += cmds
     return document
-
-
-def _record_errors(fn):
-    """SQLite's errors from inside an operation, as minifw's: a damaged record says how to
-    rebuild it."""
-    @functools.wraps(fn)
-    def wrapper(self: "SetService", *args, **kwargs):
-        try:
-            return fn(self, *args, **kwargs)
-        except sqlite3.OperationalError as exc:
-            raise StateError(f"the set record {self.record.path} failed: {exc}") from exc
-        except sqlite3.DatabaseError as exc:
-            raise self.record.damaged(f"unreadable ({exc})") from exc
-    return wrapper
 
 
 def _kernel_element(elem: Any, at: int) -> tuple[str, int]:
@@ -130,16 +114,16 @@ class SetService:
             self.resend(name)
 
     def _journal(self, op: str, name: str, **what: Any) -> None:
-        data = journal.encode(op, name, **what)
-        try:
-            write_atomic(self.journal_file, data)
-        except IsADirectoryError:
-            raise StateError(f"{self.journal_file} is a directory, not minifw's journal (it "
-                             "holds no state); move it away") from None
+        write_atomic(self.journal_file, journal.encode(op, name, **what))
 
     def _journal_done(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
+        try:
             self.journal_file.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StateError(f"cannot remove {self.journal_file}: {exc.strerror}; it is not "
+                             "minifw's journal: move it away") from exc
 
     @contextlib.contextmanager
     def _journaled(self, op: str, name: str, **what: Any) -> Iterator[None]:
@@ -252,7 +236,6 @@ class SetService:
                               "CIDRs of one set disjoint. Unban one of them first", file=source)
 
     # ---- ban / unban -----------------------------------------------------------------------
-    @_record_errors
     def ban(self, elements: Iterable[str], timeout: str | None, name: str = DEFAULT_SET):
         source = "minifw ban"
         name = self._name(name, source)
@@ -307,7 +290,6 @@ class SetService:
                 self._run(cmds + add)
         return config, ""
 
-    @_record_errors
     def unban(self, elements: Iterable[str], name: str = DEFAULT_SET):
         source = "minifw unban"
         name = self._name(name, source)
@@ -367,7 +349,6 @@ class SetService:
         return lines, removed, absent
 
     # ---- import / flush / list -------------------------------------------------------------
-    @_record_errors
     def import_file(self, name: str, path: str, skip_invalid: bool, timeout: str | None):
         source = "minifw set import"
         name = self._name(name, source)
@@ -476,7 +457,6 @@ class SetService:
                 raise failure[0]
         return count
 
-    @_record_errors
     def flush(self, name: str):
         name = self._name(name, "minifw set flush")
         with self._writing():
@@ -497,7 +477,6 @@ class SetService:
                     cmds += ksets.build_ban_chain(())
                 self._run(cmds)
 
-    @_record_errors
     def list_set(self, name: str, page: int, page_size: int) -> dict[str, Any]:
         name = self._name(name, "minifw set list")
         self.settle_pending()
@@ -510,12 +489,10 @@ class SetService:
                 "pages": max(1, -(-counts["elements"] // page_size)),
                 "items": [{"element": a, "expires_in": (e - at) if e else None} for a, e in rows]}
 
-    @_record_errors
     def summary(self) -> list[dict[str, Any]]:
         at = now()
         return [{"name": n, **self.record.counts(n, at)} for n in self.record.names()]
 
-    @_record_errors
     def recover(self):
         """Rebuild the set record from the kernel's sets: one listing of each backing set.
         Timeouts keep what the kernel has left of them; elements the loaded config lists are
@@ -550,11 +527,9 @@ class SetService:
                               "kept": str(kept) if kept else None})
 
     # ---- across loads ----------------------------------------------------------------------
-    @_record_errors
     def compact(self) -> int:
         return self.record.compact()
 
-    @_record_errors
     def after_load(self, ruleset: Ruleset, present_before: set[str]) -> None:
         """Bring the kernel's named sets in line with the config and the record, sending only the
         difference to sets that were already loaded, and everything to sets that were not."""
