@@ -62,8 +62,6 @@ def test_busy_objects_and_duplicates_are_refused_and_adds_are_idempotent():
     k.run(doc(*ksets.build_ban_chain({(4, False), (6, False)})))
     with pytest.raises(KernelError):  # a rule looks it up
         k.run(doc({"delete": {"set": {**T, "name": "s_blocked_v4"}}}))
-    with pytest.raises(KernelError):  # it holds rules
-        k.run(doc({"delete": {"chain": {**T, "name": "bans"}}}))
     with pytest.raises(KernelError):  # the verdict map jumps to it
         k.run(doc({"flush": {"chain": {**T, "name": "bans_v4"}}},
                   {"delete": {"chain": {**T, "name": "bans_v4"}}}))
@@ -78,6 +76,9 @@ def test_busy_objects_and_duplicates_are_refused_and_adds_are_idempotent():
                                                                  "len": 25}})))
     k.run(doc(element("add", "s_blocked_v4net", {"prefix": {"addr": "198.18.5.0", "len": 24}})))
     assert k.elements("s_blocked_v4net") == {"198.18.4.0/24", "198.18.5.0/24"}
+    k.run(doc({"delete": {"chain": {**T, "name": "bans"}}}))  # its rules go with it
+    assert "bans" not in k.objects()[0]
+    assert not [r for r in k.ruleset()["nftables"] if r.get("rule", {}).get("chain") == "bans"]
 
 
 def test_rules_keep_order_and_handles_for_insert_and_delete():

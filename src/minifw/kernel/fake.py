@@ -234,10 +234,11 @@ class FakeKernel(Kernel):
     def _delete_chain(self, tables: dict, obj: dict) -> None:
         t = self._chain(tables, obj)
         name = obj["name"]
-        if any(r["chain"] == name for r in t["rules"]) or any(
-                _mentions(r["expr"], {"goto": {"target": name}}) or
-                _mentions(r["expr"], {"jump": {"target": name}}) for r in t["rules"]):
+        # the kernel deletes a chain's own rules with it, but not a chain others jump to
+        if any(_mentions(r["expr"], {"goto": {"target": name}}) or
+               _mentions(r["expr"], {"jump": {"target": name}}) for r in t["rules"]):
             raise _Refused("Device or resource busy")
+        t["rules"] = [r for r in t["rules"] if r["chain"] != name]
         del t["chains"][name]
 
     # rules
