@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Iterator
 
+from ..errors import NEED_ROOT, KernelError
 from . import netns, nft, table
 # The bulk set-element sender: the one place to repoint if it moves.
 from .setelem import CHUNK, PartialAdd, add_elements as _add_elements
@@ -58,7 +59,11 @@ class Kernel:
                      timeout_ms: int | None) -> None:
         """Add packed-address keys (4 or 16 bytes) to sets of ``inet table_name``, in
         transactions of ``CHUNK`` keys; ``PartialAdd`` when one fails after others went in."""
-        _add_elements(table_name, groups, timeout_ms)
+        try:
+            _add_elements(table_name, groups, timeout_ms)
+        except PermissionError as exc:  # the sender lets EPERM through as it is
+            raise KernelError(f"the kernel refused a set-element batch: {exc.strerror}; "
+                              f"{NEED_ROOT}") from exc
 
     def log_visible(self) -> bool:
         """Whether nft ``log`` lines from this namespace reach the kernel log."""
