@@ -223,7 +223,8 @@ class Service:
                           "bytes": nbytes, "runtime": rule.id in runtime})
         policies = []
         for hook in live.drop_hooks:
-            dropped = [lr for lr in _chain_rules_or_empty(self.kernel, compiler.policy_chain_name(hook))
+            policy_chain = compiler.policy_chain_name(hook)
+            dropped = [lr for lr in _chain_rules_or_empty(self.kernel, policy_chain)
                        if lr.packets or lr.bytes]
             policies.append({"hook": hook.value, "policy": "drop",
                              "packets": sum(lr.packets for lr in dropped),
@@ -269,7 +270,8 @@ class Service:
             new = dataclasses.replace(state, ruleset=toml)
             with self._intending("edit", new, new_text):
                 if not runs_live.edit_chain(self.kernel, chain, live, new_live):
-                    self.kernel.run(compiler.build_add(rule, new_live, chain in chains, before_handle))
+                    self.kernel.run(compiler.build_add(rule, new_live, chain in chains,
+                                                       before_handle))
                 if new_text is not None:
                     write_atomic(Path(state.config), new_text)
             self.store.commit(new)

@@ -219,7 +219,7 @@ class SetService:
         return cmds
 
     def _run(self, cmds: list[dict[str, Any]]) -> None:
-        self.kernel.open()  # open libnftables first: its one-off set-up is not the transaction's cost
+        self.kernel.open()  # libnftables' one-off set-up is not the transaction's cost
         start = time.perf_counter()
         try:
             self.kernel.run({"nftables": cmds})

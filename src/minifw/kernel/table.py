@@ -16,7 +16,7 @@ from ..compile import sets as ksets
 from ..compile.nft import FAMILY, TABLE, is_declarative_chain, rule_id_of_comment
 from ..errors import KernelError
 
-Listing = dict[str, Any]  # libnftables JSON: {"nftables": [{"table": {...}}, {"chain": {...}}, ...]}
+Listing = dict[str, Any]  # libnftables JSON: {"nftables": [{"table": {...}}, {"chain": ...}]}
 
 
 @dataclasses.dataclass(frozen=True)
