@@ -41,7 +41,7 @@ PROBE_KEYS = ("proto", "src", "dst", "sport", "dport", "iif", "oif", "path", "st
 def _foreign(exc: BaseException) -> MinifwError | None:
     """A foreign error that escaped the edges, as one of the tree (None: a bug, left as is)."""
     if isinstance(exc, OSError):
-        from .kernel.privilege import NEED_ROOT
+        from .errors import NEED_ROOT
         what = exc.strerror or str(exc) or type(exc).__name__
         if exc.filename is not None:
             what = f"{exc.filename}: {what}"

@@ -164,13 +164,13 @@ def synthesize(probe: Probe) -> bytes:
 
 def foreign_chains(hooks: Iterable[Hook], versions: Iterable[int]) -> list[str]:
     """Warnings about other tables' base chains at these hooks; [] when nft cannot be asked."""
-    from ..kernel import table  # the kernel edge, only when needed
+    from ..kernel import seam  # the kernel edge, only when needed
     from ..kernel.privilege import privileged
 
     if not privileged():  # libnftables would print "you must be root" itself
         return []
     try:
-        chains = table.base_chains()
+        chains = seam.default().base_chains()
     except (KernelError, PermissionError, OSError):
         return []
     families = {f for v in versions for f in _FAMILIES[v]}

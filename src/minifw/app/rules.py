@@ -19,7 +19,7 @@ from ..compile import nft as compiler
 from ..daemon import supervise
 from ..errors import ConfigError, KernelError, MinifwError, RuleError, StateError
 from ..hooks.config import hook_files
-from ..kernel import netns, nft, table
+from ..kernel import seam, table
 from ..model import Rule, Ruleset, add_rule_text, delete_rule_text, parse_config
 from ..model.types import Hook, HookPoint
 from .results import (
@@ -46,8 +46,9 @@ def read_config(path: str | os.PathLike) -> tuple[str, Ruleset]:
 
 
 class Service:
-    def __init__(self, state_dir: Path):
+    def __init__(self, state_dir: Path, kernel: seam.Kernel | None = None):
         self.store = Store(state_dir)
+        self.kernel = kernel or seam.default()
 
     # ---- whole-ruleset operations ------------------------------------------------------
     def check(self, config: str | None) -> Checked:
@@ -62,11 +63,11 @@ class Service:
             text, ruleset = read_config(path)
             hooks = hook_files(text, path)
             supervise.validate(hooks, ruleset)
-            SetService(self.store.dir).compact()
+            SetService(self.store.dir, self.kernel).compact()
             state = self.store.load_or_none() or State()  # damaged: up rewrites it
             runners = supervise.plan_runners(hooks, self.store.dir)
             if (state.loaded and state.config == path and state.ruleset == ruleset.to_toml()
-                    and table.exists() and self._in_sync(ruleset)):
+                    and self.kernel.exists() and self._in_sync(ruleset)):
                 supervise.check_rule_points((k for k, _ in ruleset.chains()),
                                             runners.leaving_chains)
                 _hooks_started(supervise.apply(runners, self.store.dir),
@@ -87,11 +88,10 @@ class Service:
                       + (f"; {done}" if done else ""), self._warnings(ruleset),
                       config=path, rules=len(ruleset.rules), hook_files=len(hooks))
 
-    @staticmethod
-    def _in_sync(ruleset: Ruleset) -> bool:
+    def _in_sync(self, ruleset: Ruleset) -> bool:
         """The live declarative chains hold what the ruleset compiles to (rule by rule, by
         comment): a chain flushed or edited by another tool makes ``up`` load again."""
-        return table.declarative_layout() == compiler.expected_layout(
+        return self.kernel.declarative_layout() == compiler.expected_layout(
             compiler.build_load(ruleset))
 
     def reload(self, config: str | None, restart_hooks: bool = False) -> Loaded:
@@ -126,24 +126,24 @@ class Service:
         supervise.RunnerPlan.)"""
         leaving = runners.leaving_chains if runners else []
         supervise.check_rule_points((k for k, _ in ruleset.chains()), leaving)
-        chains, limits = table.objects()
-        kernel_sets, _, _ = table.kernel_objects()
+        chains, limits = self.kernel.objects()
+        kernel_sets, _, _ = self.kernel.kernel_objects()
         document = compiler.build_load(ruleset, chains, limits, kernel_sets)
         if runners:
             document["nftables"] += supervise.retire_commands(runners, chains)
-        nft.run(document)
-        SetService(self.store.dir).after_load(ruleset, kernel_sets)
+        self.kernel.run(document)
+        SetService(self.store.dir, self.kernel).after_load(ruleset, kernel_sets)
 
     def down(self) -> Unloaded:
         with self._writing(rederive=True):
             state = self.store.load_or_none() or State()  # damaged: down rewrites it
             supervise.stop_all(self.store.dir)
             supervise.forget(self.store.dir)
-            present = table.exists()
+            present = self.kernel.exists()
             new = dataclasses.replace(state, loaded=False, ruleset={})
             with self._intending("down", new):
                 if present:
-                    nft.run(compiler.build_down())
+                    self.kernel.run(compiler.build_down())
             self.store.commit(new)
         return Unloaded("minifw is down: table inet minifw removed" if present
                         else "minifw was not loaded; nothing to remove", removed=present)
@@ -158,13 +158,13 @@ class Service:
                              f"({exc}); {REDERIVE}") from None
 
     def status(self) -> Status:
-        SetService(self.store.dir).settle_pending()
+        SetService(self.store.dir, self.kernel).settle_pending()
         state = self.store.load()
-        present = table.exists()
+        present = self.kernel.exists()
         live = self._live(state) if state.loaded else Ruleset()
         # What is really hooked in, read from the kernel: rule chains, policy chains, the bans
         # chain and hook-function chains alike.
-        every = table.base_chains()
+        every = self.kernel.base_chains()
         rule_counts = {names.rule_chain(h, p): len(rules) for (h, p), rules in live.chains()}
         chains = []
         for c in every:
@@ -178,7 +178,7 @@ class Service:
                                     kind=kind, rules=rule_counts.get(name)))
         chains = chains_in_order(chains)
         foreign = ForeignChain.select(every, {c.hook for c in chains})
-        set_counts = SetService(self.store.dir).summary()
+        set_counts = SetService(self.store.dir, self.kernel).summary()
         warnings = []
         missing = state.loaded and not present
         if missing:
@@ -194,19 +194,19 @@ class Service:
                       hook_problems=tuple(supervise.problems(self.store.dir)))
 
     def list_rules(self) -> RuleListing:
-        SetService(self.store.dir).settle_pending()
+        SetService(self.store.dir, self.kernel).settle_pending()
         state = self.store.load()
         if not state.loaded:
             return RuleListing()
         live = self._live(state)
         counters: dict[str, list[int]] = {}
         for (hook, prio), _ in live.chains():
-            for lr in _chain_rules_or_empty(names.rule_chain(hook, prio)):
+            for lr in _chain_rules_or_empty(self.kernel, names.rule_chain(hook, prio)):
                 if lr.rule_id:
                     c = counters.setdefault(lr.rule_id, [0, 0])
                     c[0] += lr.packets
                     c[1] += lr.bytes
-        counters.update(runs_live.run_counters(live))  # rules merged into set lookups
+        counters.update(runs_live.run_counters(self.kernel, live))  # rules merged into set lookups
         rules = []
         runtime = set(state.ruleset.get("runtime", []))
         for rule in live.ordered():
@@ -217,7 +217,7 @@ class Service:
                                     bytes=nbytes, runtime=rule.id in runtime))
         policies = []
         for hook in live.drop_hooks:
-            dropped = [lr for lr in _chain_rules_or_empty(names.policy_chain(hook))
+            dropped = [lr for lr in _chain_rules_or_empty(self.kernel, names.policy_chain(hook))
                        if lr.packets or lr.bytes]
             policies.append(PolicyCounter(hook=hook.value, policy="drop",
                                           packets=sum(lr.packets for lr in dropped),
@@ -249,10 +249,10 @@ class Service:
                 parse_config(new_text, state.config)  # the edited file must still load
             chain = names.rule_chain(rule.hook, rule.priority)
             supervise.check_rule_points([(rule.hook, rule.priority)])
-            chains, _ = table.objects()
+            chains, _ = self.kernel.objects()
             before_handle = None
             if later:
-                handles = {lr.rule_id: lr.handle for lr in reversed(table.chain_rules(chain))}
+                handles = {lr.rule_id: lr.handle for lr in reversed(self.kernel.chain_rules(chain))}
                 before_handle = handles.get(later[0].id)
             toml = new_live.to_toml()
             runtime_ids = list(state.ruleset.get("runtime", []))
@@ -262,8 +262,9 @@ class Service:
                 toml["runtime"] = runtime_ids
             new = dataclasses.replace(state, ruleset=toml)
             with self._intending("edit", new, new_text):
-                if not runs_live.edit_chain(chain, live, new_live):
-                    nft.run(compiler.build_add(rule, new_live, chain in chains, before_handle))
+                if not runs_live.edit_chain(self.kernel, chain, live, new_live):
+                    self.kernel.run(compiler.build_add(rule, new_live, chain in chains,
+                                                       before_handle))
                 if new_text is not None:
                     write_atomic(Path(state.config), new_text)
             self.store.commit(new)
@@ -288,7 +289,7 @@ class Service:
                     new_text = delete_rule_text(text, rule_id)
                     parse_config(new_text, state.config)
             chain = names.rule_chain(rule.hook, rule.priority)
-            live_rules = table.chain_rules(chain)
+            live_rules = self.kernel.chain_rules(chain)
             handles = [lr.handle for lr in live_rules if lr.rule_id == rule_id]
             last = len(handles) == len(live_rules)
             toml = new_live.to_toml()
@@ -297,8 +298,8 @@ class Service:
                 toml["runtime"] = runtime_ids
             new = dataclasses.replace(state, ruleset=toml)
             with self._intending("edit", new, new_text):
-                if not runs_live.edit_chain(chain, live, new_live, [rule]):
-                    nft.run(compiler.build_delete(rule, handles, delete_chain=last))
+                if not runs_live.edit_chain(self.kernel, chain, live, new_live, [rule]):
+                    self.kernel.run(compiler.build_delete(rule, handles, delete_chain=last))
                 if new_text is not None:
                     write_atomic(Path(state.config), new_text)
             self.store.commit(new)
@@ -318,7 +319,7 @@ class Service:
                     self.store.read_intent()
                 except StateError:
                     self.store.clear_intent()
-            SetService(self.store.dir).recover_interrupted()
+            SetService(self.store.dir, self.kernel).recover_interrupted()
             yield
 
     @contextlib.contextmanager
@@ -332,14 +333,14 @@ class Service:
             yield
         except Exception:
             try:
-                settle_intent(self.store)
+                settle_intent(self.store, self.kernel)
             except MinifwError:
                 self.store.clear_intent()
             raise
 
     def _require_up(self) -> State:
         state = self.store.load()
-        if not state.loaded or not table.exists():
+        if not state.loaded or not self.kernel.exists():
             raise StateError("minifw is not up in this namespace; run 'minifw up --config FILE' "
                              "first")
         if state.config is None:
@@ -348,7 +349,7 @@ class Service:
 
     def _warnings(self, ruleset: Ruleset) -> tuple[str, ...]:
         warnings = []
-        if any(r.log for r in ruleset.rules) and not netns.kernel_log_visible():
+        if any(r.log for r in ruleset.rules) and not self.kernel.log_visible():
             warnings.append("log lines from this network namespace do not reach dmesg while "
                             "net.netfilter.nf_log_all_netns=0 in the machine's own namespace; "
                             "set it to 1 to see them")
@@ -362,8 +363,8 @@ def _hooks_started(failed: list[str], done: str) -> None:
         raise StateError(f"{done}, but {what}; see 'minifw status'")
 
 
-def _chain_rules_or_empty(chain: str) -> list[table.LiveRule]:
+def _chain_rules_or_empty(kernel: seam.Kernel, chain: str) -> list[table.LiveRule]:
     try:
-        return table.chain_rules(chain)
+        return kernel.chain_rules(chain)
     except KernelError:
         return []

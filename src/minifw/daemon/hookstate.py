@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..errors import StateError
 from ..model.types import Hook, HookPoint
 from ..store.state import write_atomic
 
@@ -140,6 +141,18 @@ def hooks_dir(state_dir: Path) -> Path:
     return Path(state_dir) / "hooks"
 
 
+def made_hooks_dir(state_dir: Path) -> Path:
+    """The runners' folder, created if missing; a file or a broken path in its way is said as
+    a StateError naming it."""
+    folder = hooks_dir(state_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o750)
+    except OSError as exc:
+        raise StateError(f"cannot create {folder}: {exc.strerror or exc}; move whatever is in "
+                         "its way") from exc
+    return folder
+
+
 def record_path(state_dir: Path, pid: int) -> Path:
     return hooks_dir(state_dir) / f"runner-{pid}.json"
 
@@ -170,7 +183,7 @@ def file_digest(file: str) -> str | None:
 
 def write_record(state_dir: Path, record: RunnerRecord) -> Path:
     path = record_path(state_dir, record.pid)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    made_hooks_dir(state_dir)
     write_atomic(path, json.dumps(record.to_json(), indent=1) + "\n")
     return path
 
@@ -243,7 +256,7 @@ def _failure_path(state_dir: Path, file: str) -> Path:
 
 def write_failure(state_dir: Path, file: str, reason: str, kept: list[int]) -> None:
     path = _failure_path(state_dir, file)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    made_hooks_dir(state_dir)
     write_atomic(path, json.dumps({"file": file, "reason": reason, "time": time.time(),
                                    "kept": kept}, indent=1) + "\n")
 
@@ -272,7 +285,7 @@ def failures(state_dir: Path) -> list[StartFailure]:
 
 def write_wanted(state_dir: Path, files: list[str]) -> None:
     path = hooks_dir(state_dir) / "wanted.json"
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    made_hooks_dir(state_dir)
     write_atomic(path, json.dumps({"files": list(files)}, indent=1) + "\n")
 
 
@@ -287,9 +300,11 @@ def wanted(state_dir: Path) -> list[str]:
 
 def forget_all(state_dir: Path) -> None:
     """``down``: nothing is wanted any more, and old failures no longer matter."""
-    with contextlib.suppress(FileNotFoundError):
-        (hooks_dir(state_dir) / "wanted.json").unlink()
     folder = hooks_dir(state_dir)
+    if folder.exists() and not folder.is_dir():
+        raise StateError(f"{folder} is not a directory; move it away (it holds no state)")
+    with contextlib.suppress(FileNotFoundError):
+        (folder / "wanted.json").unlink()
     for path in folder.glob("failed-*.json") if folder.is_dir() else []:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()

@@ -614,8 +614,7 @@ class _quiet:
 
 
 def setup_logging(state_dir: Path, foreground: bool) -> Path:
-    folder = hookstate.hooks_dir(state_dir)
-    folder.mkdir(parents=True, exist_ok=True, mode=0o750)
+    folder = hookstate.made_hooks_dir(state_dir)
     path = folder / f"runner-{os.getpid()}.log"
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
     handlers: list[logging.Handler] = [logging.FileHandler(path)]
