@@ -9,12 +9,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["hook", "ACCEPT", "DROP", "__version__"]
+__all__ = ["Firewall", "hook", "ACCEPT", "DROP", "__version__"]
 
-_HOME = {"hook": "minifw.hooks", "ACCEPT": "minifw.hooks",
+_HOME = {"Firewall": "minifw.api", "hook": "minifw.hooks", "ACCEPT": "minifw.hooks",
          "DROP": "minifw.hooks"}
 
 if TYPE_CHECKING:
+    from .api import Firewall
     from .hooks import ACCEPT, DROP, hook
 
 

@@ -9,9 +9,14 @@
     └── PacketError             a packet is truncated or malformed
 
 Foreign exceptions are wrapped at the edge with ``raise ... from``; only the CLI catches these.
+The edges: libnftables (``kernel/nft.py``), netlink (``kernel/nfnl.py``), SQLite
+(``store/setrecord.py``) and files (``store/state.py``, config and import readers).
 """
 
 from __future__ import annotations
+
+# What an edge says when the operating system refuses minifw for lack of privilege.
+NEED_ROOT = "minifw needs root (CAP_NET_ADMIN)"
 
 
 class MinifwError(Exception):

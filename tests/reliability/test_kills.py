@@ -26,8 +26,9 @@ from pathlib import Path
 import pytest
 import rkit
 
+from minifw.compile import names
 from minifw.compile import nft as compiler
-from minifw.kernel.setelem import CHUNK
+from minifw.kernel.nfnl import CHUNK
 from minifw.lab import MINIFW
 from minifw.model import Ruleset
 from minifw.store.setrecord import SetStore
@@ -110,7 +111,7 @@ def kernel_layout(host) -> dict[str, list]:
     found = json.loads(host.run(["nft", "-j", "-t", "list", "ruleset"]).stdout)["nftables"]
     mine = lambda o: o.get("family") == "inet" and o.get("table") == "minifw"  # noqa: E731
     layout = {o["chain"]["name"]: [] for o in found if "chain" in o and mine(o["chain"])
-              and compiler.is_declarative_chain(o["chain"]["name"])}
+              and names.is_declarative(o["chain"]["name"])}
     for o in found:
         if "rule" in o and mine(o["rule"]) and o["rule"]["chain"] in layout:
             layout[o["rule"]["chain"]].append(o["rule"].get("comment"))

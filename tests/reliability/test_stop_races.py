@@ -34,7 +34,7 @@ from minifw.compile import hooks as plan
 from minifw.daemon import runner as R
 from minifw.hooks import ACCEPT, DROP, make_spec
 from minifw.hooks.packet import HotPacket, PurePacket
-from minifw.netlink.nfqueue import VerdictWriter, split_datagram
+from minifw.netlink.nfqueue import split_datagram
 from minifw.netlink.nlmsg import attr, message, nfgen
 
 QUEUE = 7
@@ -96,7 +96,7 @@ def make_runner(queues, state_dir: Path, fail: str = "open",
                 on_error: str = "accept") -> R.Runner:
     r = R.Runner.__new__(R.Runner)
     r.qs = Pair()
-    r.placements, r.ctx, r._out, r._verdicts, r._ifnames = [], {}, [], VerdictWriter(), {}
+    r.placements, r.ctx, r._ifnames = [], {}, {}
     r.installed, r.state_dir, r.pid = False, state_dir, os.getpid()
     r.kmsg = R.KernelLog.__new__(R.KernelLog)
     r.kmsg.fd = None

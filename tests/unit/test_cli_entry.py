@@ -1,9 +1,9 @@
 """The console script's fast path (cli/entry.py) against the click CLI (cli/main.py).
 
-The same argv, valid and invalid, goes through both, each with its own fresh state directory;
-stdout, stderr and the exit status must be the same (state paths aside). minifw is down here,
-so a ban is recorded only and no kernel is needed (tests/kernel/test_cli_entry.py does the
-same with the kernel, in a namespace)."""
+The same argv, valid and invalid, goes through both, each with its own state directory and
+fake kernel (minifw up on it, or down); stdout, stderr, the exit status and the fake kernel's
+table must be the same (state paths aside). tests/kernel/test_cli_entry.py does the same with
+the real kernel, in a namespace."""
 
 from __future__ import annotations
 
@@ -16,10 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from minifw.app.rules import Service
 from minifw.cli import common as clicommon
 from minifw.cli import entry
 from minifw.cli import main as clickmain
-from minifw.kernel import table
+from minifw.kernel import seam
+from minifw.kernel.fake import FakeKernel
+
+from fakekit import CONFIG, no_real_kernel  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,14 +76,22 @@ SESSION = [
 
 
 @pytest.fixture(autouse=True)
-def no_kernel(monkeypatch):
-    """minifw is down in these state directories; the one kernel read a fresh record makes
-    (does any minifw set still hold elements?) sees no minifw table."""
-    monkeypatch.setattr(table, "kernel_objects", lambda: (set(), set(), None))
+def privileged(monkeypatch, no_real_kernel):
     monkeypatch.setattr(clicommon, "privileged", lambda: True)
 
 
-def _call(run, argv, capsys, state: Path, how: str):
+def _instance(tmp_path: Path, name: str, up: bool) -> tuple[Path, FakeKernel]:
+    """A state directory and its fake kernel, minifw up on it (from fakekit's CONFIG) or not."""
+    kernel = FakeKernel()
+    state = tmp_path / name
+    if up:
+        config = tmp_path / f"{name}.toml"
+        config.write_text(CONFIG)
+        Service(state, kernel).up(str(config))
+    return state, kernel
+
+
+def _call(run, argv, capsys, state: Path, how: str, kernel: FakeKernel | None = None):
     """Run one argv as the console script would: exit status, stdout, stderr."""
     if how == "flag":
         argv = ["--state-dir", str(state), *argv]
@@ -88,7 +100,8 @@ def _call(run, argv, capsys, state: Path, how: str):
     else:
         os.environ["MINIFW_STATE_DIR"] = str(state)
     try:
-        code = run(argv)
+        with seam.use(kernel or FakeKernel()):
+            code = run(argv)
     except SystemExit as exc:
         code = exc.code
     out, err = capsys.readouterr()
@@ -100,23 +113,27 @@ def _plain(text: str, state: Path) -> str:
     return re.sub(r'"apply_ms": [0-9.e-]+', '"apply_ms": 0', text.replace(str(state), "STATE"))
 
 
-@pytest.mark.parametrize("how", ["env", "flag", "flag="])
-def test_both_paths_print_and_exit_alike(capsys, monkeypatch, tmp_path, how):
-    monkeypatch.delenv("MINIFW_STATE_DIR", raising=False)
-    fast_dir, click_dir = tmp_path / "fast", tmp_path / "click"
+@pytest.mark.parametrize("how,up", [("env", True), ("flag", True), ("flag=", True),
+                                    ("env", False)])
+def test_both_paths_print_and_exit_alike(capsys, monkeypatch, tmp_path, how, up):
     monkeypatch.setenv("MINIFW_STATE_DIR", "")  # restored after the test
+    fast_dir, fast_kernel = _instance(tmp_path, "fast", up)
+    click_dir, click_kernel = _instance(tmp_path, "click", up)
     for argv in SESSION:
-        fast = _call(entry.run, argv, capsys, fast_dir, how)
-        slow = _call(clickmain.run, argv, capsys, click_dir, how)
+        fast = _call(entry.run, argv, capsys, fast_dir, how, fast_kernel)
+        slow = _call(clickmain.run, argv, capsys, click_dir, how, click_kernel)
         assert fast == slow, argv
         code, out, err = fast
         if code != 0:  # every failure: one line on stderr
             assert len(err.splitlines()) == 1 and err.startswith("error: "), (argv, err)
+        assert fast_kernel.tables == click_kernel.tables, argv
     # and the two records ended up alike
-    fast = _call(entry.run, ["unban", "198.18.0.2", "fd00::2", "--json"], capsys, fast_dir, how)
-    slow = _call(clickmain.run, ["unban", "198.18.0.2", "fd00::2", "--json"], capsys,
-                 click_dir, how)
-    assert fast == slow and json.loads(fast[1])["unbanned"] == ["198.18.0.2", "fd00::2"]
+    argv = ["unban", "198.18.0.2", "fd00::2", "--json"]
+    fast = _call(entry.run, argv, capsys, fast_dir, how, fast_kernel)
+    assert fast == _call(clickmain.run, argv, capsys, click_dir, how, click_kernel)
+    assert json.loads(fast[1])["unbanned"] == ["198.18.0.2", "fd00::2"]
+    if up:  # the bans reached the (fake) kernel
+        assert "198.18.0.5" in repr(fast_kernel.tables)
 
 
 def test_usage_errors_keep_clicks_status_and_hint(capsys, tmp_path):
@@ -153,10 +170,11 @@ def test_the_console_script_is_the_fast_entry():
     assert 'minifw = "minifw.cli.entry:main"' in text
 
 
-# A process of either path, with the fake kernel read and privilege of the tests above.
+# A process of either path, on a fake kernel (minifw down) and with privilege.
 PROCESS = ("import sys\n"
-           "from minifw.kernel import table\n"
-           "table.kernel_objects = lambda: (set(), set(), None)\n"
+           "from minifw.kernel import seam\n"
+           "from minifw.kernel.fake import FakeKernel\n"
+           "seam._chosen.append(FakeKernel())\n"
            "from minifw.cli import common\n"
            "common.privileged = lambda: True\n"
            "from minifw.cli.{} import main\n"
@@ -185,11 +203,12 @@ def test_whole_processes_of_both_paths_agree_and_leave_the_same_files(tmp_path):
 
 def test_a_ban_imports_neither_click_nor_tomlkit(tmp_path):
     """What the fast path is for: checked in a fresh interpreter (minifw down, a fake kernel
-    read as above, so no root namespace is asked)."""
+    as above, so the machine's own namespace is never asked)."""
     code = (
         "import sys\n"
-        "from minifw.kernel import table\n"
-        "table.kernel_objects = lambda: (set(), set(), None)\n"
+        "from minifw.kernel import seam\n"
+        "from minifw.kernel.fake import FakeKernel\n"
+        "seam._chosen.append(FakeKernel())\n"
         "from minifw.cli import common\n"
         "common.privileged = lambda: True\n"
         "from minifw.cli import entry\n"

@@ -170,12 +170,3 @@ def test_every_nft_rule_has_a_counter_and_the_rule_id_as_comment():
                 continue
             assert {"counter": None} in nft_rule["expr"]
             assert compiler.rule_id_of_comment(nft_rule["comment"]) in ids
-
-
-def test_chain_names():
-    from minifw.model import Hook
-    assert compiler.chain_name(Hook.PREROUTING, -300) == "prerouting_m300"
-    assert compiler.chain_name(Hook.INPUT, 0) == "input_0"
-    assert compiler.is_declarative_chain("forward_policy")
-    assert compiler.is_declarative_chain("output_m2147483648")
-    assert not compiler.is_declarative_chain("hookfn_test")

@@ -20,7 +20,7 @@ from minifw.errors import PacketError
 from minifw.hooks import ACCEPT, DROP, make_spec
 from minifw.hooks.packet import HotPacket, Packet, PurePacket
 from minifw.kernel import mmsg
-from minifw.netlink.nfqueue import NfqueueCodec, VerdictWriter, split_datagram
+from minifw.netlink.nfqueue import NfqueueCodec, split_datagram
 from minifw.netlink.nlmsg import attr, message, nfgen
 
 from test_nfqueue_codec import PING, UDP6, _touch_all
@@ -276,7 +276,7 @@ class FakeQueueSocket:
 def make_runner(fns, datagrams, **spec_args):
     r = R.Runner.__new__(R.Runner)
     r.qs = PairQueueSocket(datagrams) if Fakes.C else FakeQueueSocket(datagrams)
-    r.placements, r.ctx, r._out, r._verdicts, r._ifnames = [], {}, [], VerdictWriter(), {}
+    r.placements, r.ctx, r._ifnames = [], {}, {}
     # (queue, id) of the well-formed queued packets among the datagrams
     r.test_ids = {(ev.queue, ev.id) for data in datagrams for ev in _events(data)}
     for queue, fn in fns.items():

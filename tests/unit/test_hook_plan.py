@@ -6,7 +6,8 @@ import pytest
 
 from minifw import ACCEPT, DROP, hook
 from minifw.compile import hooks as plan
-from minifw.compile.nft import build_load, is_declarative_chain
+from minifw.compile.names import is_declarative
+from minifw.compile.nft import build_load
 from minifw.errors import ConfigError
 from minifw.hooks import collect, make_spec
 from minifw.hooks.config import hook_files
@@ -57,7 +58,7 @@ def test_same_priority_twice_is_an_error():
 
 def test_chain_names_are_not_declarative_so_loads_leave_them_alone():
     p = plan.Placement(make_spec(fn, "prerouting", -300, name="drop_icmp"), 1000)
-    assert p.chain == "hook_q1000_drop_icmp" and not is_declarative_chain(p.chain)
+    assert p.chain == "hook_q1000_drop_icmp" and not is_declarative(p.chain)
     ruleset = parse_config('[[rule]]\nid="r"\nhook="input"\npriority=5\naction="drop"\n', "t")
     doc = build_load(ruleset, existing_chains=[p.chain, "input_5", "input_7"])
     touched = [c for cmd in doc["nftables"] for verb in cmd.values()

@@ -45,10 +45,10 @@ def test_a_damaged_record_is_reported_and_never_signalled(tmp_path):
     (folder / "runner-1.json").write_text("{not json")        # pid 1 is alive: never signal it
     (folder / "runner-abc.json").write_text(json.dumps(good()))
     recs = hookstate.records(tmp_path)
-    assert [(r["pid"], r["alive"], bool(r["damaged"])) for r in recs] == [(1, False, True),
-                                                                          (0, False, True)]
+    assert [(r.pid, r.alive, bool(r.damaged)) for r in recs] == [(1, False, True),
+                                                                 (0, False, True)]
     problems = supervise.problems(tmp_path)
-    assert len(problems) == 2 and all(p["file"] is None for p in problems)
-    assert "runner-1.json is unreadable" in problems[0]["reason"]
+    assert len(problems) == 2 and all(p.file is None for p in problems)
+    assert "runner-1.json is unreadable" in problems[0].reason
     assert supervise.stop_pids(tmp_path, None) == 0              # nothing was signalled
     assert list(folder.glob("runner-*.json")) == []            # and both records are gone

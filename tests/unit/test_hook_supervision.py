@@ -17,10 +17,10 @@ def dead_pid():
 
 
 def record(state_dir, pid, file, *, managed=True, digest=None, fail="open", name="gate"):
-    hookstate.write_record(state_dir, {
-        "pid": pid, "file": str(file), "managed": managed, "digest": digest,
-        "queues": [{"function": name, "hook": "input", "priority": 0, "queue": 1000,
-                    "chain": f"hook_q1000_{name}", "flow_chain": None, "fail": fail}]})
+    hookstate.write_record(state_dir, hookstate.RunnerRecord(
+        pid=pid, file=str(file), managed=managed, digest=digest,
+        queues=(hookstate.QueueRecord(function=name, hook="input", priority=0, queue=1000,
+                                      chain=f"hook_q1000_{name}", fail=fail),)))
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def test_a_dropped_file_is_retired_with_its_chains(tmp_path, files, dead_pid):
     record(tmp_path, 1, a, digest=hookstate.file_digest(a))
     record(tmp_path, dead_pid, b, name="other")
     plan = supervise.plan_runners([], tmp_path)
-    assert sorted(r["file"] for r in plan.retire) == [a, b]
+    assert sorted(r.file for r in plan.retire) == [a, b]
     assert sorted(plan.leaving_chains) == ["hook_q1000_gate", "hook_q1000_other"]
     assert plan.describe() == "stopped 1 hook runners"          # one was running
     cmds = supervise.retire_commands(plan, ["hook_q1000_gate", "input_0"])
@@ -76,26 +76,26 @@ def test_problems_say_which_hook_is_not_running_and_why(tmp_path, files, dead_pi
     assert supervise.problems(tmp_path) == []
     hookstate.write_wanted(tmp_path, [a, b])
     record(tmp_path, 1, a, digest="x")
-    assert supervise.problems(tmp_path) == [
-        {"file": b, "running": False, "functions": [],
-         "reason": "its runner is not running; nothing of it is in the kernel"}]
+    assert supervise.problems(tmp_path) == [hookstate.HookProblem(
+        file=b, running=False, functions=(),
+        reason="its runner is not running; nothing of it is in the kernel")]
     hookstate.write_failure(tmp_path, a, "the hook runner for a did not start: boom", [1])
     hookstate.write_failure(tmp_path, b, "the hook runner for b did not start: bang", [])
     record(tmp_path, dead_pid, b, fail="closed", name="shut")
     kept, down = supervise.problems(tmp_path)
-    assert kept["file"] == a and kept["running"] and "boom" in kept["reason"]
-    assert "previous runner keeps running" in kept["reason"]
-    assert down["file"] == b and not down["running"] and down["functions"] == ["shut"]
-    assert down["reason"] == ("the hook runner for b did not start: bang; its fail-closed "
+    assert kept.file == a and kept.running and "boom" in kept.reason
+    assert "previous runner keeps running" in kept.reason
+    assert down.file == b and not down.running and down.functions == ("shut",)
+    assert down.reason == ("the hook runner for b did not start: bang; its fail-closed "
                               "chains stay and drop what they queue (shut)")
     hookstate.clear_failure(tmp_path, a)
     hookstate.forget_all(tmp_path)                       # down: nothing wanted, no failures
     (dead,) = supervise.problems(tmp_path)               # the dead runner's record remains
-    assert dead["file"] == b and f"pid {dead_pid}" in dead["reason"]
+    assert dead.file == b and f"pid {dead_pid}" in dead.reason
 
 
 def test_a_minifw_run_runner_that_died_is_a_problem(tmp_path, files, dead_pid):
     a, _ = files
     record(tmp_path, dead_pid, a, managed=False)
     (p,) = supervise.problems(tmp_path)
-    assert not p["running"] and "fail-open chains stay and let packets pass" in p["reason"]
+    assert not p.running and "fail-open chains stay and let packets pass" in p.reason

@@ -10,7 +10,7 @@ import pytest
 
 from minifw.cli import common as clicommon
 from minifw.cli import main as climain
-from minifw.errors import ConfigError, RuleError
+from minifw.errors import ConfigError, RuleError, StateError
 from minifw.kernel.nft import _kernel_error
 from minifw.model import parse_config
 from minifw.model.rule import PortRange, Rule
@@ -161,10 +161,15 @@ def test_without_privilege_check_and_explain_of_a_file_still_work(capsys, monkey
 # ---- the guard: the last net ------------------------------------------------------------------
 
 @pytest.mark.parametrize("exc,expect", [
-    (IsADirectoryError(21, "Is a directory", "/var/lib/minifw/lock"), "/var/lib/minifw/lock"),
-    (sqlite3.DatabaseError("file is not a database"), "file is not a database"),
-    (RecursionError("maximum recursion depth exceeded"), "nested too deeply"),
-    (UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"), "not valid text"),
+    (StateError("the set record x is damaged"), "error: the set record x is damaged"),
+    # each edge maps its foreign errors: one that escapes is a bug, and says so
+    (IsADirectoryError(21, "Is a directory", "/var/lib/minifw/lock"),
+     "internal error (IsADirectoryError: [Errno 21] Is a directory: '/var/lib/minifw/lock')"),
+    (sqlite3.DatabaseError("file is not a database"),
+     "internal error (DatabaseError: file is not a database); please report it"),
+    (RecursionError("maximum recursion depth exceeded"), "internal error (RecursionError"),
+    (UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"),
+     "internal error (UnicodeDecodeError"),
     (AttributeError("'list' object has no attribute 'get'"), "internal error"),
 ])
 def test_the_guard_turns_escaped_errors_into_one_line(capsys, monkeypatch, exc, expect):

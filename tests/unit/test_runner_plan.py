@@ -9,11 +9,10 @@ from minifw.daemon.supervise import plan_runners
 
 
 def record(state_dir, pid, file, managed=True, digest=None):
-    hookstate.write_record(state_dir, {"pid": pid, "file": file, "managed": managed,
-                                       "digest": digest, "queues": [
-                                           {"chain": f"hook_q{pid % 1000 + 1000}_f",
-                                            "function": "f", "queue": pid % 1000 + 1000,
-                                            "hook": "input", "priority": 0}]})
+    hookstate.write_record(state_dir, hookstate.RunnerRecord(
+        pid=pid, file=file, managed=managed, digest=digest,
+        queues=(hookstate.QueueRecord(chain=f"hook_q{pid % 1000 + 1000}_f", function="f",
+                                      queue=pid % 1000 + 1000, hook="input", priority=0),)))
 
 
 def dead_pid():
@@ -42,7 +41,7 @@ def test_plan(tmp_path):
     # a left the config: it is retired (and c's dead runner with it); b is replaced
 
     gone = plan_runners([str(b)], tmp_path)
-    assert sorted(r["file"] for r in gone.retire) == [str(a), str(c)]
+    assert sorted(r.file for r in gone.retire) == [str(a), str(c)]
     assert gone.replace == {str(b): [ppid]}
     assert sorted(gone.leaving_chains) == sorted([f"hook_q{live % 1000 + 1000}_f",
                                                   f"hook_q{c_pid % 1000 + 1000}_f"])
@@ -50,7 +49,7 @@ def test_plan(tmp_path):
 
     every = plan_runners([str(a)], tmp_path, restart_all=True)
     assert every.replace == {str(a): [live]} and every.restart == [str(a)]
-    assert {r["file"] for r in every.retire} == {str(b), str(c)}
+    assert {r.file for r in every.retire} == {str(b), str(c)}
 
 
 def test_unmanaged_runners_are_left_alone(tmp_path):

@@ -96,28 +96,6 @@ def test_restore_sends_remaining_time_and_skips_expired():
                                           "timeout": 60}}]}
 
 
-def test_netlink_element_batch_encoding():
-    import socket
-    import struct
-    from minifw.kernel.setelem import build_batch, element_run
-    keys = [socket.inet_pton(socket.AF_INET6, "fd00::1"), socket.inet_pton(socket.AF_INET6, "fd00::2")]
-    run = element_run(keys, None)
-    assert len(run) == 2 * 28                      # 3 headers of 4 bytes + 16 address bytes each
-    assert run[12:28] == keys[0] and run[40:56] == keys[1]
-    assert struct.unpack_from("=HH", run, 0) == (28, 1 | 0x8000)
-    timed = element_run(keys[:1], 60000)
-    assert struct.unpack_from(">Q", timed, 32)[0] == 60000
-    batch, acks = build_batch("minifw", [("s_b_v6", keys * 5000), ("s_b_v4", [])], None)
-    assert acks == 5              # 10000 elements of 28 bytes: 2321 fit a 65000-byte attribute
-    kinds = []
-    off = 0
-    while off < len(batch):
-        length, kind = struct.unpack_from("=IH", batch, off)
-        kinds.append(kind)
-        off += (length + 3) & ~3
-    assert kinds == [16] + [(10 << 8) | 12] * 5 + [17]   # batch begin, NEWSETELEM x5, end
-
-
 KINDS = [(4, False), (4, True), (6, False), (6, True)]
 
 

@@ -90,18 +90,6 @@ def test_fast_parser_allows_whole_line_comments():
     assert cidrs == [] and skipped == []
 
 
-def test_bulk_adds_are_cut_into_transactions_in_order():
-    from minifw.kernel.setelem import chunked
-
-    groups = [("a", [b"%d" % i for i in range(5)]), ("b", []), ("c", [b"x", b"y"])]
-    cut = chunked(groups, size=3)
-    assert cut == [[("a", [b"0", b"1", b"2"])], [("a", [b"3", b"4"]), ("c", [b"x"])],
-                   [("c", [b"y"])]]
-    assert chunked([("a", [])], size=3) == []
-    assert [k for t in chunked(groups, size=2) for _, keys in t for k in keys] == \
-        [k for _, keys in groups for k in keys]
-
-
 def test_kinds_name_the_backing_sets_with_live_elements(tmp_path):
     store = SetStore(tmp_path)
     assert store.kinds("blocked") == set()

@@ -19,6 +19,7 @@ from ..engine.explain import Explanation, HookFunction, Probe, explain
 from ..errors import KernelError, StateError
 from ..model import Ruleset
 from ..model.types import PATHS, Hook
+from .results import CaptureSummary, Decider, ForeignChain
 from .rules import read_config
 from ..store.state import Store
 
@@ -55,9 +56,8 @@ def ruleset_source(state_dir: Path, config: str | None, run_hooks: bool = False)
                          "'explain --config FILE'")
     from ..daemon import hookstate
 
-    functions = tuple(_function(q["function"], Hook(q["hook"]), int(q["priority"]))
-                      for rec in hookstate.records(state_dir) if rec.get("alive")
-                      for q in rec.get("queues", []))
+    functions = tuple(_function(q.function, q.point.hook, q.priority)
+                      for rec in hookstate.records(state_dir) if rec.alive for q in rec.queues)
     specs = _hook_specs(state.config) if run_hooks and functions and state.config else []
     return Source(Ruleset.from_toml(state.ruleset), f"the live ruleset ({state.config})",
                   functions, tuple(specs), _live_sets(state_dir))
@@ -164,27 +164,19 @@ def synthesize(probe: Probe) -> bytes:
 
 def foreign_chains(hooks: Iterable[Hook], versions: Iterable[int]) -> list[str]:
     """Warnings about other tables' base chains at these hooks; [] when nft cannot be asked."""
-    from ..kernel import table  # the kernel edge, only when needed
+    from ..kernel import seam  # the kernel edge, only when needed
     from ..kernel.privilege import privileged
 
     if not privileged():  # libnftables would print "you must be root" itself
         return []
     try:
-        chains = table.base_chains()
+        chains = seam.default().base_chains()
     except (KernelError, PermissionError, OSError):
         return []
     families = {f for v in versions for f in _FAMILIES[v]}
-    wanted = {h.value for h in hooks}
-    out = []
-    for c in chains:
-        if (c.get("family"), c.get("table")) == (FAMILY, TABLE):
-            continue
-        if c.get("family") in families and c.get("hook") in wanted:
-            out.append(f"table {c['family']} {c['table']} has base chain {c['name']} at "
-                       f"{c['hook']} priority {c.get('prio')}: explain covers table "
-                       f"{FAMILY} {TABLE} only, and that chain can still drop what minifw "
-                       "accepts")
-    return out
+    return [f.warning(f"explain covers table {FAMILY} {TABLE} only, and that chain can still "
+                      "drop what minifw accepts")
+            for f in ForeignChain.select(chains, {h.value for h in hooks}, families)]
 
 
 def explain_one(source: Source, probe: Probe, run_hooks: bool = False,
@@ -195,10 +187,9 @@ def explain_one(source: Source, probe: Probe, run_hooks: bool = False,
 
 def explain_capture(source: Source, capture: str, *, path_kind: str = "in",
                     iif: str | None = None, oif: str | None = None,
-                    state: str | None = None) -> tuple[dict[str, Any], set[int]]:
-    """Explain every packet of a capture and sum up: decider -> packets and verdicts.
-
-    Returns the summary and the IP versions seen (to look for other tables' chains)."""
+                    state: str | None = None) -> CaptureSummary:
+    """Explain every packet of a capture and sum up: decider -> packets and verdicts (and
+    the IP versions seen, to look for other tables' chains)."""
     deciders: dict[str, dict[str, Any]] = {}
     verdicts: collections.Counter = collections.Counter()
     skipped: collections.Counter = collections.Counter()
@@ -220,8 +211,10 @@ def explain_capture(source: Source, capture: str, *, path_kind: str = "in",
         entry["packets"] += 1
         entry["verdicts"][exp.verdict] = entry["verdicts"].get(exp.verdict, 0) + 1
     order = sorted(deciders.values(), key=lambda d: (-d["packets"], d["decider"]))
-    return {"capture": capture, "path": path_kind, "packets": total, "explained": explained,
-            "skipped": dict(skipped), "verdicts": dict(verdicts), "deciders": order}, versions
+    return CaptureSummary(capture=capture, path=path_kind, packets=total, explained=explained,
+                          skipped=dict(skipped), verdicts=dict(verdicts),
+                          deciders=tuple(Decider(**d) for d in order),
+                          versions=frozenset(versions), ruleset=source.where)
 
 
 def path_hooks(path_kind: str) -> Sequence[Hook]:

@@ -14,15 +14,18 @@ from typing import Any, Iterator
 
 from . import runs_live
 from .sets import SetService, fresh_load
+from ..compile import names
 from ..compile import nft as compiler
-from ..compile.sets import BAN_CHAIN
 from ..daemon import supervise
 from ..errors import ConfigError, KernelError, MinifwError, RuleError, StateError
 from ..hooks.config import hook_files
-from ..kernel import netns, nft, table
+from ..kernel import seam, table
 from ..model import Rule, Ruleset, add_rule_text, delete_rule_text, parse_config
-from ..model.types import Hook
-from .results import Outcome
+from ..model.types import Hook, HookPoint
+from .results import (
+    ChainInfo, Checked, ForeignChain, ListedRule, Loaded, PolicyCounter, RuleAdded,
+    RuleDeleted, RuleListing, Status, Unloaded, chains_in_order,
+)
 from .settle import settle_intent
 from ..store.state import DEFAULT_CONFIG, REDERIVE, State, Store, write_atomic
 
@@ -43,34 +46,36 @@ def read_config(path: str | os.PathLike) -> tuple[str, Ruleset]:
 
 
 class Service:
-    def __init__(self, state_dir: Path):
+    def __init__(self, state_dir: Path, kernel: seam.Kernel | None = None):
         self.store = Store(state_dir)
+        self.kernel = kernel or seam.default()
 
     # ---- whole-ruleset operations ------------------------------------------------------
-    def check(self, config: str | None) -> tuple[Ruleset, dict[str, Any]]:
+    def check(self, config: str | None) -> Checked:
         path = config or DEFAULT_CONFIG
         text, ruleset = read_config(path)
         supervise.validate(hook_files(text, os.path.abspath(path)), ruleset)
-        return ruleset, fresh_load(ruleset)
+        return Checked(ruleset=ruleset, document=fresh_load(ruleset))
 
-    def up(self, config: str | None) -> Outcome:
+    def up(self, config: str | None) -> Loaded:
         path = os.path.abspath(config or DEFAULT_CONFIG)
         with self._writing(rederive=True):
             text, ruleset = read_config(path)
             hooks = hook_files(text, path)
             supervise.validate(hooks, ruleset)
-            SetService(self.store.dir).compact()
+            SetService(self.store.dir, self.kernel).compact()
             state = self.store.load_or_none() or State()  # damaged: up rewrites it
             runners = supervise.plan_runners(hooks, self.store.dir)
             if (state.loaded and state.config == path and state.ruleset == ruleset.to_toml()
-                    and table.exists() and self._in_sync(ruleset)):
+                    and self.kernel.exists() and self._in_sync(ruleset)):
                 supervise.check_rule_points((k for k, _ in ruleset.chains()),
                                             runners.leaving_chains)
                 _hooks_started(supervise.apply(runners, self.store.dir),
                                f"minifw is already up with {path}")
-                return Outcome(f"minifw is already up with {path}; "
-                               + (runners.describe() or "nothing changed"),
-                               self._warnings(ruleset))
+                return Loaded(f"minifw is already up with {path}; "
+                              + (runners.describe() or "nothing changed"),
+                              self._warnings(ruleset), config=path, rules=len(ruleset.rules),
+                              hook_files=len(hooks), changed=False)
             new = State(loaded=True, config=path, ruleset=ruleset.to_toml())
             with self._intending("load", new):
                 self._load(ruleset, runners)
@@ -78,18 +83,18 @@ class Service:
             _hooks_started(supervise.apply(runners, self.store.dir),
                            f"minifw is up with {len(ruleset.rules)} rules from {path}")
         done = runners.describe()
-        return Outcome(f"minifw is up: {len(ruleset.rules)} rules"
-                       + (f", {len(hooks)} hook files" if hooks else "") + f" from {path}"
-                       + (f"; {done}" if done else ""), self._warnings(ruleset))
+        return Loaded(f"minifw is up: {len(ruleset.rules)} rules"
+                      + (f", {len(hooks)} hook files" if hooks else "") + f" from {path}"
+                      + (f"; {done}" if done else ""), self._warnings(ruleset),
+                      config=path, rules=len(ruleset.rules), hook_files=len(hooks))
 
-    @staticmethod
-    def _in_sync(ruleset: Ruleset) -> bool:
+    def _in_sync(self, ruleset: Ruleset) -> bool:
         """The live declarative chains hold what the ruleset compiles to (rule by rule, by
         comment): a chain flushed or edited by another tool makes ``up`` load again."""
-        return table.declarative_layout() == compiler.expected_layout(
+        return self.kernel.declarative_layout() == compiler.expected_layout(
             compiler.build_load(ruleset))
 
-    def reload(self, config: str | None, restart_hooks: bool = False) -> Outcome:
+    def reload(self, config: str | None, restart_hooks: bool = False) -> Loaded:
         """Replace the declarative ruleset, and bring the [[hook]] runners in line: a runner
         whose file left the config stops, one whose file changed restarts, a new file starts."""
         with self._writing(rederive=config is not None):
@@ -109,8 +114,9 @@ class Service:
             _hooks_started(supervise.apply(runners, self.store.dir),
                            f"reloaded {len(ruleset.rules)} rules from {path}")
         done = runners.describe()
-        return Outcome(f"reloaded {len(ruleset.rules)} rules from {path}"
-                       + (f"; {done}" if done else ""), self._warnings(ruleset))
+        return Loaded(f"reloaded {len(ruleset.rules)} rules from {path}"
+                      + (f"; {done}" if done else ""), self._warnings(ruleset),
+                      config=path, rules=len(ruleset.rules), hook_files=len(hooks))
 
     def _load(self, ruleset: Ruleset, runners: supervise.RunnerPlan | None = None) -> None:
         """One transaction for the declarative chains and sets, which also deletes the chains
@@ -120,27 +126,27 @@ class Service:
         supervise.RunnerPlan.)"""
         leaving = runners.leaving_chains if runners else []
         supervise.check_rule_points((k for k, _ in ruleset.chains()), leaving)
-        chains, limits = table.objects()
-        kernel_sets, _, _ = table.kernel_objects()
+        chains, limits = self.kernel.objects()
+        kernel_sets, _, _ = self.kernel.kernel_objects()
         document = compiler.build_load(ruleset, chains, limits, kernel_sets)
         if runners:
             document["nftables"] += supervise.retire_commands(runners, chains)
-        nft.run(document)
-        SetService(self.store.dir).after_load(ruleset, kernel_sets)
+        self.kernel.run(document)
+        SetService(self.store.dir, self.kernel).after_load(ruleset, kernel_sets)
 
-    def down(self) -> Outcome:
+    def down(self) -> Unloaded:
         with self._writing(rederive=True):
             state = self.store.load_or_none() or State()  # damaged: down rewrites it
             supervise.stop_all(self.store.dir)
             supervise.forget(self.store.dir)
-            present = table.exists()
+            present = self.kernel.exists()
             new = dataclasses.replace(state, loaded=False, ruleset={})
             with self._intending("down", new):
                 if present:
-                    nft.run(compiler.build_down())
+                    self.kernel.run(compiler.build_down())
             self.store.commit(new)
-        return Outcome("minifw is down: table inet minifw removed" if present
-                       else "minifw was not loaded; nothing to remove")
+        return Unloaded("minifw is down: table inet minifw removed" if present
+                        else "minifw was not loaded; nothing to remove", removed=present)
 
     # ---- reads ---------------------------------------------------------------------------
     def _live(self, state: State | None = None) -> Ruleset:
@@ -151,87 +157,75 @@ class Service:
             raise StateError(f"{self.store.file} is damaged: its ruleset does not load "
                              f"({exc}); {REDERIVE}") from None
 
-    def status(self) -> dict[str, Any]:
-        SetService(self.store.dir).settle_pending()
+    def status(self) -> Status:
+        SetService(self.store.dir, self.kernel).settle_pending()
         state = self.store.load()
-        present = table.exists()
+        present = self.kernel.exists()
         live = self._live(state) if state.loaded else Ruleset()
         # What is really hooked in, read from the kernel: rule chains, policy chains, the bans
         # chain and hook-function chains alike.
-        every = table.base_chains()
-        rule_counts = {compiler.chain_name(h, p): len(rules) for (h, p), rules in live.chains()}
+        every = self.kernel.base_chains()
+        rule_counts = {names.rule_chain(h, p): len(rules) for (h, p), rules in live.chains()}
         chains = []
         for c in every:
             if (c["family"], c["table"]) != (compiler.FAMILY, compiler.TABLE):
                 continue
             name = c["name"]
+            known = names.kind_of(name)
             kind = ("rules" if name in rule_counts else
-                    "policy" if name.endswith("_policy") else
-                    "bans" if name == BAN_CHAIN else
-                    "hook-function" if name.startswith("hook_") else
-                    "flow-cache" if name.startswith("flow_") else "other")
-            chains.append({"hook": c["hook"], "priority": c.get("prio"), "chain": name,
-                           "kind": kind, "rules": rule_counts.get(name)})
-        hook_order = [h.value for h in Hook]
-        chains.sort(key=lambda c: (hook_order.index(c["hook"]) if c["hook"] in hook_order
-                                   else len(hook_order), c["priority"] or 0))
-        hooks_used = {c["hook"] for c in chains}
-        foreign = [{"family": c["family"], "table": c["table"], "chain": c["name"],
-                    "hook": c["hook"], "priority": c.get("prio")}
-                   for c in every
-                   if (c["family"], c["table"]) != (compiler.FAMILY, compiler.TABLE)
-                   and c["hook"] in hooks_used]
-        set_counts = SetService(self.store.dir).summary()
+                    known.value if known not in (None, names.Kind.RULES) else "other")
+            chains.append(ChainInfo(hook=c["hook"], priority=c.get("prio"), chain=name,
+                                    kind=kind, rules=rule_counts.get(name)))
+        chains = chains_in_order(chains)
+        foreign = ForeignChain.select(every, {c.hook for c in chains})
+        set_counts = SetService(self.store.dir, self.kernel).summary()
         warnings = []
         missing = state.loaded and not present
         if missing:
             warnings.append("state says minifw is up, but table inet minifw is missing "
                             "(flushed by another tool?); run 'minifw reload'")
-        for f in foreign:
-            warnings.append(f"table {f['family']} {f['table']} has base chain {f['chain']} at "
-                            f"{f['hook']} priority {f['priority']}: it can drop what minifw "
-                            "accepts")
-        return {"loaded": state.loaded and present, "config": state.config,
-                "policies": {h.value: live.policy(h).value for h in Hook},
-                "stateful": live.stateful, "chains": chains, "rules": len(live.rules),
-                "sets": len(set_counts), "set_elements": set_counts,
-                "foreign_chains": foreign, "warnings": warnings, "table_missing": missing,
-                "hooks": supervise.status(self.store.dir),
-                "hook_problems": supervise.problems(self.store.dir)}
+        warnings += [f.warning() for f in foreign]
+        return Status(loaded=state.loaded and present, config=state.config,
+                      policies={h.value: live.policy(h).value for h in Hook},
+                      stateful=live.stateful, chains=tuple(chains), rules=len(live.rules),
+                      set_elements=tuple(set_counts), foreign_chains=tuple(foreign),
+                      warnings=tuple(warnings), table_missing=missing,
+                      hooks=tuple(supervise.status(self.store.dir)),
+                      hook_problems=tuple(supervise.problems(self.store.dir)))
 
-    def list_rules(self) -> dict[str, Any]:
-        SetService(self.store.dir).settle_pending()
+    def list_rules(self) -> RuleListing:
+        SetService(self.store.dir, self.kernel).settle_pending()
         state = self.store.load()
         if not state.loaded:
-            return {"rules": []}
+            return RuleListing()
         live = self._live(state)
         counters: dict[str, list[int]] = {}
         for (hook, prio), _ in live.chains():
-            for lr in _chain_rules_or_empty(compiler.chain_name(hook, prio)):
+            for lr in _chain_rules_or_empty(self.kernel, names.rule_chain(hook, prio)):
                 if lr.rule_id:
                     c = counters.setdefault(lr.rule_id, [0, 0])
                     c[0] += lr.packets
                     c[1] += lr.bytes
-        counters.update(runs_live.run_counters(live))  # rules merged into set lookups
+        counters.update(runs_live.run_counters(self.kernel, live))  # rules merged into set lookups
         rules = []
         runtime = set(state.ruleset.get("runtime", []))
         for rule in live.ordered():
             packets, nbytes = counters.get(rule.id, (0, 0))
-            rules.append({"id": rule.id, "hook": rule.hook.value, "priority": rule.priority,
-                          "match": rule.match_dict(), "action": rule.action.value,
-                          "log": rule.log, "comment": rule.comment, "packets": packets,
-                          "bytes": nbytes, "runtime": rule.id in runtime})
+            rules.append(ListedRule(id=rule.id, hook=rule.hook.value, priority=rule.priority,
+                                    match=rule.match_dict(), action=rule.action.value,
+                                    log=rule.log, comment=rule.comment, packets=packets,
+                                    bytes=nbytes, runtime=rule.id in runtime))
         policies = []
         for hook in live.drop_hooks:
-            dropped = [lr for lr in _chain_rules_or_empty(compiler.policy_chain_name(hook))
+            dropped = [lr for lr in _chain_rules_or_empty(self.kernel, names.policy_chain(hook))
                        if lr.packets or lr.bytes]
-            policies.append({"hook": hook.value, "policy": "drop",
-                             "packets": sum(lr.packets for lr in dropped),
-                             "bytes": sum(lr.bytes for lr in dropped)})
-        return {"rules": rules, "policies": policies}
+            policies.append(PolicyCounter(hook=hook.value, policy="drop",
+                                          packets=sum(lr.packets for lr in dropped),
+                                          bytes=sum(lr.bytes for lr in dropped)))
+        return RuleListing(rules=tuple(rules), policies=tuple(policies))
 
     # ---- incremental edits -------------------------------------------------------------
-    def add(self, fields: dict[str, Any], position: int | None, runtime: bool) -> Outcome:
+    def add(self, fields: dict[str, Any], position: int | None, runtime: bool) -> RuleAdded:
         with self._writing():
             state = self._require_up()
             live = self._live(state)
@@ -253,12 +247,12 @@ class Service:
                 before = next((r.id for r in later if r.id in in_file), None)
                 new_text = add_rule_text(text, rule, before)
                 parse_config(new_text, state.config)  # the edited file must still load
-            chain = compiler.chain_name(rule.hook, rule.priority)
+            chain = names.rule_chain(rule.hook, rule.priority)
             supervise.check_rule_points([(rule.hook, rule.priority)])
-            chains, _ = table.objects()
+            chains, _ = self.kernel.objects()
             before_handle = None
             if later:
-                handles = {lr.rule_id: lr.handle for lr in reversed(table.chain_rules(chain))}
+                handles = {lr.rule_id: lr.handle for lr in reversed(self.kernel.chain_rules(chain))}
                 before_handle = handles.get(later[0].id)
             toml = new_live.to_toml()
             runtime_ids = list(state.ruleset.get("runtime", []))
@@ -268,16 +262,18 @@ class Service:
                 toml["runtime"] = runtime_ids
             new = dataclasses.replace(state, ruleset=toml)
             with self._intending("edit", new, new_text):
-                if not runs_live.edit_chain(chain, live, new_live):
-                    nft.run(compiler.build_add(rule, new_live, chain in chains, before_handle))
+                if not runs_live.edit_chain(self.kernel, chain, live, new_live):
+                    self.kernel.run(compiler.build_add(rule, new_live, chain in chains,
+                                                       before_handle))
                 if new_text is not None:
                     write_atomic(Path(state.config), new_text)
             self.store.commit(new)
         where = "runtime only" if runtime else f"saved to {state.config}"
-        return Outcome(f"added rule {rule.id} at {rule.hook.value}/{rule.priority} ({where})",
-                       data={"id": rule.id})
+        return RuleAdded(f"added rule {rule.id} at {rule.hook.value}/{rule.priority} ({where})",
+                         id=rule.id, point=HookPoint(rule.hook, rule.priority),
+                         saved_to=None if runtime else state.config)
 
-    def delete(self, rule_id: str, runtime: bool) -> Outcome:
+    def delete(self, rule_id: str, runtime: bool) -> RuleDeleted:
         with self._writing():
             state = self._require_up()
             live = self._live(state)
@@ -292,8 +288,8 @@ class Service:
                 if on_disk.get(rule_id) is not None:
                     new_text = delete_rule_text(text, rule_id)
                     parse_config(new_text, state.config)
-            chain = compiler.chain_name(rule.hook, rule.priority)
-            live_rules = table.chain_rules(chain)
+            chain = names.rule_chain(rule.hook, rule.priority)
+            live_rules = self.kernel.chain_rules(chain)
             handles = [lr.handle for lr in live_rules if lr.rule_id == rule_id]
             last = len(handles) == len(live_rules)
             toml = new_live.to_toml()
@@ -302,13 +298,14 @@ class Service:
                 toml["runtime"] = runtime_ids
             new = dataclasses.replace(state, ruleset=toml)
             with self._intending("edit", new, new_text):
-                if not runs_live.edit_chain(chain, live, new_live, [rule]):
-                    nft.run(compiler.build_delete(rule, handles, delete_chain=last))
+                if not runs_live.edit_chain(self.kernel, chain, live, new_live, [rule]):
+                    self.kernel.run(compiler.build_delete(rule, handles, delete_chain=last))
                 if new_text is not None:
                     write_atomic(Path(state.config), new_text)
             self.store.commit(new)
         where = "runtime only" if runtime or new_text is None else f"saved to {state.config}"
-        return Outcome(f"deleted rule {rule_id} ({where})")
+        return RuleDeleted(f"deleted rule {rule_id} ({where})", id=rule_id,
+                           saved_to=None if runtime or new_text is None else state.config)
 
     # ---- helpers -------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -322,7 +319,7 @@ class Service:
                     self.store.read_intent()
                 except StateError:
                     self.store.clear_intent()
-            SetService(self.store.dir).recover_interrupted()
+            SetService(self.store.dir, self.kernel).recover_interrupted()
             yield
 
     @contextlib.contextmanager
@@ -336,27 +333,27 @@ class Service:
             yield
         except Exception:
             try:
-                settle_intent(self.store)
+                settle_intent(self.store, self.kernel)
             except MinifwError:
                 self.store.clear_intent()
             raise
 
     def _require_up(self) -> State:
         state = self.store.load()
-        if not state.loaded or not table.exists():
+        if not state.loaded or not self.kernel.exists():
             raise StateError("minifw is not up in this namespace; run 'minifw up --config FILE' "
                              "first")
         if state.config is None:
             raise StateError("the loaded config is unknown; run 'minifw reload --config FILE'")
         return state
 
-    def _warnings(self, ruleset: Ruleset) -> list[str]:
+    def _warnings(self, ruleset: Ruleset) -> tuple[str, ...]:
         warnings = []
-        if any(r.log for r in ruleset.rules) and not netns.kernel_log_visible():
+        if any(r.log for r in ruleset.rules) and not self.kernel.log_visible():
             warnings.append("log lines from this network namespace do not reach dmesg while "
                             "net.netfilter.nf_log_all_netns=0 in the machine's own namespace; "
                             "set it to 1 to see them")
-        return warnings
+        return tuple(warnings)
 
 
 def _hooks_started(failed: list[str], done: str) -> None:
@@ -366,8 +363,8 @@ def _hooks_started(failed: list[str], done: str) -> None:
         raise StateError(f"{done}, but {what}; see 'minifw status'")
 
 
-def _chain_rules_or_empty(chain: str) -> list[table.LiveRule]:
+def _chain_rules_or_empty(kernel: seam.Kernel, chain: str) -> list[table.LiveRule]:
     try:
-        return table.chain_rules(chain)
+        return kernel.chain_rules(chain)
     except KernelError:
         return []

@@ -3,25 +3,26 @@ chain edits (``add``/``delete``) when a chain holds runs."""
 
 from __future__ import annotations
 
+from ..compile import names, runs
 from ..compile import nft as compiler
-from ..compile import runs
 from ..errors import KernelError
-from ..kernel import nft, table
+from ..kernel.seam import Kernel
+from ..kernel.table import items
 from ..model.ruleset import Ruleset
 
 
 def _chain_rules(ruleset: Ruleset, chain: str) -> list:
     for (hook, prio), rules in ruleset.chains():
-        if compiler.chain_name(hook, prio) == chain:
+        if names.rule_chain(hook, prio) == chain:
             return rules
     return []
 
 
-def run_counters(live: Ruleset) -> dict[str, list[int]]:
+def run_counters(kernel: Kernel, live: Ruleset) -> dict[str, list[int]]:
     """rule id -> [packets, bytes] for rules compiled into runs, from their set elements."""
     out: dict[str, list[int]] = {}
     for (hook, prio), rules in live.chains():
-        chain = compiler.chain_name(hook, prio)
+        chain = names.rule_chain(hook, prio)
         for index, item in enumerate(runs.plan_chain(rules)):
             if not isinstance(item, runs.Run):
                 continue
@@ -31,21 +32,19 @@ def run_counters(live: Ruleset) -> dict[str, list[int]]:
             for version, _ in runs.run_groups(item):
                 name = runs.run_set_name(chain, index, version)
                 try:
-                    listing = nft.query(f"list set {compiler.FAMILY} {compiler.TABLE} {name}",
-                                        terse=False)
+                    elements = kernel.set_elements(name)
                 except KernelError:
                     continue
-                for s in nft.items(listing, "set"):
-                    for elem in s.get("elem", []):
-                        counter = elem.get("elem", {}).get("counter") if isinstance(elem, dict) else None
-                        owner = owners.get(runs.element_key(elem))
-                        if owner and counter:
-                            out[owner][0] += counter.get("packets", 0)
-                            out[owner][1] += counter.get("bytes", 0)
+                for elem in elements:
+                    counter = elem.get("elem", {}).get("counter") if isinstance(elem, dict) else None
+                    owner = owners.get(runs.element_key(elem))
+                    if owner and counter:
+                        out[owner][0] += counter.get("packets", 0)
+                        out[owner][1] += counter.get("bytes", 0)
     return out
 
 
-def edit_chain(chain: str, old: Ruleset, new: Ruleset, removed=()) -> bool:
+def edit_chain(kernel: Kernel, chain: str, old: Ruleset, new: Ruleset, removed=()) -> bool:
     """Refill ``chain`` in one transaction if it holds runs before or after the edit.
 
     Returns False (nothing done) for chains without runs, which keep the handle-based edits.
@@ -53,8 +52,8 @@ def edit_chain(chain: str, old: Ruleset, new: Ruleset, removed=()) -> bool:
     before, after = _chain_rules(old, chain), _chain_rules(new, chain)
     if not (runs.has_runs(before) or runs.has_runs(after)):
         return False
-    listing = table.listing()
-    chains = {c["name"] for c in nft.items(listing, "chain")}
-    sets = [s["name"] for s in nft.items(listing, "set")]
-    nft.run(compiler.build_chain_rebuild(chain, after, new, chain in chains, sets, removed))
+    listing = kernel.listing()
+    chains = {c["name"] for c in items(listing, "chain")}
+    sets = [s["name"] for s in items(listing, "set")]
+    kernel.run(compiler.build_chain_rebuild(chain, after, new, chain in chains, sets, removed))
     return True

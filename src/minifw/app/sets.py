@@ -9,10 +9,8 @@ the kernel.
 from __future__ import annotations
 
 import contextlib
-import functools
 import ipaddress
 import itertools
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -21,7 +19,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator
 from ..compile import sets as ksets
 from ..store import journal
 from ..errors import ConfigError, KernelError, StateError
-from ..kernel import nft, setelem, table
+from ..kernel import seam
+from ..kernel.seam import PartialAdd
 from ..model.sets import (
     DEFAULT_SET, SET_NAME_RE, covering, element_kind, first_overlap, format_duration,
     normalise_element,
@@ -31,17 +30,15 @@ from ..store.setrecord import (
     CONFIG, RECOVER, RUNTIME, SetStore, distinct_sorted, now, pack, parse_import,
 )
 from ..store.state import Store, write_atomic
-from .results import Outcome
+from .results import (
+    Banned, Flushed, Imported, Recovered, SetElement, SetPage, SetSummary, Unbanned,
+)
 from .settle import settle_intent
 
 if TYPE_CHECKING:
     from ..model.ruleset import Ruleset
 
 LOAD_CHUNK = 250_000
-
-
-def _outcome(message: str, warnings: list[str] | None = None, data: dict | None = None):
-    return Outcome(message, warnings or [], data or {})
 
 
 def fresh_load(ruleset: Ruleset) -> dict[str, Any]:
@@ -59,20 +56,6 @@ def fresh_load(ruleset: Ruleset) -> dict[str, Any]:
     return document
 
 
-def _record_errors(fn):
-    """SQLite's errors from inside an operation, as minifw's: a damaged record says how to
-    rebuild it."""
-    @functools.wraps(fn)
-    def wrapper(self: "SetService", *args, **kwargs):
-        try:
-            return fn(self, *args, **kwargs)
-        except sqlite3.OperationalError as exc:
-            raise StateError(f"the set record {self.record.path} failed: {exc}") from exc
-        except sqlite3.DatabaseError as exc:
-            raise self.record.damaged(f"unreadable ({exc})") from exc
-    return wrapper
-
-
 def _kernel_element(elem: Any, at: int) -> tuple[str, int]:
     """(element text, absolute expiry or 0) of one element of an ``nft -j`` set listing."""
     expiry = 0
@@ -86,8 +69,9 @@ def _kernel_element(elem: Any, at: int) -> tuple[str, int]:
 
 
 class SetService:
-    def __init__(self, state_dir: Path):
+    def __init__(self, state_dir: Path, kernel: seam.Kernel | None = None):
         self.store = Store(state_dir)
+        self.kernel = kernel or seam.default()
         self.record = SetStore(state_dir, may_create=self._record_may_start_empty)
         self.journal_file = self.store.dir / "sets.journal"
         self.apply_seconds = 0.0  # time spent in the kernel transaction, for bench/scale
@@ -102,12 +86,9 @@ class SetService:
         if state is None or state.loaded:
             return False
         try:
-            kernel_sets, _, _ = table.kernel_objects()
-            return not any(
-                entry.get("elem")
-                for kset in kernel_sets if ksets.owner_of(kset)
-                for entry in nft.items(nft.query(f"list set {ksets.FAMILY} {ksets.TABLE} {kset}",
-                                                 terse=False), "set"))
+            kernel_sets, _, _ = self.kernel.kernel_objects()
+            return not any(self.kernel.set_elements(kset)
+                           for kset in kernel_sets if ksets.owner_of(kset))
         except KernelError:
             return True  # no kernel to ask (not root): the writer will fail on the kernel
 
@@ -120,29 +101,29 @@ class SetService:
 
     def recover_interrupted(self, sets: bool = True) -> None:
         """Settle a ruleset change, then a set change, that a kill interrupted (the lock held)."""
-        settle_intent(self.store, self._resend_all if sets else None)
+        settle_intent(self.store, self.kernel, self._resend_all if sets else None)
         if sets:
             self.finish_journal()
 
     def _resend_all(self, ruleset: Ruleset) -> None:
         """After a load a kill interrupted: every set again from the record (adds are
         idempotent)."""
-        kernel_sets, _, _ = table.kernel_objects()
+        kernel_sets, _, _ = self.kernel.kernel_objects()
         self.after_load(ruleset, kernel_sets)
         for name in self.record.names():
             self.resend(name)
 
     def _journal(self, op: str, name: str, **what: Any) -> None:
-        data = journal.encode(op, name, **what)
-        try:
-            write_atomic(self.journal_file, data)
-        except IsADirectoryError:
-            raise StateError(f"{self.journal_file} is a directory, not minifw's journal (it "
-                             "holds no state); move it away") from None
+        write_atomic(self.journal_file, journal.encode(op, name, **what))
 
     def _journal_done(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
+        try:
             self.journal_file.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StateError(f"cannot remove {self.journal_file}: {exc.strerror}; it is not "
+                             "minifw's journal: move it away") from exc
 
     @contextlib.contextmanager
     def _journaled(self, op: str, name: str, **what: Any) -> Iterator[None]:
@@ -230,7 +211,7 @@ class SetService:
                                                           "name": ksets.TABLE}}}]
         cmds += ksets.build_set_decls(name)
         if name == DEFAULT_SET:
-            _, _, live = table.kernel_objects()
+            _, _, live = self.kernel.kernel_objects()
             # chains missing or unknown: arm what the record holds (it already has the new items)
             want = (live if live is not None else self.record.kinds(name)) | set(adding)
             if want != live:
@@ -238,10 +219,10 @@ class SetService:
         return cmds
 
     def _run(self, cmds: list[dict[str, Any]]) -> None:
-        nft.handle()  # open libnftables first: its one-off set-up is not the transaction's cost
+        self.kernel.open()  # libnftables' one-off set-up is not the transaction's cost
         start = time.perf_counter()
         try:
-            nft.run({"nftables": cmds})
+            self.kernel.run({"nftables": cmds})
         finally:
             self.apply_seconds += time.perf_counter() - start
 
@@ -255,8 +236,8 @@ class SetService:
                               "CIDRs of one set disjoint. Unban one of them first", file=source)
 
     # ---- ban / unban -----------------------------------------------------------------------
-    @_record_errors
-    def ban(self, elements: Iterable[str], timeout: str | None, name: str = DEFAULT_SET):
+    def ban(self, elements: Iterable[str], timeout: str | None,
+            name: str = DEFAULT_SET) -> Banned:
         source = "minifw ban"
         name = self._name(name, source)
         items: list[str] = []
@@ -280,10 +261,9 @@ class SetService:
                   f"{ipaddress.IPv6Address(i).ipv4_mapped} do not match it; ban that address"
                   for i in items if i.startswith("::ffff:") and "/" not in i
                   and ipaddress.IPv6Address(i).ipv4_mapped]
-        return _outcome(f"banned {len(items)} element(s) in set {name}{until}{where}{kept}",
-                        warnings=mapped,
-                        data={"set": name, "banned": items, "timeout": seconds,
-                              "apply_ms": round(self.apply_seconds * 1000, 3)})
+        return Banned(f"banned {len(items)} element(s) in set {name}{until}{where}{kept}",
+                      tuple(mapped), set=name, banned=tuple(items), timeout=seconds,
+                      apply_ms=round(self.apply_seconds * 1000, 3))
 
     def _ban(self, name: str, items: list[str], seconds: int | None,
              expiry: int) -> tuple[set[str], str]:
@@ -310,8 +290,7 @@ class SetService:
                 self._run(cmds + add)
         return config, ""
 
-    @_record_errors
-    def unban(self, elements: Iterable[str], name: str = DEFAULT_SET):
+    def unban(self, elements: Iterable[str], name: str = DEFAULT_SET) -> Unbanned:
         source = "minifw unban"
         name = self._name(name, source)
         items = []
@@ -326,9 +305,9 @@ class SetService:
                 lines, removed, absent = self._unban(name, items)
         if removed:
             lines.insert(0, f"unbanned {len(removed)} element(s) from set {name}")
-        return _outcome("\n".join(lines), data={"set": name, "unbanned": removed,
-                                                "absent": absent, "messages": lines,
-                                                "apply_ms": round(self.apply_seconds * 1000, 3)})
+        return Unbanned("\n".join(lines), set=name, unbanned=tuple(removed),
+                        absent=tuple(absent), messages=tuple(lines),
+                        apply_ms=round(self.apply_seconds * 1000, 3))
 
     def _unban(self, name: str, items: list[str]) -> tuple[list[str], list[str], list[str]]:
         """Remove runtime elements (the lock held): (messages, removed, absent)."""
@@ -358,20 +337,20 @@ class SetService:
             self.record.drop_origin(db, name, removed, RUNTIME)
             gone = [i for i in removed if self.record.get(name, i) is None]
             if gone and self._up():
+                delete = ksets.build_elements("delete", name, ((i, None) for i in gone))
                 try:
-                    self._run(ksets.build_elements("delete", name, ((i, None) for i in gone)))
+                    self._run(delete)
                 except KernelError:
-                    # an element may have expired in the kernel a moment before the record
-                    for i in gone:
-                        try:
-                            self._run(ksets.build_elements("delete", name, [(i, None)]))
-                        except KernelError:
-                            pass
+                    # An element may have expired in the kernel a moment before the record:
+                    # added and deleted in one transaction, each goes whether it was there or
+                    # not, so a refusal now is a real one, and the record keeps them all.
+                    self._run(ksets.build_elements("add", name, ((i, None) for i in gone))
+                              + delete)
         return lines, removed, absent
 
     # ---- import / flush / list -------------------------------------------------------------
-    @_record_errors
-    def import_file(self, name: str, path: str, skip_invalid: bool, timeout: str | None):
+    def import_file(self, name: str, path: str, skip_invalid: bool,
+                    timeout: str | None) -> Imported:
         source = "minifw set import"
         name = self._name(name, source)
         try:
@@ -392,12 +371,12 @@ class SetService:
             where = "" if up else (" (minifw is down: recorded, applied at the next "
                                    "'minifw up')")
         del four, six, cidrs
-        return _outcome(f"imported {count} element(s) into set {name}{where}",
-                        warnings=[f"skipped {s}" for s in skipped][:20]
-                        + ([f"... and {len(skipped) - 20} more skipped lines"]
-                           if len(skipped) > 20 else []),
-                        data={"set": name, "imported": count, "skipped": len(skipped),
-                              "apply_ms": round(self.apply_seconds * 1000, 3)})
+        return Imported(f"imported {count} element(s) into set {name}{where}",
+                        tuple([f"skipped {s}" for s in skipped][:20]
+                              + ([f"... and {len(skipped) - 20} more skipped lines"]
+                                 if len(skipped) > 20 else [])),
+                        set=name, imported=count, skipped=len(skipped),
+                        apply_ms=round(self.apply_seconds * 1000, 3))
 
     def _import_all(self, name: str, four: list[bytes], six: list[bytes], cidrs: list[str],
                     seconds: int | None, expiry: int, path: str) -> tuple[int, bool]:
@@ -413,7 +392,7 @@ class SetService:
         try:
             count = self._import(name, four, six, cidrs, cidr_cmds, seconds, expiry, up)
         except KernelError as exc:
-            if not (self._sent or isinstance(exc, setelem.PartialAdd)):
+            if not (self._sent or isinstance(exc, PartialAdd)):
                 raise
             # The record did not take the import, but the kernel took (part of) its single
             # addresses: put those sets back as the record has them (flushed and refilled,
@@ -449,7 +428,7 @@ class SetService:
                     # single addresses: nf_tables batches straight over netlink, built from
                     # the packed addresses (repeats are harmless: the kernel refreshes their
                     # timeout)
-                    setelem.add_elements(ksets.TABLE, [
+                    self.kernel.add_elements(ksets.TABLE, [
                         (ksets.kernel_name(name, 4, False), four),
                         (ksets.kernel_name(name, 6, False), six)],
                         seconds * 1000 if seconds else None)
@@ -479,8 +458,7 @@ class SetService:
                 raise failure[0]
         return count
 
-    @_record_errors
-    def flush(self, name: str):
+    def flush(self, name: str) -> Flushed:
         name = self._name(name, "minifw set flush")
         with self._writing():
             if not self.record.exists(name):
@@ -488,8 +466,8 @@ class SetService:
             before = self.record.counts(name)["elements"]
             with self._journaled("flush", name):
                 self._flush(name)
-        return _outcome(f"flushed set {name}: {before} element(s) removed (config elements "
-                        "return at the next 'minifw reload')")
+        return Flushed(f"flushed set {name}: {before} element(s) removed (config elements "
+                       "return at the next 'minifw reload')", set=name, removed=before)
 
     def _flush(self, name: str) -> None:
         with self.record.transaction() as db:
@@ -500,8 +478,9 @@ class SetService:
                     cmds += ksets.build_ban_chain(())
                 self._run(cmds)
 
-    @_record_errors
-    def list_set(self, name: str, page: int, page_size: int) -> dict[str, Any]:
+    def list_set(self, name: str, page: int, page_size: int) -> SetPage:
+        """One page of set ``name``'s elements; ``page`` counts from 0 here (the result's
+        from 1)."""
         name = self._name(name, "minifw set list")
         self.settle_pending()
         if not self.record.exists(name):
@@ -509,17 +488,16 @@ class SetService:
         at = now()
         counts = self.record.counts(name, at)
         rows = self.record.page(name, page * page_size, page_size, at)
-        return {"set": name, **counts, "page": page, "page_size": page_size,
-                "pages": max(1, -(-counts["elements"] // page_size)),
-                "items": [{"element": a, "expires_in": (e - at) if e else None} for a, e in rows]}
+        return SetPage(set=name, **counts, page=page + 1, page_size=page_size,
+                       pages=max(1, -(-counts["elements"] // page_size)),
+                       items=tuple(SetElement(element=a, expires_in=(e - at) if e else None)
+                                   for a, e in rows))
 
-    @_record_errors
-    def summary(self) -> list[dict[str, Any]]:
+    def summary(self) -> list[SetSummary]:
         at = now()
-        return [{"name": n, **self.record.counts(n, at)} for n in self.record.names()]
+        return [SetSummary(name=n, **self.record.counts(n, at)) for n in self.record.names()]
 
-    @_record_errors
-    def recover(self):
+    def recover(self) -> Recovered:
         """Rebuild the set record from the kernel's sets: one listing of each backing set.
         Timeouts keep what the kernel has left of them; elements the loaded config lists are
         config elements, the others runtime ones. A pending set journal is dropped: the
@@ -534,39 +512,35 @@ class SetService:
                     definitions = list(Ruleset.from_toml(state.ruleset).sets)
                 except ConfigError:
                     definitions = []
-            kernel_sets, _, _ = table.kernel_objects()
+            kernel_sets, _, _ = self.kernel.kernel_objects()
             found: dict[str, list[tuple[str, int]]] = {d.name: [] for d in definitions}
             at = now()
             for kset in sorted(kernel_sets):
                 owner = ksets.owner_of(kset)
                 if owner is None:
                     continue
-                listing = nft.query(f"list set {ksets.FAMILY} {ksets.TABLE} {kset}", terse=False)
                 rows = found.setdefault(owner, [])
-                for entry in nft.items(listing, "set"):
-                    rows += [_kernel_element(e, at) for e in entry.get("elem", [])]
+                rows += [_kernel_element(e, at) for e in self.kernel.set_elements(kset)]
             kept = self.record.rebuild(found, {d.name: d.timeout for d in definitions},
                                        {d.name: set(d.elements) for d in definitions})
             self._journal_done()
         total = sum(len(v) for v in found.values())
-        return _outcome(f"rebuilt the set record {self.record.path} from the kernel: {total} "
-                        f"element(s) in {len(found)} set(s)"
-                        + (f"; the previous files are kept as {kept}*" if kept else ""),
-                        data={"sets": {k: len(v) for k, v in found.items()},
-                              "kept": str(kept) if kept else None})
+        return Recovered(f"rebuilt the set record {self.record.path} from the kernel: {total} "
+                         f"element(s) in {len(found)} set(s)"
+                         + (f"; the previous files are kept as {kept}*" if kept else ""),
+                         sets={k: len(v) for k, v in found.items()},
+                         kept=str(kept) if kept else None)
 
     # ---- across loads ----------------------------------------------------------------------
-    @_record_errors
     def compact(self) -> int:
         return self.record.compact()
 
-    @_record_errors
     def after_load(self, ruleset: Ruleset, present_before: set[str]) -> None:
         """Bring the kernel's named sets in line with the config and the record, sending only the
         difference to sets that were already loaded, and everything to sets that were not."""
         needed = ruleset.set_names()
         wanted = list(dict.fromkeys(needed + self.record.names()))
-        kernel_sets, _, live_bans = table.kernel_objects()
+        kernel_sets, _, live_bans = self.kernel.kernel_objects()
         with self.record.transaction() as db:
             for name in wanted:
                 definition = ruleset.get_set(name)
@@ -587,7 +561,7 @@ class SetService:
                     stale = [c for c in ksets.build_set_delete(name)
                              if c["delete"]["set"]["name"] in kernel_sets]
                     if stale:
-                        nft.run({"nftables": stale})
+                        self.kernel.run({"nftables": stale})
                     continue
                 loaded = all(k in present_before for k in ksets.kernel_names(name))
                 cmds: list[dict[str, Any]] = []
@@ -601,10 +575,10 @@ class SetService:
                     cmds += ksets.build_elements("delete", name, ((e, None) for e in gone))
                     cmds += ksets.build_elements("add", name, ((e, None) for e in added))
                     if cmds:
-                        nft.run({"nftables": cmds})
+                        self.kernel.run({"nftables": cmds})
                     continue
                 if cmds:
-                    nft.run({"nftables": cmds})
+                    self.kernel.run({"nftables": cmds})
                 self._load_all(name)
 
     def resend(self, name: str) -> None:
@@ -614,7 +588,7 @@ class SetService:
 
     def _load_all(self, name: str, singles_only: bool = False) -> None:
         """Send every live recorded element of ``name`` with its remaining time: rows in chunks
-        through libnftables, each imported block through setelem (``singles_only``: leave the
+        through libnftables, each imported block through nfnl (``singles_only``: leave the
         CIDRs, which go to the interval sets, out)."""
         at = now()
         rows = self.record.live(name, at)
@@ -626,10 +600,10 @@ class SetService:
                 chunk = [row for row in chunk if "/" not in row[0]]
             cmds = ksets.build_restore(name, chunk, at)
             if cmds:
-                nft.run({"nftables": cmds})
+                self.kernel.run({"nftables": cmds})
         for bid, width, expiry, _, _ in self.record.blocks(name, at):
             keys = self.record.block_keys(bid)
-            setelem.add_elements(ksets.TABLE, [(ksets.kernel_name(name, 6 if width == 16 else 4,
+            self.kernel.add_elements(ksets.TABLE, [(ksets.kernel_name(name, 6 if width == 16 else 4,
                                                                   False), keys)],
-                                 (expiry - at) * 1000 if expiry else None)
+                                     (expiry - at) * 1000 if expiry else None)
             del keys

@@ -7,14 +7,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from ..errors import ConfigError, KernelError, StateError
-from ..kernel import nft, table
+from ..kernel.seam import Kernel
 from ..store.state import REDERIVE, State, Store, write_atomic
 
 if TYPE_CHECKING:
     from ..model.ruleset import Ruleset
 
 
-def settle_intent(store: Store, resend: Callable[[Ruleset], None] | None = None) -> str | None:
+def settle_intent(store: Store, kernel: Kernel,
+                  resend: Callable[[Ruleset], None] | None = None) -> str | None:
     """Make the state agree with the kernel after a kill between a ruleset change's kernel
     commit and its state save (the lock held). The kernel's declarative chains are compared
     with what the intended ruleset and the saved one compile to: the one the kernel holds is
@@ -26,21 +27,21 @@ def settle_intent(store: Store, resend: Callable[[Ruleset], None] | None = None)
     if pending is None:
         return None
     try:
-        return _settle(store, *pending, resend=resend)
+        return _settle(store, kernel, *pending, resend=resend)
     except ConfigError as exc:  # an intent or state whose ruleset does not load
         store.clear_intent()
         raise StateError(f"a ruleset change interrupted by a kill cannot be settled ({exc}); "
                          f"{REDERIVE}") from None
 
 
-def _settle(store: Store, op: str, new: State, config_text: str | None,
+def _settle(store: Store, kernel: Kernel, op: str, new: State, config_text: str | None,
             resend: Callable[[Ruleset], None] | None) -> str:
     # the compiler and the rule model load only here, when there is an intent to settle:
     # a ban or an unban never pays for them
     from ..compile import nft as compiler
     from ..model.ruleset import Ruleset
     old = store.load_or_none()
-    present = table.exists()
+    present = kernel.exists()
     if op == "down":
         if present:
             store.clear_intent()
@@ -48,19 +49,22 @@ def _settle(store: Store, op: str, new: State, config_text: str | None,
         store.commit(new)
         return "adopted"
     ruleset = Ruleset.from_toml(new.ruleset)
-    layout = table.declarative_layout() if present else None
+    layout = kernel.declarative_layout() if present else None
     if layout == compiler.expected_layout(compiler.build_load(ruleset)):
         done = "adopted"
-    elif (old is not None and old.loaded and present
-          and layout == compiler.expected_layout(compiler.build_load(Ruleset.from_toml(
-              old.ruleset)))):
+    elif old is not None and (
+            (old.loaded and present and layout == compiler.expected_layout(
+                compiler.build_load(Ruleset.from_toml(old.ruleset))))
+            # not up before, and no declarative chain now: the kernel never took the load
+            # (a refusal or a kill before it); applying it now would undo that refusal
+            or (not old.loaded and not layout)):
         store.clear_intent()
         return "took back"
     else:
-        chains, limits = table.objects()
-        kernel_sets, _, _ = table.kernel_objects()
+        chains, limits = kernel.objects()
+        kernel_sets, _, _ = kernel.kernel_objects()
         try:
-            nft.run(compiler.build_load(ruleset, chains, limits, kernel_sets))
+            kernel.run(compiler.build_load(ruleset, chains, limits, kernel_sets))
         except KernelError as exc:
             store.clear_intent()
             raise StateError(f"a ruleset change interrupted by a kill could not be completed "

@@ -5,14 +5,13 @@ from __future__ import annotations
 import functools
 import json
 import re
-import sqlite3
 import sys
 from typing import Any
 
 from ..app.results import Outcome
 from ..errors import MinifwError
 from ..kernel import privilege
-from ..kernel.privilege import NEED_ROOT
+from ..errors import NEED_ROOT
 from ..store.state import Store
 
 
@@ -62,20 +61,12 @@ def require_privilege() -> None:
               "FILE' to work on a file without root")
 
 
-def _os_error(exc: OSError) -> str:
-    what = exc.strerror or str(exc) or type(exc).__name__
-    if exc.filename is not None:
-        what = f"{exc.filename}: {what}"
-    if isinstance(exc, PermissionError):
-        return f"{what}; {NEED_ROOT}"
-    return what
-
-
 def guarded(fn):
     """Turn every failure of a command into ONE line ``error: ...`` on stderr and exit 1.
 
-    minifw's own errors are the rule: foreign ones are wrapped where they arise. This is the last
-    net for those that escape, so that the operator never sees a traceback."""
+    minifw's own errors are the rule: each edge (libnftables, netlink, SQLite, files) wraps
+    the foreign ones where they arise. Anything else that escapes is a bug: it still gets one
+    line, named as such, so that the operator never sees a traceback."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         if fn.__name__ not in _PURE_COMMANDS:
@@ -84,14 +75,6 @@ def guarded(fn):
             return fn(*args, **kwargs)
         except MinifwError as exc:
             fail(str(exc))
-        except OSError as exc:
-            fail(_os_error(exc))
-        except sqlite3.Error as exc:
-            fail(f"the set record failed: {exc}")
-        except RecursionError:
-            fail("the input is nested too deeply")
-        except UnicodeError as exc:
-            fail(f"the input is not valid text: {exc}")
         except MemoryError:
             fail("out of memory")
         except KeyboardInterrupt:

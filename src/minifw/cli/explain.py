@@ -6,11 +6,9 @@ import json
 
 import click
 
+from ..api import Firewall
+from ..app.results import CaptureSummary
 from ..engine.explain import Explanation, Probe, icmp_type_name
-from ..errors import PacketError
-from ..app import explain as explainer
-from ..app.explain import explain_capture, explain_one, path_hooks, ruleset_source
-from ..store.state import state_dir_from_env
 from .common import guarded, require_privilege
 
 _ENDS = {"in": "reaches this host", "forward": "is forwarded", "out": "leaves this host"}
@@ -47,48 +45,27 @@ def explain(ctx, proto, src, dst, sport, dport, iif, oif, path_kind, state, icmp
     """
     if config is None:  # the live ruleset: the state directory and the kernel
         require_privilege()
-    source = ruleset_source(state_dir_from_env(ctx.obj["state_dir"]), config, run_hooks)
-    if pcap is not None:
-        if run_hooks:
-            raise PacketError("--run-hooks: explains one packet at a time; leave it out with "
-                              "--pcap")
-        extra = [f for f, v in (("--proto", proto), ("--src", src), ("--dst", dst),
-                                ("--sport", sport), ("--dport", dport),
-                                ("--icmp-type", icmp_type)) if v is not None]
-        if extra:
-            raise PacketError(f"{extra[0]}: with --pcap, the packets come from the capture; "
-                              "only --path, --iif, --oif and --state apply")
-        kind = path_kind or "in"
-        if kind not in ("in", "forward", "out"):
-            raise PacketError(f"--path: unknown path {kind!r}; expected in, forward or out")
-        if kind == "in" and oif is not None:
-            raise PacketError("--oif: a packet to this host (--path in) has no output "
-                              "interface")
-        if kind == "out" and iif is not None:
-            raise PacketError("--iif: a packet sent by this host (--path out) has no input "
-                              "interface")
-        summary, versions = explain_capture(source, pcap, path_kind=kind, iif=iif, oif=oif,
-                                            state=state)
-        _warn(explainer.foreign_chains(path_hooks(kind), versions))
-        _print_summary(summary, source.where, as_json)
+    result = Firewall(ctx.obj["state_dir"]).explain(
+        config=config, pcap=pcap, run_hooks=run_hooks, proto=proto, src=src, dst=dst,
+        sport=sport, dport=dport, iif=iif, oif=oif, path=path_kind, state=state,
+        icmp_type=icmp_type)
+    _warn(result.warnings)
+    if isinstance(result, CaptureSummary):
+        _print_summary(result, as_json)
         return
-    probe = Probe.describe(proto=proto, src=src, dst=dst, path=path_kind, sport=sport,
-                           dport=dport, icmp_type=icmp_type, iif=iif, oif=oif, state=state)
-    logs: list[str] = []
-    result = explain_one(source, probe, run_hooks, logs)
-    _warn(explainer.foreign_chains(path_hooks(probe.path), [probe.version]))
-    for line in logs:
+    for line in result.hook_logs:
         click.echo(f"hook log: {line}", err=True)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
         return
-    click.echo(answer(result))
+    probe = result.probe
+    click.echo(answer(result.explanation))
     click.echo(f"packet: {describe_probe(probe)}")
     if probe.assumed:
         click.echo(f"assumed: {'; '.join(probe.assumed)}")
-    click.echo(f"ruleset: {source.where}")
+    click.echo(f"ruleset: {result.ruleset}")
     click.echo("trace:")
-    for line in trace_lines(result):
+    for line in trace_lines(result.explanation):
         click.echo(f"  {line}")
 
 
@@ -157,18 +134,18 @@ def _fmt(value) -> str:
     return ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
 
 
-def _print_summary(summary: dict, where: str, as_json: bool) -> None:
+def _print_summary(summary: CaptureSummary, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(summary, indent=2))
+        click.echo(json.dumps(summary.to_json(), indent=2))
         return
-    click.echo(f"{summary['capture']}: {summary['packets']} packets, {summary['explained']} "
-               f"explained (path {summary['path']}), ruleset: {where}")
-    verdicts = ", ".join(f"{k} {v}" for k, v in sorted(summary["verdicts"].items()))
+    click.echo(f"{summary.capture}: {summary.packets} packets, {summary.explained} "
+               f"explained (path {summary.path}), ruleset: {summary.ruleset}")
+    verdicts = ", ".join(f"{k} {v}" for k, v in sorted(summary.verdicts.items()))
     click.echo(f"verdicts: {verdicts or 'none'}")
     click.echo(f"{'decided by':<32} {'hook/prio':<18} {'packets':>8}  verdicts")
-    for d in summary["deciders"]:
-        vs = ", ".join(f"{k} {v}" for k, v in sorted(d["verdicts"].items()))
-        click.echo(f"{d['decider']:<32} {d['hook'] + '/' + str(d['priority']):<18} "
-                   f"{d['packets']:>8}  {vs}")
-    for reason, count in sorted(summary["skipped"].items()):
+    for d in summary.deciders:
+        vs = ", ".join(f"{k} {v}" for k, v in sorted(d.verdicts.items()))
+        click.echo(f"{d.decider:<32} {d.hook + '/' + str(d.priority):<18} "
+                   f"{d.packets:>8}  {vs}")
+    for reason, count in sorted(summary.skipped.items()):
         click.echo(f"skipped {count}: {reason}")

@@ -1,4 +1,5 @@
-"""The command line: argv -> Service calls. The only place that prints or exits."""
+"""The command line: argv -> ``Firewall`` calls -> printed results. The only place that prints
+or exits."""
 
 from __future__ import annotations
 
@@ -7,18 +8,16 @@ from typing import Any
 
 import click
 
-from ..app.rules import Service
+from ..api import Firewall
 from ..model.rule import RULE_KEYS
-from ..store.state import state_dir_from_env
 from .common import config_option, dump, emit, fail, guarded, json_option, one_line
 from .explain import explain
 from .hooks import run_hooks
 from .sets import COMMANDS as SET_COMMANDS
 
 
-def _service(ctx: click.Context) -> Service:
-    return Service(state_dir_from_env(ctx.obj["state_dir"]))
-
+def _firewall(ctx: click.Context) -> Firewall:
+    return Firewall(ctx.obj["state_dir"])
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -37,7 +36,7 @@ def cli(ctx: click.Context, state_dir: str | None) -> None:
 @guarded
 def up(ctx, config):
     """Load the config into the kernel (like insmod). Idempotent."""
-    emit(_service(ctx).up(config))
+    emit(_firewall(ctx).up(config))
 
 
 @cli.command()
@@ -45,7 +44,7 @@ def up(ctx, config):
 @guarded
 def down(ctx):
     """Remove everything minifw installed (like rmmod)."""
-    emit(_service(ctx).down())
+    emit(_firewall(ctx).down())
 
 
 @cli.command()
@@ -57,7 +56,7 @@ def down(ctx):
 def reload(ctx, config, restart_hooks):
     """Re-read the config and replace the live ruleset atomically; restart [[hook]] runners
     whose file changed, stop those no longer listed, start new ones."""
-    emit(_service(ctx).reload(config, restart_hooks=restart_hooks))
+    emit(_firewall(ctx).reload(config, restart_hooks=restart_hooks))
 
 
 @cli.command()
@@ -67,10 +66,11 @@ def reload(ctx, config, restart_hooks):
 @guarded
 def check(ctx, config, as_json):
     """Validate a config and print what would be applied, without applying it."""
-    ruleset, document = _service(ctx).check(config)
+    checked = _firewall(ctx).check(config)
     if as_json:
-        dump(document)
+        dump(checked.to_json())
         return
+    ruleset, document = checked.ruleset, checked.document
     for hook in ruleset.drop_hooks:
         click.echo(f"policy {hook.value}: drop (stateful={str(ruleset.stateful).lower()})")
     for (hook, prio), rules in ruleset.chains():
@@ -100,50 +100,51 @@ def status(ctx, as_json):
     Exits 1 (after printing everything) when the firewall is not in force as asked: table
     inet minifw is gone while the state says up, or a [[hook]] file or `minifw run` hook is
     not running (its runner failed to start or died)."""
-    st = _service(ctx).status()
+    st = _firewall(ctx).status()
     if as_json:
-        dump(st)
+        dump(st.to_json())
         _status_fails(st)
         return
-    click.echo(f"minifw: {'loaded' if st['loaded'] else 'not loaded'}"
-               + (f" from {st['config']}" if st["loaded"] and st["config"] else ""))
-    for c in st["chains"]:
-        extra = f"{c['rules']} rules" if c["kind"] == "rules" else c["kind"]
-        click.echo(f"  {c['hook']:<12} priority {c['priority']:>6}  {c['chain']:<22} {extra}")
-    click.echo(f"rules: {st['rules']}  sets: {st['sets']}")
-    for h in st.get("hooks", []):
-        click.echo(f"  hook {h['function']} at {h['hook']}/{h['priority']}: queue {h['queue']} "
-                   f"fail-{h['fail']}{' per-flow' if h['per_flow'] else ''} pid {h['pid']} "
-                   f"{'running' if h['running'] else 'DEAD (chains left in place)'}")
-    for s in st.get("set_elements", []):
-        click.echo(f"  set {s['name']:<16} {s['elements']:>9} elements ({s['addresses']} "
-                   f"addresses, {s['cidrs']} CIDRs)")
-    for w in st["warnings"]:
+    click.echo(f"minifw: {'loaded' if st.loaded else 'not loaded'}"
+               + (f" from {st.config}" if st.loaded and st.config else ""))
+    for c in st.chains:
+        extra = f"{c.rules} rules" if c.kind == "rules" else c.kind
+        click.echo(f"  {c.hook:<12} priority {c.priority:>6}  {c.chain:<22} {extra}")
+    click.echo(f"rules: {st.rules}  sets: {st.sets}")
+    for h in st.hooks:
+        q = h.queue
+        click.echo(f"  hook {q.function} at {q.hook}/{q.priority}: queue {q.queue} "
+                   f"fail-{q.fail}{' per-flow' if q.per_flow else ''} pid {h.pid} "
+                   f"{'running' if h.running else 'DEAD (chains left in place)'}")
+    for s in st.set_elements:
+        click.echo(f"  set {s.name:<16} {s.elements:>9} elements ({s.addresses} "
+                   f"addresses, {s.cidrs} CIDRs)")
+    for w in st.warnings:
         click.echo(f"warning: {w}")
-    for p in st["hook_problems"]:
+    for p in st.hook_problems:
         click.echo(f"warning: {_problem_text(p)}")
     _status_fails(st)
 
 
-def _problem_text(p: dict[str, Any]) -> str:
-    if p["file"] is None:  # a damaged runner record: the reason says it all
-        return p["reason"]
-    state = "was not restarted" if p["running"] else "is not running"
-    return f"hook file {p['file']} {state}: {p['reason']}"
+def _problem_text(p: Any) -> str:
+    if p.file is None:  # a damaged runner record: the reason says it all
+        return p.reason
+    state = "was not restarted" if p.running else "is not running"
+    return f"hook file {p.file} {state}: {p.reason}"
 
 
-def _status_fails(st: dict[str, Any]) -> None:
+def _status_fails(st: Any) -> None:
     """A firewall that is not in force as asked makes `status` fail, in one line: the table
     gone from under a loaded state, or a hook that is not running."""
-    if st["table_missing"]:
+    if st.table_missing:
         fail("minifw should be up, but table inet minifw is missing (flushed by another "
               "tool?); run 'minifw reload'")
-    problems = st["hook_problems"]
+    problems = st.hook_problems
     if len(problems) == 1:
         fail(_problem_text(problems[0]))
     elif problems:
         fail(f"{len(problems)} hooks are not running as asked: "
-              f"{', '.join(p['file'] or 'a damaged runner record' for p in problems)}; "
+              f"{', '.join(p.file or 'a damaged runner record' for p in problems)}; "
               "'minifw status' says why")
 
 
@@ -153,20 +154,20 @@ def _status_fails(st: dict[str, Any]) -> None:
 @guarded
 def list_(ctx, as_json):
     """List the live rules in evaluation order, with counters."""
-    data = _service(ctx).list_rules()
+    listing = _firewall(ctx).list()
     if as_json:
-        dump(data)
+        dump(listing.to_json())
         return
     hdr = f"{'hook/prio':<18} {'id':<24} {'packets':>9} {'bytes':>11}  rule"
     click.echo(hdr)
-    for r in data["rules"]:
-        where = f"{r['hook']}/{r['priority']}"
-        line = _rule_line("", r["match"], r["action"], r["log"]).strip()
-        tag = " [runtime]" if r["runtime"] else ""
-        click.echo(f"{where:<18} {r['id']:<24} {r['packets']:>9} {r['bytes']:>11}  {line}{tag}")
-    for p in data.get("policies", []):
-        click.echo(f"{p['hook'] + '/1000':<18} {'policy ' + p['hook']:<24} {p['packets']:>9} "
-                   f"{p['bytes']:>11}  drop what no rule accepted")
+    for r in listing.rules:
+        where = f"{r.hook}/{r.priority}"
+        line = _rule_line("", dict(r.match), r.action, r.log).strip()
+        tag = " [runtime]" if r.runtime else ""
+        click.echo(f"{where:<18} {r.id:<24} {r.packets:>9} {r.bytes:>11}  {line}{tag}")
+    for p in listing.policies or ():
+        click.echo(f"{p.hook + '/1000':<18} {'policy ' + p.hook:<24} {p.packets:>9} "
+                   f"{p.bytes:>11}  drop what no rule accepted")
 
 
 def _multi(values: tuple[str, ...]) -> list[str] | None:
@@ -218,8 +219,8 @@ def add(ctx, rule_id, position, runtime, as_json, **flags):
             fields[key] = items if len(items) != 1 or key == "state" else items[0]
         else:
             fields[key] = value
-    outcome = _service(ctx).add(fields, position, runtime)
-    dump(outcome.data) if as_json else emit(outcome)
+    added = _firewall(ctx).add(fields, position=position, runtime=runtime)
+    dump(added.to_json()) if as_json else emit(added)
 
 
 @cli.command()
@@ -229,7 +230,7 @@ def add(ctx, rule_id, position, runtime, as_json, **flags):
 @guarded
 def delete(ctx, rule_id, runtime):
     """Delete one rule by id from the live ruleset (and the config file, unless --runtime)."""
-    emit(_service(ctx).delete(rule_id, runtime))
+    emit(_firewall(ctx).delete(rule_id, runtime=runtime))
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import click
 
+from ..api import Firewall
 from ..model.sets import DEFAULT_SET, format_duration
-from ..app.sets import SetService
-from ..store.state import state_dir_from_env
 from .common import dump, emit, guarded, json_option
 
 
-def _sets(ctx: click.Context) -> SetService:
-    return SetService(state_dir_from_env(ctx.obj["state_dir"]))
+def _firewall(ctx: click.Context) -> Firewall:
+    return Firewall(ctx.obj["state_dir"])
 
 
 @click.command()
@@ -24,8 +23,8 @@ def _sets(ctx: click.Context) -> SetService:
 @guarded
 def ban(ctx, elements, timeout, set_name, as_json):
     """Add addresses or CIDRs to a set (default 'blocked', dropped at prerouting)."""
-    outcome = _sets(ctx).ban(elements, timeout, set_name)
-    dump(outcome.data) if as_json else emit(outcome)
+    banned = _firewall(ctx).ban(elements, timeout, set=set_name)
+    dump(banned.to_json()) if as_json else emit(banned)
 
 
 @click.command()
@@ -36,8 +35,8 @@ def ban(ctx, elements, timeout, set_name, as_json):
 @guarded
 def unban(ctx, elements, set_name, as_json):
     """Remove addresses or CIDRs from a set. Absent ones are reported; the exit status stays 0."""
-    outcome = _sets(ctx).unban(elements, set_name)
-    dump(outcome.data) if as_json else emit(outcome)
+    unbanned = _firewall(ctx).unban(elements, set=set_name)
+    dump(unbanned.to_json()) if as_json else emit(unbanned)
 
 
 @click.group(name="set")
@@ -56,8 +55,8 @@ def set_group():
 @guarded
 def import_(ctx, name, file, skip_invalid, timeout, as_json):
     """Add one address or CIDR per line of FILE ('#' starts a comment) to set NAME."""
-    outcome = _sets(ctx).import_file(name, file, skip_invalid, timeout)
-    dump(outcome.data) if as_json else emit(outcome)
+    imported = _firewall(ctx).import_set(name, file, skip_invalid=skip_invalid, timeout=timeout)
+    dump(imported.to_json()) if as_json else emit(imported)
 
 
 @set_group.command(name="list")
@@ -71,16 +70,15 @@ def import_(ctx, name, file, skip_invalid, timeout, as_json):
 @guarded
 def list_(ctx, name, page, page_size, as_json):
     """List a set's elements, one page at a time, with each one's remaining timeout."""
-    data = _sets(ctx).list_set(name, page - 1, page_size)
+    listed = _firewall(ctx).list_set(name, page, page_size)
     if as_json:
-        data["page"] = page
-        dump(data)
+        dump(listed.to_json())
         return
-    click.echo(f"set {name}: {data['elements']} elements ({data['addresses']} addresses, "
-               f"{data['cidrs']} CIDRs); page {page} of {data['pages']}")
-    for item in data["items"]:
-        left = item["expires_in"]
-        click.echo(f"  {item['element']:<43} {'permanent' if left is None else 'expires in ' + format_duration(max(left, 1))}")
+    click.echo(f"set {name}: {listed.elements} elements ({listed.addresses} addresses, "
+               f"{listed.cidrs} CIDRs); page {page} of {listed.pages}")
+    for item in listed.items:
+        left = item.expires_in
+        click.echo(f"  {item.element:<43} {'permanent' if left is None else 'expires in ' + format_duration(max(left, 1))}")
 
 
 @set_group.command()
@@ -89,8 +87,8 @@ def list_(ctx, name, page, page_size, as_json):
 @guarded
 def recover(ctx, as_json):
     """Rebuild the set record (sets.db) from the kernel's sets, when it is missing or damaged."""
-    outcome = _sets(ctx).recover()
-    dump(outcome.data) if as_json else emit(outcome)
+    recovered = _firewall(ctx).recover_sets()
+    dump(recovered.to_json()) if as_json else emit(recovered)
 
 
 @set_group.command()
@@ -99,7 +97,7 @@ def recover(ctx, as_json):
 @guarded
 def flush(ctx, name):
     """Remove every element of a set."""
-    emit(_sets(ctx).flush(name))
+    emit(_firewall(ctx).flush_set(name))
 
 
 COMMANDS = (ban, unban, set_group)

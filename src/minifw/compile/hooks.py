@@ -17,16 +17,13 @@ without it (CONFIG_NFT_QUEUE unset).
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Any, Iterable
 
 from ..hooks import HookSpec
 from ..model.types import Hook
 from ..netlink import nftables as nl
-from .nft import FAMILY, TABLE, chain_name, is_declarative_chain
-
-HOOK_CHAIN = re.compile(r"^hook_q(\d+)_\w+$")
-FLOW_CHAIN = re.compile(r"^flow_q(\d+)_\w+$")
+from . import names
+from .nft import FAMILY, TABLE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,11 +35,11 @@ class Placement:
 
     @property
     def chain(self) -> str:
-        return f"hook_q{self.queue}_{self.spec.name}"[:200]
+        return names.hook_chain(self.queue, self.spec.name)
 
     @property
     def flow_chain(self) -> str | None:
-        return f"flow_q{self.queue}_{self.spec.name}"[:200] if self.spec.per_flow else None
+        return names.flow_chain(self.queue, self.spec.name) if self.spec.per_flow else None
 
     @property
     def queue_flags(self) -> nl.QueueFlag:
@@ -60,13 +57,6 @@ class Placement:
                 "fail": s.fail, "on_error": s.on_error, "per_flow": s.per_flow,
                 "flow_mark": s.flow_mark, "payload": s.payload,
                 "bypass": bool(self.queue_flags & nl.QueueFlag.BYPASS)}
-
-
-def is_hook_chain(name: str) -> bool:
-    return bool(HOOK_CHAIN.match(name) or FLOW_CHAIN.match(name))
-
-
-assert not is_declarative_chain("hook_q1_x") and not is_declarative_chain("flow_q1_x")
 
 
 # ---- clashes with declarative chains ----------------------------------------------------------
@@ -91,17 +81,21 @@ def declarative_points(chains: Iterable[dict[str, Any]]) -> list[tuple[str, int,
     """(hook, prio, label) of the declarative base chains in a ``list chains`` JSON listing."""
     return [(c["hook"], c["prio"], f"declarative chain {c['name']}") for c in chains
             if c.get("table") == TABLE and c.get("family") == FAMILY and "hook" in c
-            and is_declarative_chain(c["name"])]
+            and names.is_declarative(c["name"])]
 
 
-def hook_points(chains: Iterable[dict[str, Any]]) -> list[tuple[str, int, str]]:
+def hook_points(chains: Iterable[dict[str, Any]],
+                leaving: Iterable[str] = ()) -> list[tuple[str, int, str]]:
+    """(hook, prio, label) of the hook-function base chains in a ``list chains`` listing,
+    except those named in ``leaving`` (chains about to be removed)."""
+    gone = set(leaving)
     return [(c["hook"], c["prio"], f"hook chain {c['name']}") for c in chains
             if c.get("table") == TABLE and c.get("family") == FAMILY and "hook" in c
-            and HOOK_CHAIN.match(c["name"])]
+            and c["name"] not in gone and names.kind_of(c["name"]) is names.Kind.HOOK_FUNCTION]
 
 
 def ruleset_points(chains: Iterable[tuple[Hook, int]]) -> list[tuple[str, int, str]]:
-    return [(h.value, p, f"rule chain {chain_name(h, p)}") for h, p in chains]
+    return [(h.value, p, f"rule chain {names.rule_chain(h, p)}") for h, p in chains]
 
 
 # ---- xtables path: one nfnetlink batch --------------------------------------------------------

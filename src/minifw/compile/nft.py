@@ -2,7 +2,8 @@
 
 Layout of table ``inet minifw``:
 - one base chain per (hook, priority) in use, named ``<hook>_<priority>`` (``m`` for minus);
-- one policy chain ``<hook>_policy`` at priority 1000 for each hook whose policy is drop;
+- one policy chain ``<hook>_policy`` at priority 1000 for each hook whose policy is drop
+  (``names`` builds and parses every chain name);
 - one named limit object ``limit_<id>`` per rule with a rate limit, so a rule compiled into
   several nft rules (IPv4 + IPv6, TCP reset + ICMP reject) shares one token bucket.
 
@@ -12,13 +13,12 @@ which is how minifw finds a rule's handles and counters again.
 
 from __future__ import annotations
 
-import re
 from typing import Any, Iterable
 
 from ..model.rule import Network, PortRange, Rule
 from ..model.ruleset import Ruleset
 from ..model.sets import SetRef
-from . import runs
+from . import names, runs
 from .sets import build_set_decls
 from .sets import match_alternatives as set_matches
 from ..model.types import (
@@ -32,29 +32,15 @@ COMMENT_MAX = 127
 # that its anonymous set is an interval set: as a hash set, 32,767 single ports took nft 1.0.6
 # and the kernel 5 s to load, as an interval set 0.4 s. Below it, sets stay as nft writes them.
 PORT_INTERVAL_AT = 256
-_DECLARATIVE_CHAIN = re.compile(r"^(prerouting|input|forward|output|postrouting)_(m?\d+|policy)$")
 
 Expr = dict[str, Any]
 Command = dict[str, Any]
 
 
-# ---- names -----------------------------------------------------------------------------------
-
-def chain_name(hook: Hook, priority: int) -> str:
-    return f"{hook.value}_{'m' if priority < 0 else ''}{abs(priority)}"
-
-
-def policy_chain_name(hook: Hook) -> str:
-    return f"{hook.value}_policy"
-
+# ---- names (of chains: names.py) -------------------------------------------------------------
 
 def limit_name(rule_id: str) -> str:
     return f"limit_{rule_id}"
-
-
-def is_declarative_chain(name: str) -> bool:
-    """Chains the declarative compiler owns. Others in the table (hook functions) are left alone."""
-    return bool(_DECLARATIVE_CHAIN.match(name))
 
 
 def rule_comment(rule: Rule) -> str:
@@ -239,7 +225,7 @@ def build_table() -> Command:
 
 def build_nft_rules(rule: Rule, ruleset: Ruleset) -> list[dict[str, Any]]:
     """The ``rule`` objects (without handles) that ``rule`` compiles into."""
-    chain = chain_name(rule.hook, rule.priority)
+    chain = names.rule_chain(rule.hook, rule.priority)
     drop = ruleset.policy(rule.hook) is Action.DROP
     return [{"rule": _ref(chain=chain, expr=body, comment=rule_comment(rule))}
             for body in build_rule_bodies(rule, drop)]
@@ -255,7 +241,7 @@ def build_limit(rule: Rule) -> dict[str, Any]:
 
 def build_policy_rules(hook: Hook, stateful: bool) -> list[dict[str, Any]]:
     """Rules of a drop policy chain: stateful accepts, then accept what a rule accepted, else drop."""
-    chain = policy_chain_name(hook)
+    chain = names.policy_chain(hook)
     bodies: list[list[Expr]] = []
     if stateful:
         bodies.append([_match({"ct": {"key": "state"}}, {"set": ["established", "related"]}),
@@ -284,11 +270,12 @@ def build_load(ruleset: Ruleset, existing_chains: Iterable[str] = (),
     cmds: list[Command] = [build_table()]
     wanted: dict[str, Command] = {}
     for (hook, priority), _ in ruleset.chains():
-        wanted[chain_name(hook, priority)] = _base_chain(chain_name(hook, priority), hook, priority)
+        name = names.rule_chain(hook, priority)
+        wanted[name] = _base_chain(name, hook, priority)
     for hook in ruleset.drop_hooks:
-        name = policy_chain_name(hook)
+        name = names.policy_chain(hook)
         wanted[name] = _base_chain(name, hook, POLICY_PRIORITY)
-    existing = [c for c in existing_chains if is_declarative_chain(c)]
+    existing = [c for c in existing_chains if names.is_declarative(c)]
     for name in sorted(existing):
         cmds.append({"flush": {"chain": _ref(name=name)}})
         if name not in wanted:
@@ -303,7 +290,7 @@ def build_load(ruleset: Ruleset, existing_chains: Iterable[str] = (),
     for name, chain in wanted.items():
         cmds.append({"add": chain})
     for (hook, priority), rules in ruleset.chains():
-        cmds.extend(build_chain_rules(chain_name(hook, priority), rules, ruleset))
+        cmds.extend(build_chain_rules(names.rule_chain(hook, priority), rules, ruleset))
     for hook in ruleset.drop_hooks:
         cmds.extend({"add": r} for r in build_policy_rules(hook, ruleset.stateful))
     return {"nftables": cmds}
@@ -315,9 +302,9 @@ def expected_layout(document: dict[str, Any]) -> dict[str, list[str | None]]:
     layout: dict[str, list[str | None]] = {}
     for cmd in document["nftables"]:
         added = cmd.get("add", {})
-        if "chain" in added and is_declarative_chain(added["chain"]["name"]):
+        if "chain" in added and names.is_declarative(added["chain"]["name"]):
             layout.setdefault(added["chain"]["name"], [])
-        elif "rule" in added and is_declarative_chain(added["rule"]["chain"]):
+        elif "rule" in added and names.is_declarative(added["rule"]["chain"]):
             layout.setdefault(added["rule"]["chain"], []).append(added["rule"].get("comment"))
     return layout
 
@@ -369,7 +356,7 @@ def build_add(rule: Rule, ruleset: Ruleset, chain_exists: bool,
     for ref in dict.fromkeys(r.name for r in rule.src + rule.dst if isinstance(r, SetRef)):
         cmds.extend(build_set_decls(ref))  # idempotent: a loaded set keeps its elements
     if not chain_exists:
-        name = chain_name(rule.hook, rule.priority)
+        name = names.rule_chain(rule.hook, rule.priority)
         cmds.append({"add": _base_chain(name, rule.hook, rule.priority)})
     if rule.limit is not None:
         cmds.append({"add": build_limit(rule)})
@@ -383,7 +370,7 @@ def build_add(rule: Rule, ruleset: Ruleset, chain_exists: bool,
 
 
 def build_delete(rule: Rule, handles: Iterable[int], delete_chain: bool) -> dict[str, Any]:
-    chain = chain_name(rule.hook, rule.priority)
+    chain = names.rule_chain(rule.hook, rule.priority)
     cmds: list[Command] = [{"delete": {"rule": _ref(chain=chain, handle=h)}} for h in handles]
     if delete_chain:
         cmds.append({"delete": {"chain": _ref(name=chain)}})

@@ -208,8 +208,3 @@ def run_comment(run: Run, index: int) -> str:
 
 def sets_of(chain: str, names: Iterable[str]) -> list[str]:
     return sorted(n for n in names if is_run_set(n, chain))
-
-
-def rule_ids(run: Run) -> list[str]:
-    return [r.id for r in run.rules]
-

@@ -18,12 +18,10 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from ..model.sets import DEFAULT_SET, element_kind
+from .names import BAN_CHAIN, BAN_CHAIN_V4, BAN_CHAIN_V6, BAN_PRIORITY
 
 TABLE = "minifw"
 FAMILY = "inet"
-BAN_CHAIN = "bans"
-BAN_CHAIN_V4, BAN_CHAIN_V6 = "bans_v4", "bans_v6"  # regular chains the base chain dispatches to
-BAN_PRIORITY = -350  # before conntrack (-200) and before the seed's -300: drop as early as possible
 # The kernel walks a set with timeouts every gc-interval (default 1 s) to free expired elements;
 # at 1M elements that walk costs packets. Expired elements never match anyway, so walk rarely.
 GC_INTERVAL = 60

@@ -8,6 +8,7 @@ killed one left behind.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -15,11 +16,141 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..errors import StateError
+from ..model.types import Hook, HookPoint
 from ..store.state import write_atomic
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueRecord:
+    """One hook function of a runner: its queue, chain and settings (``Placement.to_state``)."""
+
+    function: str
+    hook: str
+    priority: int
+    queue: int
+    chain: str
+    flow_chain: str | None = None
+    fail: str = "open"
+    on_error: str = "accept"
+    per_flow: bool = False
+    flow_mark: int | None = None
+    payload: bool = False
+    bypass: bool = False
+
+    @property
+    def point(self) -> HookPoint:
+        return HookPoint(Hook(self.hook), self.priority)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "QueueRecord":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunnerRecord:
+    """A hook runner's record. ``alive`` comes from the process table when it is read; a
+    record that could not be read is ``damaged`` (why), with the pid its file name gives."""
+
+    pid: int
+    file: str | None
+    queues: tuple[QueueRecord, ...] = ()
+    managed: bool = False
+    digest: str | None = None
+    started: float | None = None
+    backend: str | None = None
+    conntrack: bool = False
+    log: str | None = None
+    alive: bool = False
+    damaged: str | None = None
+    path: str | None = None
+
+    @property
+    def chains(self) -> list[str]:
+        names = []
+        for q in self.queues:
+            names.append(q.chain)
+            if q.flow_chain:
+                names.append(q.flow_chain)
+        return names
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], alive: bool = False) -> "RunnerRecord":
+        return cls(pid=data["pid"], file=data["file"], managed=bool(data.get("managed", False)),
+                   digest=data.get("digest"), started=data.get("started"),
+                   backend=data.get("backend"), conntrack=bool(data.get("conntrack", False)),
+                   log=data.get("log"),
+                   queues=tuple(QueueRecord.from_json(q) for q in data.get("queues", [])),
+                   alive=alive)
+
+    def to_json(self) -> dict[str, Any]:
+        """The record file's content (``alive`` and ``damaged`` are never stored)."""
+        return {"pid": self.pid, "file": self.file, "managed": self.managed,
+                "digest": self.digest, "started": self.started, "backend": self.backend,
+                "conntrack": self.conntrack, "log": self.log,
+                "queues": [q.to_json() for q in self.queues]}
+
+
+@dataclasses.dataclass(frozen=True)
+class HookStatus:
+    """One hook function of a runner, for ``status``."""
+
+    queue: QueueRecord
+    pid: int
+    file: str | None
+    running: bool
+    managed: bool
+    backend: str | None
+    log: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.queue.to_json(), "pid": self.pid, "file": self.file,
+                "running": self.running, "managed": self.managed, "backend": self.backend,
+                "log": self.log}
+
+
+@dataclasses.dataclass(frozen=True)
+class HookProblem:
+    """A hook not running as asked, and why. ``file`` is None for a damaged runner record."""
+
+    file: str | None
+    running: bool
+    functions: tuple[str, ...]
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "running": self.running, "functions": list(self.functions),
+                "reason": self.reason}
+
+
+@dataclasses.dataclass(frozen=True)
+class StartFailure:
+    """The last start of a [[hook]] file that failed, and the runners kept instead."""
+
+    file: str
+    reason: str
+    time: float | None = None
+    kept: tuple[int, ...] = ()
 
 
 def hooks_dir(state_dir: Path) -> Path:
     return Path(state_dir) / "hooks"
+
+
+def made_hooks_dir(state_dir: Path) -> Path:
+    """The runners' folder, created if missing; a file or a broken path in its way is said as
+    a StateError naming it."""
+    folder = hooks_dir(state_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o750)
+    except OSError as exc:
+        raise StateError(f"cannot create {folder}: {exc.strerror or exc}; move whatever is in "
+                         "its way") from exc
+    return folder
 
 
 def record_path(state_dir: Path, pid: int) -> Path:
@@ -50,10 +181,10 @@ def file_digest(file: str) -> str | None:
         return None
 
 
-def write_record(state_dir: Path, record: dict[str, Any]) -> Path:
-    path = record_path(state_dir, record["pid"])
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-    write_atomic(path, json.dumps(record, indent=1) + "\n")
+def write_record(state_dir: Path, record: RunnerRecord) -> Path:
+    path = record_path(state_dir, record.pid)
+    made_hooks_dir(state_dir)
+    write_atomic(path, json.dumps(record.to_json(), indent=1) + "\n")
     return path
 
 
@@ -62,7 +193,7 @@ def remove_record(state_dir: Path, pid: int) -> None:
         record_path(state_dir, pid).unlink()
 
 
-def records(state_dir: Path) -> list[dict[str, Any]]:
+def records(state_dir: Path) -> list[RunnerRecord]:
     """Every runner record, each with ``alive`` set from the process table.
 
     A record that cannot be read or has the wrong shape is kept as ``damaged`` (with the pid
@@ -81,12 +212,10 @@ def records(state_dir: Path) -> list[dict[str, Any]]:
         except (OSError, ValueError) as exc:
             problem = f"unreadable ({exc.__class__.__name__})"
         if problem:
-            out.append({"pid": pid, "file": None, "queues": [], "managed": False,
-                        "damaged": f"{path} is {problem}", "path": str(path), "alive": False,
-                        "log": str(folder / f"runner-{pid}.log")})
+            out.append(RunnerRecord(pid=pid, file=None, damaged=f"{path} is {problem}",
+                                    path=str(path), log=str(folder / f"runner-{pid}.log")))
             continue
-        rec["alive"] = pid_alive(pid)
-        out.append(rec)
+        out.append(RunnerRecord.from_json(rec, alive=pid_alive(pid)))
     return out
 
 
@@ -114,15 +243,6 @@ def record_problem(rec: Any, pid: int) -> str | None:
     return None
 
 
-def chains_of(record: dict[str, Any]) -> list[str]:
-    names = []
-    for q in record.get("queues", []):
-        names.append(q["chain"])
-        if q.get("flow_chain"):
-            names.append(q["flow_chain"])
-    return names
-
-
 # ---- what should run, and why something does not -------------------------------------------
 # ``wanted.json`` lists the [[hook]] files the last ``up``/``reload`` asked for; a
 # ``failed-<digest>.json`` per file keeps the last start that failed (and which runner, if any,
@@ -136,7 +256,7 @@ def _failure_path(state_dir: Path, file: str) -> Path:
 
 def write_failure(state_dir: Path, file: str, reason: str, kept: list[int]) -> None:
     path = _failure_path(state_dir, file)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    made_hooks_dir(state_dir)
     write_atomic(path, json.dumps({"file": file, "reason": reason, "time": time.time(),
                                    "kept": kept}, indent=1) + "\n")
 
@@ -146,7 +266,7 @@ def clear_failure(state_dir: Path, file: str) -> None:
         _failure_path(state_dir, file).unlink()
 
 
-def failures(state_dir: Path) -> list[dict[str, Any]]:
+def failures(state_dir: Path) -> list[StartFailure]:
     folder = hooks_dir(state_dir)
     out = []
     for path in sorted(folder.glob("failed-*.json")) if folder.is_dir() else []:
@@ -155,13 +275,17 @@ def failures(state_dir: Path) -> list[dict[str, Any]]:
         except (OSError, ValueError):
             continue
         if isinstance(rec, dict) and isinstance(rec.get("file"), str):
-            out.append(rec)
+            kept = rec.get("kept")
+            out.append(StartFailure(
+                file=rec["file"], reason=str(rec.get("reason", "")), time=rec.get("time"),
+                kept=tuple(p for p in kept if isinstance(p, int)) if isinstance(kept, list)
+                else ()))
     return out
 
 
 def write_wanted(state_dir: Path, files: list[str]) -> None:
     path = hooks_dir(state_dir) / "wanted.json"
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+    made_hooks_dir(state_dir)
     write_atomic(path, json.dumps({"files": list(files)}, indent=1) + "\n")
 
 
@@ -176,9 +300,11 @@ def wanted(state_dir: Path) -> list[str]:
 
 def forget_all(state_dir: Path) -> None:
     """``down``: nothing is wanted any more, and old failures no longer matter."""
-    with contextlib.suppress(FileNotFoundError):
-        (hooks_dir(state_dir) / "wanted.json").unlink()
     folder = hooks_dir(state_dir)
+    if folder.exists() and not folder.is_dir():
+        raise StateError(f"{folder} is not a directory; move it away (it holds no state)")
+    with contextlib.suppress(FileNotFoundError):
+        (folder / "wanted.json").unlink()
     for path in folder.glob("failed-*.json") if folder.is_dir() else []:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()

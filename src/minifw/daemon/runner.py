@@ -21,7 +21,6 @@ import logging
 import os
 import signal
 import socket
-import struct
 import sys
 import threading
 import time
@@ -37,9 +36,11 @@ from ..kernel import nfnl, nft
 from ..kernel.nfqueue import RCVBUF_START, QueueBusy, QueueSocket
 from ..hooks import ACCEPT, DROP
 from ..netlink.nfqueue import (
-    FULL_COPY_RANGE, HEADER_COPY_RANGE, VerdictWriter, decode_packet, split_datagram,
+    AFTER_PACKET_HDR, FULL_COPY_RANGE, HEADER_COPY_RANGE, PACKET_HDR_LEN, PACKET_MSG_TYPE,
+    Nfqa, decode_packet, read_head, read_queue_and_id, split_datagram,
 )
 from ..netlink.nlmsg import NlmsgType, parse_error
+from ..netlink.verdicts import ERROR, VerdictRuns
 from . import hookstate
 
 QUEUE_BASE = 1000
@@ -50,28 +51,9 @@ RECV_SIZE = 1 << 16
 # kernel may add (interfaces, marks, hardware address, timestamp, conntrack...) fits 2 KB
 HEADER_SLOT = 2048
 FULL_SLOT = RECV_SIZE + 4096
-_PACKET_TYPE = (3 << 8) | 0
+_PACKET_TYPE = PACKET_MSG_TYPE
+_PACKET_HDR = int(Nfqa.PACKET_HDR)
 _ERROR_TYPE = int(NlmsgType.ERROR)
-# The hot path's view of a datagram, in ONE unpack in host byte order: netlink length and type,
-# the queue number, the first attribute's length and type (NFQA_PACKET_HDR is 11 bytes), the
-# packet id. The queue number and the id are big-endian on the wire: read in host order they
-# are byte-swapped on little-endian hosts, so the queues are looked up by their swapped number
-# and an id is swapped back only when a verdict is written (once per run of packets).
-_FAST = struct.Struct("=IH12xHHHI").unpack_from
-_FAST_MIN = 32
-if sys.byteorder == "little":
-    def _swap16(v: int) -> int:
-        return ((v & 0xFF) << 8) | (v >> 8)
-
-    def _swap32(v: int) -> int:
-        return int.from_bytes(v.to_bytes(4, "little"), "big")
-else:  # pragma: no cover - big-endian hosts read network order already
-    def _swap16(v: int) -> int:
-        return v
-
-    def _swap32(v: int) -> int:
-        return v
-_ERROR_VERDICT = {0: DROP, 1: ACCEPT}
 log = logging.getLogger("minifw.hooks")
 
 
@@ -161,11 +143,10 @@ class KernelLog:
 
 
 class QueueCtx:
-    """Per-queue serving state: the function, its verdict rules, and the open verdict run."""
+    """Per-queue serving state: the function, its verdict rules, and its verdict runs."""
 
-    __slots__ = ("placement", "fn", "name", "error_verdict", "stop_verdict", "flow_mark",
-                 "logger", "full", "env", "run_v", "run_mark", "run_last", "seen", "errors",
-                 "dropped")
+    __slots__ = ("placement", "fn", "name", "error_verdict", "flow_mark", "logger", "full",
+                 "env", "runs", "seen", "reports")
 
     def __init__(self, placement: plan.Placement, logger: Callable[[str], None],
                  ifname: Callable[[int], str | None] | None = None):
@@ -174,19 +155,24 @@ class QueueCtx:
         self.fn = spec.fn
         self.name = spec.name
         self.error_verdict = int(spec.error_verdict)
-        # for a packet the function had no verdict for when the runner stopped (docs/hooks.md)
-        self.stop_verdict = self.error_verdict if spec.fail_open else 0
         self.flow_mark = spec.flow_mark if spec.per_flow else 0
         self.logger = logger
         self.full = spec.payload
         self.env = Packet.environment(ifname, logger, self.full)
-        self.run_v: int | None = None
-        self.run_mark: int | None = None
-        # the last packet id of the open run, as the hot path reads it (see _FAST)
-        self.run_last: int | None = None
-        self.seen = 0
-        self.errors = 0
-        self.dropped = 0
+        # the stop verdict: for a packet the function had no verdict for when the runner
+        # stopped (docs/hooks.md)
+        self.runs = VerdictRuns(placement.queue, self.error_verdict,
+                                self.error_verdict if spec.fail_open else 0)
+        self.seen = 0  # packets given to the function
+        self.reports = 0  # errors logged so far (they are rate-limited)
+
+    @property
+    def errors(self) -> int:
+        return self.runs.errors
+
+    @property
+    def dropped(self) -> int:
+        return self.runs.dropped
 
 
 class Runner:
@@ -210,8 +196,6 @@ class Runner:
         self.conntrack = False
         self.kmsg = KernelLog(f"minifw[{self.pid}]")
         self._ifnames: dict[int, str | None] = {}
-        self._out: list[bytes] = []
-        self._verdicts = VerdictWriter()
         self.installed = False
         self.created_table = False
 
@@ -233,26 +217,25 @@ class Runner:
         problems = plan.clashes(ours, plan.declarative_points(chains))
         # every other hook chain counts, except those we replace: a dead runner's of this file,
         # or a live one's we take over
-        stale = {c for r in self._taken_over() for c in hookstate.chains_of(r)}
-        others = [p for p in plan.hook_points(chains) if p[2].split()[-1] not in stale]
+        stale = {c for r in self._taken_over() for c in r.chains}
+        others = plan.hook_points(chains, leaving=stale)
         problems += plan.clashes(ours, others)
         if problems:
             raise ConfigError(problems[0], file=self.file)
 
-    def _taken_over(self) -> list[dict[str, Any]]:
+    def _taken_over(self) -> list[hookstate.RunnerRecord]:
         """Records whose chains our install removes: dead runners of this same file (another
         file's stale fail-closed chains stay until its own runner replaces them), and the live
         runners we replace."""
         return [r for r in hookstate.records(self.state_dir)
-                if (not r["alive"] and r.get("file") == self.file) or r["pid"] in self.replaces]
+                if (not r.alive and r.file == self.file) or r.pid in self.replaces]
 
     def start(self) -> None:
         backend = self.probe()
         self._check_clashes()
         taken = self._taken_over()
-        stale_records = [r for r in taken if not r["alive"]]
-        used = {q["queue"] for r in hookstate.records(self.state_dir) if r["alive"]
-                for q in r.get("queues", [])}
+        stale_records = [r for r in taken if not r.alive]
+        used = {q.queue for r in hookstate.records(self.state_dir) if r.alive for q in r.queues}
         self.qs = QueueSocket(rcvbuf_setting())
         queue = QUEUE_BASE
         for spec in self.specs:
@@ -277,7 +260,7 @@ class Runner:
         if self.conntrack:
             for p in self.placements[1:]:
                 self.qs.enable_conntrack(p.queue)
-        stale = [c for r in taken for c in hookstate.chains_of(r)]
+        stale = [c for r in taken for c in r.chains]
         live = set(c["name"] for c in nft.items(nft.query("list chains"), "chain")
                    if c.get("table") == plan.TABLE and c.get("family") == plan.FAMILY)
         stale = [c for c in stale if c in live]
@@ -288,7 +271,7 @@ class Runner:
             nfnl.send_batch(plan.build_install_batch(self.placements, stale))
         self.installed = True
         for r in stale_records:
-            hookstate.remove_record(self.state_dir, r["pid"])
+            hookstate.remove_record(self.state_dir, r.pid)
         hookstate.write_record(self.state_dir, self.record(backend))
         for p in self.placements:
             s = p.spec
@@ -300,11 +283,13 @@ class Runner:
             log.info("conntrack info is not available on queued packets here "
                      "(NFQA_CFG_F_CONNTRACK: EOPNOTSUPP); pkt.ct_state is None")
 
-    def record(self, backend: str) -> dict[str, Any]:
-        return {"pid": self.pid, "file": self.file, "managed": self.managed,
-                "digest": self.digest, "started": time.time(), "backend": backend, "conntrack": self.conntrack,
-                "log": str(hookstate.hooks_dir(self.state_dir) / f"runner-{self.pid}.log"),
-                "queues": [p.to_state() for p in self.placements]}
+    def record(self, backend: str) -> hookstate.RunnerRecord:
+        return hookstate.RunnerRecord(
+            pid=self.pid, file=self.file, managed=self.managed, digest=self.digest,
+            started=time.time(), backend=backend, conntrack=self.conntrack,
+            log=str(hookstate.hooks_dir(self.state_dir) / f"runner-{self.pid}.log"),
+            queues=tuple(hookstate.QueueRecord.from_json(p.to_state())
+                         for p in self.placements))
 
     def _logger_for(self, name: str) -> Callable[[str], None]:
         kmsg = self.kmsg
@@ -352,25 +337,21 @@ class Runner:
         # what exists now (modules, the hook file's tables) lives as long as the runner: keep
         # it out of the collector's scans, which otherwise revisit it as packets allocate
         gc.freeze()
-        if len(self.ctx) == 1:
+        receiver = self._receiver()
+        if len(self.ctx) == 1 and Packet is HotPacket and hasattr(receiver, "address"):
             (ctx,) = self.ctx.values()
-            if not ctx.flow_mark:
-                return self._serve_one(ctx)
-        receive = self._receiver().receive
+            if not ctx.flow_mark:  # the C loop serves one queue without marks
+                return self._serve_hot(ctx, receiver)
+        receive = receiver.receive
         ctxs = self.ctx
         handle = self._handle
         flush = self._flush
-        failed = self._failed
-        out_append = self._out.append
-        verdict_msg = self._verdicts.batch
-        fast = _FAST
-        expect_len = _FAST_MIN
-        ptype = _PACKET_TYPE
-        swap = _swap32
-        by_wire = {_swap16(q): ctx for q, ctx in ctxs.items()}
-        packet_cls = Packet
-        new = packet_cls.__new__  # object.__new__, or the C core's
-        accept, drop = ACCEPT, DROP
+        decide = self._decide
+        head = read_head
+        queue_and_id = read_queue_and_id
+        expect_len = AFTER_PACKET_HDR
+        ptype, hdr_len, hdr_type = _PACKET_TYPE, PACKET_HDR_LEN, _PACKET_HDR
+        new = Packet.from_datagram
         while True:
             try:
                 burst = receive()
@@ -383,159 +364,32 @@ class Runner:
                 n = len(data)
                 # the usual case: the datagram is one queued-packet message whose first
                 # attribute is the packet header (as the kernel writes it)
-                if n < expect_len:
-                    handle(data)
-                    continue
-                length, kind, wire_queue, alen, atype, wire_id = fast(data)
-                if length != n or kind != ptype or alen != 11 or atype != 1:
-                    handle(data)
-                    continue
-                ctx = by_wire.get(wire_queue)
-                if ctx is None:
-                    continue
-                pkt = new(packet_cls)
-                pkt._q = None
-                pkt._data = data
-                pkt._l3 = None
-                pkt._env = ctx.env
-                ctx.seen += 1
-                try:
-                    v = ctx.fn(pkt)
-                except StopRunner:
-                    raise
-                except BaseException as exc:  # sys.exit() in a hook is the hook's error too
-                    v = failed(ctx, exc)
-                if v is accept:
-                    verdict = 1
-                    mark = self._flow_mark(ctx, pkt) if ctx.flow_mark else None
-                elif v is drop:
-                    verdict = 0
-                    mark = None
-                    ctx.dropped += 1
-                else:
-                    verdict, mark = self._odd_verdict(ctx, pkt, v)
-                last = ctx.run_last
-                if last is None:
-                    ctx.run_v = verdict
-                    ctx.run_mark = mark
-                elif verdict != ctx.run_v or mark != ctx.run_mark:
-                    out_append(verdict_msg(ctx.placement.queue, swap(last), ctx.run_v,
-                                           ctx.run_mark))
-                    ctx.run_v = verdict
-                    ctx.run_mark = mark
-                ctx.run_last = wire_id
+                if n >= expect_len:
+                    length, kind, alen, atype = head(data)
+                    if length == n and kind == ptype and alen == hdr_len and atype == hdr_type:
+                        queue, packet_id = queue_and_id(data)
+                        ctx = ctxs.get(queue)
+                        if ctx is not None:
+                            decide(ctx, new(data, ctx.env), packet_id)
+                        continue
+                handle(data)
             flush()
 
-    def _serve_one(self, ctx: QueueCtx) -> None:
-        """serve() for the common case of one hook function without per-flow mode: the same
-        steps, with the verdict run and the counters in local variables (written back to ctx
-        before anything else reads them: _handle, _flush, and on the way out)."""
-        assert self.qs is not None
-        receiver = self._receiver()
-        if Packet is HotPacket and hasattr(receiver, "address"):  # the C loop needs slots
-            return self._serve_one_hot(ctx, receiver)
-        receive = receiver.receive
-        handle = self._handle
-        flush = self._flush
-        failed = self._failed
-        out_append = self._out.append
-        verdict_msg = self._verdicts.batch
-        fast = _FAST
-        expect_len = _FAST_MIN
-        ptype = _PACKET_TYPE
-        swap = _swap32
-        queue = ctx.placement.queue
-        wire_queue = _swap16(queue)
-        fn = ctx.fn
-        env = ctx.env
-        packet_cls = Packet
-        new = packet_cls.__new__  # object.__new__, or the C core's
-        accept, drop = ACCEPT, DROP
-        run_v: int | None = None
-        run_last: int | None = None
-        seen = dropped = 0
-        try:
-            while True:
-                try:
-                    burst = receive()
-                except OSError as exc:
-                    if exc.errno == errno_mod.ENOBUFS:
-                        ctx.run_v, ctx.run_mark, ctx.run_last = run_v, None, run_last
-                        run_last = None
-                        self._on_enobufs()
-                        continue
-                    raise KernelError(f"receiving from the queue failed: {exc}") from exc
-                for data in burst:
-                    n = len(data)
-                    if n >= expect_len:
-                        length, kind, wq, alen, atype, wire_id = fast(data)
-                        if (length == n and kind == ptype and alen == 11 and atype == 1
-                                and wq == wire_queue):
-                            pkt = new(packet_cls)
-                            pkt._q = None
-                            pkt._data = data
-                            pkt._l3 = None
-                            pkt._env = env
-                            seen += 1
-                            try:
-                                v = fn(pkt)
-                            except StopRunner:
-                                raise
-                            except BaseException as exc:  # as in serve()
-                                v = failed(ctx, exc)
-                            if v is accept:
-                                verdict = 1
-                            elif v is drop:
-                                verdict = 0
-                                dropped += 1
-                            else:
-                                verdict = self._odd_verdict(ctx, pkt, v)[0]
-                            if verdict != run_v:
-                                if run_last is not None:
-                                    out_append(verdict_msg(queue, swap(run_last), run_v))
-                                run_v = verdict
-                            run_last = wire_id
-                            continue
-                    ctx.run_v, ctx.run_mark, ctx.run_last = run_v, None, run_last
-                    handle(data)
-                    run_v, run_last = ctx.run_v, ctx.run_last
-                ctx.run_v, ctx.run_mark, ctx.run_last = run_v, None, run_last
-                run_last = None
-                flush()
-        finally:
-            if run_last is not None:
-                ctx.run_v, ctx.run_mark, ctx.run_last = run_v, None, run_last
-            ctx.seen += seen
-            ctx.dropped += dropped
+    def _serve_hot(self, ctx: QueueCtx, receiver: Any) -> None:
+        """_serve in C (hooks/_hot.c): ``Burst.serve`` receives, calls the function on every
+        plain queued packet of the queue, and sends the batch verdicts, burst after burst,
+        without coming back here. It returns at a datagram of any other shape, which takes the
+        general path here (then ``Burst.decide`` goes on with the rest of the burst), and on a
+        receive error (ENOBUFS).
 
-    def _serve_one_hot(self, ctx: QueueCtx, receiver: Any) -> None:
-        """_serve_one in C (hooks/_hot.c): ``Burst.serve`` receives, calls the function on
-        every plain queued packet of the queue, and sends the batch verdicts, burst after
-        burst, without coming back here. It returns at a datagram of any other shape, which
-        takes the general path here as in _serve_one, and on a receive error (ENOBUFS).
-
-        The open verdict run lives in the Burst; to_ctx hands it (and the verdict messages
-        not sent yet, in order) to ctx and _out, where _handle and _flush expect them."""
-        queue = ctx.placement.queue
-        prefixes = tuple(self._verdicts.batch(queue, 0, v)[:-4] for v in (0, 1))
-        burst = _hot.Burst(ctx.fn, ctx.env, Packet, ACCEPT, DROP,
+        The Burst runs the queue's VerdictRuns (netlink/verdicts.py): it takes the state from
+        ctx.runs when it is entered and leaves it there whenever it returns, so the general
+        path and stop() find it where they look."""
+        burst = _hot.Burst(ctx.runs, ctx.fn, ctx.env, Packet, ACCEPT, DROP,
                            lambda exc: self._failed(ctx, exc),
-                           lambda pkt, v: self._odd_verdict(ctx, pkt, v)[0],
-                           prefixes, StopRunner, _swap16(queue))
+                           lambda pkt, v: self._odd_verdict(ctx, v), StopRunner)
         buf, lengths = receiver.buf, receiver.lengths
         slot, entry, len_at = receiver.slot_size, receiver.entry_size, receiver.len_at
-        out = self._out
-
-        def to_ctx() -> None:
-            burst.pending(out)  # (in one call: a stop cannot land between taking and keeping)
-            if burst.run_last is not None:  # (else ctx may hold it: a stop in _handle)
-                ctx.run_v, ctx.run_mark, ctx.run_last = burst.run_v, None, burst.run_last
-                burst.run_last = None
-
-        def from_ctx() -> None:
-            burst.run_v, burst.run_last = ctx.run_v, ctx.run_last
-            ctx.run_last = None
-
         try:
             while True:
                 try:
@@ -550,18 +404,13 @@ class Runner:
                     raise KernelError(f"receiving from the queue failed: {os.strerror(-r)}")
                 n, i = r
                 while i < n:  # datagram i is not a plain queued packet of this queue
-                    to_ctx()
                     data = receiver.datagram(i)
                     if data is not None:
                         self._handle(data)
-                    from_ctx()
                     i = burst.decide(buf, lengths, i + 1, n, slot, entry, len_at)
-                to_ctx()
                 self._flush()
         finally:
-            to_ctx()
             ctx.seen += burst.seen
-            ctx.dropped += burst.dropped
 
     def _receiver(self) -> Any:
         """The burst receiver: header-only copies fit small slots; a queue with whole-packet
@@ -587,23 +436,16 @@ class Runner:
             log.error("a queued packet could not be decoded: %s", exc)
             return None
 
-    def _failed(self, ctx: QueueCtx, exc: BaseException) -> Any:
-        """The hook raised: log it, and apply its on_error verdict."""
-        ctx.errors += 1
+    def _failed(self, ctx: QueueCtx, exc: BaseException) -> None:
+        """The hook raised: log it (its on_error verdict applies)."""
         self._report(ctx, exc)
-        return _ERROR_VERDICT[ctx.error_verdict]
 
-    def _odd_verdict(self, ctx: QueueCtx, pkt: Packet, v: Any) -> tuple[int, int | None]:
-        """Anything other than ACCEPT or DROP: an error, on_error applies."""
+    def _odd_verdict(self, ctx: QueueCtx, v: Any) -> None:
+        """Anything other than ACCEPT or DROP: an error (its on_error verdict applies)."""
         try:
             raise TypeError(f"a hook function must return ACCEPT or DROP, not {v!r}")
         except TypeError as exc:
-            ctx.errors += 1
             self._report(ctx, exc)
-        if ctx.error_verdict:
-            return 1, self._flow_mark(ctx, pkt) if ctx.flow_mark else None
-        ctx.dropped += 1
-        return 0, None
 
     def _on_enobufs(self) -> None:
         assert self.qs is not None
@@ -628,7 +470,7 @@ class Runner:
                     continue
                 ctx = self.ctx.get(q.queue)
                 if ctx is not None:
-                    self._decide(ctx, q)
+                    self._decide(ctx, Packet(q, *ctx.env), q.id)
             elif msg_type == _ERROR_TYPE:
                 try:
                     err, _ = parse_error(memoryview(data)[start:end])
@@ -637,60 +479,54 @@ class Runner:
                 if err:
                     log.warning("the kernel refused a verdict: %s", os.strerror(err))
 
-    def _decide(self, ctx: QueueCtx, q: Any) -> None:
-        """Call the hook function and extend (or close and open) the queue's verdict run."""
+    def _decide(self, ctx: QueueCtx, pkt: Any, packet_id: int) -> None:
+        """Call the hook function on one packet and hand its verdict to the queue's runs (the
+        per-packet step of the Python loops; the C loop has its own, in hooks/_hot.c)."""
         ctx.seen += 1
-        pkt = Packet(q, *ctx.env)
         try:
             v = ctx.fn(pkt)
-            if v is ACCEPT:
-                verdict = 1
-            elif v is DROP:
-                verdict = 0
-            else:
-                raise TypeError(f"a hook function must return ACCEPT or DROP, not {v!r}")
         except StopRunner:
             raise
-        except BaseException as exc:  # as in serve()
-            verdict = ctx.error_verdict
-            ctx.errors += 1
-            self._report(ctx, exc)
-        mark = None
-        if verdict == 0:
-            ctx.dropped += 1
-        elif ctx.flow_mark:
-            mark = self._flow_mark(ctx, pkt)
-        if ctx.run_last is not None and (verdict != ctx.run_v or mark != ctx.run_mark):
-            self._out.append(self._verdicts.batch(q.queue, _swap32(ctx.run_last), ctx.run_v,
-                                                  ctx.run_mark))
-        ctx.run_v, ctx.run_mark, ctx.run_last = verdict, mark, _swap32(q.id)
+        except BaseException as exc:  # sys.exit() in a hook is the hook's error too
+            self._failed(ctx, exc)
+        else:
+            if v is ACCEPT:
+                ctx.runs.decide(packet_id, 1,
+                                self._flow_mark(ctx, pkt) if ctx.flow_mark else None)
+                return
+            if v is DROP:
+                ctx.runs.decide(packet_id, 0)
+                return
+            self._odd_verdict(ctx, v)
+        # the error verdict; an accepted first packet of a flow is marked as any other
+        mark = self._flow_mark(ctx, pkt) if ctx.flow_mark and ctx.error_verdict else None
+        ctx.runs.decide(packet_id, ERROR, mark)
 
     def _report(self, ctx: QueueCtx, exc: BaseException) -> None:
-        n = ctx.errors
+        ctx.reports += 1
+        n = ctx.reports
         if n <= 20 or n % 1000 == 0:
             text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
             log.error("hook %s raised (error #%d; on_error=%s applies):\n%s", ctx.name, n,
                       "accept" if ctx.error_verdict else "drop", text.rstrip())
 
-    def _flush(self, tail: list[bytes] | None = None) -> None:
-        out = self._out
-        for queue, ctx in self.ctx.items():
-            if ctx.run_last is not None:
-                out.append(self._verdicts.batch(queue, _swap32(ctx.run_last), ctx.run_v,
-                                                ctx.run_mark))
-                ctx.run_last = None
-        if tail:
-            out.extend(tail)
+    def _flush(self) -> None:
+        """Close every open run and send the verdict messages, in order, in one send."""
+        runs = [ctx.runs for ctx in self.ctx.values()]
+        out = []
+        for r in runs:
+            r.close()
+            out += r.out
         if out:
             assert self.qs is not None
-            data = b"".join(out)
             try:
-                self.qs.sock.send(data)
+                self.qs.sock.send(b"".join(out))
             except OSError as exc:
                 raise KernelError(f"sending verdicts failed: {exc}") from exc
             # cleared after the send: a stop landing in between sends them again (the kernel
             # refuses verdicts for answered packets), rather than never
-            out.clear()
+            for r in runs:
+                r.out.clear()
 
     # ---- shutdown ------------------------------------------------------------------------
     def stop(self) -> None:
@@ -698,8 +534,8 @@ class Runner:
         try:
             if self.qs is not None:
                 with _quiet():
-                    undecided = self._undecided()  # (before the flush closes the open runs)
-                    self._flush(undecided)
+                    self._undecided()
+                    self._flush()
             if self.installed:
                 chains = [c for p in self.placements for c in (p.chain, p.flow_chain) if c]
                 try:
@@ -725,19 +561,18 @@ class Runner:
                          ctx.dropped, ctx.errors)
             self.kmsg.close()
 
-    def _undecided(self) -> list[bytes]:
-        """Verdicts for the packets of a burst a stop interrupted that the function did not
-        decide: each gets its hook's stop verdict, one packet per message (NFQNL_MSG_VERDICT).
+    def _undecided(self) -> None:
+        """The packets of a burst a stop interrupted that the function did not decide: each
+        gets its hook's stop verdict, one packet per message (VerdictRuns.stop).
 
         The receiver keeps the last burst. Its packets of one queue come in id order and are
-        decided in that order, so the decided ones are those up to the queue's open run (which
-        ends at the last decided packet); the rest have none. Sent after the open runs and
-        before anything is drained: the batch verdict of a later packet would otherwise answer
-        them with that packet's verdict (a DROP hook's packet let through at stop)."""
+        decided in that order, so the undecided ones are those after the queue's last decided
+        packet. Their verdicts go out before anything is drained: the batch verdict of a later
+        packet would otherwise answer them with that packet's verdict (a DROP hook's packet
+        let through at stop)."""
         last_burst = getattr(self._rx, "last_burst", None)
         if last_burst is None:
-            return []
-        out = []
+            return
         for data in last_burst():
             try:
                 messages = split_datagram(data)
@@ -751,17 +586,11 @@ class Runner:
                 except PacketError:
                     continue
                 ctx = self.ctx.get(q.queue)
-                if ctx is None:
+                if ctx is None or not ctx.runs.undecided(q.id):
                     continue
-                if ctx.run_last is not None and not 0 < (
-                        q.id - _swap32(ctx.run_last)) & 0xFFFFFFFF < 1 << 31:
-                    continue  # decided: in the open run or before it
-                out.append(self._verdicts.single(q.queue, q.id, ctx.stop_verdict))
-                if not ctx.stop_verdict:
-                    ctx.dropped += 1
+                ctx.runs.stop(q.id)
                 log.info("hook %s: packet %d had no verdict when the runner stopped: %s",
-                         ctx.name, q.id, "accept" if ctx.stop_verdict else "drop")
-        return out
+                         ctx.name, q.id, "accept" if ctx.runs.stop_verdict else "drop")
 
     def _drain(self) -> None:
         assert self.qs is not None
@@ -785,8 +614,7 @@ class _quiet:
 
 
 def setup_logging(state_dir: Path, foreground: bool) -> Path:
-    folder = hookstate.hooks_dir(state_dir)
-    folder.mkdir(parents=True, exist_ok=True, mode=0o750)
+    folder = hookstate.made_hooks_dir(state_dir)
     path = folder / f"runner-{os.getpid()}.log"
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
     handlers: list[logging.Handler] = [logging.FileHandler(path)]

@@ -52,15 +52,13 @@ def check_rule_points(points: Iterable[tuple[Hook, int]], leaving: Iterable[str]
         chains = nft.items(nft.query("list chains"), "chain")
     except KernelError:
         return
-    gone = set(leaving)
-    held = [p for p in plan.hook_points(chains) if p[2].split()[-1] not in gone]
-    problems = plan.clashes(plan.ruleset_points(points), held)
+    problems = plan.clashes(plan.ruleset_points(points), plan.hook_points(chains, leaving))
     if problems:
         raise ConfigError(problems[0])
 
 
-def running(state_dir: Path) -> list[dict[str, Any]]:
-    return [r for r in hookstate.records(state_dir) if r["alive"]]
+def running(state_dir: Path) -> list[hookstate.RunnerRecord]:
+    return [r for r in hookstate.records(state_dir) if r.alive]
 
 
 @dataclasses.dataclass
@@ -76,7 +74,7 @@ class RunnerPlan:
     """
 
     files: list[str]                 # the [[hook]] files the config asks for
-    retire: list[dict[str, Any]]     # managed runners (live or dead) whose file left the config
+    retire: list[hookstate.RunnerRecord]  # managed runners (live or dead) whose file left the config
     replace: dict[str, list[int]]    # file -> live managed runners its new runner takes over
     start: list[str]                 # files that get a new runner
     restart: list[str]               # of ``start``, files that had a runner (live or dead)
@@ -85,7 +83,7 @@ class RunnerPlan:
     def leaving_chains(self) -> list[str]:
         """Chains that go for good: those of retired runners. (A restarted hook keeps its
         (hook, priority); its successor takes it.)"""
-        return [c for r in self.retire for c in hookstate.chains_of(r)]
+        return [c for r in self.retire for c in r.chains]
 
     def describe(self) -> str:
         parts = []
@@ -93,7 +91,7 @@ class RunnerPlan:
             parts.append(f"restarted {len(self.restart)} hook runners")
         if len(self.start) > len(self.restart):
             parts.append(f"started {len(self.start) - len(self.restart)} hook runners")
-        ended = sum(1 for r in self.retire if r["alive"])
+        ended = sum(1 for r in self.retire if r.alive)
         if ended:
             parts.append(f"stopped {ended} hook runners")
         return ", ".join(parts)
@@ -106,17 +104,17 @@ def plan_runners(files: list[str], state_dir: Path, restart_all: bool = False) -
     (unmanaged) are never stopped here, and their files are not started a second time."""
     records = hookstate.records(state_dir)
     wanted = set(files)
-    retire = [r for r in records if r.get("managed") and r["file"] not in wanted]
+    retire = [r for r in records if r.managed and r.file not in wanted]
     replace: dict[str, list[int]] = {}
     for r in records:
-        if r["alive"] and r.get("managed") and r["file"] in wanted and (
-                restart_all or (r.get("digest") is not None
-                                and r["digest"] != hookstate.file_digest(r["file"]))):
-            replace.setdefault(r["file"], []).append(r["pid"])
+        if r.alive and r.managed and r.file in wanted and (
+                restart_all or (r.digest is not None
+                                and r.digest != hookstate.file_digest(r.file))):
+            replace.setdefault(r.file, []).append(r.pid)
     replacing = {p for pids in replace.values() for p in pids}
-    kept = {r["file"] for r in records if r["alive"] and r["pid"] not in replacing}
+    kept = {r.file for r in records if r.alive and r.pid not in replacing}
     start = [f for f in files if f not in kept]
-    had = {r["file"] for r in records}
+    had = {r.file for r in records}
     return RunnerPlan(list(files), retire, replace, start, [f for f in start if f in had])
 
 
@@ -132,7 +130,7 @@ def apply(runner_plan: RunnerPlan, state_dir: Path) -> list[str]:
     """Retire, then start (each successor replacing its predecessor), then stop what was
     replaced. Returns one sentence per file whose runner did not start; each is also recorded
     for ``status``. Never raises for a runner that fails: the others still get their turn."""
-    retired = [r["pid"] for r in runner_plan.retire]
+    retired = [r.pid for r in runner_plan.retire]
     if retired:
         stop_pids(state_dir, retired)
     failed = []
@@ -150,8 +148,8 @@ def apply(runner_plan: RunnerPlan, state_dir: Path) -> list[str]:
             stop_pids(state_dir, old)
     wanted = set(runner_plan.files)
     for rec in hookstate.failures(state_dir):
-        if rec["file"] not in wanted:
-            hookstate.clear_failure(state_dir, rec["file"])
+        if rec.file not in wanted:
+            hookstate.clear_failure(state_dir, rec.file)
     hookstate.write_wanted(state_dir, runner_plan.files)
     return failed
 
@@ -183,8 +181,7 @@ def _chains_live(state_dir: Path, pids: list[int]) -> bool:
         live = _live_chain_names()
     except MinifwError:
         return True  # cannot tell: do not stop a runner on a guess
-    wanted = [c for r in hookstate.records(state_dir) if r["pid"] in pids
-              for c in hookstate.chains_of(r)]
+    wanted = [c for r in hookstate.records(state_dir) if r.pid in pids for c in r.chains]
     return bool(wanted) and all(c in live for c in wanted)
 
 
@@ -244,87 +241,80 @@ def forget(state_dir: Path) -> None:
 
 def stop_pids(state_dir: Path, pids: list[int] | None) -> int:
     """stop_all for the runners with these pids (None: every runner, and dead ones' records)."""
-    recs = [r for r in hookstate.records(state_dir) if pids is None or r["pid"] in pids]
+    recs = [r for r in hookstate.records(state_dir) if pids is None or r.pid in pids]
     for r in recs:
-        if r["alive"]:
+        if r.alive:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(r["pid"], signal.SIGTERM)
+                os.kill(r.pid, signal.SIGTERM)
     end = time.monotonic() + STOP_TIMEOUT
-    pending = [r for r in recs if r["alive"]]
+    pending = [r for r in recs if r.alive]
     while pending and time.monotonic() < end:
         time.sleep(0.05)
-        pending = [r for r in pending if hookstate.pid_alive(r["pid"])]
+        pending = [r for r in pending if hookstate.pid_alive(r.pid)]
     for r in pending:
-        _kill(r["pid"])
-    leftovers = [r for r in recs if not r["alive"] or r in pending]
+        _kill(r.pid)
+    leftovers = [r for r in recs if not r.alive or r in pending]
     if leftovers:
         with contextlib.suppress(MinifwError):
             live = _live_chain_names()
-            chains = [c for r in leftovers for c in hookstate.chains_of(r) if c in live]
+            chains = [c for r in leftovers for c in r.chains if c in live]
             if chains:
                 nfnl.send_batch(plan.build_remove_batch(chains))
     for r in recs:
-        if r.get("damaged"):
+        if r.damaged:
             with contextlib.suppress(OSError):
-                Path(r["path"]).unlink()
+                Path(r.path).unlink()
         else:
-            hookstate.remove_record(state_dir, r["pid"])
-    return sum(1 for r in recs if r["alive"])
+            hookstate.remove_record(state_dir, r.pid)
+    return sum(1 for r in recs if r.alive)
 
 
-def status(state_dir: Path) -> list[dict[str, Any]]:
+def status(state_dir: Path) -> list[hookstate.HookStatus]:
     """One entry per hook function of every runner, with its queue settings from our state."""
-    out = []
-    for r in hookstate.records(state_dir):
-        for q in r.get("queues", []):
-            out.append({**q, "pid": r["pid"], "file": r["file"], "running": r["alive"],
-                        "managed": r.get("managed", False), "backend": r.get("backend"),
-                        "log": r.get("log")})
-    return out
+    return [hookstate.HookStatus(queue=q, pid=r.pid, file=r.file, running=r.alive,
+                                 managed=r.managed, backend=r.backend, log=r.log)
+            for r in hookstate.records(state_dir) for q in r.queues]
 
 
-def problems(state_dir: Path) -> list[dict[str, Any]]:
+def problems(state_dir: Path) -> list[hookstate.HookProblem]:
     """Every hook that is not running as the last ``up``/``reload`` (or ``minifw run``) asked,
     with why: a start that failed (and whether a previous runner was kept), or a runner that
     died (and what its chains, left in place, now do with packets)."""
+    Problem = hookstate.HookProblem
     records = hookstate.records(state_dir)
-    fails = {f["file"]: f for f in hookstate.failures(state_dir)}
-    alive = {r["file"] for r in records if r["alive"]}
+    fails = {f.file: f for f in hookstate.failures(state_dir)}
+    alive = {r.file for r in records if r.alive}
     out = []
     for file in dict.fromkeys([*hookstate.wanted(state_dir), *fails]):
         fail = fails.get(file)
-        dead = [r for r in records if r["file"] == file and not r["alive"]]
+        dead = [r for r in records if r.file == file and not r.alive]
         if file in alive:
             if fail:
-                out.append({"file": file, "running": True, "functions": [],
-                            "reason": f"{fail['reason']}; the previous runner keeps running "
-                                      "the hook file as it was when it started"})
+                out.append(Problem(file, True, (), f"{fail.reason}; the previous runner keeps "
+                                   "running the hook file as it was when it started"))
             continue
-        reason = fail["reason"] if fail else "its runner is not running"
-        out.append({"file": file, "running": False, "reason": reason + _left(dead),
-                    "functions": [q["function"] for r in dead for q in r.get("queues", [])]})
-    covered = {p["file"] for p in out}
+        reason = fail.reason if fail else "its runner is not running"
+        out.append(Problem(file, False, tuple(q.function for r in dead for q in r.queues),
+                           reason + _left(dead)))
+    covered = {p.file for p in out}
     for r in records:
-        if r.get("damaged"):
-            out.append({"file": None, "running": False, "functions": [],
-                        "reason": f"runner record {r['damaged']}: minifw cannot tell which "
-                                  f"runner or chains it stood for (pid {r['pid']} is not "
-                                  "signalled); 'minifw reload --restart-hooks' or 'minifw down' "
-                                  "replaces it"})
-        elif not r["alive"] and r["file"] not in covered:
-            out.append({"file": r["file"], "running": False,
-                        "functions": [q["function"] for q in r.get("queues", [])],
-                        "reason": f"its runner (pid {r['pid']}) died; see {r.get('log')}"
-                                  + _left([r])})
+        if r.damaged:
+            out.append(Problem(None, False, (),
+                               f"runner record {r.damaged}: minifw cannot tell which runner or "
+                               f"chains it stood for (pid {r.pid} is not signalled); 'minifw "
+                               "reload --restart-hooks' or 'minifw down' replaces it"))
+        elif not r.alive and r.file not in covered:
+            out.append(Problem(r.file, False, tuple(q.function for q in r.queues),
+                               f"its runner (pid {r.pid}) died; see {r.log}" + _left([r])))
     return out
 
 
-def _left(dead: list[dict[str, Any]]) -> str:
+def _left(dead: list[hookstate.RunnerRecord]) -> str:
     """What a dead runner's chains, still in the kernel, do with packets."""
-    queues = [q for r in dead for q in r.get("queues", [])]
+    queues = [q for r in dead for q in r.queues]
     if not queues:
         return "; nothing of it is in the kernel"
-    closed = [q["function"] for q in queues if q.get("fail") == "closed"]
+    closed = [q.function for q in queues if q.fail == "closed"]
     if closed:
         return (f"; its fail-closed chains stay and drop what they queue ({', '.join(closed)})")
     return "; its fail-open chains stay and let packets pass unchecked"

@@ -30,7 +30,7 @@ import dataclasses
 import ipaddress
 from typing import Any, Callable, Iterable, Sequence
 
-from ..compile.sets import BAN_CHAIN, BAN_PRIORITY
+from ..compile.names import BAN_CHAIN, BAN_PRIORITY
 from ..errors import PacketError
 from ..model.rule import IFNAME_RE, Rule
 from ..model.sets import DEFAULT_SET
@@ -38,6 +38,7 @@ from ..model.ruleset import Ruleset
 from ..model.types import (
     CONNTRACK_PRIORITY, CT_STATES, HOOKS_BEFORE_CONNTRACK, HOOKS_WITH_IIF, HOOKS_WITH_OIF,
     ICMP_TYPES, ICMPV6_TYPES, ND_TYPES, PATHS, POLICY_PRIORITY, Action, Family, Hook, Proto,
+    point_order,
 )
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -331,7 +332,7 @@ def chains_at(ruleset: Ruleset, hook: Hook,
     if ruleset.policy(hook) is Action.DROP:
         chains.append(_Chain(POLICY_PRIORITY, "policy"))
     order = {"bans": -1, "rules": 0, "hook-function": 1, "policy": 2}
-    return sorted(chains, key=lambda c: (c.priority, order[c.kind]))
+    return sorted(chains, key=lambda c: (point_order(hook, c.priority), order[c.kind]))
 
 
 RunHook = Callable[[HookFunction, int], str]

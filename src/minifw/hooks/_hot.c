@@ -8,7 +8,8 @@
  * and their messages, datagrams of other shapes) is handed to the Python code, so both paths
  * behave the same. Burst.serve is the one place here that makes system calls (recvmmsg on the
  * queue socket, poll when it is empty, send of the verdicts): per burst, the Python code around those calls cost more
- * than the packets when bursts are short (TCP), so the whole cycle is C.
+ * than the packets when bursts are short (TCP), so the whole cycle is C. Its verdicts follow
+ * the one verdict-run state machine, minifw/netlink/verdicts.py (Burst below runs it in C).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -29,9 +30,22 @@ static PyObject *PAYLOAD_SPAN;  /* callable(data) -> (start, end), raising Packe
 static PyObject *PACKET_ERROR;
 static PyObject *BROKEN_EXT_MSG;
 static PyObject *STR_PARSE_OTHER, *STR_ADDR, *STR_PORT, *STR_PAYLOAD;
+/* the attributes of a VerdictRuns (minifw/netlink/verdicts.py) that Burst loads and stores */
+static PyObject *STR_VERDICT, *STR_MARK, *STR_LAST, *STR_OPEN, *STR_ERRORS, *STR_DROPPED,
+    *STR_OUT, *STR_QUEUE, *STR_ERROR_VERDICT;
 
-#define AFTER_PACKET_HDR 32
-#define NFQA_PAYLOAD 10
+/* The wire layout of a queued-packet datagram as the kernel writes it (one message, the packet
+ * header its first attribute). Defined once, in minifw/netlink/nfqueue.py (HOT_DEFINES, with
+ * these names); tests/unit/test_verdicts.py checks that these numbers are the same. */
+#define NFQ_PACKET_MSG_TYPE 0x0300  /* nlmsg_type: NFNL_SUBSYS_QUEUE << 8 | NFQNL_MSG_PACKET */
+#define NFQ_QUEUE_AT 18             /* nfgenmsg.res_id, big-endian */
+#define NFQ_FIRST_ATTR_AT 20        /* nla_len, nla_type of the first attribute */
+#define NFQ_PACKET_HDR_LEN 11       /* its nla_len when it is NFQA_PACKET_HDR */
+#define NFQ_PACKET_HDR 1            /* NFQA_PACKET_HDR */
+#define NFQ_PACKET_ID_AT 24         /* nfqnl_msg_packet_hdr.packet_id, big-endian */
+#define NFQ_AFTER_PACKET_HDR 32     /* the attribute after the packet header */
+#define NFQ_PAYLOAD 10              /* NFQA_PAYLOAD */
+#define NFQ_NLA_TYPE_MASK 0x3FFF    /* nla_type without NLA_F_NESTED, NLA_F_NET_BYTEORDER */
 
 typedef struct {
     PyObject_HEAD
@@ -55,14 +69,14 @@ has_ports(unsigned char proto)
 static int
 payload_span(const unsigned char *d, Py_ssize_t n, Py_ssize_t *start, Py_ssize_t *end)
 {
-    Py_ssize_t off = AFTER_PACKET_HDR;
+    Py_ssize_t off = NFQ_AFTER_PACKET_HDR;
     while (off + 4 <= n) {
         uint16_t len, kind;
         memcpy(&len, d + off, 2);
         memcpy(&kind, d + off + 2, 2);
         if (len < 4)
             return 1;
-        if ((kind & 0x3FFF) == NFQA_PAYLOAD) {
+        if ((kind & NFQ_NLA_TYPE_MASK) == NFQ_PAYLOAD) {
             if (off + len > n)
                 return 1;
             *start = off + 4;
@@ -326,8 +340,36 @@ static PyGetSetDef core_getset[] = {
     {NULL}
 };
 
+/* The packet over one whole queued-packet datagram (packet.py's from_datagram): nothing is read
+ * until a field is. Burst builds its packets with this too. */
+static PyObject *
+core_new(PyTypeObject *cls, PyObject *data, PyObject *env)
+{
+    PacketCore *pkt = (PacketCore *)cls->tp_alloc(cls, 0);
+    if (pkt == NULL)
+        return NULL;
+    Py_INCREF(data);
+    pkt->data = data;
+    Py_INCREF(env);
+    pkt->env = env;
+    return (PyObject *)pkt;
+}
+
+static PyObject *
+core_from_datagram(PyObject *cls, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "from_datagram(data, env) takes 2 arguments");
+        return NULL;
+    }
+    return core_new((PyTypeObject *)cls, args[0], args[1]);
+}
+
 static PyMethodDef core_methods[] = {
     {"_parse", (PyCFunction)py_parse, METH_NOARGS, "Parse the network and transport headers."},
+    {"from_datagram", (PyCFunction)(void (*)(void))core_from_datagram, METH_FASTCALL | METH_CLASS,
+     "from_datagram(data, env): the packet over one whole queued-packet datagram whose first "
+     "attribute is its packet header; data must not change while the packet is in use."},
     {NULL}
 };
 
@@ -346,26 +388,34 @@ static PyTypeObject PacketCoreType = {
 
 /* ---- one burst of datagrams, decided ------------------------------------------------------ */
 
+/* Burst is minifw/netlink/verdicts.py's VerdictRuns in C, for one queue without marks: the
+ * contract is documented once, there. It loads the state of the VerdictRuns it was given on
+ * entry (serve, decide) and stores it back before it returns, by any way out, so either side
+ * continues the other's open run; in between it decides and closes runs on its copy. */
 typedef struct {
     PyObject_HEAD
-    PyObject *fn, *env, *cls, *accept, *drop, *failed, *odd, *stop;
+    PyObject *runs, *fn, *env, *cls, *accept, *drop, *failed, *odd, *stop;
     PyObject *prefix[2];  /* batch verdict message but its last 4 bytes (the id): DROP, ACCEPT */
     uint16_t wire_queue;  /* the queue number as its big-endian bytes read in host order */
-    long run_v;           /* -1: none yet */
-    uint32_t run_last;    /* packet id as its big-endian bytes read in host order */
-    int has_last;         /* a run is open: packets up to run_last await verdict run_v */
-    Py_ssize_t seen, dropped;
-    char *pend;           /* verdict messages of closed runs, not sent yet */
+    long error_verdict;
+    /* the VerdictRuns state while C runs it (load_state, store_state) */
+    long verdict;         /* -1: none yet */
+    uint32_t last;        /* the last decided id as its big-endian bytes read in host order */
+    int has_last;         /* last is set */
+    int open;             /* the run ending at last has no message yet */
+    Py_ssize_t errors, dropped;  /* since the load: added to the VerdictRuns' on store */
+    Py_ssize_t seen;      /* packets given to the function */
+    char *pend;           /* verdict messages of closed runs, not sent yet (out) */
     Py_ssize_t pend_len, pend_cap;
 } Burst;
 
-/* Close the open run: append its batch verdict message to the pending ones. */
+/* VerdictRuns.close: the open run's batch verdict message goes to the pending ones. */
 static int
 close_run(Burst *self)
 {
-    if (!self->has_last)
+    if (!self->open)
         return 0;
-    PyObject *prefix = self->prefix[self->run_v ? 1 : 0];
+    PyObject *prefix = self->prefix[self->verdict ? 1 : 0];
     Py_ssize_t size = PyBytes_GET_SIZE(prefix) + 4;
     if (self->pend_len + size > self->pend_cap) {
         Py_ssize_t cap = (self->pend_cap ? self->pend_cap * 2 : 4096) + size;
@@ -378,43 +428,216 @@ close_run(Burst *self)
         self->pend_cap = cap;
     }
     memcpy(self->pend + self->pend_len, PyBytes_AS_STRING(prefix), size - 4);
-    memcpy(self->pend + self->pend_len + size - 4, &self->run_last, 4);  /* wire order */
+    memcpy(self->pend + self->pend_len + size - 4, &self->last, 4);  /* wire order */
     self->pend_len += size;
-    self->has_last = 0;
+    self->open = 0;
     return 0;
+}
+
+/* VerdictRuns.decide without a mark: verdict 0 (DROP), 1 (ACCEPT) or -1 (ERROR). */
+static int
+decide_one(Burst *self, uint32_t wire_id, long verdict)
+{
+    if (verdict < 0) {
+        verdict = self->error_verdict;
+        self->errors++;
+    }
+    if (!verdict)
+        self->dropped++;
+    if (self->open && verdict != self->verdict && close_run(self) < 0)
+        return -1;
+    self->verdict = verdict;
+    self->last = wire_id;
+    self->has_last = 1;
+    self->open = 1;
+    return 0;
+}
+
+static int
+load_state(Burst *self)
+{
+    PyObject *v = PyObject_GetAttr(self->runs, STR_VERDICT);
+    if (v == NULL)
+        return -1;
+    self->verdict = v == Py_None ? -1 : PyLong_AsLong(v);
+    Py_DECREF(v);
+    if (self->verdict == -1 && PyErr_Occurred())
+        return -1;
+    PyObject *open = PyObject_GetAttr(self->runs, STR_OPEN);
+    if (open == NULL)
+        return -1;
+    self->open = PyObject_IsTrue(open);
+    Py_DECREF(open);
+    if (self->open < 0)
+        return -1;
+    PyObject *mark = PyObject_GetAttr(self->runs, STR_MARK);
+    if (mark == NULL)
+        return -1;
+    Py_DECREF(mark);
+    if (self->open && mark != Py_None) {
+        PyErr_SetString(PyExc_ValueError, "Burst serves runs without marks");
+        return -1;
+    }
+    PyObject *last = PyObject_GetAttr(self->runs, STR_LAST);
+    if (last == NULL)
+        return -1;
+    self->has_last = last != Py_None;
+    if (self->has_last) {
+        unsigned long id = PyLong_AsUnsignedLong(last);
+        if (id == (unsigned long)-1 && PyErr_Occurred()) {
+            Py_DECREF(last);
+            return -1;
+        }
+        self->last = htonl((uint32_t)id);
+    }
+    Py_DECREF(last);
+    if (self->open && (!self->has_last || self->verdict < 0 || self->verdict > 1)) {
+        PyErr_SetString(PyExc_ValueError, "an open run needs a verdict and a last id");
+        return -1;
+    }
+    self->errors = self->dropped = 0;
+    return 0;
+}
+
+static int
+add_to(PyObject *runs, PyObject *name, Py_ssize_t n)
+{
+    if (n == 0)
+        return 0;
+    PyObject *old = PyObject_GetAttr(runs, name);
+    if (old == NULL)
+        return -1;
+    PyObject *delta = PyLong_FromSsize_t(n);
+    PyObject *sum = delta == NULL ? NULL : PyNumber_Add(old, delta);
+    Py_DECREF(old);
+    Py_XDECREF(delta);
+    if (sum == NULL)
+        return -1;
+    int r = PyObject_SetAttr(runs, name, sum);
+    Py_DECREF(sum);
+    return r;
+}
+
+static int
+set_steal(PyObject *runs, PyObject *name, PyObject *value)
+{
+    if (value == NULL)
+        return -1;
+    int r = PyObject_SetAttr(runs, name, value);
+    Py_DECREF(value);
+    return r;
+}
+
+static int
+store_inner(Burst *self)
+{
+    if (set_steal(self->runs, STR_VERDICT, self->verdict < 0 ? Py_NewRef(Py_None)
+                                                            : PyLong_FromLong(self->verdict)) < 0
+            || set_steal(self->runs, STR_MARK, Py_NewRef(Py_None)) < 0
+            || set_steal(self->runs, STR_LAST, self->has_last
+                         ? PyLong_FromUnsignedLong(ntohl(self->last)) : Py_NewRef(Py_None)) < 0
+            || set_steal(self->runs, STR_OPEN, PyBool_FromLong(self->open)) < 0)
+        return -1;
+    if (add_to(self->runs, STR_ERRORS, self->errors) < 0)
+        return -1;
+    self->errors = 0;
+    if (add_to(self->runs, STR_DROPPED, self->dropped) < 0)
+        return -1;
+    self->dropped = 0;
+    if (self->pend_len) {
+        PyObject *out = PyObject_GetAttr(self->runs, STR_OUT);
+        if (out == NULL)
+            return -1;
+        PyObject *msgs = PyBytes_FromStringAndSize(self->pend, self->pend_len);
+        int r = msgs == NULL ? -1 : PyList_Check(out) ? PyList_Append(out, msgs) : -1;
+        if (r < 0 && !PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "VerdictRuns.out must be a list");
+        Py_XDECREF(msgs);
+        Py_DECREF(out);
+        if (r < 0)
+            return -1;
+        self->pend_len = 0;
+    }
+    return 0;
+}
+
+/* Store the state back into the VerdictRuns. With an exception pending (a StopRunner), that
+ * one propagates whatever happens here. */
+static int
+store_state(Burst *self)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    int r = store_inner(self);
+    if (type != NULL) {
+        if (r < 0)
+            PyErr_Clear();
+        PyErr_Restore(type, value, tb);
+        return -1;
+    }
+    return r;
 }
 
 static int
 burst_init(Burst *self, PyObject *args, PyObject *kw)
 {
-    static char *names[] = {"fn", "env", "cls", "accept", "drop", "failed", "odd", "prefixes",
-                            "stop", "wire_queue", NULL};
-    PyObject *fn, *env, *cls, *accept, *drop, *failed, *odd, *stop, *p0, *p1;
-    unsigned short wq;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO!OOOO(SS)OH", names, &fn, &env, &PyType_Type,
-                                     &cls, &accept, &drop, &failed, &odd, &p0, &p1, &stop, &wq))
+    static char *names[] = {"runs", "fn", "env", "cls", "accept", "drop", "failed", "odd",
+                            "stop", NULL};
+    PyObject *runs, *fn, *env, *cls, *accept, *drop, *failed, *odd, *stop;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOO!OOOOO", names, &runs, &fn, &env,
+                                     &PyType_Type, &cls, &accept, &drop, &failed, &odd, &stop))
         return -1;
     if (!PyType_IsSubtype((PyTypeObject *)cls, &PacketCoreType)) {
         PyErr_SetString(PyExc_TypeError, "cls must be a PacketCore subclass");
         return -1;
     }
+    PyObject *q = PyObject_GetAttr(runs, STR_QUEUE);
+    if (q == NULL)
+        return -1;
+    long queue = PyLong_AsLong(q);
+    Py_DECREF(q);
+    if (queue == -1 && PyErr_Occurred())
+        return -1;
+    PyObject *ev = PyObject_GetAttr(runs, STR_ERROR_VERDICT);
+    if (ev == NULL)
+        return -1;
+    long error_verdict = PyLong_AsLong(ev);
+    Py_DECREF(ev);
+    if (error_verdict == -1 && PyErr_Occurred())
+        return -1;
+    if (queue < 0 || queue > 65535 || (error_verdict != 0 && error_verdict != 1)) {
+        PyErr_SetString(PyExc_ValueError, "a queue number, and a DROP or ACCEPT error verdict");
+        return -1;
+    }
+    PyObject *p[2];
+    for (int k = 0; k < 2; k++) {
+        p[k] = PyObject_CallMethod(runs, "prefix", "i", k);
+        if (p[k] == NULL || !PyBytes_Check(p[k])) {
+            if (p[k] != NULL)
+                PyErr_SetString(PyExc_TypeError, "VerdictRuns.prefix must return bytes");
+            Py_XDECREF(p[k]);
+            if (k)
+                Py_DECREF(p[0]);
+            return -1;
+        }
+    }
+    Py_XSETREF(self->prefix[0], p[0]);
+    Py_XSETREF(self->prefix[1], p[1]);
 #define KEEP(f) Py_INCREF(f); Py_XSETREF(self->f, f)
-    KEEP(fn); KEEP(env); KEEP(cls); KEEP(accept); KEEP(drop); KEEP(failed); KEEP(odd);
-    KEEP(stop);
+    KEEP(runs); KEEP(fn); KEEP(env); KEEP(cls); KEEP(accept); KEEP(drop); KEEP(failed);
+    KEEP(odd); KEEP(stop);
 #undef KEEP
-    Py_INCREF(p0);
-    Py_XSETREF(self->prefix[0], p0);
-    Py_INCREF(p1);
-    Py_XSETREF(self->prefix[1], p1);
-    self->wire_queue = wq;
-    self->run_v = -1;
-    self->has_last = 0;
+    self->wire_queue = htons((uint16_t)queue);
+    self->error_verdict = error_verdict;
+    self->verdict = -1;
+    self->has_last = self->open = 0;
     return 0;
 }
 
 static void
 burst_dealloc(Burst *self)
 {
+    Py_CLEAR(self->runs);
     Py_CLEAR(self->fn);
     Py_CLEAR(self->env);
     Py_CLEAR(self->cls);
@@ -433,17 +656,13 @@ burst_dealloc(Burst *self)
  * i * slot, its length is the uint32 at i * entry + len_at in lens (the mmsghdr array). Stops at
  * the first datagram that is not a plain queued packet of this queue (the runner's general path
  * takes that one) and returns its index; count when all were decided; -1 with an exception set
- * (a StopRunner from the hook, or an error in the Python callbacks). */
+ * (a StopRunner from the hook, or an error in the Python callbacks). The state must be loaded. */
 static Py_ssize_t
 decide_range(Burst *self, const char *buf, Py_ssize_t buflen, const char *lens,
              Py_ssize_t lenslen, Py_ssize_t start, Py_ssize_t count, Py_ssize_t slot,
              Py_ssize_t entry, Py_ssize_t len_at)
 {
     Py_ssize_t i;
-    if (self->fn == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "Burst.__init__ was not called");
-        return -1;
-    }
     if (start < 0 || count < 0 || slot <= 0 || entry <= 0 || len_at < 0
             || count > buflen / slot || len_at > lenslen - 4
             || (count > 0 && count - 1 > (lenslen - 4 - len_at) / entry)) {
@@ -456,30 +675,28 @@ decide_range(Burst *self, const char *buf, Py_ssize_t buflen, const char *lens,
         uint16_t kind, wq, alen, atype;
         const unsigned char *d = (const unsigned char *)buf + i * slot;
         memcpy(&n, lens + i * entry + len_at, 4);
-        if (n > (uint32_t)slot || n < 32)
+        if (n > (uint32_t)slot || n < NFQ_AFTER_PACKET_HDR)
             break;
         memcpy(&nl_len, d, 4);
         memcpy(&kind, d + 4, 2);
-        memcpy(&wq, d + 18, 2);
-        memcpy(&alen, d + 20, 2);
-        memcpy(&atype, d + 22, 2);
-        if (nl_len != n || kind != 0x0300 || alen != 11 || atype != 1 || wq != self->wire_queue)
+        memcpy(&wq, d + NFQ_QUEUE_AT, 2);
+        memcpy(&alen, d + NFQ_FIRST_ATTR_AT, 2);
+        memcpy(&atype, d + NFQ_FIRST_ATTR_AT + 2, 2);
+        if (nl_len != n || kind != NFQ_PACKET_MSG_TYPE || alen != NFQ_PACKET_HDR_LEN
+                || atype != NFQ_PACKET_HDR || wq != self->wire_queue)
             break;
-        memcpy(&wire_id, d + 24, 4);
+        memcpy(&wire_id, d + NFQ_PACKET_ID_AT, 4);
 
         PyObject *data = PyBytes_FromStringAndSize((const char *)d, n);
         if (data == NULL)
             return -1;
-        PacketCore *pkt = (PacketCore *)cls->tp_alloc(cls, 0);
-        if (pkt == NULL) {
-            Py_DECREF(data);
+        PyObject *pkt = core_new(cls, data, self->env);
+        Py_DECREF(data);
+        if (pkt == NULL)
             return -1;
-        }
-        pkt->data = data;
-        Py_INCREF(self->env);
-        pkt->env = self->env;
         self->seen++;
-        PyObject *v = PyObject_CallOneArg(self->fn, (PyObject *)pkt);
+        long verdict;
+        PyObject *v = PyObject_CallOneArg(self->fn, pkt);
         if (v == NULL) {
             if (PyErr_ExceptionMatches(self->stop)) {  /* SIGTERM/SIGINT: the runner stops */
                 Py_DECREF(pkt);
@@ -490,41 +707,37 @@ decide_range(Burst *self, const char *buf, Py_ssize_t buflen, const char *lens,
             PyErr_NormalizeException(&type, &value, &tb);
             if (tb != NULL)
                 PyException_SetTraceback(value, tb);
-            v = PyObject_CallOneArg(self->failed, value);
+            PyObject *r = PyObject_CallOneArg(self->failed, value);  /* reports it */
             Py_XDECREF(type);
             Py_XDECREF(value);
             Py_XDECREF(tb);
-            if (v == NULL) {
+            if (r == NULL) {
                 Py_DECREF(pkt);
                 return -1;
             }
-        }
-        long verdict;
-        if (v == self->accept)
-            verdict = 1;
-        else if (v == self->drop) {
-            verdict = 0;
-            self->dropped++;
+            Py_DECREF(r);
+            verdict = -1;
         }
         else {
-            PyObject *r = PyObject_CallFunctionObjArgs(self->odd, (PyObject *)pkt, v, NULL);
-            verdict = r == NULL ? -1 : PyLong_AsLong(r);
-            Py_XDECREF(r);
-            if (verdict == -1 && PyErr_Occurred()) {
-                Py_DECREF(v);
-                Py_DECREF(pkt);
-                return -1;
+            if (v == self->accept)
+                verdict = 1;
+            else if (v == self->drop)
+                verdict = 0;
+            else {  /* reports it */
+                PyObject *r = PyObject_CallFunctionObjArgs(self->odd, pkt, v, NULL);
+                if (r == NULL) {
+                    Py_DECREF(v);
+                    Py_DECREF(pkt);
+                    return -1;
+                }
+                Py_DECREF(r);
+                verdict = -1;
             }
+            Py_DECREF(v);
         }
-        Py_DECREF(v);
         Py_DECREF(pkt);
-        if (verdict != self->run_v) {
-            if (close_run(self) < 0)
-                return -1;
-            self->run_v = verdict;
-        }
-        self->run_last = wire_id;
-        self->has_last = 1;
+        if (decide_one(self, wire_id, verdict) < 0)
+            return -1;
     }
     return i;
 }
@@ -535,11 +748,20 @@ burst_decide(Burst *self, PyObject *args)
 {
     Py_buffer buf, lens;
     Py_ssize_t start, count, slot, entry, len_at;
+    if (self->runs == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Burst.__init__ was not called");
+        return NULL;
+    }
     if (!PyArg_ParseTuple(args, "y*y*nnnnn", &buf, &lens, &start, &count, &slot, &entry,
                           &len_at))
         return NULL;
-    Py_ssize_t i = decide_range(self, buf.buf, buf.len, lens.buf, lens.len, start, count, slot,
-                                entry, len_at);
+    Py_ssize_t i = -1;
+    if (load_state(self) == 0) {
+        i = decide_range(self, buf.buf, buf.len, lens.buf, lens.len, start, count, slot,
+                         entry, len_at);
+        if (store_state(self) < 0)
+            i = -1;
+    }
     PyBuffer_Release(&buf);
     PyBuffer_Release(&lens);
     return i < 0 ? NULL : PyLong_FromSsize_t(i);
@@ -574,11 +796,13 @@ wait_readable(int fd, int wake_fd)
 /* burst.serve(fd, mmsghdrs, slots, buf, lengths, slot_size, entry_size, len_at, wake_fd=-1)
  *
  * The serve loop: one recvmmsg (MSG_WAITFORONE | MSG_TRUNC) into the receiver's slots, decide
- * the burst, close the open run and send the pending verdicts in one send; again. Returns
- * (count, index) when datagram index of a burst of count is not a plain queued packet (its
- * verdicts so far are pending, its run open: pending() and run_v/run_last hand them over),
- * or -errno when recvmmsg fails (ENOBUFS: the runner grows the buffer). A failed send raises
- * OSError; a signal whose handler raises (StopRunner) ends it with that exception.
+ * the burst, close the open run and send the verdict messages in one send; again. Returns
+ * (count, index) when datagram index of a burst of count is not a plain queued packet (the
+ * VerdictRuns then holds the state: its messages not sent yet in out, its run open), or -errno
+ * when recvmmsg fails (ENOBUFS: the runner grows the buffer). A failed send raises OSError; a
+ * signal whose handler raises (StopRunner) ends it with that exception. The VerdictRuns' out
+ * must be empty when it is called (sent): the messages of this loop go out before anything
+ * added to it later.
  *
  * recvmmsg never blocks (MSG_DONTWAIT): when nothing is queued, poll waits on fd and wake_fd
  * together (see wait_readable), so a stop wakes the loop whenever it lands. Under load that
@@ -591,20 +815,34 @@ burst_serve(Burst *self, PyObject *args)
     unsigned int slots;
     Py_buffer buf, lens;
     Py_ssize_t slot, entry, len_at;
-    int wake_fd = -1;
+    int wake_fd = -1, loaded = 0;
     PyObject *result = NULL;
+    if (self->runs == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Burst.__init__ was not called");
+        return NULL;
+    }
     if (!PyArg_ParseTuple(args, "iKIy*w*nnn|i", &fd, &hdrs, &slots, &buf, &lens, &slot, &entry,
                           &len_at, &wake_fd))
         return NULL;
-    if (self->fn == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "Burst.__init__ was not called");
-        goto out;
-    }
     if (hdrs == 0 || slots == 0 || slots > 1024 || slot <= 0 || entry <= 0
-            || len_at < 0 || len_at > entry - 4 || (Py_ssize_t)slots > buf.len / slot || (Py_ssize_t)slots > lens.len / entry) {
+            || len_at < 0 || len_at > entry - 4 || (Py_ssize_t)slots > buf.len / slot
+            || (Py_ssize_t)slots > lens.len / entry) {
         PyErr_SetString(PyExc_ValueError, "the receiver's buffers do not match its slots");
         goto out;
     }
+    PyObject *pending = PyObject_GetAttr(self->runs, STR_OUT);
+    if (pending == NULL)
+        goto out;
+    Py_ssize_t waiting = PyObject_Length(pending);
+    Py_DECREF(pending);
+    if (waiting != 0) {
+        if (waiting > 0)
+            PyErr_SetString(PyExc_ValueError, "the VerdictRuns has messages not sent yet");
+        goto out;
+    }
+    if (load_state(self) < 0)
+        goto out;
+    loaded = 1;
     if (PyErr_CheckSignals() < 0)  /* one that came before this call */
         goto out;
     for (;;) {
@@ -653,92 +891,15 @@ burst_serve(Burst *self, PyObject *args)
             goto out;
     }
 out:
+    if (loaded && store_state(self) < 0)
+        Py_CLEAR(result);
     PyBuffer_Release(&buf);
     PyBuffer_Release(&lens);
     return result;
 }
 
-/* burst.pending(out=None) -> bytes: the verdict messages of closed runs, not sent yet (then
- * none). With a list, appended to it instead (if any), in this one call: a signal's handler
- * cannot run between taking them and keeping them. */
-static PyObject *
-burst_pending(Burst *self, PyObject *args)
-{
-    PyObject *into = NULL;
-    if (!PyArg_ParseTuple(args, "|O!", &PyList_Type, &into))
-        return NULL;
-    if (into != NULL && self->pend_len == 0)
-        Py_RETURN_NONE;
-    PyObject *out = PyBytes_FromStringAndSize(self->pend, self->pend_len);
-    if (out == NULL)
-        return NULL;
-    if (into != NULL) {
-        int r = PyList_Append(into, out);
-        Py_DECREF(out);
-        if (r < 0)
-            return NULL;
-        self->pend_len = 0;
-        Py_RETURN_NONE;
-    }
-    self->pend_len = 0;
-    return out;
-}
-
-static PyObject *
-get_run_v(Burst *self, void *c)
-{
-    if (self->run_v < 0)
-        Py_RETURN_NONE;
-    return PyLong_FromLong(self->run_v);
-}
-
-static int
-set_run_v(Burst *self, PyObject *value, void *c)
-{
-    if (value == NULL || value == Py_None) {
-        self->run_v = -1;
-        return 0;
-    }
-    long v = PyLong_AsLong(value);
-    if (v == -1 && PyErr_Occurred())
-        return -1;
-    self->run_v = v;
-    return 0;
-}
-
-static PyObject *
-get_run_last(Burst *self, void *c)
-{
-    if (!self->has_last)
-        Py_RETURN_NONE;
-    return PyLong_FromUnsignedLong(self->run_last);
-}
-
-static int
-set_run_last(Burst *self, PyObject *value, void *c)
-{
-    if (value == NULL || value == Py_None) {
-        self->has_last = 0;
-        return 0;
-    }
-    unsigned long v = PyLong_AsUnsignedLong(value);
-    if (v == (unsigned long)-1 && PyErr_Occurred())
-        return -1;
-    self->run_last = (uint32_t)v;
-    self->has_last = 1;
-    return 0;
-}
-
-static PyGetSetDef burst_getset[] = {
-    {"run_v", (getter)get_run_v, (setter)set_run_v, "The last run's verdict, or None.", NULL},
-    {"run_last", (getter)get_run_last, (setter)set_run_last,
-     "The open run's last packet id as read in host order, or None (no open run).", NULL},
-    {NULL}
-};
-
 static PyMemberDef burst_members[] = {
     {"seen", T_PYSSIZET, offsetof(Burst, seen), 0, "Packets given to the function."},
-    {"dropped", T_PYSSIZET, offsetof(Burst, dropped), 0, "Packets it dropped."},
     {NULL}
 };
 
@@ -747,8 +908,6 @@ static PyMethodDef burst_methods[] = {
      "decide(buf, lengths, start, count, slot_size, entry_size, len_at) -> index"},
     {"serve", (PyCFunction)burst_serve, METH_VARARGS,
      "serve(fd, mmsghdrs, slots, buf, lengths, slot_size, entry_size, len_at, wake_fd=-1)"},
-    {"pending", (PyCFunction)burst_pending, METH_VARARGS,
-     "pending(out=None): the verdict messages of closed runs not sent yet (appended to out)."},
     {NULL}
 };
 
@@ -758,10 +917,10 @@ static PyTypeObject BurstType = {
     .tp_basicsize = sizeof(Burst),
     .tp_dealloc = (destructor)burst_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "One hook function's per-packet loop over received bursts.",
+    .tp_doc = "Burst(runs, fn, env, cls, accept, drop, failed, odd, stop): one hook function's "
+              "per-packet loop over received bursts, answering through the VerdictRuns runs.",
     .tp_init = (initproc)burst_init,
     .tp_new = PyType_GenericNew,
-    .tp_getset = burst_getset,
     .tp_members = burst_members,
     .tp_methods = burst_methods,
 };
@@ -807,7 +966,18 @@ PyInit__hot(void)
     STR_ADDR = PyUnicode_InternFromString("_addr");
     STR_PORT = PyUnicode_InternFromString("_port");
     STR_PAYLOAD = PyUnicode_InternFromString("payload");
-    if (!STR_PARSE_OTHER || !STR_ADDR || !STR_PORT || !STR_PAYLOAD)
+    STR_VERDICT = PyUnicode_InternFromString("verdict");
+    STR_MARK = PyUnicode_InternFromString("mark");
+    STR_LAST = PyUnicode_InternFromString("last");
+    STR_OPEN = PyUnicode_InternFromString("open");
+    STR_ERRORS = PyUnicode_InternFromString("errors");
+    STR_DROPPED = PyUnicode_InternFromString("dropped");
+    STR_OUT = PyUnicode_InternFromString("out");
+    STR_QUEUE = PyUnicode_InternFromString("queue");
+    STR_ERROR_VERDICT = PyUnicode_InternFromString("error_verdict");
+    if (!STR_PARSE_OTHER || !STR_ADDR || !STR_PORT || !STR_PAYLOAD || !STR_VERDICT || !STR_MARK
+            || !STR_LAST || !STR_OPEN || !STR_ERRORS || !STR_DROPPED || !STR_OUT || !STR_QUEUE
+            || !STR_ERROR_VERDICT)
         return NULL;
     PyObject *m = PyModule_Create(&hot_module);
     if (m == NULL)

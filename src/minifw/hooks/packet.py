@@ -15,7 +15,11 @@ import struct
 from typing import Any, Callable
 
 from ..errors import PacketError
-from ..netlink.nfqueue import CT_STATE_NAMES, QueuedPacket, decode_packet
+from ..netlink.nfqueue import (
+    AFTER_PACKET_HDR, CT_STATE_NAMES, HOOK_AT, NLMSG_HDR, PACKET_ID_AT, Nfqa, QueuedPacket,
+    decode_packet,
+)
+from ..netlink.nlmsg import NLA_TYPE_MASK
 
 HOOK_NAMES = ("prerouting", "input", "forward", "output", "postrouting")
 PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
@@ -112,9 +116,7 @@ def _v6(raw: Any, at: int) -> IPv6:
     return addr
 
 
-# Where the attributes after the packet header start in a queued-packet datagram whose first
-# attribute is that header (the runner checks this before it hands such a datagram over).
-_AFTER_PACKET_HDR = 32
+_PAYLOAD = int(Nfqa.PAYLOAD)
 _NLA_HEAD = struct.Struct("=HH").unpack_from
 # Attribute layouts seen before, by datagram length: (unpacker of every attribute header from
 # the one after the packet header to the payload's, the values they had, payload start, end).
@@ -135,7 +137,7 @@ def _payload_span(data: Any) -> tuple[int, int]:
 
 def _learn_layout(data: Any, n: int) -> tuple[int, int]:
     """Walk the attributes (as _find_payload does) and remember the layout for this length."""
-    off = _AFTER_PACKET_HDR
+    off = AFTER_PACKET_HDR  # the datagram's first attribute is the packet header
     fmt = ["="]
     values: list[int] = []
     at = 0
@@ -146,7 +148,7 @@ def _learn_layout(data: Any, n: int) -> tuple[int, int]:
         fmt.append(f"{off - at}xHH" if off > at else "HH")
         values += (length, kind)
         at = off + 4
-        if kind & 0x3FFF == 10:  # NFQA_PAYLOAD, the last attribute the kernel writes
+        if kind & NLA_TYPE_MASK == _PAYLOAD:  # the last attribute the kernel writes
             if off + length > n:
                 raise PacketError("the payload attribute of a queued packet runs past the end "
                                   "of its message.")
@@ -174,6 +176,19 @@ class PureCore:
     """The fields hooks read most, in pure Python (the C core in ``_hot`` does the same)."""
 
     __slots__ = ("_q", "_data", "_buf", "_p", "_e", "_l3", "_l4", "_proto", "_h", "_env")
+
+    @classmethod
+    def from_datagram(cls, data: Any, env: tuple) -> Any:
+        """A packet over one whole queued-packet datagram (netlink header included) whose first
+        attribute is a valid NFQA_PACKET_HDR, as the runner's serve loops build them (the C
+        core has the same constructor). Nothing is read until a field is: ``data`` must not
+        change while the packet is in use. ``env`` comes from ``environment()``."""
+        pkt = _new(cls)
+        pkt._q = None
+        pkt._data = data
+        pkt._l3 = None
+        pkt._env = env
+        return pkt
 
     def _parse(self) -> None:
         q = self._q
@@ -262,8 +277,9 @@ class PacketMethods:
     """One queued packet. Fields: version, src, dst, proto, sport, dport, icmp_type, length,
     iif, oif, hook, mark, ct_state, payload, raw; and ``log(msg)``.
 
-    Built either from a decoded QueuedPacket (``Packet(queued, ...)``) or, by the runner's hot
-    path, straight from a datagram (``from_datagram``): then even the netlink attributes are
+    Built either from a decoded QueuedPacket (``Packet(queued, ...)``) or, by the runner's
+    serve loops, straight from a datagram (``Packet.from_datagram(data, env)``, the core's
+    constructor): then even the netlink attributes are
     only walked when a field needs them. Headers are read in place (``_buf[_p:_e]`` is the
     packet from its network header on); nothing is copied until ``raw`` or ``payload``.
     """
@@ -280,39 +296,28 @@ class PacketMethods:
     @staticmethod
     def environment(ifname: Callable[[int], str | None] | None,
                     logger: Callable[[str], None] | None, full_copy: bool) -> tuple:
-        """What ``from_datagram`` takes as ``env``; build it once per queue."""
+        """What ``from_datagram`` (the core's constructor) takes as ``env``; build it once per
+        queue."""
         return (ifname, logger, full_copy)
-
-    @classmethod
-    def from_datagram(cls, data: bytes | bytearray, env: tuple) -> "Packet":
-        """A packet over one whole queued-packet datagram (netlink header included) whose first
-        attribute is a valid NFQA_PACKET_HDR. The runner inlines this; it is here for tests.
-        The packet reads ``data`` in place: it must not change while the packet is in use."""
-        pkt = cls.__new__(cls)
-        pkt._q = None
-        pkt._data = data
-        pkt._l3 = None
-        pkt._env = env
-        return pkt
 
     def _queued(self) -> QueuedPacket:
         q = self._q
         if q is None:
             data = self._data
             assert data is not None
-            q = self._q = decode_packet(data, 16, len(data))
+            q = self._q = decode_packet(data, NLMSG_HDR.size, len(data))
         return q
 
     # ---- metadata from the queue message (no parsing) ------------------------------------
     @property
     def id(self) -> int:
         if self._q is None:
-            return _U32(self._data, 24)[0]
+            return _U32(self._data, PACKET_ID_AT)[0]
         return self._q.id
 
     @property
     def hook(self) -> str:
-        h = self._data[30] if self._q is None else self._q.hook
+        h = self._data[HOOK_AT] if self._q is None else self._q.hook
         return HOOK_NAMES[h] if 0 <= h < 5 else str(h)
 
     @property

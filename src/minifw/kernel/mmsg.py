@@ -44,7 +44,6 @@ class _Mmsghdr(ctypes.Structure):
     _fields_ = [("msg_hdr", _Msghdr), ("msg_len", ctypes.c_uint)]
 
 
-_FLAGS_AT = _Msghdr.msg_flags.offset
 _LEN_AT = _Mmsghdr.msg_len.offset
 _ENTRY = ctypes.sizeof(_Mmsghdr)
 

@@ -11,7 +11,7 @@ import socket
 
 from ..errors import KernelError, UnsupportedError
 from ..netlink.nfqueue import (
-    DEFAULT_MAXLEN, Ack, CfgFlag, CopyMode, NfqueueCodec, QueuedPacket, Refused,
+    DEFAULT_MAXLEN, Ack, CfgFlag, CopyMode, NfqueueCodec, Refused,
 )
 from . import mmsg
 from .nfnl import open_socket, set_rcvbuf
@@ -29,7 +29,6 @@ class QueueSocket:
         self.rcvbuf = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         self.enobufs = 0
         self.queues: list[int] = []
-        self.backlog: list[QueuedPacket] = []
 
     def close(self) -> None:
         for q in list(self.queues):
@@ -57,8 +56,8 @@ class QueueSocket:
                             errno_mod.EOPNOTSUPP, errno_mod.ENOENT) else KernelError
                         raise _Refusal(ev.errno, cls(
                             f"the kernel refused to {ev.request}: {os.strerror(ev.errno)}."))
-                    else:
-                        self.backlog.append(ev)
+                    # a packet queued meanwhile is left to the serve loop: the next batch
+                    # verdict of its queue answers it
         except TimeoutError as exc:
             raise KernelError("the kernel did not answer a queue configuration request") from exc
         except OSError as exc:

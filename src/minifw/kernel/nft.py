@@ -43,7 +43,10 @@ def handle():
 
 def run(document: dict[str, Any]) -> None:
     """Apply a JSON command document as ONE transaction; raise KernelError if refused."""
-    rc, _, err = _nft().json_cmd(document)
+    try:
+        rc, _, err = _nft().json_cmd(document)
+    except ValueError as exc:  # the binding parses libnftables' answer as JSON
+        raise KernelError(f"libnftables gave an answer that is not JSON: {exc}") from exc
     if rc != 0:
         raise _kernel_error(err)
 
@@ -59,7 +62,11 @@ def query(command: str, *, terse: bool = True) -> dict[str, Any]:
             nft.set_terse_output(False)
     if rc != 0:
         raise _kernel_error(err)
-    return json.loads(out) if out.strip() else {"nftables": []}
+    try:
+        return json.loads(out) if out.strip() else {"nftables": []}
+    except ValueError as exc:
+        raise KernelError(f"libnftables listed '{command}' in a form that is not JSON: "
+                          f"{exc}") from exc
 
 
 def table_exists(family: str, name: str) -> bool:
@@ -72,6 +79,12 @@ def table_exists(family: str, name: str) -> bool:
 
 def items(listing: dict[str, Any], kind: str) -> list[dict[str, Any]]:
     return [obj[kind] for obj in listing.get("nftables", []) if kind in obj]
+
+
+def refused(err: str) -> KernelError:
+    """The KernelError of a refused transaction whose libnftables error text is ``err`` (the
+    fake kernel raises the same)."""
+    return _kernel_error(err)
 
 
 def _kernel_error(err: str) -> KernelError:

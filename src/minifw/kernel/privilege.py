@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 CAP_NET_ADMIN = 12  # linux/capability.h
-NEED_ROOT = "minifw needs root (CAP_NET_ADMIN)"
 
 
 def has_net_admin(proc_status: str) -> bool:

@@ -1,18 +1,23 @@
-"""Reads of the live ``inet minifw`` table. Terse listings only: set elements are never pulled.
+"""What the application reads from the live ``inet minifw`` table, derived from terse listings.
 
-nft 1.0.6 fetches every set element for ``list table``, ``list tables`` and ``list chain`` even
-in terse mode (33 s and 645 MB with 1M elements). Only ``list ruleset`` (terse), ``list chains``
-and ``list sets`` (terse) stay fast, so every read here goes through ``listing()``.
+Terse listings only: set elements are never pulled. nft 1.0.6 fetches every set element for
+``list table``, ``list tables`` and ``list chain`` even in terse mode (33 s and 645 MB with 1M
+elements). Only ``list ruleset`` (terse), ``list chains`` and ``list sets`` (terse) stay fast, so
+the kernel seam (``seam.Kernel``) reads ``list ruleset`` once per question and derives the answer
+here. These functions do no I/O, so the real kernel and the fake share them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from ..compile import sets as ksets
+from ..compile import names
 from ..compile.sets import FAMILY, TABLE
 from ..errors import KernelError
-from . import nft
+
+Listing = dict[str, Any]  # libnftables JSON: {"nftables": [{"table": {...}}, {"chain": ...}]}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,46 +28,45 @@ class LiveRule:
     bytes: int
 
 
-def listing() -> dict:
-    """The terse listing of every table, trimmed to ``inet minifw``."""
-    everything = nft.query("list ruleset")
-    mine = [obj for obj in everything.get("nftables", [])
-            if any(isinstance(v, dict) and v.get("family") == FAMILY
-                   and v.get("table", v.get("name")) == TABLE for v in obj.values())]
-    return {"nftables": mine}
+def items(listing: Listing, kind: str) -> list[dict[str, Any]]:
+    return [obj[kind] for obj in listing.get("nftables", []) if kind in obj]
 
 
-def exists() -> bool:
-    return bool(nft.items(listing(), "table"))
+def mine(everything: Listing) -> Listing:
+    """A listing of every table, trimmed to ``inet minifw``."""
+    return {"nftables": [obj for obj in everything.get("nftables", [])
+                         if any(isinstance(v, dict) and v.get("family") == FAMILY
+                                and v.get("table", v.get("name")) == TABLE
+                                for v in obj.values())]}
 
 
-def objects() -> tuple[list[str], list[str]]:
+def exists(found: Listing) -> bool:
+    return bool(items(found, "table"))
+
+
+def objects(found: Listing) -> tuple[list[str], list[str]]:
     """Names of the chains and limit objects in the table (empty if there is no table)."""
-    found = listing()
-    return ([c["name"] for c in nft.items(found, "chain")],
-            [lim["name"] for lim in nft.items(found, "limit")])
+    return ([c["name"] for c in items(found, "chain")],
+            [lim["name"] for lim in items(found, "limit")])
 
 
-def declarative_layout() -> dict[str, list[str | None]]:
+def declarative_layout(found: Listing) -> dict[str, list[str | None]]:
     """Each declarative chain of the live table with its rules' comments, in kernel order."""
-    from ..compile.nft import is_declarative_chain  # lazy: it loads the rule model
-    found = listing()
-    layout: dict[str, list[str | None]] = {c["name"]: [] for c in nft.items(found, "chain")
-                                           if is_declarative_chain(c["name"])}
-    for rule in nft.items(found, "rule"):
+    layout: dict[str, list[str | None]] = {c["name"]: [] for c in items(found, "chain")
+                                           if names.is_declarative(c["name"])}
+    for rule in items(found, "rule"):
         if rule.get("chain") in layout:
             layout[rule["chain"]].append(rule.get("comment"))
     return layout
 
 
-def chain_rules(chain: str) -> list[LiveRule]:
+def chain_rules(found: Listing, chain: str) -> list[LiveRule]:
     """The rules of one chain in kernel order, with handles and summed-up counters."""
     from ..compile.nft import rule_id_of_comment  # lazy: it loads the rule model
-    found = listing()
-    if not any(c["name"] == chain for c in nft.items(found, "chain")):
+    if not any(c["name"] == chain for c in items(found, "chain")):
         raise KernelError(f"chain {chain} is not in table {FAMILY} {TABLE}")
     out = []
-    for rule in nft.items(found, "rule"):
+    for rule in items(found, "rule"):
         if rule.get("chain") != chain:
             continue
         packets = byte_count = 0
@@ -76,16 +80,14 @@ def chain_rules(chain: str) -> list[LiveRule]:
     return out
 
 
-def base_chains() -> list[dict]:
-    """Every base chain of every table in this namespace: family, table, name, hook, prio."""
-    found = nft.query("list chains")
-    return [c for c in nft.items(found, "chain") if "hook" in c]
+def base_chains(chains: Listing) -> list[dict]:
+    """Every base chain of a ``list chains`` listing: family, table, name, hook, prio."""
+    return [c for c in items(chains, "chain") if "hook" in c]
 
 
-def kernel_objects() -> tuple[set[str], set[str], frozenset[ksets.Kind] | None]:
+def kernel_objects(found: Listing) -> tuple[set[str], set[str], frozenset[ksets.Kind] | None]:
     """Names of the sets and chains in ``inet minifw`` and the lookups of the live ban chains
     (None: missing or laid out otherwise), from one terse listing (no set elements)."""
-    found = listing()
-    chains = {c["name"] for c in nft.items(found, "chain")}
-    return ({s["name"] for s in nft.items(found, "set")}, chains,
-            ksets.live_ban_lookups(chains, nft.items(found, "rule")))
+    chains = {c["name"] for c in items(found, "chain")}
+    return ({s["name"] for s in items(found, "set")}, chains,
+            ksets.live_ban_lookups(chains, items(found, "rule")))

@@ -8,7 +8,7 @@ from typing import Any, Iterator
 from ..errors import RuleError
 from .rule import Rule
 from .sets import DEFAULT_SET, SetDef, SetError, SetRef
-from .types import Action, Hook
+from .types import Action, Hook, point_order
 
 POLICY_KEYS = tuple(h.value for h in Hook) + ("stateful",)
 
@@ -64,8 +64,7 @@ class Ruleset:
         groups: dict[tuple[Hook, int], list[Rule]] = {}
         for rule in self.rules:
             groups.setdefault((rule.hook, rule.priority), []).append(rule)
-        hook_order = list(Hook)
-        return sorted(groups.items(), key=lambda kv: (hook_order.index(kv[0][0]), kv[0][1]))
+        return sorted(groups.items(), key=lambda kv: point_order(*kv[0]))
 
     def ordered(self) -> Iterator[Rule]:
         for _, rules in self.chains():
@@ -88,12 +87,6 @@ class Ruleset:
 
     def without(self, rule_id: str) -> "Ruleset":
         return dataclasses.replace(self, rules=tuple(r for r in self.rules if r.id != rule_id))
-
-    def chain_position(self, rule_id: str) -> int:
-        rule = self.get(rule_id)
-        assert rule is not None
-        peers = [r for r in self.rules if (r.hook, r.priority) == (rule.hook, rule.priority)]
-        return [r.id for r in peers].index(rule_id)
 
     # ---- TOML pair -----------------------------------------------------------------------
     @classmethod

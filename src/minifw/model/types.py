@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 
 
@@ -18,6 +19,34 @@ class Hook(str, enum.Enum):
     def mark_bit(self) -> int:
         """The packet-mark bit an accepting rule sets when this hook has a drop policy."""
         return MARK_BITS[self]
+
+
+HOOK_ORDER = {h.value: i for i, h in enumerate(Hook)}  # Netfilter's order, by name
+
+
+def point_order(hook: "Hook | str", priority: int | None) -> tuple[int, int]:
+    """The key that sorts base chains as the kernel runs them: by hook, then priority (a hook
+    minifw does not know, such as ingress, sorts last)."""
+    name = hook.value if isinstance(hook, Hook) else hook
+    return HOOK_ORDER.get(name, len(HOOK_ORDER)), priority or 0
+
+
+@dataclasses.dataclass(frozen=True)
+class HookPoint:
+    """Where a base chain sits: a hook and a priority. Sorts in the kernel's order."""
+
+    hook: Hook
+    priority: int
+
+    @property
+    def order(self) -> tuple[int, int]:
+        return point_order(self.hook, self.priority)
+
+    def __lt__(self, other: "HookPoint") -> bool:
+        return self.order < other.order
+
+    def __str__(self) -> str:
+        return f"{self.hook.value}/{self.priority}"
 
 
 # One bit per hook, kept in the high byte so common low-bit users (Docker, kube-proxy) are untouched.

@@ -17,8 +17,8 @@ import struct
 
 from ..errors import PacketError
 from .nlmsg import (
-    NLMSG_HDR, NfnlSubsys, NlmFlag, NlmsgType, attr, attr_be32, message, nfgen, nfnl_type,
-    parse_error,
+    NLA_TYPE_MASK, NLMSG_HDR, NfnlSubsys, NlmFlag, NlmsgType, attr, attr_be32, message, nfgen,
+    nfnl_type, parse_error,
 )
 
 
@@ -131,6 +131,31 @@ _CONFIG_TYPE = nfnl_type(NfnlSubsys.QUEUE, NfqnlMsg.CONFIG)
 _PKT_HDR = struct.Struct(">IHB")
 _VERDICT_HDR = struct.Struct(">II")
 _AF_UNSPEC = 0
+
+
+# ---- the wire layout the hot paths read in place -----------------------------------------------
+# A queued-packet datagram as the kernel writes it: ONE message, its first attribute the packet
+# header. The serve loops (daemon/runner.py), the packet (hooks/packet.py) and the C hot path
+# (hooks/_hot.c, as #defines of the names in HOT_DEFINES; tests/unit/test_verdicts.py checks
+# that they agree) read these offsets without walking the message.
+PACKET_MSG_TYPE = _PACKET_TYPE                          # nlmsghdr.nlmsg_type (host order)
+QUEUE_AT = NLMSG_HDR.size + 2                           # nfgenmsg.res_id (big-endian)
+FIRST_ATTR_AT = NLMSG_HDR.size + 4                      # nla_len, nla_type (host order)
+PACKET_HDR_LEN = 4 + _PKT_HDR.size                      # nla_len of NFQA_PACKET_HDR
+PACKET_ID_AT = FIRST_ATTR_AT + 4                        # nfqnl_msg_packet_hdr.packet_id
+HOOK_AT = PACKET_ID_AT + 6                              # nfqnl_msg_packet_hdr.hook
+AFTER_PACKET_HDR = FIRST_ATTR_AT + ((PACKET_HDR_LEN + 3) & ~3)  # the next attribute
+# the plain shape, in one unpack: (length, type, first attribute's length and type)
+read_head = struct.Struct(f"=IH{FIRST_ATTR_AT - 6}xHH").unpack_from
+# then the queue and the packet id (true values)
+read_queue_and_id = struct.Struct(f">{QUEUE_AT}xH{PACKET_ID_AT - QUEUE_AT - 2}xI").unpack_from
+HOT_DEFINES = {
+    "NFQ_PACKET_MSG_TYPE": PACKET_MSG_TYPE, "NFQ_QUEUE_AT": QUEUE_AT,
+    "NFQ_FIRST_ATTR_AT": FIRST_ATTR_AT, "NFQ_PACKET_HDR_LEN": PACKET_HDR_LEN,
+    "NFQ_PACKET_HDR": int(Nfqa.PACKET_HDR), "NFQ_PACKET_ID_AT": PACKET_ID_AT,
+    "NFQ_AFTER_PACKET_HDR": AFTER_PACKET_HDR, "NFQ_PAYLOAD": int(Nfqa.PAYLOAD),
+    "NFQ_NLA_TYPE_MASK": NLA_TYPE_MASK,
+}
 
 
 # ---- events ------------------------------------------------------------------------------------
@@ -263,10 +288,6 @@ class NfqueueCodec:
         self._pending[self._seq] = what
         return self._seq
 
-    @property
-    def last_seq(self) -> int:
-        return self._seq
-
     def pending(self) -> dict[int, str]:
         """Requests still waiting for an acknowledgement, by sequence number."""
         return dict(self._pending)
@@ -300,10 +321,6 @@ class NfqueueCodec:
                             attr_be32(NfqaCfg.FLAGS, flags), attr_be32(NfqaCfg.MASK, mask))
 
     # -- verdicts (no ack: they are the hot path) --
-    def verdict(self, queue: int, packet_id: int, verdict: Verdict,
-                mark: int | None = None) -> bytes:
-        return self._verdict(_VERDICT_TYPE, queue, packet_id, verdict, mark)
-
     def verdict_batch(self, queue: int, last_id: int, verdict: Verdict,
                       mark: int | None = None) -> bytes:
         """One verdict for every packet of ``queue`` with an id up to ``last_id``."""
@@ -471,14 +488,39 @@ class VerdictWriter:
         return NfqueueCodec._verdict(_VERDICT_TYPE, queue, packet_id, Verdict(verdict), None)
 
 
-def _u32(value: memoryview, what: str) -> int:
-    if len(value) != 4:
-        raise PacketError(f"the {what} attribute of a queued packet has {len(value)} bytes; "
-                          "it needs 4.")
-    return int.from_bytes(value, "big")
+@dataclasses.dataclass(frozen=True)
+class VerdictMessage:
+    """A verdict message as the kernel reads it: a batch verdict answers every packet of
+    ``queue`` not answered yet whose id is not after ``packet_id``; a single one that packet."""
+
+    queue: int
+    batch: bool
+    verdict: int
+    packet_id: int
+    mark: int | None
+
+
+def decode_verdicts(data: bytes) -> list[VerdictMessage]:
+    """The verdict messages of a datagram we send (the inverse of VerdictWriter). PacketError
+    on anything else."""
+    out = []
+    for msg_type, _seq, start, end in split_datagram(data):
+        if msg_type not in (_BATCH_TYPE, _VERDICT_TYPE) or end - start < 4:
+            raise PacketError(f"netlink message type {msg_type:#x} is not a verdict.")
+        found, _ = _walk(data, start + 4, end)
+        at = found.get(Nfqa.VERDICT_HDR)
+        if at is None or _NLA(data, at)[0] != 4 + _VERDICT_HDR.size:
+            raise PacketError("a verdict message has no valid verdict header.")
+        verdict, packet_id = _VERDICT_HDR.unpack_from(data, at + 4)
+        mark = found.get(Nfqa.MARK)
+        out.append(VerdictMessage((data[start + 2] << 8) | data[start + 3],
+                                  msg_type == _BATCH_TYPE, verdict, packet_id,
+                                  None if mark is None else _BE32(data, mark + 4)[0]))
+    return out
 
 
 __all__ = ["NfqueueCodec", "QueuedPacket", "Ack", "Refused", "Event", "Verdict", "CopyMode",
            "CfgFlag", "CfgCmd", "Nfqa", "NfqaCfg", "NfqnlMsg", "NfHook", "CtInfo",
            "CT_STATE_NAMES", "HEADER_COPY_RANGE", "FULL_COPY_RANGE", "DEFAULT_MAXLEN",
-           "decode_packet", "split_datagram", "VerdictWriter", "NLMSG_HDR"]
+           "decode_packet", "split_datagram", "VerdictWriter", "NLMSG_HDR", "VerdictMessage",
+           "decode_verdicts"]

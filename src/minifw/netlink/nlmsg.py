@@ -14,7 +14,6 @@ from typing import Iterator
 from ..errors import PacketError
 
 NLMSG_HDR = struct.Struct("=IHHII")
-NFGEN_HDR = struct.Struct("=BBH")  # family, version, res_id (res_id is big-endian: packed apart)
 NLA_HDR = struct.Struct("=HH")
 NLA_F_NESTED = 0x8000
 NLA_F_NET_BYTEORDER = 0x4000
@@ -115,27 +114,6 @@ def split_messages(data: bytes | memoryview) -> Iterator[tuple[int, int, int, in
                               f"but {total - offset} are left.")
         yield msg_type, flags, seq, pid, view[offset + NLMSG_HDR.size:offset + length]
         offset += align4(length)
-
-
-def parse_attrs(body: memoryview, offset: int = 0) -> dict[int, memoryview]:
-    """Attributes of one level, by type (flags stripped). A later duplicate wins."""
-    out: dict[int, memoryview] = {}
-    total = len(body)
-    unpack = NLA_HDR.unpack_from
-    while offset + 4 <= total:
-        length, kind = unpack(body, offset)
-        if length < 4 or offset + length > total:
-            raise PacketError(f"a netlink attribute at offset {offset} claims {length} bytes, "
-                              f"but {total - offset} are left.")
-        out[kind & NLA_TYPE_MASK] = body[offset + 4:offset + length]
-        offset += (length + 3) & ~3
-    return out
-
-
-def be32(value: memoryview | bytes, what: str) -> int:
-    if len(value) < 4:
-        raise PacketError(f"the {what} attribute has {len(value)} bytes; it needs 4.")
-    return int.from_bytes(value[:4], "big")
 
 
 def parse_error(body: memoryview) -> tuple[int, int]:

@@ -30,6 +30,8 @@ from __future__ import annotations
 import bisect
 import contextlib
 import errno
+import functools
+import inspect
 import itertools
 import operator
 import os
@@ -39,7 +41,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, TextIO
 
-from ..errors import ConfigError, StateError
+from ..errors import NEED_ROOT, ConfigError, MinifwError, StateError
 from ..model.sets import normalise_element
 
 CONFIG, RUNTIME = 1, 2
@@ -145,6 +147,17 @@ class SetStore:
     def damaged(self, what: str) -> StateError:
         return StateError(f"the set record {self.path} is {what}; {RECOVER}")
 
+    def failed(self, exc: BaseException, doing: str = "cannot read") -> StateError:
+        """SQLite's or the file system's error, as minifw's: the one place that says it."""
+        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+            return self.damaged(f"unreadable ({exc})")
+        if isinstance(exc, sqlite3.Error):
+            return StateError(f"the set record {self.path} failed: {exc}")
+        why = getattr(exc, "strerror", None) or str(exc)
+        if getattr(exc, "errno", None) in (errno.EACCES, errno.EPERM):
+            why = f"{why}; {NEED_ROOT}"
+        return StateError(f"{doing} the set record {self.path}: {why}")
+
     def _check_file(self) -> bool:
         """True if sets.db exists and looks whole; False if it is missing; raises if damaged."""
         for extra in ("", "-wal", "-shm"):
@@ -159,9 +172,7 @@ class SetStore:
         except FileNotFoundError:
             return False
         except OSError as exc:
-            if exc.errno == errno.EACCES:
-                raise
-            raise StateError(f"cannot read the set record {self.path}: {exc.strerror}") from exc
+            raise self.failed(exc) from exc
         problem = header_problem(head, size)
         if problem:
             raise self.damaged(problem)
@@ -212,9 +223,7 @@ class SetStore:
             except sqlite3.DatabaseError as exc:
                 raise self.damaged(f"unreadable ({exc})") from exc
             except (OSError, sqlite3.Error) as exc:
-                if isinstance(exc, PermissionError):
-                    raise
-                raise StateError(f"cannot open the set record {self.path}: {exc}") from exc
+                raise self.failed(exc, "cannot open") from exc
             self._db = db
         return self._db
 
@@ -222,16 +231,25 @@ class SetStore:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """Commit only if the block (including its kernel change) succeeds."""
         db = self.db
-        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self.failed(exc) from exc
         try:
             yield db
         except BaseException:
-            db.execute("ROLLBACK")
+            # the block's own error is the one to tell; a rollback that fails as well (the
+            # file went bad meanwhile) leaves the transaction to SQLite's own recovery
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
-        # Fold the change into the database file now: a -wal file damaged later then loses
-        # nothing (SQLite ignores a write-ahead log whose checksums do not match).
-        db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        try:
+            db.execute("COMMIT")
+            # Fold the change into the database file now: a -wal file damaged later then
+            # loses nothing (SQLite ignores a write-ahead log whose checksums do not match).
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as exc:
+            raise self.failed(exc) from exc
 
     # ---- reads -------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -618,6 +636,38 @@ class SetStore:
             self._db.close()
             self._db = None
 
+
+def _mapped(fn):
+    """``fn`` (a SetStore method) with SQLite's and the file system's errors said as minifw's."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def rows(self: SetStore, *args, **kwargs):
+            try:
+                yield from fn(self, *args, **kwargs)
+            except MinifwError:
+                raise
+            except (sqlite3.Error, OSError) as exc:
+                raise self.failed(exc) from exc
+        return rows
+
+    @functools.wraps(fn)
+    def wrapper(self: SetStore, *args, **kwargs):
+        try:
+            return fn(self, *args, **kwargs)
+        except MinifwError:
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            raise self.failed(exc) from exc
+    return wrapper
+
+
+# Every way into the record: SQLite's errors never leave it (the SQLite edge).
+for _name in ("names", "exists", "default_timeout", "counts", "kinds", "get", "blocks",
+              "block_keys", "cidrs", "page", "live", "config_with_expiry", "config_elements",
+              "declare", "retally", "put", "put_sorted", "import_keys", "drop_origin", "flush",
+              "forget", "compact", "rebuild"):
+    setattr(SetStore, _name, _mapped(getattr(SetStore, _name)))
+del _name
 
 # ---- the import parser: inet_pton fast path, ipaddress only for CIDRs and failures -----------
 

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ..errors import StateError
+from ..errors import NEED_ROOT, StateError
 
 DEFAULT_STATE_DIR = "/var/lib/minifw"
 DEFAULT_CONFIG = "/etc/minifw/minifw.toml"
@@ -74,7 +74,7 @@ class Store:
         try:
             self.dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         except OSError as exc:
-            raise StateError(f"cannot create state directory {self.dir}: {exc.strerror}") from exc
+            raise _state_file_error(exc, self.dir, "create state directory", "") from exc
 
     def _read(self, path: Path) -> State | None:
         try:
@@ -84,8 +84,10 @@ class Store:
         except IsADirectoryError:
             raise StateError(f"{path} is a directory, not minifw's state file; move it away and "
                              f"{REDERIVE}") from None
-        except (OSError, ValueError) as exc:
-            why = exc.strerror if isinstance(exc, OSError) else f"it is not JSON ({exc})"
+        except PermissionError as exc:
+            raise StateError(f"cannot read {path}: {exc.strerror}; {NEED_ROOT}") from exc
+        except (OSError, ValueError, RecursionError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else f"it is not JSON ({_why(exc)})"
             raise StateError(f"cannot read {path}: {why}; {REDERIVE}") from None
         try:
             return state_from_json(data)
@@ -123,9 +125,12 @@ class Store:
         except IsADirectoryError:
             raise StateError(f"{self.intent_file} is a directory, not minifw's (it holds no "
                              "state); move it away") from None
-        except (OSError, ValueError) as exc:
+        except PermissionError as exc:
+            raise StateError(f"cannot read {self.intent_file}: {exc.strerror}; "
+                             f"{NEED_ROOT}") from exc
+        except (OSError, ValueError, RecursionError) as exc:
             raise StateError(f"{self.intent_file} (a ruleset change in flight) is damaged: "
-                             f"{exc}; {REDERIVE}") from None
+                             f"{_why(exc)}; {REDERIVE}") from None
         try:
             if not isinstance(data, dict) or data.get("op") not in ("load", "edit", "down") \
                     or not (data.get("config_text") is None
@@ -144,6 +149,8 @@ class Store:
         except IsADirectoryError:
             raise StateError(f"{self.intent_file} is a directory, not minifw's (it holds no "
                              "state); move it away") from None
+        except OSError as exc:
+            raise _state_file_error(exc, self.intent_file, "remove", "") from exc
 
     def commit(self, state: State) -> None:
         """The kernel took the change: state.json says so, and the intent goes."""
@@ -159,15 +166,16 @@ class Store:
         try:
             fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
         except OSError as exc:
-            if exc.errno == errno.EACCES:
-                raise  # the CLI says minifw needs root
             raise _state_file_error(exc, self.lock_file, "open the lock file",
                                     "not minifw's lock file (it holds no state); remove that "
                                     "directory") from exc
         try:
-            self._acquire(fd)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            try:
+                self._acquire(fd)
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            except OSError as exc:
+                raise _state_file_error(exc, self.lock_file, "take the lock", "") from exc
             try:
                 yield
             finally:
@@ -200,20 +208,25 @@ def _dumps(state: State) -> str:
 
 def _replace(path: Path, text: str) -> None:
     try:
-        write_atomic(path, text)
+        _write_atomic(path, text)
     except OSError as exc:
-        if exc.errno == errno.EACCES:
-            raise  # the CLI says minifw needs root
         raise _state_file_error(exc, path, "write",
                                 "not minifw's; move it away and run the command again") from exc
 
 
 def _state_file_error(exc: OSError, path: Path, doing: str, if_directory: str) -> StateError:
-    """A state file's OSError, said for the operator: a directory in the file's place, or the
-    system's reason."""
-    if isinstance(exc, IsADirectoryError):
+    """A state file's OSError, said for the operator: a directory in the file's place, a lack
+    of privilege, or the system's reason."""
+    if isinstance(exc, IsADirectoryError) and if_directory:
         return StateError(f"{path} is a directory, {if_directory}")
-    return StateError(f"cannot {doing} {path}: {exc.strerror}")
+    why = exc.strerror or str(exc)
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return StateError(f"cannot {doing} {path}: {why}; {NEED_ROOT}")
+    return StateError(f"cannot {doing} {path}: {why}")
+
+
+def _why(exc: BaseException) -> str:
+    return "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
 
 
 def _temporary_beside(path: Path) -> tuple[int, str]:
@@ -231,7 +244,16 @@ def _temporary_beside(path: Path) -> tuple[int, str]:
 
 
 def write_atomic(path: Path, text: str | bytes) -> None:
-    """Write through a temporary file and rename, so readers never see half a file."""
+    """Write through a temporary file and rename, so readers never see half a file. A failure
+    is a StateError naming the file."""
+    try:
+        _write_atomic(path, text)
+    except OSError as exc:
+        raise _state_file_error(exc, Path(path), "write",
+                                "not a file minifw may replace; move it away") from exc
+
+
+def _write_atomic(path: Path, text: str | bytes) -> None:
     path = Path(path)
     fd, tmp = _temporary_beside(path)
     try:

@@ -1,0 +1,259 @@
+"""The public Python API: ``Firewall``, one instance of minifw (one state directory).
+
+    from minifw import Firewall
+    fw = Firewall(state_dir="/var/lib/minifw")
+    fw.up("/etc/minifw/minifw.toml")
+    fw.ban("198.18.7.7", timeout="10m")
+    print(fw.status().loaded)
+
+Every method returns a typed, frozen result (``minifw.app.results``) whose ``to_json()`` is
+what the CLI's ``--json`` prints, and raises only ``minifw.errors.MinifwError`` and its
+subclasses. The CLI is a thin layer over this class. Operations that touch the kernel need
+root (CAP_NET_ADMIN) in the network namespace they run in; ``check`` and ``explain(config=...)``
+read files only. The operation modules load on first use, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, TypeVar
+
+from .errors import MinifwError, StateError
+
+if TYPE_CHECKING:
+    from .app.results import (
+        Banned, CaptureSummary, Checked, Explained, Flushed, Imported, Loaded, Recovered,
+        RuleAdded, RuleDeleted, RuleListing, SetPage, SetSummary, Status, Unbanned, Unloaded,
+    )
+    from .app.rules import Service
+    from .app.sets import SetService
+
+__all__ = ["Firewall"]
+
+T = TypeVar("T")
+PROBE_KEYS = ("proto", "src", "dst", "sport", "dport", "iif", "oif", "path", "state",
+              "icmp_type")
+
+
+def _foreign(exc: BaseException) -> MinifwError | None:
+    """A foreign error that escaped the edges, as one of the tree (None: a bug, left as is)."""
+    if isinstance(exc, OSError):
+        from .errors import NEED_ROOT
+        what = exc.strerror or str(exc) or type(exc).__name__
+        if exc.filename is not None:
+            what = f"{exc.filename}: {what}"
+        return StateError(f"{what}; {NEED_ROOT}" if isinstance(exc, PermissionError) else what)
+    sqlite3 = sys.modules.get("sqlite3")  # not imported: the error cannot be one of its own
+    if sqlite3 is not None and isinstance(exc, sqlite3.Error):
+        return StateError(f"the set record failed: {exc}")
+    if isinstance(exc, RecursionError):
+        return MinifwError("the input is nested too deeply")
+    if isinstance(exc, UnicodeError):
+        return MinifwError(f"the input is not valid text: {exc}")
+    return None
+
+
+def _in_tree(fn: Callable[..., T]) -> Callable[..., T]:
+    """Raise only from minifw's exception tree: wrap what slipped past an edge."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except MinifwError:
+            raise
+        except Exception as exc:
+            mapped = _foreign(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+    return wrapper
+
+
+def _duration(timeout: str | int | None) -> str | None:
+    """Seconds (an int) or a duration text such as ``"10m"``."""
+    if isinstance(timeout, int) and not isinstance(timeout, bool):
+        return f"{timeout}s"
+    return timeout
+
+
+def _elements(elements: str | Iterable[str]) -> list[str]:
+    return [elements] if isinstance(elements, str) else list(elements)
+
+
+class Firewall:
+    """One minifw instance: its state directory and the network namespace the process is in.
+
+    ``state_dir``: defaults to ``$MINIFW_STATE_DIR``, else ``/var/lib/minifw``."""
+
+    def __init__(self, state_dir: str | os.PathLike[str] | None = None):
+        from .store.state import state_dir_from_env
+
+        self.state_dir: Path = state_dir_from_env(str(state_dir) if state_dir else None)
+
+    def __repr__(self) -> str:
+        return f"Firewall(state_dir={str(self.state_dir)!r})"
+
+    # The operation modules, loaded on first use: `ban` needs none of the rule machinery.
+    @functools.cached_property
+    def _rules(self) -> "Service":
+        from .app.rules import Service
+        return Service(self.state_dir)
+
+    @property
+    def _sets(self) -> "SetService":
+        from .app.sets import SetService
+        return SetService(self.state_dir)  # fresh each call: it counts its kernel time
+
+    # ---- whole ruleset ---------------------------------------------------------------------
+    @_in_tree
+    def check(self, config: str | os.PathLike[str] | None = None) -> "Checked":
+        """Validate a config (and its [[hook]] files) and build what a load would send,
+        without applying it. ``config`` defaults to /etc/minifw/minifw.toml."""
+        return self._rules.check(_path(config))
+
+    @_in_tree
+    def up(self, config: str | os.PathLike[str] | None = None) -> "Loaded":
+        """Load the config into the kernel, start its [[hook]] runners. Idempotent."""
+        return self._rules.up(_path(config))
+
+    @_in_tree
+    def down(self) -> "Unloaded":
+        """Remove table inet minifw and stop every hook runner of this state directory."""
+        return self._rules.down()
+
+    @_in_tree
+    def reload(self, config: str | os.PathLike[str] | None = None,
+               restart_hooks: bool = False) -> "Loaded":
+        """Replace the live ruleset atomically from ``config`` (default: the loaded one)."""
+        return self._rules.reload(_path(config), restart_hooks=restart_hooks)
+
+    # ---- rules -----------------------------------------------------------------------------
+    @_in_tree
+    def add(self, rule: Mapping[str, Any] | None = None, /, *, position: int | None = None,
+            runtime: bool = False, **fields: Any) -> "RuleAdded":
+        """Add one rule, given as a dict of its TOML keys and/or as keywords
+        (``add(id="ssh", proto="tcp", dport=22, action="accept")``). ``position``: its
+        0-based place within its chain (default: last). ``runtime``: leave the config file
+        as it is."""
+        merged = {**(rule or {}), **fields}
+        if position is not None and (isinstance(position, bool) or position < 0):
+            from .errors import RuleError
+            raise RuleError(f"{position!r} is not a position: give 0 or more",
+                            field="position", file="minifw add")
+        return self._rules.add(merged, position, runtime)
+
+    @_in_tree
+    def delete(self, rule_id: str, runtime: bool = False) -> "RuleDeleted":
+        """Delete one rule by id (from the config file too, unless ``runtime``)."""
+        return self._rules.delete(rule_id, runtime)
+
+    # ---- reads -----------------------------------------------------------------------------
+    @_in_tree
+    def status(self) -> "Status":
+        """What is loaded, the base chains in the kernel, sets, hook runners and warnings.
+        ``status().in_force`` is False where the CLI's ``status`` exits 1."""
+        return self._rules.status()
+
+    @_in_tree
+    def list(self) -> "RuleListing":
+        """The live rules in evaluation order, with their counters."""
+        return self._rules.list_rules()
+
+    # ---- sets ------------------------------------------------------------------------------
+    @_in_tree
+    def ban(self, elements: str | Iterable[str], timeout: str | int | None = None,
+            set: str = "blocked") -> "Banned":
+        """Add addresses or CIDRs to a set (``blocked``, the default, is dropped at
+        prerouting). ``timeout``: seconds or a duration such as ``"10m"``."""
+        return self._sets.ban(_elements(elements), _duration(timeout), set)
+
+    @_in_tree
+    def unban(self, elements: str | Iterable[str], set: str = "blocked") -> "Unbanned":
+        """Remove addresses or CIDRs from a set; absent ones are reported, not refused."""
+        return self._sets.unban(_elements(elements), set)
+
+    @_in_tree
+    def import_set(self, name: str, file: str | os.PathLike[str], skip_invalid: bool = False,
+                   timeout: str | int | None = None) -> "Imported":
+        """Add one address or CIDR per line of ``file`` to set ``name``."""
+        return self._sets.import_file(name, os.fspath(file), skip_invalid, _duration(timeout))
+
+    @_in_tree
+    def list_set(self, name: str, page: int = 1, page_size: int = 100) -> "SetPage":
+        """One page (counted from 1) of a set's elements, with their remaining timeouts."""
+        return self._sets.list_set(name, page - 1, page_size)
+
+    @_in_tree
+    def flush_set(self, name: str) -> "Flushed":
+        """Remove every element of a set."""
+        return self._sets.flush(name)
+
+    @_in_tree
+    def recover_sets(self) -> "Recovered":
+        """Rebuild the set record (sets.db) from the kernel's sets."""
+        return self._sets.recover()
+
+    @_in_tree
+    def sets(self) -> list["SetSummary"]:
+        """Every named set with its element counts."""
+        return self._sets.summary()
+
+    # ---- explain ---------------------------------------------------------------------------
+    @_in_tree
+    def explain(self, *, config: str | os.PathLike[str] | None = None,
+                pcap: str | os.PathLike[str] | None = None, run_hooks: bool = False,
+                proto: str | None = None, src: str | None = None, dst: str | None = None,
+                sport: int | str | None = None, dport: int | str | None = None,
+                iif: str | None = None, oif: str | None = None, path: str | None = None,
+                state: str | None = None,
+                icmp_type: int | str | None = None) -> "Explained | CaptureSummary":
+        """Which rule decides a packet, with the trace of every rule it met.
+
+        The packet is described by keywords (``proto``, ``src``, ``dst``, ``dport``, ...;
+        ``path`` is in, forward or out). The ruleset is ``config`` if given, else the live
+        one. With ``pcap``, every packet of a capture is explained and summed up instead
+        (only ``path``, ``iif``, ``oif`` and ``state`` apply then)."""
+        from .app import explain as ex
+        from .app.results import Explained
+        from .engine.explain import Probe
+        from .errors import PacketError
+
+        source = ex.ruleset_source(self.state_dir, _path(config), run_hooks)
+        if pcap is not None:
+            if run_hooks:
+                raise PacketError("--run-hooks: explains one packet at a time; leave it out "
+                                  "with --pcap")
+            given = {"proto": proto, "src": src, "dst": dst, "sport": sport, "dport": dport,
+                     "icmp_type": icmp_type}
+            extra = [f"--{k.replace('_', '-')}" for k, v in given.items() if v is not None]
+            if extra:
+                raise PacketError(f"{extra[0]}: with --pcap, the packets come from the "
+                                  "capture; only --path, --iif, --oif and --state apply")
+            kind = path or "in"
+            if kind not in ("in", "forward", "out"):
+                raise PacketError(f"--path: unknown path {kind!r}; expected in, forward or out")
+            if kind == "in" and oif is not None:
+                raise PacketError("--oif: a packet to this host (--path in) has no output "
+                                  "interface")
+            if kind == "out" and iif is not None:
+                raise PacketError("--iif: a packet sent by this host (--path out) has no "
+                                  "input interface")
+            import dataclasses
+            summary = ex.explain_capture(source, os.fspath(pcap), path_kind=kind, iif=iif,
+                                         oif=oif, state=state)
+            warnings = ex.foreign_chains(ex.path_hooks(kind), summary.versions)
+            return dataclasses.replace(summary, warnings=tuple(warnings))
+        probe = Probe.describe(proto=proto, src=src, dst=dst, path=path, sport=sport,
+                               dport=dport, icmp_type=icmp_type, iif=iif, oif=oif, state=state)
+        logs: list[str] = []
+        result = ex.explain_one(source, probe, run_hooks, logs)
+        warnings = ex.foreign_chains(ex.path_hooks(probe.path), [probe.version])
+        return Explained(explanation=result, ruleset=source.where, warnings=tuple(warnings),
+                         hook_logs=tuple(logs))
+
+
+def _path(value: str | os.PathLike[str] | None) -> str | None:
+    return None if value is None else os.fspath(value)
