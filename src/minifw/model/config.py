@@ -172,7 +172,6 @@ def _cut_rule_lines(text: str, index: int) -> str | None:
     next, and tomlkit would delete them with the table. None when the text is too unusual to cut
     by lines (the result is checked by parsing it).
     """
-    import tomlkit
     layout = _rule_layout(text, index)
     if layout is None:
         return None
