@@ -19,7 +19,8 @@ from ..engine.explain import Explanation, HookFunction, Probe, explain
 from ..errors import KernelError, StateError
 from ..model import Ruleset
 from ..model.types import PATHS, Hook
-from .results import CaptureSummary, Decider, ForeignChain
+from .results.explain import CaptureSummary, Decider
+from .results.rules import ForeignChain
 from .rules import read_config
 from ..store.state import Store
 

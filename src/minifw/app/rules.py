@@ -22,7 +22,7 @@ from ..hooks.config import hook_files
 from ..kernel import seam, table
 from ..model import Rule, Ruleset, add_rule_text, delete_rule_text, parse_config
 from ..model.types import Hook, HookPoint
-from .results import (
+from .results.rules import (
     ChainInfo, Checked, ForeignChain, ListedRule, Loaded, PolicyCounter, RuleAdded,
     RuleDeleted, RuleListing, Status, Unloaded, chains_in_order,
 )

@@ -30,7 +30,7 @@ from ..store.setrecord import (
     CONFIG, RECOVER, RUNTIME, SetStore, distinct_sorted, now, pack, parse_import,
 )
 from ..store.state import Store, write_atomic
-from .results import (
+from .results.sets import (
     Banned, Flushed, Imported, Recovered, SetElement, SetPage, SetSummary, Unbanned,
 )
 from .settle import settle_intent

@@ -8,7 +8,7 @@ import re
 import sys
 from typing import Any
 
-from ..app.results import Outcome
+from ..app.results.base import Outcome
 from ..errors import MinifwError
 from ..kernel import privilege
 from ..errors import NEED_ROOT

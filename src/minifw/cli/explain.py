@@ -7,7 +7,7 @@ import json
 import click
 
 from ..api import Firewall
-from ..app.results import CaptureSummary
+from ..app.results.explain import CaptureSummary
 from ..engine.explain import Explanation, Probe, icmp_type_name
 from .common import guarded, require_privilege
 

@@ -1,35 +1,16 @@
-"""What the operations return: one frozen dataclass per kind of answer.
-
-Each result's ``to_json()`` is what ``--json`` prints for it, so the CLI and the Python API
-give the same data. Results that only report (up, down, ...) carry a ``message`` and
-``warnings`` for the CLI to print, and typed fields for programs.
-"""
+"""Results of the whole-ruleset operations, rule edits, status and list."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from ..model.types import HookPoint, point_order
+from ...model.types import HookPoint, point_order
+from .base import Outcome, _frozen
 
 if TYPE_CHECKING:
-    from ..daemon.hookstate import HookProblem, HookStatus
-    from ..engine.explain import Explanation, Probe, Step
-    from ..model import Ruleset
-
-_frozen = dataclasses.dataclass(frozen=True, kw_only=True)
-
-
-@dataclasses.dataclass(frozen=True)
-class Outcome:
-    """What an operation did, said in one message (and warnings), for the CLI to print."""
-
-    message: str
-    warnings: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        return {"message": self.message, "warnings": list(self.warnings)}
-
+    from ...daemon.hookstate import HookProblem, HookStatus
+    from ...model import Ruleset
+    from .sets import SetSummary
 
 # ---- whole-ruleset operations ---------------------------------------------------------------
 
@@ -118,7 +99,7 @@ class ForeignChain:
                families: Iterable[str] | None = None) -> list["ForeignChain"]:
         """The base chains (``table.base_chains()`` entries) of tables other than minifw's at
         ``hooks`` (and of ``families``, if given)."""
-        from ..compile.nft import FAMILY, TABLE
+        from ...compile.nft import FAMILY, TABLE
 
         wanted = set(hooks)
         fams = set(families) if families is not None else None
@@ -135,20 +116,6 @@ class ForeignChain:
     def to_json(self) -> dict[str, Any]:
         return {"family": self.family, "table": self.table, "chain": self.chain,
                 "hook": self.hook, "priority": self.priority}
-
-
-@_frozen
-class SetSummary:
-    """A named set's live element counts."""
-
-    name: str
-    addresses: int
-    cidrs: int
-    elements: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "addresses": self.addresses, "cidrs": self.cidrs,
-                "elements": self.elements}
 
 
 @_frozen
@@ -233,173 +200,3 @@ class RuleListing:
         if self.policies is not None:
             out["policies"] = [p.to_json() for p in self.policies]
         return out
-
-
-# ---- sets -------------------------------------------------------------------------------------
-
-@_frozen
-class Banned(Outcome):
-    set: str
-    banned: tuple[str, ...]
-    timeout: int | None        # seconds
-    apply_ms: float            # time in the kernel transaction
-
-    def to_json(self) -> dict[str, Any]:
-        return {"set": self.set, "banned": list(self.banned), "timeout": self.timeout,
-                "apply_ms": self.apply_ms}
-
-
-@_frozen
-class Unbanned(Outcome):
-    set: str
-    unbanned: tuple[str, ...]
-    absent: tuple[str, ...]
-    messages: tuple[str, ...]
-    apply_ms: float
-
-    def to_json(self) -> dict[str, Any]:
-        return {"set": self.set, "unbanned": list(self.unbanned), "absent": list(self.absent),
-                "messages": list(self.messages), "apply_ms": self.apply_ms}
-
-
-@_frozen
-class Imported(Outcome):
-    set: str
-    imported: int
-    skipped: int
-    apply_ms: float
-
-    def to_json(self) -> dict[str, Any]:
-        return {"set": self.set, "imported": self.imported, "skipped": self.skipped,
-                "apply_ms": self.apply_ms}
-
-
-@_frozen
-class Flushed(Outcome):
-    set: str
-    removed: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {"set": self.set, "removed": self.removed}
-
-
-@_frozen
-class Recovered(Outcome):
-    sets: Mapping[str, int]    # set -> elements found in the kernel
-    kept: str | None           # where the previous record files were kept
-
-    def to_json(self) -> dict[str, Any]:
-        return {"sets": dict(self.sets), "kept": self.kept}
-
-
-@_frozen
-class SetElement:
-    element: str
-    expires_in: int | None     # seconds left; None: permanent
-
-    def to_json(self) -> dict[str, Any]:
-        return {"element": self.element, "expires_in": self.expires_in}
-
-
-@_frozen
-class SetPage:
-    """One page of a set's elements. ``page`` counts from 1."""
-
-    set: str
-    addresses: int
-    cidrs: int
-    elements: int
-    page: int
-    page_size: int
-    pages: int
-    items: tuple[SetElement, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"set": self.set, "addresses": self.addresses, "cidrs": self.cidrs,
-                "elements": self.elements, "page": self.page, "page_size": self.page_size,
-                "pages": self.pages, "items": [i.to_json() for i in self.items]}
-
-
-# ---- explain ----------------------------------------------------------------------------------
-
-@_frozen
-class Decider:
-    """One rule (or policy, or hook function) that decided packets of a capture."""
-
-    decider: str
-    rule: str | None
-    decided_by: str
-    hook: str
-    priority: int
-    packets: int
-    verdicts: Mapping[str, int]
-    first_packet: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {"decider": self.decider, "rule": self.rule, "decided_by": self.decided_by,
-                "hook": self.hook, "priority": self.priority, "packets": self.packets,
-                "verdicts": dict(self.verdicts), "first_packet": self.first_packet}
-
-
-@_frozen
-class CaptureSummary:
-    """``explain --pcap``: every packet of a capture explained, summed up by decider."""
-
-    capture: str
-    path: str
-    packets: int
-    explained: int
-    skipped: Mapping[str, int]     # reason -> packets
-    verdicts: Mapping[str, int]
-    deciders: tuple[Decider, ...]  # most packets first
-    versions: frozenset[int] = frozenset()   # IP versions seen
-    ruleset: str = ""              # which ruleset answered: the live one, or a config file
-    warnings: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        return {"capture": self.capture, "path": self.path, "packets": self.packets,
-                "explained": self.explained, "skipped": dict(self.skipped),
-                "verdicts": dict(self.verdicts),
-                "deciders": [d.to_json() for d in self.deciders]}
-
-
-@_frozen
-class Explained:
-    """``explain`` of one packet: the engine's Explanation, which ruleset answered, the
-    warnings (other tables' chains at the packet's hooks) and what hook functions logged."""
-
-    explanation: "Explanation"
-    ruleset: str
-    warnings: tuple[str, ...] = ()
-    hook_logs: tuple[str, ...] = ()
-
-    @property
-    def verdict(self) -> str:
-        return self.explanation.verdict
-
-    @property
-    def rule(self) -> str | None:
-        return self.explanation.rule
-
-    @property
-    def decided_by(self) -> str:
-        return self.explanation.decided_by
-
-    @property
-    def decider(self) -> str:
-        return self.explanation.decider
-
-    @property
-    def point(self) -> HookPoint:
-        return HookPoint(self.explanation.hook, self.explanation.priority)
-
-    @property
-    def probe(self) -> "Probe":
-        return self.explanation.probe
-
-    @property
-    def trace(self) -> tuple["Step", ...]:
-        return self.explanation.trace
-
-    def to_json(self) -> dict[str, Any]:
-        return self.explanation.to_json()
