@@ -4,7 +4,8 @@
     ├── ConfigError             a config file cannot be read or parsed (carries file and line)
     │   └── RuleError           one rule or field is invalid (carries file, rule id and field)
     ├── KernelError             the kernel or libnftables refused or failed an operation
-    │   └── UnsupportedError    the running kernel lacks a feature minifw needs
+    │   ├── UnsupportedError    the running kernel lacks a feature minifw needs
+    │   └── PartialAdd          a bulk set-element add failed after some transactions went in
     ├── StateError              minifw's own state (loaded/not loaded, state dir, lock) forbids it
     └── PacketError             a packet is truncated or malformed
 
@@ -62,6 +63,14 @@ class KernelError(MinifwError):
 
 class UnsupportedError(KernelError):
     """The running kernel or userspace lacks a feature."""
+
+
+class PartialAdd(KernelError):
+    """A bulk set-element add failed after ``applied`` of its transactions were committed."""
+
+    def __init__(self, message: str, applied: int):
+        super().__init__(message)
+        self.applied = applied
 
 
 class StateError(MinifwError):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import itertools
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
@@ -439,6 +438,7 @@ class SetService:
                 except BaseException as exc:  # re-raised below, in this thread
                     failure.append(exc)
 
+            import threading  # an import's kernel work overlaps its record work; a ban has none
             worker = threading.Thread(target=apply) if up else None
             if worker:
                 worker.start()

@@ -24,7 +24,8 @@ from typing import Any, Callable
 from ..compile.runs import element_key
 from ..errors import KernelError
 from . import nft
-from .seam import CHUNK, Kernel, PartialAdd
+from .nfnl import CHUNK
+from .seam import Kernel, PartialAdd
 
 Document = dict[str, Any]
 

@@ -15,7 +15,7 @@ import os
 import socket
 from typing import Iterable
 
-from ..errors import KernelError, UnsupportedError
+from ..errors import KernelError, PartialAdd, UnsupportedError
 from ..netlink.nftables import NftBatch, element_batches, parse_replies
 
 # Python's socket module has none of these: <linux/netlink.h> and <asm-generic/socket.h>.
@@ -124,14 +124,6 @@ def send_batch(batch: NftBatch, timeout: float = 5.0) -> None:
         raise KernelError(f"netlink error while sending an nf_tables batch: {exc}") from exc
     finally:
         sock.close()
-
-
-class PartialAdd(KernelError):
-    """``send_chunked`` failed after ``applied`` of its transactions were committed."""
-
-    def __init__(self, message: str, applied: int):
-        super().__init__(message)
-        self.applied = applied
 
 
 def send_chunked(batches: Iterable[NftBatch]) -> None:

@@ -20,12 +20,10 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Iterator
 
-from ..errors import NEED_ROOT, KernelError
+from ..errors import NEED_ROOT, KernelError, PartialAdd
 from . import nft, table
-# The bulk set-element sender: the one place to repoint if it moves.
-from .nfnl import CHUNK, PartialAdd, add_elements as _add_elements
 
-__all__ = ["CHUNK", "Kernel", "PartialAdd", "default", "use"]
+__all__ = ["Kernel", "PartialAdd", "default", "use"]
 
 
 class Kernel:
@@ -58,9 +56,10 @@ class Kernel:
     def add_elements(self, table_name: str, groups: list[tuple[str, list[bytes]]],
                      timeout_ms: int | None) -> None:
         """Add packed-address keys (4 or 16 bytes) to sets of ``inet table_name``, in
-        transactions of ``CHUNK`` keys; ``PartialAdd`` when one fails after others went in."""
+        transactions of ``nfnl.CHUNK`` keys; ``PartialAdd`` when one fails after others went in."""
+        from .nfnl import add_elements  # lazy: a ban sends through libnftables, not this
         try:
-            _add_elements(table_name, groups, timeout_ms)
+            add_elements(table_name, groups, timeout_ms)
         except PermissionError as exc:  # the sender lets EPERM through as it is
             raise KernelError(f"the kernel refused a set-element batch: {exc.strerror}; "
                               f"{NEED_ROOT}") from exc
