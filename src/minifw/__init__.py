@@ -6,7 +6,9 @@ files, which need only ``hook``, ``ACCEPT`` and ``DROP``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+TYPE_CHECKING = False  # typing loads for type checkers only: it costs a ban's start
+if TYPE_CHECKING:
+    from typing import Any
 
 __version__ = "0.1.0"
 __all__ = ["Firewall", "hook", "ACCEPT", "DROP", "__version__"]

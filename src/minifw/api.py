@@ -19,7 +19,11 @@ import functools
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, TypeVar
+TYPE_CHECKING = False  # typing loads for type checkers only: it costs a ban's start
+if TYPE_CHECKING:
+    from typing import Any, Callable, Iterable, Mapping, TypeVar
+
+    T = TypeVar("T")
 
 from .errors import MinifwError, StateError
 
@@ -33,7 +37,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Firewall"]
 
-T = TypeVar("T")
 PROBE_KEYS = ("proto", "src", "dst", "sport", "dport", "iif", "oif", "path", "state",
               "icmp_type")
 

@@ -13,7 +13,9 @@ import ipaddress
 import itertools
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+TYPE_CHECKING = False  # typing loads for type checkers only: it costs a ban's start
+if TYPE_CHECKING:
+    from typing import Any, Iterable, Iterator
 
 from ..compile import sets as ksets
 from ..store import journal
@@ -29,13 +31,13 @@ from ..store.setrecord import (
     CONFIG, RECOVER, RUNTIME, SetStore, distinct_sorted, now, pack, parse_import,
 )
 from ..store.state import Store, write_atomic
-from .results.sets import (
-    Banned, Flushed, Imported, Recovered, SetElement, SetPage, SetSummary, Unbanned,
-)
+from .results.bans import Banned, Unbanned
+from . import results as _results  # the other set results load when first built (PEP 562)
 from .settle import settle_intent
 
 if TYPE_CHECKING:
     from ..model.ruleset import Ruleset
+    from .results.sets import Flushed, Imported, Recovered, SetPage, SetSummary
 
 LOAD_CHUNK = 250_000
 
@@ -370,12 +372,12 @@ class SetService:
             where = "" if up else (" (minifw is down: recorded, applied at the next "
                                    "'minifw up')")
         del four, six, cidrs
-        return Imported(f"imported {count} element(s) into set {name}{where}",
-                        tuple([f"skipped {s}" for s in skipped][:20]
-                              + ([f"... and {len(skipped) - 20} more skipped lines"]
-                                 if len(skipped) > 20 else [])),
-                        set=name, imported=count, skipped=len(skipped),
-                        apply_ms=round(self.apply_seconds * 1000, 3))
+        return _results.Imported(f"imported {count} element(s) into set {name}{where}",
+                                 tuple([f"skipped {s}" for s in skipped][:20]
+                                       + ([f"... and {len(skipped) - 20} more skipped lines"]
+                                          if len(skipped) > 20 else [])),
+                                 set=name, imported=count, skipped=len(skipped),
+                                 apply_ms=round(self.apply_seconds * 1000, 3))
 
     def _import_all(self, name: str, four: list[bytes], six: list[bytes], cidrs: list[str],
                     seconds: int | None, expiry: int, path: str) -> tuple[int, bool]:
@@ -466,8 +468,9 @@ class SetService:
             before = self.record.counts(name)["elements"]
             with self._journaled("flush", name):
                 self._flush(name)
-        return Flushed(f"flushed set {name}: {before} element(s) removed (config elements "
-                       "return at the next 'minifw reload')", set=name, removed=before)
+        return _results.Flushed(f"flushed set {name}: {before} element(s) removed (config "
+                                "elements return at the next 'minifw reload')", set=name,
+                                removed=before)
 
     def _flush(self, name: str) -> None:
         with self.record.transaction() as db:
@@ -488,14 +491,16 @@ class SetService:
         at = now()
         counts = self.record.counts(name, at)
         rows = self.record.page(name, page * page_size, page_size, at)
-        return SetPage(set=name, **counts, page=page + 1, page_size=page_size,
-                       pages=max(1, -(-counts["elements"] // page_size)),
-                       items=tuple(SetElement(element=a, expires_in=(e - at) if e else None)
-                                   for a, e in rows))
+        element = _results.SetElement
+        return _results.SetPage(set=name, **counts, page=page + 1, page_size=page_size,
+                                pages=max(1, -(-counts["elements"] // page_size)),
+                                items=tuple(element(element=a, expires_in=(e - at) if e else None)
+                                            for a, e in rows))
 
     def summary(self) -> list[SetSummary]:
         at = now()
-        return [SetSummary(name=n, **self.record.counts(n, at)) for n in self.record.names()]
+        return [_results.SetSummary(name=n, **self.record.counts(n, at))
+                for n in self.record.names()]
 
     def recover(self) -> Recovered:
         """Rebuild the set record from the kernel's sets: one listing of each backing set.
@@ -525,11 +530,12 @@ class SetService:
                                        {d.name: set(d.elements) for d in definitions})
             self._journal_done()
         total = sum(len(v) for v in found.values())
-        return Recovered(f"rebuilt the set record {self.record.path} from the kernel: {total} "
-                         f"element(s) in {len(found)} set(s)"
-                         + (f"; the previous files are kept as {kept}*" if kept else ""),
-                         sets={k: len(v) for k, v in found.items()},
-                         kept=str(kept) if kept else None)
+        return _results.Recovered(
+            f"rebuilt the set record {self.record.path} from the kernel: {total} "
+            f"element(s) in {len(found)} set(s)"
+            + (f"; the previous files are kept as {kept}*" if kept else ""),
+            sets={k: len(v) for k, v in found.items()},
+            kept=str(kept) if kept else None)
 
     # ---- across loads ----------------------------------------------------------------------
     def compact(self) -> int:

@@ -4,7 +4,9 @@ save: the state is made to agree with the kernel."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+TYPE_CHECKING = False  # typing loads for type checkers only: it costs a ban's start
+if TYPE_CHECKING:
+    from typing import Callable
 
 from ..errors import ConfigError, KernelError, StateError
 from ..kernel.seam import Kernel

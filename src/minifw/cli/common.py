@@ -6,7 +6,9 @@ import functools
 import json
 import re
 import sys
-from typing import Any
+TYPE_CHECKING = False  # typing loads for type checkers only: it costs a ban's start
+if TYPE_CHECKING:
+    from typing import Any
 
 from ..app.results.base import Outcome
 from ..errors import MinifwError

@@ -15,7 +15,9 @@ declarative chain: reloads leave it alone.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+TYPE_CHECKING = False  # typing loads for type checkers only: it costs a ban's start
+if TYPE_CHECKING:
+    from typing import Any, Iterable
 
 from ..model.sets import DEFAULT_SET, element_kind
 from .names import BAN_CHAIN, BAN_CHAIN_V4, BAN_CHAIN_V6, BAN_PRIORITY
@@ -28,7 +30,7 @@ GC_INTERVAL = 60
 KINDS = ((4, False), (4, True), (6, False), (6, True))
 _SUFFIX = {(4, False): "v4", (4, True): "v4net", (6, False): "v6", (6, True): "v6net"}
 
-Command = dict[str, Any]
+Command = "dict[str, Any]"  # a type alias, for annotations only
 
 
 def _ref(**kw: Any) -> dict[str, Any]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
-import threading
-from typing import Any
+import _thread
+TYPE_CHECKING = False  # typing loads for type checkers only: it costs a ban's start
+if TYPE_CHECKING:
+    from typing import Any
 
 from ..errors import KernelError, UnsupportedError
 
-_lock = threading.Lock()
+_lock = _thread.allocate_lock()  # threading.Lock itself, without the threading module's import
 _handle = None
 
 

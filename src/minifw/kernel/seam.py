@@ -18,7 +18,9 @@ with ``use(kernel)``.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+TYPE_CHECKING = False  # typing loads for type checkers only: it costs a ban's start
+if TYPE_CHECKING:
+    from typing import Any, Iterator
 
 from ..errors import NEED_ROOT, KernelError, PartialAdd
 from . import nft, table

@@ -10,14 +10,16 @@ here. These functions do no I/O, so the real kernel and the fake share them.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+TYPE_CHECKING = False  # typing loads for type checkers only: it costs a ban's start
+if TYPE_CHECKING:
+    from typing import Any
 
 from ..compile import sets as ksets
 from ..compile import names
 from ..compile.sets import FAMILY, TABLE
 from ..errors import KernelError
 
-Listing = dict[str, Any]  # libnftables JSON: {"nftables": [{"table": {...}}, {"chain": ...}]}
+Listing = "dict[str, Any]"  # libnftables JSON: {"nftables": [{"table": {...}}, {"chain": ...}]}
 
 
 @dataclasses.dataclass(frozen=True)

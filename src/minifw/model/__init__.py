@@ -6,7 +6,9 @@ without the rule model's TOML side (tomlkit costs more than a whole ``minifw ban
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+TYPE_CHECKING = False  # typing loads for type checkers only: it costs a ban's start
+if TYPE_CHECKING:
+    from typing import Any
 
 _HOME = {"add_rule_text": ".config", "delete_rule_text": ".config", "parse_config": ".config",
          "Limit": ".rule", "PortRange": ".rule", "Rule": ".rule", "Ruleset": ".ruleset",

@@ -17,7 +17,9 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
-from typing import Any
+TYPE_CHECKING = False  # typing loads for type checkers only: it costs a ban's start
+if TYPE_CHECKING:
+    from typing import Any
 
 from ..errors import ConfigError, RuleError
 

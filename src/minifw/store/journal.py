@@ -13,9 +13,15 @@ anything else is damage, reported as such. Pure: encode/decode only.
 
 from __future__ import annotations
 
-import hashlib
 import json
-from typing import Any
+TYPE_CHECKING = False  # typing loads for type checkers only: it costs a ban's start
+if TYPE_CHECKING:
+    from typing import Any
+
+try:  # the builtin SHA-256 alone: hashlib's OpenSSL load costs a ban 3 ms at start
+    from _sha256 import sha256
+except ImportError:  # another Python build
+    from hashlib import sha256
 
 MAGIC = b"MINIFW-JOURNAL 1\n"
 OPS = ("ban", "unban", "flush", "import")
@@ -30,7 +36,7 @@ def encode(op: str, name: str, *, items: list[str] = (), expiry: int = 0,
     header = json.dumps({"op": op, "set": name, "items": list(items), "expiry": expiry,
                          "n4": len(four), "n6": len(six)}, separators=(",", ":"))
     body = MAGIC + header.encode() + b"\n" + b"".join(four) + b"".join(six)
-    return body + hashlib.sha256(body).digest()
+    return body + sha256(body).digest()
 
 
 def decode(data: bytes) -> dict[str, Any]:
@@ -40,7 +46,7 @@ def decode(data: bytes) -> dict[str, Any]:
     if len(data) < len(MAGIC) + 32:
         raise JournalError("it is truncated")
     body, digest = data[:-32], data[-32:]
-    if hashlib.sha256(body).digest() != digest:
+    if sha256(body).digest() != digest:
         raise JournalError("its checksum does not match (truncated or altered)")
     end = body.find(b"\n", len(MAGIC))
     try:

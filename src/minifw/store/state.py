@@ -19,7 +19,9 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+TYPE_CHECKING = False  # typing loads for type checkers only: it costs a ban's start
+if TYPE_CHECKING:
+    from typing import Any, Callable, Iterator
 
 from ..errors import NEED_ROOT, StateError
 

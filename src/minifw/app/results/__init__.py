@@ -4,15 +4,16 @@ Each result's ``to_json()`` is what ``--json`` prints for it, so the CLI and the
 give the same data. Results that only report (up, down, ...) carry a ``message`` and
 ``warnings`` for the CLI to print, and typed fields for programs.
 
-One module per group of operations (base, rules, sets, explain), each loaded on first use: a
+One module per group of operations (base, rules, bans, sets, explain), each loaded on first use: a
 frozen dataclass costs most of a millisecond to define, and ``minifw ban`` should not pay for
 the status and explain results. Every name is also importable from here (PEP 562).
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+TYPE_CHECKING = False  # typing loads for type checkers only: it costs a ban's start
+if TYPE_CHECKING:
+    from typing import Any
 
 _HOME = {
     "Outcome": "base",
@@ -28,8 +29,8 @@ _HOME = {
     "ListedRule": "rules",
     "PolicyCounter": "rules",
     "RuleListing": "rules",
-    "Banned": "sets",
-    "Unbanned": "sets",
+    "Banned": "bans",
+    "Unbanned": "bans",
     "Imported": "sets",
     "Flushed": "sets",
     "Recovered": "sets",
@@ -47,6 +48,7 @@ def __getattr__(name: str) -> Any:
     home = _HOME.get(name)
     if home is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
     value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
     globals()[name] = value
     return value

@@ -1,37 +1,14 @@
-"""Results of the set operations."""
+"""Results of the set operations other than ban and unban (results/bans.py)."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+TYPE_CHECKING = False  # typing loads for type checkers only: it costs a ban's start
+if TYPE_CHECKING:
+    from typing import Any, Mapping
 
 from .base import Outcome, _frozen
 
 # ---- sets -------------------------------------------------------------------------------------
-
-@_frozen
-class Banned(Outcome):
-    set: str
-    banned: tuple[str, ...]
-    timeout: int | None        # seconds
-    apply_ms: float            # time in the kernel transaction
-
-    def to_json(self) -> dict[str, Any]:
-        return {"set": self.set, "banned": list(self.banned), "timeout": self.timeout,
-                "apply_ms": self.apply_ms}
-
-
-@_frozen
-class Unbanned(Outcome):
-    set: str
-    unbanned: tuple[str, ...]
-    absent: tuple[str, ...]
-    messages: tuple[str, ...]
-    apply_ms: float
-
-    def to_json(self) -> dict[str, Any]:
-        return {"set": self.set, "unbanned": list(self.unbanned), "absent": list(self.absent),
-                "messages": list(self.messages), "apply_ms": self.apply_ms}
-
 
 @_frozen
 class Imported(Outcome):
