@@ -29,12 +29,13 @@ BAN_PRIORITY = -350  # before conntrack (-200) and before the seed's -300: drop 
 HOOK_CHAIN_MAX = 200  # hook function names are at most 64 characters: never cut in practice
 
 _HOOKS = "|".join(h.value for h in Hook)
-_RULES = re.compile(rf"({_HOOKS})_(m?)(0|[1-9]\d*)")
-_POLICY = re.compile(rf"({_HOOKS})_policy")
-_FUNCTION = re.compile(r"(hook|flow)_q(0|[1-9]\d*)_([A-Za-z0-9][A-Za-z0-9_.-]*)")
+# Patterns, compiled on first use (re caches them): a ban needs none of them at start.
+_RULES = rf"({_HOOKS})_(m?)(0|[1-9]\d*)"
+_POLICY = rf"({_HOOKS})_policy"
+_FUNCTION = r"(hook|flow)_q(0|[1-9]\d*)_([A-Za-z0-9][A-Za-z0-9_.-]*)"
 # What the declarative compiler has always taken as its own (and deletes when unused), odd
 # spellings such as input_007 included: kept as it was, so reloads treat old tables alike.
-_DECLARATIVE = re.compile(rf"({_HOOKS})_(m?\d+|policy)")
+_DECLARATIVE = rf"({_HOOKS})_(m?\d+|policy)"
 
 
 class Kind(enum.Enum):
@@ -77,18 +78,18 @@ def flow_chain(queue: int, function: str) -> str:
 
 def parse(name: str) -> Chain | None:
     """The chain ``name`` stands for, or None if minifw never makes a chain of that name."""
-    if m := _RULES.fullmatch(name):
+    if m := re.fullmatch(_RULES, name):
         priority = -int(m[3]) if m[2] else int(m[3])
         if (m[2] and priority == 0) or not PRIORITY_MIN <= priority < POLICY_PRIORITY:
             return None  # input_m0, input_1000: never made, so not ours
         return Chain(Kind.RULES, Hook(m[1]), priority)
-    if m := _POLICY.fullmatch(name):
+    if m := re.fullmatch(_POLICY, name):
         return Chain(Kind.POLICY, Hook(m[1]), POLICY_PRIORITY)
     if name == BAN_CHAIN:
         return Chain(Kind.BANS, Hook.PREROUTING, BAN_PRIORITY)
     if name in (BAN_CHAIN_V4, BAN_CHAIN_V6):
         return Chain(Kind.BANS_BY_VERSION)
-    if m := _FUNCTION.fullmatch(name):
+    if m := re.fullmatch(_FUNCTION, name):
         kind = Kind.HOOK_FUNCTION if m[1] == "hook" else Kind.FLOW_CACHE
         return Chain(kind, queue=int(m[2]), function=m[3])
     return None
@@ -102,4 +103,4 @@ def kind_of(name: str) -> Kind | None:
 def is_declarative(name: str) -> bool:
     """Chains the declarative compiler owns (rule and policy chains). Others in the table
     (bans, hook functions) are left alone by loads."""
-    return bool(_DECLARATIVE.fullmatch(name))
+    return bool(re.fullmatch(_DECLARATIVE, name))

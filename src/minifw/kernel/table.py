@@ -24,6 +24,8 @@ Listing = "dict[str, Any]"  # libnftables JSON: {"nftables": [{"table": {...}}, 
 
 @dataclasses.dataclass(frozen=True)
 class LiveRule:
+    """One rule of a live chain: its handle, minifw rule id (from the comment), counters."""
+
     handle: int
     rule_id: str | None
     packets: int

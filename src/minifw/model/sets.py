@@ -57,6 +57,8 @@ class SetRef:
 
 @dataclasses.dataclass(frozen=True)
 class SetDef:
+    """A [[set]] of the config: its name, default timeout and elements."""
+
     name: str
     timeout: int | None = None        # seconds
     elements: tuple[str, ...] = ()    # normalised text, config order

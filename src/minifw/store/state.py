@@ -37,6 +37,8 @@ def state_dir_from_env(explicit: str | None) -> Path:
 
 @dataclasses.dataclass
 class State:
+    """state.json: whether minifw is up here, from which config, and the live ruleset."""
+
     loaded: bool = False
     config: str | None = None
     ruleset: dict[str, Any] = dataclasses.field(default_factory=dict)  # the live ruleset, TOML form

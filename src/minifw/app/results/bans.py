@@ -12,6 +12,8 @@ from .base import Outcome, _frozen
 
 @_frozen
 class Banned(Outcome):
+    """What a ban added, to which set, and for how long."""
+
     set: str
     banned: tuple[str, ...]
     timeout: int | None        # seconds
@@ -24,6 +26,8 @@ class Banned(Outcome):
 
 @_frozen
 class Unbanned(Outcome):
+    """What an unban removed from a set, and which elements were not in it."""
+
     set: str
     unbanned: tuple[str, ...]
     absent: tuple[str, ...]
