@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from minifw.engine.guard import Connection, check, refusal
+from minifw.engine.guard import GUARD_CLIENT_PORT, Connection, check, refusal
 from minifw.model import Ruleset
 
 from kit import CLIENT4, CLIENT6, SERVER4, SERVER6, pair, serve, wait_until
@@ -23,15 +23,26 @@ SSHD = "/usr/sbin/sshd"
 ip = ipaddress.ip_address
 pytestmark = pytest.mark.timeout(60)
 
-# The finder, printing what it found as JSON (run inside the server namespace).
-FINDER = ("import json; from minifw.kernel.conns import find_connections; "
-          "print(json.dumps([c.to_json() for c in find_connections()]))")
+# The finder, printing what it found as JSON, or the error's one line (run in a namespace).
+FINDER = """
+import json, sys
+from minifw.engine.guard import parse_guard
+from minifw.errors import MinifwError
+from minifw.kernel.conns import find_connections
+try:
+    found = find_connections([parse_guard(g) for g in sys.argv[1:]])
+except MinifwError as exc:
+    print(json.dumps({"error": str(exc)}))
+else:
+    print(json.dumps([c.to_json() for c in found]))
+"""
 
 
-def find(host, env: dict[str, str] | None = None, via_parent: bool = False) -> list[dict]:
+def find(host, env: dict[str, str] | None = None, via_parent: bool = False,
+         guards: tuple[str, ...] = ()) -> list[dict]:
     """Run the finder in ``host`` under `env -i` plus ``env``; with ``via_parent`` ``env`` is
     given only to a parent process, and the finder itself runs under a bare `env -i`."""
-    inner = ["env", "-i", sys.executable, "-c", FINDER]
+    inner = ["env", "-i", sys.executable, "-c", FINDER, *guards]
     assigns = [f"{k}={v}" for k, v in (env or {}).items()]
     if via_parent:
         argv = ["env", "-i", *assigns, sys.executable, "-c",
@@ -154,3 +165,23 @@ def test_ssh_connection_alone_with_a_plain_listener(lab, tmp_path):
                     "server_port": 22, "found": "SSH_CONNECTION", "iface": "eth-c"}]
     mapped = find(server, {"SSH_CONNECTION": f"::ffff:{CLIENT4} 40022 ::ffff:{SERVER4} 22"})
     assert mapped == want
+
+
+def test_guard_peers_get_this_hosts_address_toward_them(lab):
+    server, client = pair(lab)
+    got = find(server, {"SSH_CONNECTION": f"{CLIENT4} 40022 {SERVER4} 22"},
+               guards=(f"{CLIENT4}:2222", f"[{CLIENT6}]:22", f"{CLIENT4}:22"))
+    assert got == [
+        {"client": CLIENT4, "client_port": 40022, "server": SERVER4, "server_port": 22,
+         "found": "SSH_CONNECTION", "iface": "eth-c"},
+        {"client": CLIENT4, "client_port": GUARD_CLIENT_PORT, "server": SERVER4,
+         "server_port": 2222, "found": "--guard", "iface": "eth-c"},
+        {"client": CLIENT6, "client_port": GUARD_CLIENT_PORT, "server": SERVER6,
+         "server_port": 22, "found": "--guard", "iface": "eth-c"},
+        {"client": CLIENT4, "client_port": GUARD_CLIENT_PORT, "server": SERVER4,
+         "server_port": 22, "found": "--guard", "iface": "eth-c"},
+    ]
+    # a peer this namespace has no route to (198.18.0.0/15, on no link here) is an error
+    assert find(server, guards=("198.19.255.1:22",)) == {
+        "error": "--guard 198.19.255.1:22: this host has no route to 198.19.255.1, so no "
+                 "connection from it to check"}

@@ -46,9 +46,15 @@ def test_the_environment_wins_then_the_nearest_ancestor(tmp_path):
     assert ssh_connection({"SSH_CONNECTION": "garbage"}, proc).client == ip("198.18.0.2")
 
 
-def test_a_walk_that_meets_a_vanished_process_finds_nothing(tmp_path):
+def test_the_walk_reads_any_comm_and_stops_at_a_vanished_process(tmp_path):
     proc_entry(tmp_path, "self", ppid=30)
-    proc_entry(tmp_path, 30)                                            # gone: no status
+    d = proc_entry(tmp_path, 30, ppid=31)
+    (d / "status").write_bytes(b"Name:\t\xff\xfe\nPPid:\t31\n")          # any comm bytes
+    proc_entry(tmp_path, 31, ppid=32, environ={"SSH_CONNECTION": "198.18.0.2 40000 "
+                                                                 "198.18.0.1 22"})
+    assert ssh_connection({}, tmp_path).client == ip("198.18.0.2")
+    (tmp_path / "31" / "environ").unlink()
+    proc_entry(tmp_path, 32)                                            # gone: no status
     assert ssh_connection({}, tmp_path) is None
     assert ssh_connection({}, tmp_path / "missing") is None
 
@@ -60,6 +66,7 @@ def test_sessions_to_the_ports_sshd_listens_on(tmp_path):
     proc_entry(proc, 200, comm="sshd", fds=["socket:[1186671]", "/dev/null", "pipe:[5]"])
     proc_entry(proc, 201, comm="python3", fds=["socket:[1186672]"])    # [::]:22, not sshd
     proc_entry(proc, 202)                                               # vanished: no comm
+    (proc_entry(proc, 204, fds=["socket:[1186672]"]) / "comm").write_bytes(b"\xff\xfe\n")
     d = proc_entry(proc, 203, comm="sshd")
     os.rmdir(d / "fd")                                                  # fds not readable
     (proc / "self").mkdir()

@@ -30,7 +30,7 @@ from ..engine.guard import (
 )
 
 PROC = Path("/proc")
-SSHD_COMM = "sshd"
+SSHD_COMM = b"sshd"       # comm is bytes a process may set to anything (prctl)
 _MAX_DEPTH = 256          # ancestors walked at most (a pid loop cannot happen, but a bound costs nothing)
 _ROUTE_TIMEOUT = 5.0
 
@@ -70,8 +70,9 @@ def ssh_connection(environ: Mapping[str, str] | None = None,
 
 def _ppid(pid_dir: Path) -> int | None:
     try:
-        for line in (pid_dir / "status").read_text().splitlines():
-            if line.startswith("PPid:"):
+        # bytes: the Name line carries the comm, which a process may set to any bytes
+        for line in (pid_dir / "status").read_bytes().splitlines():
+            if line.startswith(b"PPid:"):
                 return int(line.split()[1])
     except (OSError, ValueError, IndexError):
         pass
@@ -102,7 +103,7 @@ def sshd_sessions(proc: Path = PROC) -> list[Connection]:
     sockets = []
     for name in ("tcp", "tcp6"):
         try:
-            text = (proc / "net" / name).read_text()
+            text = (proc / "net" / name).read_bytes().decode("ascii", "replace")
         except OSError:
             continue       # no IPv6 in this kernel, or no /proc/net
         sockets += parse_tcp_table(text, sys.byteorder)
@@ -119,7 +120,7 @@ def sshd_socket_inodes(proc: Path = PROC) -> set[int]:
         return inodes
     for pid_dir in pids:
         try:
-            if (pid_dir / "comm").read_text().strip() != SSHD_COMM:
+            if (pid_dir / "comm").read_bytes().strip() != SSHD_COMM:
                 continue
             fds = list((pid_dir / "fd").iterdir())
         except OSError:
