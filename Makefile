@@ -1,9 +1,10 @@
 # minifw: `make demo` shows the seed's mini-firewall; `make test` runs every test.
 PY ?= python3
 VENV := .venv
-# gcc and python3-dev build the hook runner's optional C hot path (src/minifw/hooks/_hot.c)
+# gcc and python3-dev build the hook runner's optional C hot path (src/minifw/hooks/_hot.c);
+# openssh-server and openssh-client give the lockout guard's test a real sshd and ssh session
 APT_PACKAGES := nftables iproute2 iptables conntrack iputils-ping curl tcpdump util-linux kmod procps \
-	gcc python3-dev
+	gcc python3-dev openssh-server openssh-client
 STAMP := $(VENV)/.installed
 
 .PHONY: install demo test unit kernel clean
