@@ -24,6 +24,7 @@ from typing import Any, Callable
 from ..compile.runs import element_key
 from ..errors import KernelError
 from . import nft
+from ..netlink.nftables import chunked
 from .nfnl import CHUNK
 from .seam import Kernel, PartialAdd
 
@@ -95,7 +96,7 @@ class FakeKernel(Kernel):
     def add_elements(self, table_name: str, groups: list[tuple[str, list[bytes]]],
                      timeout_ms: int | None) -> None:
         done = 0
-        for transaction in _chunked(groups, self.chunk):
+        for transaction in chunked(groups, self.chunk):  # as the real sender cuts them
             elems = [{"add": {"element": {
                 "family": "inet", "table": table_name, "name": kset,
                 "elem": [_unpacked(k) if timeout_ms is None else
@@ -406,21 +407,3 @@ def _check_element(s: dict[str, Any], key: str) -> None:
 
 def _unpacked(key: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET6 if len(key) == 16 else socket.AF_INET, key)
-
-
-def _chunked(groups: list[tuple[str, list[bytes]]],
-             size: int) -> list[list[tuple[str, list[bytes]]]]:
-    """``groups`` cut into transactions of at most ``size`` keys, as the real sender cuts them."""
-    out: list[list[tuple[str, list[bytes]]]] = []
-    room = 0
-    for name, keys in groups:
-        start = 0
-        while start < len(keys):
-            if room == 0:
-                out.append([])
-                room = size
-            part = keys[start:start + room]
-            out[-1].append((name, part))
-            start += len(part)
-            room -= len(part)
-    return out
