@@ -3,7 +3,7 @@ never a traceback, never an "internal error" (a foreign error that no edge mappe
 
 The commands come from a walk of the click tree, so a new command is covered as soon as it
 exists (and fails here until ARGUMENTS gives its parameters a value). The kernel is the fake
-(``seam.use``); the real kernel's edge has its own test in tests/kernel/test_broken_state.py.
+(``seam.use``); the real kernel's edge has its own test in tests/kernel/test_broken_state_live.py.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The same argv, valid and invalid, goes through both, each with its own state directory and
 fake kernel (minifw up on it, or down); stdout, stderr, the exit status and the fake kernel's
-table must be the same (state paths aside). tests/kernel/test_cli_entry.py does the same with
+table must be the same (state paths aside). tests/kernel/test_cli_entry_live.py does the same with
 the real kernel, in a namespace."""
 
 from __future__ import annotations
