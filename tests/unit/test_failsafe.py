@@ -56,6 +56,10 @@ def test_up_reload_add_delete_save_the_last_good_and_down_keeps_it(lab):
     first = lastgood.last_good(store)
     assert first.ruleset == parse_config(CONFIG, "x").to_toml()
     assert first.config == str(lab.config) and first.hook_files == () and first.rules == 2
+    # an up that finds it in place changes nothing, the saved time included
+    saved = (store.dir / lastgood.LAST_GOOD).read_bytes()
+    assert not lab.rules.up(str(lab.config)).changed
+    assert (store.dir / lastgood.LAST_GOOD).read_bytes() == saved
     lab.config.write_text(OTHER)
     lab.rules.reload(None)
     assert lastgood.last_good(store).ruleset == parse_config(OTHER, "x").to_toml()

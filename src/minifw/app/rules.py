@@ -83,7 +83,9 @@ class Service:
                     and self.kernel.exists() and self._in_sync(ruleset)):
                 supervise.check_rule_points((k for k, _ in ruleset.chains()),
                                             runners.leaving_chains)
-                self._good(state, hooks)
+                # the config loads and is in force: a failsafe ends (the last good ruleset is
+                # left as saved: this up changed nothing)
+                lastgood.clear_failsafe(self.store)
                 _hooks_started(supervise.apply(runners, self.store.dir),
                                f"minifw is already up with {path}")
                 return Loaded(f"minifw is already up with {path}; "
