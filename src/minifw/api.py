@@ -119,7 +119,9 @@ class Firewall:
 
     @_in_tree
     def up(self, config: str | os.PathLike[str] | None = None) -> "Loaded":
-        """Load the config into the kernel, start its [[hook]] runners. Idempotent."""
+        """Load the config into the kernel, start its [[hook]] runners. Idempotent. With
+        minifw not loaded (as at boot), a bad config loads the last good ruleset instead (or
+        nothing) and raises ``FailsafeError``; ``status().failsafe`` reports it."""
         return self._rules.up(_path(config))
 
     @_in_tree

@@ -7,6 +7,8 @@
     │   ├── UnsupportedError    the running kernel lacks a feature minifw needs
     │   └── PartialAdd          a bulk set-element add failed after some transactions went in
     ├── StateError              minifw's own state (loaded/not loaded, state dir, lock) forbids it
+    ├── FailsafeError           `up` found the config bad with minifw not loaded: it loaded the
+    │                           last good ruleset instead, or nothing
     └── PacketError             a packet is truncated or malformed
 
 Foreign exceptions are wrapped at the edge with ``raise ... from``; only the CLI catches these.
@@ -75,6 +77,16 @@ class PartialAdd(KernelError):
 
 class StateError(MinifwError):
     """The operation does not fit minifw's current state."""
+
+
+class FailsafeError(MinifwError):
+    """``up`` could not load the config with minifw not loaded (as at boot), and fell back:
+    ``loaded`` says whether the last good ruleset is in force; ``__cause__`` is the config's
+    error."""
+
+    def __init__(self, message: str, *, loaded: bool):
+        super().__init__(message)
+        self.loaded = loaded
 
 
 class PacketError(MinifwError):

@@ -10,7 +10,7 @@ import os
 import pytest
 
 from minifw.app.results import (
-    Banned, ChainInfo, ForeignChain, ListedRule, PolicyCounter, RuleListing, SetElement,
+    Banned, ChainInfo, FailsafeInfo, ForeignChain, ListedRule, PolicyCounter, RuleListing, SetElement,
     SetPage, SetSummary, Status, chains_in_order,
 )
 from minifw.daemon import hookstate
@@ -98,8 +98,8 @@ def test_status_json_keeps_its_shape():
     data = st.to_json()
     assert list(data) == ["loaded", "config", "policies", "stateful", "chains", "rules", "sets",
                           "set_elements", "foreign_chains", "warnings", "table_missing",
-                          "hooks", "hook_problems"]
-    assert data["sets"] == 1 and st.in_force
+                          "hooks", "hook_problems", "failsafe"]
+    assert data["sets"] == 1 and st.in_force and data["failsafe"] is None
     assert data["set_elements"] == [{"name": "blocked", "addresses": 1, "cidrs": 0,
                                      "elements": 1}]
     assert list(data["hooks"][0]) == [
@@ -108,6 +108,13 @@ def test_status_json_keeps_its_shape():
         "backend", "log"]
     json.dumps(data)  # plain JSON all the way down
     assert not dataclasses.replace(st, table_missing=True).in_force
+    fallen = dataclasses.replace(st, failsafe=FailsafeInfo(
+        since="2026-01-01T00:00:00Z", config="/c.toml", error="bad", running=True,
+        last_good_at="2025-12-31T00:00:00Z", last_good_config="/c.toml", last_good_rules=2))
+    assert not fallen.in_force
+    assert list(fallen.to_json()["failsafe"]) == [
+        "since", "config", "error", "running", "last_good", "load_error",
+        "hook_files_not_started"]
 
 
 def test_list_json_has_policies_only_when_up():

@@ -10,7 +10,7 @@ import pytest
 from minifw.app.settle import settle_intent
 from minifw.compile import names
 from minifw.compile import nft as compiler
-from minifw.errors import KernelError, StateError
+from minifw.errors import FailsafeError, KernelError, StateError
 from minifw.kernel.seam import PartialAdd
 from minifw.model import Ruleset, parse_config
 from minifw.store.state import State
@@ -39,8 +39,11 @@ def up(lab):
 
 def test_a_refused_first_up_leaves_nothing(lab):
     lab.kernel.refuse_next()
-    with pytest.raises(KernelError, match="nftables refused the change"):
+    # with no last good ruleset to fall back to (failsafe start), nothing at all
+    with pytest.raises(FailsafeError, match="nftables refused the change.*nothing was loaded") \
+            as caught:
         lab.rules.up(str(lab.config))
+    assert isinstance(caught.value.__cause__, KernelError) and not caught.value.loaded
     assert not lab.kernel.exists()
     assert not lab.rules.store.load().loaded
     assert not lab.rules.store.intent_file.exists()

@@ -16,7 +16,7 @@ from . import runs_live
 from .sets import SetService, fresh_load
 from ..compile import names
 from ..compile import nft as compiler
-from ..daemon import supervise
+from ..daemon import hookstate, supervise
 from ..errors import ConfigError, KernelError, MinifwError, RuleError, StateError
 from ..hooks.config import hook_files
 from ..kernel import seam, table
@@ -26,7 +26,9 @@ from .results.rules import (
     ChainInfo, Checked, ForeignChain, ListedRule, Loaded, PolicyCounter, RuleAdded,
     RuleDeleted, RuleListing, Status, Unloaded, chains_in_order,
 )
+from . import failsafe
 from .settle import settle_intent
+from ..store import lastgood
 from ..store.state import DEFAULT_CONFIG, REDERIVE, State, Store, write_atomic
 
 CLI_SOURCE = "minifw add"
@@ -60,16 +62,30 @@ class Service:
     def up(self, config: str | None) -> Loaded:
         path = os.path.abspath(config or DEFAULT_CONFIG)
         with self._writing(rederive=True):
-            text, ruleset = read_config(path)
-            hooks = hook_files(text, path)
-            supervise.validate(hooks, ruleset)
+            # not loaded (as at boot): a config that fails, or that the kernel refuses, brings
+            # up the last good ruleset instead (failsafe.py); loaded: it changes nothing
+            absent = not self.kernel.exists()
+            try:
+                text, ruleset = read_config(path)
+                hooks = hook_files(text, path)
+                supervise.validate(hooks, ruleset)
+            except ConfigError as exc:
+                if absent:
+                    failsafe.fall_back(self, path, exc)
+                raise
             SetService(self.store.dir, self.kernel).compact()
             state = self.store.load_or_none() or State()  # damaged: up rewrites it
+            if absent and state.loaded:  # from before a reboot: a refused load is taken back
+                state = State(config=state.config)
+                self.store.save(state)
             runners = supervise.plan_runners(hooks, self.store.dir)
             if (state.loaded and state.config == path and state.ruleset == ruleset.to_toml()
                     and self.kernel.exists() and self._in_sync(ruleset)):
                 supervise.check_rule_points((k for k, _ in ruleset.chains()),
                                             runners.leaving_chains)
+                # the config loads and is in force: a failsafe ends (the last good ruleset is
+                # left as saved: this up changed nothing)
+                lastgood.clear_failsafe(self.store)
                 _hooks_started(supervise.apply(runners, self.store.dir),
                                f"minifw is already up with {path}")
                 return Loaded(f"minifw is already up with {path}; "
@@ -77,9 +93,15 @@ class Service:
                               self._warnings(ruleset), config=path, rules=len(ruleset.rules),
                               hook_files=len(hooks), changed=False)
             new = State(loaded=True, config=path, ruleset=ruleset.to_toml())
-            with self._intending("load", new):
-                self._load(ruleset, runners)
+            try:
+                with self._intending("load", new):
+                    self._load(ruleset, runners)
+            except (ConfigError, KernelError) as exc:
+                if absent and not self.kernel.exists():  # refused whole: nothing went in
+                    failsafe.fall_back(self, path, exc)
+                raise
             self.store.commit(new)
+            self._good(new, hooks)
             _hooks_started(supervise.apply(runners, self.store.dir),
                            f"minifw is up with {len(ruleset.rules)} rules from {path}")
         done = runners.describe()
@@ -111,6 +133,7 @@ class Service:
             with self._intending("load", new):
                 self._load(ruleset, runners)
             self.store.commit(new)
+            self._good(new, hooks)
             _hooks_started(supervise.apply(runners, self.store.dir),
                            f"reloaded {len(ruleset.rules)} rules from {path}")
         done = runners.describe()
@@ -145,6 +168,7 @@ class Service:
                 if present:
                     self.kernel.run(compiler.build_down())
             self.store.commit(new)
+            lastgood.clear_failsafe(self.store)  # the last good ruleset stays, for the next boot
         return Unloaded("minifw is down: table inet minifw removed" if present
                         else "minifw was not loaded; nothing to remove", removed=present)
 
@@ -191,7 +215,8 @@ class Service:
                       set_elements=tuple(set_counts), foreign_chains=tuple(foreign),
                       warnings=tuple(warnings), table_missing=missing,
                       hooks=tuple(supervise.status(self.store.dir)),
-                      hook_problems=tuple(supervise.problems(self.store.dir)))
+                      hook_problems=tuple(supervise.problems(self.store.dir)),
+                      failsafe=failsafe.info(self.store, state.loaded and present))
 
     def list_rules(self) -> RuleListing:
         SetService(self.store.dir, self.kernel).settle_pending()
@@ -268,6 +293,7 @@ class Service:
                 if new_text is not None:
                     write_atomic(Path(state.config), new_text)
             self.store.commit(new)
+            self._good(new, keep_failsafe=True)
         where = "runtime only" if runtime else f"saved to {state.config}"
         return RuleAdded(f"added rule {rule.id} at {rule.hook.value}/{rule.priority} ({where})",
                          id=rule.id, point=HookPoint(rule.hook, rule.priority),
@@ -303,6 +329,7 @@ class Service:
                 if new_text is not None:
                     write_atomic(Path(state.config), new_text)
             self.store.commit(new)
+            self._good(new, keep_failsafe=True)
         where = "runtime only" if runtime or new_text is None else f"saved to {state.config}"
         return RuleDeleted(f"deleted rule {rule_id} ({where})", id=rule_id,
                            saved_to=None if runtime or new_text is None else state.config)
@@ -337,6 +364,18 @@ class Service:
             except MinifwError:
                 self.store.clear_intent()
             raise
+
+    def _good(self, state: State, hooks: list[str] | None = None,
+              keep_failsafe: bool = False) -> None:
+        """The kernel took ``state``'s ruleset: it is the last good one, and a config that
+        loaded ends the failsafe (an add or delete does not: the config was not read whole).
+        A change on a timer (--confirm) must not come here before it is confirmed."""
+        if hooks is None:  # an edit: the config's [[hook]] files are those of its runners
+            hooks = sorted({r.file for r in hookstate.records(self.store.dir)
+                            if r.managed and r.file})
+        lastgood.remember_good(self.store, state.ruleset, state.config, hook_files=hooks)
+        if not keep_failsafe:
+            lastgood.clear_failsafe(self.store)
 
     def _require_up(self) -> State:
         state = self.store.load()

@@ -98,15 +98,22 @@ def status(ctx, as_json):
     """Show whether minifw is loaded, its hooks and priorities, and other tables at its hooks.
 
     Exits 1 (after printing everything) when the firewall is not in force as asked: table
-    inet minifw is gone while the state says up, or a [[hook]] file or `minifw run` hook is
-    not running (its runner failed to start or died)."""
+    inet minifw is gone while the state says up, a [[hook]] file or `minifw run` hook is
+    not running (its runner failed to start or died), or `up` fell back to the last good
+    ruleset, or to nothing (failsafe)."""
     st = _firewall(ctx).status()
     if as_json:
         dump(st.to_json())
         _status_fails(st)
         return
+    fallen = st.failsafe is not None  # then the ruleset in force is not the config's
     click.echo(f"minifw: {'loaded' if st.loaded else 'not loaded'}"
-               + (f" from {st.config}" if st.loaded and st.config else ""))
+               + (f" from {st.config}" if st.loaded and st.config and not fallen else ""))
+    if fallen:
+        click.echo(st.failsafe.line())
+        if st.failsafe.hook_files_not_started:
+            click.echo("failsafe: hook files not started: "
+                       + ", ".join(st.failsafe.hook_files_not_started))
     for c in st.chains:
         extra = f"{c.rules} rules" if c.kind == "rules" else c.kind
         click.echo(f"  {c.hook:<12} priority {c.priority:>6}  {c.chain:<22} {extra}")
@@ -134,8 +141,13 @@ def _problem_text(p: Any) -> str:
 
 
 def _status_fails(st: Any) -> None:
-    """A firewall that is not in force as asked makes `status` fail, in one line: the table
-    gone from under a loaded state, or a hook that is not running."""
+    """A firewall that is not in force as asked makes `status` fail, in one line: failsafe,
+    the table gone from under a loaded state, or a hook that is not running."""
+    if st.failsafe is not None:
+        what = ("runs the last good ruleset" if st.failsafe.running
+                else "has no ruleset loaded")
+        fail(f"minifw is in failsafe: it {what}, since {st.failsafe.config} did not load at "
+             f"{st.failsafe.since}; fix it, then run 'minifw reload'")
     if st.table_missing:
         fail("minifw should be up, but table inet minifw is missing (flushed by another "
               "tool?); run 'minifw reload'")

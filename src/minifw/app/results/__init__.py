@@ -26,6 +26,7 @@ _HOME = {
     "chains_in_order": "rules",
     "ForeignChain": "rules",
     "Status": "rules",
+    "FailsafeInfo": "rules",
     "ListedRule": "rules",
     "PolicyCounter": "rules",
     "RuleListing": "rules",

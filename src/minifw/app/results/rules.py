@@ -119,6 +119,47 @@ class ForeignChain:
 
 
 @_frozen
+class FailsafeInfo:
+    """``up`` fell back (store/lastgood.py): ``config`` failed with ``error`` at ``since``;
+    ``last_good_at``/``last_good_config``/``last_good_rules`` describe the last good ruleset
+    (None: there was none, or ``load_error`` says why it could not be used or loaded);
+    ``running``: it is in the kernel now. Times are ISO 8601, UTC."""
+
+    since: str
+    config: str
+    error: str
+    running: bool
+    last_good_at: str | None = None
+    last_good_config: str | None = None
+    last_good_rules: int | None = None
+    load_error: str | None = None
+    hook_files_not_started: tuple[str, ...] = ()
+
+    def line(self) -> str:
+        """What ``status`` prints, in one line."""
+        if self.running:
+            return (f"failsafe: running the last good ruleset from {self.last_good_at}, "
+                    f"config error: {self.error}")
+        if self.last_good_at is not None:
+            what = (f"the last good ruleset from {self.last_good_at} is not loaded"
+                    + (f" ({self.load_error})" if self.load_error else ""))
+        elif self.load_error:
+            what = f"the last good ruleset cannot be used ({self.load_error})"
+        else:
+            what = "no last good ruleset exists"
+        return f"failsafe: {what}, nothing is loaded, config error: {self.error}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"since": self.since, "config": self.config, "error": self.error,
+                "running": self.running,
+                "last_good": None if self.last_good_at is None else {
+                    "at": self.last_good_at, "config": self.last_good_config,
+                    "rules": self.last_good_rules},
+                "load_error": self.load_error,
+                "hook_files_not_started": list(self.hook_files_not_started)}
+
+
+@_frozen
 class Status:
     loaded: bool                       # minifw is up and its table is in the kernel
     config: str | None
@@ -132,6 +173,7 @@ class Status:
     table_missing: bool                # the state says up, the table is gone
     hooks: tuple["HookStatus", ...]    # one per hook function of every runner
     hook_problems: tuple["HookProblem", ...]
+    failsafe: FailsafeInfo | None = None   # ``up`` fell back to the last good ruleset (or none)
 
     @property
     def sets(self) -> int:
@@ -139,8 +181,9 @@ class Status:
 
     @property
     def in_force(self) -> bool:
-        """The firewall runs as asked: no table gone from under it, no hook not running."""
-        return not self.table_missing and not self.hook_problems
+        """The firewall runs as asked: no table gone from under it, no hook not running, not
+        in failsafe."""
+        return not self.table_missing and not self.hook_problems and self.failsafe is None
 
     def to_json(self) -> dict[str, Any]:
         return {"loaded": self.loaded, "config": self.config, "policies": dict(self.policies),
@@ -150,7 +193,8 @@ class Status:
                 "foreign_chains": [f.to_json() for f in self.foreign_chains],
                 "warnings": list(self.warnings), "table_missing": self.table_missing,
                 "hooks": [h.to_json() for h in self.hooks],
-                "hook_problems": [p.to_json() for p in self.hook_problems]}
+                "hook_problems": [p.to_json() for p in self.hook_problems],
+                "failsafe": None if self.failsafe is None else self.failsafe.to_json()}
 
 
 @_frozen
