@@ -62,6 +62,23 @@ def test_a_refused_reload_leaves_kernel_state_and_intent_as_before(lab):
     assert lab.rules.store.read_intent() is None
 
 
+def test_a_refused_reload_that_changes_only_a_port_leaves_the_state_as_before(lab):
+    """The same chains and rule ids, other contents: only the refusal itself can tell that
+    nothing changed (a settle against the kernel would adopt the intent)."""
+    up(lab)
+    before = lab.snapshot()
+    assert "dport = 22" in CONFIG
+    lab.config.write_text(CONFIG.replace("dport = 22", "dport = 2222"))
+    lab.kernel.refuse_next()
+    with pytest.raises(KernelError):
+        lab.rules.reload(None)
+    lab.config.write_text(CONFIG)
+    assert lab.snapshot() == before
+    ssh = Ruleset.from_toml(lab.rules.store.load().ruleset).get("ssh")
+    assert ssh.match_dict()["dport"] == 22
+    assert lab.rules.store.read_intent() is None
+
+
 def test_a_reload_that_fails_after_the_commit_is_adopted(lab):
     up(lab)
     lab.config.write_text(RELOADED)

@@ -47,6 +47,12 @@ def read_config(path: str | os.PathLike) -> tuple[str, Ruleset]:
     return text, parse_config(text, path)
 
 
+class _Change:
+    """One intended change's kernel side: ``committed`` once its transaction went in."""
+
+    committed = False
+
+
 class Service:
     def __init__(self, state_dir: Path, kernel: seam.Kernel | None = None):
         self.store = Store(state_dir)
@@ -94,8 +100,8 @@ class Service:
                               hook_files=len(hooks), changed=False)
             new = State(loaded=True, config=path, ruleset=ruleset.to_toml())
             try:
-                with self._intending("load", new):
-                    self._load(ruleset, runners)
+                with self._intending("load", new) as change:
+                    self._load(ruleset, runners, change)
             except (ConfigError, KernelError) as exc:
                 if absent and not self.kernel.exists():  # refused whole: nothing went in
                     failsafe.fall_back(self, path, exc)
@@ -130,8 +136,8 @@ class Service:
             supervise.validate(hooks, ruleset)
             runners = supervise.plan_runners(hooks, self.store.dir, restart_all=restart_hooks)
             new = State(loaded=True, config=path, ruleset=ruleset.to_toml())
-            with self._intending("load", new):
-                self._load(ruleset, runners)
+            with self._intending("load", new) as change:
+                self._load(ruleset, runners, change)
             self.store.commit(new)
             self._good(new, hooks)
             _hooks_started(supervise.apply(runners, self.store.dir),
@@ -141,7 +147,8 @@ class Service:
                       + (f"; {done}" if done else ""), self._warnings(ruleset),
                       config=path, rules=len(ruleset.rules), hook_files=len(hooks))
 
-    def _load(self, ruleset: Ruleset, runners: supervise.RunnerPlan | None = None) -> None:
+    def _load(self, ruleset: Ruleset, runners: supervise.RunnerPlan | None = None,
+              change: _Change | None = None) -> None:
         """One transaction for the declarative chains and sets, which also deletes the chains
         of hook runners the plan retires (their file left the config), so a rule chain may
         take their place in the same commit. No runner is touched before it: if it fails,
@@ -155,6 +162,8 @@ class Service:
         if runners:
             document["nftables"] += supervise.retire_commands(runners, chains)
         self.kernel.run(document)
+        if change is not None:
+            change.committed = True
         SetService(self.store.dir, self.kernel).after_load(ruleset, kernel_sets)
 
     def down(self) -> Unloaded:
@@ -164,9 +173,10 @@ class Service:
             supervise.forget(self.store.dir)
             present = self.kernel.exists()
             new = dataclasses.replace(state, loaded=False, ruleset={})
-            with self._intending("down", new):
+            with self._intending("down", new) as change:
                 if present:
                     self.kernel.run(compiler.build_down())
+                    change.committed = True
             self.store.commit(new)
             lastgood.clear_failsafe(self.store)  # the last good ruleset stays, for the next boot
         return Unloaded("minifw is down: table inet minifw removed" if present
@@ -286,10 +296,11 @@ class Service:
             if runtime_ids:
                 toml["runtime"] = runtime_ids
             new = dataclasses.replace(state, ruleset=toml)
-            with self._intending("edit", new, new_text):
+            with self._intending("edit", new, new_text) as change:
                 if not runs_live.edit_chain(self.kernel, chain, live, new_live):
                     self.kernel.run(compiler.build_add(rule, new_live, chain in chains,
                                                        before_handle))
+                change.committed = True
                 if new_text is not None:
                     write_atomic(Path(state.config), new_text)
             self.store.commit(new)
@@ -323,9 +334,10 @@ class Service:
             if runtime_ids:
                 toml["runtime"] = runtime_ids
             new = dataclasses.replace(state, ruleset=toml)
-            with self._intending("edit", new, new_text):
+            with self._intending("edit", new, new_text) as change:
                 if not runs_live.edit_chain(self.kernel, chain, live, new_live, [rule]):
                     self.kernel.run(compiler.build_delete(rule, handles, delete_chain=last))
+                change.committed = True
                 if new_text is not None:
                     write_atomic(Path(state.config), new_text)
             self.store.commit(new)
@@ -350,17 +362,20 @@ class Service:
             yield
 
     @contextlib.contextmanager
-    def _intending(self, op: str, new: State, config_text: str | None = None) -> Iterator[None]:
+    def _intending(self, op: str, new: State,
+                   config_text: str | None = None) -> Iterator[_Change]:
         """Write the intended state before the kernel changes (the caller commits it after).
-        If the change fails, the state is settled against the kernel at once: a refused
-        transaction changed nothing, but a failure after the commit must not leave state.json
-        behind the kernel."""
+        If the change fails, the state is settled against the kernel at once, so state.json
+        never stays behind it. A failure in the change's own transaction (``committed``
+        unset: libnftables refused the batch, which changes nothing) keeps the saved state
+        where the kernel cannot tell the two apart: a change of rule contents only."""
         self.store.write_intent(op, new, config_text)
+        change = _Change()
         try:
-            yield
+            yield change
         except Exception:
             try:
-                settle_intent(self.store, self.kernel)
+                settle_intent(self.store, self.kernel, refused=not change.committed)
             except MinifwError:
                 self.store.clear_intent()
             raise
