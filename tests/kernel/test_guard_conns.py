@@ -165,10 +165,15 @@ def test_ssh_connection_alone_with_a_plain_listener(lab, tmp_path):
                     "server_port": 22, "found": "SSH_CONNECTION", "iface": "eth-c"}]
     mapped = find(server, {"SSH_CONNECTION": f"::ffff:{CLIENT4} 40022 ::ffff:{SERVER4} 22"})
     assert mapped == want
+    # one of a session into another namespace: nothing here serves port 2222, so it is not
+    # this namespace's to protect (as a test runner's own SSH_CONNECTION in a lab)
+    assert find(server, {"SSH_CONNECTION": f"{CLIENT4} 40022 {SERVER4} 2222"}) == []
+    assert find(client, {"SSH_CONNECTION": value}) == []
 
 
 def test_guard_peers_get_this_hosts_address_toward_them(lab):
     server, client = pair(lab)
+    serve(server, tcp=[22])          # SSH_CONNECTION counts where its server port is served
     got = find(server, {"SSH_CONNECTION": f"{CLIENT4} 40022 {SERVER4} 22"},
                guards=(f"{CLIENT4}:2222", f"[{CLIENT6}]:22", f"{CLIENT4}:22"))
     assert got == [

@@ -68,19 +68,19 @@ def clients(environ: Mapping[str, str] | None = None, proc: Path = PROC) -> list
     from ..engine.sockets import unmap
 
     sockets = tcp_sockets(proc)
-    out = [unmap(s.remote) for s in listening_remotes(sockets)]
+    out = [unmap(s.remote) for s in listening_remotes(sockets or ())]
     fields = ssh_connection_fields(environ, proc)
     if fields is not None and served_here(fields, sockets):
         out.append(fields[0])
     return out
 
 
-def served_here(fields: tuple, sockets: list[TcpSocket]) -> bool:
+def served_here(fields: tuple, sockets: list[TcpSocket] | None) -> bool:
     """Whether SSH_CONNECTION's server end is in this network namespace: something listens on
     its port (on its address, or on a wildcard). One inherited from a session into another
     namespace (a container's host, a test runner's) is not this namespace's to protect. With
-    no socket table to ask, it is taken as given."""
-    if not sockets:
+    no socket table to read, it is taken as given."""
+    if sockets is None:
         return True
     from ..engine.sockets import unmap
 
@@ -146,22 +146,23 @@ def _environ(pid_dir: Path) -> dict[str, str]:
 
 # ---- sessions to sshd -------------------------------------------------------------------------
 
-def tcp_sockets(proc: Path = PROC) -> list[TcpSocket]:
-    """Every TCP socket of this network namespace, IPv4 and IPv6."""
-    sockets = []
+def tcp_sockets(proc: Path = PROC) -> list[TcpSocket] | None:
+    """Every TCP socket of this network namespace, IPv4 and IPv6; None when neither table
+    could be read."""
+    sockets = None
     for name in ("tcp", "tcp6"):
         try:
             text = (proc / "net" / name).read_bytes().decode("ascii", "replace")
         except OSError:
             continue       # no IPv6 in this kernel, or no /proc/net
-        sockets += parse_tcp_table(text, sys.byteorder)
+        sockets = (sockets or []) + parse_tcp_table(text, sys.byteorder)
     return sockets
 
 
 def sshd_sessions(proc: Path = PROC, sockets: list[TcpSocket] | None = None) -> list[Connection]:
     """Established TCP connections, in this network namespace, to a port an sshd listens on.
     The owners are looked up only when some listener here has an established session."""
-    sockets = tcp_sockets(proc) if sockets is None else sockets
+    sockets = (tcp_sockets(proc) if sockets is None else sockets) or []
     if not listening_remotes(sockets):
         return []
     inodes = sshd_socket_inodes(proc)
