@@ -67,7 +67,8 @@ def test_the_refusal_is_one_line_naming_connection_direction_verdict_and_policy(
         "this change would cut 198.18.0.2:40000 -> 198.18.0.1:22 (ssh session found via sshd): "
         "a new connection in is dropped by the input policy (drop); use --force to apply anyway")
     text = refusal(check(rs(input="drop", stateful=False), [SSH]))
-    assert "\n" not in text and text.endswith("(and 1 more cut); use --force to apply anyway")
+    assert "\n" not in text and text.endswith(
+        "(1 more checked packet cut too; 'minifw check' lists them); use --force to apply anyway")
 
 
 def test_stateless_with_only_an_input_accept_cuts_the_reply_out():

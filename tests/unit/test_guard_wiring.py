@@ -115,3 +115,22 @@ def test_unban_matters_only_for_a_set_an_accept_rule_uses(lab):
 def test_a_malformed_guard_fails_before_anything():
     with pytest.raises(GuardError, match="expected ADDR:PORT"):
         Guard(["198.18.0.2"])
+
+
+def test_check_lists_every_cut_and_refuses_nothing(lab):
+    lab.kernel.sessions = [ADMIN]
+    lab.config.write_text('[policy]\ninput = "drop"\nstateful = false\n')
+    checked = lab.rules.check(str(lab.config), guard=Guard(force=True))
+    assert checked.guard == (
+        "refused without --force: this change would cut 198.18.0.2:40000 -> 198.18.0.1:22 "
+        "(ssh session found via sshd): a new connection in is dropped by the input policy "
+        "(drop)",
+        "refused without --force: this change would cut 198.18.0.2:40000 -> 198.18.0.1:22 "
+        "(ssh session found via sshd): an established packet in is dropped by the input "
+        "policy (drop)")
+    assert checked.to_json()["guard"] == list(checked.guard)
+    assert lab.kernel.sent == []
+    # nothing to say: the document alone, as nft -j -f takes it
+    lab.config.write_text('[[rule]]\nid = "ssh"\nproto = "tcp"\ndport = 22\naction = "accept"\n')
+    plain = lab.rules.check(str(lab.config), guard=Guard(force=True))
+    assert plain.guard == () and list(plain.to_json()) == ["nftables"]

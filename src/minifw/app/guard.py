@@ -106,11 +106,11 @@ def report(kernel: Kernel, state_dir: Path, ruleset: Ruleset,
         findings, connections = findings_for(kernel, state_dir, ruleset, guard)
     except (OSError, MinifwError) as exc:
         return (f"the lockout guard could not check: {exc}",)
-    from ..engine.guard import refusal
+    from ..engine.guard import describe
 
-    line = refusal(findings)
-    out = (f"refused without --force: {line}",) if line else ()
-    return out + verdict(findings, connections, ruleset, Guard(force=True))[1 if line else 0:]
+    cuts = tuple(f"refused without --force: this change would cut {describe(f)}"
+                 for f in findings if f.blocks)
+    return cuts + verdict(findings, connections, ruleset, Guard(force=True))[1 if cuts else 0:]
 
 
 def running_functions(state_dir: Path) -> tuple:

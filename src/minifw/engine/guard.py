@@ -283,7 +283,8 @@ def refusal(findings: Sequence[Finding]) -> str | None:
     if not blocking:
         return None
     more = len(blocking) - 1
-    extra = f" (and {more} more cut{'s' if more > 1 else ''})" if more else ""
+    extra = (f" ({more} more checked packet{'s' if more > 1 else ''} cut too; 'minifw check' "
+             "lists them)") if more else ""
     return f"this change would cut {describe(blocking[0])}{extra}; use --force to apply anyway"
 
 
