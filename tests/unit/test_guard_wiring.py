@@ -134,3 +134,38 @@ def test_check_lists_every_cut_and_refuses_nothing(lab):
     lab.config.write_text('[[rule]]\nid = "ssh"\nproto = "tcp"\ndport = 22\naction = "accept"\n')
     plain = lab.rules.check(str(lab.config), guard=Guard(force=True))
     assert plain.guard == () and list(plain.to_json()) == ["nftables"]
+
+
+def test_a_hook_functions_verdict_warns_and_never_refuses():
+    from minifw.app.guard import verdict
+    from minifw.engine.explain import HookFunction
+    from minifw.engine.guard import check
+    from minifw.model import Hook, Ruleset
+
+    locked = Ruleset.from_toml({"policy": {"input": "drop"}})
+    findings = check(locked, [ADMIN], None, [HookFunction("gate", Hook.INPUT, -10)])
+    assert [f.verdict for f in findings][:2] == ["runtime", "runtime"]
+    warnings = verdict(findings, [ADMIN], locked, Guard())
+    assert warnings and all("decided at run time by hook function 'gate'" in w
+                            for w in warnings)
+    # the same ruleset without the function is refused
+    with pytest.raises(LockoutError):
+        verdict(check(locked, [ADMIN]), [ADMIN], locked, Guard())
+
+
+def test_ssh_connection_counts_where_its_port_is_served():
+    from minifw.engine.sockets import TcpSocket
+    from minifw.kernel.conns import served_here
+
+    fields = (ip("198.18.0.2"), 40000, ip("198.18.0.1"), 22)
+
+    def listener(addr, port):
+        return TcpSocket(ip(addr), port, ip("0.0.0.0"), 0, "listen", 1)
+    assert served_here(fields, None)                                   # no table: as given
+    assert not served_here(fields, [])
+    assert served_here(fields, [listener("0.0.0.0", 22)])
+    assert served_here(fields, [listener("::", 22)])
+    assert served_here(fields, [listener("::ffff:198.18.0.1", 22)])
+    assert served_here(fields, [listener("198.18.0.1", 22)])
+    assert not served_here(fields, [listener("198.18.0.9", 22)])       # another address
+    assert not served_here(fields, [listener("0.0.0.0", 23), listener("0.0.0.0", 21)])
