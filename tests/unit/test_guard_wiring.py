@@ -169,3 +169,17 @@ def test_ssh_connection_counts_where_its_port_is_served():
     assert served_here(fields, [listener("198.18.0.1", 22)])
     assert not served_here(fields, [listener("198.18.0.9", 22)])       # another address
     assert not served_here(fields, [listener("0.0.0.0", 23), listener("0.0.0.0", 21)])
+
+
+def test_check_creates_no_state(tmp_path, no_real_kernel):  # noqa: F811
+    from minifw.app.rules import Service
+    from minifw.kernel.fake import FakeKernel
+
+    kernel = FakeKernel()
+    kernel.sessions = [ADMIN]
+    config = tmp_path / "c.toml"
+    config.write_text(LOCKED)
+    state = tmp_path / "state"
+    checked = Service(state, kernel).check(str(config), guard=Guard(force=True))
+    assert checked.guard[0].startswith("refused without --force: this change would cut")
+    assert not state.exists()

@@ -128,9 +128,12 @@ def set_lookup(state_dir: Path, ruleset: Ruleset | None = None,
                removing: dict[str, set[str]] | None = None) -> Callable[[str, Any], bool | None]:
     """Set membership after the change: the set record (what the kernel's sets hold), the
     config's [[set]] elements, plus ``adding`` and minus ``removing`` (name -> elements)."""
+    import os
+
     from ..store.setrecord import SetStore
 
-    store = SetStore(state_dir)
+    # no record yet: nothing is in the kernel's sets (and `check` must not create one)
+    store = SetStore(state_dir) if os.path.isfile(os.path.join(state_dir, "sets.db")) else None
     config = {s.name: list(s.elements) for s in ruleset.sets} if ruleset is not None else {}
     adding = adding or {}
     removing = removing or {}
@@ -140,7 +143,7 @@ def set_lookup(state_dir: Path, ruleset: Ruleset | None = None,
         extra = config.get(name, []) + adding.get(name, [])
         if _covered(addr, [e for e in extra if e not in gone]):
             return True
-        if not store.exists(name):
+        if store is None or not store.exists(name):
             return None if name not in config and name not in adding else False
         if str(addr) not in gone and store.get(name, str(addr)) is not None:
             return True
