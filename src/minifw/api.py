@@ -112,17 +112,23 @@ class Firewall:
 
     # ---- whole ruleset ---------------------------------------------------------------------
     @_in_tree
-    def check(self, config: str | os.PathLike[str] | None = None) -> "Checked":
+    def check(self, config: str | os.PathLike[str] | None = None, *,
+              guard: Iterable[str] | None = None) -> "Checked":
         """Validate a config (and its [[hook]] files) and build what a load would send,
-        without applying it. ``config`` defaults to /etc/minifw/minifw.toml."""
-        return self._rules.check(_path(config))
+        without applying it. ``config`` defaults to /etc/minifw/minifw.toml. The lockout
+        guard's findings on it are in ``guard`` (never refused here)."""
+        return self._rules.check(_path(config), guard=_guard(guard, True))
 
     @_in_tree
-    def up(self, config: str | os.PathLike[str] | None = None) -> "Loaded":
+    def up(self, config: str | os.PathLike[str] | None = None, *,
+           guard: Iterable[str] | None = None, force: bool = False) -> "Loaded":
         """Load the config into the kernel, start its [[hook]] runners. Idempotent. With
         minifw not loaded (as at boot), a bad config loads the last good ruleset instead (or
-        nothing) and raises ``FailsafeError``; ``status().failsafe`` reports it."""
-        return self._rules.up(_path(config))
+        nothing) and raises ``FailsafeError``; ``status().failsafe`` reports it.
+        The lockout guard refuses (LockoutError) a ruleset that would cut a protected
+        connection (SSH_CONNECTION, sessions to sshd, ``guard`` "ADDR:PORT" peers) unless
+        ``force``; the same holds for reload, add, delete, ban, unban and import_set."""
+        return self._rules.up(_path(config), guard=_guard(guard, force))
 
     @_in_tree
     def down(self) -> "Unloaded":
@@ -131,14 +137,17 @@ class Firewall:
 
     @_in_tree
     def reload(self, config: str | os.PathLike[str] | None = None,
-               restart_hooks: bool = False) -> "Loaded":
+               restart_hooks: bool = False, *, guard: Iterable[str] | None = None,
+               force: bool = False) -> "Loaded":
         """Replace the live ruleset atomically from ``config`` (default: the loaded one)."""
-        return self._rules.reload(_path(config), restart_hooks=restart_hooks)
+        return self._rules.reload(_path(config), restart_hooks=restart_hooks,
+                                  guard=_guard(guard, force))
 
     # ---- rules -----------------------------------------------------------------------------
     @_in_tree
     def add(self, rule: Mapping[str, Any] | None = None, /, *, position: int | None = None,
-            runtime: bool = False, **fields: Any) -> "RuleAdded":
+            runtime: bool = False, guard: Iterable[str] | None = None, force: bool = False,
+            **fields: Any) -> "RuleAdded":
         """Add one rule, given as a dict of its TOML keys and/or as keywords
         (``add(id="ssh", proto="tcp", dport=22, action="accept")``). ``position``: its
         0-based place within its chain (default: last). ``runtime``: leave the config file
@@ -148,12 +157,13 @@ class Firewall:
             from .errors import RuleError
             raise RuleError(f"{position!r} is not a position: give 0 or more",
                             field="position", file="minifw add")
-        return self._rules.add(merged, position, runtime)
+        return self._rules.add(merged, position, runtime, guard=_guard(guard, force))
 
     @_in_tree
-    def delete(self, rule_id: str, runtime: bool = False) -> "RuleDeleted":
+    def delete(self, rule_id: str, runtime: bool = False, *,
+               guard: Iterable[str] | None = None, force: bool = False) -> "RuleDeleted":
         """Delete one rule by id (from the config file too, unless ``runtime``)."""
-        return self._rules.delete(rule_id, runtime)
+        return self._rules.delete(rule_id, runtime, guard=_guard(guard, force))
 
     # ---- reads -----------------------------------------------------------------------------
     @_in_tree
@@ -170,21 +180,26 @@ class Firewall:
     # ---- sets ------------------------------------------------------------------------------
     @_in_tree
     def ban(self, elements: str | Iterable[str], timeout: str | int | None = None,
-            set: str = "blocked") -> "Banned":
+            set: str = "blocked", *, guard: Iterable[str] | None = None,
+            force: bool = False) -> "Banned":
         """Add addresses or CIDRs to a set (``blocked``, the default, is dropped at
         prerouting). ``timeout``: seconds or a duration such as ``"10m"``."""
-        return self._sets.ban(_elements(elements), _duration(timeout), set)
+        return self._sets.ban(_elements(elements), _duration(timeout), set,
+                              guard=_guard(guard, force))
 
     @_in_tree
-    def unban(self, elements: str | Iterable[str], set: str = "blocked") -> "Unbanned":
+    def unban(self, elements: str | Iterable[str], set: str = "blocked", *,
+              guard: Iterable[str] | None = None, force: bool = False) -> "Unbanned":
         """Remove addresses or CIDRs from a set; absent ones are reported, not refused."""
-        return self._sets.unban(_elements(elements), set)
+        return self._sets.unban(_elements(elements), set, guard=_guard(guard, force))
 
     @_in_tree
     def import_set(self, name: str, file: str | os.PathLike[str], skip_invalid: bool = False,
-                   timeout: str | int | None = None) -> "Imported":
+                   timeout: str | int | None = None, *, guard: Iterable[str] | None = None,
+                   force: bool = False) -> "Imported":
         """Add one address or CIDR per line of ``file`` to set ``name``."""
-        return self._sets.import_file(name, os.fspath(file), skip_invalid, _duration(timeout))
+        return self._sets.import_file(name, os.fspath(file), skip_invalid, _duration(timeout),
+                                      guard=_guard(guard, force))
 
     @_in_tree
     def list_set(self, name: str, page: int = 1, page_size: int = 100) -> "SetPage":
@@ -258,6 +273,13 @@ class Firewall:
         warnings = ex.foreign_chains(ex.path_hooks(probe.path), [probe.version])
         return Explained(explanation=result, ruleset=source.where, warnings=tuple(warnings),
                          hook_logs=tuple(logs))
+
+
+def _guard(guard: Iterable[str] | None, force: bool):
+    """The lockout guard's request: ``guard`` lists extra "ADDR:PORT" peers to protect;
+    ``force`` applies a change that would cut one (with a warning)."""
+    from .app.guard import Guard
+    return Guard([guard] if isinstance(guard, str) else (guard or ()), force)
 
 
 def _path(value: str | os.PathLike[str] | None) -> str | None:

@@ -9,6 +9,9 @@
     ├── StateError              minifw's own state (loaded/not loaded, state dir, lock) forbids it
     ├── FailsafeError           `up` found the config bad with minifw not loaded: it loaded the
     │                           last good ruleset instead, or nothing
+    ├── GuardError              a --guard value is malformed, or names a peer with no route here
+    ├── LockoutError            the lockout guard refused: the change would cut a protected
+    │                           connection (nothing changed; --force applies it anyway)
     └── PacketError             a packet is truncated or malformed
 
 Foreign exceptions are wrapped at the edge with ``raise ... from``; only the CLI catches these.
@@ -87,6 +90,20 @@ class FailsafeError(MinifwError):
     def __init__(self, message: str, *, loaded: bool):
         super().__init__(message)
         self.loaded = loaded
+
+
+class GuardError(MinifwError):
+    """A ``--guard ADDR:PORT`` value is malformed, or this host has no route to its peer. The
+    message names the flag (not a config file)."""
+
+
+class LockoutError(MinifwError):
+    """The lockout guard refused a change: it would cut ``findings``' first blocking connection.
+    Raised before anything (kernel, config, state) changed."""
+
+    def __init__(self, message: str, findings: tuple = ()):
+        super().__init__(message)
+        self.findings = findings
 
 
 class PacketError(MinifwError):

@@ -7,6 +7,7 @@ the real kernel, in a namespace."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from minifw.app.rules import Service
 from minifw.cli import common as clicommon
 from minifw.cli import entry
 from minifw.cli import main as clickmain
+from minifw.engine.guard import Connection
 from minifw.kernel import seam
 from minifw.kernel.fake import FakeKernel
 
@@ -60,6 +62,16 @@ SESSION = [
     ["ban", "::ffff:198.18.0.9"],              # a warning on stderr
     ["ban", "198.18.0.10\x1b[31m"],            # one line, escaped
     ["ban", "-5"],
+    # the lockout guard: the admin's session comes from 198.18.0.50 (see _instance)
+    ["ban", "198.18.0.50"],                    # refused: one line, nothing changed
+    ["ban", "198.18.0.48/30", "--json"],
+    ["ban", "198.18.0.50", "--force"],          # applied, with a warning
+    ["ban", "198.18.0.51", "--force", "--force"],  # repeated: click's to judge
+    ["ban", "--force=yes", "198.18.0.51"],
+    ["ban", "198.18.0.51", "--guard", "198.18.0.51:22"],  # --guard: handed to click
+    ["ban", "198.18.0.52", "--guard", "198.18.0.51:22", "--guard=198.18.0.53:2222"],
+    ["ban", "198.18.0.52", "--guard", "bad"],
+    ["unban", "198.18.0.50", "--force"],
     ["unban", "198.18.0.1"],
     ["unban", "198.18.0.1", "198.18.9.9", "--json"],
     ["unban", "198.18.2.1"],                   # covered by a CIDR
@@ -75,6 +87,10 @@ SESSION = [
 ]
 
 
+ADMIN = Connection(ipaddress.ip_address("198.18.0.50"), 40000,
+                   ipaddress.ip_address("198.18.0.1"), 22, "sshd")
+
+
 @pytest.fixture(autouse=True)
 def privileged(monkeypatch, no_real_kernel):
     monkeypatch.setattr(clicommon, "privileged", lambda: True)
@@ -83,6 +99,7 @@ def privileged(monkeypatch, no_real_kernel):
 def _instance(tmp_path: Path, name: str, up: bool) -> tuple[Path, FakeKernel]:
     """A state directory and its fake kernel, minifw up on it (from fakekit's CONFIG) or not."""
     kernel = FakeKernel()
+    kernel.sessions = [ADMIN]
     state = tmp_path / name
     if up:
         config = tmp_path / f"{name}.toml"
@@ -127,6 +144,10 @@ def test_both_paths_print_and_exit_alike(capsys, monkeypatch, tmp_path, how, up)
         if code != 0:  # every failure: one line on stderr
             assert len(err.splitlines()) == 1 and err.startswith("error: "), (argv, err)
         assert fast_kernel.tables == click_kernel.tables, argv
+        if up and argv in (["ban", "198.18.0.50"], ["ban", "198.18.0.48/30", "--json"]):
+            assert code == 1 and "this change would cut 198.18.0.50:40000" in err, (argv, err)
+        if up and argv == ["ban", "198.18.0.50", "--force"]:
+            assert code == 0 and err.startswith("warning: --force: this change would cut")
     # and the two records ended up alike
     argv = ["unban", "198.18.0.2", "fd00::2", "--json"]
     fast = _call(entry.run, argv, capsys, fast_dir, how, fast_kernel)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 
 import pytest
@@ -10,10 +9,10 @@ import pytest
 from minifw.engine.explain import HookFunction
 from minifw.engine.guard import (
     GUARD_CLIENT_PORT, Connection, GuardError, GuardSpec, check, dedupe, no_connection_warning,
-    parse_guard, parse_ssh_connection, parse_tcp_line, parse_tcp_table, refusal,
-    runtime_warnings, sessions_to,
+    parse_guard, parse_ssh_connection, refusal, runtime_warnings, sessions_to,
 )
-from minifw.errors import ConfigError
+from minifw.engine.sockets import parse_tcp_line, parse_tcp_table
+from minifw.errors import ConfigError, MinifwError
 from minifw.model import Hook, Ruleset
 
 ip = ipaddress.ip_address
@@ -68,7 +67,8 @@ def test_the_refusal_is_one_line_naming_connection_direction_verdict_and_policy(
         "this change would cut 198.18.0.2:40000 -> 198.18.0.1:22 (ssh session found via sshd): "
         "a new connection in is dropped by the input policy (drop); use --force to apply anyway")
     text = refusal(check(rs(input="drop", stateful=False), [SSH]))
-    assert "\n" not in text and text.endswith("(and 1 more cut); use --force to apply anyway")
+    assert "\n" not in text and text.endswith(
+        "(1 more checked packet cut too; 'minifw check' lists them); use --force to apply anyway")
 
 
 def test_stateless_with_only_an_input_accept_cuts_the_reply_out():
@@ -235,7 +235,7 @@ def test_guard_parses(text, peer, port):
 def test_bad_guards_raise_one_line_naming_the_flag(text, says):
     with pytest.raises(GuardError) as err:
         parse_guard(text)
-    assert isinstance(err.value, ConfigError)
+    assert isinstance(err.value, MinifwError) and not isinstance(err.value, ConfigError)
     msg = str(err.value)
     assert msg.startswith("--guard ") and says in msg and "\n" not in msg
 
@@ -364,7 +364,7 @@ def test_sessions_to_the_listeners_ports():
 def test_an_ipv4_peer_of_a_dual_stack_listener_is_an_ipv4_connection():
     listener = parse_tcp_table(TCP6, "little")[1]                              # [::]:22
     mapped = parse_tcp_table(TCP6, "little")[4]          # a captured ::ffff: socket, port 8080
-    est = dataclasses.replace(mapped, local_port=22, state="established")
+    est = mapped._replace(local_port=22, state="established")
     (conn,) = sessions_to([listener], [est])
     assert (conn.client, conn.server, conn.client_port) == (ip("198.18.0.1"), ip("198.18.0.1"),
                                                             40003)

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from . import runs_live
+from . import guard as lockout, runs_live
 from .sets import SetService, fresh_load
 from ..compile import names
 from ..compile import nft as compiler
@@ -59,13 +59,14 @@ class Service:
         self.kernel = kernel or seam.default()
 
     # ---- whole-ruleset operations ------------------------------------------------------
-    def check(self, config: str | None) -> Checked:
+    def check(self, config: str | None, guard: lockout.Guard | None = None) -> Checked:
         path = config or DEFAULT_CONFIG
         text, ruleset = read_config(path)
         supervise.validate(hook_files(text, os.path.abspath(path)), ruleset)
-        return Checked(ruleset=ruleset, document=fresh_load(ruleset))
+        found = lockout.report(self.kernel, self.store.dir, ruleset, guard)
+        return Checked(ruleset=ruleset, document=fresh_load(ruleset), guard=found)
 
-    def up(self, config: str | None) -> Loaded:
+    def up(self, config: str | None, guard: lockout.Guard | None = None) -> Loaded:
         path = os.path.abspath(config or DEFAULT_CONFIG)
         with self._writing(rederive=True):
             # not loaded (as at boot): a config that fails, or that the kernel refuses, brings
@@ -98,6 +99,7 @@ class Service:
                               + (runners.describe() or "nothing changed"),
                               self._warnings(ruleset), config=path, rules=len(ruleset.rules),
                               hook_files=len(hooks), changed=False)
+            guarded = lockout.check_ruleset(self.kernel, self.store.dir, ruleset, guard)
             new = State(loaded=True, config=path, ruleset=ruleset.to_toml())
             try:
                 with self._intending("load", new) as change:
@@ -113,7 +115,7 @@ class Service:
         done = runners.describe()
         return Loaded(f"minifw is up: {len(ruleset.rules)} rules"
                       + (f", {len(hooks)} hook files" if hooks else "") + f" from {path}"
-                      + (f"; {done}" if done else ""), self._warnings(ruleset),
+                      + (f"; {done}" if done else ""), guarded + self._warnings(ruleset),
                       config=path, rules=len(ruleset.rules), hook_files=len(hooks))
 
     def _in_sync(self, ruleset: Ruleset) -> bool:
@@ -122,7 +124,8 @@ class Service:
         return self.kernel.declarative_layout() == compiler.expected_layout(
             compiler.build_load(ruleset))
 
-    def reload(self, config: str | None, restart_hooks: bool = False) -> Loaded:
+    def reload(self, config: str | None, restart_hooks: bool = False,
+               guard: lockout.Guard | None = None) -> Loaded:
         """Replace the declarative ruleset, and bring the [[hook]] runners in line: a runner
         whose file left the config stops, one whose file changed restarts, a new file starts."""
         with self._writing(rederive=config is not None):
@@ -135,6 +138,7 @@ class Service:
             hooks = hook_files(text, path)
             supervise.validate(hooks, ruleset)
             runners = supervise.plan_runners(hooks, self.store.dir, restart_all=restart_hooks)
+            guarded = lockout.check_ruleset(self.kernel, self.store.dir, ruleset, guard)
             new = State(loaded=True, config=path, ruleset=ruleset.to_toml())
             with self._intending("load", new) as change:
                 self._load(ruleset, runners, change)
@@ -144,7 +148,7 @@ class Service:
                            f"reloaded {len(ruleset.rules)} rules from {path}")
         done = runners.describe()
         return Loaded(f"reloaded {len(ruleset.rules)} rules from {path}"
-                      + (f"; {done}" if done else ""), self._warnings(ruleset),
+                      + (f"; {done}" if done else ""), guarded + self._warnings(ruleset),
                       config=path, rules=len(ruleset.rules), hook_files=len(hooks))
 
     def _load(self, ruleset: Ruleset, runners: supervise.RunnerPlan | None = None,
@@ -260,7 +264,8 @@ class Service:
         return RuleListing(rules=tuple(rules), policies=tuple(policies))
 
     # ---- incremental edits -------------------------------------------------------------
-    def add(self, fields: dict[str, Any], position: int | None, runtime: bool) -> RuleAdded:
+    def add(self, fields: dict[str, Any], position: int | None, runtime: bool,
+            guard: lockout.Guard | None = None) -> RuleAdded:
         with self._writing():
             state = self._require_up()
             live = self._live(state)
@@ -284,6 +289,7 @@ class Service:
                 parse_config(new_text, state.config)  # the edited file must still load
             chain = names.rule_chain(rule.hook, rule.priority)
             supervise.check_rule_points([(rule.hook, rule.priority)])
+            guarded = lockout.check_ruleset(self.kernel, self.store.dir, new_live, guard)
             chains, _ = self.kernel.objects()
             before_handle = None
             if later:
@@ -307,10 +313,11 @@ class Service:
             self._good(new, keep_failsafe=True)
         where = "runtime only" if runtime else f"saved to {state.config}"
         return RuleAdded(f"added rule {rule.id} at {rule.hook.value}/{rule.priority} ({where})",
-                         id=rule.id, point=HookPoint(rule.hook, rule.priority),
+                         guarded, id=rule.id, point=HookPoint(rule.hook, rule.priority),
                          saved_to=None if runtime else state.config)
 
-    def delete(self, rule_id: str, runtime: bool) -> RuleDeleted:
+    def delete(self, rule_id: str, runtime: bool,
+               guard: lockout.Guard | None = None) -> RuleDeleted:
         with self._writing():
             state = self._require_up()
             live = self._live(state)
@@ -325,6 +332,7 @@ class Service:
                 if on_disk.get(rule_id) is not None:
                     new_text = delete_rule_text(text, rule_id)
                     parse_config(new_text, state.config)
+            guarded = lockout.check_ruleset(self.kernel, self.store.dir, new_live, guard)
             chain = names.rule_chain(rule.hook, rule.priority)
             live_rules = self.kernel.chain_rules(chain)
             handles = [lr.handle for lr in live_rules if lr.rule_id == rule_id]
@@ -343,7 +351,7 @@ class Service:
             self.store.commit(new)
             self._good(new, keep_failsafe=True)
         where = "runtime only" if runtime or new_text is None else f"saved to {state.config}"
-        return RuleDeleted(f"deleted rule {rule_id} ({where})", id=rule_id,
+        return RuleDeleted(f"deleted rule {rule_id} ({where})", guarded, id=rule_id,
                            saved_to=None if runtime or new_text is None else state.config)
 
     # ---- helpers -------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from ..store.state import Store, write_atomic
 from .results.bans import Banned, Unbanned
 from . import results as _results  # the other set results load when first built (PEP 562)
 from .settle import settle_intent
+from . import guard as lockout
 
 if TYPE_CHECKING:
     from ..model.ruleset import Ruleset
@@ -227,6 +228,17 @@ class SetService:
         finally:
             self.apply_seconds += time.perf_counter() - start
 
+    def _guard(self, check, name: str, items: list[str], guard: lockout.Guard | None,
+               *packed: tuple[list[bytes], list[bytes]]) -> tuple[str, ...]:
+        """The lockout guard on a set change, while minifw is up (a change made while it is
+        down reaches the kernel at the next 'up', which is guarded itself)."""
+        if guard is None:
+            return ()
+        state = self.store.load()
+        if not state.loaded:
+            return ()
+        return check(self.kernel, self.store.dir, state.ruleset, name, items, guard, *packed)
+
     def _check_cidrs(self, name: str, new: list[str], source: str) -> None:
         if not new:
             return
@@ -238,7 +250,7 @@ class SetService:
 
     # ---- ban / unban -----------------------------------------------------------------------
     def ban(self, elements: Iterable[str], timeout: str | None,
-            name: str = DEFAULT_SET) -> Banned:
+            name: str = DEFAULT_SET, guard: lockout.Guard | None = None) -> Banned:
         source = "minifw ban"
         name = self._name(name, source)
         items: list[str] = []
@@ -253,6 +265,7 @@ class SetService:
             expiry = now() + seconds if seconds else 0
             self._check_cidrs(name, [i for i in items if "/" in i and not self.record.get(name, i)],
                               source)
+            guarded = self._guard(lockout.ban_check, name, items, guard)
             with self._journaled("ban", name, items=items, expiry=expiry):
                 config, where = self._ban(name, items, seconds, expiry)
         until = f" for {format_duration(seconds)}" if seconds else ""
@@ -263,7 +276,7 @@ class SetService:
                   for i in items if i.startswith("::ffff:") and "/" not in i
                   and ipaddress.IPv6Address(i).ipv4_mapped]
         return Banned(f"banned {len(items)} element(s) in set {name}{until}{where}{kept}",
-                      tuple(mapped), set=name, banned=tuple(items), timeout=seconds,
+                      guarded + tuple(mapped), set=name, banned=tuple(items), timeout=seconds,
                       apply_ms=round(self.apply_seconds * 1000, 3))
 
     def _ban(self, name: str, items: list[str], seconds: int | None,
@@ -291,7 +304,8 @@ class SetService:
                 self._run(cmds + add)
         return config, ""
 
-    def unban(self, elements: Iterable[str], name: str = DEFAULT_SET) -> Unbanned:
+    def unban(self, elements: Iterable[str], name: str = DEFAULT_SET,
+              guard: lockout.Guard | None = None) -> Unbanned:
         source = "minifw unban"
         name = self._name(name, source)
         items = []
@@ -302,11 +316,12 @@ class SetService:
                 raise ConfigError(str(exc), file=source) from None
         with self._writing():
             items = list(dict.fromkeys(items))
+            guarded = self._guard(lockout.unban_check, name, items, guard)
             with self._journaled("unban", name, items=items):
                 lines, removed, absent = self._unban(name, items)
         if removed:
             lines.insert(0, f"unbanned {len(removed)} element(s) from set {name}")
-        return Unbanned("\n".join(lines), set=name, unbanned=tuple(removed),
+        return Unbanned("\n".join(lines), guarded, set=name, unbanned=tuple(removed),
                         absent=tuple(absent), messages=tuple(lines),
                         apply_ms=round(self.apply_seconds * 1000, 3))
 
@@ -351,7 +366,7 @@ class SetService:
 
     # ---- import / flush / list -------------------------------------------------------------
     def import_file(self, name: str, path: str, skip_invalid: bool,
-                    timeout: str | None) -> Imported:
+                    timeout: str | None, guard: lockout.Guard | None = None) -> Imported:
         source = "minifw set import"
         name = self._name(name, source)
         try:
@@ -367,13 +382,14 @@ class SetService:
             seconds = self._timeout(name, timeout, source)
             expiry = now() + seconds if seconds else 0
             self._check_cidrs(name, [c for c in cidrs if not self.record.get(name, c)], path)
+            guarded = self._guard(lockout.ban_check, name, cidrs, guard, (four, six))
             with self._journaled("import", name, items=cidrs, expiry=expiry, four=four, six=six):
                 count, up = self._import_all(name, four, six, cidrs, seconds, expiry, path)
             where = "" if up else (" (minifw is down: recorded, applied at the next "
                                    "'minifw up')")
         del four, six, cidrs
         return _results.Imported(f"imported {count} element(s) into set {name}{where}",
-                                 tuple([f"skipped {s}" for s in skipped][:20]
+                                 guarded + tuple([f"skipped {s}" for s in skipped][:20]
                                        + ([f"... and {len(skipped) - 20} more skipped lines"]
                                           if len(skipped) > 20 else [])),
                                  set=name, imported=count, skipped=len(skipped),

@@ -113,3 +113,13 @@ def config_option(fn):
     import click
     return click.option("--config", "-c", "config", metavar="FILE",
                         help="Config file (default /etc/minifw/minifw.toml).")(fn)
+
+
+def guard_options(fn):
+    """--guard ADDR:PORT (repeatable) and --force, for the commands the lockout guard checks."""
+    import click
+    fn = click.option("--force", is_flag=True, help="Apply even if the lockout guard finds that "
+                      "the change cuts a protected connection (it warns).")(fn)
+    return click.option("--guard", "guard", multiple=True, metavar="ADDR:PORT",
+                        help="Also protect connections from ADDR to this host's PORT (a "
+                        "bastion, a VPN peer); repeatable.")(fn)

@@ -17,8 +17,9 @@ import os
 import sys
 
 # The options each fast command takes: name -> True when it takes a value.
-_FAST = {"ban": {"--timeout": True, "--set": True, "--json": False},
-         "unban": {"--set": True, "--json": False}}
+# --guard (repeatable, parsed by the guard) is not among them: such an argv goes to click.
+_FAST = {"ban": {"--timeout": True, "--set": True, "--json": False, "--force": False},
+         "unban": {"--set": True, "--json": False, "--force": False}}
 
 
 def main() -> None:
@@ -113,7 +114,8 @@ def parse(argv: list[str]) -> tuple[str, str | None, list[str], dict] | None:
     if not elements:
         return None  # click's "missing argument"
     mapped: dict[str, str | bool | None] = {"set_name": options.get("--set"),
-                                            "as_json": bool(options.get("--json", False))}
+                                            "as_json": bool(options.get("--json", False)),
+                                            "force": bool(options.get("--force", False))}
     if command == "ban":
         mapped["timeout"] = options.get("--timeout")
     return command, state_dir, elements, mapped
@@ -131,23 +133,25 @@ def _guarded(fn):
 
 @_guarded
 def ban(state_dir: str | None, elements: list[str], timeout: str | None, set_name: str | None,
-        as_json: bool) -> None:
+        as_json: bool, force: bool = False) -> None:
     from ..api import Firewall
     from ..model.sets import DEFAULT_SET
     from .common import dump, emit
     banned = Firewall(state_dir).ban(tuple(elements), timeout,
-                                     set=DEFAULT_SET if set_name is None else set_name)
+                                     set=DEFAULT_SET if set_name is None else set_name,
+                                     force=force)
     dump(banned.to_json()) if as_json else emit(banned)
 
 
 @_guarded
 def unban(state_dir: str | None, elements: list[str], set_name: str | None,
-          as_json: bool) -> None:
+          as_json: bool, force: bool = False) -> None:
     from ..api import Firewall
     from ..model.sets import DEFAULT_SET
     from .common import dump, emit
     unbanned = Firewall(state_dir).unban(tuple(elements),
-                                         set=DEFAULT_SET if set_name is None else set_name)
+                                         set=DEFAULT_SET if set_name is None else set_name,
+                                         force=force)
     dump(unbanned.to_json()) if as_json else emit(unbanned)
 
 

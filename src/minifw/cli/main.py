@@ -10,7 +10,9 @@ import click
 
 from ..api import Firewall
 from ..model.rule import RULE_KEYS
-from .common import config_option, dump, emit, fail, guarded, json_option, one_line
+from .common import (
+    config_option, dump, emit, fail, guard_options, guarded, json_option, one_line,
+)
 from .explain import explain
 from .hooks import run_hooks
 from .sets import COMMANDS as SET_COMMANDS
@@ -32,11 +34,12 @@ def cli(ctx: click.Context, state_dir: str | None) -> None:
 
 @cli.command()
 @config_option
+@guard_options
 @click.pass_context
 @guarded
-def up(ctx, config):
+def up(ctx, config, guard, force):
     """Load the config into the kernel (like insmod). Idempotent."""
-    emit(_firewall(ctx).up(config))
+    emit(_firewall(ctx).up(config, guard=guard, force=force))
 
 
 @cli.command()
@@ -51,25 +54,31 @@ def down(ctx):
 @config_option
 @click.option("--restart-hooks", is_flag=True,
               help="Restart every [[hook]] runner, not only those whose file changed.")
+@guard_options
 @click.pass_context
 @guarded
-def reload(ctx, config, restart_hooks):
+def reload(ctx, config, restart_hooks, guard, force):
     """Re-read the config and replace the live ruleset atomically; restart [[hook]] runners
     whose file changed, stop those no longer listed, start new ones."""
-    emit(_firewall(ctx).reload(config, restart_hooks=restart_hooks))
+    emit(_firewall(ctx).reload(config, restart_hooks=restart_hooks, guard=guard, force=force))
 
 
 @cli.command()
 @config_option
+@click.option("--guard", "guard", multiple=True, metavar="ADDR:PORT",
+              help="Also check connections from ADDR to this host's PORT; repeatable.")
 @json_option
 @click.pass_context
 @guarded
-def check(ctx, config, as_json):
-    """Validate a config and print what would be applied, without applying it."""
-    checked = _firewall(ctx).check(config)
+def check(ctx, config, guard, as_json):
+    """Validate a config and print what would be applied, without applying it, and what the
+    lockout guard finds (never refused here)."""
+    checked = _firewall(ctx).check(config, guard=guard)
     if as_json:
         dump(checked.to_json())
         return
+    for line in checked.guard:
+        click.echo(f"guard: {line}")
     ruleset, document = checked.ruleset, checked.document
     for hook in ruleset.drop_hooks:
         click.echo(f"policy {hook.value}: drop (stateful={str(ruleset.stateful).lower()})")
@@ -212,10 +221,11 @@ def _int_or_text(value: str) -> int | str:
 @click.option("--comment")
 @click.option("--position", type=click.IntRange(min=0), help="0-based place within its chain.")
 @click.option("--runtime", is_flag=True, help="Change the live ruleset only, not the config.")
+@guard_options
 @json_option
 @click.pass_context
 @guarded
-def add(ctx, rule_id, position, runtime, as_json, **flags):
+def add(ctx, rule_id, position, runtime, guard, force, as_json, **flags):
     """Add one rule to the live ruleset (and the config file, unless --runtime)."""
     fields: dict[str, Any] = {}
     if rule_id is not None:
@@ -231,18 +241,20 @@ def add(ctx, rule_id, position, runtime, as_json, **flags):
             fields[key] = items if len(items) != 1 or key == "state" else items[0]
         else:
             fields[key] = value
-    added = _firewall(ctx).add(fields, position=position, runtime=runtime)
+    added = _firewall(ctx).add(fields, position=position, runtime=runtime, guard=guard,
+                               force=force)
     dump(added.to_json()) if as_json else emit(added)
 
 
 @cli.command()
 @click.argument("rule_id")
 @click.option("--runtime", is_flag=True, help="Change the live ruleset only, not the config.")
+@guard_options
 @click.pass_context
 @guarded
-def delete(ctx, rule_id, runtime):
+def delete(ctx, rule_id, runtime, guard, force):
     """Delete one rule by id from the live ruleset (and the config file, unless --runtime)."""
-    emit(_firewall(ctx).delete(rule_id, runtime=runtime))
+    emit(_firewall(ctx).delete(rule_id, runtime=runtime, guard=guard, force=force))
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -25,12 +25,20 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from typing import Any, Iterable, Sequence
 
-from ..errors import ConfigError, MinifwError
-from ..model.ruleset import Ruleset
-from ..model.types import Hook, Proto
-from .explain import Address, Explanation, HookFunction, Probe, SetLookup, explain
+from ..errors import GuardError
+from .sockets import TcpSocket, ssh_fields
+from .sockets import unmap as _unmap
+
+TYPE_CHECKING = False  # typing loads for type checkers only: it costs a ban's start
+if TYPE_CHECKING:
+    from typing import Any, Iterable, Sequence
+
+    from ..model.ruleset import Ruleset
+    from ..model.types import Hook
+    from .explain import Address, Explanation, HookFunction, Probe, SetLookup
+# The explain engine and the rule model load in probes() and check(): a ban into the default
+# set decides on the parsers and Connection alone (see minifw.app.guard).
 
 SOURCES = ("SSH_CONNECTION", "sshd", "--guard")
 DIRECTIONS = ("new", "established", "reply")
@@ -42,27 +50,6 @@ GUARD_CLIENT_PORT = 40000
 _DIRECTION_TEXT = {"new": "a new connection in", "established": "an established packet in",
                    "reply": "the server's reply out"}
 _VERDICT_TEXT = {"drop": "dropped", "reject": "rejected", "accept": "accepted"}
-
-
-class GuardError(ConfigError):
-    """A ``--guard`` value is malformed. The message names the flag, not a config file."""
-
-    def __init__(self, message: str):
-        MinifwError.__init__(self, message)
-        self.file = None
-        self.line = None
-        self.detail = message
-
-
-def _unmap(addr: Address) -> Address:
-    """The address netfilter sees: an IPv4-mapped IPv6 address (a dual-stack socket's view of
-    an IPv4 peer) is IPv4 on the wire, and a scope id is not part of the packet."""
-    if addr.version == 6:
-        if addr.ipv4_mapped is not None:
-            return addr.ipv4_mapped
-        if addr.scope_id is not None:
-            return ipaddress.IPv6Address(str(addr).split("%", 1)[0])
-    return addr
 
 
 def _endpoint(addr: Address, port: int) -> str:
@@ -172,79 +159,16 @@ def parse_guard(text: str) -> GuardSpec:
 def parse_ssh_connection(value: str | None) -> Connection | None:
     """``SSH_CONNECTION``'s value, "client_ip client_port server_ip server_port", as sshd sets
     it; None when absent or malformed (the environment is not the user's input to refuse)."""
-    if not value:
-        return None
-    parts = value.split()
-    if len(parts) != 4:
+    fields = ssh_fields(value)
+    if fields is None:
         return None
     try:
-        client, server = (_unmap(ipaddress.ip_address(p)) for p in (parts[0], parts[2]))
-        cport, sport = int(parts[1]), int(parts[3])
-        return Connection(client, cport, server, sport, "SSH_CONNECTION")
+        return Connection(*fields, "SSH_CONNECTION")
     except ValueError:
         return None
 
 
-# ---- /proc/net/tcp ----------------------------------------------------------------------------
-
-TCP_STATES = {"01": "established", "0A": "listen"}
-
-
-@dataclasses.dataclass(frozen=True)
-class TcpSocket:
-    """One line of /proc/net/tcp or tcp6, addresses as the socket sees them (an IPv4 peer of a
-    dual-stack socket is IPv4-mapped)."""
-
-    local: Address
-    local_port: int
-    remote: Address
-    remote_port: int
-    state: str                       # "established", "listen", or the kernel's hex code
-    inode: int
-
-
-_HEX = frozenset("0123456789abcdefABCDEF")
-
-
-def _hex(text: str, widths: tuple[int, ...]) -> int:
-    """Fixed-width hex as the kernel prints it (int() alone would take '0x', '+' and '_')."""
-    if len(text) not in widths or not set(text) <= _HEX:
-        raise ValueError(text)
-    return int(text, 16)
-
-
-def _hex_address(text: str, byteorder: str) -> Address:
-    """The kernel prints the address as 32-bit words, each in the host's byte order."""
-    _hex(text, (8, 32))
-    raw = b"".join(int(text[i:i + 8], 16).to_bytes(4, byteorder)
-                   for i in range(0, len(text), 8))
-    return ipaddress.ip_address(raw)
-
-
-def parse_tcp_line(line: str, byteorder: str) -> TcpSocket | None:
-    """A socket from one line of /proc/net/tcp{,6}; None for the header or a malformed line.
-
-    ``byteorder`` is the host's ("little" or "big"), as ``sys.byteorder`` gives it."""
-    fields = line.split()
-    if len(fields) < 10 or not fields[0].endswith(":") or not fields[0][:-1].isdigit():
-        return None
-    try:
-        local, lport = fields[1].split(":")
-        remote, rport = fields[2].split(":")
-        state = fields[3].upper()
-        _hex(state, (2,))
-        if not fields[9].isascii() or not fields[9].isdigit():
-            return None
-        return TcpSocket(_hex_address(local, byteorder), _hex(lport, (4,)),
-                         _hex_address(remote, byteorder), _hex(rport, (4,)),
-                         TCP_STATES.get(state, state), int(fields[9]))
-    except ValueError:
-        return None
-
-
-def parse_tcp_table(text: str, byteorder: str) -> list[TcpSocket]:
-    return [s for s in (parse_tcp_line(line, byteorder) for line in text.splitlines()) if s]
-
+# ---- /proc/net/tcp: the parsers live in .sockets (no dataclass there: a ban's start) -----------
 
 def sessions_to(listeners: Iterable[TcpSocket], sockets: Iterable[TcpSocket],
                 found: str = "sshd") -> list[Connection]:
@@ -298,6 +222,9 @@ class Finding:
 
 def probes(conn: Connection) -> list[tuple[str, Probe]]:
     """The three packets that keep ``conn`` alive, by direction."""
+    from ..model.types import Proto
+    from .explain import Probe
+
     lo = conn.client.is_loopback or conn.client == conn.server
     iface = "lo" if lo else conn.iface
     inbound = dict(src=conn.client, dst=conn.server, proto=Proto.TCP, path="in",
@@ -316,6 +243,8 @@ def check(ruleset: Ruleset, connections: Iterable[Connection],
           hook_functions: Sequence[HookFunction] = ()) -> list[Finding]:
     """Every packet of every connection, evaluated on ``ruleset`` (live sets through
     ``set_lookup``, the running Python hook functions through ``hook_functions``)."""
+    from .explain import explain
+
     findings = []
     for conn in dedupe(connections):
         for direction, probe in probes(conn):
@@ -352,7 +281,8 @@ def refusal(findings: Sequence[Finding]) -> str | None:
     if not blocking:
         return None
     more = len(blocking) - 1
-    extra = f" (and {more} more cut{'s' if more > 1 else ''})" if more else ""
+    extra = (f" ({more} more checked packet{'s' if more > 1 else ''} cut too; 'minifw check' "
+             "lists them)") if more else ""
     return f"this change would cut {describe(blocking[0])}{extra}; use --force to apply anyway"
 
 

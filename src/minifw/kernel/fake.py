@@ -52,6 +52,15 @@ class _Refused(Exception):
 
 
 class FakeKernel(Kernel):
+    def connections(self, guards=()) -> list:
+        """``sessions``, plus each --guard peer as a connection to 198.18.0.1 or fd00::1."""
+        import ipaddress
+        local = {4: ipaddress.ip_address("198.18.0.1"), 6: ipaddress.ip_address("fd00::1")}
+        return list(self.sessions) + [g.connection(local[g.peer.version]) for g in guards]
+
+    def clients(self) -> list:
+        return [c.client for c in self.sessions]
+
     def __init__(self, *, log_visible: bool = True, chunk: int = CHUNK):
         # (family, name) -> {"chains": {name: decl}, "rules": [rule], "sets": {name: set},
         #                    "limits": {name: decl}, "handle": last handle}
@@ -59,6 +68,7 @@ class FakeKernel(Kernel):
         self.sent: list[Sent] = []
         self.chunk = chunk
         self._log_visible = log_visible
+        self.sessions: list = []   # the lockout guard's connections here (engine.guard.Connection)
         self._failures: list[_Failure] = []
         self.opened = 0
 

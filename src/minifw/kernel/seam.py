@@ -71,6 +71,17 @@ class Kernel:
         from . import netns  # lazy: it loads subprocess, which a ban does not need
         return netns.kernel_log_visible()
 
+    def connections(self, guards=()) -> list:
+        """The connections the lockout guard protects here (``kernel.conns``), with the
+        ``--guard`` peers given (GuardSpecs)."""
+        from .conns import find_connections
+        return find_connections(guards)
+
+    def clients(self) -> list:
+        """Every address a protected connection here could come from, cheaply (a superset)."""
+        from .conns import clients
+        return clients()
+
     # ---- derived from the terse listing ----------------------------------------------------
     def listing(self) -> table.Listing:
         """The terse listing trimmed to ``inet minifw``."""

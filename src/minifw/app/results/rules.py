@@ -37,9 +37,11 @@ class Checked:
 
     ruleset: "Ruleset"
     document: dict[str, Any]
+    guard: tuple[str, ...] = ()   # the lockout guard's findings, one line each (never refused)
 
     def to_json(self) -> dict[str, Any]:
-        return self.document
+        # the document stays what nft -j -f takes; the guard's lines ride beside it
+        return {**self.document, "guard": list(self.guard)} if self.guard else self.document
 
 
 # ---- rule edits -------------------------------------------------------------------------------
