@@ -29,8 +29,9 @@ from .errors import MinifwError, StateError
 
 if TYPE_CHECKING:
     from .app.results import (
-        Banned, CaptureSummary, Checked, Explained, Flushed, Imported, Loaded, Recovered,
-        RuleAdded, RuleDeleted, RuleListing, SetPage, SetSummary, Status, Unbanned, Unloaded,
+        Banned, CaptureSummary, Checked, Confirmed, Explained, Flushed, Imported, Loaded,
+        Recovered, RolledBack, RuleAdded, RuleDeleted, RuleListing, SetPage, SetSummary,
+        Status, Unbanned, Unloaded,
     )
     from .app.rules import Service
     from .app.sets import SetService
@@ -82,6 +83,21 @@ def _duration(timeout: str | int | None) -> str | None:
     return timeout
 
 
+MAX_CONFIRM = 86400  # a day: longer is a typo, not a confirmation window
+
+
+def _confirm(seconds: int | None) -> int | None:
+    """``confirm=``: None, or whole seconds from 1 to a day."""
+    if seconds is None:
+        return None
+    if isinstance(seconds, bool) or not isinstance(seconds, int) \
+            or not 1 <= seconds <= MAX_CONFIRM:
+        from .errors import ConfigError
+        raise ConfigError(f"{seconds!r} is not a confirmation window: give whole seconds from 1 "
+                          f"to {MAX_CONFIRM}", file="--confirm")
+    return seconds
+
+
 def _elements(elements: str | Iterable[str]) -> list[str]:
     return [elements] if isinstance(elements, str) else list(elements)
 
@@ -118,9 +134,12 @@ class Firewall:
         return self._rules.check(_path(config))
 
     @_in_tree
-    def up(self, config: str | os.PathLike[str] | None = None) -> "Loaded":
-        """Load the config into the kernel, start its [[hook]] runners. Idempotent."""
-        return self._rules.up(_path(config))
+    def up(self, config: str | os.PathLike[str] | None = None, *,
+           confirm: int | None = None) -> "Loaded":
+        """Load the config into the kernel, start its [[hook]] runners. Idempotent.
+        ``confirm``: seconds after which the load is rolled back unless ``confirm()`` runs
+        (this holds for every method that takes it)."""
+        return self._rules.up(_path(config), confirm=_confirm(confirm))
 
     @_in_tree
     def down(self) -> "Unloaded":
@@ -129,14 +148,25 @@ class Firewall:
 
     @_in_tree
     def reload(self, config: str | os.PathLike[str] | None = None,
-               restart_hooks: bool = False) -> "Loaded":
+               restart_hooks: bool = False, *, confirm: int | None = None) -> "Loaded":
         """Replace the live ruleset atomically from ``config`` (default: the loaded one)."""
-        return self._rules.reload(_path(config), restart_hooks=restart_hooks)
+        return self._rules.reload(_path(config), restart_hooks=restart_hooks,
+                                  confirm=_confirm(confirm))
+
+    @_in_tree
+    def confirm(self) -> "Confirmed":
+        """Keep the change made with ``confirm=``: an add/delete's config file is written now."""
+        return self._rules.confirm()
+
+    @_in_tree
+    def rollback(self) -> "RolledBack":
+        """Undo the change made with ``confirm=`` at once: the ruleset, the sets, the state."""
+        return self._rules.rollback()
 
     # ---- rules -----------------------------------------------------------------------------
     @_in_tree
     def add(self, rule: Mapping[str, Any] | None = None, /, *, position: int | None = None,
-            runtime: bool = False, **fields: Any) -> "RuleAdded":
+            runtime: bool = False, confirm: int | None = None, **fields: Any) -> "RuleAdded":
         """Add one rule, given as a dict of its TOML keys and/or as keywords
         (``add(id="ssh", proto="tcp", dport=22, action="accept")``). ``position``: its
         0-based place within its chain (default: last). ``runtime``: leave the config file
@@ -146,12 +176,13 @@ class Firewall:
             from .errors import RuleError
             raise RuleError(f"{position!r} is not a position: give 0 or more",
                             field="position", file="minifw add")
-        return self._rules.add(merged, position, runtime)
+        return self._rules.add(merged, position, runtime, confirm=_confirm(confirm))
 
     @_in_tree
-    def delete(self, rule_id: str, runtime: bool = False) -> "RuleDeleted":
+    def delete(self, rule_id: str, runtime: bool = False, *,
+               confirm: int | None = None) -> "RuleDeleted":
         """Delete one rule by id (from the config file too, unless ``runtime``)."""
-        return self._rules.delete(rule_id, runtime)
+        return self._rules.delete(rule_id, runtime, confirm=_confirm(confirm))
 
     # ---- reads -----------------------------------------------------------------------------
     @_in_tree
@@ -168,21 +199,25 @@ class Firewall:
     # ---- sets ------------------------------------------------------------------------------
     @_in_tree
     def ban(self, elements: str | Iterable[str], timeout: str | int | None = None,
-            set: str = "blocked") -> "Banned":
+            set: str = "blocked", *, confirm: int | None = None) -> "Banned":
         """Add addresses or CIDRs to a set (``blocked``, the default, is dropped at
         prerouting). ``timeout``: seconds or a duration such as ``"10m"``."""
-        return self._sets.ban(_elements(elements), _duration(timeout), set)
+        return self._sets.ban(_elements(elements), _duration(timeout), set,
+                              confirm=_confirm(confirm))
 
     @_in_tree
-    def unban(self, elements: str | Iterable[str], set: str = "blocked") -> "Unbanned":
+    def unban(self, elements: str | Iterable[str], set: str = "blocked", *,
+              confirm: int | None = None) -> "Unbanned":
         """Remove addresses or CIDRs from a set; absent ones are reported, not refused."""
-        return self._sets.unban(_elements(elements), set)
+        return self._sets.unban(_elements(elements), set, confirm=_confirm(confirm))
 
     @_in_tree
     def import_set(self, name: str, file: str | os.PathLike[str], skip_invalid: bool = False,
-                   timeout: str | int | None = None) -> "Imported":
+                   timeout: str | int | None = None, *,
+                   confirm: int | None = None) -> "Imported":
         """Add one address or CIDR per line of ``file`` to set ``name``."""
-        return self._sets.import_file(name, os.fspath(file), skip_invalid, _duration(timeout))
+        return self._sets.import_file(name, os.fspath(file), skip_invalid, _duration(timeout),
+                                      confirm=_confirm(confirm))
 
     @_in_tree
     def list_set(self, name: str, page: int = 1, page_size: int = 100) -> "SetPage":

@@ -10,7 +10,9 @@ import click
 
 from ..api import Firewall
 from ..model.rule import RULE_KEYS
-from .common import config_option, dump, emit, fail, guarded, json_option, one_line
+from .common import (
+    config_option, confirm_option, dump, emit, fail, guarded, json_option, one_line,
+)
 from .explain import explain
 from .hooks import run_hooks
 from .sets import COMMANDS as SET_COMMANDS
@@ -32,11 +34,12 @@ def cli(ctx: click.Context, state_dir: str | None) -> None:
 
 @cli.command()
 @config_option
+@confirm_option
 @click.pass_context
 @guarded
-def up(ctx, config):
+def up(ctx, config, confirm):
     """Load the config into the kernel (like insmod). Idempotent."""
-    emit(_firewall(ctx).up(config))
+    emit(_firewall(ctx).up(config, confirm=confirm))
 
 
 @cli.command()
@@ -51,12 +54,33 @@ def down(ctx):
 @config_option
 @click.option("--restart-hooks", is_flag=True,
               help="Restart every [[hook]] runner, not only those whose file changed.")
+@confirm_option
 @click.pass_context
 @guarded
-def reload(ctx, config, restart_hooks):
+def reload(ctx, config, restart_hooks, confirm):
     """Re-read the config and replace the live ruleset atomically; restart [[hook]] runners
     whose file changed, stop those no longer listed, start new ones."""
-    emit(_firewall(ctx).reload(config, restart_hooks=restart_hooks))
+    emit(_firewall(ctx).reload(config, restart_hooks=restart_hooks, confirm=confirm))
+
+
+@cli.command()
+@json_option
+@click.pass_context
+@guarded
+def confirm(ctx, as_json):
+    """Keep the change made with --confirm (an add/delete's config file is written now)."""
+    done = _firewall(ctx).confirm()
+    dump(done.to_json()) if as_json else emit(done)
+
+
+@cli.command()
+@json_option
+@click.pass_context
+@guarded
+def rollback(ctx, as_json):
+    """Undo the change made with --confirm, now."""
+    done = _firewall(ctx).rollback()
+    dump(done.to_json()) if as_json else emit(done)
 
 
 @cli.command()
@@ -119,11 +143,23 @@ def status(ctx, as_json):
     for s in st.set_elements:
         click.echo(f"  set {s.name:<16} {s.elements:>9} elements ({s.addresses} "
                    f"addresses, {s.cidrs} CIDRs)")
+    if st.pending:
+        p = st.pending
+        click.echo(f"pending: {p.op} rolls back in {p.seconds_left} s unless 'minifw confirm' "
+                   f"runs (--confirm {p.seconds})")
+    if st.rolled_back:
+        r = st.rolled_back
+        click.echo(f"rolled back: {r.op} at {_when(r.at)} ({r.why})")
     for w in st.warnings:
         click.echo(f"warning: {w}")
     for p in st.hook_problems:
         click.echo(f"warning: {_problem_text(p)}")
     _status_fails(st)
+
+
+def _when(epoch: float) -> str:
+    import time
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
 
 
 def _problem_text(p: Any) -> str:
@@ -200,10 +236,11 @@ def _int_or_text(value: str) -> int | str:
 @click.option("--comment")
 @click.option("--position", type=click.IntRange(min=0), help="0-based place within its chain.")
 @click.option("--runtime", is_flag=True, help="Change the live ruleset only, not the config.")
+@confirm_option
 @json_option
 @click.pass_context
 @guarded
-def add(ctx, rule_id, position, runtime, as_json, **flags):
+def add(ctx, rule_id, position, runtime, confirm, as_json, **flags):
     """Add one rule to the live ruleset (and the config file, unless --runtime)."""
     fields: dict[str, Any] = {}
     if rule_id is not None:
@@ -219,18 +256,19 @@ def add(ctx, rule_id, position, runtime, as_json, **flags):
             fields[key] = items if len(items) != 1 or key == "state" else items[0]
         else:
             fields[key] = value
-    added = _firewall(ctx).add(fields, position=position, runtime=runtime)
+    added = _firewall(ctx).add(fields, position=position, runtime=runtime, confirm=confirm)
     dump(added.to_json()) if as_json else emit(added)
 
 
 @cli.command()
 @click.argument("rule_id")
 @click.option("--runtime", is_flag=True, help="Change the live ruleset only, not the config.")
+@confirm_option
 @click.pass_context
 @guarded
-def delete(ctx, rule_id, runtime):
+def delete(ctx, rule_id, runtime, confirm):
     """Delete one rule by id from the live ruleset (and the config file, unless --runtime)."""
-    emit(_firewall(ctx).delete(rule_id, runtime=runtime))
+    emit(_firewall(ctx).delete(rule_id, runtime=runtime, confirm=confirm))
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -6,7 +6,7 @@ import click
 
 from ..api import Firewall
 from ..model.sets import DEFAULT_SET, format_duration
-from .common import dump, emit, guarded, json_option
+from .common import confirm_option, dump, emit, guarded, json_option
 
 
 def _firewall(ctx: click.Context) -> Firewall:
@@ -18,24 +18,26 @@ def _firewall(ctx: click.Context) -> Firewall:
 @click.option("--timeout", metavar="DURATION", help="e.g. 30s, 10m, 1h, 2d (default: the set's "
               "timeout, or none).")
 @click.option("--set", "set_name", default=DEFAULT_SET, show_default=True, metavar="NAME")
+@confirm_option
 @json_option
 @click.pass_context
 @guarded
-def ban(ctx, elements, timeout, set_name, as_json):
+def ban(ctx, elements, timeout, set_name, confirm, as_json):
     """Add addresses or CIDRs to a set (default 'blocked', dropped at prerouting)."""
-    banned = _firewall(ctx).ban(elements, timeout, set=set_name)
+    banned = _firewall(ctx).ban(elements, timeout, set=set_name, confirm=confirm)
     dump(banned.to_json()) if as_json else emit(banned)
 
 
 @click.command()
 @click.argument("elements", nargs=-1, required=True, metavar="ADDR|CIDR...")
 @click.option("--set", "set_name", default=DEFAULT_SET, show_default=True, metavar="NAME")
+@confirm_option
 @json_option
 @click.pass_context
 @guarded
-def unban(ctx, elements, set_name, as_json):
+def unban(ctx, elements, set_name, confirm, as_json):
     """Remove addresses or CIDRs from a set. Absent ones are reported; the exit status stays 0."""
-    unbanned = _firewall(ctx).unban(elements, set=set_name)
+    unbanned = _firewall(ctx).unban(elements, set=set_name, confirm=confirm)
     dump(unbanned.to_json()) if as_json else emit(unbanned)
 
 
@@ -50,12 +52,14 @@ def set_group():
 @click.option("--skip-invalid", is_flag=True, help="Skip bad lines (reported) instead of "
               "refusing the whole file.")
 @click.option("--timeout", metavar="DURATION", help="Timeout of every imported element.")
+@confirm_option
 @json_option
 @click.pass_context
 @guarded
-def import_(ctx, name, file, skip_invalid, timeout, as_json):
+def import_(ctx, name, file, skip_invalid, timeout, confirm, as_json):
     """Add one address or CIDR per line of FILE ('#' starts a comment) to set NAME."""
-    imported = _firewall(ctx).import_set(name, file, skip_invalid=skip_invalid, timeout=timeout)
+    imported = _firewall(ctx).import_set(name, file, skip_invalid=skip_invalid, timeout=timeout,
+                                         confirm=confirm)
     dump(imported.to_json()) if as_json else emit(imported)
 
 

@@ -10,6 +10,7 @@ from .base import Outcome, _frozen
 if TYPE_CHECKING:
     from ...daemon.hookstate import HookProblem, HookStatus
     from ...model import Ruleset
+    from .pending import PendingChange, RollbackRecord
     from .sets import SetSummary
 
 # ---- whole-ruleset operations ---------------------------------------------------------------
@@ -132,6 +133,8 @@ class Status:
     table_missing: bool                # the state says up, the table is gone
     hooks: tuple["HookStatus", ...]    # one per hook function of every runner
     hook_problems: tuple["HookProblem", ...]
+    pending: "PendingChange | None" = None       # a change waiting for 'minifw confirm'
+    rolled_back: "RollbackRecord | None" = None  # the last change rolled back
 
     @property
     def sets(self) -> int:
@@ -150,7 +153,9 @@ class Status:
                 "foreign_chains": [f.to_json() for f in self.foreign_chains],
                 "warnings": list(self.warnings), "table_missing": self.table_missing,
                 "hooks": [h.to_json() for h in self.hooks],
-                "hook_problems": [p.to_json() for p in self.hook_problems]}
+                "hook_problems": [p.to_json() for p in self.hook_problems],
+                "pending": self.pending.to_json() if self.pending else None,
+                "rolled_back": self.rolled_back.to_json() if self.rolled_back else None}
 
 
 @_frozen
