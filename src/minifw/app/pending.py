@@ -88,6 +88,12 @@ class Change:
                                state_before=_read_text(store.file))
         self.dropped = False
         self._save()
+        if timer is not None:
+            # started before the kernel sees the change, so that no moment exists where the
+            # change is in and nothing would undo it; it re-reads the deadline, which is set
+            # again once the change is in (``arm``)
+            self.pending.timer = timer(store.dir, self.pending.id)
+            self._save()
 
     def _save(self) -> None:
         record.write(self.store.dir, self.pending)
@@ -109,21 +115,20 @@ class Change:
 
     def drop(self) -> None:
         """Nothing changed (``up`` found it already loaded): nothing to confirm."""
-        self.dropped = True
-        record.clear(self.store.dir)
+        if not self.dropped:
+            self.dropped = True
+            record.clear(self.store.dir)
+            _stop_timer(self.pending)
 
     def abandon(self) -> None:
-        if not self.dropped:
-            record.clear(self.store.dir)
+        """The change failed (and was taken back by its operation): nothing to confirm."""
+        self.drop()
 
     def arm(self) -> None:
         if self.dropped:
             return
         self.pending.deadline = time.time() + self.pending.seconds  # from when it is in force
         self._save()
-        if self.timer is not None:
-            self.pending.timer = self.timer(self.store.dir, self.pending.id)
-            self._save()
 
     def notice(self) -> str:
         return (f"the {self.pending.op} will be rolled back in {self.pending.seconds} s "
@@ -143,6 +148,10 @@ def gate(store: Store, kernel: seam.Kernel, sets: Any, op: str | None, seconds: 
         if left <= 0:
             rollback(store, kernel, sets, pending,
                      f"not confirmed within {pending.seconds} s")
+        elif op == "up" and pending.timer is not None and not _timer_alive(pending):
+            # `up` at boot within the window: the reboot ended the timer, and the change
+            # it guarded is no longer in the kernel to be confirmed
+            rollback(store, kernel, sets, pending, "its timer was gone: a reboot or a crash")
         elif op is not None and not (exempt and seconds is None):
             raise StateError(f"a {pending.op} is waiting for confirmation ({math.ceil(left)} s "
                              "left); run 'minifw confirm' to keep it or 'minifw rollback' to "
@@ -254,17 +263,21 @@ def _restore_set(sets: Any, diff: SetDiff) -> None:
         sets._ban(diff.set, items, (expiry - at) if expiry else None, expiry)
 
 
+def _timer_alive(pending: Pending) -> bool:
+    """The pid is still ``pending``'s timer (a pid may have been reused since: a reboot)."""
+    try:
+        cmdline = Path(f"/proc/{pending.timer}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return TIMER_MODULE.encode() in cmdline and pending.id.encode() in cmdline
+
+
 def _stop_timer(pending: Pending) -> None:
-    """End the timer of ``pending`` (unless this is it), after making sure the pid is still
-    that timer: a pid may have been reused since."""
+    """End the timer of ``pending`` (unless this is it)."""
     pid = pending.timer
     if not pid or pid == os.getpid():
         return
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return
-    if TIMER_MODULE.encode() in cmdline and pending.id.encode() in cmdline:
+    if _timer_alive(pending):
         import signal
         try:
             os.kill(pid, signal.SIGTERM)
