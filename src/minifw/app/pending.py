@@ -153,12 +153,16 @@ def gate(store: Store, kernel: seam.Kernel, sets: Any, op: str | None, seconds: 
             # it guarded is no longer in the kernel to be confirmed
             rollback(store, kernel, sets, pending, "its timer was gone: a reboot or a crash")
         elif op is not None and not (exempt and seconds is None):
-            raise StateError(f"a {pending.op} is waiting for confirmation ({math.ceil(left)} s "
+            raise StateError(f"{_article(pending.op)} {pending.op} is waiting for confirmation ({math.ceil(left)} s "
                              "left); run 'minifw confirm' to keep it or 'minifw rollback' to "
                              f"undo it before another {op}")
     if seconds is None:
         return None
     return Change(store, op or "change", seconds, _timer_for(kernel))
+
+
+def _article(op: str) -> str:
+    return "an" if op[:1] in "aeiou" else "a"
 
 
 def overdue(state_dir: Path) -> bool:
