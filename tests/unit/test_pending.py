@@ -333,3 +333,37 @@ def test_the_timer_rolls_back_only_its_own_overdue_change(lab):
         assert pending_timer.wait_and_roll_back(lab.state_dir, mine) == 0
     assert record.read(lab.state_dir) is None
     assert everything(lab) == before
+
+
+def test_the_timer_waits_again_when_the_deadline_moved_while_it_waited_for_the_lock(lab,
+                                                                                 monkeypatch):
+    """The command was still running at the first deadline (a long import): it set the
+    deadline again once its change was in, and the timer must then wait for that one."""
+    from minifw.app import pending_timer
+    lab.rules.up(str(lab.config))
+    lab.rules.add({"id": "web", "proto": "tcp", "dport": 80, "action": "accept"}, None, True,
+                  confirm=60)
+    overdue(lab)
+    mine = record.read(lab.state_dir)
+    moved = False
+    real_writing = pending_timer.SetService._writing
+    slept = []
+
+    def writing(self, *args, **kwargs):
+        nonlocal moved
+        if not moved:  # the command re-arms the change while the timer waits for the lock
+            moved = True
+            data = json.loads((lab.state_dir / "pending.json").read_text())
+            data["deadline"] = data["started"] + 1e6
+            (lab.state_dir / "pending.json").write_text(json.dumps(data))
+        return real_writing(self, *args, **kwargs)
+
+    def sleep(seconds):
+        slept.append(seconds)
+        overdue(lab)  # time passes: this deadline comes too
+    monkeypatch.setattr(pending_timer.SetService, "_writing", writing)
+    monkeypatch.setattr(pending_timer.time, "sleep", sleep)
+    with seam.use(lab.kernel):
+        assert pending_timer.wait_and_roll_back(lab.state_dir, mine.id) == 0
+    assert slept and record.read(lab.state_dir) is None
+    assert lab.rules.status().rolled_back.op == "add"

@@ -28,16 +28,18 @@ def wait_and_roll_back(state_dir: Path, ident: str) -> int:
         if pending is None or pending.id != ident:
             return 0
         left = pending.deadline - time.time()
-        if left <= 0:
-            break
-        time.sleep(min(left, 5.0))  # re-read: the deadline is reset once the change is in
-    try:
-        with SetService(state_dir)._writing():  # its gate rolls the overdue change back
-            pass
-    except MinifwError as exc:
-        kmsg.write_line("minifw", f"the rollback of a {pending.op} failed: {exc}")
-        return 1
-    return 0
+        if left > 0:
+            time.sleep(min(left, 5.0))  # re-read: the deadline is reset once the change is in
+            continue
+        try:
+            # The lock's gate rolls the change back if it is still overdue once the lock is
+            # ours; if the command that made it still held the lock, its deadline has moved
+            # on meanwhile, and the loop waits for that one.
+            with SetService(state_dir)._writing():
+                pass
+        except MinifwError as exc:
+            kmsg.write_line("minifw", f"the rollback of a {pending.op} failed: {exc}")
+            return 1
 
 
 def main(argv: list[str] | None = None) -> int:
