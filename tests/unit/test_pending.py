@@ -15,7 +15,7 @@ from minifw import Firewall
 from minifw.app import pending as app_pending
 from minifw.cli import common as clicommon
 from minifw.cli import main as climain
-from minifw.errors import ConfigError, StateError
+from minifw.errors import ConfigError, KernelError, StateError
 from minifw.kernel import seam
 from minifw.store import pending as record
 from minifw.store.pending import Pending, SetDiff
@@ -367,3 +367,18 @@ def test_the_timer_waits_again_when_the_deadline_moved_while_it_waited_for_the_l
         assert pending_timer.wait_and_roll_back(lab.state_dir, mine.id) == 0
     assert slept and record.read(lab.state_dir) is None
     assert lab.rules.status().rolled_back.op == "add"
+
+
+def test_a_change_that_went_in_before_its_command_failed_stays_on_the_timer(lab, tmp_path):
+    lab.rules.up(str(lab.config))
+    before = everything(lab)
+    lockout = tmp_path / "lockout.toml"
+    lockout.write_text(LOCKOUT)
+    lab.kernel.fail_after_commit()   # the kernel took it, then the ack was lost
+    with pytest.raises(KernelError):
+        lab.rules.reload(str(lockout), confirm=30)
+    # settled against the kernel: the reload is in, so it waits for confirmation
+    assert (lab.state_dir / "state.json").read_bytes() != before["state"]
+    assert record.read(lab.state_dir).op == "reload"
+    lab.rules.rollback()
+    assert everything(lab) == before

@@ -121,8 +121,14 @@ class Change:
             _stop_timer(self.pending)
 
     def abandon(self) -> None:
-        """The change failed (and was taken back by its operation): nothing to confirm."""
-        self.drop()
+        """The command failed. If its change was taken back (state.json as before), there is
+        nothing to confirm; if the change is in nonetheless (a hook runner that did not start
+        after the load, say), it stays on the timer like any other."""
+        if self.pending.op in RULESET_OPS and not self.dropped \
+                and _read_text(self.store.file) != self.pending.state_before:
+            self.arm()
+        else:
+            self.drop()
 
     def arm(self) -> None:
         if self.dropped:
