@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import subprocess
+import textwrap
 import time
 
 from kit import SERVER4, dmesg_count, pair, reach, ruleset_shape, serve, up, wait_until, \
@@ -261,3 +262,37 @@ def test_a_reboot_while_pending_and_an_overdue_change_roll_back(lab):
     assert pending_file(server) is None
     assert "web81" not in json.loads(server.minifw("list", "--json").stdout)["rules"].__repr__()
     assert config.read_bytes() == saved["config"]
+
+
+HOOK = """
+from minifw import ACCEPT, DROP, hook
+
+@hook("input", priority=-10)
+def shut(pkt):
+    return DROP if pkt.proto == "tcp" and pkt.dport == 80 else ACCEPT
+"""
+
+
+def test_a_hook_runner_the_change_started_goes_with_the_rollback(lab):
+    server, client, config = start(lab)
+    before, saved = shape(server), files(server, config)
+    (lab.tmp / "shut.py").write_text(textwrap.dedent(HOOK))
+    hooked = write_config(lab, GOOD + '\n[[hook]]\nfile = "shut.py"\n', "hooked.toml")
+    try:
+        server.minifw("reload", "--config", str(hooked), "--confirm", "60")
+        runners = [json.loads(p.read_text())["pid"]
+                   for p in (server.state_dir / "hooks").glob("runner-*.json")]
+        assert runners and all(alive(pid) for pid in runners)
+        reach(client, "tcp", SERVER4, 80, expect="timeout")   # the hook function drops it
+        server.minifw("rollback")
+        wait_until(lambda: not any(alive(pid) for pid in runners), what="the runner's end")
+        assert shape(server) == before
+        assert files(server, config) == saved
+        reach(client, "tcp", SERVER4, 80, expect="open")
+        assert status(server)["hooks"] == []
+    finally:
+        for rec in (server.state_dir / "hooks").glob("runner-*.json"):
+            try:
+                os.kill(json.loads(rec.read_text())["pid"], signal.SIGKILL)
+            except (ProcessLookupError, ValueError, KeyError):
+                pass

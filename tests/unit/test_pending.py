@@ -41,7 +41,7 @@ def sample() -> Pending:
                    config_sha="f" * 64,
                    sets=[SetDiff("blocked", "ban", {"198.18.1.1": None,
                                                     "198.18.2.0/24": (0, RUNTIME)})],
-                   timer=4242)
+                   hooks=["/etc/minifw/hooks.py"], timer=4242)
 
 
 def unhandled(node):
@@ -91,6 +91,7 @@ def test_every_truncation_of_the_pending_file_is_damage(tmp_path):
     {"format": "minifw-pending 2"}, {"op": "down"}, {"seconds": 0}, {"seconds": True},
     {"seconds": 1.5}, {"deadline": "soon"}, {"state_before": 3}, {"timer": "x"},
     {"sets": {}}, {"sets": [{"set": "blocked", "op": "flush", "before": []}]},
+    {"hooks": "a.py"}, {"hooks": [3]},
     {"sets": [{"set": "blocked", "op": "ban", "before": [["198.18.1.1", [0]]]}]},
 ])
 def test_a_wrong_field_is_damage(change):

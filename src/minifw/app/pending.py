@@ -86,6 +86,9 @@ class Change:
         self.pending = Pending(id=os.urandom(8).hex(), op=op, seconds=seconds, started=started,
                                deadline=started + seconds,
                                state_before=_read_text(store.file))
+        if op in RULESET_OPS:
+            from ..daemon import hookstate
+            self.pending.hooks = hookstate.wanted(store.dir)
         self.dropped = False
         self._save()
         if timer is not None:
@@ -211,9 +214,11 @@ def _state_before(store: Store, pending: Pending) -> State:
 
 
 def _restore_ruleset(store: Store, kernel: seam.Kernel, sets: Any, pending: Pending) -> None:
-    """The old ruleset, rebuilt from its model as a load does: ONE transaction (hook-function
-    chains are not declarative and stay), then the sets brought in line with it. An intent is
-    written first, so a kill in the middle is settled by the next command."""
+    """The old ruleset, rebuilt from its model as a load does: ONE transaction, which also
+    deletes the chains of [[hook]] runners the change started; then the sets brought in line
+    with it, and the runners with the hook files wanted before (as ``reload`` does: make
+    before break). An intent is written first, so a kill in the middle is settled by the next
+    command."""
     from ..compile import nft as compiler
     from ..daemon import supervise
     from ..model.ruleset import Ruleset
@@ -224,17 +229,26 @@ def _restore_ruleset(store: Store, kernel: seam.Kernel, sets: Any, pending: Pend
         except ConfigError as exc:
             raise StateError(f"the ruleset to roll back to does not load ({exc}); "
                              f"{REDERIVE}") from None
+        runners = (supervise.plan_runners(pending.hooks, store.dir)
+                   if pending.hooks is not None else None)
         chains, limits = kernel.objects()
         kernel_sets, _, _ = kernel.kernel_objects()
+        document = compiler.build_load(ruleset, chains, limits, kernel_sets)
+        if runners is not None:
+            document["nftables"] += supervise.retire_commands(runners, chains)
         store.write_intent("load", before)
-        kernel.run(compiler.build_load(ruleset, chains, limits, kernel_sets))
+        kernel.run(document)
         sets.after_load(ruleset, kernel_sets)
-    else:  # the change was the first `up`: minifw goes down again
-        store.write_intent("down", before)
-        if kernel.exists():
-            kernel.run(compiler.build_down())
-        supervise.stop_all(store.dir)
-        supervise.forget(store.dir)
+        store.commit(before)
+        if runners is not None:
+            supervise.apply(runners, store.dir)  # a runner that fails is recorded for status
+        return
+    # the change was the first `up`: minifw goes down again
+    store.write_intent("down", before)
+    if kernel.exists():
+        kernel.run(compiler.build_down())
+    supervise.stop_all(store.dir)
+    supervise.forget(store.dir)
     store.commit(before)
 
 

@@ -12,6 +12,8 @@
 - ``config_sha``: for up/reload, the SHA-256 of the config text that was loaded;
 - ``sets``: per-element set diffs (what each touched element was before), so a ban or an
   import rolls back element by element, never with a set flush;
+- ``hooks``: for up/reload/add/delete, the [[hook]] files whose runners were wanted before
+  (None: not recorded), so a rollback brings the runners back in line too;
 - ``timer``: the pid of the process that rolls back at the deadline.
 
 ``rolledback.json`` says what was last rolled back, when and why, for ``status``.
@@ -67,6 +69,7 @@ class Pending:
     config_new: str | None = None
     config_sha: str | None = None
     sets: list[SetDiff] = dataclasses.field(default_factory=list)
+    hooks: list[str] | None = None
     timer: int | None = None
 
     def left(self, at: float) -> float:
@@ -77,7 +80,8 @@ class Pending:
                 "started": self.started, "deadline": self.deadline,
                 "state_before": self.state_before, "config": self.config,
                 "config_new": self.config_new, "config_sha": self.config_sha,
-                "sets": [d.to_json() for d in self.sets], "timer": self.timer}
+                "sets": [d.to_json() for d in self.sets], "hooks": self.hooks,
+                "timer": self.timer}
 
 
 def _number(value: Any) -> bool:
@@ -104,6 +108,10 @@ def pending_from_json(data: Any) -> Pending:
     for key in ("state_before", "config", "config_new", "config_sha"):
         if not _text_or_none(data.get(key)):
             raise ValueError(f"its '{key}' is not text")
+    hooks = data.get("hooks")
+    if hooks is not None and not (isinstance(hooks, list)
+                                  and all(isinstance(h, str) for h in hooks)):
+        raise ValueError("its 'hooks' is not a list of files")
     timer = data.get("timer")
     if timer is not None and (not isinstance(timer, int) or isinstance(timer, bool)):
         raise ValueError("its 'timer' is not a process id")
@@ -127,7 +135,7 @@ def pending_from_json(data: Any) -> Pending:
     return Pending(id=data["id"], op=data["op"], seconds=seconds, started=data["started"],
                    deadline=data["deadline"], state_before=data.get("state_before"),
                    config=data.get("config"), config_new=data.get("config_new"),
-                   config_sha=data.get("config_sha"), sets=diffs, timer=timer)
+                   config_sha=data.get("config_sha"), sets=diffs, hooks=hooks, timer=timer)
 
 
 def decode(text: str | bytes) -> Pending:
