@@ -29,8 +29,9 @@ from .errors import MinifwError, StateError
 
 if TYPE_CHECKING:
     from .app.results import (
-        Banned, CaptureSummary, Checked, Explained, Flushed, Imported, Loaded, Recovered,
-        RuleAdded, RuleDeleted, RuleListing, SetPage, SetSummary, Status, Unbanned, Unloaded,
+        Banned, CaptureSummary, Checked, Confirmed, Explained, Flushed, Imported, Loaded,
+        Recovered, RolledBack, RuleAdded, RuleDeleted, RuleListing, SetPage, SetSummary,
+        Status, Unbanned, Unloaded,
     )
     from .app.rules import Service
     from .app.sets import SetService
@@ -82,6 +83,21 @@ def _duration(timeout: str | int | None) -> str | None:
     return timeout
 
 
+MAX_CONFIRM = 86400  # a day: longer is a typo, not a confirmation window
+
+
+def _confirm(seconds: int | None) -> int | None:
+    """``confirm=``: None, or whole seconds from 1 to a day."""
+    if seconds is None:
+        return None
+    if isinstance(seconds, bool) or not isinstance(seconds, int) \
+            or not 1 <= seconds <= MAX_CONFIRM:
+        from .errors import ConfigError
+        raise ConfigError(f"{seconds!r} is not a confirmation window: give whole seconds from 1 "
+                          f"to {MAX_CONFIRM}", file="--confirm")
+    return seconds
+
+
 def _elements(elements: str | Iterable[str]) -> list[str]:
     return [elements] if isinstance(elements, str) else list(elements)
 
@@ -121,14 +137,17 @@ class Firewall:
 
     @_in_tree
     def up(self, config: str | os.PathLike[str] | None = None, *,
-           guard: Iterable[str] | None = None, force: bool = False) -> "Loaded":
+           guard: Iterable[str] | None = None, force: bool = False,
+           confirm: int | None = None) -> "Loaded":
         """Load the config into the kernel, start its [[hook]] runners. Idempotent. With
         minifw not loaded (as at boot), a bad config loads the last good ruleset instead (or
         nothing) and raises ``FailsafeError``; ``status().failsafe`` reports it.
         The lockout guard refuses (LockoutError) a ruleset that would cut a protected
         connection (SSH_CONNECTION, sessions to sshd, ``guard`` "ADDR:PORT" peers) unless
-        ``force``; the same holds for reload, add, delete, ban, unban and import_set."""
-        return self._rules.up(_path(config), guard=_guard(guard, force))
+        ``force``; the same holds for reload, add, delete, ban, unban and import_set.
+        ``confirm``: seconds after which the change is rolled back unless ``confirm()`` runs
+        (this holds for every method that takes it)."""
+        return self._rules.up(_path(config), guard=_guard(guard, force), confirm=_confirm(confirm))
 
     @_in_tree
     def down(self) -> "Unloaded":
@@ -138,16 +157,26 @@ class Firewall:
     @_in_tree
     def reload(self, config: str | os.PathLike[str] | None = None,
                restart_hooks: bool = False, *, guard: Iterable[str] | None = None,
-               force: bool = False) -> "Loaded":
+               force: bool = False, confirm: int | None = None) -> "Loaded":
         """Replace the live ruleset atomically from ``config`` (default: the loaded one)."""
         return self._rules.reload(_path(config), restart_hooks=restart_hooks,
-                                  guard=_guard(guard, force))
+                                  guard=_guard(guard, force), confirm=_confirm(confirm))
+
+    @_in_tree
+    def confirm(self) -> "Confirmed":
+        """Keep the change made with ``confirm=``: an add/delete's config file is written now."""
+        return self._rules.confirm()
+
+    @_in_tree
+    def rollback(self) -> "RolledBack":
+        """Undo the change made with ``confirm=`` at once: the ruleset, the sets, the state."""
+        return self._rules.rollback()
 
     # ---- rules -----------------------------------------------------------------------------
     @_in_tree
     def add(self, rule: Mapping[str, Any] | None = None, /, *, position: int | None = None,
             runtime: bool = False, guard: Iterable[str] | None = None, force: bool = False,
-            **fields: Any) -> "RuleAdded":
+            confirm: int | None = None, **fields: Any) -> "RuleAdded":
         """Add one rule, given as a dict of its TOML keys and/or as keywords
         (``add(id="ssh", proto="tcp", dport=22, action="accept")``). ``position``: its
         0-based place within its chain (default: last). ``runtime``: leave the config file
@@ -157,13 +186,16 @@ class Firewall:
             from .errors import RuleError
             raise RuleError(f"{position!r} is not a position: give 0 or more",
                             field="position", file="minifw add")
-        return self._rules.add(merged, position, runtime, guard=_guard(guard, force))
+        return self._rules.add(merged, position, runtime, guard=_guard(guard, force),
+                               confirm=_confirm(confirm))
 
     @_in_tree
     def delete(self, rule_id: str, runtime: bool = False, *,
-               guard: Iterable[str] | None = None, force: bool = False) -> "RuleDeleted":
+               guard: Iterable[str] | None = None, force: bool = False,
+               confirm: int | None = None) -> "RuleDeleted":
         """Delete one rule by id (from the config file too, unless ``runtime``)."""
-        return self._rules.delete(rule_id, runtime, guard=_guard(guard, force))
+        return self._rules.delete(rule_id, runtime, guard=_guard(guard, force),
+                                  confirm=_confirm(confirm))
 
     # ---- reads -----------------------------------------------------------------------------
     @_in_tree
@@ -181,25 +213,27 @@ class Firewall:
     @_in_tree
     def ban(self, elements: str | Iterable[str], timeout: str | int | None = None,
             set: str = "blocked", *, guard: Iterable[str] | None = None,
-            force: bool = False) -> "Banned":
+            force: bool = False, confirm: int | None = None) -> "Banned":
         """Add addresses or CIDRs to a set (``blocked``, the default, is dropped at
         prerouting). ``timeout``: seconds or a duration such as ``"10m"``."""
         return self._sets.ban(_elements(elements), _duration(timeout), set,
-                              guard=_guard(guard, force))
+                              guard=_guard(guard, force), confirm=_confirm(confirm))
 
     @_in_tree
     def unban(self, elements: str | Iterable[str], set: str = "blocked", *,
-              guard: Iterable[str] | None = None, force: bool = False) -> "Unbanned":
+              guard: Iterable[str] | None = None, force: bool = False,
+              confirm: int | None = None) -> "Unbanned":
         """Remove addresses or CIDRs from a set; absent ones are reported, not refused."""
-        return self._sets.unban(_elements(elements), set, guard=_guard(guard, force))
+        return self._sets.unban(_elements(elements), set, guard=_guard(guard, force),
+                                confirm=_confirm(confirm))
 
     @_in_tree
     def import_set(self, name: str, file: str | os.PathLike[str], skip_invalid: bool = False,
                    timeout: str | int | None = None, *, guard: Iterable[str] | None = None,
-                   force: bool = False) -> "Imported":
+                   force: bool = False, confirm: int | None = None) -> "Imported":
         """Add one address or CIDR per line of ``file`` to set ``name``."""
         return self._sets.import_file(name, os.fspath(file), skip_invalid, _duration(timeout),
-                                      guard=_guard(guard, force))
+                                      guard=_guard(guard, force), confirm=_confirm(confirm))
 
     @_in_tree
     def list_set(self, name: str, page: int = 1, page_size: int = 100) -> "SetPage":

@@ -63,8 +63,8 @@ def fall_back(service: Any, path: str, error: ConfigError | KernelError) -> NoRe
     lastgood.record_failsafe(store, record)  # before the load: a kill leaves it said, not silent
     new = State(loaded=True, config=path, ruleset=good.ruleset)
     try:
-        with service._intending("load", new) as change:
-            service._load(ruleset, change=change)
+        with service._intending("load", new) as txn:
+            service._load(ruleset, txn=txn)
     except (ConfigError, KernelError) as exc:
         if service.kernel.exists():  # the rules went in, a set did not: say so, as up would
             raise FailsafeError(f"{head} the last good ruleset from {stamp(good.when)} was "

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from . import guard as lockout, runs_live
+from . import guard as lockout, pending, runs_live
 from .sets import SetService, fresh_load
 from ..compile import names
 from ..compile import nft as compiler
@@ -27,6 +27,7 @@ from .results.rules import (
     RuleDeleted, RuleListing, Status, Unloaded, chains_in_order,
 )
 from . import failsafe
+from .results.pending import Confirmed, RolledBack
 from .settle import settle_intent
 from ..store import lastgood
 from ..store.state import DEFAULT_CONFIG, REDERIVE, State, Store, write_atomic
@@ -66,14 +67,17 @@ class Service:
         found = lockout.report(self.kernel, self.store.dir, ruleset, guard)
         return Checked(ruleset=ruleset, document=fresh_load(ruleset), guard=found)
 
-    def up(self, config: str | None, guard: lockout.Guard | None = None) -> Loaded:
+    def up(self, config: str | None, guard: lockout.Guard | None = None,
+           confirm: int | None = None) -> Loaded:
         path = os.path.abspath(config or DEFAULT_CONFIG)
-        with self._writing(rederive=True):
+        with self._writing(rederive=True, op="up", confirm=confirm) as change:
             # not loaded (as at boot): a config that fails, or that the kernel refuses, brings
             # up the last good ruleset instead (failsafe.py); loaded: it changes nothing
             absent = not self.kernel.exists()
             try:
                 text, ruleset = read_config(path)
+                if change is None:
+                    self._refuse_rolled_back(path, text)
                 hooks = hook_files(text, path)
                 supervise.validate(hooks, ruleset)
             except ConfigError as exc:
@@ -95,27 +99,33 @@ class Service:
                 lastgood.clear_failsafe(self.store)
                 _hooks_started(supervise.apply(runners, self.store.dir),
                                f"minifw is already up with {path}")
+                if change is not None:
+                    change.drop()
                 return Loaded(f"minifw is already up with {path}; "
                               + (runners.describe() or "nothing changed"),
                               self._warnings(ruleset), config=path, rules=len(ruleset.rules),
                               hook_files=len(hooks), changed=False)
             guarded = lockout.check_ruleset(self.kernel, self.store.dir, ruleset, guard)
             new = State(loaded=True, config=path, ruleset=ruleset.to_toml())
+            if change is not None:
+                change.loaded(path, text)
             try:
-                with self._intending("load", new) as change:
-                    self._load(ruleset, runners, change)
+                with self._intending("load", new) as txn:
+                    self._load(ruleset, runners, txn)
             except (ConfigError, KernelError) as exc:
                 if absent and not self.kernel.exists():  # refused whole: nothing went in
                     failsafe.fall_back(self, path, exc)
                 raise
             self.store.commit(new)
-            self._good(new, hooks)
+            if change is None:  # on a timer, it is the last good one only once confirmed
+                self._good(new, hooks)
             _hooks_started(supervise.apply(runners, self.store.dir),
                            f"minifw is up with {len(ruleset.rules)} rules from {path}")
         done = runners.describe()
         return Loaded(f"minifw is up: {len(ruleset.rules)} rules"
                       + (f", {len(hooks)} hook files" if hooks else "") + f" from {path}"
-                      + (f"; {done}" if done else ""), guarded + self._warnings(ruleset),
+                      + (f"; {done}" if done else "") + _notice(change),
+                      guarded + self._warnings(ruleset),
                       config=path, rules=len(ruleset.rules), hook_files=len(hooks))
 
     def _in_sync(self, ruleset: Ruleset) -> bool:
@@ -125,10 +135,10 @@ class Service:
             compiler.build_load(ruleset))
 
     def reload(self, config: str | None, restart_hooks: bool = False,
-               guard: lockout.Guard | None = None) -> Loaded:
+               guard: lockout.Guard | None = None, confirm: int | None = None) -> Loaded:
         """Replace the declarative ruleset, and bring the [[hook]] runners in line: a runner
         whose file left the config stops, one whose file changed restarts, a new file starts."""
-        with self._writing(rederive=config is not None):
+        with self._writing(rederive=config is not None, op="reload", confirm=confirm) as change:
             state = self.store.load() if config is None else self.store.load_or_none()
             path = os.path.abspath(config) if config else state.config
             if path is None:
@@ -140,19 +150,23 @@ class Service:
             runners = supervise.plan_runners(hooks, self.store.dir, restart_all=restart_hooks)
             guarded = lockout.check_ruleset(self.kernel, self.store.dir, ruleset, guard)
             new = State(loaded=True, config=path, ruleset=ruleset.to_toml())
-            with self._intending("load", new) as change:
-                self._load(ruleset, runners, change)
+            if change is not None:
+                change.loaded(path, text)
+            with self._intending("load", new) as txn:
+                self._load(ruleset, runners, txn)
             self.store.commit(new)
-            self._good(new, hooks)
+            if change is None:  # on a timer, it is the last good one only once confirmed
+                self._good(new, hooks)
             _hooks_started(supervise.apply(runners, self.store.dir),
                            f"reloaded {len(ruleset.rules)} rules from {path}")
         done = runners.describe()
         return Loaded(f"reloaded {len(ruleset.rules)} rules from {path}"
-                      + (f"; {done}" if done else ""), guarded + self._warnings(ruleset),
+                      + (f"; {done}" if done else "") + _notice(change),
+                      guarded + self._warnings(ruleset),
                       config=path, rules=len(ruleset.rules), hook_files=len(hooks))
 
     def _load(self, ruleset: Ruleset, runners: supervise.RunnerPlan | None = None,
-              change: _Change | None = None) -> None:
+              txn: _Change | None = None) -> None:
         """One transaction for the declarative chains and sets, which also deletes the chains
         of hook runners the plan retires (their file left the config), so a rule chain may
         take their place in the same commit. No runner is touched before it: if it fails,
@@ -166,21 +180,21 @@ class Service:
         if runners:
             document["nftables"] += supervise.retire_commands(runners, chains)
         self.kernel.run(document)
-        if change is not None:
-            change.committed = True
+        if txn is not None:
+            txn.committed = True
         SetService(self.store.dir, self.kernel).after_load(ruleset, kernel_sets)
 
     def down(self) -> Unloaded:
-        with self._writing(rederive=True):
+        with self._writing(rederive=True, op="down"):
             state = self.store.load_or_none() or State()  # damaged: down rewrites it
             supervise.stop_all(self.store.dir)
             supervise.forget(self.store.dir)
             present = self.kernel.exists()
             new = dataclasses.replace(state, loaded=False, ruleset={})
-            with self._intending("down", new) as change:
+            with self._intending("down", new) as txn:
                 if present:
                     self.kernel.run(compiler.build_down())
-                    change.committed = True
+                    txn.committed = True
             self.store.commit(new)
             lastgood.clear_failsafe(self.store)  # the last good ruleset stays, for the next boot
         return Unloaded("minifw is down: table inet minifw removed" if present
@@ -223,7 +237,10 @@ class Service:
             warnings.append("state says minifw is up, but table inet minifw is missing "
                             "(flushed by another tool?); run 'minifw reload'")
         warnings += [f.warning() for f in foreign]
-        return Status(loaded=state.loaded and present, config=state.config,
+        waiting, rolled_back, damaged = pending.describe(self.store.dir)
+        if damaged:
+            warnings.append(damaged)
+        return Status(pending=waiting, rolled_back=rolled_back,loaded=state.loaded and present, config=state.config,
                       policies={h.value: live.policy(h).value for h in Hook},
                       stateful=live.stateful, chains=tuple(chains), rules=len(live.rules),
                       set_elements=tuple(set_counts), foreign_chains=tuple(foreign),
@@ -265,8 +282,8 @@ class Service:
 
     # ---- incremental edits -------------------------------------------------------------
     def add(self, fields: dict[str, Any], position: int | None, runtime: bool,
-            guard: lockout.Guard | None = None) -> RuleAdded:
-        with self._writing():
+            guard: lockout.Guard | None = None, confirm: int | None = None) -> RuleAdded:
+        with self._writing(op="add", confirm=confirm) as change:
             state = self._require_up()
             live = self._live(state)
             try:
@@ -302,23 +319,29 @@ class Service:
             if runtime_ids:
                 toml["runtime"] = runtime_ids
             new = dataclasses.replace(state, ruleset=toml)
-            with self._intending("edit", new, new_text) as change:
+            if change is not None and new_text is not None:  # the file: only at confirm
+                change.keep_config(state.config, new_text)
+                new_text = None
+            with self._intending("edit", new, new_text) as txn:
                 if not runs_live.edit_chain(self.kernel, chain, live, new_live):
                     self.kernel.run(compiler.build_add(rule, new_live, chain in chains,
                                                        before_handle))
-                change.committed = True
+                txn.committed = True
                 if new_text is not None:
                     write_atomic(Path(state.config), new_text)
             self.store.commit(new)
-            self._good(new, keep_failsafe=True)
-        where = "runtime only" if runtime else f"saved to {state.config}"
-        return RuleAdded(f"added rule {rule.id} at {rule.hook.value}/{rule.priority} ({where})",
-                         guarded, id=rule.id, point=HookPoint(rule.hook, rule.priority),
+            if change is None:  # on a timer, it is the last good one only once confirmed
+                self._good(new, keep_failsafe=True)
+        where = ("runtime only" if runtime else f"saved to {state.config}" if change is None
+                 else f"saved to {state.config} at 'minifw confirm'")
+        return RuleAdded(f"added rule {rule.id} at {rule.hook.value}/{rule.priority} ({where})"
+                         + _notice(change), guarded, id=rule.id,
+                         point=HookPoint(rule.hook, rule.priority),
                          saved_to=None if runtime else state.config)
 
-    def delete(self, rule_id: str, runtime: bool,
-               guard: lockout.Guard | None = None) -> RuleDeleted:
-        with self._writing():
+    def delete(self, rule_id: str, runtime: bool, guard: lockout.Guard | None = None,
+               confirm: int | None = None) -> RuleDeleted:
+        with self._writing(op="delete", confirm=confirm) as change:
             state = self._require_up()
             live = self._live(state)
             rule = live.get(rule_id)
@@ -342,32 +365,88 @@ class Service:
             if runtime_ids:
                 toml["runtime"] = runtime_ids
             new = dataclasses.replace(state, ruleset=toml)
-            with self._intending("edit", new, new_text) as change:
+            saved = new_text is not None
+            if change is not None and new_text is not None:  # the file: only at confirm
+                change.keep_config(state.config, new_text)
+                new_text = None
+            with self._intending("edit", new, new_text) as txn:
                 if not runs_live.edit_chain(self.kernel, chain, live, new_live, [rule]):
                     self.kernel.run(compiler.build_delete(rule, handles, delete_chain=last))
-                change.committed = True
+                txn.committed = True
                 if new_text is not None:
                     write_atomic(Path(state.config), new_text)
             self.store.commit(new)
-            self._good(new, keep_failsafe=True)
-        where = "runtime only" if runtime or new_text is None else f"saved to {state.config}"
-        return RuleDeleted(f"deleted rule {rule_id} ({where})", guarded, id=rule_id,
-                           saved_to=None if runtime or new_text is None else state.config)
+            if change is None:  # on a timer, it is the last good one only once confirmed
+                self._good(new, keep_failsafe=True)
+        where = ("runtime only" if runtime or not saved else f"saved to {state.config}"
+                 + (" at 'minifw confirm'" if change is not None else ""))
+        return RuleDeleted(f"deleted rule {rule_id} ({where})" + _notice(change), guarded,
+                           id=rule_id, saved_to=None if runtime or not saved else state.config)
 
     # ---- helpers -------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _writing(self, rederive: bool = False) -> Iterator[None]:
+    def _writing(self, rederive: bool = False, op: str | None = None,
+                 confirm: int | None = None) -> Iterator[pending.Change | None]:
         """The writers' lock, and the recovery of whatever a kill interrupted before.
         ``rederive``: this command rewrites the state from a config, so a damaged intent or
-        state file is no obstacle."""
+        state file is no obstacle. Then the pending change's gate (app.pending): an overdue
+        one is rolled back, another change refused while one waits; yields the change to
+        confirm, if ``confirm``."""
         with self.store.locked():
             if rederive:
                 try:
                     self.store.read_intent()
                 except StateError:
                     self.store.clear_intent()
-            SetService(self.store.dir, self.kernel).recover_interrupted()
-            yield
+            sets = SetService(self.store.dir, self.kernel)
+            sets.recover_interrupted()
+            change = pending.gate(self.store, self.kernel, sets, op, confirm)
+            try:
+                yield change
+            except BaseException:
+                if change is not None:
+                    change.abandon()
+                raise
+            if change is not None:
+                change.arm()
+
+    # ---- confirm or roll back ----------------------------------------------------------------
+    def confirm(self) -> Confirmed:
+        """Keep the change waiting for confirmation."""
+        with self.store.locked():  # not through the gate: an overdue change is "too late"
+            sets = SetService(self.store.dir, self.kernel)
+            sets.recover_interrupted()
+            done, written = pending.confirm(self.store, self.kernel, sets)
+            state = self.store.load_or_none()
+            if done.op in ("up", "reload", "add", "delete") and state is not None and state.loaded:
+                self._good(state, keep_failsafe=done.op in ("add", "delete"))  # now it is good
+        return Confirmed(f"confirmed the {done.op}: it stays"
+                         + (f"; saved to {written}" if written else ""),
+                         op=done.op, config_written=written)
+
+    def rollback(self) -> RolledBack:
+        """Undo the change waiting for confirmation, now."""
+        with self.store.locked():
+            sets = SetService(self.store.dir, self.kernel)
+            sets.recover_interrupted()
+            done, why = pending.rollback_now(self.store, self.kernel, sets)
+        return RolledBack(f"rolled back the {done.op}: minifw is as it was before it",
+                          op=done.op, why=why)
+
+    def _refuse_rolled_back(self, path: str, text: str) -> None:
+        """``up`` of the very config whose load was rolled back: the saved ruleset is put
+        back in the kernel if it is not there (as at boot), and the load refused."""
+        try:
+            pending.refuse_rolled_back(self.store.dir, path, text)
+        except StateError:
+            state = self.store.load_or_none()
+            if state is not None and state.loaded:
+                live = self._live(state)
+                if not (self.kernel.exists() and self._in_sync(live)):
+                    with self._intending("load", state):
+                        self._load(live)
+                    self.store.clear_intent()
+            raise
 
     @contextlib.contextmanager
     def _intending(self, op: str, new: State,
@@ -416,6 +495,10 @@ class Service:
                             "net.netfilter.nf_log_all_netns=0 in the machine's own namespace; "
                             "set it to 1 to see them")
         return tuple(warnings)
+
+
+def _notice(change: pending.Change | None) -> str:
+    return f"\n{change.notice()}" if change is not None else ""
 
 
 def _hooks_started(failed: list[str], done: str) -> None:

@@ -58,6 +58,11 @@ def fresh_load(ruleset: Ruleset) -> dict[str, Any]:
     return document
 
 
+def _pending_module() -> Any:
+    from . import pending  # loaded only when a change waits for confirmation
+    return pending
+
+
 def _kernel_element(elem: Any, at: int) -> tuple[str, int]:
     """(element text, absolute expiry or 0) of one element of an ``nft -j`` set listing."""
     expiry = 0
@@ -95,11 +100,24 @@ class SetService:
             return True  # no kernel to ask (not root): the writer will fail on the kernel
 
     @contextlib.contextmanager
-    def _writing(self) -> Iterator[None]:
-        """The writers' lock, and the recovery of whatever a kill interrupted before."""
+    def _writing(self, op: str | None = None, confirm: int | None = None,
+                 exempt: bool = False) -> Iterator[Any]:
+        """The writers' lock, the recovery of whatever a kill interrupted before, and the
+        pending change's gate (app.pending): yields the change to confirm, if ``confirm``."""
         with self.store.locked():
             self.recover_interrupted()
-            yield
+            change = None
+            if confirm is not None or (self.store.dir / "pending.json").exists():
+                from . import pending  # only when a change is or will be pending
+                change = pending.gate(self.store, self.kernel, self, op, confirm, exempt)
+            try:
+                yield change
+            except BaseException:
+                if change is not None:
+                    change.abandon()
+                raise
+            if change is not None:
+                change.arm()
 
     def recover_interrupted(self, sets: bool = True) -> None:
         """Settle a ruleset change, then a set change, that a kill interrupted (the lock held)."""
@@ -144,8 +162,10 @@ class SetService:
         return self.journal_file.exists() or self.store.intent_file.exists()
 
     def settle_pending(self) -> None:
-        """For readers: settle an interrupted change first, under the lock, if there is one."""
-        if self.pending():
+        """For readers: settle an interrupted change first, under the lock, if there is one
+        (an overdue change waiting for confirmation is rolled back there too)."""
+        if self.pending() or ((self.store.dir / "pending.json").exists()
+                              and _pending_module().overdue(self.store.dir)):
             with self._writing():
                 pass
 
@@ -250,7 +270,8 @@ class SetService:
 
     # ---- ban / unban -----------------------------------------------------------------------
     def ban(self, elements: Iterable[str], timeout: str | None,
-            name: str = DEFAULT_SET, guard: lockout.Guard | None = None) -> Banned:
+            name: str = DEFAULT_SET, guard: lockout.Guard | None = None,
+            confirm: int | None = None) -> Banned:
         source = "minifw ban"
         name = self._name(name, source)
         items: list[str] = []
@@ -260,12 +281,14 @@ class SetService:
             except ValueError as exc:
                 raise ConfigError(str(exc), file=source) from None
         items = list(dict.fromkeys(items))
-        with self._writing():
+        with self._writing("ban", confirm, exempt=True) as change:
             seconds = self._timeout(name, timeout, source)
             expiry = now() + seconds if seconds else 0
             self._check_cidrs(name, [i for i in items if "/" in i and not self.record.get(name, i)],
                               source)
             guarded = self._guard(lockout.ban_check, name, items, guard)
+            if change is not None:
+                change.set_diff(name, "ban", {i: self.record.get(name, i) for i in items})
             with self._journaled("ban", name, items=items, expiry=expiry):
                 config, where = self._ban(name, items, seconds, expiry)
         until = f" for {format_duration(seconds)}" if seconds else ""
@@ -275,6 +298,7 @@ class SetService:
                   f"{ipaddress.IPv6Address(i).ipv4_mapped} do not match it; ban that address"
                   for i in items if i.startswith("::ffff:") and "/" not in i
                   and ipaddress.IPv6Address(i).ipv4_mapped]
+        kept += f"\n{change.notice()}" if change is not None else ""
         return Banned(f"banned {len(items)} element(s) in set {name}{until}{where}{kept}",
                       guarded + tuple(mapped), set=name, banned=tuple(items), timeout=seconds,
                       apply_ms=round(self.apply_seconds * 1000, 3))
@@ -305,7 +329,7 @@ class SetService:
         return config, ""
 
     def unban(self, elements: Iterable[str], name: str = DEFAULT_SET,
-              guard: lockout.Guard | None = None) -> Unbanned:
+              guard: lockout.Guard | None = None, confirm: int | None = None) -> Unbanned:
         source = "minifw unban"
         name = self._name(name, source)
         items = []
@@ -314,13 +338,17 @@ class SetService:
                 items.append(normalise_element(raw))
             except ValueError as exc:
                 raise ConfigError(str(exc), file=source) from None
-        with self._writing():
+        with self._writing("unban", confirm, exempt=True) as change:
             items = list(dict.fromkeys(items))
             guarded = self._guard(lockout.unban_check, name, items, guard)
+            if change is not None:
+                change.set_diff(name, "unban", {i: self.record.get(name, i) for i in items})
             with self._journaled("unban", name, items=items):
                 lines, removed, absent = self._unban(name, items)
         if removed:
             lines.insert(0, f"unbanned {len(removed)} element(s) from set {name}")
+        if change is not None:
+            lines.append(change.notice())
         return Unbanned("\n".join(lines), guarded, set=name, unbanned=tuple(removed),
                         absent=tuple(absent), messages=tuple(lines),
                         apply_ms=round(self.apply_seconds * 1000, 3))
@@ -366,7 +394,8 @@ class SetService:
 
     # ---- import / flush / list -------------------------------------------------------------
     def import_file(self, name: str, path: str, skip_invalid: bool,
-                    timeout: str | None, guard: lockout.Guard | None = None) -> Imported:
+                    timeout: str | None, guard: lockout.Guard | None = None,
+                    confirm: int | None = None) -> Imported:
         source = "minifw set import"
         name = self._name(name, source)
         try:
@@ -378,16 +407,24 @@ class SetService:
         inner = first_overlap(cidrs)
         if inner:
             raise ConfigError(f"{inner[0]} overlaps {inner[1]}; nothing was imported", file=path)
-        with self._writing():
+        with self._writing("import", confirm, exempt=True) as change:
             seconds = self._timeout(name, timeout, source)
             expiry = now() + seconds if seconds else 0
             self._check_cidrs(name, [c for c in cidrs if not self.record.get(name, c)], path)
             guarded = self._guard(lockout.ban_check, name, cidrs, guard, (four, six))
+            if change is not None:  # element by element: what each one was before
+                from ..store.setrecord import unpack
+                change.set_diff(name, "import", {
+                    e: self.record.get(name, e)
+                    for e in itertools.chain((unpack(k) for k in four), (unpack(k) for k in six),
+                                             cidrs)})
             with self._journaled("import", name, items=cidrs, expiry=expiry, four=four, six=six):
                 count, up = self._import_all(name, four, six, cidrs, seconds, expiry, path)
             where = "" if up else (" (minifw is down: recorded, applied at the next "
                                    "'minifw up')")
         del four, six, cidrs
+        if change is not None:
+            where += f"\n{change.notice()}"
         return _results.Imported(f"imported {count} element(s) into set {name}{where}",
                                  guarded + tuple([f"skipped {s}" for s in skipped][:20]
                                        + ([f"... and {len(skipped) - 20} more skipped lines"]
@@ -478,7 +515,7 @@ class SetService:
 
     def flush(self, name: str) -> Flushed:
         name = self._name(name, "minifw set flush")
-        with self._writing():
+        with self._writing("set flush"):
             if not self.record.exists(name):
                 raise ConfigError(f"there is no set '{name}'", file="minifw set flush")
             before = self.record.counts(name)["elements"]

@@ -109,6 +109,14 @@ def json_option(fn):
     return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(fn)
 
 
+def confirm_option(fn):
+    import click
+    return click.option("--confirm", "confirm", metavar="SECONDS",
+                        type=click.IntRange(min=1, max=86400),
+                        help="Roll the change back unless 'minifw confirm' runs within "
+                             "SECONDS.")(fn)
+
+
 def config_option(fn):
     import click
     return click.option("--config", "-c", "config", metavar="FILE",

@@ -11,7 +11,8 @@ import click
 from ..api import Firewall
 from ..model.rule import RULE_KEYS
 from .common import (
-    config_option, dump, emit, fail, guard_options, guarded, json_option, one_line,
+    config_option, confirm_option, dump, emit, fail, guard_options, guarded, json_option,
+    one_line,
 )
 from .explain import explain
 from .hooks import run_hooks
@@ -35,11 +36,12 @@ def cli(ctx: click.Context, state_dir: str | None) -> None:
 @cli.command()
 @config_option
 @guard_options
+@confirm_option
 @click.pass_context
 @guarded
-def up(ctx, config, guard, force):
+def up(ctx, config, guard, force, confirm):
     """Load the config into the kernel (like insmod). Idempotent."""
-    emit(_firewall(ctx).up(config, guard=guard, force=force))
+    emit(_firewall(ctx).up(config, guard=guard, force=force, confirm=confirm))
 
 
 @cli.command()
@@ -55,12 +57,34 @@ def down(ctx):
 @click.option("--restart-hooks", is_flag=True,
               help="Restart every [[hook]] runner, not only those whose file changed.")
 @guard_options
+@confirm_option
 @click.pass_context
 @guarded
-def reload(ctx, config, restart_hooks, guard, force):
+def reload(ctx, config, restart_hooks, guard, force, confirm):
     """Re-read the config and replace the live ruleset atomically; restart [[hook]] runners
     whose file changed, stop those no longer listed, start new ones."""
-    emit(_firewall(ctx).reload(config, restart_hooks=restart_hooks, guard=guard, force=force))
+    emit(_firewall(ctx).reload(config, restart_hooks=restart_hooks, guard=guard, force=force,
+                               confirm=confirm))
+
+
+@cli.command()
+@json_option
+@click.pass_context
+@guarded
+def confirm(ctx, as_json):
+    """Keep the change made with --confirm (an add/delete's config file is written now)."""
+    done = _firewall(ctx).confirm()
+    dump(done.to_json()) if as_json else emit(done)
+
+
+@cli.command()
+@json_option
+@click.pass_context
+@guarded
+def rollback(ctx, as_json):
+    """Undo the change made with --confirm, now."""
+    done = _firewall(ctx).rollback()
+    dump(done.to_json()) if as_json else emit(done)
 
 
 @cli.command()
@@ -135,11 +159,23 @@ def status(ctx, as_json):
     for s in st.set_elements:
         click.echo(f"  set {s.name:<16} {s.elements:>9} elements ({s.addresses} "
                    f"addresses, {s.cidrs} CIDRs)")
+    if st.pending:
+        p = st.pending
+        click.echo(f"pending: {p.op} rolls back in {p.seconds_left} s unless 'minifw confirm' "
+                   f"runs (--confirm {p.seconds})")
+    if st.rolled_back:
+        r = st.rolled_back
+        click.echo(f"rolled back: {r.op} at {_when(r.at)} ({r.why})")
     for w in st.warnings:
         click.echo(f"warning: {w}")
     for p in st.hook_problems:
         click.echo(f"warning: {_problem_text(p)}")
     _status_fails(st)
+
+
+def _when(epoch: float) -> str:
+    import time
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
 
 
 def _problem_text(p: Any) -> str:
@@ -222,10 +258,11 @@ def _int_or_text(value: str) -> int | str:
 @click.option("--position", type=click.IntRange(min=0), help="0-based place within its chain.")
 @click.option("--runtime", is_flag=True, help="Change the live ruleset only, not the config.")
 @guard_options
+@confirm_option
 @json_option
 @click.pass_context
 @guarded
-def add(ctx, rule_id, position, runtime, guard, force, as_json, **flags):
+def add(ctx, rule_id, position, runtime, guard, force, confirm, as_json, **flags):
     """Add one rule to the live ruleset (and the config file, unless --runtime)."""
     fields: dict[str, Any] = {}
     if rule_id is not None:
@@ -242,7 +279,7 @@ def add(ctx, rule_id, position, runtime, guard, force, as_json, **flags):
         else:
             fields[key] = value
     added = _firewall(ctx).add(fields, position=position, runtime=runtime, guard=guard,
-                               force=force)
+                               force=force, confirm=confirm)
     dump(added.to_json()) if as_json else emit(added)
 
 
@@ -250,11 +287,13 @@ def add(ctx, rule_id, position, runtime, guard, force, as_json, **flags):
 @click.argument("rule_id")
 @click.option("--runtime", is_flag=True, help="Change the live ruleset only, not the config.")
 @guard_options
+@confirm_option
 @click.pass_context
 @guarded
-def delete(ctx, rule_id, runtime, guard, force):
+def delete(ctx, rule_id, runtime, guard, force, confirm):
     """Delete one rule by id from the live ruleset (and the config file, unless --runtime)."""
-    emit(_firewall(ctx).delete(rule_id, runtime=runtime, guard=guard, force=force))
+    emit(_firewall(ctx).delete(rule_id, runtime=runtime, guard=guard, force=force,
+                               confirm=confirm))
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -6,7 +6,7 @@ import click
 
 from ..api import Firewall
 from ..model.sets import DEFAULT_SET, format_duration
-from .common import dump, emit, guard_options, guarded, json_option
+from .common import confirm_option, dump, emit, guard_options, guarded, json_option
 
 
 def _firewall(ctx: click.Context) -> Firewall:
@@ -19,12 +19,14 @@ def _firewall(ctx: click.Context) -> Firewall:
               "timeout, or none).")
 @click.option("--set", "set_name", default=DEFAULT_SET, show_default=True, metavar="NAME")
 @guard_options
+@confirm_option
 @json_option
 @click.pass_context
 @guarded
-def ban(ctx, elements, timeout, set_name, guard, force, as_json):
+def ban(ctx, elements, timeout, set_name, guard, force, confirm, as_json):
     """Add addresses or CIDRs to a set (default 'blocked', dropped at prerouting)."""
-    banned = _firewall(ctx).ban(elements, timeout, set=set_name, guard=guard, force=force)
+    banned = _firewall(ctx).ban(elements, timeout, set=set_name, guard=guard, force=force,
+                                confirm=confirm)
     dump(banned.to_json()) if as_json else emit(banned)
 
 
@@ -32,12 +34,14 @@ def ban(ctx, elements, timeout, set_name, guard, force, as_json):
 @click.argument("elements", nargs=-1, required=True, metavar="ADDR|CIDR...")
 @click.option("--set", "set_name", default=DEFAULT_SET, show_default=True, metavar="NAME")
 @guard_options
+@confirm_option
 @json_option
 @click.pass_context
 @guarded
-def unban(ctx, elements, set_name, guard, force, as_json):
+def unban(ctx, elements, set_name, guard, force, confirm, as_json):
     """Remove addresses or CIDRs from a set. Absent ones are reported; the exit status stays 0."""
-    unbanned = _firewall(ctx).unban(elements, set=set_name, guard=guard, force=force)
+    unbanned = _firewall(ctx).unban(elements, set=set_name, guard=guard, force=force,
+                                    confirm=confirm)
     dump(unbanned.to_json()) if as_json else emit(unbanned)
 
 
@@ -53,13 +57,14 @@ def set_group():
               "refusing the whole file.")
 @click.option("--timeout", metavar="DURATION", help="Timeout of every imported element.")
 @guard_options
+@confirm_option
 @json_option
 @click.pass_context
 @guarded
-def import_(ctx, name, file, skip_invalid, timeout, guard, force, as_json):
+def import_(ctx, name, file, skip_invalid, timeout, guard, force, confirm, as_json):
     """Add one address or CIDR per line of FILE ('#' starts a comment) to set NAME."""
     imported = _firewall(ctx).import_set(name, file, skip_invalid=skip_invalid, timeout=timeout,
-                                         guard=guard, force=force)
+                                         guard=guard, force=force, confirm=confirm)
     dump(imported.to_json()) if as_json else emit(imported)
 
 

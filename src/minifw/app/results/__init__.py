@@ -4,7 +4,7 @@ Each result's ``to_json()`` is what ``--json`` prints for it, so the CLI and the
 give the same data. Results that only report (up, down, ...) carry a ``message`` and
 ``warnings`` for the CLI to print, and typed fields for programs.
 
-One module per group of operations (base, rules, bans, sets, explain), each loaded on first use: a
+One module per group of operations (base, rules, bans, sets, pending, explain), each loaded on first use: a
 frozen dataclass costs most of a millisecond to define, and ``minifw ban`` should not pay for
 the status and explain results. Every name is also importable from here (PEP 562).
 """
@@ -38,6 +38,10 @@ _HOME = {
     "SetElement": "sets",
     "SetPage": "sets",
     "SetSummary": "sets",
+    "PendingChange": "pending",
+    "RollbackRecord": "pending",
+    "Confirmed": "pending",
+    "RolledBack": "pending",
     "Decider": "explain",
     "CaptureSummary": "explain",
     "Explained": "explain",

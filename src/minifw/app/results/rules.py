@@ -10,6 +10,7 @@ from .base import Outcome, _frozen
 if TYPE_CHECKING:
     from ...daemon.hookstate import HookProblem, HookStatus
     from ...model import Ruleset
+    from .pending import PendingChange, RollbackRecord
     from .sets import SetSummary
 
 # ---- whole-ruleset operations ---------------------------------------------------------------
@@ -176,6 +177,8 @@ class Status:
     hooks: tuple["HookStatus", ...]    # one per hook function of every runner
     hook_problems: tuple["HookProblem", ...]
     failsafe: FailsafeInfo | None = None   # ``up`` fell back to the last good ruleset (or none)
+    pending: "PendingChange | None" = None       # a change waiting for 'minifw confirm'
+    rolled_back: "RollbackRecord | None" = None  # the last change rolled back
 
     @property
     def sets(self) -> int:
@@ -196,7 +199,9 @@ class Status:
                 "warnings": list(self.warnings), "table_missing": self.table_missing,
                 "hooks": [h.to_json() for h in self.hooks],
                 "hook_problems": [p.to_json() for p in self.hook_problems],
-                "failsafe": None if self.failsafe is None else self.failsafe.to_json()}
+                "failsafe": None if self.failsafe is None else self.failsafe.to_json(),
+                "pending": self.pending.to_json() if self.pending else None,
+                "rolled_back": self.rolled_back.to_json() if self.rolled_back else None}
 
 
 @_frozen
