@@ -5,13 +5,17 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from minifw.store import journal
 from minifw.errors import StateError
 from minifw.store.setrecord import SetStore, header_problem
-from minifw.store.state import State, Store, state_from_json
+from minifw.store.state import (
+    State, Store, in_dir, path_text, state_dir_from_env, state_dir_name, state_from_json,
+)
 
 
 def test_journal_round_trip():
@@ -145,3 +149,38 @@ def test_a_writer_that_waits_says_so_once(tmp_path):
     with store.locked():  # free: no notice
         pass
     assert said == []
+
+
+# The state files' names are str inside (pathlib is no part of a ban's start-up): each must be
+# what pathlib said before, in messages and in the Path forms callers use.
+PATHS = ["", ".", "./", "/", "//", "///", "////x", "//x", "//x/", "/x//y/./z/", "x", "./x",
+         "x/.", "x/..", "../x//", "/a/./../b", "a/b/", ".x", "..", "/.", "/..", "x./.y"]
+
+
+@pytest.mark.parametrize("text", PATHS)
+def test_path_text_is_pathlibs_text(text):
+    assert path_text(text) == str(Path(text))
+    assert path_text(Path(text)) == str(Path(text))
+    assert in_dir(text, "sets.db") == str(Path(text) / "sets.db")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="/.ab", max_size=12))
+def test_path_text_is_pathlibs_text_for_any_path(text):
+    assert path_text(text) == str(Path(text))
+    assert in_dir(text, "state.json") == str(Path(text) / "state.json")
+
+
+def test_the_stores_paths_are_pathlibs(tmp_path, monkeypatch):
+    where = f"{tmp_path}//s/./"
+    store, record = Store(where), SetStore(where)
+    assert (store.dir, store.file, store.intent_file, store.lock_file) == (
+        tmp_path / "s", tmp_path / "s/state.json", tmp_path / "s/intent.json",
+        tmp_path / "s/lock")
+    assert all(isinstance(p, Path) for p in (store.dir, store.file, record.path))
+    assert record.path == tmp_path / "s/sets.db"
+    monkeypatch.setenv("MINIFW_STATE_DIR", where)
+    assert state_dir_from_env(None) == tmp_path / "s" and state_dir_name(None) == f"{tmp_path}/s"
+    assert state_dir_from_env("x/") == Path("x") and state_dir_name("./x/") == "x"
+    monkeypatch.delenv("MINIFW_STATE_DIR")
+    assert state_dir_from_env(None) == Path("/var/lib/minifw")

@@ -11,10 +11,11 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import itertools
+import os
 import time
-from pathlib import Path
 TYPE_CHECKING = False  # typing loads for type checkers only: it costs a ban's start
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any, Iterable, Iterator
 
 from ..compile import sets as ksets
@@ -30,7 +31,7 @@ from ..model.sets import (
 from ..store.setrecord import (
     CONFIG, RECOVER, RUNTIME, SetStore, distinct_sorted, now, pack, parse_import,
 )
-from ..store.state import Store, write_atomic
+from ..store.state import Store, in_dir, write_atomic
 from .results.bans import Banned, Unbanned
 from . import results as _results  # the other set results load when first built (PEP 562)
 from .settle import settle_intent
@@ -70,13 +71,18 @@ def _kernel_element(elem: Any, at: int) -> tuple[str, int]:
 
 
 class SetService:
-    def __init__(self, state_dir: Path, kernel: seam.Kernel | None = None):
+    def __init__(self, state_dir: str | os.PathLike[str], kernel: seam.Kernel | None = None):
         self.store = Store(state_dir)
         self.kernel = kernel or seam.default()
         self.record = SetStore(state_dir, may_create=self._record_may_start_empty)
-        self.journal_file = self.store.dir / "sets.journal"
+        self._journal_file = in_dir(state_dir, "sets.journal")  # a str: no pathlib on a ban
         self.apply_seconds = 0.0  # time spent in the kernel transaction, for bench/scale
         self._sent = False        # an import's single addresses all reached the kernel
+
+    @property
+    def journal_file(self) -> Path:
+        from pathlib import Path
+        return Path(self._journal_file)
 
     # ---- helpers -------------------------------------------------------------------------
     def _record_may_start_empty(self) -> bool:
@@ -115,15 +121,15 @@ class SetService:
             self.resend(name)
 
     def _journal(self, op: str, name: str, **what: Any) -> None:
-        write_atomic(self.journal_file, journal.encode(op, name, **what))
+        write_atomic(self._journal_file, journal.encode(op, name, **what))
 
     def _journal_done(self) -> None:
         try:
-            self.journal_file.unlink()
+            os.unlink(self._journal_file)
         except FileNotFoundError:
             pass
         except OSError as exc:
-            raise StateError(f"cannot remove {self.journal_file}: {exc.strerror}; it is not "
+            raise StateError(f"cannot remove {self._journal_file}: {exc.strerror}; it is not "
                              "minifw's journal: move it away") from exc
 
     @contextlib.contextmanager
@@ -152,18 +158,19 @@ class SetService:
         """Redo the set change a kill interrupted (the lock held): each step is idempotent, so
         the kernel and the record end up with the whole change. Returns its op, if any."""
         try:
-            data = self.journal_file.read_bytes()
+            with open(self._journal_file, "rb") as fh:
+                data = fh.read()
         except FileNotFoundError:
             return None
         except IsADirectoryError:
-            raise StateError(f"{self.journal_file} is a directory, not minifw's journal (it "
+            raise StateError(f"{self._journal_file} is a directory, not minifw's journal (it "
                              "holds no state); move it away") from None
         except OSError as exc:
-            raise StateError(f"cannot read {self.journal_file}: {exc.strerror}") from exc
+            raise StateError(f"cannot read {self._journal_file}: {exc.strerror}") from exc
         try:
             entry = journal.decode(data)
         except journal.JournalError as exc:
-            raise StateError(f"{self.journal_file} (a set change interrupted by a kill) is "
+            raise StateError(f"{self._journal_file} (a set change interrupted by a kill) is "
                              f"damaged: {exc}; {RECOVER}") from None
         op, name, items, expiry = entry["op"], entry["set"], entry["items"], entry["expiry"]
         left = expiry - now() if expiry else None
@@ -179,7 +186,7 @@ class SetService:
                     self._flush(name)
             else:
                 self._import_all(name, entry["four"], entry["six"], items, left, expiry,
-                                 str(self.journal_file))
+                                 self._journal_file)
         except KernelError as exc:
             self._journal_done()
             raise StateError(f"the '{op}' of set {name} interrupted by a kill could not be "
