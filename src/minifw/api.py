@@ -49,7 +49,9 @@ def _foreign(exc: BaseException) -> MinifwError | None:
         if exc.filename is not None:
             what = f"{exc.filename}: {what}"
         return StateError(f"{what}; {NEED_ROOT}" if isinstance(exc, PermissionError) else what)
-    sqlite3 = sys.modules.get("sqlite3")  # not imported: the error cannot be one of its own
+    # sqlite3's C core (the set record's, and home of sqlite3's errors); if it is not
+    # imported, the error cannot be one of its own
+    sqlite3 = sys.modules.get("_sqlite3")
     if sqlite3 is not None and isinstance(exc, sqlite3.Error):
         return StateError(f"the set record failed: {exc}")
     if isinstance(exc, RecursionError):

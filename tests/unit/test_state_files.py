@@ -184,3 +184,14 @@ def test_the_stores_paths_are_pathlibs(tmp_path, monkeypatch):
     assert state_dir_from_env("x/") == Path("x") and state_dir_name("./x/") == "x"
     monkeypatch.delenv("MINIFW_STATE_DIR")
     assert state_dir_from_env(None) == Path("/var/lib/minifw")
+
+
+def test_the_set_records_sqlite_is_sqlite3():
+    """The record uses sqlite3's C core (no sqlite3.dbapi2, no datetime at a ban's start):
+    its connections and errors are sqlite3's own, so callers that catch sqlite3's catch it."""
+    import sqlite3
+    from minifw.store import setrecord
+    core = setrecord.sqlite3
+    assert (core.connect, core.Connection, core.Error, core.DatabaseError,
+            core.OperationalError) == (sqlite3.connect, sqlite3.Connection, sqlite3.Error,
+                                       sqlite3.DatabaseError, sqlite3.OperationalError)
