@@ -195,3 +195,49 @@ def test_the_set_records_sqlite_is_sqlite3():
     assert (core.connect, core.Connection, core.Error, core.DatabaseError,
             core.OperationalError) == (sqlite3.connect, sqlite3.Connection, sqlite3.Error,
                                        sqlite3.DatabaseError, sqlite3.OperationalError)
+
+
+def test_the_lock_holds_the_holders_pid_alone_over_a_longer_old_one(tmp_path):
+    """The lock file is written over and cut to length (never truncated to 0 first: ext4 then
+    flushes it at close): no tail of a longer pid before stays, and a waiter reads the pid."""
+    (tmp_path / "lock").write_text("1234567890123\n")  # longer than any pid
+    said = []
+    store = Store(tmp_path)
+    store.on_wait = said.append
+    ready = tmp_path / "held"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import time\n"
+        "from minifw.store.state import Store\n"
+        f"with Store({str(tmp_path)!r}).locked():\n"
+        f"    open({str(ready)!r}, 'w').close()\n"
+        "    time.sleep(1.6)\n")])
+    while not ready.exists():
+        assert holder.poll() is None
+        time.sleep(0.01)
+    assert (tmp_path / "lock").read_text() == f"{holder.pid}\n"
+    with store.locked():
+        assert (tmp_path / "lock").read_text() == f"{os.getpid()}\n"
+    assert holder.wait() == 0
+    assert said == [f"waiting for another minifw command (pid {holder.pid})"]
+
+
+def test_a_waiter_reads_the_first_line_of_the_lock(tmp_path):
+    """A holder caught between its write and its cut: its pid, then the old one's tail."""
+    said = []
+    store = Store(tmp_path)
+    store.on_wait = said.append
+    ready = tmp_path / "held"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, time\n"
+        f"fd = os.open({str(tmp_path / 'lock')!r}, os.O_RDWR | os.O_CREAT)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "os.write(fd, b'4321\\n890123\\n')\n"
+        f"open({str(ready)!r}, 'w').close()\n"
+        "time.sleep(1.6)\n")])
+    while not ready.exists():
+        assert holder.poll() is None
+        time.sleep(0.01)
+    with store.locked():
+        pass
+    assert holder.wait() == 0
+    assert said == ["waiting for another minifw command (pid 4321)"]
