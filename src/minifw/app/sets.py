@@ -32,13 +32,14 @@ from ..store.setrecord import (
     CONFIG, RECOVER, RUNTIME, SetStore, distinct_sorted, now, pack, parse_import,
 )
 from ..store.state import Store, in_dir, write_atomic
-from .results.bans import Banned, Unbanned
+from .results.bans import Banned
 from . import results as _results  # the other set results load when first built (PEP 562)
 from .settle import settle_intent
 
 if TYPE_CHECKING:
     from ..model.ruleset import Ruleset
     from .results.sets import Flushed, Imported, Recovered, SetPage, SetSummary
+    from .results.unbans import Unbanned
 
 LOAD_CHUNK = 250_000
 
@@ -313,9 +314,9 @@ class SetService:
                 lines, removed, absent = self._unban(name, items)
         if removed:
             lines.insert(0, f"unbanned {len(removed)} element(s) from set {name}")
-        return Unbanned("\n".join(lines), set=name, unbanned=tuple(removed),
-                        absent=tuple(absent), messages=tuple(lines),
-                        apply_ms=round(self.apply_seconds * 1000, 3))
+        return _results.Unbanned("\n".join(lines), set=name, unbanned=tuple(removed),
+                                 absent=tuple(absent), messages=tuple(lines),
+                                 apply_ms=round(self.apply_seconds * 1000, 3))
 
     def _unban(self, name: str, items: list[str]) -> tuple[list[str], list[str], list[str]]:
         """Remove runtime elements (the lock held): (messages, removed, absent)."""
