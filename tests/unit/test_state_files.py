@@ -241,3 +241,32 @@ def test_a_waiter_reads_the_first_line_of_the_lock(tmp_path):
         pass
     assert holder.wait() == 0
     assert said == ["waiting for another minifw command (pid 4321)"]
+
+
+def test_close_open_closes_every_records_connection(tmp_path):
+    """What the fast CLI does before os._exit in place of a full collection: the records a
+    command left open, also one in a reference cycle no one holds (as SetService leaves its
+    own), are closed: the write-ahead log folded in and removed."""
+    import gc
+
+    from minifw.store import setrecord
+    held = SetStore(tmp_path / "a")
+    with held.transaction() as db:
+        held.declare(db, "blocked", None)
+    left = SetStore(tmp_path / "b")
+    left.cycle = left
+    left.names()
+    was_enabled = gc.isenabled()
+    gc.disable()  # so that only close_open can close the dropped one
+    try:
+        del left
+        assert {p.name for p in tmp_path.rglob("sets.db*")} == {"sets.db", "sets.db-wal",
+                                                                "sets.db-shm"}
+        setrecord.close_open()
+        assert held._db is None
+        assert sorted(p.name for p in tmp_path.rglob("sets.db*")) == ["sets.db", "sets.db"]
+        setrecord.close_open()  # nothing left open: nothing to do
+    finally:
+        if was_enabled:
+            gc.enable()
+    assert SetStore(tmp_path / "a").exists("blocked")
