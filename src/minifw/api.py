@@ -18,9 +18,9 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from pathlib import Path
 TYPE_CHECKING = False  # typing loads for type checkers only: it costs a ban's start
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any, Callable, Iterable, Mapping, TypeVar
 
     T = TypeVar("T")
@@ -50,7 +50,9 @@ def _foreign(exc: BaseException) -> MinifwError | None:
         if exc.filename is not None:
             what = f"{exc.filename}: {what}"
         return StateError(f"{what}; {NEED_ROOT}" if isinstance(exc, PermissionError) else what)
-    sqlite3 = sys.modules.get("sqlite3")  # not imported: the error cannot be one of its own
+    # sqlite3's C core (the set record's, and home of sqlite3's errors); if it is not
+    # imported, the error cannot be one of its own
+    sqlite3 = sys.modules.get("_sqlite3")
     if sqlite3 is not None and isinstance(exc, sqlite3.Error):
         return StateError(f"the set record failed: {exc}")
     if isinstance(exc, RecursionError):
@@ -108,12 +110,19 @@ class Firewall:
     ``state_dir``: defaults to ``$MINIFW_STATE_DIR``, else ``/var/lib/minifw``."""
 
     def __init__(self, state_dir: str | os.PathLike[str] | None = None):
-        from .store.state import state_dir_from_env
+        from .store.state import state_dir_name
 
-        self.state_dir: Path = state_dir_from_env(str(state_dir) if state_dir else None)
+        # a str inside (pathlib is no part of a ban's start-up); a Path for users, on demand
+        self._state_dir = state_dir_name(str(state_dir) if state_dir else None)
+
+    @functools.cached_property
+    def state_dir(self) -> Path:
+        """This instance's state directory."""
+        from pathlib import Path
+        return Path(self._state_dir)
 
     def __repr__(self) -> str:
-        return f"Firewall(state_dir={str(self.state_dir)!r})"
+        return f"Firewall(state_dir={self._state_dir!r})"
 
     # The operation modules, loaded on first use: `ban` needs none of the rule machinery.
     @functools.cached_property
@@ -124,7 +133,7 @@ class Firewall:
     @property
     def _sets(self) -> "SetService":
         from .app.sets import SetService
-        return SetService(self.state_dir)  # fresh each call: it counts its kernel time
+        return SetService(self._state_dir)  # fresh each call: it counts its kernel time
 
     # ---- whole ruleset ---------------------------------------------------------------------
     @_in_tree

@@ -99,3 +99,32 @@ def test_fast_and_click_paths_agree_on_the_kernel(lab):
     elements = json.loads(fast.run(["nft", "-j", "list", "set", "inet", "minifw",
                                     "s_blocked_v4"]).stdout)
     assert "198.18.5.4" in json.dumps(elements)
+
+
+# What a ban must not import: each costs the start-up of every `minifw ban` (pathlib brings
+# urllib.parse and fnmatch, sqlite3's Python part datetime); click, tomlkit and the rule
+# machinery are for the other commands.
+NOT_ON_A_BAN = ("pathlib", "typing", "subprocess", "sqlite3", "datetime", "click", "tomlkit",
+                "minifw.cli.main", "minifw.app.rules", "minifw.compile.nft",
+                "minifw.model.ruleset", "minifw.hooks", "minifw.daemon", "minifw.engine")
+
+
+def test_a_ban_on_the_kernel_imports_only_what_it_needs(lab):
+    """The console script as a whole process, minifw up on the kernel in the lab: every module
+    it imports, as Python's -X importtime lists them while they load (the fast path leaves by
+    os._exit, so nothing can be checked at its exit)."""
+    host = lab.host("fw")
+    lab.tmp.mkdir(parents=True, exist_ok=True)
+    cfg = lab.tmp / "minifw.toml"
+    cfg.write_text(CONFIG)
+    host.minifw("up", "--config", str(cfg))
+    proc = host.run([PY, "-X", "importtime", MINIFW, "ban", "198.18.5.1", "--json"],
+                    check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["banned"] == ["198.18.5.1"]
+    loaded = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines()
+              if line.startswith("import time:") and "|" in line}
+    assert {"_sqlite3", "nftables", "minifw.app.sets"} <= loaded  # the listing is real
+    assert sorted(loaded & set(NOT_ON_A_BAN)) == []
+    assert "198.18.5.1" in host.run(["nft", "-j", "list", "set", "inet", "minifw",
+                                     "s_blocked_v4"]).stdout

@@ -224,7 +224,11 @@ def test_whole_processes_of_both_paths_agree_and_leave_the_same_files(tmp_path):
 
 def test_a_ban_imports_neither_click_nor_tomlkit(tmp_path):
     """What the fast path is for: checked in a fresh interpreter (minifw down, a fake kernel
-    as above, so the machine's own namespace is never asked)."""
+    as above, so the machine's own namespace is never asked). Nor pathlib (it brings
+    urllib.parse and fnmatch), subprocess or sqlite3's Python part (datetime): each costs the
+    start-up of every ban. The fake
+    kernel itself loads typing: tests/kernel/test_cli_entry.py checks that one too, with the
+    real kernel."""
     code = (
         "import sys\n"
         "from minifw.kernel import seam\n"
@@ -235,7 +239,8 @@ def test_a_ban_imports_neither_click_nor_tomlkit(tmp_path):
         "from minifw.cli import entry\n"
         "code = entry.run(['--state-dir', sys.argv[1], 'ban', '198.18.0.1', '--json'])\n"
         "heavy = sorted(m for m in ('click', 'tomlkit', 'minifw.hooks', 'minifw.daemon',\n"
-        "                           'minifw.cli.main', 'minifw.app.rules', 'minifw.engine')\n"
+        "                           'minifw.cli.main', 'minifw.app.rules', 'minifw.engine',\n"
+        "                           'pathlib', 'subprocess', 'sqlite3', 'datetime')\n"
         "               if m in sys.modules)\n"
         "print(code, heavy, file=sys.stderr)\n")
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "state")],

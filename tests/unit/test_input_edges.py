@@ -14,7 +14,7 @@ from minifw.errors import ConfigError, RuleError, StateError
 from minifw.kernel.nft import _kernel_error
 from minifw.model import parse_config
 from minifw.model.rule import PortRange, Rule
-from minifw.model.sets import SetDef
+from minifw.model.setdefs import SetDef
 from minifw.kernel.privilege import has_net_admin
 from minifw.store.setrecord import parse_import
 

@@ -29,10 +29,12 @@ PURE = ("model", "netlink", "compile", "engine")
 # The hook decorator (minifw.hooks itself, not its loader or runner parts) is pure as well:
 # compile plans chains from its HookSpec.
 PURE_MODULES = {"minifw.hooks"}
-# The standard library's doors to the outside world: none may open in the pure core.
+# The standard library's doors to the outside world: none may open in the pure core (nor their
+# C cores, which the ban path imports directly for its start-up).
 IO_MODULES = {"os", "socket", "ctypes", "subprocess", "sqlite3", "fcntl", "select", "signal",
               "shutil", "tempfile", "pathlib", "io", "mmap", "multiprocessing", "threading",
-              "asyncio", "runpy", "nftables", "logging", "time"}
+              "asyncio", "runpy", "nftables", "logging", "time",
+              "_socket", "_sqlite3", "_ctypes", "_thread", "posix"}
 
 
 def module_name(path: Path) -> str:

@@ -5,13 +5,17 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from minifw.store import journal
 from minifw.errors import StateError
 from minifw.store.setrecord import SetStore, header_problem
-from minifw.store.state import State, Store, state_from_json
+from minifw.store.state import (
+    State, Store, in_dir, path_text, state_dir_from_env, state_dir_name, state_from_json,
+)
 
 
 def test_journal_round_trip():
@@ -145,3 +149,124 @@ def test_a_writer_that_waits_says_so_once(tmp_path):
     with store.locked():  # free: no notice
         pass
     assert said == []
+
+
+# The state files' names are str inside (pathlib is no part of a ban's start-up): each must be
+# what pathlib said before, in messages and in the Path forms callers use.
+PATHS = ["", ".", "./", "/", "//", "///", "////x", "//x", "//x/", "/x//y/./z/", "x", "./x",
+         "x/.", "x/..", "../x//", "/a/./../b", "a/b/", ".x", "..", "/.", "/..", "x./.y"]
+
+
+@pytest.mark.parametrize("text", PATHS)
+def test_path_text_is_pathlibs_text(text):
+    assert path_text(text) == str(Path(text))
+    assert path_text(Path(text)) == str(Path(text))
+    assert in_dir(text, "sets.db") == str(Path(text) / "sets.db")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="/.ab", max_size=12))
+def test_path_text_is_pathlibs_text_for_any_path(text):
+    assert path_text(text) == str(Path(text))
+    assert in_dir(text, "state.json") == str(Path(text) / "state.json")
+
+
+def test_the_stores_paths_are_pathlibs(tmp_path, monkeypatch):
+    where = f"{tmp_path}//s/./"
+    store, record = Store(where), SetStore(where)
+    assert (store.dir, store.file, store.intent_file, store.lock_file) == (
+        tmp_path / "s", tmp_path / "s/state.json", tmp_path / "s/intent.json",
+        tmp_path / "s/lock")
+    assert all(isinstance(p, Path) for p in (store.dir, store.file, record.path))
+    assert record.path == tmp_path / "s/sets.db"
+    monkeypatch.setenv("MINIFW_STATE_DIR", where)
+    assert state_dir_from_env(None) == tmp_path / "s" and state_dir_name(None) == f"{tmp_path}/s"
+    assert state_dir_from_env("x/") == Path("x") and state_dir_name("./x/") == "x"
+    monkeypatch.delenv("MINIFW_STATE_DIR")
+    assert state_dir_from_env(None) == Path("/var/lib/minifw")
+
+
+def test_the_set_records_sqlite_is_sqlite3():
+    """The record uses sqlite3's C core (no sqlite3.dbapi2, no datetime at a ban's start):
+    its connections and errors are sqlite3's own, so callers that catch sqlite3's catch it."""
+    import sqlite3
+    from minifw.store import setrecord
+    core = setrecord.sqlite3
+    assert (core.connect, core.Connection, core.Error, core.DatabaseError,
+            core.OperationalError) == (sqlite3.connect, sqlite3.Connection, sqlite3.Error,
+                                       sqlite3.DatabaseError, sqlite3.OperationalError)
+
+
+def test_the_lock_holds_the_holders_pid_alone_over_a_longer_old_one(tmp_path):
+    """The lock file is written over and cut to length (never truncated to 0 first: ext4 then
+    flushes it at close): no tail of a longer pid before stays, and a waiter reads the pid."""
+    (tmp_path / "lock").write_text("1234567890123\n")  # longer than any pid
+    said = []
+    store = Store(tmp_path)
+    store.on_wait = said.append
+    ready = tmp_path / "held"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import time\n"
+        "from minifw.store.state import Store\n"
+        f"with Store({str(tmp_path)!r}).locked():\n"
+        f"    open({str(ready)!r}, 'w').close()\n"
+        "    time.sleep(1.6)\n")])
+    while not ready.exists():
+        assert holder.poll() is None
+        time.sleep(0.01)
+    assert (tmp_path / "lock").read_text() == f"{holder.pid}\n"
+    with store.locked():
+        assert (tmp_path / "lock").read_text() == f"{os.getpid()}\n"
+    assert holder.wait() == 0
+    assert said == [f"waiting for another minifw command (pid {holder.pid})"]
+
+
+def test_a_waiter_reads_the_first_line_of_the_lock(tmp_path):
+    """A holder caught between its write and its cut: its pid, then the old one's tail."""
+    said = []
+    store = Store(tmp_path)
+    store.on_wait = said.append
+    ready = tmp_path / "held"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, time\n"
+        f"fd = os.open({str(tmp_path / 'lock')!r}, os.O_RDWR | os.O_CREAT)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "os.write(fd, b'4321\\n890123\\n')\n"
+        f"open({str(ready)!r}, 'w').close()\n"
+        "time.sleep(1.6)\n")])
+    while not ready.exists():
+        assert holder.poll() is None
+        time.sleep(0.01)
+    with store.locked():
+        pass
+    assert holder.wait() == 0
+    assert said == ["waiting for another minifw command (pid 4321)"]
+
+
+def test_close_open_closes_every_records_connection(tmp_path):
+    """What the fast CLI does before os._exit in place of a full collection: the records a
+    command left open, also one in a reference cycle no one holds (as SetService leaves its
+    own), are closed: the write-ahead log folded in and removed."""
+    import gc
+
+    from minifw.store import setrecord
+    held = SetStore(tmp_path / "a")
+    with held.transaction() as db:
+        held.declare(db, "blocked", None)
+    left = SetStore(tmp_path / "b")
+    left.cycle = left
+    left.names()
+    was_enabled = gc.isenabled()
+    gc.disable()  # so that only close_open can close the dropped one
+    try:
+        del left
+        assert {p.name for p in tmp_path.rglob("sets.db*")} == {"sets.db", "sets.db-wal",
+                                                                "sets.db-shm"}
+        setrecord.close_open()
+        assert held._db is None
+        assert sorted(p.name for p in tmp_path.rglob("sets.db*")) == ["sets.db", "sets.db"]
+        setrecord.close_open()  # nothing left open: nothing to do
+    finally:
+        if was_enabled:
+            gc.enable()
+    assert SetStore(tmp_path / "a").exists("blocked")

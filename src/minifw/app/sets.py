@@ -11,10 +11,11 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import itertools
+import os
 import time
-from pathlib import Path
 TYPE_CHECKING = False  # typing loads for type checkers only: it costs a ban's start
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any, Iterable, Iterator
 
 from ..compile import sets as ksets
@@ -30,8 +31,8 @@ from ..model.sets import (
 from ..store.setrecord import (
     CONFIG, RECOVER, RUNTIME, SetStore, distinct_sorted, now, pack, parse_import,
 )
-from ..store.state import Store, write_atomic
-from .results.bans import Banned, Unbanned
+from ..store.state import Store, in_dir, write_atomic
+from .results.bans import Banned
 from . import results as _results  # the other set results load when first built (PEP 562)
 from .settle import settle_intent
 from . import guard as lockout
@@ -39,6 +40,7 @@ from . import guard as lockout
 if TYPE_CHECKING:
     from ..model.ruleset import Ruleset
     from .results.sets import Flushed, Imported, Recovered, SetPage, SetSummary
+    from .results.unbans import Unbanned
 
 LOAD_CHUNK = 250_000
 
@@ -76,13 +78,18 @@ def _kernel_element(elem: Any, at: int) -> tuple[str, int]:
 
 
 class SetService:
-    def __init__(self, state_dir: Path, kernel: seam.Kernel | None = None):
+    def __init__(self, state_dir: str | os.PathLike[str], kernel: seam.Kernel | None = None):
         self.store = Store(state_dir)
         self.kernel = kernel or seam.default()
         self.record = SetStore(state_dir, may_create=self._record_may_start_empty)
-        self.journal_file = self.store.dir / "sets.journal"
+        self._journal_file = in_dir(state_dir, "sets.journal")  # a str: no pathlib on a ban
         self.apply_seconds = 0.0  # time spent in the kernel transaction, for bench/scale
         self._sent = False        # an import's single addresses all reached the kernel
+
+    @property
+    def journal_file(self) -> Path:
+        from pathlib import Path
+        return Path(self._journal_file)
 
     # ---- helpers -------------------------------------------------------------------------
     def _record_may_start_empty(self) -> bool:
@@ -107,7 +114,7 @@ class SetService:
         with self.store.locked():
             self.recover_interrupted()
             change = None
-            if confirm is not None or (self.store.dir / "pending.json").exists():
+            if confirm is not None or os.path.exists(in_dir(self.store.dir_text, "pending.json")):
                 from . import pending  # only when a change is or will be pending
                 change = pending.gate(self.store, self.kernel, self, op, confirm, exempt)
             try:
@@ -134,15 +141,15 @@ class SetService:
             self.resend(name)
 
     def _journal(self, op: str, name: str, **what: Any) -> None:
-        write_atomic(self.journal_file, journal.encode(op, name, **what))
+        write_atomic(self._journal_file, journal.encode(op, name, **what))
 
     def _journal_done(self) -> None:
         try:
-            self.journal_file.unlink()
+            os.unlink(self._journal_file)
         except FileNotFoundError:
             pass
         except OSError as exc:
-            raise StateError(f"cannot remove {self.journal_file}: {exc.strerror}; it is not "
+            raise StateError(f"cannot remove {self._journal_file}: {exc.strerror}; it is not "
                              "minifw's journal: move it away") from exc
 
     @contextlib.contextmanager
@@ -164,7 +171,7 @@ class SetService:
     def settle_pending(self) -> None:
         """For readers: settle an interrupted change first, under the lock, if there is one
         (an overdue change waiting for confirmation is rolled back there too)."""
-        if self.pending() or ((self.store.dir / "pending.json").exists()
+        if self.pending() or (os.path.exists(in_dir(self.store.dir_text, "pending.json"))
                               and _pending_module().overdue(self.store.dir)):
             with self._writing():
                 pass
@@ -173,18 +180,19 @@ class SetService:
         """Redo the set change a kill interrupted (the lock held): each step is idempotent, so
         the kernel and the record end up with the whole change. Returns its op, if any."""
         try:
-            data = self.journal_file.read_bytes()
+            with open(self._journal_file, "rb") as fh:
+                data = fh.read()
         except FileNotFoundError:
             return None
         except IsADirectoryError:
-            raise StateError(f"{self.journal_file} is a directory, not minifw's journal (it "
+            raise StateError(f"{self._journal_file} is a directory, not minifw's journal (it "
                              "holds no state); move it away") from None
         except OSError as exc:
-            raise StateError(f"cannot read {self.journal_file}: {exc.strerror}") from exc
+            raise StateError(f"cannot read {self._journal_file}: {exc.strerror}") from exc
         try:
             entry = journal.decode(data)
         except journal.JournalError as exc:
-            raise StateError(f"{self.journal_file} (a set change interrupted by a kill) is "
+            raise StateError(f"{self._journal_file} (a set change interrupted by a kill) is "
                              f"damaged: {exc}; {RECOVER}") from None
         op, name, items, expiry = entry["op"], entry["set"], entry["items"], entry["expiry"]
         left = expiry - now() if expiry else None
@@ -200,7 +208,7 @@ class SetService:
                     self._flush(name)
             else:
                 self._import_all(name, entry["four"], entry["six"], items, left, expiry,
-                                 str(self.journal_file))
+                                 self._journal_file)
         except KernelError as exc:
             self._journal_done()
             raise StateError(f"the '{op}' of set {name} interrupted by a kill could not be "
@@ -257,7 +265,8 @@ class SetService:
         state = self.store.load()
         if not state.loaded:
             return ()
-        return check(self.kernel, self.store.dir, state.ruleset, name, items, guard, *packed)
+        return check(self.kernel, self.store.dir_text, state.ruleset, name, items, guard,
+                     *packed)
 
     def _check_cidrs(self, name: str, new: list[str], source: str) -> None:
         if not new:
@@ -349,9 +358,9 @@ class SetService:
             lines.insert(0, f"unbanned {len(removed)} element(s) from set {name}")
         if change is not None:
             lines.append(change.notice())
-        return Unbanned("\n".join(lines), guarded, set=name, unbanned=tuple(removed),
-                        absent=tuple(absent), messages=tuple(lines),
-                        apply_ms=round(self.apply_seconds * 1000, 3))
+        return _results.Unbanned("\n".join(lines), guarded, set=name, unbanned=tuple(removed),
+                                 absent=tuple(absent), messages=tuple(lines),
+                                 apply_ms=round(self.apply_seconds * 1000, 3))
 
     def _unban(self, name: str, items: list[str]) -> tuple[list[str], list[str], list[str]]:
         """Remove runtime elements (the lock held): (messages, removed, absent)."""

@@ -3,7 +3,6 @@ save: the state is made to agree with the kernel."""
 
 from __future__ import annotations
 
-from pathlib import Path
 TYPE_CHECKING = False  # typing loads for type checkers only: it costs a ban's start
 if TYPE_CHECKING:
     from typing import Callable
@@ -82,6 +81,6 @@ def _settle(store: Store, kernel: Kernel, op: str, new: State, config_text: str 
     if op == "load" and resend is not None:
         resend(ruleset)
     if config_text is not None and new.config:
-        write_atomic(Path(new.config), config_text)
+        write_atomic(new.config, config_text)
     store.commit(new)
     return done

@@ -19,23 +19,32 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import re
-
-from ..model.types import POLICY_PRIORITY, PRIORITY_MIN, Hook
+TYPE_CHECKING = False  # typing loads for type checkers only: it costs a ban's start
+if TYPE_CHECKING:
+    from ..model.types import Hook
 
 BAN_CHAIN = "bans"
 BAN_CHAIN_V4, BAN_CHAIN_V6 = "bans_v4", "bans_v6"
 BAN_PRIORITY = -350  # before conntrack (-200) and before the seed's -300: drop as early as possible
 HOOK_CHAIN_MAX = 200  # hook function names are at most 64 characters: never cut in practice
 
-_HOOKS = "|".join(h.value for h in Hook)
-# Patterns, compiled on first use (re caches them): a ban needs none of them at start.
-_RULES = rf"({_HOOKS})_(m?)(0|[1-9]\d*)"
-_POLICY = rf"({_HOOKS})_policy"
 _FUNCTION = r"(hook|flow)_q(0|[1-9]\d*)_([A-Za-z0-9][A-Za-z0-9_.-]*)"
-# What the declarative compiler has always taken as its own (and deletes when unused), odd
-# spellings such as input_007 included: kept as it was, so reloads treat old tables alike.
-_DECLARATIVE = rf"({_HOOKS})_(m?\d+|policy)"
+
+
+# The hook names and the patterns built from them, on first use (re caches the compiled
+# patterns): a ban needs only the ban chain's names above, so it loads neither the patterns
+# nor the hook model (model.types: its enums and dataclass cost a ban's start-up).
+@functools.cache
+def _hook_patterns() -> tuple[str, str, str]:
+    """(rule chain, policy chain, declarative chain) patterns."""
+    from ..model.types import Hook
+    hooks = "|".join(h.value for h in Hook)
+    # the declarative one is what the compiler has always taken as its own (and deletes when
+    # unused), odd spellings such as input_007 included: kept as it was, so reloads treat old
+    # tables alike
+    return (rf"({hooks})_(m?)(0|[1-9]\d*)", rf"({hooks})_policy", rf"({hooks})_(m?\d+|policy)")
 
 
 class Kind(enum.Enum):
@@ -78,12 +87,14 @@ def flow_chain(queue: int, function: str) -> str:
 
 def parse(name: str) -> Chain | None:
     """The chain ``name`` stands for, or None if minifw never makes a chain of that name."""
-    if m := re.fullmatch(_RULES, name):
+    from ..model.types import POLICY_PRIORITY, PRIORITY_MIN, Hook
+    rules, policy, _ = _hook_patterns()
+    if m := re.fullmatch(rules, name):
         priority = -int(m[3]) if m[2] else int(m[3])
         if (m[2] and priority == 0) or not PRIORITY_MIN <= priority < POLICY_PRIORITY:
             return None  # input_m0, input_1000: never made, so not ours
         return Chain(Kind.RULES, Hook(m[1]), priority)
-    if m := re.fullmatch(_POLICY, name):
+    if m := re.fullmatch(policy, name):
         return Chain(Kind.POLICY, Hook(m[1]), POLICY_PRIORITY)
     if name == BAN_CHAIN:
         return Chain(Kind.BANS, Hook.PREROUTING, BAN_PRIORITY)
@@ -103,4 +114,4 @@ def kind_of(name: str) -> Kind | None:
 def is_declarative(name: str) -> bool:
     """Chains the declarative compiler owns (rule and policy chains). Others in the table
     (bans, hook functions) are left alone by loads."""
-    return bool(re.fullmatch(_DECLARATIVE, name))
+    return bool(re.fullmatch(_hook_patterns()[2], name))

@@ -17,7 +17,7 @@ from typing import Any, Iterable
 
 from ..model.rule import Network, PortRange, Rule
 from ..model.ruleset import Ruleset
-from ..model.sets import SetRef
+from ..model.setdefs import SetRef
 from . import names, runs
 from .sets import build_set_decls
 from .sets import match_alternatives as set_matches

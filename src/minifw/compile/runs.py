@@ -15,7 +15,7 @@ import dataclasses
 from typing import Any, Iterable
 
 from ..model.rule import PortRange, Rule
-from ..model.sets import SetRef
+from ..model.setdefs import SetRef
 from ..model.types import Action
 
 MIN_RUN = 8

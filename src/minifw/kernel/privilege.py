@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-from pathlib import Path
 
 CAP_NET_ADMIN = 12  # linux/capability.h
 
@@ -25,6 +24,7 @@ def privileged() -> bool:
     if os.geteuid() == 0:
         return True
     try:
+        from pathlib import Path  # not root: rare, and pathlib costs a ban's start-up
         return has_net_admin(Path("/proc/self/status").read_text())
     except OSError:
         return False

@@ -14,7 +14,8 @@ import re
 from typing import Any, Iterable
 
 from ..errors import RuleError
-from .sets import SET_NAME_RE, SetRef
+from .setdefs import SetRef
+from .sets import SET_NAME_RE
 from .types import (
     CONNTRACK_PRIORITY, CT_STATES, HOOKS_BEFORE_CONNTRACK, HOOKS_WITH_IIF, HOOKS_WITH_OIF,
     HOOKS_WITH_REJECT, ICMP_TYPES, ICMPV6_TYPES, LIMIT_DEFAULT_BURST, LIMIT_MAX,

@@ -7,7 +7,8 @@ from typing import Any, Iterator
 
 from ..errors import RuleError
 from .rule import Rule
-from .sets import DEFAULT_SET, SetDef, SetError, SetRef
+from .setdefs import SetDef, SetRef
+from .sets import DEFAULT_SET, SetError
 from .types import Action, Hook, point_order
 
 POLICY_KEYS = tuple(h.value for h in Hook) + ("stateful",)

@@ -9,12 +9,12 @@ up to four nft sets (see ``compile.sets``); this module only knows the user's vi
     elements = ["198.18.2.2", "198.18.64.0/18", "fd00::1"]
 
 Element validation here uses ``ipaddress`` (exact, slow); the import path has its own fast
-validator at the kernel edge.
+validator at the kernel edge. The types ``SetRef`` and ``SetDef`` are in model.setdefs:
+``minifw ban`` uses this module and neither type (a frozen dataclass costs its start-up).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import re
 TYPE_CHECKING = False  # typing loads for type checkers only: it costs a ban's start
@@ -43,82 +43,6 @@ class SetError(RuleError):
     def located(self, file: str | None, line: int | None = None) -> "SetError":
         return SetError(self.detail, set_name=self.set_name, field=self.field or "", file=file,
                         line=line if line is not None else self.line)
-
-
-@dataclasses.dataclass(frozen=True)
-class SetRef:
-    """``@name`` in a rule's ``src`` or ``dst``: match any address in the named set."""
-
-    name: str
-
-    def format(self) -> str:
-        return f"@{self.name}"
-
-
-@dataclasses.dataclass(frozen=True)
-class SetDef:
-    """A [[set]] of the config: its name, default timeout and elements."""
-
-    name: str
-    timeout: int | None = None        # seconds
-    elements: tuple[str, ...] = ()    # normalised text, config order
-    comment: str | None = None
-
-    @classmethod
-    def from_toml(cls, data: Any, *, index: int = 0) -> "SetDef":
-        if not isinstance(data, dict):
-            raise SetError("must be written as [[set]] tables", set_name=f"#{index + 1}",
-                           field="set")
-        label = data.get("name") if isinstance(data.get("name"), str) else f"#{index + 1}"
-
-        def err(field: str, message: str) -> RuleError:
-            return SetError(message, set_name=label, field=field)
-
-        unknown = [k for k in data if k not in SET_KEYS]
-        if unknown:
-            raise err(unknown[0], f"unknown key; valid keys are {', '.join(SET_KEYS)}")
-        name = data.get("name")
-        if not isinstance(name, str) or not SET_NAME_RE.match(name):
-            raise err("name", "is required: 1-32 letters, digits or '_', starting with a letter")
-        timeout = None
-        if data.get("timeout") is not None:
-            try:
-                timeout = parse_duration(data["timeout"])
-            except ValueError as exc:
-                raise err("timeout", str(exc)) from None
-        raw = data.get("elements", [])
-        if not isinstance(raw, list):
-            raise err("elements", "must be a list of addresses or CIDRs")
-        elements: list[str] = []
-        seen: set[str] = set()
-        for item in raw:
-            if isinstance(item, str) and item != item.strip():
-                raise err("elements", f"{item!r} has spaces around it; write {item.strip()!r}")
-            try:
-                text = normalise_element(item)
-            except ValueError as exc:
-                raise err("elements", str(exc)) from None
-            if text not in seen:
-                seen.add(text)
-                elements.append(text)
-        overlap = first_overlap(elements)
-        if overlap:
-            raise err("elements", f"{overlap[0]} overlaps {overlap[1]}; keep only one of them")
-        comment = data.get("comment")
-        if comment is not None and not isinstance(comment, str):
-            raise err("comment", "must be a string")
-        if comment is not None and any(ord(c) < 32 or 0x7f <= ord(c) < 0xa0 for c in comment):
-            raise err("comment", f"{comment!r} contains control characters")
-        return cls(name=name, timeout=timeout, elements=tuple(elements), comment=comment)
-
-    def to_toml(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name}
-        if self.timeout is not None:
-            out["timeout"] = format_duration(self.timeout)
-        out["elements"] = list(self.elements)
-        if self.comment is not None:
-            out["comment"] = self.comment
-        return out
 
 
 def parse_duration(value: Any) -> int:

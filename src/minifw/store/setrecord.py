@@ -35,19 +35,24 @@ import inspect
 import itertools
 import operator
 import os
-import sqlite3
+import stat
 import time
-from pathlib import Path
+import weakref
 
+# sqlite3's C core: the same connect, Connection and errors without sqlite3.dbapi2, which loads
+# datetime for date adapters the record never uses (2-3 ms of a ban's start)
+import _sqlite3 as sqlite3
 # socket's C core: the same functions without socket.py's start cost (5 ms of a ban's 80)
 from _socket import AF_INET, AF_INET6, inet_ntop, inet_pton
 
 TYPE_CHECKING = False  # typing loads for type checkers only: it costs a ban's start
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Callable, Iterable, Iterator, TextIO
 
 from ..errors import NEED_ROOT, ConfigError, MinifwError, StateError
 from ..model.sets import normalise_element
+from .state import in_dir, path_text
 
 CONFIG, RUNTIME = 1, 2
 
@@ -140,38 +145,60 @@ def header_problem(head: bytes, size: int) -> str | None:
     return None
 
 
+def _is_dir(path: str) -> bool:
+    """``pathlib.Path(path).is_dir()``: False where nothing is, the error where stat fails
+    otherwise (os.path.isdir would hide a permission error)."""
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP):
+            return False
+        raise
+    except ValueError:
+        return False
+
+
 class SetStore:
     """``may_create``: whether a missing sets.db may start empty (a fresh state directory); if
     not, a missing record is an error, never an empty set."""
 
-    def __init__(self, directory: Path, may_create: Callable[[], bool] | None = None):
-        self.path = Path(directory) / "sets.db"
+    def __init__(self, directory: str | os.PathLike[str],
+                 may_create: Callable[[], bool] | None = None):
+        # a str for the record's own use; ``path``, a Path, on demand (pathlib is no part of
+        # a ban's start-up)
+        self._dir = path_text(directory)
+        self._path = in_dir(self._dir, "sets.db")
         self._db: sqlite3.Connection | None = None
         self._may_create = may_create
 
+    @property
+    def path(self) -> Path:
+        from pathlib import Path
+        return Path(self._path)
+
     def damaged(self, what: str) -> StateError:
-        return StateError(f"the set record {self.path} is {what}; {RECOVER}")
+        return StateError(f"the set record {self._path} is {what}; {RECOVER}")
 
     def failed(self, exc: BaseException, doing: str = "cannot read") -> StateError:
         """SQLite's or the file system's error, as minifw's: the one place that says it."""
         if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
             return self.damaged(f"unreadable ({exc})")
         if isinstance(exc, sqlite3.Error):
-            return StateError(f"the set record {self.path} failed: {exc}")
+            return StateError(f"the set record {self._path} failed: {exc}")
         why = getattr(exc, "strerror", None) or str(exc)
         if getattr(exc, "errno", None) in (errno.EACCES, errno.EPERM):
             why = f"{why}; {NEED_ROOT}"
-        return StateError(f"{doing} the set record {self.path}: {why}")
+        return StateError(f"{doing} the set record {self._path}: {why}")
 
     def _check_file(self) -> bool:
         """True if sets.db exists and looks whole; False if it is missing; raises if damaged."""
         for extra in ("", "-wal", "-shm"):
-            p = Path(f"{self.path}{extra}")
-            if p.is_dir():
+            p = f"{self._path}{extra}"
+            if _is_dir(p):
                 raise StateError(f"{p} is a directory, not minifw's set record (it holds no "
                                  "state); move it away")
         try:
-            with open(self.path, "rb") as fh:
+            with open(self._path, "rb") as fh:
                 head = fh.read(100)
                 size = os.fstat(fh.fileno()).st_size
         except FileNotFoundError:
@@ -186,31 +213,31 @@ class SetStore:
     def _create(self) -> None:
         """A new, empty record, made under another name and renamed: a sets.db that exists is
         always a whole one."""
-        tmp = self.path.with_name(".sets.db.new")
+        tmp = in_dir(self._dir, ".sets.db.new")
         with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+            os.unlink(tmp)
         for extra in ("-wal", "-shm"):  # left from a record that is gone: not ours any more
             with contextlib.suppress(FileNotFoundError):
-                Path(f"{self.path}{extra}").unlink()
+                os.unlink(f"{self._path}{extra}")
         db = sqlite3.connect(tmp, isolation_level=None)
         try:
             db.executescript(_SCHEMA)
         finally:
             db.close()
-        os.replace(tmp, self.path)
+        os.replace(tmp, self._path)
 
     @property
     def db(self) -> sqlite3.Connection:
         if self._db is None:
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+                os.makedirs(self._dir, mode=0o750, exist_ok=True)
                 if not self._check_file():
                     if self._may_create is not None and not self._may_create():
                         raise StateError(
-                            f"the set record {self.path} is missing while minifw has state "
+                            f"the set record {self._path} is missing while minifw has state "
                             f"here; {RECOVER}")
                     self._create()
-                db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+                db = sqlite3.connect(self._path, isolation_level=None, timeout=30)
                 try:
                     db.execute("PRAGMA journal_mode=WAL")
                     db.execute("PRAGMA synchronous=NORMAL")
@@ -230,6 +257,7 @@ class SetStore:
             except (OSError, sqlite3.Error) as exc:
                 raise self.failed(exc, "cannot open") from exc
             self._db = db
+            _OPEN.add(self)
         return self._db
 
     @contextlib.contextmanager
@@ -597,7 +625,8 @@ class SetStore:
         self.close()
         # built aside and renamed into place: a kill meanwhile leaves the old files, never a
         # half-filled record that would pass for a whole one
-        work = self.path.parent / ".recover"
+        from pathlib import Path  # a rebuild is rare: a ban never loads pathlib
+        work = Path(self._dir) / ".recover"
         import shutil  # lazy: only a rebuild needs it, and it loads bz2 and lzma
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(mode=0o750)
@@ -626,20 +655,34 @@ class SetStore:
         fresh.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         fresh.close()
         kept = None
-        if any(Path(f"{self.path}{extra}").exists() for extra in ("", "-wal", "-shm")):
+        if any(Path(f"{self._path}{extra}").exists() for extra in ("", "-wal", "-shm")):
             kept = self.path.with_name(f"sets.db.before-recover-{int(time.time())}")
             for extra in ("", "-wal", "-shm"):
                 with contextlib.suppress(FileNotFoundError):
-                    os.replace(f"{self.path}{extra}", f"{kept}{extra}")
-        os.replace(work / "sets.db", self.path)
+                    os.replace(f"{self._path}{extra}", f"{kept}{extra}")
+        os.replace(work / "sets.db", self._path)
         import shutil  # lazy: only a rebuild needs it, and it loads bz2 and lzma
         shutil.rmtree(work, ignore_errors=True)
         return kept
 
     def close(self) -> None:
         if self._db is not None:
+            _OPEN.discard(self)
             self._db.close()
             self._db = None
+
+
+# The records with a connection open (weakly: a record nobody holds still goes as before).
+_OPEN: weakref.WeakSet[SetStore] = weakref.WeakSet()
+
+
+def close_open() -> None:
+    """Close every record's connection still open (closing the last one checkpoints the WAL
+    and removes it). For a process that leaves by os._exit (cli/entry.py): a connection sits
+    in a reference cycle (its statement cache), so without this only a full collection, which
+    costs a ban 2-4 ms, would close it."""
+    for record in list(_OPEN):
+        record.close()
 
 
 def _mapped(fn):

@@ -18,9 +18,9 @@ import fcntl
 import json
 import os
 import time
-from pathlib import Path
 TYPE_CHECKING = False  # typing loads for type checkers only: it costs a ban's start
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any, Callable, Iterator
 
 from ..errors import NEED_ROOT, StateError
@@ -31,8 +31,30 @@ WAIT_NOTICE = 1.0  # seconds a writer waits for the lock before it says so
 REDERIVE = "run 'minifw reload --config FILE' (or 'minifw up --config FILE') to rewrite it"
 
 
+def state_dir_name(explicit: str | None) -> str:
+    """The state directory's name, as ``str(state_dir_from_env(explicit))`` (no pathlib)."""
+    return path_text(explicit or os.environ.get("MINIFW_STATE_DIR") or DEFAULT_STATE_DIR)
+
+
 def state_dir_from_env(explicit: str | None) -> Path:
-    return Path(explicit or os.environ.get("MINIFW_STATE_DIR") or DEFAULT_STATE_DIR)
+    from pathlib import Path
+    return Path(state_dir_name(explicit))
+
+
+def path_text(path: str | os.PathLike[str]) -> str:
+    """``str(pathlib.Path(path))`` without importing pathlib (it costs ``minifw ban`` 4-6 ms of
+    start-up, with urllib.parse and fnmatch): repeated slashes and '.' parts dropped, '..'
+    kept, POSIX's special leading '//' kept."""
+    text = os.fspath(path)
+    root = "//" if text[:2] == "//" and text[2:3] != "/" else "/" if text[:1] == "/" else ""
+    rest = "/".join(part for part in text.split("/") if part and part != ".")
+    return root + rest if root or rest else "."
+
+
+def in_dir(directory: str | os.PathLike[str], name: str) -> str:
+    """``str(pathlib.Path(directory) / name)`` for a plain file name, without pathlib."""
+    text = path_text(directory)
+    return name if text == "." else os.path.join(text, name)
 
 
 @dataclasses.dataclass
@@ -68,21 +90,49 @@ class Store:
     # any result exists, so the CLI sets this to print the notice at once; by default, silence.
     on_wait: Callable[[str], None] = staticmethod(lambda message: None)
 
-    def __init__(self, directory: Path):
-        self.dir = Path(directory)
-        self.file = self.dir / "state.json"
-        self.intent_file = self.dir / "intent.json"
-        self.lock_file = self.dir / "lock"
+    # The file names are str (os, os.path) and the Path forms are built on demand: pathlib is
+    # no part of a ban's start-up.
+    def __init__(self, directory: str | os.PathLike[str]):
+        self._dir = path_text(directory)
+        self._file = in_dir(self._dir, "state.json")
+        self._intent_file = in_dir(self._dir, "intent.json")
+        self._lock_file = in_dir(self._dir, "lock")
+
+    @property
+    def dir(self) -> Path:
+        from pathlib import Path
+        return Path(self._dir)
+
+    @property
+    def dir_text(self) -> str:
+        """The state directory as text: for the paths a ban builds (no pathlib)."""
+        return self._dir
+
+    @property
+    def file(self) -> Path:
+        from pathlib import Path
+        return Path(self._file)
+
+    @property
+    def intent_file(self) -> Path:
+        from pathlib import Path
+        return Path(self._intent_file)
+
+    @property
+    def lock_file(self) -> Path:
+        from pathlib import Path
+        return Path(self._lock_file)
 
     def _ensure(self) -> None:
         try:
-            self.dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+            os.makedirs(self._dir, mode=0o750, exist_ok=True)
         except OSError as exc:
-            raise _state_file_error(exc, self.dir, "create state directory", "") from exc
+            raise _state_file_error(exc, self._dir, "create state directory", "") from exc
 
-    def _read(self, path: Path) -> State | None:
+    def _read(self, path: str) -> State | None:
         try:
-            data = json.loads(path.read_text())
+            with open(path) as fh:
+                data = json.loads(fh.read())
         except FileNotFoundError:
             return None
         except IsADirectoryError:
@@ -99,7 +149,7 @@ class Store:
             raise StateError(f"{path} is damaged: {exc}; {REDERIVE}") from None
 
     def load(self) -> State:
-        return self._read(self.file) or State()
+        return self._read(self._file) or State()
 
     def load_or_none(self) -> State | None:
         """The state, or None when state.json is damaged (for the commands that rewrite it)."""
@@ -110,30 +160,31 @@ class Store:
 
     def save(self, state: State) -> None:
         self._ensure()
-        _replace(self.file, _dumps(state) + "\n")
+        _replace(self._file, _dumps(state) + "\n")
 
     # ---- the intent: the state a ruleset change in flight will leave -----------------------
     def write_intent(self, op: str, state: State, config_text: str | None = None) -> None:
         """Before the kernel changes: the state it will have (and, for add/delete, the config
         file's new text)."""
         self._ensure()
-        _replace(self.intent_file, f'{{"op": {json.dumps(op)}, "config_text": '
+        _replace(self._intent_file, f'{{"op": {json.dumps(op)}, "config_text": '
                                    f'{json.dumps(config_text)}, "state": {_dumps(state)}}}\n')
 
     def read_intent(self) -> tuple[str, State, str | None] | None:
         """(op, state, config text) of a change interrupted by a kill, or None."""
         try:
-            data = json.loads(self.intent_file.read_text())
+            with open(self._intent_file) as fh:
+                data = json.loads(fh.read())
         except FileNotFoundError:
             return None
         except IsADirectoryError:
-            raise StateError(f"{self.intent_file} is a directory, not minifw's (it holds no "
+            raise StateError(f"{self._intent_file} is a directory, not minifw's (it holds no "
                              "state); move it away") from None
         except PermissionError as exc:
-            raise StateError(f"cannot read {self.intent_file}: {exc.strerror}; "
+            raise StateError(f"cannot read {self._intent_file}: {exc.strerror}; "
                              f"{NEED_ROOT}") from exc
         except (OSError, ValueError, RecursionError) as exc:
-            raise StateError(f"{self.intent_file} (a ruleset change in flight) is damaged: "
+            raise StateError(f"{self._intent_file} (a ruleset change in flight) is damaged: "
                              f"{_why(exc)}; {REDERIVE}") from None
         try:
             if not isinstance(data, dict) or data.get("op") not in ("load", "edit", "down") \
@@ -142,19 +193,19 @@ class Store:
                 raise ValueError("it has the wrong shape")
             return data["op"], state_from_json(data.get("state")), data.get("config_text")
         except ValueError as exc:
-            raise StateError(f"{self.intent_file} (a ruleset change in flight) is damaged: "
+            raise StateError(f"{self._intent_file} (a ruleset change in flight) is damaged: "
                              f"{exc}; {REDERIVE}") from None
 
     def clear_intent(self) -> None:
         try:
-            self.intent_file.unlink()
+            os.unlink(self._intent_file)
         except FileNotFoundError:
             pass
         except IsADirectoryError:
-            raise StateError(f"{self.intent_file} is a directory, not minifw's (it holds no "
+            raise StateError(f"{self._intent_file} is a directory, not minifw's (it holds no "
                              "state); move it away") from None
         except OSError as exc:
-            raise _state_file_error(exc, self.intent_file, "remove", "") from exc
+            raise _state_file_error(exc, self._intent_file, "remove", "") from exc
 
     def commit(self, state: State) -> None:
         """The kernel took the change: state.json says so, and the intent goes."""
@@ -168,18 +219,21 @@ class Store:
         pid is in the lock file, for the notice of a writer that waits."""
         self._ensure()
         try:
-            fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+            fd = os.open(self._lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
         except OSError as exc:
-            raise _state_file_error(exc, self.lock_file, "open the lock file",
+            raise _state_file_error(exc, self._lock_file, "open the lock file",
                                     "not minifw's lock file (it holds no state); remove that "
                                     "directory") from exc
         try:
             try:
                 self._acquire(fd)
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                # written over, then cut to length: truncating to 0 and writing makes ext4
+                # flush the file at close (its replace-by-truncate heuristic), 3-4 ms a command
+                mine = f"{os.getpid()}\n".encode()
+                os.pwrite(fd, mine, 0)
+                os.ftruncate(fd, len(mine))
             except OSError as exc:
-                raise _state_file_error(exc, self.lock_file, "take the lock", "") from exc
+                raise _state_file_error(exc, self._lock_file, "take the lock", "") from exc
             try:
                 yield
             finally:
@@ -198,7 +252,8 @@ class Store:
             if time.monotonic() >= deadline:
                 break
             time.sleep(0.02)
-        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        # the first line: a holder writing meanwhile has its pid in front of the old one's rest
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").partition("\n")[0].strip()
         self.on_wait(f"waiting for another minifw command (pid "
                      f"{holder if holder.isdigit() else 'unknown'})")
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -210,7 +265,7 @@ def _dumps(state: State) -> str:
                        "ruleset": state.ruleset}, separators=(",", ":"))
 
 
-def _replace(path: Path, text: str) -> None:
+def _replace(path: str, text: str) -> None:
     try:
         _write_atomic(path, text)
     except OSError as exc:
@@ -218,7 +273,7 @@ def _replace(path: Path, text: str) -> None:
                                 "not minifw's; move it away and run the command again") from exc
 
 
-def _state_file_error(exc: OSError, path: Path, doing: str, if_directory: str) -> StateError:
+def _state_file_error(exc: OSError, path: str, doing: str, if_directory: str) -> StateError:
     """A state file's OSError, said for the operator: a directory in the file's place, a lack
     of privilege, or the system's reason."""
     if isinstance(exc, IsADirectoryError) and if_directory:
@@ -233,38 +288,39 @@ def _why(exc: BaseException) -> str:
     return "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
 
 
-def _temporary_beside(path: Path) -> tuple[int, str]:
-    """What tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.") gives (a new file, 0600,
+def _temporary_beside(path: str) -> tuple[int, str]:
+    """What tempfile.mkstemp(dir=<path's directory>, prefix=f".{<path's name>}.") gives (a new file, 0600,
     O_EXCL, a random name), without importing tempfile and, through it, shutil, random, bz2 and
     lzma: ``minifw ban`` writes its journal through here, and its start-up is its cost."""
     flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    parent, name = os.path.split(path)
     for _ in range(100):
-        tmp = os.path.join(path.parent, f".{path.name}.{os.urandom(6).hex()}")
+        tmp = os.path.join(parent, f".{name}.{os.urandom(6).hex()}")
         try:
             return os.open(tmp, flags, 0o600), tmp
         except FileExistsError:
             continue
-    raise FileExistsError(errno.EEXIST, "no free temporary file name", str(path.parent))
+    raise FileExistsError(errno.EEXIST, "no free temporary file name", parent or ".")
 
 
-def write_atomic(path: Path, text: str | bytes) -> None:
+def write_atomic(path: str | os.PathLike[str], text: str | bytes) -> None:
     """Write through a temporary file and rename, so readers never see half a file. A failure
     is a StateError naming the file."""
     try:
         _write_atomic(path, text)
     except OSError as exc:
-        raise _state_file_error(exc, Path(path), "write",
+        raise _state_file_error(exc, path_text(path), "write",
                                 "not a file minifw may replace; move it away") from exc
 
 
-def _write_atomic(path: Path, text: str | bytes) -> None:
-    path = Path(path)
+def _write_atomic(path: str | os.PathLike[str], text: str | bytes) -> None:
+    path = path_text(path)
     fd, tmp = _temporary_beside(path)
     try:
         with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as fh:
             fh.write(text)
         with contextlib.suppress(FileNotFoundError):
-            os.chmod(tmp, path.stat().st_mode & 0o7777)
+            os.chmod(tmp, os.stat(path).st_mode & 0o7777)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

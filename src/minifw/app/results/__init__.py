@@ -4,9 +4,10 @@ Each result's ``to_json()`` is what ``--json`` prints for it, so the CLI and the
 give the same data. Results that only report (up, down, ...) carry a ``message`` and
 ``warnings`` for the CLI to print, and typed fields for programs.
 
-One module per group of operations (base, rules, bans, sets, pending, explain), each loaded on first use: a
-frozen dataclass costs most of a millisecond to define, and ``minifw ban`` should not pay for
-the status and explain results. Every name is also importable from here (PEP 562).
+One module per group of operations (base, rules, bans, unbans, sets, pending, explain), each
+loaded on first use: a frozen dataclass costs most of a millisecond to define, and ``minifw ban``
+should not pay for the status and explain results, nor for unban's. Every name is also
+importable from here (PEP 562).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ _HOME = {
     "PolicyCounter": "rules",
     "RuleListing": "rules",
     "Banned": "bans",
-    "Unbanned": "bans",
+    "Unbanned": "unbans",
     "Imported": "sets",
     "Flushed": "sets",
     "Recovered": "sets",

@@ -1,5 +1,6 @@
-"""Results of ban and unban: a module of their own, so that the commands a ban feed runs
-define no other result (each frozen dataclass costs most of a millisecond at start)."""
+"""The result of a ban: a module of its own, so that the command a ban feed runs defines no
+other result (each frozen dataclass costs most of a millisecond at start); unban's is in
+results/unbans.py."""
 
 from __future__ import annotations
 
@@ -23,17 +24,3 @@ class Banned(Outcome):
         return {"set": self.set, "banned": list(self.banned), "timeout": self.timeout,
                 "apply_ms": self.apply_ms}
 
-
-@_frozen
-class Unbanned(Outcome):
-    """What an unban removed from a set, and which elements were not in it."""
-
-    set: str
-    unbanned: tuple[str, ...]
-    absent: tuple[str, ...]
-    messages: tuple[str, ...]
-    apply_ms: float
-
-    def to_json(self) -> dict[str, Any]:
-        return {"set": self.set, "unbanned": list(self.unbanned), "absent": list(self.absent),
-                "messages": list(self.messages), "apply_ms": self.apply_ms}
