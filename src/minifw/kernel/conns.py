@@ -24,7 +24,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import sys
-from pathlib import Path
 TYPE_CHECKING = False  # typing loads for type checkers only: it costs a ban's start
 if TYPE_CHECKING:
     from typing import Iterable, Mapping
@@ -37,14 +36,15 @@ from ..errors import GuardError
 # engine.guard (its dataclasses) loads where Connections are built; subprocess and json where
 # a route is asked: neither is needed to see that a ban cuts no one.
 
-PROC = Path("/proc")
+ProcDir = "str | os.PathLike[str]"  # /proc, or a copy of it in a test
+PROC = "/proc"  # text, joined with os.path: pathlib is no part of a ban's start-up
 SSHD_COMM = b"sshd"       # comm is bytes a process may set to anything (prctl)
-_MAX_DEPTH = 256          # ancestors walked at most (a pid loop cannot happen, but a bound costs nothing)
+_MAX_DEPTH = 256          # ancestors walked at most: a bound costs nothing
 _ROUTE_TIMEOUT = 5.0
 
 
 def find_connections(guards: Iterable[GuardSpec] = (), environ: Mapping[str, str] | None = None,
-                     proc: Path = PROC, ifaces: bool = True) -> list[Connection]:
+                     proc: ProcDir = PROC, ifaces: bool = True) -> list[Connection]:
     """Every connection to protect (see the module docstring). ``environ`` defaults to this
     process's; a ``--guard`` peer this host has no route to raises GuardError. ``ifaces``:
     ask each client's interface (``ip route get``)."""
@@ -61,7 +61,7 @@ def find_connections(guards: Iterable[GuardSpec] = (), environ: Mapping[str, str
     return [_with_iface(c) for c in found] if ifaces else found
 
 
-def clients(environ: Mapping[str, str] | None = None, proc: Path = PROC) -> list:
+def clients(environ: Mapping[str, str] | None = None, proc: ProcDir = PROC) -> list:
     """Every address a protected connection could come from, cheaply: SSH_CONNECTION's client
     and the peers of every established socket a listener here accepted (a superset of the
     sessions to sshd, found without the ``/proc/*/fd`` walk). Addresses as on the wire."""
@@ -92,7 +92,7 @@ def served_here(fields: tuple, sockets: list[TcpSocket] | None) -> bool:
 # ---- SSH_CONNECTION ---------------------------------------------------------------------------
 
 def ssh_connection(environ: Mapping[str, str] | None = None,
-                   proc: Path = PROC) -> Connection | None:
+                   proc: ProcDir = PROC) -> Connection | None:
     """SSH_CONNECTION of ``environ`` (default: this process's), else of the nearest ancestor."""
     from ..engine.guard import Connection
 
@@ -101,28 +101,33 @@ def ssh_connection(environ: Mapping[str, str] | None = None,
 
 
 def ssh_connection_fields(environ: Mapping[str, str] | None = None,
-                          proc: Path = PROC) -> tuple | None:
+                          proc: ProcDir = PROC) -> tuple | None:
     """(client, client_port, server, server_port) of the first valid SSH_CONNECTION: of
     ``environ`` (default: this process's), else of the nearest ancestor that has one."""
     env = os.environ if environ is None else environ
     fields = ssh_fields(env.get("SSH_CONNECTION"))
     if fields is not None:
         return fields
-    pid = _ppid(proc / "self")
+    pid = _ppid(os.path.join(proc, "self"))
     for _ in range(_MAX_DEPTH):
         if pid is None or pid < 1:
             return None
-        fields = ssh_fields(_environ(proc / str(pid)).get("SSH_CONNECTION"))
+        fields = ssh_fields(_environ(os.path.join(proc, str(pid))).get("SSH_CONNECTION"))
         if fields is not None:
             return fields
-        pid = _ppid(proc / str(pid))
+        pid = _ppid(os.path.join(proc, str(pid)))
     return None
 
 
-def _ppid(pid_dir: Path) -> int | None:
+def _read(path: str) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def _ppid(pid_dir: str) -> int | None:
     try:
         # bytes: the Name line carries the comm, which a process may set to any bytes
-        for line in (pid_dir / "status").read_bytes().splitlines():
+        for line in _read(os.path.join(pid_dir, "status")).splitlines():
             if line.startswith(b"PPid:"):
                 return int(line.split()[1])
     except (OSError, ValueError, IndexError):
@@ -130,10 +135,10 @@ def _ppid(pid_dir: Path) -> int | None:
     return None
 
 
-def _environ(pid_dir: Path) -> dict[str, str]:
+def _environ(pid_dir: str) -> dict[str, str]:
     """A process's environment as it was exec'd; empty if it is gone or not ours to read."""
     try:
-        raw = (pid_dir / "environ").read_bytes()
+        raw = _read(os.path.join(pid_dir, "environ"))
     except OSError:
         return {}
     out = {}
@@ -146,7 +151,7 @@ def _environ(pid_dir: Path) -> dict[str, str]:
 
 # ---- sessions to sshd -------------------------------------------------------------------------
 
-def tcp_sockets(proc: Path = PROC) -> list[TcpSocket] | None:
+def tcp_sockets(proc: ProcDir = PROC) -> list[TcpSocket] | None:
     """Every TCP socket of this network namespace, IPv4 and IPv6; None when neither table
     could be read. Where nothing listens (asked of sock_diag, about 0.1 ms) there is no session
     to protect and the tables are not read: each costs about 2 ms, as the kernel walks its
@@ -156,7 +161,7 @@ def tcp_sockets(proc: Path = PROC) -> list[TcpSocket] | None:
     sockets = None
     for name in ("tcp", "tcp6"):
         try:
-            text = (proc / "net" / name).read_bytes().decode("ascii", "replace")
+            text = _read(os.path.join(proc, "net", name)).decode("ascii", "replace")
         except OSError:
             continue       # no IPv6 in this kernel, or no /proc/net
         sockets = (sockets or []) + parse_tcp_table(text, sys.byteorder)
@@ -203,7 +208,7 @@ _TCP_LISTEN = 10
 _DIAG_TIMEOUT = 2.0
 
 
-def sshd_sessions(proc: Path = PROC, sockets: list[TcpSocket] | None = None) -> list[Connection]:
+def sshd_sessions(proc: ProcDir = PROC, sockets: list[TcpSocket] | None = None) -> list[Connection]:
     """Established TCP connections, in this network namespace, to a port an sshd listens on.
     The owners are looked up only when some listener here has an established session."""
     sockets = (tcp_sockets(proc) if sockets is None else sockets) or []
@@ -218,18 +223,20 @@ def sshd_sessions(proc: Path = PROC, sockets: list[TcpSocket] | None = None) -> 
     return sessions_to(listeners, sockets, found="sshd")
 
 
-def sshd_socket_inodes(proc: Path = PROC) -> set[int]:
+def sshd_socket_inodes(proc: ProcDir = PROC) -> set[int]:
     """Inodes of the sockets held by processes named sshd."""
     inodes: set[int] = set()
     try:
-        pids = [p for p in proc.iterdir() if p.name.isdigit()]
+        pids = [name for name in os.listdir(proc) if name.isdigit()]
     except OSError:
         return inodes
-    for pid_dir in pids:
+    for pid in pids:
+        pid_dir = os.path.join(proc, pid)
         try:
-            if (pid_dir / "comm").read_bytes().strip() != SSHD_COMM:
+            if _read(os.path.join(pid_dir, "comm")).strip() != SSHD_COMM:
                 continue
-            fds = list((pid_dir / "fd").iterdir())
+            fd_dir = os.path.join(pid_dir, "fd")
+            fds = [os.path.join(fd_dir, fd) for fd in os.listdir(fd_dir)]
         except OSError:
             continue       # gone, or not ours to read
         for fd in fds:
