@@ -227,7 +227,7 @@ def test_a_ban_imports_neither_click_nor_tomlkit(tmp_path):
     as above, so the machine's own namespace is never asked). Nor pathlib (it brings
     urllib.parse and fnmatch), subprocess or sqlite3's Python part (datetime): each costs the
     start-up of every ban. The fake
-    kernel itself loads typing: tests/kernel/test_cli_entry.py checks that one too, with the
+    kernel itself loads typing: tests/kernel/test_cli_entry_live.py checks that one too, with the
     real kernel."""
     code = (
         "import sys\n"
