@@ -9,14 +9,13 @@ listener."""
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
 
 from minifw.lab import MINIFW
 
-from kit import CLIENT4, SERVER4, pair, ruleset_text, serve, wait_until, write_config
-from test_guard_conns import established, ssh_session, sshd  # noqa: F401  (sshd: a fixture)
+from kit import CLIENT4, SERVER4, pair, ruleset_text, serve, write_config
+from test_guard_conns import established, plain_session, ssh_session, sshd  # noqa: F401
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -103,13 +102,7 @@ def test_a_session_to_sshd_is_protected_without_ssh_connection(sshd):
 def test_ssh_connection_alone_with_a_plain_listener(lab, tmp_path):
     server, client = pair(lab)
     serve(server, tcp=[22])                               # a plain TCP echo server, no sshd
-    ready = tmp_path / "ready"
-    client.popen([sys.executable, "-c",
-                  "import socket, sys, time\n"
-                  "s = socket.create_connection((sys.argv[1], 22), 5, (sys.argv[2], 40022))\n"
-                  "open(sys.argv[3], 'w').close()\n"
-                  "time.sleep(60)\n", SERVER4, CLIENT4, str(ready)])
-    wait_until(ready.exists, what="a TCP session to the plain listener")
+    plain_session(client, tmp_path, 60)
     env = {"SSH_CONNECTION": f"{CLIENT4} 40022 {SERVER4} 22"}
     lockout_cases(server, client, f"{CLIENT4}:40022 -> {SERVER4}:22 (ssh session found via "
                                   "SSH_CONNECTION)", env)

@@ -142,16 +142,21 @@ def test_sessions_to_sshd_are_found_without_ssh_connection(sshd):
     assert refusal(check(open_ssh, conns)) is None
 
 
-def test_ssh_connection_alone_with_a_plain_listener(lab, tmp_path):
-    server, client = pair(lab)
-    serve(server, tcp=[22])                               # a plain TCP echo server, no sshd
+def plain_session(client, tmp_path, seconds: int) -> None:
+    """A TCP session CLIENT4:40022 -> SERVER4:22 held open for ``seconds`` (no sshd)."""
     ready = tmp_path / "ready"
     client.popen([sys.executable, "-c",
                   "import socket, sys, time\n"
                   "s = socket.create_connection((sys.argv[1], 22), 5, (sys.argv[2], 40022))\n"
                   "open(sys.argv[3], 'w').close()\n"
-                  "time.sleep(30)\n", SERVER4, CLIENT4, str(ready)])
+                  f"time.sleep({seconds})\n", SERVER4, CLIENT4, str(ready)])
     wait_until(ready.exists, what="a TCP session to the plain listener")
+
+
+def test_ssh_connection_alone_with_a_plain_listener(lab, tmp_path):
+    server, client = pair(lab)
+    serve(server, tcp=[22])                               # a plain TCP echo server, no sshd
+    plain_session(client, tmp_path, 30)
     assert established(client, SERVER4, 22) == [(CLIENT4, 40022)]
     value = f"{CLIENT4} 40022 {SERVER4} 22"
     want = [{"client": CLIENT4, "client_port": 40022, "server": SERVER4, "server_port": 22,
