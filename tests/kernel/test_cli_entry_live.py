@@ -107,7 +107,7 @@ def test_fast_and_click_paths_agree_on_the_kernel(lab):
 # engine.sockets, is part of a ban: is any client of a protected connection banned?)
 NOT_ON_A_BAN = ("pathlib", "typing", "subprocess", "sqlite3", "datetime", "click", "tomlkit",
                 "minifw.cli.main", "minifw.app.rules", "minifw.compile.nft",
-                "minifw.model.ruleset", "minifw.hooks", "minifw.daemon", "minifw.engine.explain",
+                "minifw.model.ruleset", "minifw.hooks", "minifw.runners", "minifw.engine.explain",
                 "minifw.engine.guard")
 
 

@@ -31,7 +31,7 @@ import pytest
 
 import rkit
 from minifw.compile import hooks as plan
-from minifw.daemon import runner as R
+from minifw.runners import runner as R
 from minifw.hooks import ACCEPT, DROP, make_spec
 from minifw.hooks.packet import HotPacket, PurePacket
 from minifw.netlink.nfqueue import split_datagram

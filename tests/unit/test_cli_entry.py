@@ -238,7 +238,7 @@ def test_a_ban_imports_neither_click_nor_tomlkit(tmp_path):
         "common.privileged = lambda: True\n"
         "from minifw.cli import entry\n"
         "code = entry.run(['--state-dir', sys.argv[1], 'ban', '198.18.0.1', '--json'])\n"
-        "heavy = sorted(m for m in ('click', 'tomlkit', 'minifw.hooks', 'minifw.daemon',\n"
+        "heavy = sorted(m for m in ('click', 'tomlkit', 'minifw.hooks', 'minifw.runners',\n"
         "                           'minifw.cli.main', 'minifw.app.rules', 'minifw.engine',\n"
         "                           'pathlib', 'subprocess', 'sqlite3', 'datetime')\n"
         "               if m in sys.modules)\n"

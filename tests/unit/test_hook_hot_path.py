@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minifw.compile import hooks as plan
-from minifw.daemon import runner as R
+from minifw.runners import runner as R
 from minifw.errors import PacketError
 from minifw.hooks import ACCEPT, DROP, make_spec
 from minifw.hooks.packet import HotPacket, Packet, PurePacket

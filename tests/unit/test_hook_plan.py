@@ -150,7 +150,7 @@ def test_pure_modules_do_no_io():
 
 
 def test_up_refuses_hook_file_clashing_with_a_rule(tmp_path):
-    from minifw.daemon.supervise import validate
+    from minifw.runners.supervise import validate
     f = tmp_path / "h.py"
     f.write_text("from minifw import hook, ACCEPT\n"
                  "@hook('input', priority=5)\ndef h(pkt):\n    return ACCEPT\n")

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from minifw.daemon import hookstate, supervise
+from minifw.runners import hookstate, supervise
 
 GOOD_QUEUE = {"chain": "hook_q1000_f", "function": "f", "queue": 1000, "hook": "input",
               "priority": 0, "fail": "open"}

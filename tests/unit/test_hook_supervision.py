@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from minifw.daemon import hookstate, supervise
+from minifw.runners import hookstate, supervise
 
 
 @pytest.fixture

@@ -18,12 +18,13 @@ RANKS = {
     "hooks": 2,
     "compile": 3,
     "engine": 4,
-    "kernel": 5, "store": 5,
-    "daemon": 6,
+    "kernel": 5, "store": 5, "control": 5, "events": 5,
+    "runners": 6,
     "app": 7,
     "api": 8,
-    "cli": 9,
-    "lab": 10,
+    "daemon": 9,
+    "cli": 10,
+    "lab": 11,
 }
 PURE = ("model", "netlink", "compile", "engine")
 # The hook decorator (minifw.hooks itself, not its loader or runner parts) is pure as well:

@@ -13,7 +13,7 @@ from minifw.app.results import (
     Banned, ChainInfo, FailsafeInfo, ForeignChain, ListedRule, PolicyCounter, RuleListing, SetElement,
     SetPage, SetSummary, Status, chains_in_order,
 )
-from minifw.daemon import hookstate
+from minifw.runners import hookstate
 from minifw.engine.explain import chains_at
 from minifw.model import parse_config
 from minifw.model.types import Hook, HookPoint, point_order

@@ -4,8 +4,8 @@ import os
 import subprocess
 import sys
 
-from minifw.daemon import hookstate
-from minifw.daemon.supervise import plan_runners
+from minifw.runners import hookstate
+from minifw.runners.supervise import plan_runners
 
 
 def record(state_dir, pid, file, managed=True, digest=None):

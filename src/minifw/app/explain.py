@@ -55,7 +55,7 @@ def ruleset_source(state_dir: Path, config: str | None, run_hooks: bool = False)
         raise StateError(f"minifw is not up with state dir {state_dir}, so there is no live "
                          "ruleset to explain; run 'minifw up --config FILE' or pass "
                          "'explain --config FILE'")
-    from ..daemon import hookstate
+    from ..runners import hookstate
 
     functions = tuple(_function(q.function, q.point.hook, q.priority)
                       for rec in hookstate.records(state_dir) if rec.alive for q in rec.queues)

@@ -115,7 +115,7 @@ def report(kernel: Kernel, state_dir: Path, ruleset: Ruleset,
 
 def running_functions(state_dir: Path) -> tuple:
     """The hook functions of the live hook runners, as ``explain`` takes them."""
-    from ..daemon import hookstate
+    from ..runners import hookstate
     from ..engine.explain import HookFunction
     from ..model.types import Hook
 

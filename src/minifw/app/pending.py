@@ -87,7 +87,7 @@ class Change:
                                deadline=started + seconds,
                                state_before=_read_text(store.file))
         if op in RULESET_OPS:
-            from ..daemon import hookstate
+            from ..runners import hookstate
             self.pending.hooks = hookstate.wanted(store.dir)
         self.dropped = False
         self._save()
@@ -220,7 +220,7 @@ def _restore_ruleset(store: Store, kernel: seam.Kernel, sets: Any, pending: Pend
     before break). An intent is written first, so a kill in the middle is settled by the next
     command."""
     from ..compile import nft as compiler
-    from ..daemon import supervise
+    from ..runners import supervise
     from ..model.ruleset import Ruleset
     before = _state_before(store, pending)
     if before.loaded:

@@ -16,7 +16,7 @@ from . import guard as lockout, pending, runs_live
 from .sets import SetService, fresh_load
 from ..compile import names
 from ..compile import nft as compiler
-from ..daemon import hookstate, supervise
+from ..runners import hookstate, supervise
 from ..errors import ConfigError, KernelError, MinifwError, RuleError, StateError
 from ..hooks.config import hook_files
 from ..kernel import seam, table

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..daemon import runner as hook_runner
+from ..runners import runner as hook_runner
 from ..store.state import state_dir_from_env
 from .common import guarded
 

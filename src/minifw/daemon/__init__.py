@@ -1,1 +1,1 @@
-"""Long-running processes: the Python hook runner and its supervision."""
+"""`minifw daemon`: the long-running process that owns hook runners, the NFLOG reader, metrics and the control socket."""

@@ -1,5 +1,5 @@
 /* The hook runner's hot path in C: the packet fields hooks read most, and the serve loop of a
- * runner with one hook function. Optional: minifw/hooks/packet.py and minifw/daemon/runner.py
+ * runner with one hook function. Optional: minifw/hooks/packet.py and minifw/runners/runner.py
  * hold the same logic in pure Python, used where this module is not built or
  * MINIFW_PURE_PYTHON=1 is set.
  *

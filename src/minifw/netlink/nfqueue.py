@@ -135,7 +135,7 @@ _AF_UNSPEC = 0
 
 # ---- the wire layout the hot paths read in place -----------------------------------------------
 # A queued-packet datagram as the kernel writes it: ONE message, its first attribute the packet
-# header. The serve loops (daemon/runner.py), the packet (hooks/packet.py) and the C hot path
+# header. The serve loops (runners/runner.py), the packet (hooks/packet.py) and the C hot path
 # (hooks/_hot.c, as #defines of the names in HOT_DEFINES; tests/unit/test_verdicts.py checks
 # that they agree) read these offsets without walking the message.
 PACKET_MSG_TYPE = _PACKET_TYPE                          # nlmsghdr.nlmsg_type (host order)

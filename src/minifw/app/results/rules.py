@@ -8,7 +8,7 @@ from ...model.types import HookPoint, point_order
 from .base import Outcome, _frozen
 
 if TYPE_CHECKING:
-    from ...daemon.hookstate import HookProblem, HookStatus
+    from ...runners.hookstate import HookProblem, HookStatus
     from ...model import Ruleset
     from .pending import PendingChange, RollbackRecord
     from .sets import SetSummary

@@ -196,7 +196,7 @@ def start(file: str, state_dir: Path, replaces: Iterable[int] = ()) -> dict[str,
     folder = hookstate.hooks_dir(state_dir)
     folder.mkdir(parents=True, exist_ok=True, mode=0o750)
     err_path = folder / f"start-{os.getpid()}-{time.monotonic_ns()}.err"
-    argv = [sys.executable, "-m", "minifw.daemon.runner", file, "--state-dir", str(state_dir)]
+    argv = [sys.executable, "-m", "minifw.runners.runner", file, "--state-dir", str(state_dir)]
     for pid in replaces:
         argv += ["--replaces", str(pid)]
     with open(err_path, "w") as err:

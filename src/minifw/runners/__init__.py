@@ -1,0 +1,1 @@
+"""Long-running processes: the Python hook runner and its supervision."""
