@@ -22,9 +22,10 @@ from ..errors import ConfigError, KernelError, MinifwError, RuleError, StateErro
 from ..hooks.config import hook_files
 from ..kernel import seam, table
 from ..model import Rule, Ruleset, add_rule_text, delete_rule_text, parse_config
+from ..model.sets import DEFAULT_SET
 from ..model.types import Hook, HookPoint
 from .results.rules import (
-    ChainInfo, Checked, ForeignChain, ListedRule, Loaded, PolicyCounter, RuleAdded,
+    BanCounter, ChainInfo, Checked, ForeignChain, ListedRule, Loaded, PolicyCounter, RuleAdded,
     RuleDeleted, RuleListing, Status, Unloaded, chains_in_order,
 )
 from . import failsafe
@@ -296,7 +297,8 @@ class Service:
             policies.append(PolicyCounter(hook=hook.value, policy="drop",
                                           packets=sum(lr.packets for lr in dropped),
                                           bytes=sum(lr.bytes for lr in dropped)))
-        return RuleListing(rules=tuple(rules), policies=tuple(policies))
+        return RuleListing(rules=tuple(rules), policies=tuple(policies),
+                           bans=_ban_counters(self.kernel.listing()))
 
     # ---- incremental edits -------------------------------------------------------------
     def add(self, fields: dict[str, Any], position: int | None, runtime: bool,
@@ -528,6 +530,19 @@ def _hooks_started(failed: list[str], done: str) -> None:
     if failed:
         what = "; and ".join(failed).replace("\n", " ")
         raise StateError(f"{done}, but {what}; see 'minifw status'")
+
+
+def _ban_counters(listing: table.Listing) -> tuple[BanCounter, ...]:
+    """The ban chain's drops (its rules are commented ``ban blocked``), if it is there."""
+    chains = {c["name"] for c in table.items(listing, "chain")}
+    if names.BAN_CHAIN not in chains:
+        return ()
+    counted = [lr for chain in (names.BAN_CHAIN, names.BAN_CHAIN_V4, names.BAN_CHAIN_V6)
+               if chain in chains for lr in table.chain_rules(listing, chain)
+               if lr.rule_id == f"ban {DEFAULT_SET}"]
+    return (BanCounter(set=DEFAULT_SET, hook=Hook.PREROUTING.value, priority=names.BAN_PRIORITY,
+                       packets=sum(lr.packets for lr in counted),
+                       bytes=sum(lr.bytes for lr in counted)),)
 
 
 def _with(document: dict[str, Any], commands: list[dict[str, Any]]) -> dict[str, Any]:
