@@ -9,8 +9,6 @@ import subprocess
 import sys
 import uuid
 
-import pytest
-
 from kit import (
     CLIENT4, CLIENT6, SERVER4, SERVER6, dmesg_count, listing, nft_objects, probes, reload_with,
     up, wait_until,
@@ -64,13 +62,9 @@ def counts(host) -> dict[str, int]:
     return {r["id"]: r["packets"] for r in listing(host)["rules"]}
 
 
-@pytest.fixture
-def tag():
-    return f"eb{uuid.uuid4().hex[:10]}"
-
-
-def test_policy_and_ban_drops_reach_dmesg_and_accepts_do_not(net, kernel_log, tag):
+def test_policy_and_ban_drops_reach_dmesg_and_accepts_do_not(net, kernel_log):
     server, client = net
+    tag = f"eb{uuid.uuid4().hex[:10]}"  # this run's lines only
     up(server, f"""
 [policy]
 input = "drop"
