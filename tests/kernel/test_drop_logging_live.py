@@ -10,8 +10,8 @@ import sys
 import uuid
 
 from kit import (
-    CLIENT4, CLIENT6, SERVER4, SERVER6, dmesg_count, listing, nft_objects, probes, reload_with,
-    up, wait_until,
+    CLIENT4, CLIENT6, SERVER4, SERVER6, dmesg_count, listing, nft_chain_ids, nft_objects, probes,
+    reload_with, up, wait_until,
 )
 from minifw.compile.events import event_origin
 from minifw.model import parse_config
@@ -186,3 +186,31 @@ action = "drop"
     assert counts(server) == {k: v for k, v in dict(after, late=0).items() if k != "edited"}
     flood(client, SERVER4, 61, 1)
     assert counts(server)["p1"] == 8
+
+
+def test_add_and_delete_place_and_remove_helper_rules(net):
+    server, _ = net
+    up(server, """
+[events]
+drops = true
+
+[[rule]]
+id = "a"
+proto = "tcp"
+dport = 80
+action = "accept"
+
+[[rule]]
+id = "b"
+proto = "tcp"
+dport = 81
+action = "drop"
+""")
+    assert nft_chain_ids(server, "input_0") == ["a", "log b", "b"]
+    server.minifw("add", "--id", "c", "--proto", "udp", "--dport", "9", "--action", "drop",
+                  "--position", "1")
+    assert nft_chain_ids(server, "input_0") == ["a", "log c", "c", "log b", "b"]
+    server.minifw("delete", "b")
+    assert nft_chain_ids(server, "input_0") == ["a", "log c", "c"]
+    server.minifw("delete", "c")
+    assert nft_chain_ids(server, "input_0") == ["a"]
