@@ -263,3 +263,43 @@ def test_up_reload_and_down_hand_the_runners_to_the_daemon(dlab):
     assert d.message()["RELOADING"] == "1"
     assert d.message()["READY"] == "1"
     assert [x["pid"] for x in d.runners()] == [r3["pid"]]  # its file did not change
+
+
+def timer_processes(state_dir):
+    found = []
+    for proc in os.listdir("/proc"):
+        if proc.isdigit():
+            with contextlib.suppress(OSError):
+                cmdline = open(f"/proc/{proc}/cmdline", "rb").read().split(b"\0")
+                if b"minifw.app.pending_timer" in cmdline and str(state_dir).encode() in cmdline:
+                    found.append(int(proc))
+    return found
+
+
+def test_the_daemon_owns_the_confirm_timers(dlab):
+    server = dlab.host("server")
+    dlab.tmp.mkdir(parents=True, exist_ok=True)
+    config = dlab.tmp / "minifw.toml"
+    config.write_text('[policy]\ninput = "accept"\n')
+    d = Daemon(server, config)
+    d.ready()
+
+    def rule_ids():
+        return [r["id"] for r in json.loads(server.minifw("list", "--json").stdout)["rules"]]
+
+    add = ["add", "--proto", "tcp", "--dport", "81", "--action", "drop"]
+    server.minifw(*add, "--id", "late", "--confirm", "1")
+    assert rule_ids() == ["late"] and timer_processes(server.state_dir) == []
+    assert "late" in server.run(["nft", "-j", "list", "table", "inet", "minifw"]).stdout
+    # no command runs meanwhile (their lock's gate would roll it back too): the daemon does
+    wait_until(lambda: "late" not in server.run(["nft", "-j", "list", "table", "inet",
+                                                  "minifw"]).stdout,
+               what="the daemon's rollback", timeout=8)
+    assert rule_ids() == []
+    assert "not confirmed within 1 s" in server.minifw("status", check=False).stdout
+
+    server.minifw(*add, "--id", "kept", "--confirm", "30")
+    done = server.minifw("confirm", "--json")
+    assert json.loads(done.stdout)["op"] == "add" and timer_processes(server.state_dir) == []
+    assert rule_ids() == ["kept"] and "kept" in config.read_text()
+    assert json.loads(server.minifw("status", "--json").stdout)["pending"] is None
