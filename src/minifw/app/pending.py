@@ -208,6 +208,9 @@ def rollback(store: Store, kernel: seam.Kernel, sets: Any, pending: Pending,
     at = time.time()
     record.write_rolled_back(store.dir, pending.op, at, why, pending.config, pending.config_sha)
     kmsg.write_line("minifw", f"rolled back {pending.op} ({why})")
+    if pending.op in RULESET_OPS:
+        from ..runners import supervise
+        supervise.applied(store.dir)  # the daemon's plug-ins follow the ruleset
     return at, why
 
 
