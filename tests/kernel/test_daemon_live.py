@@ -18,6 +18,7 @@ import pytest
 from kit import SERVER4, pair, wait_until
 from minifw.control import client as control
 from minifw.lab import MINIFW
+from minifw.runners.hookstate import pid_alive as alive
 
 FAIL_CLOSED = """
     from minifw import ACCEPT, DROP, hook
@@ -122,16 +123,19 @@ def setup(lab, hooks=FAIL_CLOSED):
     return server, client, config
 
 
+def plain_daemon(lab):
+    """A daemon, ready, in a host of its own with a config of no rules or hooks."""
+    server = lab.host("server")
+    lab.tmp.mkdir(parents=True, exist_ok=True)
+    config = lab.tmp / "minifw.toml"
+    config.write_text('[policy]\ninput = "accept"\n')
+    d = Daemon(server, config)
+    d.ready()
+    return server, config, d
+
+
 def parent(pid):
     return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
-
-
-def alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def live_runner_records(host):
@@ -186,12 +190,7 @@ def test_daemon_restarts_a_killed_runner_with_fail_closed_traffic_blocked_meanwh
 
 
 def test_control_socket_refuses_other_users_and_survives_bad_requests(dlab):
-    server = dlab.host("server")
-    dlab.tmp.mkdir(parents=True, exist_ok=True)
-    config = dlab.tmp / "minifw.toml"
-    config.write_text('[policy]\ninput = "accept"\n')
-    d = Daemon(server, config)
-    d.ready()
+    server, config, d = plain_daemon(dlab)
     path = control.socket_path(server.state_dir)
     assert os.stat(path).st_mode & 0o777 == 0o600
 
@@ -277,12 +276,7 @@ def timer_processes(state_dir):
 
 
 def test_the_daemon_owns_the_confirm_timers(dlab):
-    server = dlab.host("server")
-    dlab.tmp.mkdir(parents=True, exist_ok=True)
-    config = dlab.tmp / "minifw.toml"
-    config.write_text('[policy]\ninput = "accept"\n')
-    d = Daemon(server, config)
-    d.ready()
+    server, config, d = plain_daemon(dlab)
 
     def rule_ids():
         return [r["id"] for r in json.loads(server.minifw("list", "--json").stdout)["rules"]]
