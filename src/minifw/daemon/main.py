@@ -33,6 +33,7 @@ from ..control import protocol
 from ..errors import ControlError, FailsafeError, MinifwError, StateError
 from ..runners import supervise
 from ..store import pending as pending_record
+from ..store.state import Store
 from .context import DaemonContext, Reply
 from .notify import notify, reloading
 from .server import ControlServer
@@ -207,9 +208,17 @@ class Daemon:
     def _op_status(self, request: dict[str, Any], reply: Reply) -> dict[str, Any]:
         return {"daemon": {"pid": os.getpid(), "started": self.started,
                            "uptime": round(time.time() - self.started, 3),
-                           "status": self.status_line, "config": self.config,
+                           "status": self.status_line, "config": self._loaded_config(),
                            "plugins": [type(p).__name__ for p in self.plugins]},
                 "runners": self.supervisor.status()}
+
+    def _loaded_config(self) -> str | None:
+        """The config in force (a reload may have named another than the daemon's)."""
+        try:
+            state = Store(self.state_dir).load_or_none()
+        except MinifwError:
+            state = None
+        return state.config if state is not None and state.config else self.config
 
     def _op_apply(self, request: dict[str, Any], reply: Reply) -> dict[str, Any]:
         files = request.get("files")
