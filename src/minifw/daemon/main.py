@@ -293,14 +293,14 @@ def _events_service() -> Any:
 
 
 def setup_logging() -> None:
-    """Lines to stderr (journald keeps them, with their time) for the daemon's loggers."""
+    """Lines to stderr (journald keeps them, with their time) for every minifw logger of the
+    daemon's process: its own, and its plug-ins' (minifw.events, minifw.metrics...)."""
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    for name in ("minifw.daemon", "minifw.events"):
-        logger = logging.getLogger(name)
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
+    logger = logging.getLogger("minifw")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 def serve(state_dir: str | os.PathLike[str] | None, config: str | None,
