@@ -263,6 +263,20 @@ def test_up_reload_and_down_hand_the_runners_to_the_daemon(dlab):
     assert d.message()["READY"] == "1"
     assert [x["pid"] for x in d.runners()] == [r3["pid"]]  # its file did not change
 
+    # a daemon killed: commands work without it, and the next one adopts the runner
+    d.proc.kill()
+    d.proc.wait(timeout=10)
+    assert json.loads(server.minifw("status", "--json").stdout)["daemon"] is None
+    d2 = Daemon(server, config)
+    d2.ready()
+    (r4,) = d2.runners()
+    assert r4["pid"] == r3["pid"] and r4["state"] == "running"
+    os.kill(r4["pid"], signal.SIGKILL)
+    wait_until(lambda: d2.runners()[0]["restarts"] == 1 and d2.runners()[0]["state"]
+               == "running", what="the adopted runner's restart", timeout=10)
+    (r5,) = d2.runners()
+    assert parent(r5["pid"]) == d2.pid and "not a child" in r5["last_exit"]
+
 
 def timer_processes(state_dir):
     found = []
