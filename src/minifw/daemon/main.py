@@ -62,6 +62,8 @@ class Daemon:
     def run(self) -> None:
         self._take_lock()
         try:
+            # plug-ins are made first: a bad --metrics fails before anything changed
+            plugins = [p for p in (_events_service(), self._metrics_service()) if p]
             self._serve_requests()
             supervise.set_owner(self.supervisor)
             self._install_signals()
@@ -69,7 +71,7 @@ class Daemon:
             try:
                 self._rearm()
                 self.supervisor.start()
-                self._start_plugins()
+                self._start_plugins(plugins)
                 notify("READY=1", f"STATUS={self.status_line}", f"MAINPID={os.getpid()}")
                 log.info("minifw daemon ready (pid %d): %s", os.getpid(), self.status_line)
                 self._wait()
@@ -167,12 +169,17 @@ class Daemon:
             log.error("down failed: %s", exc)
 
     # ---- plug-ins -------------------------------------------------------------------------
-    def _start_plugins(self) -> None:
-        for plugin in filter(None, (_events_service(), self._metrics_service())):
+    def _start_plugins(self, plugins: list[Any]) -> None:
+        """Start each plug-in; one that fails is left out (logged, and missing from
+        ``status``'s plugins): the firewall is served without it."""
+        for plugin in plugins:
             try:
                 plugin.start(self.ctx)
             except MinifwError as exc:
                 log.error("%s did not start: %s", type(plugin).__name__, exc)
+                continue
+            except Exception:  # noqa: BLE001  a plug-in's bug never takes the firewall down
+                log.exception("%s did not start", type(plugin).__name__)
                 continue
             self.plugins.append(plugin)
             if type(plugin).__name__ == "EventService":
