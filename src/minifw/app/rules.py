@@ -17,7 +17,7 @@ from .sets import SetService, fresh_load
 from ..compile import names
 from ..compile import nft as compiler
 from ..runners import hookstate, supervise
-from ..errors import ConfigError, KernelError, MinifwError, RuleError, StateError
+from ..errors import ConfigError, HookStartError, KernelError, MinifwError, RuleError, StateError
 from ..hooks.config import hook_files
 from ..kernel import seam, table
 from ..model import Rule, Ruleset, add_rule_text, delete_rule_text, parse_config
@@ -506,7 +506,7 @@ def _hooks_started(failed: list[str], done: str) -> None:
     """The ruleset went in; if a hook runner did not start, say so as the command's error."""
     if failed:
         what = "; and ".join(failed).replace("\n", " ")
-        raise StateError(f"{done}, but {what}; see 'minifw status'")
+        raise HookStartError(f"{done}, but {what}; see 'minifw status'")
 
 
 def _chain_rules_or_empty(kernel: seam.Kernel, chain: str) -> list[table.LiveRule]:
