@@ -292,7 +292,8 @@ class Daemon:
 
     def _op_confirm(self, request: dict[str, Any], reply: Reply) -> dict[str, Any]:
         done = self.firewall.confirm()
-        return {"message": done.message, "result": done.to_json()}
+        return {"message": done.message, "warnings": list(done.warnings),
+                "result": done.to_json()}
 
 
 def _events_service() -> Any:
