@@ -343,3 +343,16 @@ def test_a_runner_that_cannot_start_is_tried_again_after_its_backoff(dlab):
                timeout=10)
     assert d.runners()[0]["restarts"] == 1 and client.tcp_result(SERVER4, 80) == "timeout"
     assert server.minifw("status").returncode == 0
+
+
+def test_a_failsafe_start_is_served_and_says_so_to_systemd(dlab):
+    server = dlab.host("server")
+    dlab.tmp.mkdir(parents=True, exist_ok=True)
+    config = dlab.tmp / "minifw.toml"
+    config.write_text('[[rule]]\nid = "bad"\nproto = "tcp"\ndport = 99999\naction = "drop"\n')
+    d = Daemon(server, config)
+    fields = d.ready()
+    assert fields["STATUS"].startswith("failsafe: ") and "dport" in fields["STATUS"]
+    assert d.request("status")["daemon"]["status"] == fields["STATUS"]
+    st = server.minifw("status", check=False)
+    assert st.returncode == 1 and "failsafe" in st.stderr and d.proc.poll() is None

@@ -127,9 +127,8 @@ class Daemon:
         try:
             done = self.firewall.up(self.config)
         except FailsafeError as exc:
-            self.status_line = f"failsafe: {exc}"
+            self.status_line = f"failsafe: {exc}"  # READY=1 carries it as STATUS=
             log.error("%s", exc)
-            notify(f"STATUS=failsafe: {exc}")
             return
         except HookStartError as exc:  # the ruleset is in; supervision tries them again
             self.status_line = str(exc)
