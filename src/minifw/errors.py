@@ -7,12 +7,15 @@
     │   ├── UnsupportedError    the running kernel lacks a feature minifw needs
     │   └── PartialAdd          a bulk set-element add failed after some transactions went in
     ├── StateError              minifw's own state (loaded/not loaded, state dir, lock) forbids it
+    │   └── HookStartError      the ruleset went in, but a [[hook]] runner did not start
     ├── FailsafeError           `up` found the config bad with minifw not loaded: it loaded the
     │                           last good ruleset instead, or nothing
     ├── GuardError              a --guard value is malformed, or names a peer with no route here
     ├── LockoutError            the lockout guard refused: the change would cut a protected
     │                           connection (nothing changed; --force applies it anyway)
-    └── PacketError             a packet is truncated or malformed
+    ├── PacketError             a packet is truncated or malformed
+    └── ControlError            a control-socket request is malformed, oversized or refused,
+                                or the daemon did not answer
 
 Foreign exceptions are wrapped at the edge with ``raise ... from``; only the CLI catches these.
 The edges: libnftables (``kernel/nft.py``), netlink (``kernel/nfnl.py``), SQLite
@@ -82,6 +85,11 @@ class StateError(MinifwError):
     """The operation does not fit minifw's current state."""
 
 
+class HookStartError(StateError):
+    """``up``/``reload`` loaded the ruleset, but a [[hook]] runner did not start (each failure
+    is recorded for ``status``; the daemon keeps serving and tries again after its backoff)."""
+
+
 class FailsafeError(MinifwError):
     """``up`` could not load the config with minifw not loaded (as at boot), and fell back:
     ``loaded`` says whether the last good ruleset is in force; ``__cause__`` is the config's
@@ -108,3 +116,8 @@ class LockoutError(MinifwError):
 
 class PacketError(MinifwError):
     """A packet is truncated or malformed."""
+
+
+class ControlError(MinifwError):
+    """A request on the daemon's control socket (``control.sock``) is malformed, oversized,
+    refused, or got no answer. The daemon replies with it; the client raises it."""

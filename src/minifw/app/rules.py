@@ -18,7 +18,7 @@ from ..compile import names
 from ..compile import nft as compiler
 from ..compile.carry import Carry, live_counters, plan_carry, previous
 from ..runners import hookstate, supervise
-from ..errors import ConfigError, KernelError, MinifwError, RuleError, StateError
+from ..errors import ConfigError, HookStartError, KernelError, MinifwError, RuleError, StateError
 from ..hooks.config import hook_files
 from ..kernel import seam, table
 from ..model import Rule, Ruleset, add_rule_text, delete_rule_text, parse_config
@@ -432,6 +432,7 @@ class Service:
                 raise
             if change is not None:
                 change.arm()
+            supervise.applied(self.store.dir)  # the daemon's plug-ins follow the ruleset
 
     # ---- confirm or roll back ----------------------------------------------------------------
     def confirm(self) -> Confirmed:
@@ -530,7 +531,7 @@ def _hooks_started(failed: list[str], done: str) -> None:
     """The ruleset went in; if a hook runner did not start, say so as the command's error."""
     if failed:
         what = "; and ".join(failed).replace("\n", " ")
-        raise StateError(f"{done}, but {what}; see 'minifw status'")
+        raise HookStartError(f"{done}, but {what}; see 'minifw status'")
 
 
 def _ban_counters(listing: table.Listing) -> tuple[BanCounter, ...]:
