@@ -900,6 +900,10 @@ out:
 
 static PyMemberDef burst_members[] = {
     {"seen", T_PYSSIZET, offsetof(Burst, seen), 0, "Packets given to the function."},
+    {"errors", T_PYSSIZET, offsetof(Burst, errors), READONLY,
+     "Errors since the runs' state was loaded (not yet in the VerdictRuns)."},
+    {"dropped", T_PYSSIZET, offsetof(Burst, dropped), READONLY,
+     "Drops since the runs' state was loaded (not yet in the VerdictRuns)."},
     {NULL}
 };
 

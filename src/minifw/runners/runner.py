@@ -178,6 +178,7 @@ class QueueCtx:
 class Runner:
     _wake = -1  # the signal wake-up descriptor while serve() runs
     _rx: Any = None  # the burst receiver, which keeps the last burst for stop()
+    _burst: Any = None  # the C loop's Burst while it serves (its counts are in it)
 
     def __init__(self, file: str, state_dir: Path, managed: bool = False,
                  replaces: tuple[int, ...] = ()):
@@ -326,12 +327,29 @@ class Runner:
         descriptor together, so a stop wakes the loop whenever it lands.
         """
         assert self.qs is not None
+        reporter = _StatsReporter(self)
         with _signal_wakeup() as wake:
             self._wake = wake
             try:
                 self._serve()
             finally:
                 self._wake = -1
+                reporter.stop()
+
+    def counts(self) -> dict[str, int]:
+        """Packets given to the functions, drops and errors so far (the C loop's share, not
+        yet stored in the queue's runs, included)."""
+        burst = self._burst
+        totals = {"packets": 0, "drops": 0, "errors": 0}
+        for ctx in self.ctx.values():
+            totals["packets"] += ctx.seen
+            totals["drops"] += ctx.dropped
+            totals["errors"] += ctx.errors
+        if burst is not None:
+            totals["packets"] += burst.seen
+            totals["drops"] += getattr(burst, "dropped", 0)
+            totals["errors"] += getattr(burst, "errors", 0)
+        return totals
 
     def _serve(self) -> None:
         # what exists now (modules, the hook file's tables) lives as long as the runner: keep
@@ -388,6 +406,7 @@ class Runner:
         burst = _hot.Burst(ctx.runs, ctx.fn, ctx.env, Packet, ACCEPT, DROP,
                            lambda exc: self._failed(ctx, exc),
                            lambda pkt, v: self._odd_verdict(ctx, v), StopRunner)
+        self._burst = burst
         buf, lengths = receiver.buf, receiver.lengths
         slot, entry, len_at = receiver.slot_size, receiver.entry_size, receiver.len_at
         try:
@@ -410,6 +429,7 @@ class Runner:
                     i = burst.decide(buf, lengths, i + 1, n, slot, entry, len_at)
                 self._flush()
         finally:
+            self._burst = None
             ctx.seen += burst.seen
 
     def _receiver(self) -> Any:
@@ -603,6 +623,32 @@ class Runner:
             self._handle(data)
         with _quiet():
             self._flush()
+
+
+class _StatsReporter:
+    """Writes the runner's counts to ``stats-<pid>.json`` every STATS_EVERY seconds, for the
+    daemon's ``status`` and metrics. A thread: the serve loops never stop for it (the C loop
+    lets go of the GIL while it waits for packets)."""
+
+    def __init__(self, runner: Runner):
+        self.runner = runner
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="stats", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                hookstate.write_stats(self.runner.state_dir, self.runner.pid,
+                                      self.runner.counts())
+            except (OSError, MinifwError) as exc:
+                log.warning("cannot write the runner's counts: %s", exc)
+            if self._done.wait(hookstate.STATS_EVERY):
+                return
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(timeout=2)
 
 
 class _quiet:
