@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import runs_live
 from ..compile import names
@@ -184,3 +184,63 @@ def local_runners(state_dir: Path) -> list[dict[str, Any]]:
                     "restarts": None, "packets": stats.get("packets"),
                     "drops": stats.get("drops"), "errors": stats.get("errors")})
     return out
+
+
+class Sampler:
+    """Readings of one state directory's counters, for ``top``: the layout comes from the
+    applied ruleset once; ``runners`` (the daemon's, when one runs) is asked at each reading."""
+
+    def __init__(self, state_dir: Path, kernel: seam.Kernel | None = None,
+                 runners: Callable[[], list[dict[str, Any]] | None] | None = None):
+        from ..store.state import Store
+        self.state_dir = Path(state_dir)
+        self.kernel = kernel or seam.default()
+        self.runners = runners or (lambda: None)
+        state = Store(self.state_dir).load_or_none()
+        ruleset = Ruleset()
+        if state is not None and state.loaded:
+            try:
+                ruleset = Ruleset.from_toml(state.ruleset)
+            except MinifwError:
+                ruleset = Ruleset()  # damaged: counters of chains and sets only
+        self.layout = Layout.of(ruleset)
+
+    def labels(self) -> dict[str, dict[str, Any]]:
+        """rule id -> its hook, priority and action."""
+        return {r.id: {"hook": r.hook, "priority": r.priority, "action": r.action}
+                for r in self.layout.rules}
+
+    def sample(self) -> Sample:
+        return read(self.kernel, self.state_dir, self.layout, self.runners())
+
+
+EVENTS_FILE = "events.jsonl"
+TAIL_BYTES = 1 << 16
+
+
+def latest_events(state_dir: Path, count: int) -> list[dict[str, Any]]:
+    """The last ``count`` events of events.jsonl (oldest first), from its last 64 KiB: whole
+    lines only, a line that is not a JSON object skipped."""
+    import json
+    try:
+        with open(Path(state_dir) / EVENTS_FILE, "rb") as fh:
+            size = fh.seek(0, 2)
+            fh.seek(max(0, size - TAIL_BYTES))
+            data = fh.read()
+            start = size - len(data)
+    except OSError:
+        return []
+    lines = data.split(b"\n")[:-1]  # the last piece is empty or a line still being written
+    if start > 0 and lines:
+        lines = lines[1:]  # the first piece may be the end of a line
+    out = []
+    for line in reversed(lines):
+        if len(out) >= count:
+            break
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict):
+            out.append(event)
+    return out[::-1]

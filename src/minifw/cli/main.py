@@ -18,6 +18,7 @@ from .daemon import confirm_via_daemon, daemon, daemon_part, runner_lines
 from .explain import explain
 from .hooks import run_hooks
 from .sets import COMMANDS as SET_COMMANDS
+from .top import top
 
 
 def _firewall(ctx: click.Context) -> Firewall:
@@ -335,3 +336,4 @@ for _command in SET_COMMANDS:
     cli.add_command(_command)
 cli.add_command(explain)
 cli.add_command(daemon)
+cli.add_command(top)
