@@ -14,13 +14,14 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from . import runs_live
-from ..compile import names
+from ..compile import names, runs
 from ..compile import sets as ksets
 from ..compile.nft import rule_id_of_comment
 from ..errors import KernelError, MinifwError
 from ..kernel import queuestats, seam, table
+from ..model.rule import PortRange
 from ..model.ruleset import Ruleset
+from ..netlink.setelems import INTERVAL_END
 from ..runners import hookstate
 from ..store.setrecord import SetStore, now
 
@@ -38,15 +39,35 @@ class Layout:
     """What a reading needs to know of the applied ruleset."""
 
     rules: tuple[RuleInfo, ...] = ()
-    run_sets: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
+    run_sets: dict[str, dict[bytes, str]] = dataclasses.field(default_factory=dict)
     drop_hooks: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, ruleset: Ruleset) -> "Layout":
-        sets, _ = runs_live.run_owners(ruleset)
         return cls(rules=tuple(RuleInfo(r.id, r.hook.value, r.priority, r.action.value)
                                for r in ruleset.ordered()),
-                   run_sets=sets, drop_hooks=tuple(h.value for h in ruleset.drop_hooks))
+                   run_sets=_run_keys(ruleset),
+                   drop_hooks=tuple(h.value for h in ruleset.drop_hooks))
+
+
+def _run_keys(ruleset: Ruleset) -> dict[str, dict[bytes, str]]:
+    """Each merged run's backing set -> {element key as the kernel dumps it: rule id}. An
+    interval element's key is its first value (a prefix's network address, a port range's
+    low end); its end element carries the INTERVAL_END flag and no counter."""
+    out: dict[str, dict[bytes, str]] = {}
+    for (hook, prio), rules in ruleset.chains():
+        chain = names.rule_chain(hook, prio)
+        for index, item in enumerate(runs.plan_chain(rules)):
+            if not isinstance(item, runs.Run):
+                continue
+            for rule in item.rules:
+                for value in getattr(rule, item.field):
+                    if isinstance(value, PortRange):
+                        version, key = None, value.lo.to_bytes(2, "big")
+                    else:
+                        version, key = value.version, value.network_address.packed
+                    out.setdefault(runs.run_set_name(chain, index, version), {})[key] = rule.id
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,13 +138,18 @@ def read(kernel: seam.Kernel, state_dir: Path, layout: Layout,
         if into is not None:
             into[0] += packets
             into[1] += nbytes
-    runs = {rid: [0, 0] for owners in layout.run_sets.values() for rid in owners.values()}
+    merged = {rid: [0, 0] for owners in layout.run_sets.values() for rid in owners.values()}
     for name, owners in layout.run_sets.items():
         try:
-            runs_live.count_elements(kernel.set_elements(name), owners, runs)
+            elements = kernel.element_counters(name)
         except KernelError:
             continue
-    rules.update(runs)
+        for key, flags, packets, nbytes in elements:
+            rid = None if flags & INTERVAL_END else owners.get(key)
+            if rid is not None:
+                merged[rid][0] += packets
+                merged[rid][1] += nbytes
+    rules.update(merged)
     if runners is None:
         runners = local_runners(state_dir)
     return Sample(at=at, up=table.exists(listing),

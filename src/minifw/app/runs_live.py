@@ -18,42 +18,29 @@ def _chain_rules(ruleset: Ruleset, chain: str) -> list:
     return []
 
 
-def run_owners(live: Ruleset) -> tuple[dict[str, dict[str, str]], list[str]]:
-    """Each run's backing set -> {element key: rule id}, and the ids of the rules in runs."""
-    sets: dict[str, dict[str, str]] = {}
-    ids: list[str] = []
+def run_counters(kernel: Kernel, live: Ruleset) -> dict[str, list[int]]:
+    """rule id -> [packets, bytes] for rules compiled into runs, from their set elements."""
+    out: dict[str, list[int]] = {}
     for (hook, prio), rules in live.chains():
         chain = names.rule_chain(hook, prio)
         for index, item in enumerate(runs.plan_chain(rules)):
             if not isinstance(item, runs.Run):
                 continue
             owners = runs.element_owners(item)
-            ids += [rule.id for rule in item.rules]
+            for rule in item.rules:
+                out[rule.id] = [0, 0]
             for version, _ in runs.run_groups(item):
-                sets[runs.run_set_name(chain, index, version)] = owners
-    return sets, ids
-
-
-def count_elements(elements: list, owners: dict[str, str], out: dict[str, list[int]]) -> None:
-    """Add each listed element's counter to its rule's [packets, bytes] in ``out``."""
-    for elem in elements:
-        counter = elem.get("elem", {}).get("counter") if isinstance(elem, dict) else None
-        owner = owners.get(runs.element_key(elem))
-        if owner and counter:
-            out[owner][0] += counter.get("packets", 0)
-            out[owner][1] += counter.get("bytes", 0)
-
-
-def run_counters(kernel: Kernel, live: Ruleset) -> dict[str, list[int]]:
-    """rule id -> [packets, bytes] for rules compiled into runs, from their set elements."""
-    sets, ids = run_owners(live)
-    out: dict[str, list[int]] = {rule_id: [0, 0] for rule_id in ids}
-    for name, owners in sets.items():
-        try:
-            elements = kernel.set_elements(name)
-        except KernelError:
-            continue
-        count_elements(elements, owners, out)
+                name = runs.run_set_name(chain, index, version)
+                try:
+                    elements = kernel.set_elements(name)
+                except KernelError:
+                    continue
+                for elem in elements:
+                    counter = elem.get("elem", {}).get("counter") if isinstance(elem, dict) else None
+                    owner = owners.get(runs.element_key(elem))
+                    if owner and counter:
+                        out[owner][0] += counter.get("packets", 0)
+                        out[owner][1] += counter.get("bytes", 0)
     return out
 
 

@@ -202,14 +202,13 @@ class MetricsService:
         return f"{host}:{self.port}"
 
     def start(self, ctx: Any) -> None:
-        from prometheus_client import CollectorRegistry, start_http_server
+        from prometheus_client import CollectorRegistry
         self.ctx = ctx
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(Collector(self.reading))
         ctx.on_apply(self._applied)
         try:
-            self._server, _ = start_http_server(self.port, addr=self.host,
-                                                registry=self.registry)
+            self._server = serve(self.host, self.port, self.registry)
         except OSError as exc:
             raise StateError(f"--metrics: cannot listen on {self.address}: "
                              f"{exc.strerror or exc}") from exc
@@ -259,3 +258,39 @@ class MetricsService:
             return os.stat(os.path.join(self.ctx.state_dir, "state.json")).st_mtime
         except OSError:
             return None
+
+
+def serve(host: str, port: int, registry: Any) -> Any:
+    """prometheus-client's WSGI app and threading server (as its ``start_http_server``), with
+    two choices made for a scrape's speed: the text format always (prometheus-client renders
+    OpenMetrics, which Prometheus asks for first, 2.5x slower with our four labels: 1.07 s
+    against 0.44 s for 20k series here), and no gzip (the endpoint is on loopback by default,
+    and compressing 1.7 MB costs more than sending it there)."""
+    import socket
+    from wsgiref.simple_server import make_server
+    from prometheus_client import make_wsgi_app
+    from prometheus_client.exposition import ThreadingWSGIServer
+
+    app = make_wsgi_app(registry)
+
+    def text_format(environ: dict, start_response: Any) -> Any:
+        return app({**environ, "HTTP_ACCEPT": "text/plain"}, start_response)
+
+    family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                   flags=socket.AI_PASSIVE)[0]
+
+    class Server(ThreadingWSGIServer):
+        address_family = family
+
+    httpd = make_server(sockaddr[0], port, text_format, Server, handler_class=_quiet_handler())
+    threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True).start()
+    return httpd
+
+
+def _quiet_handler() -> Any:
+    from wsgiref.simple_server import WSGIRequestHandler
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            """No line per scrape on the daemon's stderr."""
+    return Quiet
