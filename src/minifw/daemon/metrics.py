@@ -58,9 +58,11 @@ class Reading:
     """What one scrape exports, gathered by the service (or a test)."""
 
     def __init__(self, sample: counters.Sample, layout: counters.Layout,
-                 events: dict[str, Any] | None, last_apply: float | None, seconds: float):
+                 events: dict[str, Any] | None, last_apply: float | None, seconds: float,
+                 labels: list[tuple[str, dict[str, str]]] | None = None):
         self.sample = sample
         self.layout = layout
+        self.labels = rule_labels(layout) if labels is None else labels
         self.events = events
         self.last_apply = last_apply
         self.seconds = seconds
@@ -95,17 +97,25 @@ class Collector:
                                 "Time this scrape took to read the counters.", value=r.seconds)
 
 
+RULE_LABELS = ("rule", "hook", "priority", "action")
+
+
+def rule_labels(layout: counters.Layout) -> list[tuple[str, dict[str, str]]]:
+    """Each rule's id and label set, made once per layout (a scrape of 10k rules would
+    otherwise build 20k of them)."""
+    return [(r.id, dict(zip(RULE_LABELS, (r.id, r.hook, str(r.priority), r.action))))
+            for r in layout.rules]
+
+
 def _rule_families(r: Reading, counter: Any) -> Iterator[Any]:
-    labels = ["rule", "hook", "priority", "action"]
-    packets = counter("minifw_rule_packets", "Packets each rule matched.", labels=labels)
-    nbytes = counter("minifw_rule_bytes", "Bytes each rule matched.", labels=labels)
-    for rule in r.layout.rules:
-        got = r.sample.rules.get(rule.id)
-        if got is None:
-            continue
-        values = [rule.id, rule.hook, str(rule.priority), rule.action]
-        packets.add_metric(values, got[0])
-        nbytes.add_metric(values, got[1])
+    from prometheus_client.samples import Sample
+    packets = counter("minifw_rule_packets", "Packets each rule matched.", labels=RULE_LABELS)
+    nbytes = counter("minifw_rule_bytes", "Bytes each rule matched.", labels=RULE_LABELS)
+    found = r.sample.rules
+    rows = [(labels, found[rid]) for rid, labels in r.labels if rid in found]
+    # the samples add_metric would make, without its per-sample zip of names and values
+    packets.samples = [Sample("minifw_rule_packets_total", labels, got[0]) for labels, got in rows]
+    nbytes.samples = [Sample("minifw_rule_bytes_total", labels, got[1]) for labels, got in rows]
     yield packets
     yield nbytes
 
@@ -193,7 +203,7 @@ class MetricsService:
         self.registry: Any = None
         self._server: Any = None
         self._lock = threading.Lock()        # one reading at a time
-        self._layout: tuple[Ruleset, counters.Layout] | None = None
+        self._layout: tuple[Ruleset, counters.Layout, list] | None = None
         self._last_apply: float | None = None
 
     @property
@@ -236,22 +246,24 @@ class MetricsService:
         except MinifwError as exc:
             log.warning("metrics: %s", exc)
 
-    def layout(self) -> counters.Layout:
+    def layout(self) -> tuple[counters.Layout, list[tuple[str, dict[str, str]]]]:
+        """The applied ruleset's layout and rule labels, made again when it changed."""
         ruleset = self.ctx.ruleset()  # the same object until state.json changes
         with self._lock:
             if self._layout is None or self._layout[0] is not ruleset:
-                self._layout = (ruleset, counters.Layout.of(ruleset))
-            return self._layout[1]
+                layout = counters.Layout.of(ruleset)
+                self._layout = (ruleset, layout, rule_labels(layout))
+            return self._layout[1], self._layout[2]
 
     def reading(self) -> Reading:
         start = time.perf_counter()
-        layout = self.layout()
+        layout, labels = self.layout()
         with self._lock:
             sample = counters.read(seam.default(), self.ctx.state_dir, layout,
                                    self.ctx.runners())
         events = self.ctx.events.stats() if self.ctx.events is not None else None
         return Reading(sample, layout, events, self._last_apply or self._state_time(),
-                       time.perf_counter() - start)
+                       time.perf_counter() - start, labels)
 
     def _state_time(self) -> float | None:
         try:
