@@ -28,9 +28,12 @@ import time
 from typing import Any
 
 from ..api import Firewall
+from ..app import pending_timer
 from ..control import protocol
 from ..errors import ControlError, FailsafeError, MinifwError, StateError
 from ..runners import supervise
+from ..store import pending as pending_record
+from ..store.state import Store
 from .context import DaemonContext, Reply
 from .notify import notify, reloading
 from .server import ControlServer
@@ -64,6 +67,7 @@ class Daemon:
             self._install_signals()
             self._up()
             try:
+                self._rearm()
                 self.supervisor.start()
                 self._start_plugins()
                 notify("READY=1", f"STATUS={self.status_line}", f"MAINPID={os.getpid()}")
@@ -77,9 +81,13 @@ class Daemon:
             self._release_lock()
 
     def _take_lock(self) -> None:
-        os.makedirs(self.state_dir, mode=0o750, exist_ok=True)
         path = self.state_dir / "daemon.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.makedirs(self.state_dir, mode=0o750, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StateError(f"cannot use the state directory: {path}: "
+                             f"{exc.strerror or exc}; move whatever is in its way") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -101,7 +109,7 @@ class Daemon:
         for op, fn in (("ping", self._op_ping), ("status", self._op_status),
                        ("runners.apply", self._op_apply), ("runners.stop", self._op_stop),
                        ("runners.watch", self._op_watch), ("applied", self._op_applied),
-                       ("confirm", self._op_confirm)):
+                       ("confirm", self._op_confirm), ("pending.arm", self._op_arm)):
             self.ctx.handle(op, fn)
         self.server.bind()
         self.server.start()
@@ -200,9 +208,17 @@ class Daemon:
     def _op_status(self, request: dict[str, Any], reply: Reply) -> dict[str, Any]:
         return {"daemon": {"pid": os.getpid(), "started": self.started,
                            "uptime": round(time.time() - self.started, 3),
-                           "status": self.status_line, "config": self.config,
+                           "status": self.status_line, "config": self._loaded_config(),
                            "plugins": [type(p).__name__ for p in self.plugins]},
                 "runners": self.supervisor.status()}
+
+    def _loaded_config(self) -> str | None:
+        """The config in force (a reload may have named another than the daemon's)."""
+        try:
+            state = Store(self.state_dir).load_or_none()
+        except MinifwError:
+            state = None
+        return state.config if state is not None and state.config else self.config
 
     def _op_apply(self, request: dict[str, Any], reply: Reply) -> dict[str, Any]:
         files = request.get("files")
@@ -236,6 +252,29 @@ class Daemon:
     def _op_applied(self, request: dict[str, Any], reply: Reply) -> dict[str, Any]:
         self.ctx.applied()
         return {}
+
+    def _op_arm(self, request: dict[str, Any], reply: Reply) -> dict[str, Any]:
+        """Run the rollback timer of a change made with --confirm (app/pending.py)."""
+        ident = request.get("id")
+        if not isinstance(ident, str) or not ident:
+            raise ControlError('pending.arm: "id" must name the pending change')
+        self._timer(ident)
+        return {"pid": os.getpid()}
+
+    def _rearm(self) -> None:
+        """A change still waiting for confirmation when this daemon started (it restarted,
+        or took over from a timer process that died) gets its timer back."""
+        try:
+            waiting = pending_record.read(self.state_dir)
+        except MinifwError as exc:
+            log.warning("cannot read the pending change: %s", exc)
+            return
+        if waiting is not None:
+            self._timer(waiting.id)
+
+    def _timer(self, ident: str) -> None:
+        threading.Thread(target=pending_timer.wait_and_roll_back, args=(self.state_dir, ident),
+                         name=f"confirm-{ident}", daemon=True).start()
 
     def _op_confirm(self, request: dict[str, Any], reply: Reply) -> dict[str, Any]:
         done = self.firewall.confirm()
