@@ -16,8 +16,8 @@ from typing import Any, Callable
 
 from ..compile import names, runs
 from ..compile import sets as ksets
-from ..compile.nft import rule_id_of_comment
-from ..errors import KernelError, MinifwError
+from ..compile.comments import rule_id_of_comment
+from ..errors import KernelError, MinifwError, StateError
 from ..kernel import queuestats, seam, table
 from ..model.rule import PortRange
 from ..model.ruleset import Ruleset
@@ -114,6 +114,8 @@ def read(kernel: seam.Kernel, state_dir: Path, layout: Layout,
         listing = kernel.listing()
     except KernelError:
         listing = {"nftables": []}
+    # a rule's helpers (its rate-limited log rule, "log <id>") are never taken for it, nor a
+    # policy's or a ban's (no verdict): only the rules that decide count
     known = {r.id for r in layout.rules}
     rules: dict[str, list[int]] = {}
     policies = {h: [0, 0] for h in layout.drop_hooks}
@@ -130,7 +132,7 @@ def read(kernel: seam.Kernel, state_dir: Path, layout: Layout,
             into = rules.setdefault(rid, [0, 0]) if rid in known else None
         elif chain.kind is names.Kind.POLICY and _drops(rule):
             into = policies.setdefault(chain.hook.value, [0, 0])
-        elif chain.kind in (names.Kind.BANS, names.Kind.BANS_BY_VERSION):
+        elif chain.kind in (names.Kind.BANS, names.Kind.BANS_BY_VERSION) and _drops(rule):
             owner = ksets.owner_of(_lookup(rule) or "")
             into = drops.setdefault(owner, [0, 0]) if owner else None
         elif chain.kind is names.Kind.HOOK_FUNCTION:
@@ -222,13 +224,15 @@ class Sampler:
         self.state_dir = Path(state_dir)
         self.kernel = kernel or seam.default()
         self.runners = runners or (lambda: None)
-        state = Store(self.state_dir).load_or_none()
+        store = Store(self.state_dir)
+        state = store.load()  # a state directory minifw cannot use is an error, as for status
         ruleset = Ruleset()
-        if state is not None and state.loaded:
+        if state.loaded:
             try:
                 ruleset = Ruleset.from_toml(state.ruleset)
-            except MinifwError:
-                ruleset = Ruleset()  # damaged: counters of chains and sets only
+            except MinifwError as exc:
+                raise StateError(f"{store.file} is damaged: its ruleset does not load "
+                                 f"({exc})") from None
         self.layout = Layout.of(ruleset)
 
     def labels(self) -> dict[str, dict[str, Any]]:
