@@ -15,7 +15,7 @@ import urllib.parse
 
 import pytest
 
-from kit import CLIENT4, SERVER4, need_root, new_lab, pair, ping_burst, wait_until, write_config
+from kit import CLIENT4, SERVER4, SERVER4B, need_root, new_lab, pair, ping_burst, wait_until, write_config
 from minifw.lab import MINIFW
 
 METRICS = "127.0.0.1:9469"
@@ -23,11 +23,25 @@ PROMETHEUS = "127.0.0.1:9090"
 # ten look-alike rules: one set lookup with per-element counters; the client is the 5th
 RUN = "".join(f'[[rule]]\nid = "deny-{i}"\nsrc = "{CLIENT4 if i == 5 else f"198.18.7.{i}"}"\n'
               f'proto = "udp"\naction = "drop"\n\n' for i in range(10))
+# [events] drops: each drop rule, run and the policy get a rate-limited log rule in front,
+# with the lookup and counter of what it logs: none of them may count for the rule
 CONFIG = f"""
+[policy]
+input = "drop"
+
+[events]
+drops = true
+
 [[rule]]
 id = "count-ping"
 proto = "icmp"
 action = "accept"
+
+[[rule]]
+id = "web"
+proto = "tcp"
+dport = 80
+action = "drop"
 
 {RUN}"""
 SCRAPE = f"""
@@ -47,7 +61,7 @@ def served():
     if shutil.which("prometheus") is None:
         pytest.fail("the Debian package 'prometheus' is missing (make install adds it)")
     with new_lab() as lab:
-        server, client = pair(lab)
+        server, client, client2 = pair(lab, second_client=True)
         config = write_config(lab, CONFIG)
         with open(lab.tmp / "daemon.err", "w") as err:
             daemon = subprocess.Popen(
@@ -68,7 +82,7 @@ def served():
                        "Prometheus to be ready")
         except AssertionError:
             raise AssertionError((lab.tmp / "daemon.err").read_text()[-2000:]) from None
-        yield server, client
+        yield server, client, client2
 
 
 def query(server, promql: str) -> list[dict]:
@@ -85,12 +99,19 @@ def scraped(server, rule: str) -> int | None:
     return int(float(found[0]["value"][1])) if found else None
 
 
-def kernel_rule(server, rule: str) -> int:
+def kernel_rule(server, rule: str, chain: str = "input_0", verdict: str | None = None) -> int:
+    """The packets counted by the rules of ``chain`` commented ``rule`` (with ``verdict``)."""
     data = json.loads(server.run(["nft", "-j", "list", "chain", "inet", "minifw",
-                                  "input_0"]).stdout)
+                                  chain]).stdout)
     return sum(e["counter"]["packets"] for o in data["nftables"] if "rule" in o
                and o["rule"].get("comment") == rule
+               and (verdict is None or any(verdict in e for e in o["rule"]["expr"]))
                for e in o["rule"]["expr"] if "counter" in e)
+
+
+def scraped_policy(server) -> int | None:
+    found = query(server, 'minifw_policy_dropped_packets_total{hook="input"}')
+    return int(float(found[0]["value"][1])) if found else None
 
 
 def kernel_element(server, set_name: str, value: str) -> int:
@@ -107,18 +128,28 @@ def udp_burst(client, count: int) -> None:
 
 
 def test_prometheus_reads_back_the_kernel_counters(served):
-    server, client = served
+    server, client, client2 = served
     assert ping_burst(client, SERVER4, 7) == 7
     udp_burst(client, 13)
+    # from another address: the run's lookup comes first in its rule, and an element counts
+    # every packet whose address it holds, even one the rest of the rule (udp) then misses
+    for port in (80, 80, 80, 81, 81):  # 80: the rule "web" drops; 81: the policy drops
+        client2.tcp_result(SERVER4B, port, timeout=0.3)
     plain = kernel_rule(server, "count-ping")
-    merged = kernel_element(server, "r_input_0_1_v4", CLIENT4)
-    assert plain >= 7 and merged == 13
+    merged = kernel_element(server, "r_input_0_2_v4", CLIENT4)
+    web = kernel_rule(server, "web")
+    policy = kernel_rule(server, "policy input", "input_policy", "drop")
+    assert plain >= 7 and merged == 13 and web >= 3 and policy >= 2
     # what Prometheus stored from its own scrapes equals the kernel's counters
     wait_until(lambda: scraped(server, "count-ping") == plain, 15,
                f"Prometheus to show count-ping at {plain} (it has "
                f"{scraped(server, 'count-ping')})")
     wait_until(lambda: scraped(server, "deny-5") == merged, 15,
                f"Prometheus to show deny-5 at {merged} (it has {scraped(server, 'deny-5')})")
+    wait_until(lambda: scraped(server, "web") == web, 15, f"Prometheus to show web at {web}")
+    wait_until(lambda: scraped_policy(server) == kernel_rule(server, "policy input",
+                                                            "input_policy", "drop"), 15,
+               "Prometheus to show the input policy's drops")
     labels = query(server, 'minifw_rule_packets_total{rule="deny-5"}')[0]["metric"]
     assert (labels["hook"], labels["priority"], labels["action"]) == ("input", "0", "drop")
     assert scraped(server, "deny-4") == 0
@@ -126,7 +157,7 @@ def test_prometheus_reads_back_the_kernel_counters(served):
 
 
 def test_top_once_shows_the_rate_of_real_traffic(served):
-    server, client = served
+    server, client, _ = served
     flood = client.popen(["ping", "-n", "-i", "0.02", "-c", "150", SERVER4])  # 50/s for 3 s
     time.sleep(0.5)
     out = server.minifw("top", "--once", "--json", "--interval", "1", timeout=60).stdout
