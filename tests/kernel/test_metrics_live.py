@@ -171,3 +171,18 @@ def test_top_once_shows_the_rate_of_real_traffic(served):
     quiet = next(r for r in data["rules"] if r["name"] == "deny-4")
     assert quiet["packets_per_second"] == 0
     assert data["rules"][0]["name"] == "count-ping"  # the busiest first
+
+
+def test_a_rule_added_while_the_daemon_runs_gets_its_series(served):
+    server, _, client2 = served  # not the client: the run before "late" drops its UDP
+    server.minifw("add", "--id", "late", "--proto", "udp", "--dport", "7", "--action", "drop",
+                  "--runtime")
+    udp_port = ("import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                f"for _ in range(4): s.sendto(b'x', ('{SERVER4B}', 7))\n")
+    client2.run(["python3", "-c", udp_port])
+    late = kernel_rule(server, "late")
+    assert late >= 4
+    wait_until(lambda: scraped(server, "late") == late, 15,
+               f"Prometheus to show the added rule at {late}")
+    stamp = float(query(server, "minifw_last_apply_timestamp_seconds")[0]["value"][1])
+    assert time.time() - 60 < stamp <= time.time()
