@@ -126,6 +126,19 @@ def run_set_name(chain: str, index: int, version: int | None) -> str:
     return f"r_{chain}_{index}" + ("" if version is None else f"_v{version}")
 
 
+def parse_run_set_name(name: str) -> tuple[str, int, int | None] | None:
+    """(chain, index, IP version or None) of a ``run_set_name``; None if it is not one."""
+    if not name.startswith("r_"):
+        return None
+    body, version = name[2:], None
+    if body.endswith(("_v4", "_v6")):
+        body, version = body[:-3], int(body[-1])
+    chain, _, index = body.rpartition("_")
+    if not chain or not index.isdigit() or index != str(int(index)):
+        return None
+    return chain, int(index), version
+
+
 def is_run_set(name: str, chain: str | None = None) -> bool:
     return name.startswith(f"r_{chain}_" if chain else "r_")
 

@@ -36,6 +36,7 @@ class SetDef:
     timeout: int | None = None        # seconds
     elements: tuple[str, ...] = ()    # normalised text, config order
     comment: str | None = None
+    log: str | None = None            # kernel-log prefix for the packets a ban of it drops
 
     @classmethod
     def from_toml(cls, data: Any, *, index: int = 0) -> "SetDef":
@@ -82,7 +83,11 @@ class SetDef:
             raise err("comment", "must be a string")
         if comment is not None and any(ord(c) < 32 or 0x7f <= ord(c) < 0xa0 for c in comment):
             raise err("comment", f"{comment!r} contains control characters")
-        return cls(name=name, timeout=timeout, elements=tuple(elements), comment=comment)
+        log = None
+        if data.get("log") is not None:
+            from .logtext import parse_log_prefix  # lazy: model.types costs a ban's start
+            log = parse_log_prefix(data["log"], err, "log")
+        return cls(name=name, timeout=timeout, elements=tuple(elements), comment=comment, log=log)
 
     def to_toml(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name}
@@ -91,4 +96,6 @@ class SetDef:
         out["elements"] = list(self.elements)
         if self.comment is not None:
             out["comment"] = self.comment
+        if self.log is not None:
+            out["log"] = self.log
         return out
