@@ -14,6 +14,7 @@ from .common import (
     config_option, confirm_option, dump, emit, fail, guard_options, guarded, json_option,
     one_line,
 )
+from .events import log_command
 from .explain import explain
 from .hooks import run_hooks
 from .sets import COMMANDS as SET_COMMANDS
@@ -325,3 +326,4 @@ cli.add_command(run_hooks)
 for _command in SET_COMMANDS:
     cli.add_command(_command)
 cli.add_command(explain)
+cli.add_command(log_command)

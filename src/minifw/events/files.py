@@ -266,6 +266,8 @@ def read_events(path: Path, where: EventFilter, last: int | None = None) -> list
     ones when given. Reads newest first and stops as soon as it has enough (or, with a
     ``since``, at the first file that ends before it)."""
     found: list[dict[str, Any]] = []
+    if last == 0:
+        return found
     for file in files_newest_first(path):
         stop = False
         for line in reversed(complete_lines(_read(file))):
