@@ -409,6 +409,7 @@ class Service:
                 raise
             if change is not None:
                 change.arm()
+            supervise.applied(self.store.dir)  # the daemon's plug-ins follow the ruleset
 
     # ---- confirm or roll back ----------------------------------------------------------------
     def confirm(self) -> Confirmed:

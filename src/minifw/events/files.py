@@ -236,6 +236,14 @@ def decode(line: bytes) -> dict[str, Any] | None:
     return event if isinstance(event, dict) else None
 
 
+def check_directory(path: Path) -> None:
+    """The events file's directory (the state directory) must be one, if it exists at all
+    (no state directory yet: no events yet)."""
+    folder = path.parent
+    if os.path.lexists(folder) and not folder.is_dir():
+        raise StateError(f"the state directory {folder} is not a directory.")
+
+
 def files_newest_first(path: Path) -> list[Path]:
     found = [path] if path.exists() else []
     n = 1
@@ -265,6 +273,7 @@ def read_events(path: Path, where: EventFilter, last: int | None = None) -> list
     """The events of the file and its rotated ones that match, oldest first; only the ``last``
     ones when given. Reads newest first and stops as soon as it has enough (or, with a
     ``since``, at the first file that ends before it)."""
+    check_directory(path)
     found: list[dict[str, Any]] = []
     if last == 0:
         return found
@@ -294,6 +303,7 @@ def follow(path: Path, where: EventFilter, *, poll: float = 0.2,
            stop: Callable[[], bool] | None = None) -> Iterator[dict[str, Any]]:
     """The events appended from now on, across rotations: when the file is replaced, the rest
     of the old one is read, then the new one from its start. ``stop()`` true ends it."""
+    check_directory(path)
     f = None
     ino = None
     buf = b""

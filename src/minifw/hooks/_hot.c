@@ -923,6 +923,10 @@ static PyMemberDef burst_members[] = {
     {"seen", T_PYSSIZET, offsetof(Burst, seen), 0, "Packets given to the function."},
     {"on_drop", T_OBJECT, offsetof(Burst, on_drop), 0,
      "None, or a callable(pkt) called after each DROP verdict (hook events)."},
+    {"errors", T_PYSSIZET, offsetof(Burst, errors), READONLY,
+     "Errors since the runs' state was loaded (not yet in the VerdictRuns)."},
+    {"dropped", T_PYSSIZET, offsetof(Burst, dropped), READONLY,
+     "Drops since the runs' state was loaded (not yet in the VerdictRuns)."},
     {NULL}
 };
 

@@ -18,7 +18,7 @@ import struct
 from ..errors import PacketError
 from .nlmsg import (
     NLA_TYPE_MASK, NLMSG_HDR, NfnlSubsys, NlmFlag, NlmsgType, attr, attr_be32, message, nfgen,
-    nfnl_type, parse_error,
+    nfnl_type, parse_error, split_datagram,
 )
 
 
@@ -360,7 +360,6 @@ class NfqueueCodec:
         return events
 
 
-_NLH = struct.Struct("=IHHII").unpack_from
 _NLA = struct.Struct("=HH").unpack_from
 _BE32 = struct.Struct(">I").unpack_from
 _PKT = _PKT_HDR.unpack_from
@@ -448,24 +447,6 @@ def _numbers(body: bytes, found: dict[int, int]
             values[kind] = _BE32(body, at + 4)[0]
     return (values.get(_A_MARK, 0), values.get(_A_INDEV, 0), values.get(_A_OUTDEV, 0),
             values.get(_A_CAP_LEN), values.get(_A_CT_INFO))
-
-
-def split_datagram(data: bytes) -> list[tuple[int, int, int, int]]:
-    """(type, seq, start, end) of each netlink message in a datagram; body is data[start:end]."""
-    out = []
-    total = len(data)
-    off = 0
-    while off < total:
-        if total - off < 16:
-            raise PacketError(f"a netlink message header is truncated: {total - off} bytes "
-                              f"left at offset {off}, a header needs 16.")
-        length, msg_type, _flags, seq, _pid = _NLH(data, off)
-        if length < 16 or off + length > total:
-            raise PacketError(f"a netlink message at offset {off} claims {length} bytes, "
-                              f"but {total - off} are left.")
-        out.append((msg_type, seq, off + 16, off + length))
-        off += (length + 3) & ~3
-    return out
 
 
 class VerdictWriter:

@@ -43,6 +43,7 @@ class NlmFlag(enum.IntFlag):
 
 class NfnlSubsys(enum.IntEnum):
     QUEUE = 3
+    ULOG = 4
     NFTABLES = 10
 
 
@@ -123,3 +124,24 @@ def parse_error(body: memoryview) -> tuple[int, int]:
     (code,) = struct.unpack_from("=i", body, 0)
     _, _, _, seq, _ = NLMSG_HDR.unpack_from(body, 4)
     return -code, seq
+
+
+_NLH = NLMSG_HDR.unpack_from
+
+
+def split_datagram(data: bytes) -> list[tuple[int, int, int, int]]:
+    """(type, seq, start, end) of each netlink message in a datagram; body is data[start:end]."""
+    out = []
+    total = len(data)
+    off = 0
+    while off < total:
+        if total - off < 16:
+            raise PacketError(f"a netlink message header is truncated: {total - off} bytes "
+                              f"left at offset {off}, a header needs 16.")
+        length, msg_type, _flags, seq, _pid = _NLH(data, off)
+        if length < 16 or off + length > total:
+            raise PacketError(f"a netlink message at offset {off} claims {length} bytes, "
+                              f"but {total - off} are left.")
+        out.append((msg_type, seq, off + 16, off + length))
+        off += (length + 3) & ~3
+    return out

@@ -191,7 +191,7 @@ class Runner:
     _wake = -1  # the signal wake-up descriptor while serve() runs
     _rx: Any = None  # the burst receiver, which keeps the last burst for stop()
     events: Sender | None = None  # hook events to the daemon (None: never reported)
-    _burst: Any = None  # the C loop's Burst while it serves (its on_drop is armed)
+    _burst: Any = None  # the C loop's Burst while it serves (its counts are in it)
 
     def __init__(self, file: str, state_dir: Path, managed: bool = False,
                  replaces: tuple[int, ...] = ()):
@@ -341,6 +341,7 @@ class Runner:
         descriptor together, so a stop wakes the loop whenever it lands.
         """
         assert self.qs is not None
+        reporter = _StatsReporter(self)
         with _signal_wakeup() as wake:
             self._wake = wake
             stop_watching = threading.Event()
@@ -353,6 +354,7 @@ class Runner:
             finally:
                 self._wake = -1
                 stop_watching.set()
+                reporter.stop()
 
     def _arm_events(self) -> None:
         """Arm the DROP reports while a daemon's events socket exists, disarm them otherwise:
@@ -370,6 +372,21 @@ class Runner:
                 self._arm_events()
             except Exception:  # noqa: BLE001  events are optional: never stop the runner
                 log.exception("hook events: the watcher failed")
+
+    def counts(self) -> dict[str, int]:
+        """Packets given to the functions, drops and errors so far (the C loop's share, not
+        yet stored in the queue's runs, included)."""
+        burst = self._burst
+        totals = {"packets": 0, "drops": 0, "errors": 0}
+        for ctx in self.ctx.values():
+            totals["packets"] += ctx.seen
+            totals["drops"] += ctx.dropped
+            totals["errors"] += ctx.errors
+        if burst is not None:
+            totals["packets"] += burst.seen
+            totals["drops"] += getattr(burst, "dropped", 0)
+            totals["errors"] += getattr(burst, "errors", 0)
+        return totals
 
     def _serve(self) -> None:
         # what exists now (modules, the hook file's tables) lives as long as the runner: keep
@@ -648,6 +665,32 @@ class Runner:
             self._handle(data)
         with _quiet():
             self._flush()
+
+
+class _StatsReporter:
+    """Writes the runner's counts to ``stats-<pid>.json`` every STATS_EVERY seconds, for the
+    daemon's ``status`` and metrics. A thread: the serve loops never stop for it (the C loop
+    lets go of the GIL while it waits for packets)."""
+
+    def __init__(self, runner: Runner):
+        self.runner = runner
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="stats", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                hookstate.write_stats(self.runner.state_dir, self.runner.pid,
+                                      self.runner.counts())
+            except (OSError, MinifwError) as exc:
+                log.warning("cannot write the runner's counts: %s", exc)
+            if self._done.wait(hookstate.STATS_EVERY):
+                return
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(timeout=2)
 
 
 class _quiet:
