@@ -23,10 +23,12 @@ import logging
 import os
 import queue
 import signal
+import threading
 import time
 from typing import Any
 
 from ..api import Firewall
+from ..control import protocol
 from ..errors import ControlError, FailsafeError, MinifwError, StateError
 from ..runners import supervise
 from .context import DaemonContext, Reply
@@ -98,7 +100,8 @@ class Daemon:
     def _serve_requests(self) -> None:
         for op, fn in (("ping", self._op_ping), ("status", self._op_status),
                        ("runners.apply", self._op_apply), ("runners.stop", self._op_stop),
-                       ("applied", self._op_applied), ("confirm", self._op_confirm)):
+                       ("runners.watch", self._op_watch), ("applied", self._op_applied),
+                       ("confirm", self._op_confirm)):
             self.ctx.handle(op, fn)
         self.server.bind()
         self.server.start()
@@ -209,6 +212,23 @@ class Daemon:
         if not isinstance(restart_all, bool):
             raise ControlError('runners.apply: "restart_all" must be true or false')
         return {"failed": self.supervisor.apply(files, restart_all)}
+
+    def _op_watch(self, request: dict[str, Any], reply: Reply) -> None:
+        """A stream: the runners' status every ``interval`` seconds until the client hangs up."""
+        interval = request.get("interval", 1.0)
+        if isinstance(interval, bool) or not isinstance(interval, (int, float)) \
+                or not 0.1 <= interval <= 60:
+            raise ControlError('runners.watch: "interval" must be seconds from 0.1 to 60')
+
+        def stream() -> None:
+            while True:
+                try:
+                    reply(protocol.ok(runners=self.supervisor.status()))
+                except OSError:
+                    return  # the client hung up
+                time.sleep(interval)
+        threading.Thread(target=stream, name="runners.watch", daemon=True).start()
+        return None
 
     def _op_stop(self, request: dict[str, Any], reply: Reply) -> dict[str, Any]:
         return {"stopped": self.supervisor.stop_all()}

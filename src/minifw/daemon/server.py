@@ -114,7 +114,8 @@ class ControlServer:
                 sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
             if uid != 0:
                 log.warning("refused a control connection from pid %d, uid %d", pid, uid)
-                _refuse(sock, f"only root may use the control socket (your uid is {uid})")
+                _refuse(sock, f"only root may use the control socket (your uid is {uid})",
+                        linger=1.0)
                 return
             self._requests(conn)
         except OSError:
@@ -169,9 +170,16 @@ def _wait_hangup(conn: Connection) -> None:
         pass
 
 
-def _refuse(sock: socket.socket, message: str) -> None:
+def _refuse(sock: socket.socket, message: str, linger: float = 0.0) -> None:
+    """One error line, then hang up. ``linger``: read (and drop) what the client sent for up to
+    that long first: a socket closed with unread data resets the connection, and the client
+    would get ECONNRESET instead of the line."""
     with contextlib.suppress(OSError):
         sock.sendall(protocol.encode(protocol.error(message)))
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(linger)
+        while linger and sock.recv(1 << 16):
+            pass
     with contextlib.suppress(OSError):
         sock.close()
 
