@@ -18,19 +18,18 @@ import threading
 import time
 from typing import Any, Callable
 
-from ..errors import MinifwError
+from ..errors import ControlError, MinifwError
 from . import hookevents
 from .files import EventFile, EventFilter, encode, events_path
 from .journald import JOURNAL_SOCKET, Journal
-from .record import HOOK_NAMES, Interfaces, build_event, parse_packet
+from .record import Interfaces, build_event, parse_packet
 
 log = logging.getLogger("minifw.events")
 
-# NFLOG batching: the kernel sends when this many packets are queued, or after the timeout
-QTHRESHOLD = 64
+# NFLOG batching: the kernel sends when its queue threshold is reached (the socket's default),
+# or this long after the first packet waiting: an event is written within it
 TIMEOUT_MS = 100
 COPY_RANGE = 128  # IP and transport headers, with IPv6 extension headers
-NFLOG_RCVBUF = 8 << 20
 FOLLOW_QUEUE = 10000  # events held for a slow follower before it misses some
 KEEPALIVE = 2.0  # seconds between keep-alive replies to an idle follower (finds hang-ups)
 
@@ -97,6 +96,8 @@ class EventService:
             if closable is not None:
                 closable.close()
         self.nflog = self.hooks = self.file = self.journal = None
+        with self._lock:
+            self._followers.clear()
         for fd in (self._wake_r, self._wake_w):
             if fd >= 0:
                 os.close(fd)
@@ -125,8 +126,7 @@ class EventService:
         if self.nflog is not None:
             self.nflog.close()
             self.nflog = None
-        self.nflog = NflogSocket(group, copy_range=COPY_RANGE, qthreshold=QTHRESHOLD,
-                                 timeout_ms=TIMEOUT_MS, rcvbuf=NFLOG_RCVBUF)
+        self.nflog = NflogSocket(group, copy_range=COPY_RANGE, timeout_ms=TIMEOUT_MS)
         self.group = group
 
     def _applied(self, ruleset: Any) -> None:
@@ -254,24 +254,30 @@ class EventService:
                             f.missed += 1
 
     # ---- log.follow ----------------------------------------------------------------------
-    def _follow(self, request: dict[str, Any], reply: Callable[[dict], None]) -> dict | None:
-        """Stream the matching events, one reply each, until the client hangs up (the first
-        reply says the stream began). A follower too slow for the flow misses events: the
+    def _follow(self, request: dict[str, Any], reply: Callable[[dict], None]) -> None:
+        """``log.follow``: stream the matching events, one reply each (``{"ok": true,
+        "event": {...}}``), from a thread of the follower's own until the client hangs up. The
+        first reply says the stream began. A follower too slow for the flow misses events: the
         next reply carries how many (``missed``)."""
         try:
             where = EventFilter.from_json(request.get("filter") or {})
-        except ValueError as exc:
-            return {"ok": False, "error": f"bad filter: {exc}."}
+        except (ValueError, AttributeError) as exc:
+            raise ControlError(f"log.follow: bad filter: {exc}.") from None
         follower = _Follower(where)
+        reply({"ok": True, "following": True})
         with self._lock:
             self._followers.append(follower)
+        threading.Thread(target=self._feed, args=(follower, reply), name="minifw-follow",
+                         daemon=True).start()
+        return None
+
+    def _feed(self, follower: _Follower, reply: Callable[[dict], None]) -> None:
         try:
-            reply({"ok": True, "following": True})
             while not self._stopping:
                 try:
                     event = follower.queue.get(timeout=KEEPALIVE)
                 except queue.Empty:
-                    reply({"ok": True, "keepalive": True})
+                    reply({"ok": True, "keepalive": True})  # finds a client that hung up
                     continue
                 message: dict[str, Any] = {"ok": True, "event": event}
                 if follower.missed:
@@ -281,6 +287,5 @@ class EventService:
             pass  # the client hung up
         finally:
             with self._lock:
-                self._followers.remove(follower)
-        return None
-
+                if follower in self._followers:  # stop() may have cleared them
+                    self._followers.remove(follower)
