@@ -1,13 +1,12 @@
 """Hook functions' events: a runner reports ``pkt.log()`` calls and DROP verdicts to the daemon
-over a unix datagram socket, ``events.sock`` in the state directory, which the EventService
-binds.
+over a unix socket, ``events.sock`` in the state directory, which the EventService binds.
 
-One datagram per event: a JSON header, a NUL, then the packet's copied bytes from its network
+One message per event: a JSON header, a NUL, then the packet's copied bytes from its network
 header on (the daemon parses them as it parses NFLOG payloads). Header keys: ``fn``, ``hook``,
 ``priority``, ``action`` ("drop" or "log"), ``ts``, ``iif``/``oif`` (ifindex), ``len``,
 ``msg`` (pkt.log's text) and ``lost`` (events this runner could not send since its last one).
 
-The runner's cost: nothing at all while no daemon listens (its watcher checks for the socket
+The runner's cost: nothing at all while no daemon listens (its watcher looks for the daemon
 once a second and only then arms the drop callback); when one does, a token bucket per function
 (``[events] limit``, published by the daemon in ``events.json``) bounds the sends.
 """
@@ -16,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import socket
 import time
 from pathlib import Path
@@ -119,15 +119,20 @@ def decode_report(data: bytes) -> Report | None:
 # ---- the daemon's side ---------------------------------------------------------------------
 
 class Receiver:
-    """events.sock, bound by the daemon (0600: only root's runners report)."""
+    """events.sock, bound by the daemon (0600: only root's runners report). A SOCK_SEQPACKET
+    listener: each runner keeps one connection, messages keep their boundaries, and a burst
+    is bounded by the runner's send buffer (a datagram socket's queue holds only
+    net.unix.max_dgram_qlen, 10, messages). ``fileno()`` is an epoll descriptor over the
+    listener and every connection, for the reader's poll."""
 
     def __init__(self, state_dir: str | os.PathLike[str]):
         self.path = Path(state_dir) / SOCKET_NAME
         self.limit_path = Path(state_dir) / LIMIT_NAME
         self.bad = 0
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self.conns: dict[int, socket.socket] = {}
+        self.ep = select.epoll()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         try:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
             try:
                 self.path.unlink()  # a socket a killed daemon left: nobody listens on it
             except FileNotFoundError:
@@ -137,13 +142,16 @@ class Receiver:
                 self.sock.bind(str(self.path))
             finally:
                 os.umask(old)
+            self.sock.listen(64)
             self.sock.setblocking(False)
+            self.ep.register(self.sock.fileno(), select.EPOLLIN)
         except OSError:
             self.sock.close()
+            self.ep.close()
             raise
 
     def fileno(self) -> int:
-        return self.sock.fileno()
+        return self.ep.fileno()
 
     def publish(self, limit: Any) -> None:
         """Tell runners the per-function cap (written atomically: they read it any time)."""
@@ -152,21 +160,59 @@ class Receiver:
         os.replace(tmp, self.limit_path)
 
     def receive(self) -> list[Report]:
-        reports = []
+        reports: list[Report] = []
+        for fd, _ in self.ep.poll(0):
+            if fd == self.sock.fileno():
+                self._accept()
+                continue
+            conn = self.conns.get(fd)
+            if conn is not None:
+                self._drain(conn, reports)
+        return reports
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return  # EMFILE and the like: the runner retries
+            conn.setblocking(False)
+            self.conns[conn.fileno()] = conn
+            self.ep.register(conn.fileno(), select.EPOLLIN)
+
+    def _drain(self, conn: socket.socket, reports: list[Report]) -> None:
         for _ in range(RECEIVE_BURST):
             try:
-                data = self.sock.recv(MAX_DATAGRAM)
+                data = conn.recv(MAX_DATAGRAM)
             except (BlockingIOError, InterruptedError):
-                break
+                return
+            except OSError:
+                data = b""
+            if not data:  # the runner is gone
+                self._drop(conn)
+                return
             report = decode_report(data)
             if report is None:
                 self.bad += 1
             else:
                 reports.append(report)
-        return reports
+
+    def _drop(self, conn: socket.socket) -> None:
+        fd = conn.fileno()
+        self.conns.pop(fd, None)
+        try:
+            self.ep.unregister(fd)
+        except (OSError, ValueError):
+            pass
+        conn.close()
 
     def close(self) -> None:
+        for conn in list(self.conns.values()):
+            self._drop(conn)
         self.sock.close()
+        self.ep.close()
         for path in (self.path, self.limit_path):
             try:
                 path.unlink()
@@ -176,9 +222,12 @@ class Receiver:
 
 # ---- the runner's side ---------------------------------------------------------------------
 
+SNDBUF = 1 << 20  # reports a busy daemon has not read yet, before they count as lost
+
+
 class Sender:
-    """A runner's reports. ``refresh()`` (its watcher, once a second) finds the daemon's
-    socket and cap; ``active`` says whether anything should be sent."""
+    """A runner's reports. ``refresh()`` (its watcher, once a second) connects to the daemon's
+    socket and reads its cap; ``active`` says whether anything should be sent."""
 
     def __init__(self, state_dir: str | os.PathLike[str]):
         self.path = str(Path(state_dir) / SOCKET_NAME)
@@ -194,35 +243,56 @@ class Sender:
         self.sent = 0
 
     def refresh(self) -> bool:
-        """Whether a daemon listens now; reads its cap when that changed."""
+        """Whether a daemon listens now (connecting if needed); reads its cap when that
+        changed."""
         try:
-            st = os.stat(self.limit_path)
-            listening = os.path.exists(self.path)
+            mtime = os.stat(self.limit_path).st_mtime_ns
         except OSError:
-            listening = False
-        if not listening:
-            self.active = False
+            self._disconnect()
             return False
-        if st.st_mtime_ns != self._limit_mtime:
-            self._limit_mtime = st.st_mtime_ns
-            try:
-                limit = json.loads(self.limit_path.read_text())
-                rate = limit.get("per_second")
-                self.rate = float(rate) if rate is not None else None
-                self.burst = max(1, int(limit.get("burst") or 1))
-            except (OSError, ValueError, TypeError, AttributeError):
-                self.rate, self.burst = None, 1
-            self.buckets.clear()
-        if self.sock is None:
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-            self.sock.setblocking(False)
+        if mtime != self._limit_mtime:
+            self._limit_mtime = mtime
+            self._read_limit()
+        if self.sock is not None and select.select([self.sock], [], [], 0)[0]:
+            self._disconnect()  # the daemon never writes: readable means it hung up
+        if self.sock is None and not self._connect():
+            return False
         self.active = True
         return True
+
+    def _read_limit(self) -> None:
+        try:
+            limit = json.loads(self.limit_path.read_text())
+            rate = limit.get("per_second")
+            self.rate = float(rate) if rate is not None else None
+            self.burst = max(1, int(limit.get("burst") or 1))
+        except (OSError, ValueError, TypeError, AttributeError):
+            self.rate, self.burst = None, 1
+        self.buckets.clear()
+
+    def _connect(self) -> bool:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF)
+            sock.connect(self.path)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            return False
+        self.sock = sock
+        return True
+
+    def _disconnect(self) -> None:
+        self.active = False
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
 
     def report(self, fn: str, hook: str | None, priority: int | None, action: str, pkt: Any,
                message: str | None = None) -> None:
         """Send one event about ``pkt`` (a hooks.packet Packet), within the function's cap."""
-        if not self.active or self.sock is None:
+        sock = self.sock
+        if not self.active or sock is None:
             return
         now = time.monotonic()
         if self.rate is not None:
@@ -244,15 +314,16 @@ class Sender:
         except Exception:  # noqa: BLE001  a malformed packet still makes an event (nulls)
             pass
         try:
-            self.sock.sendto(encode_report(header, raw), self.path)
-        except OSError:  # the daemon is busy (EAGAIN) or gone: tell it next time
+            sock.send(encode_report(header, raw))
+        except (BlockingIOError, InterruptedError):  # the daemon is behind: tell it later
             self.lost += 1
+            return
+        except OSError:  # the daemon is gone: the watcher reconnects to the next one
+            self.lost += 1
+            self._disconnect()
             return
         self.lost = 0
         self.sent += 1
 
     def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-        self.active = False
+        self._disconnect()
