@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from ..errors import ControlError, MinifwError
+from ..errors import ConfigError, ControlError, MinifwError
 from . import hookevents
 from .files import EventFile, EventFilter, encode, events_path
 from .journald import JOURNAL_SOCKET, Journal
@@ -32,6 +32,25 @@ TIMEOUT_MS = 100
 COPY_RANGE = 128  # IP and transport headers, with IPv6 extension headers
 FOLLOW_QUEUE = 10000  # events held for a slow follower before it misses some
 KEEPALIVE = 2.0  # seconds between keep-alive replies to an idle follower (finds hang-ups)
+
+
+RCVBUF_ENV = "MINIFW_EVENTS_RCVBUF"
+
+
+def _rcvbuf() -> int | None:
+    """The NFLOG socket's receive buffer from $MINIFW_EVENTS_RCVBUF (bytes), else the socket's
+    default; tests make it small to see losses counted."""
+    text = os.environ.get(RCVBUF_ENV)
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 4096:
+        raise ConfigError(f"the events receive buffer must be a number of bytes, at least "
+                          f"4096, not {text!r}.", file=f"${RCVBUF_ENV}")
+    return value
 
 
 class _Follower:
@@ -126,7 +145,9 @@ class EventService:
         if self.nflog is not None:
             self.nflog.close()
             self.nflog = None
-        self.nflog = NflogSocket(group, copy_range=COPY_RANGE, timeout_ms=TIMEOUT_MS)
+        rcvbuf = _rcvbuf()
+        self.nflog = NflogSocket(group, copy_range=COPY_RANGE, timeout_ms=TIMEOUT_MS,
+                                 **({"rcvbuf": rcvbuf} if rcvbuf else {}))
         self.group = group
 
     def _applied(self, ruleset: Any) -> None:
