@@ -180,8 +180,16 @@ def run_groups(run: Run) -> list[tuple[int | None, list[Any]]]:
 
 
 def build_run(run: Run, chain: str, index: int, drop_policy: bool, ref, body_builder,
-              comment: str) -> list[dict[str, Any]]:
-    """``add`` commands: the run's sets (with their elements) and its nft rules."""
+              comment: str, helper_comment: str | None = None,
+              keep: dict[str, list[Any]] | None = None) -> list[dict[str, Any]]:
+    """``add`` commands: the run's sets (with their elements) and its nft rules.
+
+    ``body_builder(rule, drop_policy)`` gives (helper or None, body) pairs; a helper (the
+    capped event log of ``[events] drops``) becomes one rule per run set, before the run's,
+    looking the packet up in a shadow set without counters, with the prefix ``run:<set>``.
+    ``keep``: run sets left in place with their element counters, each with the elements it
+    holds; only the difference is sent (``carry_elements``).
+    """
     cmds: list[dict[str, Any]] = []
     for version, values in run_groups(run):
         name = run_set_name(chain, index, version)
@@ -194,13 +202,50 @@ def build_run(run: Run, chain: str, index: int, drop_policy: bool, ref, body_bui
         decl = ref(name=name, type=kind, stmt=[{"counter": None}])
         if ranged:
             decl["flags"] = ["interval"]
-        cmds.append({"add": {"set": decl}})
-        cmds.append({"add": {"element": ref(name=name, elem=[element_of(v) for v in values])}})
+        elements = [element_of(v) for v in values]
+        if keep is not None and name in keep:
+            cmds.extend(carry_elements(name, keep[name], elements, ref))
+        else:
+            cmds.append({"add": {"set": decl}})
+            cmds.append({"add": {"element": ref(name=name, elem=elements)}})
         sample = dataclasses.replace(run.rules[0], **{run.field: tuple(values)})
-        for body in body_builder(sample, drop_policy):
+        for helper, body in body_builder(sample, drop_policy):
+            if helper is not None:
+                shadow = shadow_set_name(name)
+                cmds.append({"add": {"set": {k: v for k, v in decl.items() if k != "stmt"}
+                                     | {"name": shadow}}})
+                cmds.append({"add": {"element": ref(name=shadow, elem=elements)}})
+                cmds.append({"add": {"rule": ref(
+                    chain=chain, comment=helper_comment or comment,
+                    expr=_retarget(_swap(helper, run.field, f"@{shadow}"), f"run:{name}"))}})
             cmds.append({"add": {"rule": ref(chain=chain, comment=comment,
                                              expr=_swap(body, run.field, f"@{name}"))}})
     return cmds
+
+
+def carry_elements(name: str, held: list[Any], wanted: list[Any], ref) -> list[dict[str, Any]]:
+    """Commands that turn the kept set ``name`` from ``held`` into ``wanted`` elements:
+    elements in both are not touched, so their counters run on."""
+    have = {element_key(e): e for e in held}
+    want = {element_key(e): e for e in wanted}
+    gone = [e for k, e in have.items() if k not in want]
+    new = [e for k, e in want.items() if k not in have]
+    cmds: list[dict[str, Any]] = []
+    if gone:
+        cmds.append({"delete": {"element": ref(name=name, elem=gone)}})
+    if new:
+        cmds.append({"add": {"element": ref(name=name, elem=new)}})
+    return cmds
+
+
+def shadow_set_name(name: str) -> str:
+    return f"{name}_e"
+
+
+def _retarget(body: list[dict[str, Any]], prefix: str) -> list[dict[str, Any]]:
+    """``body`` with its NFLOG statement's prefix set to ``prefix``."""
+    return [{"log": {**e["log"], "prefix": prefix}} if isinstance(e, dict) and "group" in
+            e.get("log", {}) else e for e in body]
 
 
 def _swap(body: list[dict[str, Any]], field: str, right: str) -> list[dict[str, Any]]:
