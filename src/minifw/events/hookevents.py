@@ -7,7 +7,7 @@ header on (the daemon parses them as it parses NFLOG payloads). Header keys: ``f
 ``msg`` (pkt.log's text) and ``lost`` (events this runner could not send since its last one).
 
 The runner's cost: nothing at all while no daemon listens (its watcher looks for the daemon
-once a second and only then arms the drop callback); when one does, a token bucket per function
+a few times a second and only then arms the drop callback); when one does, a token bucket per function
 (``[events] limit``, published by the daemon in ``events.json``) bounds the sends.
 """
 
@@ -226,8 +226,8 @@ SNDBUF = 1 << 20  # reports a busy daemon has not read yet, before they count as
 
 
 class Sender:
-    """A runner's reports. ``refresh()`` (its watcher, once a second) connects to the daemon's
-    socket and reads its cap; ``active`` says whether anything should be sent."""
+    """A runner's reports. ``refresh()`` (its watcher, a few times a second) connects to the
+    daemon's socket and reads its cap; ``active`` says whether anything should be sent."""
 
     def __init__(self, state_dir: str | os.PathLike[str]):
         self.path = str(Path(state_dir) / SOCKET_NAME)

@@ -367,7 +367,9 @@ class Runner:
                 self._burst.on_drop = ctx.on_drop
 
     def _watch_events(self, stop: threading.Event) -> None:
-        while not stop.wait(1.0):
+        # a daemon that comes up is found within a quarter second (one stat); one that
+        # listens is checked once a second
+        while not stop.wait(1.0 if self.events is not None and self.events.active else 0.25):
             try:
                 self._arm_events()
             except Exception:  # noqa: BLE001  events are optional: never stop the runner
