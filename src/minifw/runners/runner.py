@@ -557,7 +557,10 @@ class Runner:
             if v is DROP:
                 ctx.runs.decide(packet_id, 0)
                 if ctx.on_drop is not None:
-                    ctx.on_drop(pkt)
+                    try:
+                        ctx.on_drop(pkt)
+                    except Exception:  # noqa: BLE001  an event lost, never a verdict (as in C)
+                        pass
                 return
             self._odd_verdict(ctx, v)
         # the error verdict; an accepted first packet of a flow is marked as any other
