@@ -34,10 +34,13 @@ def rotated(path: Path, n: int) -> Path:
     return path.with_name(f"{path.name}.{n}")
 
 
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
+
+
 def encode(event: dict[str, Any]) -> bytes:
     """One event as its line: compact JSON, ASCII only (so no byte of a line is a newline but
     the last), ending in a newline."""
-    return json.dumps(event, separators=(",", ":"), ensure_ascii=True).encode() + b"\n"
+    return (_ENCODE(event) + "\n").encode()
 
 
 class EventFile:

@@ -21,17 +21,38 @@ _PORT_PROTOS = frozenset((6, 17, 132, 136))  # tcp, udp, sctp, udplite: ports co
 _V6_EXT = frozenset((0, 43, 60, 51, 44))
 _V4_HEAD = struct.Struct(">BxHxxHxB2x4s4s")  # version/IHL, total length, fragment, protocol
 _PORTS = struct.Struct(">HH")
+# the usual IPv4 packet in one unpack: its header's fields and the 4 bytes after it
+_V4_FAST = struct.Struct(">BxHxxHxB2x4s4sHH").unpack_from
+_PROTO_TEXT = tuple(_PROTO_NAMES.get(n) or str(n) for n in range(256))
+_V4_TEXT: dict[bytes, str] = {}  # addresses seen lately: a flood comes from a few
+
+
+def _v4_text(packed: bytes) -> str:
+    text = _V4_TEXT.get(packed)
+    if text is None:
+        if len(_V4_TEXT) >= 65536:
+            _V4_TEXT.clear()
+        text = _V4_TEXT[packed] = str(ipaddress.IPv4Address(packed))
+    return text
 
 # The fields of an event, in the order they are written.
 FIELDS = ("ts", "rule", "hook", "priority", "action", "family", "proto", "src", "dst",
           "sport", "dport", "icmp_type", "iif", "oif", "len", "prefix")
 
 
+_second: list[Any] = [None, ""]  # the last whole second formatted, and its text
+
+
 def format_ts(seconds: float) -> str:
-    """RFC 3339 in UTC with microseconds: ``2026-12-02T11:29:40.123456Z``."""
-    micros = int(round(seconds * 1_000_000))
-    moment = datetime.datetime(1970, 1, 1) + datetime.timedelta(microseconds=micros)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """RFC 3339 in UTC with microseconds: ``2026-12-02T11:29:40.123456Z``. (The text of the
+    whole second is kept: events come in bursts within one.)"""
+    whole, micros = divmod(int(round(seconds * 1_000_000)), 1_000_000)
+    last = _second
+    if last[0] != whole:
+        moment = datetime.datetime(1970, 1, 1) + datetime.timedelta(seconds=whole)
+        last[1] = moment.strftime("%Y-%m-%dT%H:%M:%S")
+        last[0] = whole
+    return f"{last[1]}.{micros:06d}Z"
 
 
 def parse_ts(text: str) -> float | None:
@@ -44,13 +65,21 @@ def parse_ts(text: str) -> float | None:
 
 
 def _proto_name(number: int) -> str:
-    return _PROTO_NAMES.get(number) or str(number)
+    return _PROTO_TEXT[number]
 
 
 def parse_packet(payload: bytes, family: int | None = None) -> dict[str, Any]:
     """family, proto, src, dst, sport, dport, icmp_type and len of the packet whose bytes from
     the network header on are ``payload`` (maybe cut by the copy range). ``family`` (2 or 10,
     from the netlink message) wins over the version nibble; what cannot be read is None."""
+    if family == 2 and len(payload) >= 24:
+        b0, total, frag, proto, src, dst, sport, dport = _V4_FAST(payload)
+        if b0 == 0x45 and not frag & 0x1FFF:  # the usual packet: no options, no later fragment
+            ports = proto in _PORT_PROTOS
+            return {"family": "ip", "proto": _PROTO_TEXT[proto], "src": _v4_text(src),
+                    "dst": _v4_text(dst), "sport": sport if ports else None,
+                    "dport": dport if ports else None,
+                    "icmp_type": sport >> 8 if proto == 1 else None, "len": total}
     out: dict[str, Any] = {"family": FAMILIES.get(family) if family else None, "proto": None,
                            "src": None, "dst": None, "sport": None, "dport": None,
                            "icmp_type": None, "len": None}
@@ -84,8 +113,8 @@ def _ipv4(payload: bytes, out: dict[str, Any]) -> tuple[int | None, int | None]:
         return None, None
     b0, total, frag, proto, src, dst = _V4_HEAD.unpack_from(payload)
     ihl = (b0 & 0x0F) * 4
-    out["src"] = str(ipaddress.IPv4Address(src))
-    out["dst"] = str(ipaddress.IPv4Address(dst))
+    out["src"] = _v4_text(src)
+    out["dst"] = _v4_text(dst)
     out["len"] = total
     if ihl < 20:
         return None, None  # the header length is garbage: so is what follows it
@@ -129,25 +158,21 @@ def build_event(fields: dict[str, Any], *, ts: float, origin: Any = None, prefix
     the packet's own hook number or name, used when the origin has none."""
     if isinstance(hook, int):
         hook = HOOK_NAMES[hook] if 0 <= hook < len(HOOK_NAMES) else None
-    event: dict[str, Any] = {"ts": format_ts(ts), "rule": None, "hook": hook, "priority": None,
-                             "action": None}
+    rule = priority = action = None
     if origin is not None:
-        event["rule"] = origin.rule
-        event["hook"] = _text(origin.hook) or hook
-        event["priority"] = origin.priority
-        event["action"] = _text(origin.action)
-    for key in ("family", "proto", "src", "dst", "sport", "dport", "icmp_type"):
-        event[key] = fields.get(key)
-    event["iif"] = iif
-    event["oif"] = oif
-    event["len"] = fields.get("len")
-    event["prefix"] = prefix
-    return event
+        rule, priority, action = origin.rule, origin.priority, _text(origin.action)
+        hook = _text(origin.hook) or hook
+    get = fields.get
+    return {"ts": format_ts(ts), "rule": rule, "hook": hook, "priority": priority,
+            "action": action, "family": get("family"), "proto": get("proto"),
+            "src": get("src"), "dst": get("dst"), "sport": get("sport"), "dport": get("dport"),
+            "icmp_type": get("icmp_type"), "iif": iif, "oif": oif, "len": get("len"),
+            "prefix": prefix}
 
 
 def _text(value: Any) -> Any:
     """An enum's value (Hook.INPUT -> "input"), anything else as it is."""
-    return getattr(value, "value", value)
+    return value if type(value) is str else getattr(value, "value", value)
 
 
 class Interfaces:

@@ -18,6 +18,7 @@ import threading
 import time
 from typing import Any, Callable
 
+from ..compile.events import RUN, event_origin
 from ..errors import ConfigError, ControlError, MinifwError
 from . import hookevents
 from .files import EventFile, EventFilter, encode, events_path
@@ -34,6 +35,7 @@ FOLLOW_QUEUE = 10000  # events held for a slow follower before it misses some
 KEEPALIVE = 2.0  # seconds between keep-alive replies to an idle follower (finds hang-ups)
 
 
+_UNKNOWN = object()
 RCVBUF_ENV = "MINIFW_EVENTS_RCVBUF"
 
 
@@ -64,8 +66,12 @@ class EventService:
     """The plug-in (see daemon/context.py): ``start(ctx)``, ``stop()``, ``stats()``."""
 
     def __init__(self, *, journal_path: str = JOURNAL_SOCKET,
-                 ifname: Callable[[int], str] = socket.if_indextoname):
+                 ifname: Callable[[int], str] = socket.if_indextoname,
+                 nflog: Callable[..., Any] | None = None):
+        """``nflog(group, **options)`` opens the NFLOG socket (kernel.nflog.NflogSocket by
+        default; tests give their own)."""
         self.journal_path = journal_path
+        self._open_nflog = nflog
         self.interfaces = Interfaces(ifname)
         self.ctx: Any = None
         self.ruleset: Any = None
@@ -80,6 +86,7 @@ class EventService:
         self._lock = threading.Lock()
         self._followers: list[_Follower] = []
         self._pending: Any = None  # a ruleset from on_apply, taken by the reader thread
+        self._origins: dict[str, Any] = {}  # prefix -> origin under self.ruleset (not runs)
         self.written = 0
         self.unmapped = 0  # events whose prefix maps to no origin
         self.file_errors = 0
@@ -141,13 +148,15 @@ class EventService:
 
     # ---- configuration -------------------------------------------------------------------
     def _bind_nflog(self, group: int) -> None:
-        from ..kernel.nflog import NflogSocket
+        opener = self._open_nflog
+        if opener is None:
+            from ..kernel.nflog import NflogSocket as opener
         if self.nflog is not None:
             self.nflog.close()
             self.nflog = None
         rcvbuf = _rcvbuf()
-        self.nflog = NflogSocket(group, copy_range=COPY_RANGE, timeout_ms=TIMEOUT_MS,
-                                 **({"rcvbuf": rcvbuf} if rcvbuf else {}))
+        self.nflog = opener(group, copy_range=COPY_RANGE, timeout_ms=TIMEOUT_MS,
+                            **({"rcvbuf": rcvbuf} if rcvbuf else {}))
         self.group = group
 
     def _applied(self, ruleset: Any) -> None:
@@ -160,6 +169,7 @@ class EventService:
         if ruleset is None:
             return
         self.ruleset = ruleset
+        self._origins = {}
         cfg = ruleset.events
         assert self.file is not None and self.hooks is not None
         self.file.configure(max_bytes=cfg.max_bytes, keep=cfg.keep)
@@ -218,16 +228,21 @@ class EventService:
                 self.emit(events)
 
     def _nflog_events(self, packets: list[Any], out: list[dict[str, Any]]) -> None:
-        from ..compile.events import event_origin
         now = time.time()
         ruleset = self.ruleset
         name = self.interfaces.name
+        known = self._origins
         for p in packets:
             fields = parse_packet(p.payload, p.family)
-            try:
-                origin = event_origin(ruleset, p.prefix, fields)
-            except MinifwError:
-                origin = None
+            prefix = p.prefix
+            origin = known.get(prefix, _UNKNOWN)
+            if origin is _UNKNOWN:
+                try:
+                    origin = event_origin(ruleset, prefix, fields)
+                except MinifwError:
+                    origin = None
+                if not prefix.startswith(RUN) and len(known) < 65536:
+                    known[prefix] = origin  # a run's origin depends on the packet
             if origin is None:
                 self.unmapped += 1
             out.append(build_event(fields, ts=p.timestamp or now, origin=origin,
