@@ -1,15 +1,19 @@
 """bench/events: NFLOG events from a logged drop rule under a UDP flood, minifw against ulogd2.
 
-In ONE run, in two namespaces joined by veth (tx floods rx with bench/udpflood.c; the drop
-rule lives in rx), interleaved over rounds:
-- off:    `udp dport 9 counter drop`: the flood's packets/s with no events;
-- minifw: the same rule logging to NFLOG group 100 (minifw's reader): packets/s with events
-          on, and the events written and lost;
-- both:   the rule logs to group 100 (minifw) AND group 101 (ulogd2, its NFLOG input and
-          JSON output, our own ulogd.conf, started inside rx): events written per second by
-          each, lost by each (the rule's own counter minus lines written), CPU per event.
-The event cap is off (every packet is an event). minifw's side is the reader of
-bench/events/reader.py (NflogSocket, a JSON line per event, written to a file).
+In ONE run, in two namespaces joined by veth (tx floods rx with bench/udpflood.c; the rules
+live in rx; the flood runs on CPU 0, the consumers share CPU 1), interleaved over rounds:
+- ab:    rx has two addresses; `ip daddr A udp dport 9 counter log group 100 drop` sends
+         events to minifw's reader, `ip daddr B ... counter drop` none. The flood sends one
+         batch to A, one to B, and so on, timing its calls to each: on veth the receiver's
+         input path (netfilter and NFLOG included) runs inside them, so pps(A) / pps(B) is
+         "events on against events off" under the same load to the microsecond.
+- ab-ulogd: the same with ulogd2 as the consumer (a reference: the kernel's share).
+- both:  one rule logs every packet to group 100 (minifw) AND group 101 (ulogd2: its NFLOG
+         input and JSON output, our own ulogd.conf, started inside rx): events written per
+         second by each (lines written / time from the flood's start to its last line), lost
+         by each (the rule's own counter minus lines written), CPU time per event.
+The event cap is off (every packet is an event). minifw's side is bench/events/reader.py
+(NflogSocket, a JSON line per event, appended to a file).
 
 Goals: minifw >= 1.0x ulogd2's events/s with no more loss; events on >= 0.9x events off.
 Usage (root): .venv/bin/python bench/events/run.py [--seconds 3] [--rounds 3]
@@ -21,6 +25,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -38,6 +43,7 @@ PY = str(ROOT / ".venv" / "bin" / "python")
 MINIFW_GROUP, ULOGD_GROUP = 100, 101
 ULOGD_PLUGINS = Path("/usr/lib/x86_64-linux-gnu/ulogd")
 TABLE = "evbench"
+ADDR_A, ADDR_B = "198.18.0.1", "198.18.0.3"
 # The flood (and the kernel's receive path, NFLOG included, which runs in its system calls on
 # veth) gets CPU 0, the consumers share CPU 1: they never take CPU time from the flood, and
 # minifw and ulogd2 compete for the same core.
@@ -81,14 +87,17 @@ file="{out}"
     return conf
 
 
-def rule(host, logs: list[tuple[str, int]]) -> None:
-    """(Re)load the bench table: the one drop rule, with these NFLOG statements."""
+def rule(host, logs: list[tuple[str, int]], twin: bool = False) -> None:
+    """(Re)load the bench table: the drop rule for A, with these NFLOG statements, and with
+    ``twin`` the same rule for B without them."""
     stmts = " ".join(f'log prefix "{prefix}" group {group}' for prefix, group in logs)
+    other = f"ip daddr {ADDR_B} udp dport 9 counter drop" if twin else ""
     host.run(["nft", "-f", "-"], input=f"""table inet {TABLE}
 delete table inet {TABLE}
 table inet {TABLE} {{
   chain input {{ type filter hook input priority 0; policy accept;
-    udp dport 9 counter {stmts} drop
+    ip daddr {ADDR_A} udp dport 9 counter {stmts} drop
+    {other}
   }}
 }}
 """)
@@ -116,16 +125,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def settle(paths: list[Path], quiet: float = 1.0, deadline: float = 30.0) -> None:
-    """Wait until no output file grew for ``quiet`` seconds: the consumers drained."""
-    sizes, still, end = None, time.monotonic(), time.monotonic() + deadline
+def settle(paths: list[Path], quiet: float = 1.0, deadline: float = 60.0) -> list[float]:
+    """Wait until no output file grew for ``quiet`` seconds (the consumers drained); return
+    when each last grew (time.monotonic)."""
+    sizes = [-1] * len(paths)
+    grew = [time.monotonic()] * len(paths)
+    end = time.monotonic() + deadline
     while time.monotonic() < end:
-        now = [p.stat().st_size if p.exists() else 0 for p in paths]
-        if now != sizes:
-            sizes, still = now, time.monotonic()
-        elif time.monotonic() - still >= quiet:
-            return
+        now = time.monotonic()
+        for i, p in enumerate(paths):
+            size = p.stat().st_size if p.exists() else 0
+            if size != sizes[i]:
+                sizes[i], grew[i] = size, now
+        if now - max(grew) >= quiet:
+            break
         time.sleep(0.05)
+    return grew
 
 
 def stop(proc) -> None:
@@ -137,56 +152,80 @@ def stop(proc) -> None:
         proc.wait(timeout=5)
 
 
-def case(name: str, rx, tx, flood: str, tmp: Path, args) -> dict:
-    logs = {"off": [], "minifw": [("flood", MINIFW_GROUP)],
-            "both": [("flood", MINIFW_GROUP), ("ulogd", ULOGD_GROUP)]}[name]
-    rule(rx, logs)
+def start_reader(rx, tmp: Path, args):
+    out, stats = tmp / "minifw.jsonl", tmp / "reader.json"
+    for p in (out, stats, Path(f"{stats}.ready")):
+        p.unlink(missing_ok=True)
+    proc = rx.popen([*CONSUMER_CPU, PY, str(HERE / "reader.py"), str(MINIFW_GROUP), str(out),
+                     str(stats), "--copy-range", str(args.copy_range),
+                     "--qthreshold", str(args.qthreshold), "--timeout-ms", str(args.timeout_ms),
+                     "--nlbufsiz", str(args.nlbufsiz),
+                     *(["--fast"] if args.writer == "fast" else [])])
+    wait_for(Path(f"{stats}.ready"), proc, "the minifw reader")
+    return proc, out
+
+
+def start_ulogd(rx, tmp: Path, args):
+    out = tmp / "ulogd.jsonl"
+    out.unlink(missing_ok=True)
+    proc = rx.popen([*CONSUMER_CPU, "/usr/sbin/ulogd", "-c", str(ulogd_conf(tmp, out, args))])
+    wait_for(out, proc, f"ulogd (see {tmp}/ulogd.log)")  # JSON opens its file once up
+    time.sleep(0.3)
+    return proc, out
+
+
+def wait_for(path: Path, proc, what: str) -> None:
+    end = time.monotonic() + 10
+    while not path.exists():
+        if time.monotonic() > end or proc.poll() is not None:
+            raise RuntimeError(f"{what} did not start")
+        time.sleep(0.05)
+
+
+def case(name: str, rnd: int, rx, tx, flood: str, tmp: Path, args) -> dict:
+    consumers = {"ab": ["minifw"], "ab-ulogd": ["ulogd"], "both": ["minifw", "ulogd"],
+                 "drain": ["minifw", "ulogd"]}[name]
+    groups = {"minifw": ("flood", MINIFW_GROUP), "ulogd": ("ulogd", ULOGD_GROUP)}
+    twin = name.startswith("ab")
+    rule(rx, [groups[c] for c in consumers], twin=twin)
     procs, outs = {}, {}
-    if name != "off":
-        out, stats = tmp / "minifw.jsonl", tmp / "reader.json"
-        for p in (out, stats, Path(f"{stats}.ready")):
-            p.unlink(missing_ok=True)
-        procs["minifw"] = rx.popen([*CONSUMER_CPU, PY, str(HERE / "reader.py"),
-                                    str(MINIFW_GROUP), str(out), str(stats),
-                                    "--copy-range", str(args.copy_range),
-                                    "--qthreshold", str(args.qthreshold),
-                                    "--timeout-ms", str(args.timeout_ms),
-                                    "--nlbufsiz", str(args.nlbufsiz),
-                                    *(["--fast"] if args.writer == "fast" else [])])
-        outs["minifw"] = out
-        end = time.monotonic() + 10
-        while not Path(f"{stats}.ready").exists():
-            if time.monotonic() > end or procs["minifw"].poll() is not None:
-                raise RuntimeError("the minifw reader did not start")
-            time.sleep(0.05)
-    if name == "both":
-        out = tmp / "ulogd.jsonl"
-        out.unlink(missing_ok=True)
-        procs["ulogd"] = rx.popen([*CONSUMER_CPU, "/usr/sbin/ulogd", "-c",
-                                   str(ulogd_conf(tmp, out, args))])
-        outs["ulogd"] = out
-        end = time.monotonic() + 10
-        while not out.exists():  # the JSON output opens its file once the stack is up
-            if time.monotonic() > end or procs["ulogd"].poll() is not None:
-                raise RuntimeError(f"ulogd did not start: see {tmp}/ulogd.log")
-            time.sleep(0.05)
-        time.sleep(0.3)
+    for c in consumers:
+        procs[c], outs[c] = (start_reader if c == "minifw" else start_ulogd)(rx, tmp, args)
     try:
+        if name == "drain":  # the events queue up in their sockets while they sleep
+            for p in procs.values():
+                os.kill(p.pid, signal.SIGSTOP)
         cpu0 = {k: cpu_seconds(p.pid) for k, p in procs.items()}
         c0 = counter(rx)
-        sent = tx.run([*FLOOD_CPU, flood, "198.18.0.1", "9", str(args.seconds)],
-                      timeout=args.seconds + 30).stdout.split()
+        t0 = time.monotonic()
+        sent = tx.run([*FLOOD_CPU, flood, ADDR_A, *([ADDR_B] if twin else []), "9",
+                       str(args.seconds)], timeout=args.seconds + 30).stdout.split()
         packets = counter(rx) - c0
-        settle(list(outs.values()))
+        if name == "drain":
+            # one at a time, alone on its core (the scheduler favours whichever slept less):
+            # events/s is the rate it works off the same backlog at
+            grew, starts = [], []
+            for k in (list(procs) if rnd % 2 else list(procs)[::-1]):
+                starts.append(time.monotonic())
+                os.kill(procs[k].pid, signal.SIGCONT)
+                grew.append(settle([outs[k]])[0])
+            if not rnd % 2:
+                grew, starts = grew[::-1], starts[::-1]
+        else:
+            grew = settle(list(outs.values()))
+            starts = [t0] * len(grew)
         cpu = {k: cpu_seconds(p.pid) - cpu0[k] for k, p in procs.items()}
     finally:
         for p in procs.values():
             stop(p)
-    result = {"pps": int(sent[0]) / float(sent[1]), "packets": packets}
-    for k, path in outs.items():
+    result: dict = {"packets": packets}
+    if twin:  # datagrams and seconds spent, to A (events on) and to B (off)
+        result["on"] = int(sent[0]) / float(sent[1])
+        result["off"] = int(sent[2]) / float(sent[3])
+    for (k, path), last, t0 in zip(outs.items(), grew, starts):
         written = lines(path)
         result[k] = {"written": written, "lost": packets - written,
-                     "events_per_s": written / args.seconds,
+                     "events_per_s": written / max(last - t0, 1e-3),
                      "cpu_us": cpu[k] / max(written, 1) * 1e6}
         path.unlink(missing_ok=True)
     if "minifw" in procs:
@@ -202,7 +241,7 @@ def main() -> int:
     ap.add_argument("--qthreshold", type=int, default=1000)
     ap.add_argument("--timeout-ms", type=int, default=100)
     ap.add_argument("--nlbufsiz", type=int, default=65536)
-    ap.add_argument("--cases", default="off,minifw,both")
+    ap.add_argument("--cases", default="ab,ab-ulogd,both,drain")
     ap.add_argument("--writer", choices=("fast", "json"), default="fast",
                     help="the reader's event lines: one % format (fast) or json.dumps")
     ap.add_argument("--ns-prefix", default=os.environ.get("MINIFW_LAB_PREFIX", "evb"),
@@ -221,23 +260,26 @@ def main() -> int:
                        check=True)
         with Lab(prefix=f"{args.ns_prefix}{os.getpid() % 10000}") as lab:
             rx, tx = lab.host("rx"), lab.host("tx")
-            lab.link(rx, ["198.18.0.1/24"], tx, ["198.18.0.2/24"])
+            lab.link(rx, [f"{ADDR_A}/24", f"{ADDR_B}/24"], tx, ["198.18.0.2/24"])
             for rnd in range(1, args.rounds + 1):
                 for name in args.cases.split(","):
-                    r = case(name, rx, tx, flood, tmp, args)
+                    r = case(name, rnd, rx, tx, flood, tmp, args)
                     runs.setdefault(name, []).append(r)
+                    head = (f"on {r['on']:>9,.0f} pps, off {r['off']:>9,.0f} pps "
+                            f"({r['on'] / r['off']:.2f}x)" if "on" in r
+                            else f"{r['packets']:>9,} packets")
                     extra = "".join(
-                        f"   {k}: {r[k]['events_per_s']:>9,.0f} ev/s lost {r[k]['lost']:>8,}"
+                        f"   {k}: {r[k]['events_per_s']:>8,.0f} ev/s lost {r[k]['lost']:>8,}"
                         f" ({r[k]['lost'] / max(r['packets'], 1):4.0%}) "
                         f"{r[k]['cpu_us']:5.2f} us CPU/event"
                         for k in ("minifw", "ulogd") if k in r)
-                    print(f"[{rnd}] {name:<7} {r['pps']:>10,.0f} pps{extra}", flush=True)
+                    print(f"[{rnd}] {name:<8} {head}{extra}", flush=True)
                     if "reader" in r:
                         rd = r["reader"]
-                        print(f"          reader: received {rd['received']:,} lost {rd['lost']:,}"
-                              f" overruns {rd['overruns']} CPU s: receive+decode "
-                              f"{rd['cpu_receive']:.2f} build {rd['cpu_build']:.2f} write "
-                              f"{rd['cpu_write']:.2f} total {rd['cpu']:.2f}", flush=True)
+                        print(f"           reader: received {rd['received']:,} lost "
+                              f"{rd['lost']:,} overruns {rd['overruns']}; CPU s: receive + "
+                              f"decode {rd['cpu_receive']:.2f}, event lines "
+                              f"{rd['cpu_build']:.2f}, write {rd['cpu_write']:.2f}", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     med = statistics.median
@@ -248,27 +290,27 @@ def main() -> int:
         per_round = [x / y if y else float("inf") for x, y in zip(a, b)]
         return f"{med(per_round):5.2f}x (rounds: {', '.join(f'{x:.2f}' for x in per_round)})"
 
-    if "both" in runs:
-        both = runs["both"]
+    for name in ("both", "drain"):
+        if name not in runs:
+            continue
+        both = runs[name]
         ev = [r["minifw"]["events_per_s"] for r in both]
         ul = [r["ulogd"]["events_per_s"] for r in both]
-        print(f"  events/s minifw {med(ev):,.0f}, ulogd2 {med(ul):,.0f}: minifw/ulogd2 "
+        print(f"  {name}: events/s minifw {med(ev):,.0f}, ulogd2 {med(ul):,.0f}: minifw/ulogd2 "
               f"{ratio(ev, ul)}   goal >= 1.00")
         lm = [r["minifw"]["lost"] / r["packets"] for r in both]
         lu = [r["ulogd"]["lost"] / r["packets"] for r in both]
-        print(f"  lost: minifw {med(lm):.1%}, ulogd2 {med(lu):.1%} of the rule's packets"
-              "   goal: minifw <= ulogd2")
+        print(f"  {name}: lost minifw {med(lm):.1%}, ulogd2 {med(lu):.1%} of the rule's "
+              "packets   goal: minifw <= ulogd2")
         cm = [r["minifw"]["cpu_us"] for r in both]
         cu = [r["ulogd"]["cpu_us"] for r in both]
-        print(f"  CPU per event: minifw {med(cm):.2f} us, ulogd2 {med(cu):.2f} us")
-    if "off" in runs and "minifw" in runs:
-        on = [r["pps"] for r in runs["minifw"]]
-        off = [r["pps"] for r in runs["off"]]
-        print(f"  flood pps events on {med(on):,.0f} / off {med(off):,.0f}: {ratio(on, off)}"
-              "   goal >= 0.90")
-        lost = [r["minifw"]["lost"] / r["packets"] for r in runs["minifw"]]
-        print(f"  minifw alone: lost {med(lost):.1%}, "
-              f"{med([r['minifw']['events_per_s'] for r in runs['minifw']]):,.0f} events/s")
+        print(f"  {name}: CPU per event minifw {med(cm):.2f} us, ulogd2 {med(cu):.2f} us")
+    for name, who in (("ab", "minifw"), ("ab-ulogd", "ulogd2")):
+        if name in runs:
+            on, off = [r["on"] for r in runs[name]], [r["off"] for r in runs[name]]
+            goal = "   goal >= 0.90" if who == "minifw" else "   (reference)"
+            print(f"  flood pps, events on ({who}) {med(on):,.0f} / off {med(off):,.0f}: "
+                  f"{ratio(on, off)}{goal}")
     return 0
 
 
