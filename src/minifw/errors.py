@@ -12,7 +12,9 @@
     ├── GuardError              a --guard value is malformed, or names a peer with no route here
     ├── LockoutError            the lockout guard refused: the change would cut a protected
     │                           connection (nothing changed; --force applies it anyway)
-    └── PacketError             a packet is truncated or malformed
+    ├── PacketError             a packet is truncated or malformed
+    └── ControlError            a control-socket request is malformed, oversized or refused,
+                                or the daemon did not answer
 
 Foreign exceptions are wrapped at the edge with ``raise ... from``; only the CLI catches these.
 The edges: libnftables (``kernel/nft.py``), netlink (``kernel/nfnl.py``), SQLite
@@ -108,3 +110,8 @@ class LockoutError(MinifwError):
 
 class PacketError(MinifwError):
     """A packet is truncated or malformed."""
+
+
+class ControlError(MinifwError):
+    """A request on the daemon's control socket (``control.sock``) is malformed, oversized,
+    refused, or got no answer. The daemon replies with it; the client raises it."""

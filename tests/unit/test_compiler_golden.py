@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from minifw.compile import comments
 from minifw.compile import nft as compiler
 from minifw.model import Rule, parse_config
 
@@ -107,8 +108,52 @@ action = "log"
 log = "to the lab"
 """
 
+# [events] drops, [policy] log and [[set]] log: helper rules (capped logs, no verdict, no
+# counter) before each drop, one per run set (over a shadow set), and the chain bans_log
+EVENTS = """
+[policy]
+input = "drop"
+log = "minifw drop "
+log_limit = "3/second burst 5"
+
+[events]
+drops = true
+limit = "50/second"
+group = 7
+
+[[set]]
+name = "blocked"
+log = "minifw ban "
+
+[[rule]]
+id = "ssh"
+proto = "tcp"
+dport = 22
+action = "accept"
+log = "ssh "
+
+[[rule]]
+id = "rej"
+proto = "udp"
+dport = 9
+action = "reject"
+
+[[rule]]
+id = "slow"
+proto = "udp"
+dport = 10
+limit = "5/second"
+action = "drop"
+""" + "".join(f"""
+[[rule]]
+id = "net{i}"
+src = "198.18.{i}.0/24"
+action = "drop"
+""" for i in range(8))
+
 CASES = {
     "seed": (ROOT / "examples" / "seed.toml").read_text(),
+    "events": EVENTS,
     "policy_mixed": POLICY_MIXED,
     "rejects": REJECTS,
     "stateless": STATELESS,
@@ -168,5 +213,13 @@ def test_every_nft_rule_has_a_counter_and_the_rule_id_as_comment():
             nft_rule = cmd.get("add", {}).get("rule")
             if nft_rule is None or nft_rule["chain"].endswith("_policy"):
                 continue
+            if comments.helper_owner(nft_rule["comment"]) is not None:
+                # a helper: no counter, no verdict, never taken for a rule
+                assert not any(k in e for e in nft_rule["expr"]
+                               for k in ("counter", "drop", "accept", "reject"))
+                assert comments.rule_id_of_comment(nft_rule["comment"]) not in ids
+                continue
             assert {"counter": None} in nft_rule["expr"]
-            assert compiler.rule_id_of_comment(nft_rule["comment"]) in ids
+            if nft_rule["comment"].startswith("run "):  # a merged run: its set names the rules
+                continue
+            assert comments.rule_id_of_comment(nft_rule["comment"]) in ids

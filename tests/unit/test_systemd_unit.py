@@ -1,4 +1,5 @@
-"""The systemd unit: `up` on start, `down` on stop, before network-pre.target; verified."""
+"""The systemd unit: `minifw daemon` (Type=notify) before network-pre.target, `reload` on
+reload, SIGTERM to the daemon alone on stop (it does what `down` does); verified."""
 
 import configparser
 import shutil
@@ -18,13 +19,15 @@ def read_unit():
     return parser
 
 
-def test_unit_runs_up_and_down_before_network_pre():
+def test_unit_runs_the_daemon_before_network_pre():
     unit = read_unit()
+    service = unit["Service"]
     assert "network-pre.target" in unit["Unit"]["Before"].split()
-    assert unit["Service"]["ExecStart"].split()[1:3] == ["up", "--config"]
-    assert unit["Service"]["ExecStop"].split()[1:] == ["down"]
-    assert unit["Service"]["Type"] == "oneshot"
-    assert unit["Service"]["RemainAfterExit"] == "yes"
+    assert service["ExecStart"].split()[1:3] == ["daemon", "--config"]
+    assert service["ExecReload"].split()[1:3] == ["reload", "--config"]
+    assert service["Type"] == "notify"
+    # stop: SIGTERM to the daemon only, which stops its runners and removes minifw itself
+    assert service["KillMode"] == "mixed" and "ExecStop" not in service
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")

@@ -14,6 +14,8 @@ from .common import (
     config_option, confirm_option, dump, emit, fail, guard_options, guarded, json_option,
     one_line,
 )
+from .daemon import confirm_via_daemon, daemon, daemon_part, runner_lines
+from .events import log_command
 from .explain import explain
 from .hooks import run_hooks
 from .sets import COMMANDS as SET_COMMANDS
@@ -73,6 +75,10 @@ def reload(ctx, config, restart_hooks, guard, force, confirm):
 @guarded
 def confirm(ctx, as_json):
     """Keep the change made with --confirm (an add/delete's config file is written now)."""
+    served = confirm_via_daemon(ctx.obj["state_dir"])
+    if served is not None:
+        dump(served) if as_json else click.echo(served["message"])
+        return
     done = _firewall(ctx).confirm()
     dump(done.to_json()) if as_json else emit(done)
 
@@ -135,8 +141,10 @@ def status(ctx, as_json):
     not running (its runner failed to start or died), or `up` fell back to the last good
     ruleset, or to nothing (failsafe)."""
     st = _firewall(ctx).status()
+    served = daemon_part(ctx.obj["state_dir"])  # the daemon's runners, when it runs
     if as_json:
-        dump(st.to_json())
+        dump({**st.to_json(), **({"daemon": served["daemon"], "runners": served["runners"]}
+                                 if served else {"daemon": None})})
         _status_fails(st)
         return
     fallen = st.failsafe is not None  # then the ruleset in force is not the config's
@@ -156,6 +164,8 @@ def status(ctx, as_json):
         click.echo(f"  hook {q.function} at {q.hook}/{q.priority}: queue {q.queue} "
                    f"fail-{q.fail}{' per-flow' if q.per_flow else ''} pid {h.pid} "
                    f"{'running' if h.running else 'DEAD (chains left in place)'}")
+    for line in runner_lines(served) if served else ():
+        click.echo(line)
     for s in st.set_elements:
         click.echo(f"  set {s.name:<16} {s.elements:>9} elements ({s.addresses} "
                    f"addresses, {s.cidrs} CIDRs)")
@@ -225,6 +235,9 @@ def list_(ctx, as_json):
     for p in listing.policies or ():
         click.echo(f"{p.hook + '/1000':<18} {'policy ' + p.hook:<24} {p.packets:>9} "
                    f"{p.bytes:>11}  drop what no rule accepted")
+    for b in listing.bans or ():
+        click.echo(f"{b.hook + '/' + str(b.priority):<18} {'ban ' + b.set:<24} {b.packets:>9} "
+                   f"{b.bytes:>11}  drop what set {b.set} holds")
 
 
 def _multi(values: tuple[str, ...]) -> list[str] | None:
@@ -325,3 +338,5 @@ cli.add_command(run_hooks)
 for _command in SET_COMMANDS:
     cli.add_command(_command)
 cli.add_command(explain)
+cli.add_command(daemon)
+cli.add_command(log_command)

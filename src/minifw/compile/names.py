@@ -8,6 +8,8 @@ so they never change:
   <hook>_policy           the chain of a drop policy, at priority 1000
   bans                    the ban chain, at prerouting priority -350
   bans_v4, bans_v6        regular chains the ban chain sends each IP version to
+  bans_log                logs banned packets (``[[set]] log``, ``[events] drops``), at prerouting
+                          priority -351, right before the ban chain drops them; declarative
   hook_q<queue>_<name>    a Python hook function's base chain
   flow_q<queue>_<name>    a per-flow hook function's chain, at its priority + 1
 
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
 BAN_CHAIN = "bans"
 BAN_CHAIN_V4, BAN_CHAIN_V6 = "bans_v4", "bans_v6"
 BAN_PRIORITY = -350  # before conntrack (-200) and before the seed's -300: drop as early as possible
+BAN_LOG_CHAIN = "bans_log"
+BAN_LOG_PRIORITY = BAN_PRIORITY - 1  # the log of a ban comes right before its drop
 HOOK_CHAIN_MAX = 200  # hook function names are at most 64 characters: never cut in practice
 
 _FUNCTION = r"(hook|flow)_q(0|[1-9]\d*)_([A-Za-z0-9][A-Za-z0-9_.-]*)"
@@ -44,7 +48,8 @@ def _hook_patterns() -> tuple[str, str, str]:
     # the declarative one is what the compiler has always taken as its own (and deletes when
     # unused), odd spellings such as input_007 included: kept as it was, so reloads treat old
     # tables alike
-    return (rf"({hooks})_(m?)(0|[1-9]\d*)", rf"({hooks})_policy", rf"({hooks})_(m?\d+|policy)")
+    return (rf"({hooks})_(m?)(0|[1-9]\d*)", rf"({hooks})_policy",
+            rf"({hooks})_(m?\d+|policy)|{BAN_LOG_CHAIN}")
 
 
 class Kind(enum.Enum):
@@ -52,6 +57,7 @@ class Kind(enum.Enum):
     POLICY = "policy"
     BANS = "bans"
     BANS_BY_VERSION = "bans-by-version"
+    BANS_LOG = "bans-log"
     HOOK_FUNCTION = "hook-function"
     FLOW_CACHE = "flow-cache"
 
@@ -98,6 +104,8 @@ def parse(name: str) -> Chain | None:
         return Chain(Kind.POLICY, Hook(m[1]), POLICY_PRIORITY)
     if name == BAN_CHAIN:
         return Chain(Kind.BANS, Hook.PREROUTING, BAN_PRIORITY)
+    if name == BAN_LOG_CHAIN:
+        return Chain(Kind.BANS_LOG, Hook.PREROUTING, BAN_LOG_PRIORITY)
     if name in (BAN_CHAIN_V4, BAN_CHAIN_V6):
         return Chain(Kind.BANS_BY_VERSION)
     if m := re.fullmatch(_FUNCTION, name):
@@ -112,6 +120,6 @@ def kind_of(name: str) -> Kind | None:
 
 
 def is_declarative(name: str) -> bool:
-    """Chains the declarative compiler owns (rule and policy chains). Others in the table
-    (bans, hook functions) are left alone by loads."""
+    """Chains the declarative compiler owns (rule and policy chains, the ban log chain).
+    Others in the table (bans, hook functions) are left alone by loads."""
     return bool(re.fullmatch(_hook_patterns()[2], name))

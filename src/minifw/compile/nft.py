@@ -9,17 +9,33 @@ Layout of table ``inet minifw``:
 
 Every nft rule carries a counter and the comment ``<rule id>`` (or ``<rule id>: <comment>``),
 which is how minifw finds a rule's handles and counters again.
+
+Logging (compile/events.py names the NFLOG prefixes):
+- a rule with ``log`` has two log statements: the kernel-log one, then NFLOG with the rule id
+  as prefix, in group ``[events] group``;
+- a limited log must never limit a drop, so every capped log (``[events] drops``, ``[policy]
+  log``, ``[[set]] log``) is a *helper* rule of its own, with no verdict and no counter, right
+  before the rule that drops. Its comment ``log <owner>`` is never taken for a rule's: ids hold
+  no space. A merged run gets one helper per run set, which looks the packet up in a shadow set
+  without counters (``<run set>_e``): a lookup of the run set itself would count each packet
+  twice in the element counters;
+- bans log in the chain ``bans_log``, right before the ban chain drops.
 """
 
 from __future__ import annotations
 
 from typing import Any, Iterable
 
-from ..model.rule import Network, PortRange, Rule
+from ..model.events import EventsConfig
+from ..model.rule import Limit, Network, PortRange, Rule
 from ..model.ruleset import Ruleset
 from ..model.setdefs import SetRef
+from ..model.sets import DEFAULT_SET
+from . import events as prefixes
 from . import names, runs
-from .sets import build_set_decls
+from .carry import Carry, apply_counters
+from .comments import COMMENT_MAX, helper_comment
+from .sets import KINDS, build_set_decls, kernel_name
 from .sets import match_alternatives as set_matches
 from ..model.types import (
     ND_TYPES, POLICY_PRIORITY, Action, Family, Hook, Proto,
@@ -27,7 +43,6 @@ from ..model.types import (
 
 TABLE = "minifw"
 FAMILY = "inet"
-COMMENT_MAX = 127
 # From this many elements on, a port list is written as ranges only (a single port as p-p), so
 # that its anonymous set is an interval set: as a hash set, 32,767 single ports took nft 1.0.6
 # and the kernel 5 s to load, as an interval set 0.4 s. Below it, sets stay as nft writes them.
@@ -49,10 +64,24 @@ def rule_comment(rule: Rule) -> str:
     return raw.decode(errors="ignore")
 
 
-def rule_id_of_comment(comment: str | None) -> str | None:
-    if not comment:
-        return None
-    return comment.split(": ", 1)[0]
+def limit_stmt(limit: Limit) -> Expr:
+    obj: dict[str, Any] = {"rate": limit.rate, "per": limit.unit}
+    if limit.burst is not None:
+        obj["burst"] = limit.burst
+    return {"limit": obj}
+
+
+def nflog_stmt(prefix: str, events: EventsConfig) -> Expr:
+    return {"log": {"prefix": prefix, "group": events.group}}
+
+
+def capped(matches: list[Expr], log: Expr, limit: Limit | None) -> list[Expr]:
+    """A helper rule's body: its matches, the cap, the log; no verdict, no counter."""
+    return list(matches) + ([limit_stmt(limit)] if limit is not None else []) + [log]
+
+
+def sends_drop_events(rule: Rule, events: EventsConfig) -> bool:
+    return events.drops and rule.action in (Action.DROP, Action.REJECT)
 
 
 # ---- expressions -----------------------------------------------------------------------------
@@ -120,8 +149,16 @@ def _reject(family: Family | None, tcp: bool) -> Expr:
     return {"reject": {"type": kind, "expr": "port-unreachable"}}
 
 
-def build_rule_bodies(rule: Rule, drop_policy: bool) -> list[list[Expr]]:
+def build_rule_bodies(rule: Rule, drop_policy: bool,
+                      events: EventsConfig = EventsConfig()) -> list[list[Expr]]:
     """The expression lists of the nft rules one minifw rule compiles into, in order."""
+    return [body for _, body in rule_bodies(rule, drop_policy, events)]
+
+
+def rule_bodies(rule: Rule, drop_policy: bool,
+                events: EventsConfig) -> list[tuple[list[Expr] | None, list[Expr]]]:
+    """(helper body or None, body) of each nft rule ``rule`` compiles into: the helper is the
+    capped event log that goes right before the body (``[events] drops``)."""
     families = rule.families
     split = not (families == (Family.IP, Family.IP6) and not rule.src and not rule.dst)
     variants: list[Family | None] = list(families) if split else [None]
@@ -147,12 +184,12 @@ def build_rule_bodies(rule: Rule, drop_policy: bool) -> list[list[Expr]]:
             nfproto = "ipv4" if family is Family.IP else "ipv6"
             alternatives[0].insert(0, _match(_meta("nfproto"), nfproto))
         for matches in alternatives:
-            bodies.extend(_finish_bodies(rule, family, drop_policy, matches))
+            bodies.extend(_finish_bodies(rule, family, drop_policy, matches, events))
     return bodies
 
 
 def _finish_bodies(rule: Rule, family: Family | None, drop_policy: bool,
-                   matches: list[Expr]) -> list[list[Expr]]:
+                   matches: list[Expr], events: EventsConfig):
     bodies = []
     if rule.proto is not Proto.ANY:
         matches.append(_match(_meta("l4proto"), rule.proto.number))
@@ -169,23 +206,32 @@ def _finish_bodies(rule: Rule, family: Family | None, drop_policy: bool,
         matches.append(_match(_meta("oifname"), _value_set(list(rule.oif))))
     if rule.state:
         matches.append(_match({"ct": {"key": "state"}}, _value_set(list(rule.state))))
-    for tail in _action_tails(rule, family, drop_policy):
-        bodies.append(tail(matches))
+    # A drop that logs already sends its events; one with a rate limit sends them from the
+    # rule itself (the limit caps them): a helper would not share the rule's token bucket.
+    helped = sends_drop_events(rule, events) and rule.log is None and rule.limit is None
+    for extra, tail in _action_tails(rule, family, drop_policy, events):
+        matched = list(matches) + extra
+        helper = capped(matched, nflog_stmt(rule.id, events), events.limit) if helped else None
+        bodies.append((helper, tail(matched)))
     return bodies
 
 
-def _action_tails(rule: Rule, family: Family | None, drop_policy: bool):
+def _action_tails(rule: Rule, family: Family | None, drop_policy: bool, events: EventsConfig):
     """One or two finishers: reject of 'any' proto needs a TCP reset rule and an ICMP one."""
     def finish(extra: list[Expr], verdict: list[Expr]):
-        def tail(matches: list[Expr]) -> list[Expr]:
-            body = list(matches) + extra
+        """(matches added to the rule's, the finisher of the body after all matches)"""
+        def tail(matched: list[Expr]) -> list[Expr]:
+            body = list(matched)
             if rule.limit is not None:
                 body.append({"limit": limit_name(rule.id)})
             body.append({"counter": None})
             if rule.log is not None:
                 body.append({"log": {"prefix": log_prefix(rule.log)}})
+            if rule.log is not None or (rule.limit is not None
+                                        and sends_drop_events(rule, events)):
+                body.append(nflog_stmt(rule.id, events))
             return body + verdict
-        return tail
+        return extra, tail
 
     if rule.action is Action.ACCEPT:
         return [finish([], _mark_accept(rule.hook) if drop_policy else [{"accept": None}])]
@@ -224,11 +270,15 @@ def build_table() -> Command:
 
 
 def build_nft_rules(rule: Rule, ruleset: Ruleset) -> list[dict[str, Any]]:
-    """The ``rule`` objects (without handles) that ``rule`` compiles into."""
+    """The ``rule`` objects (without handles) that ``rule`` compiles into, helpers included."""
     chain = names.rule_chain(rule.hook, rule.priority)
     drop = ruleset.policy(rule.hook) is Action.DROP
-    return [{"rule": _ref(chain=chain, expr=body, comment=rule_comment(rule))}
-            for body in build_rule_bodies(rule, drop)]
+    out = []
+    for helper, body in rule_bodies(rule, drop, ruleset.events):
+        if helper is not None:
+            out.append({"rule": _ref(chain=chain, expr=helper, comment=helper_comment(rule.id))})
+        out.append({"rule": _ref(chain=chain, expr=body, comment=rule_comment(rule))})
+    return out
 
 
 def build_limit(rule: Rule) -> dict[str, Any]:
@@ -239,9 +289,19 @@ def build_limit(rule: Rule) -> dict[str, Any]:
     return {"limit": obj}
 
 
-def build_policy_rules(hook: Hook, stateful: bool) -> list[dict[str, Any]]:
-    """Rules of a drop policy chain: stateful accepts, then accept what a rule accepted, else drop."""
+def build_policy_rules(hook: Hook, stateful: bool,
+                       ruleset: Ruleset = Ruleset()) -> list[dict[str, Any]]:
+    """Rules of a drop policy chain: stateful accepts, then accept what a rule accepted, else
+    (logged, capped, by helpers of their own) drop."""
     chain = names.policy_chain(hook)
+    owner = f"policy {hook.value}"
+    helpers = []
+    if ruleset.policy_log is not None:
+        helpers.append(capped([], {"log": {"prefix": log_prefix(ruleset.policy_log)}},
+                              ruleset.policy_log_limit))
+    if ruleset.events.drops:
+        helpers.append(capped([], nflog_stmt(prefixes.policy_prefix(hook), ruleset.events),
+                              ruleset.events.limit))
     bodies: list[list[Expr]] = []
     if stateful:
         bodies.append([_match({"ct": {"key": "state"}}, {"set": ["established", "related"]}),
@@ -254,18 +314,48 @@ def build_policy_rules(hook: Hook, stateful: bool) -> list[dict[str, Any]]:
                        _match(_payload("icmpv6", "type"), {"set": list(ND_TYPES)}),
                        {"accept": None}])
     bodies.append([_match({"&": [_meta("mark"), hook.mark_bit]}, 0, op="!="), {"accept": None}])
-    bodies.append([{"counter": None}, {"drop": None}])
-    return [{"rule": _ref(chain=chain, expr=body, comment=f"policy {hook.value}")}
-            for body in bodies]
+    return ([{"rule": _ref(chain=chain, expr=body, comment=owner)} for body in bodies]
+            + [{"rule": _ref(chain=chain, expr=body, comment=helper_comment(owner))}
+               for body in helpers]
+            + [{"rule": _ref(chain=chain, expr=[{"counter": None}, {"drop": None}],
+                             comment=owner)}])
+
+
+def ban_log_set(ruleset: Ruleset) -> bool:
+    """Whether bans are logged: [[set]] blocked asks for it, or [events] drops."""
+    blocked = ruleset.get_set(DEFAULT_SET)
+    return ruleset.events.drops or (blocked is not None and blocked.log is not None)
+
+
+def build_ban_log_rules(ruleset: Ruleset) -> list[dict[str, Any]]:
+    """The chain ``bans_log``: per backing set of ``blocked``, the capped kernel log and event
+    of the packets the ban chain (one priority later) drops. Helpers only: no verdict."""
+    blocked = ruleset.get_set(DEFAULT_SET)
+    out = []
+    for version, cidr in KINDS:
+        field = "saddr"
+        match = _match(_payload("ip" if version == 4 else "ip6", field),
+                       f"@{kernel_name(DEFAULT_SET, version, cidr)}")
+        bodies = []
+        if blocked is not None and blocked.log is not None:
+            bodies.append(capped([match], {"log": {"prefix": log_prefix(blocked.log)}},
+                                 ruleset.policy_log_limit))
+        if ruleset.events.drops:
+            bodies.append(capped([match], nflog_stmt(prefixes.set_prefix(DEFAULT_SET),
+                                                     ruleset.events), ruleset.events.limit))
+        out += [{"rule": _ref(chain=names.BAN_LOG_CHAIN, expr=body,
+                              comment=helper_comment(f"ban {DEFAULT_SET}"))} for body in bodies]
+    return out
 
 
 def build_load(ruleset: Ruleset, existing_chains: Iterable[str] = (),
                existing_limits: Iterable[str] = (),
-               existing_sets: Iterable[str] = ()) -> dict[str, Any]:
+               existing_sets: Iterable[str] = (), carry: Carry = Carry()) -> dict[str, Any]:
     """ONE transaction that replaces the declarative chains and limits of ``inet minifw``.
 
     Chains that are not declarative (hook functions) are left untouched; the table is never
-    deleted, so they survive a reload.
+    deleted, so they survive a reload. ``carry``: the counters the unchanged rules keep
+    (compile/carry.py).
     """
     cmds: list[Command] = [build_table()]
     wanted: dict[str, Command] = {}
@@ -275,6 +365,9 @@ def build_load(ruleset: Ruleset, existing_chains: Iterable[str] = (),
     for hook in ruleset.drop_hooks:
         name = names.policy_chain(hook)
         wanted[name] = _base_chain(name, hook, POLICY_PRIORITY)
+    if ban_log_set(ruleset):
+        wanted[names.BAN_LOG_CHAIN] = _base_chain(names.BAN_LOG_CHAIN, Hook.PREROUTING,
+                                                  names.BAN_LOG_PRIORITY)
     existing = [c for c in existing_chains if names.is_declarative(c)]
     for name in sorted(existing):
         cmds.append({"flush": {"chain": _ref(name=name)}})
@@ -284,15 +377,22 @@ def build_load(ruleset: Ruleset, existing_chains: Iterable[str] = (),
         cmds.append({"delete": {"limit": _ref(name=name)}})
     # Run sets belong to the flushed chains; named sets (and their elements) are kept.
     cmds.extend({"delete": {"set": _ref(name=n)}} for n in sorted(existing_sets)
-                if runs.is_run_set(n))
-    for name in ruleset.set_names():
+                if runs.is_run_set(n) and n not in carry.keep)
+    set_names = ruleset.set_names()
+    if ban_log_set(ruleset) and DEFAULT_SET not in set_names:
+        set_names.append(DEFAULT_SET)  # bans_log looks it up: a ban may fill it later
+    for name in set_names:
         cmds.extend(build_set_decls(name))
     for name, chain in wanted.items():
         cmds.append({"add": chain})
     for (hook, priority), rules in ruleset.chains():
-        cmds.extend(build_chain_rules(names.rule_chain(hook, priority), rules, ruleset))
+        cmds.extend(build_chain_rules(names.rule_chain(hook, priority), rules, ruleset,
+                                      carry.keep))
     for hook in ruleset.drop_hooks:
-        cmds.extend({"add": r} for r in build_policy_rules(hook, ruleset.stateful))
+        cmds.extend({"add": r} for r in build_policy_rules(hook, ruleset.stateful, ruleset))
+    if ban_log_set(ruleset):
+        cmds.extend({"add": r} for r in build_ban_log_rules(ruleset))
+    apply_counters(cmds, carry.counters)
     return {"nftables": cmds}
 
 
@@ -309,14 +409,17 @@ def expected_layout(document: dict[str, Any]) -> dict[str, list[str | None]]:
     return layout
 
 
-def build_chain_rules(chain: str, rules: list[Rule], ruleset: Ruleset) -> list[Command]:
-    """``add`` commands for one chain's rules, runs of look-alike rules merged into set lookups."""
+def build_chain_rules(chain: str, rules: list[Rule], ruleset: Ruleset,
+                      keep: dict[str, list[Any]] | None = None) -> list[Command]:
+    """``add`` commands for one chain's rules, runs of look-alike rules merged into set lookups
+    (``keep``: run sets left in place, with the elements they hold)."""
     drop = ruleset.policy(rules[0].hook) is Action.DROP if rules else False
     cmds: list[Command] = []
     for index, item in enumerate(runs.plan_chain(rules)):
         if isinstance(item, runs.Run):
-            cmds.extend(runs.build_run(item, chain, index, drop, _ref, build_rule_bodies,
-                                       runs.run_comment(item, index)))
+            comment = runs.run_comment(item, index)
+            cmds.extend(runs.build_run(item, chain, index, drop, _ref, _run_bodies(ruleset),
+                                       comment, helper_comment(comment), keep))
             continue
         if item.limit is not None:
             cmds.append({"add": build_limit(item)})
@@ -324,13 +427,23 @@ def build_chain_rules(chain: str, rules: list[Rule], ruleset: Ruleset) -> list[C
     return cmds
 
 
+def _run_bodies(ruleset: Ruleset):
+    """The body builder ``runs.build_run`` uses: (helper or None, body) pairs; a run's helper
+    gets the run set's prefix there."""
+    def build(rule: Rule, drop_policy: bool):
+        return rule_bodies(rule, drop_policy, ruleset.events)
+    return build
+
+
 def build_chain_rebuild(chain: str, rules: list[Rule], ruleset: Ruleset, exists: bool,
-                        existing_sets: Iterable[str], dropped: Iterable[Rule] = ()) -> dict[str, Any]:
+                        existing_sets: Iterable[str], dropped: Iterable[Rule] = (),
+                        carry: Carry = Carry()) -> dict[str, Any]:
     """ONE transaction that refills one chain: how ``add``/``delete`` edit a chain with runs."""
     cmds: list[Command] = []
     if exists:
         cmds.append({"flush": {"chain": _ref(name=chain)}})
-    cmds.extend({"delete": {"set": _ref(name=n)}} for n in runs.sets_of(chain, existing_sets))
+    cmds.extend({"delete": {"set": _ref(name=n)}} for n in runs.sets_of(chain, existing_sets)
+                if n not in carry.keep)
     cmds.extend({"delete": {"limit": _ref(name=limit_name(r.id))}} for r in dropped
                 if r.limit is not None)
     if rules:
@@ -339,10 +452,11 @@ def build_chain_rebuild(chain: str, rules: list[Rule], ruleset: Ruleset, exists:
         for r in rules:  # limits of surviving rules were flushed with nothing: re-add is a no-op
             if r.limit is not None:
                 cmds.append({"add": build_limit(r)})
-        cmds.extend(c for c in build_chain_rules(chain, rules, ruleset)
+        cmds.extend(c for c in build_chain_rules(chain, rules, ruleset, carry.keep)
                     if "limit" not in c.get("add", {}))
     elif exists:
         cmds.append({"delete": {"chain": _ref(name=chain)}})
+    apply_counters(cmds, carry.counters)
     return {"nftables": cmds}
 
 

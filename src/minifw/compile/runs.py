@@ -32,7 +32,8 @@ class Run:
 Item = Rule | Run
 
 
-def _shape(rule: Rule, field: str) -> Any:
+def shape(rule: Rule, field: str) -> Any:
+    """Everything of the rule but its id, comment and ``field``: equal in a run."""
     body = rule.to_toml()
     for key in ("id", "comment", field):
         body.pop(key, None)
@@ -94,11 +95,11 @@ def plan_chain(rules: list[Rule], min_run: int = MIN_RUN) -> list[Item]:
         for field in FIELDS:
             if not _mergeable(rules[i], field):
                 continue
-            shape = _shape(rules[i], field)
+            first = shape(rules[i], field)
             seen = _Spans()
             j = i
             while (j < len(rules) and _mergeable(rules[j], field)
-                   and _shape(rules[j], field) == shape):
+                   and shape(rules[j], field) == first):
                 spans = _spans(rules[j], field)
                 if seen.clashes(spans):
                     break
@@ -124,6 +125,19 @@ def has_runs(rules: list[Rule]) -> bool:
 
 def run_set_name(chain: str, index: int, version: int | None) -> str:
     return f"r_{chain}_{index}" + ("" if version is None else f"_v{version}")
+
+
+def parse_run_set_name(name: str) -> tuple[str, int, int | None] | None:
+    """(chain, index, IP version or None) of a ``run_set_name``; None if it is not one."""
+    if not name.startswith("r_"):
+        return None
+    body, version = name[2:], None
+    if body.endswith(("_v4", "_v6")):
+        body, version = body[:-3], int(body[-1])
+    chain, _, index = body.rpartition("_")
+    if not chain or not index.isdigit() or index != str(int(index)):
+        return None
+    return chain, int(index), version
 
 
 def is_run_set(name: str, chain: str | None = None) -> bool:
@@ -167,13 +181,20 @@ def run_groups(run: Run) -> list[tuple[int | None, list[Any]]]:
 
 
 def build_run(run: Run, chain: str, index: int, drop_policy: bool, ref, body_builder,
-              comment: str) -> list[dict[str, Any]]:
-    """``add`` commands: the run's sets (with their elements) and its nft rules."""
+              comment: str, helper_comment: str | None = None,
+              keep: dict[str, list[Any]] | None = None) -> list[dict[str, Any]]:
+    """``add`` commands: the run's sets (with their elements) and its nft rules.
+
+    ``body_builder(rule, drop_policy)`` gives (helper or None, body) pairs; a helper (the
+    capped event log of ``[events] drops``) becomes one rule per run set, before the run's,
+    looking the packet up in a shadow set without counters, with the prefix ``run:<set>``.
+    ``keep``: run sets left in place with their element counters, each with the elements it
+    holds; only the difference is sent (``carry_elements``).
+    """
     cmds: list[dict[str, Any]] = []
     for version, values in run_groups(run):
         name = run_set_name(chain, index, version)
-        ranged = any((isinstance(v, PortRange) and v.lo != v.hi)
-                     or (not isinstance(v, PortRange) and v.num_addresses > 1) for v in values)
+        ranged = is_ranged(values)
         if version is None:
             kind = "inet_service"
         else:
@@ -181,13 +202,56 @@ def build_run(run: Run, chain: str, index: int, drop_policy: bool, ref, body_bui
         decl = ref(name=name, type=kind, stmt=[{"counter": None}])
         if ranged:
             decl["flags"] = ["interval"]
-        cmds.append({"add": {"set": decl}})
-        cmds.append({"add": {"element": ref(name=name, elem=[element_of(v) for v in values])}})
+        elements = [element_of(v) for v in values]
+        if keep is not None and name in keep:
+            cmds.extend(carry_elements(name, keep[name], elements, ref))
+        else:
+            cmds.append({"add": {"set": decl}})
+            cmds.append({"add": {"element": ref(name=name, elem=elements)}})
         sample = dataclasses.replace(run.rules[0], **{run.field: tuple(values)})
-        for body in body_builder(sample, drop_policy):
+        for helper, body in body_builder(sample, drop_policy):
+            if helper is not None:
+                shadow = shadow_set_name(name)
+                cmds.append({"add": {"set": {k: v for k, v in decl.items() if k != "stmt"}
+                                     | {"name": shadow}}})
+                cmds.append({"add": {"element": ref(name=shadow, elem=elements)}})
+                cmds.append({"add": {"rule": ref(
+                    chain=chain, comment=helper_comment or comment,
+                    expr=_retarget(_swap(helper, run.field, f"@{shadow}"), f"run:{name}"))}})
             cmds.append({"add": {"rule": ref(chain=chain, comment=comment,
                                              expr=_swap(body, run.field, f"@{name}"))}})
     return cmds
+
+
+def is_ranged(values: list[Any]) -> bool:
+    """Whether a run set of these values needs the interval flag."""
+    return any((isinstance(v, PortRange) and v.lo != v.hi)
+               or (not isinstance(v, PortRange) and v.num_addresses > 1) for v in values)
+
+
+def carry_elements(name: str, held: list[Any], wanted: list[Any], ref) -> list[dict[str, Any]]:
+    """Commands that turn the kept set ``name`` from ``held`` into ``wanted`` elements:
+    elements in both are not touched, so their counters run on."""
+    have = {element_key(e): e for e in held}
+    want = {element_key(e): e for e in wanted}
+    gone = [e for k, e in have.items() if k not in want]
+    new = [e for k, e in want.items() if k not in have]
+    cmds: list[dict[str, Any]] = []
+    if gone:
+        cmds.append({"delete": {"element": ref(name=name, elem=gone)}})
+    if new:
+        cmds.append({"add": {"element": ref(name=name, elem=new)}})
+    return cmds
+
+
+def shadow_set_name(name: str) -> str:
+    return f"{name}_e"
+
+
+def _retarget(body: list[dict[str, Any]], prefix: str) -> list[dict[str, Any]]:
+    """``body`` with its NFLOG statement's prefix set to ``prefix``."""
+    return [{"log": {**e["log"], "prefix": prefix}} if isinstance(e, dict) and "group" in
+            e.get("log", {}) else e for e in body]
 
 
 def _swap(body: list[dict[str, Any]], field: str, right: str) -> list[dict[str, Any]]:

@@ -287,18 +287,20 @@ class PacketMethods:
     __slots__ = ()  # the slots are the core's
 
     def __init__(self, queued: QueuedPacket, ifname: Callable[[int], str | None] | None = None,
-                 logger: Callable[[str], None] | None = None, full_copy: bool = True):
+                 logger: Callable[[str], None] | None = None, full_copy: bool = True,
+                 reporter: Callable[[Any, str], None] | None = None):
         self._q: QueuedPacket | None = queued
         self._data: Any = None
         self._l3: int | None = None       # version, once parsed (then _buf, _p, _e, _l4, ...)
-        self._env = (ifname, logger, full_copy)
+        self._env = (ifname, logger, full_copy, reporter)
 
     @staticmethod
     def environment(ifname: Callable[[int], str | None] | None,
-                    logger: Callable[[str], None] | None, full_copy: bool) -> tuple:
+                    logger: Callable[[str], None] | None, full_copy: bool,
+                    reporter: Callable[[Any, str], None] | None = None) -> tuple:
         """What ``from_datagram`` (the core's constructor) takes as ``env``; build it once per
-        queue."""
-        return (ifname, logger, full_copy)
+        queue. ``reporter(pkt, text)`` also gets each pkt.log() (the runner's hook events)."""
+        return (ifname, logger, full_copy, reporter)
 
     def _queued(self) -> QueuedPacket:
         q = self._q
@@ -362,10 +364,14 @@ class PacketMethods:
         return ifname(index)
 
     def log(self, message: str) -> None:
-        """Write ``message`` to the kernel log (dmesg) and the runner's log."""
-        logger = self._env[1]
-        if logger is not None:
-            logger(str(message))
+        """Write ``message`` to the kernel log (dmesg) and the runner's log, and report it to
+        the daemon's event stream when one listens."""
+        env = self._env
+        text = str(message)
+        if env[1] is not None:
+            env[1](text)
+        if env[3] is not None:
+            env[3](self, text)
 
     # ---- network and transport headers (parsed together, on first use) --------------------
     def _parse_other(self, buf: Any, p: int, e: int) -> None:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 # tomlkit (about 15 ms to import) is loaded only by the config edits of `add` and `delete`:
 # the other commands never pay for it.
 
-TOP_KEYS = ("policy", "rule", "hook", "set")  # [[hook]]: minifw.hooks.config; [[set]]: model.sets
+TOP_KEYS = ("policy", "events", "rule", "hook", "set")  # [[hook]]: minifw.hooks.config; [[set]]: model.sets
 _RULE_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*rule[ \t]*\]\]", re.MULTILINE)
 _TABLE_HEADER = re.compile(r"^\s*\[")
 
@@ -35,7 +35,7 @@ def parse_config(text: str, file: str) -> Ruleset:
     unknown = [k for k in data if k not in TOP_KEYS]
     if unknown:
         raise ConfigError(f"unknown top-level key '{unknown[0]}'; valid keys are "
-                          f"[policy], [[rule]], [[set]] and [[hook]]", file=file)
+                          f"[policy], [events], [[rule]], [[set]] and [[hook]]", file=file)
     try:
         return Ruleset.from_toml(data)
     except RuleError as exc:

@@ -14,12 +14,13 @@ import re
 from typing import Any, Iterable
 
 from ..errors import RuleError
+from .logtext import has_control, parse_log_prefix
 from .setdefs import SetRef
 from .sets import SET_NAME_RE
 from .types import (
     CONNTRACK_PRIORITY, CT_STATES, HOOKS_BEFORE_CONNTRACK, HOOKS_WITH_IIF, HOOKS_WITH_OIF,
     HOOKS_WITH_REJECT, ICMP_TYPES, ICMPV6_TYPES, LIMIT_DEFAULT_BURST, LIMIT_MAX,
-    LIMIT_UNIT_SECONDS, LIMIT_UNITS, LOG_PREFIX_MAX, POLICY_PRIORITY, PRIORITY_MIN, Action,
+    LIMIT_UNIT_SECONDS, LIMIT_UNITS, POLICY_PRIORITY, PRIORITY_MIN, Action,
     Family, Hook, Proto,
 )
 
@@ -295,36 +296,11 @@ class _Fields:
 
     def log_prefix(self) -> str | None:
         raw = self.data.get("log")
-        if raw is None:
-            return None
-        if not isinstance(raw, str) or not raw.strip():
-            raise self.err("log", "must be a non-empty string (the kernel-log prefix)")
-        if len(raw.encode()) > LOG_PREFIX_MAX:
-            raise self.err("log", f"is {len(raw.encode())} bytes; the kernel allows at most "
-                                  f"{LOG_PREFIX_MAX}")
-        if has_control(raw) or '"' in raw:
-            raise self.err("log", "must not contain control characters or '\"'")
-        return raw
+        return None if raw is None else parse_log_prefix(raw, self.err, "log")
 
     def limit(self) -> Limit | None:
         raw = self.data.get("limit")
-        if raw is None:
-            return None
-        m = LIMIT_RE.match(raw) if isinstance(raw, str) else None
-        if not m or m.group(2) not in LIMIT_UNITS or int(m.group(1)) < 1:
-            raise self.err("limit", f"{raw!r} is not a rate such as \"10/second\" or "
-                                    f"\"100/minute burst 20\" (units: {', '.join(LIMIT_UNITS)})")
-        rate, unit = int(m.group(1)), m.group(2)
-        burst = int(m.group(3)) if m.group(3) else None
-        if rate > LIMIT_MAX:
-            raise self.err("limit", f"rate {rate} is above the kernel's limit of {LIMIT_MAX}")
-        if burst is not None and not 1 <= burst <= LIMIT_MAX:
-            raise self.err("limit", f"burst {burst} must be between 1 and {LIMIT_MAX}")
-        # The kernel keeps the bucket as (nanoseconds per unit / rate) * burst in 64 bits.
-        if (LIMIT_UNIT_SECONDS[unit] * 10**9 // rate) * (burst or LIMIT_DEFAULT_BURST) >= 2**64:
-            raise self.err("limit", f"burst {burst} at {rate}/{unit} overflows the kernel's "
-                                    "token bucket; use a smaller burst or a shorter unit")
-        return Limit(rate, unit, burst)
+        return None if raw is None else parse_limit(raw, self.err, "limit")
 
     def text(self, key: str) -> str | None:
         raw = self.data.get(key)
@@ -338,9 +314,23 @@ class _Fields:
         return raw
 
 
-def has_control(text: str) -> bool:
-    """Control characters (C0, DEL, C1) split error lines and nft's text; refused in names."""
-    return any(ord(c) < 32 or 0x7f <= ord(c) < 0xa0 for c in text)
+def parse_limit(raw: Any, err, field: str) -> Limit:
+    """A rate such as "10/second burst 20", within what the kernel's token bucket holds."""
+    m = LIMIT_RE.match(raw) if isinstance(raw, str) else None
+    if not m or m.group(2) not in LIMIT_UNITS or int(m.group(1)) < 1:
+        raise err(field, f"{raw!r} is not a rate such as \"10/second\" or "
+                         f"\"100/minute burst 20\" (units: {', '.join(LIMIT_UNITS)})")
+    rate, unit = int(m.group(1)), m.group(2)
+    burst = int(m.group(3)) if m.group(3) else None
+    if rate > LIMIT_MAX:
+        raise err(field, f"rate {rate} is above the kernel's limit of {LIMIT_MAX}")
+    if burst is not None and not 1 <= burst <= LIMIT_MAX:
+        raise err(field, f"burst {burst} must be between 1 and {LIMIT_MAX}")
+    # The kernel keeps the bucket as (nanoseconds per unit / rate) * burst in 64 bits.
+    if (LIMIT_UNIT_SECONDS[unit] * 10**9 // rate) * (burst or LIMIT_DEFAULT_BURST) >= 2**64:
+        raise err(field, f"burst {burst} at {rate}/{unit} overflows the kernel's "
+                         "token bucket; use a smaller burst or a shorter unit")
+    return Limit(rate, unit, burst)
 
 
 def parse_network(text: str, err, field: str) -> Network:

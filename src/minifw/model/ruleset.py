@@ -6,12 +6,16 @@ import dataclasses
 from typing import Any, Iterator
 
 from ..errors import RuleError
-from .rule import Rule
+from .events import EventsConfig
+from .logtext import parse_log_prefix
+from .rule import Limit, Rule, parse_limit
 from .setdefs import SetDef, SetRef
 from .sets import DEFAULT_SET, SetError
 from .types import Action, Hook, point_order
 
-POLICY_KEYS = tuple(h.value for h in Hook) + ("stateful",)
+POLICY_KEYS = tuple(h.value for h in Hook) + ("stateful", "log", "log_limit")
+# what a drop policy writes to the kernel log, at most: the limit never applies to the drop
+DEFAULT_POLICY_LOG_LIMIT = Limit(10, "second", 20)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,6 +24,9 @@ class Ruleset:
     policies: tuple[tuple[Hook, Action], ...] = ()  # only hooks whose policy is drop are kept
     stateful: bool = True
     sets: tuple[SetDef, ...] = ()
+    events: EventsConfig = EventsConfig()
+    policy_log: str | None = None      # kernel-log prefix for what drop policies drop
+    policy_log_limit: Limit = DEFAULT_POLICY_LOG_LIMIT
 
     def __post_init__(self):
         seen: set[str] = set()
@@ -104,6 +111,8 @@ class Ruleset:
                 if not isinstance(value, bool):
                     raise RuleError("must be true or false", field="policy.stateful")
                 continue
+            if key in ("log", "log_limit"):
+                continue
             if value not in ("accept", "drop"):
                 raise RuleError(f"unknown value {value!r}; expected accept | drop",
                                 field=f"policy.{key}")
@@ -118,17 +127,38 @@ class Ruleset:
             raise RuleError("must be written as [[set]] tables", field="set")
         sets = tuple(SetDef.from_toml(s, index=i) for i, s in enumerate(raw_sets))
         return cls(rules=rules, policies=tuple(sorted(policies, key=lambda p: list(Hook).index(p[0]))),
-                   stateful=policy.get("stateful", True), sets=sets)
+                   stateful=policy.get("stateful", True), sets=sets,
+                   events=EventsConfig.from_toml(data.get("events", {})),
+                   **_policy_log(policy))
 
     def to_toml(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         policy: dict[str, Any] = {h.value: a.value for h, a in self.policies}
         if not self.stateful:
             policy["stateful"] = False
+        if self.policy_log is not None:
+            policy["log"] = self.policy_log
+        if self.policy_log_limit != DEFAULT_POLICY_LOG_LIMIT:
+            policy["log_limit"] = self.policy_log_limit.format()
         if policy:
             out["policy"] = policy
+        events = self.events.to_toml()
+        if events:
+            out["events"] = events
         if self.sets:
             out["set"] = [s.to_toml() for s in self.sets]
         if self.rules:
             out["rule"] = [r.to_toml() for r in self.rules]
         return out
+
+
+def _policy_log(policy: dict[str, Any]) -> dict[str, Any]:
+    def err(field: str, message: str) -> RuleError:
+        return RuleError(message, field=f"policy.{field}")
+
+    out: dict[str, Any] = {}
+    if "log" in policy:
+        out["policy_log"] = parse_log_prefix(policy["log"], err, "log")
+    if "log_limit" in policy:
+        out["policy_log_limit"] = parse_limit(policy["log_limit"], err, "log_limit")
+    return out

@@ -13,7 +13,8 @@ if TYPE_CHECKING:
 
 from ..errors import RuleError
 from .sets import (
-    SET_KEYS, SET_NAME_RE, SetError, first_overlap, format_duration, normalise_element,
+    DEFAULT_SET, SET_KEYS, SET_NAME_RE, SetError, first_overlap, format_duration,
+    normalise_element,
     parse_duration,
 )
 
@@ -36,6 +37,7 @@ class SetDef:
     timeout: int | None = None        # seconds
     elements: tuple[str, ...] = ()    # normalised text, config order
     comment: str | None = None
+    log: str | None = None            # kernel-log prefix for the packets a ban of it drops
 
     @classmethod
     def from_toml(cls, data: Any, *, index: int = 0) -> "SetDef":
@@ -82,7 +84,14 @@ class SetDef:
             raise err("comment", "must be a string")
         if comment is not None and any(ord(c) < 32 or 0x7f <= ord(c) < 0xa0 for c in comment):
             raise err("comment", f"{comment!r} contains control characters")
-        return cls(name=name, timeout=timeout, elements=tuple(elements), comment=comment)
+        log = None
+        if data.get("log") is not None and name != DEFAULT_SET:
+            raise err("log", f"logs bans, which go to the set '{DEFAULT_SET}' only; rules "
+                             f"that use @{name} log with their own log key")
+        if data.get("log") is not None:
+            from .logtext import parse_log_prefix  # lazy: model.types costs a ban's start
+            log = parse_log_prefix(data["log"], err, "log")
+        return cls(name=name, timeout=timeout, elements=tuple(elements), comment=comment, log=log)
 
     def to_toml(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name}
@@ -91,4 +100,6 @@ class SetDef:
         out["elements"] = list(self.elements)
         if self.comment is not None:
             out["comment"] = self.comment
+        if self.log is not None:
+            out["log"] = self.log
         return out

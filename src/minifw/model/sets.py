@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 from ..errors import ConfigError, RuleError
 
 DEFAULT_SET = "blocked"
-SET_KEYS = ("name", "timeout", "elements", "comment")
+SET_KEYS = ("name", "timeout", "elements", "comment", "log")
 SET_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
 _DURATION_RE = re.compile(r"(\d+)([smhdw])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

@@ -189,8 +189,37 @@ def write_record(state_dir: Path, record: RunnerRecord) -> Path:
 
 
 def remove_record(state_dir: Path, pid: int) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        record_path(state_dir, pid).unlink()
+    for path in (record_path(state_dir, pid), stats_path(state_dir, pid)):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+# ---- a live runner's counts: ``stats-<pid>.json``, rewritten every STATS_EVERY seconds ------
+STATS_EVERY = 1.0
+STATS_KEYS = ("packets", "drops", "errors")
+
+
+def stats_path(state_dir: Path, pid: int) -> Path:
+    return hooks_dir(state_dir) / f"stats-{pid}.json"
+
+
+def write_stats(state_dir: Path, pid: int, counts: dict[str, int]) -> None:
+    write_atomic(stats_path(state_dir, pid),
+                 json.dumps({k: int(counts.get(k, 0)) for k in STATS_KEYS}) + "\n")
+
+
+def read_stats(state_dir: Path, pid: int) -> dict[str, int] | None:
+    """A runner's last reported packets, drops and errors (None: none reported, or unreadable)."""
+    try:
+        data = json.loads(stats_path(state_dir, pid).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    counts = {k: data.get(k) for k in STATS_KEYS}
+    if any(not isinstance(v, int) or isinstance(v, bool) for v in counts.values()):
+        return None
+    return counts  # type: ignore[return-value]
 
 
 def records(state_dir: Path) -> list[RunnerRecord]:

@@ -1,5 +1,11 @@
 """Hook runners started by ``minifw up`` for ``[[hook]]`` files: start, stop, report, and keep
-declarative chains and hook chains off each other's (hook, priority)."""
+declarative chains and hook chains off each other's (hook, priority).
+
+One owner for runners: while a ``minifw daemon`` serves the state directory, ``apply`` and
+``stop_all`` hand the work to it over the control socket (the caller holds the writers' lock,
+so the daemon acts for it); in the daemon's own process they go to its supervisor
+(``set_owner``). With no daemon, they start and stop runners here, as before.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +17,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Protocol
 
 from ..compile import hooks as plan
+from ..control import client
 from ..errors import ConfigError, KernelError, MinifwError, StateError
 from ..kernel import nfnl, nft
 from ..model.ruleset import Ruleset
@@ -78,6 +85,7 @@ class RunnerPlan:
     replace: dict[str, list[int]]    # file -> live managed runners its new runner takes over
     start: list[str]                 # files that get a new runner
     restart: list[str]               # of ``start``, files that had a runner (live or dead)
+    restart_all: bool = False        # asked with ``--restart-hooks`` (the daemon plans again)
 
     @property
     def leaving_chains(self) -> list[str]:
@@ -115,7 +123,8 @@ def plan_runners(files: list[str], state_dir: Path, restart_all: bool = False) -
     kept = {r.file for r in records if r.alive and r.pid not in replacing}
     start = [f for f in files if f not in kept]
     had = {r.file for r in records}
-    return RunnerPlan(list(files), retire, replace, start, [f for f in start if f in had])
+    return RunnerPlan(list(files), retire, replace, start, [f for f in start if f in had],
+                      restart_all)
 
 
 def retire_commands(runner_plan: RunnerPlan, live_chains: Iterable[str]) -> list[dict[str, Any]]:
@@ -126,7 +135,59 @@ def retire_commands(runner_plan: RunnerPlan, live_chains: Iterable[str]) -> list
     return plan.build_remove_json(gone)["nftables"] if gone else []
 
 
+class Owner(Protocol):
+    """The daemon's supervisor, in the daemon's own process."""
+
+    state_dir: Path
+
+    def apply(self, files: list[str], restart_all: bool) -> list[str]: ...
+
+    def stop_all(self) -> int: ...
+
+    def spawned(self, proc: subprocess.Popen, file: str) -> None: ...
+
+    def applied(self) -> None: ...
+
+
+_owner: Owner | None = None
+
+
+def set_owner(owner: Owner | None) -> None:
+    global _owner
+    _owner = owner
+
+
+def _local_owner(state_dir: Path) -> Owner | None:
+    if _owner is not None and os.path.abspath(_owner.state_dir) == os.path.abspath(state_dir):
+        return _owner
+    return None
+
+
 def apply(runner_plan: RunnerPlan, state_dir: Path) -> list[str]:
+    """``apply_here`` by the runners' one owner: the daemon when it serves ``state_dir``."""
+    owner = _local_owner(state_dir)
+    if owner is not None:
+        return owner.apply(runner_plan.files, runner_plan.restart_all)
+    if client.daemon_running(state_dir):
+        reply = client.request(state_dir, "runners.apply", files=runner_plan.files,
+                               restart_all=runner_plan.restart_all)
+        return [str(f) for f in reply.get("failed", [])]
+    return apply_here(runner_plan, state_dir)
+
+
+def applied(state_dir: Path) -> None:
+    """Tell the daemon, if one serves ``state_dir``, that the ruleset changed (its plug-ins
+    follow the applied ruleset). Best effort: a daemon that does not answer is its problem."""
+    owner = _local_owner(state_dir)
+    if owner is not None:
+        owner.applied()
+        return
+    with contextlib.suppress(MinifwError):
+        if client.daemon_running(state_dir):
+            client.request(state_dir, "applied", timeout=10)
+
+
+def apply_here(runner_plan: RunnerPlan, state_dir: Path) -> list[str]:
     """Retire, then start (each successor replacing its predecessor), then stop what was
     replaced. Returns one sentence per file whose runner did not start; each is also recorded
     for ``status``. Never raises for a runner that fails: the others still get their turn."""
@@ -202,6 +263,8 @@ def start(file: str, state_dir: Path, replaces: Iterable[int] = ()) -> dict[str,
     with open(err_path, "w") as err:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=err, start_new_session=True, close_fds=True)
+    if _owner is not None:  # the daemon keeps its children, for their exit status
+        _owner.spawned(proc, file)
     record = hookstate.record_path(state_dir, proc.pid)
     end = time.monotonic() + START_TIMEOUT
     try:
@@ -230,7 +293,13 @@ def _kill(pid: int) -> None:
 
 def stop_all(state_dir: Path) -> int:
     """Stop every runner of this state directory (SIGTERM: they remove their chains); kill
-    those that do not stop and remove their chains for them. Returns how many were running."""
+    those that do not stop and remove their chains for them. Returns how many were running.
+    The daemon does it when it serves ``state_dir`` (see ``apply``)."""
+    owner = _local_owner(state_dir)
+    if owner is not None:
+        return owner.stop_all()
+    if client.daemon_running(state_dir):
+        return int(client.request(state_dir, "runners.stop").get("stopped", 0))
     return stop_pids(state_dir, None)
 
 
