@@ -35,7 +35,7 @@ import socket
 import struct
 import time
 
-from minifw.compile.nft import rule_id_of_comment
+from minifw.compile.comments import rule_id_of_comment
 from minifw.engine.explain import Probe
 from minifw.lab import Lab, LabError
 

@@ -18,6 +18,7 @@ import pytest
 from kit import SERVER4, pair, wait_until
 from minifw.control import client as control
 from minifw.lab import MINIFW
+from minifw.runners.hookstate import pid_alive as alive
 
 FAIL_CLOSED = """
     from minifw import ACCEPT, DROP, hook
@@ -122,16 +123,19 @@ def setup(lab, hooks=FAIL_CLOSED):
     return server, client, config
 
 
+def plain_daemon(lab):
+    """A daemon, ready, in a host of its own with a config of no rules or hooks."""
+    server = lab.host("server")
+    lab.tmp.mkdir(parents=True, exist_ok=True)
+    config = lab.tmp / "minifw.toml"
+    config.write_text('[policy]\ninput = "accept"\n')
+    d = Daemon(server, config)
+    d.ready()
+    return server, config, d
+
+
 def parent(pid):
     return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
-
-
-def alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def live_runner_records(host):
@@ -186,12 +190,7 @@ def test_daemon_restarts_a_killed_runner_with_fail_closed_traffic_blocked_meanwh
 
 
 def test_control_socket_refuses_other_users_and_survives_bad_requests(dlab):
-    server = dlab.host("server")
-    dlab.tmp.mkdir(parents=True, exist_ok=True)
-    config = dlab.tmp / "minifw.toml"
-    config.write_text('[policy]\ninput = "accept"\n')
-    d = Daemon(server, config)
-    d.ready()
+    server, config, d = plain_daemon(dlab)
     path = control.socket_path(server.state_dir)
     assert os.stat(path).st_mode & 0o777 == 0o600
 
@@ -263,3 +262,52 @@ def test_up_reload_and_down_hand_the_runners_to_the_daemon(dlab):
     assert d.message()["RELOADING"] == "1"
     assert d.message()["READY"] == "1"
     assert [x["pid"] for x in d.runners()] == [r3["pid"]]  # its file did not change
+
+    # a daemon killed: commands work without it, and the next one adopts the runner
+    d.proc.kill()
+    d.proc.wait(timeout=10)
+    assert json.loads(server.minifw("status", "--json").stdout)["daemon"] is None
+    d2 = Daemon(server, config)
+    d2.ready()
+    (r4,) = d2.runners()
+    assert r4["pid"] == r3["pid"] and r4["state"] == "running"
+    os.kill(r4["pid"], signal.SIGKILL)
+    wait_until(lambda: d2.runners()[0]["restarts"] == 1 and d2.runners()[0]["state"]
+               == "running", what="the adopted runner's restart", timeout=10)
+    (r5,) = d2.runners()
+    assert parent(r5["pid"]) == d2.pid and "not a child" in r5["last_exit"]
+
+
+def timer_processes(state_dir):
+    found = []
+    for proc in os.listdir("/proc"):
+        if proc.isdigit():
+            with contextlib.suppress(OSError):
+                cmdline = open(f"/proc/{proc}/cmdline", "rb").read().split(b"\0")
+                if b"minifw.app.pending_timer" in cmdline and str(state_dir).encode() in cmdline:
+                    found.append(int(proc))
+    return found
+
+
+def test_the_daemon_owns_the_confirm_timers(dlab):
+    server, config, d = plain_daemon(dlab)
+
+    def rule_ids():
+        return [r["id"] for r in json.loads(server.minifw("list", "--json").stdout)["rules"]]
+
+    add = ["add", "--proto", "tcp", "--dport", "81", "--action", "drop"]
+    server.minifw(*add, "--id", "late", "--confirm", "1")
+    assert rule_ids() == ["late"] and timer_processes(server.state_dir) == []
+    assert "late" in server.run(["nft", "-j", "list", "table", "inet", "minifw"]).stdout
+    # no command runs meanwhile (their lock's gate would roll it back too): the daemon does
+    wait_until(lambda: "late" not in server.run(["nft", "-j", "list", "table", "inet",
+                                                  "minifw"]).stdout,
+               what="the daemon's rollback", timeout=8)
+    assert rule_ids() == []
+    assert "not confirmed within 1 s" in server.minifw("status", check=False).stdout
+
+    server.minifw(*add, "--id", "kept", "--confirm", "30")
+    done = server.minifw("confirm", "--json")
+    assert json.loads(done.stdout)["op"] == "add" and timer_processes(server.state_dir) == []
+    assert rule_ids() == ["kept"] and "kept" in config.read_text()
+    assert json.loads(server.minifw("status", "--json").stdout)["pending"] is None

@@ -142,7 +142,16 @@ def rulesets(draw) -> dict:
     policy: dict = {h.value: "drop" for h in Hook if draw(st.integers(0, 3)) == 0}
     if draw(st.booleans()):
         policy["stateful"] = False
+    # helper log rules (capped, no verdict, no counter) must change no verdict and no counter
+    if draw(st.integers(0, 3)) == 0:
+        policy["log"] = "minifw-diff policy "
+    if draw(st.integers(0, 3)) == 0:
+        for table in sets:
+            if table["name"] == "blocked":
+                table["log"] = "minifw-diff ban "
     data: dict = {}
+    if draw(st.integers(0, 2)) == 0:
+        data["events"] = {"drops": True, "group": 4242}
     if policy:
         data["policy"] = policy
     if sets:

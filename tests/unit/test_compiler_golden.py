@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from minifw.compile import comments
 from minifw.compile import nft as compiler
 from minifw.model import Rule, parse_config
 
@@ -212,13 +213,13 @@ def test_every_nft_rule_has_a_counter_and_the_rule_id_as_comment():
             nft_rule = cmd.get("add", {}).get("rule")
             if nft_rule is None or nft_rule["chain"].endswith("_policy"):
                 continue
-            if compiler.helper_owner(nft_rule["comment"]) is not None:
+            if comments.helper_owner(nft_rule["comment"]) is not None:
                 # a helper: no counter, no verdict, never taken for a rule
                 assert not any(k in e for e in nft_rule["expr"]
                                for k in ("counter", "drop", "accept", "reject"))
-                assert compiler.rule_id_of_comment(nft_rule["comment"]) not in ids
+                assert comments.rule_id_of_comment(nft_rule["comment"]) not in ids
                 continue
             assert {"counter": None} in nft_rule["expr"]
             if nft_rule["comment"].startswith("run "):  # a merged run: its set names the rules
                 continue
-            assert compiler.rule_id_of_comment(nft_rule["comment"]) in ids
+            assert comments.rule_id_of_comment(nft_rule["comment"]) in ids

@@ -114,10 +114,12 @@ def test_policy_log_limit_burst_bounds():
 
 def test_set_log():
     assert parse('[[set]]\nname = "x"\n').sets[0].log is None
-    with pytest.raises(ConfigError, match="set 'x': field 'log'"):
-        parse('[[set]]\nname = "x"\nlog = ""\n')
-    with pytest.raises(ConfigError, match="set 'x': field 'log'"):
-        parse(f'[[set]]\nname = "x"\nlog = "{"b" * 128}"\n')
+    assert parse(f'[[set]]\nname = "blocked"\nlog = "{"b" * 127}"\n').sets[0].log == "b" * 127
+    for bad in ('""', f'"{"b" * 128}"', "1"):
+        with pytest.raises(ConfigError, match="set 'blocked': field 'log'"):
+            parse(f'[[set]]\nname = "blocked"\nlog = {bad}\n')
+    with pytest.raises(ConfigError, match="set 'x': field 'log': logs bans"):
+        parse('[[set]]\nname = "x"\nlog = "x "\n')
 
 
 def test_unknown_top_level_key_lists_events():

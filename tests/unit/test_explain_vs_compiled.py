@@ -12,7 +12,8 @@ import ipaddress
 
 from hypothesis import given, settings
 
-from minifw.compile.nft import build_load, rule_id_of_comment
+from minifw.compile.comments import rule_id_of_comment
+from minifw.compile.nft import build_load
 from minifw.engine.explain import Probe, explain
 from minifw.model import Hook, Ruleset
 from minifw.model.types import (

@@ -32,7 +32,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable
 
-from ..errors import ConfigError, StateError
+from ..errors import ConfigError, MinifwError, StateError
 from ..kernel import kmsg, seam
 from ..store import pending as record
 from ..store.pending import Pending, SetDiff
@@ -58,9 +58,17 @@ def _read_text(path: Path) -> str | None:
 
 def spawn_timer(state_dir: Path, ident: str) -> int:
     """Start the rollback timer in a session of its own (detached from the terminal and the
-    CLI's process group, so neither a hangup nor a kill of that group reaches it)."""
+    CLI's process group, so neither a hangup nor a kill of that group reaches it). While a
+    daemon serves the state directory, it runs the timer (and re-arms it if restarted); the
+    pid is then the daemon's."""
     import subprocess
     import sys
+    from ..control import client
+    if client.daemon_running(state_dir):
+        try:
+            return int(client.request(state_dir, "pending.arm", id=ident, timeout=10)["pid"])
+        except (MinifwError, KeyError, TypeError, ValueError):
+            pass  # the daemon did not take it: a timer process of its own, as without one
     proc = subprocess.Popen([sys.executable, "-m", TIMER_MODULE, str(Path(state_dir).resolve()),
                              ident], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True,
@@ -200,6 +208,9 @@ def rollback(store: Store, kernel: seam.Kernel, sets: Any, pending: Pending,
     at = time.time()
     record.write_rolled_back(store.dir, pending.op, at, why, pending.config, pending.config_sha)
     kmsg.write_line("minifw", f"rolled back {pending.op} ({why})")
+    if pending.op in RULESET_OPS:
+        from ..runners import supervise
+        supervise.applied(store.dir)  # the daemon's plug-ins follow the ruleset
     return at, why
 
 
@@ -287,21 +298,34 @@ def _restore_set(sets: Any, diff: SetDiff) -> None:
         sets._ban(diff.set, items, (expiry - at) if expiry else None, expiry)
 
 
-def _timer_alive(pending: Pending) -> bool:
-    """The pid is still ``pending``'s timer (a pid may have been reused since: a reboot)."""
+def _cmdline(pid: int | None) -> list[bytes]:
     try:
-        cmdline = Path(f"/proc/{pending.timer}/cmdline").read_bytes().split(b"\0")
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
-        return False
+        return []
+
+
+def _timer_process(pending: Pending) -> bool:
+    """The pid is still ``pending``'s timer process (a pid may have been reused since: a
+    reboot)."""
+    cmdline = _cmdline(pending.timer)
     return TIMER_MODULE.encode() in cmdline and pending.id.encode() in cmdline
 
 
+def _timer_alive(pending: Pending) -> bool:
+    """``pending``'s timer runs: its own process, or a ``minifw daemon`` that took it."""
+    cmdline = _cmdline(pending.timer)
+    daemon = b"daemon" in cmdline and any(a.endswith(b"minifw") for a in cmdline)
+    return daemon or _timer_process(pending)
+
+
 def _stop_timer(pending: Pending) -> None:
-    """End the timer of ``pending`` (unless this is it)."""
+    """End the timer of ``pending`` (unless this is it, or a daemon: its timer sees the change
+    gone and ends by itself)."""
     pid = pending.timer
     if not pid or pid == os.getpid():
         return
-    if _timer_alive(pending):
+    if _timer_process(pending):
         import signal
         try:
             os.kill(pid, signal.SIGTERM)

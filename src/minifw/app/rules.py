@@ -16,14 +16,16 @@ from . import guard as lockout, pending, runs_live
 from .sets import SetService, fresh_load
 from ..compile import names
 from ..compile import nft as compiler
+from ..compile.carry import Carry, live_counters, plan_carry
 from ..runners import hookstate, supervise
 from ..errors import ConfigError, KernelError, MinifwError, RuleError, StateError
 from ..hooks.config import hook_files
 from ..kernel import seam, table
 from ..model import Rule, Ruleset, add_rule_text, delete_rule_text, parse_config
+from ..model.sets import DEFAULT_SET
 from ..model.types import Hook, HookPoint
 from .results.rules import (
-    ChainInfo, Checked, ForeignChain, ListedRule, Loaded, PolicyCounter, RuleAdded,
+    BanCounter, ChainInfo, Checked, ForeignChain, ListedRule, Loaded, PolicyCounter, RuleAdded,
     RuleDeleted, RuleListing, Status, Unloaded, chains_in_order,
 )
 from . import failsafe
@@ -174,12 +176,21 @@ class Service:
         supervise.RunnerPlan.)"""
         leaving = runners.leaving_chains if runners else []
         supervise.check_rule_points((k for k, _ in ruleset.chains()), leaving)
-        chains, limits = self.kernel.objects()
-        kernel_sets, _, _ = self.kernel.kernel_objects()
-        document = compiler.build_load(ruleset, chains, limits, kernel_sets)
-        if runners:
-            document["nftables"] += supervise.retire_commands(runners, chains)
-        self.kernel.run(document)
+        listing = self.kernel.listing()  # read once, just before the transaction
+        chains, limits = table.objects(listing)
+        kernel_sets, _, _ = table.kernel_objects(listing)
+        carry = plan_carry(self._loaded_or_none(), ruleset, live_counters(listing), kernel_sets)
+        retire = supervise.retire_commands(runners, chains) if runners else []
+        try:
+            self.kernel.run(_with(compiler.build_load(ruleset, chains, limits, kernel_sets,
+                                                      carry), retire))
+        except KernelError:
+            if not carry.keep:
+                raise
+            # a kept run set that does not hold what the state says (edited by hand?): made
+            # again, its element counters from 0
+            self.kernel.run(_with(compiler.build_load(ruleset, chains, limits, kernel_sets,
+                                                      Carry(carry.counters)), retire))
         if txn is not None:
             txn.committed = True
         SetService(self.store.dir, self.kernel).after_load(ruleset, kernel_sets)
@@ -199,6 +210,14 @@ class Service:
             lastgood.clear_failsafe(self.store)  # the last good ruleset stays, for the next boot
         return Unloaded("minifw is down: table inet minifw removed" if present
                         else "minifw was not loaded; nothing to remove", removed=present)
+
+    def _loaded_or_none(self) -> Ruleset | None:
+        """The ruleset in force, whose counters a load carries over; None if none is."""
+        try:
+            state = self.store.load_or_none()
+            return self._live(state) if state is not None and state.loaded else None
+        except MinifwError:
+            return None
 
     # ---- reads ---------------------------------------------------------------------------
     def _live(self, state: State | None = None) -> Ruleset:
@@ -278,7 +297,8 @@ class Service:
             policies.append(PolicyCounter(hook=hook.value, policy="drop",
                                           packets=sum(lr.packets for lr in dropped),
                                           bytes=sum(lr.bytes for lr in dropped)))
-        return RuleListing(rules=tuple(rules), policies=tuple(policies))
+        return RuleListing(rules=tuple(rules), policies=tuple(policies),
+                           bans=_ban_counters(self.kernel.listing()))
 
     # ---- incremental edits -------------------------------------------------------------
     def add(self, fields: dict[str, Any], position: int | None, runtime: bool,
@@ -311,7 +331,8 @@ class Service:
             before_handle = None
             if later:
                 handles = {lr.rule_id: lr.handle for lr in reversed(self.kernel.chain_rules(chain))}
-                before_handle = handles.get(later[0].id)
+                before_handle = handles.get(compiler.helper_comment(later[0].id),
+                                            handles.get(later[0].id))
             toml = new_live.to_toml()
             runtime_ids = list(state.ruleset.get("runtime", []))
             if runtime:
@@ -358,7 +379,8 @@ class Service:
             guarded = lockout.check_ruleset(self.kernel, self.store.dir, new_live, guard)
             chain = names.rule_chain(rule.hook, rule.priority)
             live_rules = self.kernel.chain_rules(chain)
-            handles = [lr.handle for lr in live_rules if lr.rule_id == rule_id]
+            mine = (rule_id, compiler.helper_comment(rule_id))  # its helper log rules go too
+            handles = [lr.handle for lr in live_rules if lr.rule_id in mine]
             last = len(handles) == len(live_rules)
             toml = new_live.to_toml()
             runtime_ids = [i for i in state.ruleset.get("runtime", []) if i != rule_id]
@@ -491,7 +513,9 @@ class Service:
 
     def _warnings(self, ruleset: Ruleset) -> tuple[str, ...]:
         warnings = []
-        if any(r.log for r in ruleset.rules) and not self.kernel.log_visible():
+        logs = (any(r.log for r in ruleset.rules) or ruleset.policy_log is not None
+                or any(s.log for s in ruleset.sets))
+        if logs and not self.kernel.log_visible():
             warnings.append("log lines from this network namespace do not reach dmesg while "
                             "net.netfilter.nf_log_all_netns=0 in the machine's own namespace; "
                             "set it to 1 to see them")
@@ -507,6 +531,24 @@ def _hooks_started(failed: list[str], done: str) -> None:
     if failed:
         what = "; and ".join(failed).replace("\n", " ")
         raise StateError(f"{done}, but {what}; see 'minifw status'")
+
+
+def _ban_counters(listing: table.Listing) -> tuple[BanCounter, ...]:
+    """The ban chain's drops (its rules are commented ``ban blocked``), if it is there."""
+    chains = {c["name"] for c in table.items(listing, "chain")}
+    if names.BAN_CHAIN not in chains:
+        return ()
+    counted = [lr for chain in (names.BAN_CHAIN, names.BAN_CHAIN_V4, names.BAN_CHAIN_V6)
+               if chain in chains for lr in table.chain_rules(listing, chain)
+               if lr.rule_id == f"ban {DEFAULT_SET}"]
+    return (BanCounter(set=DEFAULT_SET, hook=Hook.PREROUTING.value, priority=names.BAN_PRIORITY,
+                       packets=sum(lr.packets for lr in counted),
+                       bytes=sum(lr.bytes for lr in counted)),)
+
+
+def _with(document: dict[str, Any], commands: list[dict[str, Any]]) -> dict[str, Any]:
+    document["nftables"] += commands
+    return document
 
 
 def _chain_rules_or_empty(kernel: seam.Kernel, chain: str) -> list[table.LiveRule]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from ..compile import names, runs
 from ..compile import nft as compiler
+from ..compile.carry import live_counters, plan_carry
 from ..errors import KernelError
 from ..kernel.seam import Kernel
 from ..kernel.table import items
@@ -55,5 +56,7 @@ def edit_chain(kernel: Kernel, chain: str, old: Ruleset, new: Ruleset, removed=(
     listing = kernel.listing()
     chains = {c["name"] for c in items(listing, "chain")}
     sets = [s["name"] for s in items(listing, "set")]
-    kernel.run(compiler.build_chain_rebuild(chain, after, new, chain in chains, sets, removed))
+    carry = plan_carry(old, new, live_counters(listing), sets, chains=[chain])
+    kernel.run(compiler.build_chain_rebuild(chain, after, new, chain in chains, sets, removed,
+                                            carry))
     return True

@@ -235,6 +235,9 @@ def list_(ctx, as_json):
     for p in listing.policies or ():
         click.echo(f"{p.hook + '/1000':<18} {'policy ' + p.hook:<24} {p.packets:>9} "
                    f"{p.bytes:>11}  drop what no rule accepted")
+    for b in listing.bans or ():
+        click.echo(f"{b.hook + '/' + str(b.priority):<18} {'ban ' + b.set:<24} {b.packets:>9} "
+                   f"{b.bytes:>11}  drop what set {b.set} holds")
 
 
 def _multi(values: tuple[str, ...]) -> list[str] | None:

@@ -33,6 +33,8 @@ from ..model.setdefs import SetRef
 from ..model.sets import DEFAULT_SET
 from . import events as prefixes
 from . import names, runs
+from .carry import Carry, apply_counters
+from .comments import COMMENT_MAX, helper_comment
 from .sets import KINDS, build_set_decls, kernel_name
 from .sets import match_alternatives as set_matches
 from ..model.types import (
@@ -41,7 +43,6 @@ from ..model.types import (
 
 TABLE = "minifw"
 FAMILY = "inet"
-COMMENT_MAX = 127
 # From this many elements on, a port list is written as ranges only (a single port as p-p), so
 # that its anonymous set is an interval set: as a hash set, 32,767 single ports took nft 1.0.6
 # and the kernel 5 s to load, as an interval set 0.4 s. Below it, sets stay as nft writes them.
@@ -61,28 +62,6 @@ def rule_comment(rule: Rule) -> str:
     text = rule.id if not rule.comment else f"{rule.id}: {rule.comment}"
     raw = text.encode()[:COMMENT_MAX]
     return raw.decode(errors="ignore")
-
-
-def rule_id_of_comment(comment: str | None) -> str | None:
-    if not comment:
-        return None
-    return comment.split(": ", 1)[0]
-
-
-HELPER = "log "
-
-
-def helper_comment(owner: str) -> str:
-    """The comment of a helper log rule in front of ``owner`` (a rule id, ``run N``,
-    ``policy <hook>``, ``ban <set>``): never a rule id, since ids hold no space."""
-    return f"{HELPER}{owner}"[:COMMENT_MAX]
-
-
-def helper_owner(comment: str | None) -> str | None:
-    """The owner a helper rule's comment names; None for any other comment."""
-    if comment and comment.startswith(HELPER):
-        return comment[len(HELPER):]
-    return None
 
 
 def limit_stmt(limit: Limit) -> Expr:
@@ -371,11 +350,12 @@ def build_ban_log_rules(ruleset: Ruleset) -> list[dict[str, Any]]:
 
 def build_load(ruleset: Ruleset, existing_chains: Iterable[str] = (),
                existing_limits: Iterable[str] = (),
-               existing_sets: Iterable[str] = ()) -> dict[str, Any]:
+               existing_sets: Iterable[str] = (), carry: Carry = Carry()) -> dict[str, Any]:
     """ONE transaction that replaces the declarative chains and limits of ``inet minifw``.
 
     Chains that are not declarative (hook functions) are left untouched; the table is never
-    deleted, so they survive a reload.
+    deleted, so they survive a reload. ``carry``: the counters the unchanged rules keep
+    (compile/carry.py).
     """
     cmds: list[Command] = [build_table()]
     wanted: dict[str, Command] = {}
@@ -397,7 +377,7 @@ def build_load(ruleset: Ruleset, existing_chains: Iterable[str] = (),
         cmds.append({"delete": {"limit": _ref(name=name)}})
     # Run sets belong to the flushed chains; named sets (and their elements) are kept.
     cmds.extend({"delete": {"set": _ref(name=n)}} for n in sorted(existing_sets)
-                if runs.is_run_set(n))
+                if runs.is_run_set(n) and n not in carry.keep)
     set_names = ruleset.set_names()
     if ban_log_set(ruleset) and DEFAULT_SET not in set_names:
         set_names.append(DEFAULT_SET)  # bans_log looks it up: a ban may fill it later
@@ -406,11 +386,13 @@ def build_load(ruleset: Ruleset, existing_chains: Iterable[str] = (),
     for name, chain in wanted.items():
         cmds.append({"add": chain})
     for (hook, priority), rules in ruleset.chains():
-        cmds.extend(build_chain_rules(names.rule_chain(hook, priority), rules, ruleset))
+        cmds.extend(build_chain_rules(names.rule_chain(hook, priority), rules, ruleset,
+                                      carry.keep))
     for hook in ruleset.drop_hooks:
         cmds.extend({"add": r} for r in build_policy_rules(hook, ruleset.stateful, ruleset))
     if ban_log_set(ruleset):
         cmds.extend({"add": r} for r in build_ban_log_rules(ruleset))
+    apply_counters(cmds, carry.counters)
     return {"nftables": cmds}
 
 
@@ -427,15 +409,17 @@ def expected_layout(document: dict[str, Any]) -> dict[str, list[str | None]]:
     return layout
 
 
-def build_chain_rules(chain: str, rules: list[Rule], ruleset: Ruleset) -> list[Command]:
-    """``add`` commands for one chain's rules, runs of look-alike rules merged into set lookups."""
+def build_chain_rules(chain: str, rules: list[Rule], ruleset: Ruleset,
+                      keep: dict[str, list[Any]] | None = None) -> list[Command]:
+    """``add`` commands for one chain's rules, runs of look-alike rules merged into set lookups
+    (``keep``: run sets left in place, with the elements they hold)."""
     drop = ruleset.policy(rules[0].hook) is Action.DROP if rules else False
     cmds: list[Command] = []
     for index, item in enumerate(runs.plan_chain(rules)):
         if isinstance(item, runs.Run):
             comment = runs.run_comment(item, index)
             cmds.extend(runs.build_run(item, chain, index, drop, _ref, _run_bodies(ruleset),
-                                       comment, helper_comment(comment)))
+                                       comment, helper_comment(comment), keep))
             continue
         if item.limit is not None:
             cmds.append({"add": build_limit(item)})
@@ -452,12 +436,14 @@ def _run_bodies(ruleset: Ruleset):
 
 
 def build_chain_rebuild(chain: str, rules: list[Rule], ruleset: Ruleset, exists: bool,
-                        existing_sets: Iterable[str], dropped: Iterable[Rule] = ()) -> dict[str, Any]:
+                        existing_sets: Iterable[str], dropped: Iterable[Rule] = (),
+                        carry: Carry = Carry()) -> dict[str, Any]:
     """ONE transaction that refills one chain: how ``add``/``delete`` edit a chain with runs."""
     cmds: list[Command] = []
     if exists:
         cmds.append({"flush": {"chain": _ref(name=chain)}})
-    cmds.extend({"delete": {"set": _ref(name=n)}} for n in runs.sets_of(chain, existing_sets))
+    cmds.extend({"delete": {"set": _ref(name=n)}} for n in runs.sets_of(chain, existing_sets)
+                if n not in carry.keep)
     cmds.extend({"delete": {"limit": _ref(name=limit_name(r.id))}} for r in dropped
                 if r.limit is not None)
     if rules:
@@ -466,10 +452,11 @@ def build_chain_rebuild(chain: str, rules: list[Rule], ruleset: Ruleset, exists:
         for r in rules:  # limits of surviving rules were flushed with nothing: re-add is a no-op
             if r.limit is not None:
                 cmds.append({"add": build_limit(r)})
-        cmds.extend(c for c in build_chain_rules(chain, rules, ruleset)
+        cmds.extend(c for c in build_chain_rules(chain, rules, ruleset, carry.keep)
                     if "limit" not in c.get("add", {}))
     elif exists:
         cmds.append({"delete": {"chain": _ref(name=chain)}})
+    apply_counters(cmds, carry.counters)
     return {"nftables": cmds}
 
 

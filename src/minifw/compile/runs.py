@@ -32,7 +32,8 @@ class Run:
 Item = Rule | Run
 
 
-def _shape(rule: Rule, field: str) -> Any:
+def shape(rule: Rule, field: str) -> Any:
+    """Everything of the rule but its id, comment and ``field``: equal in a run."""
     body = rule.to_toml()
     for key in ("id", "comment", field):
         body.pop(key, None)
@@ -94,11 +95,11 @@ def plan_chain(rules: list[Rule], min_run: int = MIN_RUN) -> list[Item]:
         for field in FIELDS:
             if not _mergeable(rules[i], field):
                 continue
-            shape = _shape(rules[i], field)
+            first = shape(rules[i], field)
             seen = _Spans()
             j = i
             while (j < len(rules) and _mergeable(rules[j], field)
-                   and _shape(rules[j], field) == shape):
+                   and shape(rules[j], field) == first):
                 spans = _spans(rules[j], field)
                 if seen.clashes(spans):
                     break
@@ -193,8 +194,7 @@ def build_run(run: Run, chain: str, index: int, drop_policy: bool, ref, body_bui
     cmds: list[dict[str, Any]] = []
     for version, values in run_groups(run):
         name = run_set_name(chain, index, version)
-        ranged = any((isinstance(v, PortRange) and v.lo != v.hi)
-                     or (not isinstance(v, PortRange) and v.num_addresses > 1) for v in values)
+        ranged = is_ranged(values)
         if version is None:
             kind = "inet_service"
         else:
@@ -221,6 +221,12 @@ def build_run(run: Run, chain: str, index: int, drop_policy: bool, ref, body_bui
             cmds.append({"add": {"rule": ref(chain=chain, comment=comment,
                                              expr=_swap(body, run.field, f"@{name}"))}})
     return cmds
+
+
+def is_ranged(values: list[Any]) -> bool:
+    """Whether a run set of these values needs the interval flag."""
+    return any((isinstance(v, PortRange) and v.lo != v.hi)
+               or (not isinstance(v, PortRange) and v.num_addresses > 1) for v in values)
 
 
 def carry_elements(name: str, held: list[Any], wanted: list[Any], ref) -> list[dict[str, Any]]:

@@ -39,6 +39,8 @@ class DaemonContext:
         self._listeners: list[Callable[[Ruleset], None]] = []
         self._lock = threading.Lock()
         self._cached: tuple[Any, Ruleset] | None = None
+        self._changed = threading.Event()
+        self._notifier: threading.Thread | None = None
 
     # ---- for plug-ins -----------------------------------------------------------------------
     def ruleset(self) -> Ruleset:
@@ -78,9 +80,26 @@ class DaemonContext:
 
     # ---- for the daemon ---------------------------------------------------------------------
     def applied(self) -> None:
-        ruleset = self.ruleset()
-        for fn in list(self._listeners):
-            try:
-                fn(ruleset)
-            except Exception:  # noqa: BLE001  a plug-in's bug never stops the daemon
-                log.exception("an on_apply listener failed")
+        """Say that the ruleset changed: the listeners run in a thread of their own, so the
+        command that changed it (holding the writers' lock) never waits for them. Changes in a
+        quick row are told once, with the latest ruleset."""
+        with self._lock:
+            self._changed.set()
+            if self._notifier is None or not self._notifier.is_alive():
+                self._notifier = threading.Thread(target=self._tell, name="on_apply",
+                                                  daemon=True)
+                self._notifier.start()
+
+    def _tell(self) -> None:
+        while True:
+            with self._lock:
+                if not self._changed.is_set():
+                    self._notifier = None
+                    return
+                self._changed.clear()
+            ruleset = self.ruleset()
+            for fn in list(self._listeners):
+                try:
+                    fn(ruleset)
+                except Exception:  # noqa: BLE001  a plug-in's bug never stops the daemon
+                    log.exception("an on_apply listener failed")

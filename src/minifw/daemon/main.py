@@ -28,9 +28,12 @@ import time
 from typing import Any
 
 from ..api import Firewall
+from ..app import pending_timer
 from ..control import protocol
 from ..errors import ControlError, FailsafeError, MinifwError, StateError
 from ..runners import supervise
+from ..store import pending as pending_record
+from ..store.state import Store
 from .context import DaemonContext, Reply
 from .notify import notify, reloading
 from .server import ControlServer
@@ -59,13 +62,16 @@ class Daemon:
     def run(self) -> None:
         self._take_lock()
         try:
+            # plug-ins are made first: a bad --metrics fails before anything changed
+            plugins = [p for p in (_events_service(), self._metrics_service()) if p]
             self._serve_requests()
             supervise.set_owner(self.supervisor)
             self._install_signals()
             self._up()
             try:
+                self._rearm()
                 self.supervisor.start()
-                self._start_plugins()
+                self._start_plugins(plugins)
                 notify("READY=1", f"STATUS={self.status_line}", f"MAINPID={os.getpid()}")
                 log.info("minifw daemon ready (pid %d): %s", os.getpid(), self.status_line)
                 self._wait()
@@ -77,9 +83,13 @@ class Daemon:
             self._release_lock()
 
     def _take_lock(self) -> None:
-        os.makedirs(self.state_dir, mode=0o750, exist_ok=True)
         path = self.state_dir / "daemon.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.makedirs(self.state_dir, mode=0o750, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StateError(f"cannot use the state directory: {path}: "
+                             f"{exc.strerror or exc}; move whatever is in its way") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -101,7 +111,7 @@ class Daemon:
         for op, fn in (("ping", self._op_ping), ("status", self._op_status),
                        ("runners.apply", self._op_apply), ("runners.stop", self._op_stop),
                        ("runners.watch", self._op_watch), ("applied", self._op_applied),
-                       ("confirm", self._op_confirm)):
+                       ("confirm", self._op_confirm), ("pending.arm", self._op_arm)):
             self.ctx.handle(op, fn)
         self.server.bind()
         self.server.start()
@@ -159,12 +169,17 @@ class Daemon:
             log.error("down failed: %s", exc)
 
     # ---- plug-ins -------------------------------------------------------------------------
-    def _start_plugins(self) -> None:
-        for plugin in filter(None, (_events_service(), self._metrics_service())):
+    def _start_plugins(self, plugins: list[Any]) -> None:
+        """Start each plug-in; one that fails is left out (logged, and missing from
+        ``status``'s plugins): the firewall is served without it."""
+        for plugin in plugins:
             try:
                 plugin.start(self.ctx)
             except MinifwError as exc:
                 log.error("%s did not start: %s", type(plugin).__name__, exc)
+                continue
+            except Exception:  # noqa: BLE001  a plug-in's bug never takes the firewall down
+                log.exception("%s did not start", type(plugin).__name__)
                 continue
             self.plugins.append(plugin)
             if type(plugin).__name__ == "EventService":
@@ -200,9 +215,17 @@ class Daemon:
     def _op_status(self, request: dict[str, Any], reply: Reply) -> dict[str, Any]:
         return {"daemon": {"pid": os.getpid(), "started": self.started,
                            "uptime": round(time.time() - self.started, 3),
-                           "status": self.status_line, "config": self.config,
+                           "status": self.status_line, "config": self._loaded_config(),
                            "plugins": [type(p).__name__ for p in self.plugins]},
                 "runners": self.supervisor.status()}
+
+    def _loaded_config(self) -> str | None:
+        """The config in force (a reload may have named another than the daemon's)."""
+        try:
+            state = Store(self.state_dir).load_or_none()
+        except MinifwError:
+            state = None
+        return state.config if state is not None and state.config else self.config
 
     def _op_apply(self, request: dict[str, Any], reply: Reply) -> dict[str, Any]:
         files = request.get("files")
@@ -237,6 +260,29 @@ class Daemon:
         self.ctx.applied()
         return {}
 
+    def _op_arm(self, request: dict[str, Any], reply: Reply) -> dict[str, Any]:
+        """Run the rollback timer of a change made with --confirm (app/pending.py)."""
+        ident = request.get("id")
+        if not isinstance(ident, str) or not ident:
+            raise ControlError('pending.arm: "id" must name the pending change')
+        self._timer(ident)
+        return {"pid": os.getpid()}
+
+    def _rearm(self) -> None:
+        """A change still waiting for confirmation when this daemon started (it restarted,
+        or took over from a timer process that died) gets its timer back."""
+        try:
+            waiting = pending_record.read(self.state_dir)
+        except MinifwError as exc:
+            log.warning("cannot read the pending change: %s", exc)
+            return
+        if waiting is not None:
+            self._timer(waiting.id)
+
+    def _timer(self, ident: str) -> None:
+        threading.Thread(target=pending_timer.wait_and_roll_back, args=(self.state_dir, ident),
+                         name=f"confirm-{ident}", daemon=True).start()
+
     def _op_confirm(self, request: dict[str, Any], reply: Reply) -> dict[str, Any]:
         done = self.firewall.confirm()
         return {"message": done.message, "result": done.to_json()}
@@ -254,14 +300,14 @@ def _events_service() -> Any:
 
 
 def setup_logging() -> None:
-    """Lines to stderr (journald keeps them, with their time) for the daemon's loggers."""
+    """Lines to stderr (journald keeps them, with their time) for every minifw logger of the
+    daemon's process: its own, and its plug-ins' (minifw.events, minifw.metrics...)."""
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    for name in ("minifw.daemon", "minifw.events"):
-        logger = logging.getLogger(name)
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
+    logger = logging.getLogger("minifw")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 def serve(state_dir: str | os.PathLike[str] | None, config: str | None,

@@ -18,7 +18,7 @@ import threading
 from typing import Any
 
 from ..control import protocol
-from ..control.client import socket_path
+from ..control.client import MAX_PATH, socket_path
 from ..errors import ControlError, MinifwError, StateError
 from .context import Handler
 
@@ -63,6 +63,9 @@ class ControlServer:
     def bind(self) -> None:
         """Create control.sock (0600), replacing a stale one. The caller holds the daemon lock,
         so a live daemon's socket is never taken over."""
+        if len(os.fsencode(self.path)) > MAX_PATH:
+            raise StateError(f"{self.path}: the path is too long for a unix socket ({MAX_PATH} "
+                             "bytes at most); use a shorter state directory")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)

@@ -13,7 +13,8 @@ if TYPE_CHECKING:
 
 from ..errors import RuleError
 from .sets import (
-    SET_KEYS, SET_NAME_RE, SetError, first_overlap, format_duration, normalise_element,
+    DEFAULT_SET, SET_KEYS, SET_NAME_RE, SetError, first_overlap, format_duration,
+    normalise_element,
     parse_duration,
 )
 
@@ -84,6 +85,9 @@ class SetDef:
         if comment is not None and any(ord(c) < 32 or 0x7f <= ord(c) < 0xa0 for c in comment):
             raise err("comment", f"{comment!r} contains control characters")
         log = None
+        if data.get("log") is not None and name != DEFAULT_SET:
+            raise err("log", f"logs bans, which go to the set '{DEFAULT_SET}' only; rules "
+                             f"that use @{name} log with their own log key")
         if data.get("log") is not None:
             from .logtext import parse_log_prefix  # lazy: model.types costs a ban's start
             log = parse_log_prefix(data["log"], err, "log")

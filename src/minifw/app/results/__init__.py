@@ -30,6 +30,7 @@ _HOME = {
     "FailsafeInfo": "rules",
     "ListedRule": "rules",
     "PolicyCounter": "rules",
+    "BanCounter": "rules",
     "RuleListing": "rules",
     "Banned": "bans",
     "Unbanned": "unbans",

@@ -239,15 +239,33 @@ class PolicyCounter:
 
 
 @_frozen
+class BanCounter:
+    """What the ban chain dropped for a set (the set ``blocked``)."""
+
+    set: str
+    hook: str
+    priority: int
+    packets: int
+    bytes: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"set": self.set, "hook": self.hook, "priority": self.priority,
+                "packets": self.packets, "bytes": self.bytes}
+
+
+@_frozen
 class RuleListing:
-    """``list``: the live rules in evaluation order. ``policies`` is None when minifw is
-    not up."""
+    """``list``: the live rules in evaluation order. ``policies`` and ``bans`` are None when
+    minifw is not up; ``bans`` is empty while the ban chain is not there."""
 
     rules: tuple[ListedRule, ...] = ()
     policies: tuple[PolicyCounter, ...] | None = None
+    bans: tuple[BanCounter, ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"rules": [r.to_json() for r in self.rules]}
         if self.policies is not None:
             out["policies"] = [p.to_json() for p in self.policies]
+        if self.bans is not None:
+            out["bans"] = [b.to_json() for b in self.bans]
         return out
