@@ -12,13 +12,12 @@ import ipaddress
 import struct
 from typing import Any, Callable
 
+from ..hooks.packet import v6_transport
+
 HOOK_NAMES = ("prerouting", "input", "forward", "output", "postrouting")
 FAMILIES = {2: "ip", 10: "ip6"}
 _PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
 _PORT_PROTOS = frozenset((6, 17, 132, 136))  # tcp, udp, sctp, udplite: ports come first
-# IPv6 extension headers walked to reach the transport header: hop-by-hop, routing,
-# destination options, AH, fragment
-_V6_EXT = frozenset((0, 43, 60, 51, 44))
 _V4_HEAD = struct.Struct(">BxHxxHxB2x4s4s")  # version/IHL, total length, fragment, protocol
 _PORTS = struct.Struct(">HH")
 # the usual IPv4 packet in one unpack: its header's fields and the 4 bytes after it
@@ -131,23 +130,8 @@ def _ipv6(payload: bytes, out: dict[str, Any]) -> tuple[int | None, int | None]:
     out["dst"] = str(ipaddress.IPv6Address(payload[24:40]))
     plen = (payload[4] << 8) | payload[5]
     out["len"] = 40 + plen if plen else None  # 0: a jumbogram, its length is elsewhere
-    proto, off = payload[6], 40
-    while proto in _V6_EXT:
-        if off + 8 > n:
-            return None, None  # the chain runs past what was copied: the protocol is unknown
-        nxt = payload[off]
-        if proto == 44:
-            if (((payload[off + 2] << 8) | payload[off + 3]) >> 3):
-                return None, nxt  # a later fragment: no transport header here
-            size = 8
-        elif proto == 51:
-            size = (payload[off + 1] + 2) * 4
-        else:
-            size = (payload[off + 1] + 1) * 8
-        proto, off = nxt, off + size
-    if off > n:
-        return None, proto
-    return off, proto
+    proto, off = v6_transport(payload, payload[6], 40, n)
+    return (off if off >= 0 else None), proto
 
 
 def build_event(fields: dict[str, Any], *, ts: float, origin: Any = None, prefix: str | None,

@@ -42,17 +42,13 @@ RCVBUF_ENV = "MINIFW_EVENTS_RCVBUF"
 def _rcvbuf() -> int | None:
     """The NFLOG socket's receive buffer from $MINIFW_EVENTS_RCVBUF (bytes), else the socket's
     default; tests make it small to see losses counted."""
-    text = os.environ.get(RCVBUF_ENV)
-    if not text:
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 4096:
-        raise ConfigError(f"the events receive buffer must be a number of bytes, at least "
-                          f"4096, not {text!r}.", file=f"${RCVBUF_ENV}")
-    return value
+    text = os.environ.get(RCVBUF_ENV, "")
+    if text.isdigit() and int(text) >= 4096:
+        return int(text)
+    if text:
+        raise ConfigError(f"must be a number of bytes, at least 4096, not {text!r}.",
+                          file=f"${RCVBUF_ENV}")
+    return None
 
 
 class _Follower:

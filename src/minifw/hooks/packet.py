@@ -169,6 +169,29 @@ def _bytes(view: Any) -> bytes:
 
 
 _BROKEN_EXT = -2  # _l4 when the IPv6 extension headers are truncated or run past the packet
+
+
+def v6_transport(buf: Any, proto: int, off: int, end: int) -> tuple[int | None, int]:
+    """Walk the IPv6 extension headers that start at ``off`` with next header ``proto``, in
+    ``buf`` up to ``end``: (the transport protocol, its header's offset); (its protocol, -1)
+    for a later fragment, which has no transport header; (None, _BROKEN_EXT) when a header is
+    truncated or runs past ``end``. (The events reader parses NFLOG payloads with it too.)"""
+    while proto in _V6_EXT:
+        if off + 8 > end:
+            return None, _BROKEN_EXT
+        nxt = buf[off]
+        if proto == 44:
+            if ((buf[off + 2] << 8) | buf[off + 3]) >> 3:
+                return nxt, -1
+            size = 8
+        elif proto == 51:
+            size = (buf[off + 1] + 2) * 4
+        else:
+            size = (buf[off + 1] + 1) * 8
+        proto, off = nxt, off + size
+        if off > end:
+            return None, _BROKEN_EXT
+    return proto, off
 _BROKEN_EXT_MSG = "an IPv6 extension header is truncated or runs past the packet."
 
 
@@ -392,25 +415,9 @@ class PacketMethods:
         elif v == 6:
             if n < 40:
                 raise PacketError(f"the IPv6 header is truncated: {n} of 40 bytes.")
-            proto, off = buf[p + 6], p + 40
-            while proto in _V6_EXT:
-                if off + 8 > e:  # the addresses stay readable; the transport fields raise
-                    proto, off = None, _BROKEN_EXT
-                    break
-                nxt = buf[off]
-                if proto == 44:
-                    if ((buf[off + 2] << 8) | buf[off + 3]) >> 3:
-                        proto, off = nxt, -1
-                        break
-                    size = 8
-                elif proto == 51:
-                    size = (buf[off + 1] + 2) * 4
-                else:
-                    size = (buf[off + 1] + 1) * 8
-                proto, off = nxt, off + size
-                if off > e:
-                    proto, off = None, _BROKEN_EXT
-                    break
+            # the addresses stay readable when the extension headers are broken; the
+            # transport fields raise
+            proto, off = v6_transport(buf, buf[p + 6], p + 40, e)
         else:
             raise PacketError(f"the packet's IP version field is {v}; expected 4 or 6.")
         self._buf, self._p, self._e = buf, p, e
