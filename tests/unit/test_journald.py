@@ -54,6 +54,12 @@ def test_the_datagram_carries_message_priority_identifier_and_minifw_fields():
     assert logged["PRIORITY"] == b"6"
 
 
+def test_a_hook_message_is_a_field_and_in_the_line():
+    got = parse_native(build_datagram(dict(EVENT, action="log", message="two\nlines")))
+    assert got["MINIFW_MESSAGE"] == b"two\nlines"
+    assert got["MESSAGE"].endswith(b"message='two\\nlines'")
+
+
 def test_a_prefix_with_a_newline_survives():
     got = parse_native(build_datagram(dict(EVENT, rule=None, prefix="a\nb")))
     assert got["MINIFW_PREFIX"] == b"a\nb"

@@ -38,7 +38,7 @@ def build_datagram(event: dict[str, Any]) -> bytes:
              field("PRIORITY", PRIORITY_DROP if event.get("action") == "drop"
                    else PRIORITY_OTHER),
              field("SYSLOG_IDENTIFIER", IDENTIFIER)]
-    for key in FIELDS:
+    for key in FIELDS + ("message",):
         value = event.get(key)
         if value is not None:
             parts.append(field(f"MINIFW_{key.upper()}", value))

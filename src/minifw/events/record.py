@@ -211,4 +211,6 @@ def format_line(event: dict[str, Any]) -> str:
     for key in ("iif", "oif", "len"):
         if event.get(key) is not None:
             parts.append(f"{key}={event[key]}")
+    if event.get("message") is not None:  # a hook function's pkt.log() text
+        parts.append(f"message={event['message']!r}")
     return " ".join(parts)
