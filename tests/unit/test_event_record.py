@@ -212,3 +212,29 @@ def test_the_readable_line():
     six = build_event(parse_packet(v6(17, UDP), 10), ts=0, prefix="x")
     assert "prefix='x'" in format_line(six) and "[fd00::2]:40000 -> [fd00::1]:53" in \
         format_line(six)
+
+
+def test_events_from_nflog_bytes_captured_from_the_kernel():
+    """The nflog codec's captures (test_nflog_codec.py): an IPv4 ping cut at 128 bytes, an
+    IPv6 ping, and a datagram of three UDP packets."""
+    from minifw.netlink.nflog import NflogDecoder
+    from test_nflog_codec import BATCH3, PING4, PING6
+
+    names = Interfaces(lambda index: {2: "eth-c"}[index])
+
+    def events(data):
+        return [build_event(parse_packet(p.payload, p.family), ts=p.timestamp or 0,
+                            prefix=p.prefix, hook=p.hook, iif=names.name(p.indev),
+                            oif=names.name(p.outdev))
+                for p in NflogDecoder().receive_data(data)]
+
+    (ping,) = events(PING4)
+    assert (ping["family"], ping["proto"], ping["src"], ping["dst"], ping["icmp_type"],
+            ping["len"], ping["hook"], ping["iif"], ping["prefix"]) == \
+        ("ip", "icmp", SRC4, DST4, 8, 228, "input", "eth-c", "x")
+    (ping6,) = events(PING6)
+    assert (ping6["family"], ping6["proto"], ping6["src"], ping6["dst"], ping6["icmp_type"],
+            ping6["len"]) == ("ip6", "icmpv6", SRC6, DST6, 128, 104)
+    udp = events(BATCH3)
+    assert [(e["proto"], e["dport"], e["len"], e["prefix"]) for e in udp] == \
+        [("udp", 9999, 30, "rule-1")] * 3
