@@ -199,3 +199,34 @@ def test_stop_removes_the_hook_socket(tmp_path):
     svc.stop()
     assert not (tmp_path / "events.sock").exists()
     assert not Sender(tmp_path).refresh()
+
+
+def test_a_group_held_by_another_reader_leaves_the_rest_working(tmp_path):
+    from minifw.errors import KernelError
+    tries = []
+
+    def busy_once(group, **options):
+        tries.append(group)
+        if len(tries) == 1:
+            raise KernelError(f"NFLOG group {group} is already bound by another socket.")
+        return FakeNflog(group, **options)
+
+    FakeNflog.opened.clear()
+    svc = EventService(journal_path=str(tmp_path / "none"), nflog=busy_once)
+    ctx = Ctx(tmp_path, Ruleset.from_toml(RULES))
+    svc.start(ctx)
+    try:
+        assert svc.nflog is None and "already bound" in svc.stats()["nflog_error"]
+        sender = Sender(tmp_path)
+        assert sender.refresh()
+        pkt = SimpleNamespace(raw=v4(17, UDP), _queued=lambda: SimpleNamespace(
+            indev=None, outdev=None, length=28))
+        sender.report("f", "input", 0, "drop", pkt)
+        wait_for(lambda: events(ctx, rule="hook:f"))
+        for fn in ctx.listeners:  # the next apply tries again
+            fn(Ruleset.from_toml(RULES))
+        wait_for(lambda: len(FakeNflog.opened) == 1)
+        assert svc.stats()["nflog_error"] is None
+        sender.close()
+    finally:
+        svc.stop()

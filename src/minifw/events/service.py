@@ -75,6 +75,7 @@ class EventService:
         self.journal: Journal | None = None
         self.nflog: Any = None
         self.group: int | None = None
+        self.nflog_error: str | None = None  # why NFLOG is not read, when it is not
         self.hooks: hookevents.Receiver | None = None
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -96,7 +97,7 @@ class EventService:
         self.file = EventFile(events_path(ctx.state_dir), max_bytes=cfg.max_bytes,
                               keep=cfg.keep)
         self.journal = Journal(self.journal_path)
-        self._bind_nflog(cfg.group)
+        self._try_bind(cfg.group)
         self.hooks = hookevents.Receiver(ctx.state_dir)
         self.hooks.publish(cfg.limit)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -140,6 +141,7 @@ class EventService:
             "journald_errors": journal.errors if journal is not None else 0,
             "followers": len(self._followers),
             "group": self.group,
+            "nflog_error": self.nflog_error,
         }
 
     # ---- configuration -------------------------------------------------------------------
@@ -171,11 +173,19 @@ class EventService:
         self.file.configure(max_bytes=cfg.max_bytes, keep=cfg.keep)
         self.hooks.publish(cfg.limit)
         self.interfaces.forget()
-        if cfg.group != self.group:
-            try:
-                self._bind_nflog(cfg.group)
-            except MinifwError as exc:
-                log.error("events: cannot bind NFLOG group %d: %s", cfg.group, exc)
+        if cfg.group != self.group or self.nflog is None:
+            self._try_bind(cfg.group)
+
+    def _try_bind(self, group: int) -> None:
+        """Bind NFLOG ``group``; if that fails (another reader holds it), hook events, the
+        file and followers go on, and the next apply tries again."""
+        try:
+            self._bind_nflog(group)
+            self.nflog_error = None
+        except MinifwError as exc:
+            self.nflog, self.group = None, group
+            self.nflog_error = str(exc)
+            log.error("events: cannot bind NFLOG group %d: %s", group, exc)
 
     def _wake(self) -> None:
         if self._wake_w >= 0:
@@ -199,14 +209,16 @@ class EventService:
         poller.register(self.hooks.fileno(), select.POLLIN)
         while not self._stopping:
             nflog = self.nflog
-            if nflog is not None and nflog.fileno() != registered:
+            fd = nflog.fileno() if nflog is not None else None
+            if fd != registered:
                 if registered is not None:
                     try:
                         poller.unregister(registered)
                     except KeyError:
                         pass
-                registered = nflog.fileno()
-                poller.register(registered, select.POLLIN)
+                registered = fd
+                if fd is not None:
+                    poller.register(fd, select.POLLIN)
             ready = {fd for fd, _ in poller.poll(1000)}
             if self._wake_r in ready:
                 try:
