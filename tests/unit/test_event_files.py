@@ -9,10 +9,13 @@ import threading
 import time
 
 import pytest
+from hypothesis import given, settings, strategies as st
+
+from minifw.events import files
 
 from minifw.errors import StateError
 from minifw.events.files import (
-    EventFile, EventFilter, complete_lines, encode, follow, parse_network, parse_since,
+    EventFile, EventFilter, encode, follow, lines_newest_first, parse_network, parse_since,
     read_events, rotated,
 )
 from minifw.events.record import format_ts
@@ -62,7 +65,7 @@ def test_keep_n_files_and_no_more(tmp_path):
     f = EventFile(path, max_bytes=60, keep=2)
     for n in range(5):
         f.write_lines([line_of(50, n)])
-    assert complete_lines(path.read_bytes()) == [line_of(50, 4)[:-1]]
+    assert path.read_bytes() == line_of(50, 4)
     assert rotated(path, 2).read_bytes() == line_of(50, 2)
     assert not rotated(path, 3).exists()
     assert f.rotations == 4
@@ -207,3 +210,47 @@ def test_follow_reads_across_rotations(tmp_path):
 def test_write_errors_are_state_errors(tmp_path):
     with pytest.raises(StateError):
         EventFile(tmp_path / "missing" / "events.jsonl", max_bytes=100, keep=1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.binary(max_size=12).map(lambda b: b.replace(b"\n", b"")), max_size=12),
+       st.binary(max_size=20).map(lambda b: b.replace(b"\n", b"")), st.integers(1, 9))
+def test_lines_newest_first_at_every_block_boundary(tmp_path_factory, lines, tail, chunk):
+    path = tmp_path_factory.mktemp("lines") / "events.jsonl"
+    path.write_bytes(b"".join(line + b"\n" for line in lines) + tail)
+    saved = files._CHUNK
+    files._CHUNK = chunk
+    try:
+        assert list(lines_newest_first(path)) == lines[::-1]
+    finally:
+        files._CHUNK = saved
+
+
+def test_the_last_events_of_a_large_file_cost_its_end_only(tmp_path, monkeypatch):
+    path = tmp_path / "events.jsonl"
+    f = EventFile(path, max_bytes=1 << 24, keep=1)
+    f.write_lines([encode(ev(n)) for n in range(20000)])
+    reads = []
+    real_open = open
+
+    class Counting:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+        def seek(self, *args):
+            return self.handle.seek(*args)
+
+        def read(self, n):
+            reads.append(n)
+            return self.handle.read(n)
+
+    monkeypatch.setattr(files, "open", lambda p, mode: Counting(real_open(p, mode)),
+                        raising=False)
+    assert [e["n"] for e in read_events(path, EventFilter(), 3)] == [19997, 19998, 19999]
+    assert sum(reads) <= 1 << 16

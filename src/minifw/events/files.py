@@ -256,33 +256,46 @@ def files_newest_first(path: Path) -> list[Path]:
     return found
 
 
-def _read(path: Path) -> bytes:
+def lines_newest_first(path: Path) -> Iterator[bytes]:
+    """The complete lines of one file, last first, read from its end in blocks: the last N
+    events cost a block or two, whatever the file's size. A tail without its newline is being
+    written (or was left by a killed writer): it is not a line."""
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        f = open(path, "rb")
     except FileNotFoundError:
-        return b""  # rotated away meanwhile
+        return  # rotated away meanwhile
     except OSError as exc:
         raise StateError(f"cannot read the events file {path}: {exc.strerror}.") from exc
-
-
-def complete_lines(data: bytes) -> list[bytes]:
-    """The lines of ``data`` that end in a newline (a tail without one is being written)."""
-    end = data.rfind(b"\n")
-    return data[:end].split(b"\n") if end >= 0 else []
+    with f:
+        pos = f.seek(0, os.SEEK_END)
+        carry = b""  # the end of a line whose start is in an earlier block
+        tail = True  # the last newline is not found yet
+        while pos > 0:
+            start = max(0, pos - _CHUNK)
+            f.seek(start)
+            pieces = (f.read(pos - start) + carry).split(b"\n")
+            pos = start
+            if tail:
+                if len(pieces) == 1:
+                    carry = pieces[0]
+                    continue
+                pieces.pop()  # after the last newline
+                tail = False
+            carry = pieces.pop(0) if pos > 0 else b""
+            yield from reversed(pieces)
 
 
 def read_events(path: Path, where: EventFilter, last: int | None = None) -> list[dict[str, Any]]:
     """The events of the file and its rotated ones that match, oldest first; only the ``last``
-    ones when given. Reads newest first and stops as soon as it has enough (or, with a
-    ``since``, at the first file that ends before it)."""
+    ones when given. Reads newest first, from the end, and stops as soon as it has enough (or,
+    with a ``since``, at the first event before it)."""
     check_directory(path)
     found: list[dict[str, Any]] = []
     if last == 0:
         return found
     for file in files_newest_first(path):
         stop = False
-        for line in reversed(complete_lines(_read(file))):
+        for line in lines_newest_first(file):
             event = decode(line)
             if event is None:
                 continue
