@@ -30,7 +30,7 @@ from typing import Any
 from ..api import Firewall
 from ..app import pending_timer
 from ..control import protocol
-from ..errors import ControlError, FailsafeError, MinifwError, StateError
+from ..errors import ControlError, FailsafeError, HookStartError, MinifwError, StateError
 from ..runners import supervise
 from ..store import pending as pending_record
 from ..store.state import Store
@@ -131,6 +131,10 @@ class Daemon:
             log.error("%s", exc)
             notify(f"STATUS=failsafe: {exc}")
             return
+        except HookStartError as exc:  # the ruleset is in; supervision tries them again
+            self.status_line = str(exc)
+            log.error("%s", exc)
+            return
         for w in done.warnings:
             log.warning("%s", w)
         self.status_line = done.message
@@ -152,6 +156,9 @@ class Daemon:
             done = self.firewall.reload(None)
             self.status_line = done.message
             log.info("%s", done.message)
+        except HookStartError as exc:  # the ruleset is in; supervision tries them again
+            log.error("%s", exc)
+            self.status_line = str(exc)
         except MinifwError as exc:
             log.error("reload failed: %s", exc)
             self.status_line = f"reload failed: {exc}"
