@@ -15,7 +15,7 @@ from minifw.events import files
 
 from minifw.errors import StateError
 from minifw.events.files import (
-    EventFile, EventFilter, encode, follow, lines_newest_first, parse_network, parse_since,
+    EventFile, EventFilter, encode, follow, iter_events, lines_newest_first, parse_network, parse_since,
     read_events, rotated,
 )
 from minifw.events.record import format_ts
@@ -170,6 +170,9 @@ def test_read_last_n_across_rotated_files_oldest_first(tmp_path):
     assert [e["n"] for e in read_events(path, EventFilter(rule="even"), 4)] == [12, 14, 16, 18]
     everything = [e["n"] for e in read_events(path, EventFilter())]
     assert everything == list(range(everything[0], 20))
+    assert [e["n"] for e in iter_events(path, EventFilter())] == everything
+    assert [e["n"] for e in iter_events(path, EventFilter(rule="odd"))] == \
+        [n for n in everything if n % 2]
     assert [e["n"] for e in read_events(path, EventFilter(since=1796211780.0 + 18))] == [18, 19]
     assert read_events(path, EventFilter(), 0) == []
     assert read_events(tmp_path / "none.jsonl", EventFilter()) == []
@@ -177,8 +180,9 @@ def test_read_last_n_across_rotated_files_oldest_first(tmp_path):
 
 def test_unparsable_lines_are_skipped(tmp_path):
     path = tmp_path / "events.jsonl"
-    path.write_bytes(encode(ev(1)) + b"not json\n[1,2]\n" + encode(ev(2)))
+    path.write_bytes(encode(ev(1)) + b"not json\n[1,2]\n" + encode(ev(2)) + b'{"n": 3')
     assert [e["n"] for e in read_events(path, EventFilter())] == [1, 2]
+    assert [e["n"] for e in iter_events(path, EventFilter())] == [1, 2]
 
 
 def test_follow_reads_across_rotations(tmp_path):

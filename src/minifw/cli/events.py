@@ -4,13 +4,15 @@ over the daemon's control socket when it runs, else by following the file across
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from typing import Any, Callable, Iterator
 
 import click
 
-from ..events.files import EventFilter, events_path, follow, parse_network, parse_since, \
-    read_events
+from ..events.files import EventFilter, events_path, follow, iter_events, parse_network, \
+    parse_since, read_events
 from ..events.record import format_line
 from ..store.state import state_dir_from_env
 from .common import echo, guarded, json_option
@@ -58,16 +60,22 @@ def log_command(ctx: click.Context, following: bool, as_json: bool, rule: str | 
     if following and last is None:
         last = FOLLOW_BACKLOG
     path = events_path(state_dir)
-    if last != 0 or not following:
-        for event in read_events(path, where, last):
-            show(event)
-    if not following:
-        return
     try:
-        for event in _live(state_dir, path, where):
-            show(event)
+        if last is None and not following:
+            for event in iter_events(path, where):
+                show(event)
+        elif last:
+            for event in read_events(path, where, last):
+                show(event)
+        if following:
+            for event in _live(state_dir, path, where):
+                show(event)
     except KeyboardInterrupt:
         return
+    except BrokenPipeError:  # `minifw log | head`: the reader has all it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # nothing left to flush at exit either
+        os.close(devnull)
 
 
 def _printer(as_json: bool) -> Callable[[dict[str, Any]], None]:

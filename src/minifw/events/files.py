@@ -285,6 +285,26 @@ def lines_newest_first(path: Path) -> Iterator[bytes]:
             yield from reversed(pieces)
 
 
+def iter_events(path: Path, where: EventFilter) -> Iterator[dict[str, Any]]:
+    """Every event of the file and its rotated ones that matches, oldest first, streamed (for
+    ``minifw log`` without -n: memory stays flat whatever the files hold)."""
+    check_directory(path)
+    for file in reversed(files_newest_first(path)):
+        try:
+            f = open(file, "rb")
+        except FileNotFoundError:
+            continue  # rotated away meanwhile
+        except OSError as exc:
+            raise StateError(f"cannot read the events file {file}: {exc.strerror}.") from exc
+        with f:
+            for line in f:
+                if not line.endswith(b"\n"):
+                    break  # being written
+                event = decode(line)
+                if event is not None and where.match(event):
+                    yield event
+
+
 def read_events(path: Path, where: EventFilter, last: int | None = None) -> list[dict[str, Any]]:
     """The events of the file and its rotated ones that match, oldest first; only the ``last``
     ones when given. Reads newest first, from the end, and stops as soon as it has enough (or,
