@@ -7,6 +7,7 @@
     │   ├── UnsupportedError    the running kernel lacks a feature minifw needs
     │   └── PartialAdd          a bulk set-element add failed after some transactions went in
     ├── StateError              minifw's own state (loaded/not loaded, state dir, lock) forbids it
+    │   └── HookStartError      the ruleset went in, but a [[hook]] runner did not start
     ├── FailsafeError           `up` found the config bad with minifw not loaded: it loaded the
     │                           last good ruleset instead, or nothing
     ├── GuardError              a --guard value is malformed, or names a peer with no route here
@@ -82,6 +83,11 @@ class PartialAdd(KernelError):
 
 class StateError(MinifwError):
     """The operation does not fit minifw's current state."""
+
+
+class HookStartError(StateError):
+    """``up``/``reload`` loaded the ruleset, but a [[hook]] runner did not start (each failure
+    is recorded for ``status``; the daemon keeps serving and tries again after its backoff)."""
 
 
 class FailsafeError(MinifwError):

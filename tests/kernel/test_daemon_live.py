@@ -263,6 +263,20 @@ def test_up_reload_and_down_hand_the_runners_to_the_daemon(dlab):
     assert d.message()["READY"] == "1"
     assert [x["pid"] for x in d.runners()] == [r3["pid"]]  # its file did not change
 
+    # a daemon killed: commands work without it, and the next one adopts the runner
+    d.proc.kill()
+    d.proc.wait(timeout=10)
+    assert json.loads(server.minifw("status", "--json").stdout)["daemon"] is None
+    d2 = Daemon(server, config)
+    d2.ready()
+    (r4,) = d2.runners()
+    assert r4["pid"] == r3["pid"] and r4["state"] == "running"
+    os.kill(r4["pid"], signal.SIGKILL)
+    wait_until(lambda: d2.runners()[0]["restarts"] == 1 and d2.runners()[0]["state"]
+               == "running", what="the adopted runner's restart", timeout=10)
+    (r5,) = d2.runners()
+    assert parent(r5["pid"]) == d2.pid and "not a child" in r5["last_exit"]
+
 
 def timer_processes(state_dir):
     found = []
@@ -297,3 +311,36 @@ def test_the_daemon_owns_the_confirm_timers(dlab):
     assert json.loads(done.stdout)["op"] == "add" and timer_processes(server.state_dir) == []
     assert rule_ids() == ["kept"] and "kept" in config.read_text()
     assert json.loads(server.minifw("status", "--json").stdout)["pending"] is None
+
+
+# Loads in the daemon (its validation), but not in a runner while the marker file exists.
+FAILS_IN_RUNNER = """
+    import os, sys
+    from minifw import ACCEPT, DROP, hook
+
+    IN_RUNNER = getattr(sys.modules["__main__"].__spec__, "name", "") == "minifw.runners.runner"
+    if IN_RUNNER and os.path.exists(os.path.join(os.path.dirname(__file__), "broken")):
+        raise RuntimeError("the hook file is broken")
+
+    @hook("input", priority=-10, fail="closed")
+    def no_web(pkt):
+        return DROP if pkt.proto == "tcp" and pkt.dport == 80 else ACCEPT
+    """
+
+
+def test_a_runner_that_cannot_start_is_tried_again_after_its_backoff(dlab):
+    server, client, config = setup(dlab, hooks=FAILS_IN_RUNNER)
+    (dlab.tmp / "broken").touch()
+    d = Daemon(server, config)
+    ready = d.ready()                        # served: the ruleset is in, the hook is not
+    assert "the hook file is broken" in ready["STATUS"]
+    (r,) = d.runners()
+    assert r["state"] == "failed" and r["pid"] is None
+    assert "the hook file is broken" in r["last_exit"]
+    st = server.minifw("status", check=False)
+    assert st.returncode == 1 and "is not running" in st.stderr
+    (dlab.tmp / "broken").unlink()
+    wait_until(lambda: d.runners()[0]["state"] == "running", what="the start after the backoff",
+               timeout=10)
+    assert d.runners()[0]["restarts"] == 1 and client.tcp_result(SERVER4, 80) == "timeout"
+    assert server.minifw("status").returncode == 0

@@ -16,9 +16,9 @@ from . import guard as lockout, pending, runs_live
 from .sets import SetService, fresh_load
 from ..compile import names
 from ..compile import nft as compiler
-from ..compile.carry import Carry, live_counters, plan_carry
+from ..compile.carry import Carry, live_counters, plan_carry, previous
 from ..runners import hookstate, supervise
-from ..errors import ConfigError, KernelError, MinifwError, RuleError, StateError
+from ..errors import ConfigError, HookStartError, KernelError, MinifwError, RuleError, StateError
 from ..hooks.config import hook_files
 from ..kernel import seam, table
 from ..model import Rule, Ruleset, add_rule_text, delete_rule_text, parse_config
@@ -179,7 +179,8 @@ class Service:
         listing = self.kernel.listing()  # read once, just before the transaction
         chains, limits = table.objects(listing)
         kernel_sets, _, _ = table.kernel_objects(listing)
-        carry = plan_carry(self._loaded_or_none(), ruleset, live_counters(listing), kernel_sets)
+        carry = plan_carry(self._loaded_or_none(ruleset), ruleset, live_counters(listing),
+                           kernel_sets)
         retire = supervise.retire_commands(runners, chains) if runners else []
         try:
             self.kernel.run(_with(compiler.build_load(ruleset, chains, limits, kernel_sets,
@@ -211,11 +212,11 @@ class Service:
         return Unloaded("minifw is down: table inet minifw removed" if present
                         else "minifw was not loaded; nothing to remove", removed=present)
 
-    def _loaded_or_none(self) -> Ruleset | None:
-        """The ruleset in force, whose counters a load carries over; None if none is."""
+    def _loaded_or_none(self, new: Ruleset) -> Ruleset | None:
+        """The ruleset in force, whose counters loading ``new`` carries over; None if none is."""
         try:
             state = self.store.load_or_none()
-            return self._live(state) if state is not None and state.loaded else None
+            return previous(state.ruleset, new) if state is not None and state.loaded else None
         except MinifwError:
             return None
 
@@ -530,7 +531,7 @@ def _hooks_started(failed: list[str], done: str) -> None:
     """The ruleset went in; if a hook runner did not start, say so as the command's error."""
     if failed:
         what = "; and ".join(failed).replace("\n", " ")
-        raise StateError(f"{done}, but {what}; see 'minifw status'")
+        raise HookStartError(f"{done}, but {what}; see 'minifw status'")
 
 
 def _ban_counters(listing: table.Listing) -> tuple[BanCounter, ...]:

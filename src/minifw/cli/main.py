@@ -15,6 +15,7 @@ from .common import (
     one_line,
 )
 from .daemon import confirm_via_daemon, daemon, daemon_part, runner_lines
+from .events import log_command
 from .explain import explain
 from .hooks import run_hooks
 from .sets import COMMANDS as SET_COMMANDS
@@ -339,4 +340,5 @@ for _command in SET_COMMANDS:
     cli.add_command(_command)
 cli.add_command(explain)
 cli.add_command(daemon)
+cli.add_command(log_command)
 cli.add_command(top)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Iterable
 
+from ..model.rule import MATCH_KEYS, Rule
 from ..model.ruleset import Ruleset
 from . import names, runs
 from .comments import rule_id_of_comment
@@ -49,6 +50,21 @@ def live_counters(listing: dict[str, Any]) -> dict[str, list[Counts]]:
     return out
 
 
+def previous(toml: dict[str, Any], new: Ruleset) -> Ruleset:
+    """The ruleset in force, from its TOML (the state file's), sharing the new ruleset's Rule
+    objects where a rule's TOML did not change: parsing and planning 10k rules again would
+    cost a reload about a second."""
+    mine = {_key(rule.to_toml()): rule for rule in new.rules}
+    rules = tuple(mine.get(_key(raw)) or Rule.from_toml(raw, index=i)
+                  for i, raw in enumerate(toml.get("rule", [])))
+    return dataclasses.replace(Ruleset.from_toml({k: v for k, v in toml.items() if k != "rule"}),
+                               rules=rules)
+
+
+def _key(raw: Any) -> str:
+    return repr(sorted(raw.items())) if isinstance(raw, dict) else repr(raw)
+
+
 def plan_carry(old: Ruleset | None, new: Ruleset, counters: dict[str, list[Counts]],
                kernel_sets: Iterable[str], chains: Iterable[str] | None = None) -> Carry:
     """What ``new`` takes over from the live ``old`` ruleset (None: nothing). ``chains``
@@ -56,10 +72,10 @@ def plan_carry(old: Ruleset | None, new: Ruleset, counters: dict[str, list[Count
     if old is None:
         return Carry()
     carried: dict[str, list[Counts]] = {}
+    was = {r.id: r for r in old.rules}
     for rule in new.rules:
-        before = old.get(rule.id)
-        if (before is not None and (before.hook, before.priority) == (rule.hook, rule.priority)
-                and before.match_dict() == rule.match_dict() and rule.id in counters):
+        before = was.get(rule.id)
+        if before is not None and rule.id in counters and _same_match(before, rule):
             carried[rule.id] = counters[rule.id]
     for hook in set(old.drop_hooks) & set(new.drop_hooks):
         key = f"policy {hook.value}"
@@ -68,11 +84,23 @@ def plan_carry(old: Ruleset | None, new: Ruleset, counters: dict[str, list[Count
     return Carry(carried, _kept_sets(old, new, set(kernel_sets), chains))
 
 
-def _runs_by_set(ruleset: Ruleset, chains: set[str] | None) -> dict[str, tuple[runs.Run, list]]:
+def _same_match(a: Rule, b: Rule) -> bool:
+    """Same place and same match (action, log and comment may differ)."""
+    return a == b or all(getattr(a, k) == getattr(b, k) for k in _COMPARED)
+
+
+_COMPARED = ("hook", "priority") + MATCH_KEYS
+
+
+def _chain_names(ruleset: Ruleset) -> list[str]:
+    return [names.rule_chain(hook, prio) for (hook, prio), _ in ruleset.chains()]
+
+
+def _runs_by_set(ruleset: Ruleset, chains: set[str]) -> dict[str, tuple[runs.Run, list]]:
     out = {}
     for (hook, prio), rules in ruleset.chains():
         chain = names.rule_chain(hook, prio)
-        if chains is not None and chain not in chains:
+        if chain not in chains:
             continue
         for index, item in enumerate(runs.plan_chain(rules)):
             if isinstance(item, runs.Run):
@@ -83,7 +111,11 @@ def _runs_by_set(ruleset: Ruleset, chains: set[str] | None) -> dict[str, tuple[r
 
 def _kept_sets(old: Ruleset, new: Ruleset, kernel_sets: set[str],
                chains: Iterable[str] | None) -> dict[str, list[Any]]:
-    wanted = None if chains is None else set(chains)
+    # only chains whose run sets are in the kernel: planning 10k rules costs a second
+    holding = {c for c in _chain_names(new) if runs.sets_of(c, kernel_sets)}
+    wanted = holding if chains is None else holding & set(chains)
+    if not wanted:
+        return {}
     before = _runs_by_set(old, wanted)
     keep: dict[str, list[Any]] = {}
     for name, (run, values) in _runs_by_set(new, wanted).items():

@@ -32,8 +32,23 @@ class Run:
 Item = Rule | Run
 
 
+_SHAPES: dict[tuple[int, str], tuple[Rule, Any]] = {}  # by rule identity (the rule held)
+
+
 def shape(rule: Rule, field: str) -> Any:
-    """Everything of the rule but its id, comment and ``field``: equal in a run."""
+    """Everything of the rule but its id, comment and ``field``: equal in a run. Remembered:
+    a reload plans the chains of the old and the new ruleset, which share their Rule objects."""
+    known = _SHAPES.get((id(rule), field))
+    if known is not None and known[0] is rule:
+        return known[1]
+    if len(_SHAPES) > 200_000:
+        _SHAPES.clear()
+    value = _shape(rule, field)
+    _SHAPES[(id(rule), field)] = (rule, value)
+    return value
+
+
+def _shape(rule: Rule, field: str) -> Any:
     body = rule.to_toml()
     for key in ("id", "comment", field):
         body.pop(key, None)
@@ -86,8 +101,24 @@ class _Spans:
             self.ranges.append((kind, lo, hi))
 
 
+_PLANS: list[tuple[tuple[Rule, ...], int, list[Item]]] = []  # the latest plans made
+
+
 def plan_chain(rules: list[Rule], min_run: int = MIN_RUN) -> list[Item]:
-    """The chain's rules, with runs of at least ``min_run`` look-alike rules grouped."""
+    """The chain's rules, with runs of at least ``min_run`` look-alike rules grouped.
+
+    A reload plans the same chains several times (counters to carry, the load): the last few
+    plans are remembered by the identity of their rules (held, so identities stay theirs)."""
+    for held, size, plan in _PLANS:
+        if size == min_run and len(held) == len(rules) and all(
+                a is b for a, b in zip(held, rules)):
+            return list(plan)
+    plan = _plan(rules, min_run)
+    _PLANS[:] = [(tuple(rules), min_run, plan)] + _PLANS[:7]
+    return list(plan)
+
+
+def _plan(rules: list[Rule], min_run: int) -> list[Item]:
     items: list[Item] = []
     i = 0
     while i < len(rules):

@@ -30,7 +30,7 @@ from typing import Any
 from ..api import Firewall
 from ..app import pending_timer
 from ..control import protocol
-from ..errors import ControlError, FailsafeError, MinifwError, StateError
+from ..errors import ControlError, FailsafeError, HookStartError, MinifwError, StateError
 from ..runners import supervise
 from ..store import pending as pending_record
 from ..store.state import Store
@@ -62,6 +62,8 @@ class Daemon:
     def run(self) -> None:
         self._take_lock()
         try:
+            # plug-ins are made first: a bad --metrics fails before anything changed
+            plugins = [p for p in (_events_service(), self._metrics_service()) if p]
             self._serve_requests()
             supervise.set_owner(self.supervisor)
             self._install_signals()
@@ -69,7 +71,7 @@ class Daemon:
             try:
                 self._rearm()
                 self.supervisor.start()
-                self._start_plugins()
+                self._start_plugins(plugins)
                 notify("READY=1", f"STATUS={self.status_line}", f"MAINPID={os.getpid()}")
                 log.info("minifw daemon ready (pid %d): %s", os.getpid(), self.status_line)
                 self._wait()
@@ -129,6 +131,10 @@ class Daemon:
             log.error("%s", exc)
             notify(f"STATUS=failsafe: {exc}")
             return
+        except HookStartError as exc:  # the ruleset is in; supervision tries them again
+            self.status_line = str(exc)
+            log.error("%s", exc)
+            return
         for w in done.warnings:
             log.warning("%s", w)
         self.status_line = done.message
@@ -150,6 +156,9 @@ class Daemon:
             done = self.firewall.reload(None)
             self.status_line = done.message
             log.info("%s", done.message)
+        except HookStartError as exc:  # the ruleset is in; supervision tries them again
+            log.error("%s", exc)
+            self.status_line = str(exc)
         except MinifwError as exc:
             log.error("reload failed: %s", exc)
             self.status_line = f"reload failed: {exc}"
@@ -167,12 +176,17 @@ class Daemon:
             log.error("down failed: %s", exc)
 
     # ---- plug-ins -------------------------------------------------------------------------
-    def _start_plugins(self) -> None:
-        for plugin in filter(None, (_events_service(), self._metrics_service())):
+    def _start_plugins(self, plugins: list[Any]) -> None:
+        """Start each plug-in; one that fails is left out (logged, and missing from
+        ``status``'s plugins): the firewall is served without it."""
+        for plugin in plugins:
             try:
                 plugin.start(self.ctx)
             except MinifwError as exc:
                 log.error("%s did not start: %s", type(plugin).__name__, exc)
+                continue
+            except Exception:  # noqa: BLE001  a plug-in's bug never takes the firewall down
+                log.exception("%s did not start", type(plugin).__name__)
                 continue
             self.plugins.append(plugin)
             if type(plugin).__name__ == "EventService":
@@ -293,14 +307,14 @@ def _events_service() -> Any:
 
 
 def setup_logging() -> None:
-    """Lines to stderr (journald keeps them, with their time) for the daemon's loggers."""
+    """Lines to stderr (journald keeps them, with their time) for every minifw logger of the
+    daemon's process: its own, and its plug-ins' (minifw.events, minifw.metrics...)."""
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    for name in ("minifw.daemon", "minifw.events"):
-        logger = logging.getLogger(name)
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
+    logger = logging.getLogger("minifw")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 def serve(state_dir: str | os.PathLike[str] | None, config: str | None,

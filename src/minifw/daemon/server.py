@@ -15,6 +15,7 @@ import os
 import socket
 import struct
 import threading
+import time
 from typing import Any
 
 from ..control import protocol
@@ -88,21 +89,23 @@ class ControlServer:
         self._thread.start()
 
     def close(self) -> None:
-        if self.sock is not None:
+        sock, self.sock = self.sock, None  # first: the accept loop then knows it is over
+        if sock is not None:
             with contextlib.suppress(OSError):
-                self.sock.shutdown(socket.SHUT_RDWR)
-            self.sock.close()
-            self.sock = None
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the accept (close alone would not)
+            sock.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
 
     def _accept_loop(self) -> None:
-        while self.sock is not None:
+        while True:
+            sock = self.sock
+            if sock is None:
+                return
             try:
-                conn, _ = self.sock.accept()
+                conn, _ = sock.accept()
             except OSError:
-                if self.sock is None:
-                    return
+                time.sleep(0.05)  # closed (the loop ends), or out of descriptors: no spin
                 continue
             if not self._slots.acquire(blocking=False):
                 _refuse(conn, "the daemon serves too many connections; try again")

@@ -133,6 +133,7 @@ class Supervisor:
         """Slots for exactly ``files``, each on its live managed runner (started by us or, at
         the daemon's start, by a command run before it)."""
         live = {r.file: r for r in hookstate.records(self.state_dir) if r.alive and r.managed}
+        why = {f.file: f.reason for f in hookstate.failures(self.state_dir)}
         slots = {}
         for file in files:
             slot = self.slots.get(file) or Slot(file)
@@ -142,7 +143,7 @@ class Supervisor:
                     slot.pid, slot.started = rec.pid, rec.started or time.time()
                 slot.state = "running"
             elif slot.state == "running":  # its start failed just now
-                self._failed(slot, "its runner did not start")
+                self._failed(slot, why.get(file, "its runner did not start"))
             slots[file] = slot
         self.slots = slots
 
