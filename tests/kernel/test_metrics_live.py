@@ -154,10 +154,14 @@ def test_prometheus_reads_back_the_kernel_counters(served):
     assert (labels["hook"], labels["priority"], labels["action"]) == ("input", "0", "drop")
     assert scraped(server, "deny-4") == 0
     assert float(query(server, "minifw_up")[0]["value"][1]) == 1
+    # [events] drops: the drops above became events, which the endpoint counts
+    wait_until(lambda: (query(server, "minifw_events_written_total") or [{"value": [0, "0"]}])
+               [0]["value"][1] not in ("0",), 15, "events written to show")
 
 
 def test_top_once_shows_the_rate_of_real_traffic(served):
     server, client, _ = served
+    udp_burst(client, 3)  # dropped by deny-5: events ([events] drops) for the view's bottom
     flood = client.popen(["ping", "-n", "-i", "0.02", "-c", "150", SERVER4])  # 50/s for 3 s
     time.sleep(0.5)
     out = server.minifw("top", "--once", "--json", "--interval", "1", timeout=60).stdout
@@ -171,6 +175,8 @@ def test_top_once_shows_the_rate_of_real_traffic(served):
     quiet = next(r for r in data["rules"] if r["name"] == "deny-4")
     assert quiet["packets_per_second"] == 0
     assert data["rules"][0]["name"] == "count-ping"  # the busiest first
+    # the latest events underneath
+    assert "deny-5" in {e["rule"] for e in data["events"]}, data["events"]
 
 
 def test_a_rule_added_while_the_daemon_runs_gets_its_series(served):

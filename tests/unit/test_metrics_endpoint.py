@@ -3,13 +3,10 @@ with prometheus-client's own parser), NFQUEUE's /proc lines and the events tail 
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from minifw.app import counters
 from minifw.app.counters import HookInfo, Layout, RuleInfo, Sample, SetInfo
 from minifw.daemon.metrics import DEFAULT_LISTEN, Collector, Reading, parse_listen
 from minifw.errors import ConfigError
@@ -120,25 +117,3 @@ def test_nfqueue_proc_lines():
                                   "    3 1 x 2 65535 5 6 42 1", ""])
 def test_nfqueue_lines_of_another_shape_are_skipped(line):
     assert queuestats.parse(line) == {}
-
-
-def write_events(path, events, tail=b""):
-    path.write_bytes(b"".join(json.dumps(e).encode() + b"\n" for e in events) + tail)
-
-
-def test_latest_events_whole_lines_only(tmp_path):
-    events = [{"rule": f"r{i}"} for i in range(5)]
-    write_events(tmp_path / "events.jsonl", events, tail=b'{"rule": "half')
-    assert counters.latest_events(tmp_path, 3) == events[2:]
-    assert counters.latest_events(tmp_path, 5) == events
-    assert counters.latest_events(tmp_path, 6) == events
-    assert counters.latest_events(tmp_path / "none", 3) == []
-
-
-def test_latest_events_skip_garbage_and_a_cut_first_line(tmp_path):
-    big = [{"rule": "x" * 100, "n": i} for i in range(1000)]  # past the 64 KiB read
-    write_events(tmp_path / "events.jsonl", big)
-    with open(tmp_path / "events.jsonl", "ab") as fh:
-        fh.write(b"not json\n[1, 2]\n")
-    got = counters.latest_events(tmp_path, 2000)
-    assert got == big[-len(got):] and 500 < len(got) < 1000

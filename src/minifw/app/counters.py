@@ -244,33 +244,7 @@ class Sampler:
         return read(self.kernel, self.state_dir, self.layout, self.runners())
 
 
-EVENTS_FILE = "events.jsonl"
-TAIL_BYTES = 1 << 16
-
-
 def latest_events(state_dir: Path, count: int) -> list[dict[str, Any]]:
-    """The last ``count`` events of events.jsonl (oldest first), from its last 64 KiB: whole
-    lines only, a line that is not a JSON object skipped."""
-    import json
-    try:
-        with open(Path(state_dir) / EVENTS_FILE, "rb") as fh:
-            size = fh.seek(0, 2)
-            fh.seek(max(0, size - TAIL_BYTES))
-            data = fh.read()
-            start = size - len(data)
-    except OSError:
-        return []
-    lines = data.split(b"\n")[:-1]  # the last piece is empty or a line still being written
-    if start > 0 and lines:
-        lines = lines[1:]  # the first piece may be the end of a line
-    out = []
-    for line in reversed(lines):
-        if len(out) >= count:
-            break
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, dict):
-            out.append(event)
-    return out[::-1]
+    """The last ``count`` events of events.jsonl and its rotated files, oldest first."""
+    from ..events.files import EventFilter, events_path, read_events
+    return read_events(events_path(state_dir), EventFilter(), last=count)
