@@ -3,11 +3,15 @@ rule id, drop policy, set and hook function, merged runs by element."""
 
 from __future__ import annotations
 
+import pytest
+
+import fakekit
 from minifw.app import counters
 from minifw.app.rules import Service
 from minifw.kernel.fake import FakeKernel
 
-from fakekit import no_real_kernel  # noqa: F401  (fixture)
+no_real_kernel = fakekit.no_real_kernel  # the fixture: nothing here may reach the real kernel
+pytestmark = pytest.mark.usefixtures("no_real_kernel")
 
 RUN = "".join(f'[[rule]]\nid = "deny-{i}"\nsrc = "198.18.7.{i}"\naction = "drop"\n\n'
               for i in range(10))
@@ -50,7 +54,7 @@ def set_counter(kernel, chain, pick, packets, nbytes):
                     expr["counter"] = {"packets": packets, "bytes": nbytes}
 
 
-def test_a_reading_sums_each_counter_into_its_owner(tmp_path, no_real_kernel):  # noqa: F811
+def test_a_reading_sums_each_counter_into_its_owner(tmp_path):
     kernel = Counting()
     config = tmp_path / "minifw.toml"
     config.write_text(CONFIG)
@@ -74,7 +78,7 @@ def test_a_reading_sums_each_counter_into_its_owner(tmp_path, no_real_kernel):  
     assert sampler.labels()["deny-3"] == {"hook": "input", "priority": 0, "action": "drop"}
 
 
-def test_nothing_loaded_reads_as_down(tmp_path, no_real_kernel):  # noqa: F811
+def test_nothing_loaded_reads_as_down(tmp_path):
     got = counters.Sampler(tmp_path / "fresh", FakeKernel()).sample()
     assert (got.up, got.rules, got.policies, got.sets) == (False, {}, {}, {})
     assert not (tmp_path / "fresh" / "sets.db").exists()  # a reading creates nothing
