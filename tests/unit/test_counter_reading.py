@@ -82,3 +82,17 @@ def test_nothing_loaded_reads_as_down(tmp_path):
     got = counters.Sampler(tmp_path / "fresh", FakeKernel()).sample()
     assert (got.up, got.rules, got.policies, got.sets) == (False, {}, {}, {})
     assert not (tmp_path / "fresh" / "sets.db").exists()  # a reading creates nothing
+
+
+def test_a_sampler_knows_when_the_applied_ruleset_changed(tmp_path):
+    kernel = FakeKernel()
+    config = tmp_path / "minifw.toml"
+    config.write_text(CONFIG)
+    service = Service(tmp_path, kernel)
+    service.up(str(config))
+    sampler = counters.Sampler(tmp_path, kernel)
+    assert not sampler.stale()
+    service.add({"id": "late", "proto": "udp", "dport": 7, "action": "drop"}, None,
+                runtime=True)
+    assert sampler.stale()
+    assert "late" in counters.Sampler(tmp_path, kernel).labels()

@@ -10,6 +10,7 @@ per applied ruleset: with 10k rules it costs about a second, the reading itself 
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -225,6 +226,7 @@ class Sampler:
         self.kernel = kernel or seam.default()
         self.runners = runners or (lambda: None)
         store = Store(self.state_dir)
+        self._stamp = _stamp(store.file)
         state = store.load()  # a state directory minifw cannot use is an error, as for status
         ruleset = Ruleset()
         if state.loaded:
@@ -242,6 +244,19 @@ class Sampler:
 
     def sample(self) -> Sample:
         return read(self.kernel, self.state_dir, self.layout, self.runners())
+
+    def stale(self) -> bool:
+        """Whether the applied ruleset changed since (state.json was rewritten)."""
+        from ..store.state import Store
+        return _stamp(Store(self.state_dir).file) != self._stamp
+
+
+def _stamp(path: Any) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_ino, st.st_size
 
 
 def latest_events(state_dir: Path, count: int) -> list[dict[str, Any]]:

@@ -26,7 +26,8 @@ def _daemon_runners(state_dir: str | None):
 
 
 @click.command(name="top")
-@click.option("--once", is_flag=True, help="Sample once over the interval, print, and exit.")
+@click.option("--once", is_flag=True, help="Sample once over the interval, print, and exit "
+              "(--json implies it).")
 @click.option("--interval", "-i", type=click.FloatRange(min=0.1, max=3600), default=1.0,
               show_default=True, help="Seconds between readings.")
 @click.option("--limit", "-n", type=click.IntRange(min=1), default=10, show_default=True,
@@ -58,6 +59,9 @@ def top(ctx: click.Context, once: bool, interval: float, limit: int, as_json: bo
         try:
             while True:
                 time.sleep(interval)
+                if sampler.stale():  # an apply since: rules and runs as they are now
+                    sampler = counters.Sampler(state_dir, runners=sampler.runners)
+                    labels = sampler.labels()
                 after = sampler.sample()
                 found = rates.rates(before, after, labels)
                 live.update(_view(found, counters.latest_events(state_dir, limit), limit),
