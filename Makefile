@@ -3,9 +3,10 @@ PY ?= python3
 VENV := .venv
 # gcc and python3-dev build the hook runner's optional C hot path (src/minifw/hooks/_hot.c);
 # openssh-server and openssh-client give the lockout guard's test a real sshd and ssh session;
-# systemd gives systemd-analyze, which verifies systemd/minifw.service
+# systemd gives systemd-analyze, which verifies systemd/minifw.service;
+# prometheus is the real server that scrapes the daemon's metrics endpoint in its kernel test
 APT_PACKAGES := nftables iproute2 iptables conntrack iputils-ping curl tcpdump util-linux kmod procps \
-	gcc python3-dev openssh-server openssh-client systemd
+	gcc python3-dev openssh-server openssh-client systemd prometheus
 STAMP := $(VENV)/.installed
 
 .PHONY: install demo test unit kernel clean

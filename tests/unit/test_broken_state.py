@@ -51,6 +51,7 @@ EXTRA = {
                  "--dst", "198.18.0.1"]],
     "status": [[], ["--json"]],
     "ban": [[], ["--timeout", "1h", "--set", "other"]],
+    "top": [["--once", "--json", "--interval", "0.1"]],  # without --once it runs until ^C
 }
 
 

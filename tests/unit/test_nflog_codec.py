@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minifw.errors import PacketError
-from minifw.netlink.nflog import CfgFlag, CopyMode, NflogDecoder, NflogPacket, decode_packet
+from minifw.netlink.nflog import CfgFlag, CopyMode, NflogDecoder, NflogPacket
 from minifw.netlink.nlmsg import attr, message, nfgen
 
 # A 228-byte ICMP echo request 198.18.0.2 -> 198.18.0.1 logged at input with prefix "x"
@@ -262,11 +262,6 @@ def test_prefix_stops_at_its_nul_and_tolerates_bad_utf8():
 def test_unexpected_message_type():
     with pytest.raises(PacketError, match="unexpected"):
         decoded(message(0x0401, 0, 0, nfgen(2, 7)))
-
-
-def test_decode_packet_alone():
-    start, end = 16, struct.unpack_from("=I", PING4)[0]
-    assert decode_packet(PING4, start, end) == decoded(PING4)[0]
 
 
 # ---- fuzz --------------------------------------------------------------------------------------

@@ -15,9 +15,11 @@ from .common import (
     one_line,
 )
 from .daemon import confirm_via_daemon, daemon, daemon_part, runner_lines
+from .events import log_command
 from .explain import explain
 from .hooks import run_hooks
 from .sets import COMMANDS as SET_COMMANDS
+from .top import top
 
 
 def _firewall(ctx: click.Context) -> Firewall:
@@ -340,3 +342,5 @@ for _command in SET_COMMANDS:
     cli.add_command(_command)
 cli.add_command(explain)
 cli.add_command(daemon)
+cli.add_command(log_command)
+cli.add_command(top)

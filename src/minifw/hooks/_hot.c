@@ -395,6 +395,7 @@ static PyTypeObject PacketCoreType = {
 typedef struct {
     PyObject_HEAD
     PyObject *runs, *fn, *env, *cls, *accept, *drop, *failed, *odd, *stop;
+    PyObject *on_drop;    /* None or callable(pkt), called after each DROP (hook events) */
     PyObject *prefix[2];  /* batch verdict message but its last 4 bytes (the id): DROP, ACCEPT */
     uint16_t wire_queue;  /* the queue number as its big-endian bytes read in host order */
     long error_verdict;
@@ -646,6 +647,7 @@ burst_dealloc(Burst *self)
     Py_CLEAR(self->failed);
     Py_CLEAR(self->odd);
     Py_CLEAR(self->stop);
+    Py_CLEAR(self->on_drop);
     Py_CLEAR(self->prefix[0]);
     Py_CLEAR(self->prefix[1]);
     PyMem_Free(self->pend);
@@ -696,6 +698,7 @@ decide_range(Burst *self, const char *buf, Py_ssize_t buflen, const char *lens,
             return -1;
         self->seen++;
         long verdict;
+        int reported = 0;
         PyObject *v = PyObject_CallOneArg(self->fn, pkt);
         if (v == NULL) {
             if (PyErr_ExceptionMatches(self->stop)) {  /* SIGTERM/SIGINT: the runner stops */
@@ -721,8 +724,10 @@ decide_range(Burst *self, const char *buf, Py_ssize_t buflen, const char *lens,
         else {
             if (v == self->accept)
                 verdict = 1;
-            else if (v == self->drop)
+            else if (v == self->drop) {
                 verdict = 0;
+                reported = self->on_drop != NULL && self->on_drop != Py_None;
+            }
             else {  /* reports it */
                 PyObject *r = PyObject_CallFunctionObjArgs(self->odd, pkt, v, NULL);
                 if (r == NULL) {
@@ -735,9 +740,25 @@ decide_range(Burst *self, const char *buf, Py_ssize_t buflen, const char *lens,
             }
             Py_DECREF(v);
         }
-        Py_DECREF(pkt);
-        if (decide_one(self, wire_id, verdict) < 0)
+        if (decide_one(self, wire_id, verdict) < 0) {
+            Py_DECREF(pkt);
             return -1;
+        }
+        if (reported) {  /* only DROPs, only while a daemon listens: the runner arms it */
+            PyObject *cb = self->on_drop;
+            Py_INCREF(cb);  /* the runner's watcher thread may swap it meanwhile */
+            PyObject *r = PyObject_CallOneArg(cb, pkt);
+            Py_DECREF(cb);
+            if (r == NULL) {
+                if (PyErr_ExceptionMatches(self->stop)) {  /* decided already: stop after it */
+                    Py_DECREF(pkt);
+                    return -1;
+                }
+                PyErr_Clear();  /* an event lost, never a verdict */
+            }
+            Py_XDECREF(r);
+        }
+        Py_DECREF(pkt);
     }
     return i;
 }
@@ -900,6 +921,8 @@ out:
 
 static PyMemberDef burst_members[] = {
     {"seen", T_PYSSIZET, offsetof(Burst, seen), 0, "Packets given to the function."},
+    {"on_drop", T_OBJECT, offsetof(Burst, on_drop), 0,
+     "None, or a callable(pkt) called after each DROP verdict (hook events)."},
     {"errors", T_PYSSIZET, offsetof(Burst, errors), READONLY,
      "Errors since the runs' state was loaded (not yet in the VerdictRuns)."},
     {"dropped", T_PYSSIZET, offsetof(Burst, dropped), READONLY,

@@ -169,6 +169,29 @@ def _bytes(view: Any) -> bytes:
 
 
 _BROKEN_EXT = -2  # _l4 when the IPv6 extension headers are truncated or run past the packet
+
+
+def v6_transport(buf: Any, proto: int, off: int, end: int) -> tuple[int | None, int]:
+    """Walk the IPv6 extension headers that start at ``off`` with next header ``proto``, in
+    ``buf`` up to ``end``: (the transport protocol, its header's offset); (its protocol, -1)
+    for a later fragment, which has no transport header; (None, _BROKEN_EXT) when a header is
+    truncated or runs past ``end``. (The events reader parses NFLOG payloads with it too.)"""
+    while proto in _V6_EXT:
+        if off + 8 > end:
+            return None, _BROKEN_EXT
+        nxt = buf[off]
+        if proto == 44:
+            if ((buf[off + 2] << 8) | buf[off + 3]) >> 3:
+                return nxt, -1
+            size = 8
+        elif proto == 51:
+            size = (buf[off + 1] + 2) * 4
+        else:
+            size = (buf[off + 1] + 1) * 8
+        proto, off = nxt, off + size
+        if off > end:
+            return None, _BROKEN_EXT
+    return proto, off
 _BROKEN_EXT_MSG = "an IPv6 extension header is truncated or runs past the packet."
 
 
@@ -287,18 +310,20 @@ class PacketMethods:
     __slots__ = ()  # the slots are the core's
 
     def __init__(self, queued: QueuedPacket, ifname: Callable[[int], str | None] | None = None,
-                 logger: Callable[[str], None] | None = None, full_copy: bool = True):
+                 logger: Callable[[str], None] | None = None, full_copy: bool = True,
+                 reporter: Callable[[Any, str], None] | None = None):
         self._q: QueuedPacket | None = queued
         self._data: Any = None
         self._l3: int | None = None       # version, once parsed (then _buf, _p, _e, _l4, ...)
-        self._env = (ifname, logger, full_copy)
+        self._env = (ifname, logger, full_copy, reporter)
 
     @staticmethod
     def environment(ifname: Callable[[int], str | None] | None,
-                    logger: Callable[[str], None] | None, full_copy: bool) -> tuple:
+                    logger: Callable[[str], None] | None, full_copy: bool,
+                    reporter: Callable[[Any, str], None] | None = None) -> tuple:
         """What ``from_datagram`` (the core's constructor) takes as ``env``; build it once per
-        queue."""
-        return (ifname, logger, full_copy)
+        queue. ``reporter(pkt, text)`` also gets each pkt.log() (the runner's hook events)."""
+        return (ifname, logger, full_copy, reporter)
 
     def _queued(self) -> QueuedPacket:
         q = self._q
@@ -362,10 +387,14 @@ class PacketMethods:
         return ifname(index)
 
     def log(self, message: str) -> None:
-        """Write ``message`` to the kernel log (dmesg) and the runner's log."""
-        logger = self._env[1]
-        if logger is not None:
-            logger(str(message))
+        """Write ``message`` to the kernel log (dmesg) and the runner's log, and report it to
+        the daemon's event stream when one listens."""
+        env = self._env
+        text = str(message)
+        if env[1] is not None:
+            env[1](text)
+        if env[3] is not None:
+            env[3](self, text)
 
     # ---- network and transport headers (parsed together, on first use) --------------------
     def _parse_other(self, buf: Any, p: int, e: int) -> None:
@@ -386,25 +415,9 @@ class PacketMethods:
         elif v == 6:
             if n < 40:
                 raise PacketError(f"the IPv6 header is truncated: {n} of 40 bytes.")
-            proto, off = buf[p + 6], p + 40
-            while proto in _V6_EXT:
-                if off + 8 > e:  # the addresses stay readable; the transport fields raise
-                    proto, off = None, _BROKEN_EXT
-                    break
-                nxt = buf[off]
-                if proto == 44:
-                    if ((buf[off + 2] << 8) | buf[off + 3]) >> 3:
-                        proto, off = nxt, -1
-                        break
-                    size = 8
-                elif proto == 51:
-                    size = (buf[off + 1] + 2) * 4
-                else:
-                    size = (buf[off + 1] + 1) * 8
-                proto, off = nxt, off + size
-                if off > e:
-                    proto, off = None, _BROKEN_EXT
-                    break
+            # the addresses stay readable when the extension headers are broken; the
+            # transport fields raise
+            proto, off = v6_transport(buf, buf[p + 6], p + 40, e)
         else:
             raise PacketError(f"the packet's IP version field is {v}; expected 4 or 6.")
         self._buf, self._p, self._e = buf, p, e

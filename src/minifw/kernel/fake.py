@@ -160,6 +160,20 @@ class FakeKernel(Kernel):
             out.append({"elem": elem})
         return out
 
+    def element_counters(self, name: str) -> list[tuple[bytes, int, int, int]]:
+        """As the real dump: each element's first key (a range's or prefix's start), packed."""
+        out = []
+        for e in self.set_elements(name):
+            elem = e["elem"] if isinstance(e, dict) and "elem" in e else {"val": e}
+            val = elem["val"]
+            if isinstance(val, dict):
+                val = (val["prefix"]["addr"] if "prefix" in val else val["range"][0])
+            key = (int(val).to_bytes(2, "big") if isinstance(val, int) else
+                   socket.inet_pton(socket.AF_INET6 if ":" in val else socket.AF_INET, val))
+            counter = elem.get("counter") or {}
+            out.append((key, 0, counter.get("packets", 0), counter.get("bytes", 0)))
+        return out
+
     def log_visible(self) -> bool:
         return self._log_visible
 

@@ -27,7 +27,7 @@ RCVBUF = 32 << 20
 RCVBUF_MAX = 256 << 20
 NLBUFSIZ = 65536
 SLOTS = 16           # datagrams per recvmmsg call
-MAX_BURSTS = 64      # bursts per receive(): a reader under a flood still comes back to its loop
+BATCH = 4096         # packets per receive(), about: a reader under a flood comes back often
 
 
 class GroupBusy(KernelError):
@@ -48,6 +48,7 @@ class NflogSocket:
         self.overruns = 0     # ENOBUFS reports: episodes of loss
         self.received = 0     # packets decoded
         self.malformed = 0    # datagrams the codec refused (skipped)
+        self.truncated = 0    # datagrams larger than a receive slot (skipped)
         self.bound = False
         self._early: list[NflogPacket] = []  # packets that came with config answers
         self.sock = open_socket(rcvbuf)
@@ -59,9 +60,12 @@ class NflogSocket:
             self.close()
             raise
         self.rcvbuf = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-        slot = max(nlbufsiz, copy_range + 4096)
+        # the kernel fills a batch up to its skb's real tailroom: the buffer size rounded up
+        # to the allocator's next power of two, so a datagram may be nearly twice nlbufsiz
+        slot = 2 * max(nlbufsiz, copy_range + 1024) + 4096
         self._receiver = (mmsg.BurstReceiver(self.sock, SLOTS, slot) if mmsg.available()
                           else mmsg.RecvLoop(self.sock, SLOTS, slot))
+        self._receiver.on_truncated = self._truncated
         self._poll = select.poll()
         self._poll.register(self.sock.fileno(), select.POLLIN)
 
@@ -124,12 +128,14 @@ class NflogSocket:
         """Block until something is queued (True) or ``timeout`` seconds pass (False)."""
         return bool(self._poll.poll(None if timeout is None else int(timeout * 1000)))
 
-    def receive(self) -> list[NflogPacket]:
-        """Every packet queued now (never blocks; [] when none)."""
+    def receive(self, most: int = BATCH) -> list[NflogPacket]:
+        """The packets queued now, up to about ``most`` (a datagram is never split): never
+        blocks, [] only when nothing is queued. A reader calls it until [] so that it handles
+        a backlog in slices, each written out before the next is read."""
         out, self._early = self._early, []
         decode = self.decoder.receive_data
         receive = self._receiver.receive
-        for _ in range(MAX_BURSTS):
+        while len(out) < most:
             try:
                 burst = receive()
             except BlockingIOError:
@@ -148,6 +154,10 @@ class NflogSocket:
                 break
         self.received += len(out)
         return out
+
+    def _truncated(self, _head: bytearray, _size: int) -> None:
+        # its packets are lost; the next datagram's sequence numbers count them
+        self.truncated += 1
 
     def _overrun(self) -> None:
         """The kernel dropped datagrams: count it, and give the buffer room to grow."""

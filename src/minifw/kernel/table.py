@@ -73,15 +73,21 @@ def chain_rules(found: Listing, chain: str) -> list[LiveRule]:
     for rule in items(found, "rule"):
         if rule.get("chain") != chain:
             continue
-        packets = byte_count = 0
-        for expr in rule.get("expr", []):
-            counter = expr.get("counter") if isinstance(expr, dict) else None
-            if isinstance(counter, dict):
-                packets += counter.get("packets", 0)
-                byte_count += counter.get("bytes", 0)
+        packets, byte_count = counted(rule)
         out.append(LiveRule(rule["handle"], rule_id_of_comment(rule.get("comment")),
                             packets, byte_count))
     return out
+
+
+def counted(rule: dict) -> tuple[int, int]:
+    """(packets, bytes) of a listed rule's counter statements, summed (0, 0 without any)."""
+    packets = byte_count = 0
+    for expr in rule.get("expr", []):
+        counter = expr.get("counter") if isinstance(expr, dict) else None
+        if isinstance(counter, dict):
+            packets += counter.get("packets", 0)
+            byte_count += counter.get("bytes", 0)
+    return packets, byte_count
 
 
 def base_chains(chains: Listing) -> list[dict]:

@@ -16,13 +16,14 @@ batch. Pure: no sockets here.
 from __future__ import annotations
 
 import enum
+import operator
 import struct
 from typing import NamedTuple
 
 from ..errors import PacketError
 from .nlmsg import (
     NLA_HDR, NfnlSubsys, NlmFlag, NlmsgType, attr, attr_be32, message, nfgen, nfnl_type,
-    parse_error, split_datagram,
+    message_at, parse_error,
 )
 # nfnetlink_log numbers its config commands and copy modes as nfnetlink_queue does
 from .nfqueue import CfgCmd, CopyMode
@@ -104,9 +105,6 @@ class NflogPacket(NamedTuple):
 # ---- decoding ----------------------------------------------------------------------------------
 
 _NLA = NLA_HDR.unpack_from
-_BE32 = struct.Struct(">I").unpack_from
-_PKT_HDR = struct.Struct(">HB").unpack_from
-_STAMP = struct.Struct(">QQ").unpack_from
 _A_PACKET_HDR, _A_MARK, _A_TIMESTAMP, _A_INDEV, _A_OUTDEV = 1, 2, 3, 4, 5
 _A_PHYSINDEV, _A_PHYSOUTDEV, _A_PAYLOAD, _A_PREFIX, _A_SEQ = 6, 7, 9, 10, 12
 _U32_NAMES = {_A_MARK: "mark", _A_INDEV: "input interface", _A_OUTDEV: "output interface",
@@ -116,19 +114,12 @@ _MASK = 0x3FFF  # the attribute type without NLA_F_NESTED and NLA_F_NET_BYTEORDE
 _NOOP, _ERROR, _DONE = NlmsgType.NOOP, NlmsgType.ERROR, NlmsgType.DONE
 
 
-def decode_packet(data: bytes, start: int, end: int,
-                  prefixes: dict[bytes, str] | None = None) -> NflogPacket:
-    """One NFULNL_MSG_PACKET body, ``data[start:end]`` (after the netlink header).
-
-    ``prefixes`` caches decoded prefix strings: a group sees a handful of them.
-    """
+def _walk(data: bytes, start: int, end: int) -> list[tuple[int, int, int]]:
+    """(offset, length, type) of each attribute of the message body ``data[start:end]``, every
+    length checked against the message and against what its type needs."""
     if end - start < 4:
         raise PacketError("a logged-packet message has no nfgenmsg header.")
-    family = data[start]
-    group = (data[start + 2] << 8) | data[start + 3]
-    hook = hw_protocol = -1
-    indev = outdev = seq = timestamp = None
-    prefix, payload, mark = "", b"", 0
+    attrs = []
     off = start + 4
     while off < end:
         if end - off < 4:
@@ -139,45 +130,110 @@ def decode_packet(data: bytes, start: int, end: int,
             raise PacketError(f"a netlink attribute at offset {off} claims {length} bytes, "
                               f"but {end - off} are left in its message.")
         kind &= _MASK
-        if kind == _A_PAYLOAD:
-            payload = data[off + 4:off + length]
-        elif kind == _A_PACKET_HDR:
-            if length < 7:
-                raise PacketError(f"the packet header of a logged packet has {length - 4} "
-                                  "bytes; it needs 3.")
-            hw_protocol, hook = _PKT_HDR(data, off + 4)
-        elif kind == _A_PREFIX:
-            raw = data[off + 4:off + length]
-            text = None if prefixes is None else prefixes.get(raw)
-            if text is None:
-                text = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
-                if prefixes is not None and len(prefixes) < 4096:
-                    prefixes[raw] = text
-            prefix = text
-        elif kind in _U32_NAMES:
-            if length != 8:
-                raise PacketError(f"the {_U32_NAMES[kind]} attribute of a logged packet has "
-                                  f"{length - 4} bytes; it needs 4.")
-            value = _BE32(data, off + 4)[0]
-            if kind == _A_SEQ:
-                seq = value
-            elif kind == _A_INDEV or (kind == _A_PHYSINDEV and indev is None):
-                indev = value
-            elif kind == _A_OUTDEV or (kind == _A_PHYSOUTDEV and outdev is None):
-                outdev = value
-            elif kind == _A_MARK:
-                mark = value
-        elif kind == _A_TIMESTAMP:
-            if length != 20:
-                raise PacketError(f"the time stamp of a logged packet has {length - 4} bytes; "
-                                  "it needs 16.")
-            sec, usec = _STAMP(data, off + 4)
-            timestamp = sec + usec / 1e6
+        if kind == _A_PACKET_HDR and length < 7:
+            raise PacketError(f"the packet header of a logged packet has {length - 4} bytes; "
+                              "it needs 3.")
+        if kind in _U32_NAMES and length != 8:
+            raise PacketError(f"the {_U32_NAMES[kind]} attribute of a logged packet has "
+                              f"{length - 4} bytes; it needs 4.")
+        if kind == _A_TIMESTAMP and length != 20:
+            raise PacketError(f"the time stamp of a logged packet has {length - 4} bytes; "
+                              "it needs 16.")
+        attrs.append((off, length, kind))
         off += (length + 3) & ~3
-    if hook < 0:
+    if not any(kind == _A_PACKET_HDR for _, _, kind in attrs):
         raise PacketError("a logged packet has no packet header attribute.")
-    return NflogPacket(family, hook, prefix, indev, outdev, payload, seq, timestamp, group,
-                       hw_protocol, mark)
+    return attrs
+
+
+# The packet's fields in NflogPacket order, as a shape finds them: in the values it unpacks,
+# in the computed time stamp, or in its constant tail (prefix, None, 0).
+_FIELDS = ("family", "hook", "prefix", "indev", "outdev", "payload", "seq", "timestamp",
+           "group", "hw_protocol", "mark")
+_U32_FIELD = {_A_MARK: "mark", _A_INDEV: "indev", _A_OUTDEV: "outdev", _A_PHYSINDEV: "indev",
+              _A_PHYSOUTDEV: "outdev", _A_SEQ: "seq"}
+SHAPES = 32   # layouts a decoder remembers
+CHUNK = 64    # messages checked at once in a run
+
+
+class _Shape:
+    """The layout of one kind of packet message, learnt from one that ``_walk`` checked.
+
+    The messages of one rule share it (same attribute lengths and types, same prefix): a
+    datagram from a flood is a run of them. A run is checked with big-integer masks (the
+    netlink header's length and type, every attribute header and the prefix must be the
+    learnt ones; anything else may differ) and unpacked in one ``iter_unpack`` call."""
+
+    __slots__ = ("length", "size", "mask", "tmpl", "masks", "values", "get", "stamp", "tail")
+
+    def __init__(self, data: bytes, at: int, length: int, attrs: list[tuple[int, int, int]]):
+        size = (length + 3) & ~3
+        mask = bytearray(size)
+        mask[0:6] = b"\xff" * 6                 # nlmsg_len, nlmsg_type
+        fmt = ["16xBxH"]                        # nfgenmsg: family, (version), group
+        where = {"family": 0, "group": 1}
+        count = 2
+        prefix = ""
+        for off, alen, kind in attrs:
+            rel, room = off - at, ((alen + 3) & ~3) - 4
+            mask[rel:rel + 4] = b"\xff" * 4
+            if kind == _A_PACKET_HDR:
+                fmt.append(f"4xHB{room - 3}x")
+                where["hw_protocol"], where["hook"] = count, count + 1
+                count += 2
+            elif kind in _U32_NAMES:
+                fmt.append("4xI")
+                name = _U32_FIELD[kind]
+                if kind not in (_A_PHYSINDEV, _A_PHYSOUTDEV) or name not in where:
+                    where[name] = count  # (the device itself wins over the bridge port)
+                count += 1
+            elif kind == _A_TIMESTAMP:
+                fmt.append("4xQQ")
+                self.stamp = (count, count + 1)
+                where["timestamp"] = -1
+                count += 2
+            elif kind == _A_PAYLOAD:
+                fmt.append(f"4x{alen - 4}s{room - alen + 4}x")
+                where["payload"] = count
+                count += 1
+            else:
+                fmt.append(f"4x{room}x")
+                if kind == _A_PREFIX:
+                    mask[rel + 4:rel + alen] = b"\xff" * (alen - 4)
+                    prefix = bytes(data[off + 4:off + alen]).split(b"\0", 1)[0].decode(
+                        "utf-8", "replace")
+        self.values = struct.Struct(">" + "".join(fmt))
+        assert self.values.size == size
+        if where.get("timestamp") == -1:
+            where["timestamp"] = count      # computed, then appended to the values
+            count += 1
+        else:
+            self.stamp = None
+        self.tail = (prefix, None, 0, b"")
+        defaults = {"prefix": count, "mark": count + 2, "payload": count + 3}
+        self.get = operator.itemgetter(*[where.get(f, defaults.get(f, count + 1))
+                                         for f in _FIELDS])
+        self.length, self.size = length, size
+        self.mask = bytes(mask)
+        self.tmpl = bytes(x & m for x, m in zip(data[at:at + size], mask))
+        self.masks: dict[int, tuple[int, int]] = {}
+
+    def matches(self, view: memoryview, at: int, count: int) -> bool:
+        """Whether the ``count`` messages from ``at`` on all have this layout."""
+        pair = self.masks.get(count)
+        if pair is None:
+            pair = self.masks[count] = (int.from_bytes(self.mask * count),
+                                        int.from_bytes(self.tmpl * count))
+        return int.from_bytes(view[at:at + count * self.size]) & pair[0] == pair[1]
+
+    def packets(self, view: memoryview) -> list[NflogPacket]:
+        """The packets of a checked run (``view`` holds exactly its messages)."""
+        get, tail, new = self.get, self.tail, tuple.__new__
+        rows = self.values.iter_unpack(view)
+        if self.stamp is None:
+            return [new(NflogPacket, get(v + tail)) for v in rows]
+        s, us = self.stamp
+        return [new(NflogPacket, get(v + (v[s] + v[us] / 1e6,) + tail)) for v in rows]
 
 
 class NflogDecoder:
@@ -195,7 +251,7 @@ class NflogDecoder:
         self.replies: list[tuple[int, int, str]] = []  # (request seq, errno or 0, what)
         self.lost = 0
         self._next: dict[int, int] = {}  # group -> the NFULA_SEQ expected next
-        self._prefixes: dict[bytes, str] = {}
+        self._shapes: list[_Shape] = []  # layouts seen, most recently used first
 
     # -- configuration --
     def _config(self, group: int, what: str, *attrs: bytes) -> bytes:
@@ -249,25 +305,67 @@ class NflogDecoder:
     def receive_data(self, data: bytes | bytearray | memoryview) -> list[NflogPacket]:
         """Decode one datagram. Raises PacketError (only) on malformed input; the packets of
         a datagram that fails are not counted, nor their sequence numbers."""
-        if not isinstance(data, bytes):
-            data = bytes(data)
+        total = len(data)
+        data = bytes(data) + b"\0\0\0"  # room for the last message's padding
+        view = memoryview(data)
         out: list[NflogPacket] = []
-        prefixes = self._prefixes
-        for msg_type, _seq, start, end in split_datagram(data):
+        off = 0
+        while off < total:
+            length, msg_type, _seq = message_at(data, off, total)
             if msg_type == PACKET_TYPE:
-                out.append(decode_packet(data, start, end, prefixes))
-            elif msg_type == _ERROR:
-                errno, req = parse_error(memoryview(data)[start:end])
+                shape = self._shape(data, view, off, length)
+                # the messages after it that have its layout (and end inside the datagram)
+                size, n = shape.size, 1
+                most = (total - off - shape.length) // size + 1
+                step = CHUNK
+                while n < most:
+                    while step > most - n:
+                        step >>= 1
+                    if shape.matches(view, off + n * size, step):
+                        n += step
+                    elif step == 1:
+                        break
+                    else:
+                        step >>= 1
+                out += shape.packets(view[off:off + n * size])
+                off += n * size
+                continue
+            if msg_type == _ERROR:
+                errno, req = parse_error(view[off + 16:off + length])
                 self.replies.append((req, errno, self._pending.pop(req, f"request {req}")))
             elif msg_type != _DONE and msg_type != _NOOP:
                 raise PacketError(f"the kernel sent an unexpected netlink message type "
                                   f"{msg_type:#x} on the NFLOG socket.")
+            off += (length + 3) & ~3
         if out:
             self._count_gaps(out)
         return out
 
+    def _shape(self, data: bytes, view: memoryview, at: int, length: int) -> _Shape:
+        """A known layout that fits the message at ``at`` (most recently used first), or a
+        new one learnt from it."""
+        shapes = self._shapes
+        for i, shape in enumerate(shapes):
+            if shape.length == length and shape.matches(view, at, 1):
+                if i:
+                    shapes.insert(0, shapes.pop(i))
+                return shape
+        shape = _Shape(data, at, length, _walk(data, at + 16, at + length))
+        shapes.insert(0, shape)
+        del shapes[SHAPES:]
+        return shape
+
     def _count_gaps(self, packets: list[NflogPacket]) -> None:
+        """A datagram holds one group's batch; when its numbers run on from the last one
+        without a hole (the common case), one comparison says so."""
+        first, last = packets[0], packets[-1]
         expect = self._next
+        want = expect.get(first.group, first.seq)
+        if (first.seq is not None and first.seq == want and last.seq is not None
+                and first.group == last.group
+                and (last.seq - first.seq) & 0xFFFFFFFF == len(packets) - 1):
+            expect[first.group] = (last.seq + 1) & 0xFFFFFFFF
+            return
         lost = 0
         for p in packets:
             seq = p.seq
@@ -284,4 +382,4 @@ class NflogDecoder:
 
 __all__ = ["NflogDecoder", "NflogPacket", "CopyMode", "CfgFlag", "CfgCmd", "Nfula",
            "NfulaCfg", "NfulnlMsg", "HEADER_COPY_RANGE", "NLBUFSIZ_MAX", "PACKET_TYPE",
-           "decode_packet"]
+           "SHAPES"]

@@ -129,19 +129,26 @@ def parse_error(body: memoryview) -> tuple[int, int]:
 _NLH = NLMSG_HDR.unpack_from
 
 
+def message_at(data: bytes, off: int, total: int) -> tuple[int, int, int]:
+    """(length, type, seq) of the netlink message at ``off`` of a datagram of ``total`` bytes.
+    Raises PacketError on a truncated or inconsistent header."""
+    if total - off < 16:
+        raise PacketError(f"a netlink message header is truncated: {total - off} bytes "
+                          f"left at offset {off}, a header needs 16.")
+    length, msg_type, _flags, seq, _pid = _NLH(data, off)
+    if length < 16 or off + length > total:
+        raise PacketError(f"a netlink message at offset {off} claims {length} bytes, "
+                          f"but {total - off} are left.")
+    return length, msg_type, seq
+
+
 def split_datagram(data: bytes) -> list[tuple[int, int, int, int]]:
     """(type, seq, start, end) of each netlink message in a datagram; body is data[start:end]."""
     out = []
     total = len(data)
     off = 0
     while off < total:
-        if total - off < 16:
-            raise PacketError(f"a netlink message header is truncated: {total - off} bytes "
-                              f"left at offset {off}, a header needs 16.")
-        length, msg_type, _flags, seq, _pid = _NLH(data, off)
-        if length < 16 or off + length > total:
-            raise PacketError(f"a netlink message at offset {off} claims {length} bytes, "
-                              f"but {total - off} are left.")
+        length, msg_type, seq = message_at(data, off, total)
         out.append((msg_type, seq, off + 16, off + length))
         off += (length + 3) & ~3
     return out

@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterator
 
 from ..compile import hooks as plan
 from ..errors import ConfigError, KernelError, MinifwError, PacketError, UnsupportedError
+from ..events.hookevents import Sender
 from ..hooks.load import load_hooks
 from ..hooks.packet import HotPacket, PurePacket, _hot
 from ..kernel import nfnl, nft
@@ -146,10 +147,11 @@ class QueueCtx:
     """Per-queue serving state: the function, its verdict rules, and its verdict runs."""
 
     __slots__ = ("placement", "fn", "name", "error_verdict", "flow_mark", "logger", "full",
-                 "env", "runs", "seen", "reports")
+                 "env", "runs", "seen", "reports", "on_drop", "report_drop")
 
     def __init__(self, placement: plan.Placement, logger: Callable[[str], None],
-                 ifname: Callable[[int], str | None] | None = None):
+                 ifname: Callable[[int], str | None] | None = None,
+                 events: Sender | None = None):
         spec = placement.spec
         self.placement = placement
         self.fn = spec.fn
@@ -158,7 +160,17 @@ class QueueCtx:
         self.flow_mark = spec.flow_mark if spec.per_flow else 0
         self.logger = logger
         self.full = spec.payload
-        self.env = Packet.environment(ifname, logger, self.full)
+        # hook events (events/hookevents.py): pkt.log() reports through the env; DROPs
+        # through on_drop, which the runner's watcher arms only while a daemon listens
+        hook, prio = spec.hook.value, spec.priority
+        reporter = None
+        self.report_drop: Callable[[Any], None] | None = None
+        if events is not None:
+            name = spec.name
+            reporter = (lambda pkt, text: events.report(name, hook, prio, "log", pkt, text))
+            self.report_drop = (lambda pkt: events.report(name, hook, prio, "drop", pkt))
+        self.on_drop: Callable[[Any], None] | None = None
+        self.env = Packet.environment(ifname, logger, self.full, reporter)
         # the stop verdict: for a packet the function had no verdict for when the runner
         # stopped (docs/hooks.md)
         self.runs = VerdictRuns(placement.queue, self.error_verdict,
@@ -178,6 +190,7 @@ class QueueCtx:
 class Runner:
     _wake = -1  # the signal wake-up descriptor while serve() runs
     _rx: Any = None  # the burst receiver, which keeps the last burst for stop()
+    events: Sender | None = None  # hook events to the daemon (None: never reported)
     _burst: Any = None  # the C loop's Burst while it serves (its counts are in it)
 
     def __init__(self, file: str, state_dir: Path, managed: bool = False,
@@ -196,6 +209,7 @@ class Runner:
         self.native_queue = False
         self.conntrack = False
         self.kmsg = KernelLog(f"minifw[{self.pid}]")
+        self.events = Sender(self.state_dir)
         self._ifnames: dict[int, str | None] = {}
         self.installed = False
         self.created_table = False
@@ -256,7 +270,7 @@ class Runner:
             placement = plan.Placement(spec, queue)
             self.placements.append(placement)
             self.ctx[queue] = QueueCtx(placement, self._logger_for(spec.name),
-                                        self._ifname)
+                                        self._ifname, self.events)
         self.conntrack = self.qs.enable_conntrack(self.placements[0].queue)
         if self.conntrack:
             for p in self.placements[1:]:
@@ -330,11 +344,36 @@ class Runner:
         reporter = _StatsReporter(self)
         with _signal_wakeup() as wake:
             self._wake = wake
+            stop_watching = threading.Event()
+            if self.events is not None:
+                self._arm_events()
+                threading.Thread(target=self._watch_events, args=(stop_watching,),
+                                 name="hook-events", daemon=True).start()
             try:
                 self._serve()
             finally:
                 self._wake = -1
+                stop_watching.set()
                 reporter.stop()
+
+    def _arm_events(self) -> None:
+        """Arm the DROP reports while a daemon's events socket exists, disarm them otherwise:
+        with no daemon, a DROP costs nothing more than before."""
+        assert self.events is not None
+        active = self.events.refresh()
+        for ctx in self.ctx.values():
+            ctx.on_drop = ctx.report_drop if active else None
+            if self._burst is not None:
+                self._burst.on_drop = ctx.on_drop
+
+    def _watch_events(self, stop: threading.Event) -> None:
+        # a daemon that comes up is found within a quarter second (one stat); one that
+        # listens is checked once a second
+        while not stop.wait(1.0 if self.events is not None and self.events.active else 0.25):
+            try:
+                self._arm_events()
+            except Exception:  # noqa: BLE001  events are optional: never stop the runner
+                log.exception("hook events: the watcher failed")
 
     def counts(self) -> dict[str, int]:
         """Packets given to the functions, drops and errors so far (the C loop's share, not
@@ -406,6 +445,7 @@ class Runner:
         burst = _hot.Burst(ctx.runs, ctx.fn, ctx.env, Packet, ACCEPT, DROP,
                            lambda exc: self._failed(ctx, exc),
                            lambda pkt, v: self._odd_verdict(ctx, v), StopRunner)
+        burst.on_drop = ctx.on_drop
         self._burst = burst
         buf, lengths = receiver.buf, receiver.lengths
         slot, entry, len_at = receiver.slot_size, receiver.entry_size, receiver.len_at
@@ -516,6 +556,11 @@ class Runner:
                 return
             if v is DROP:
                 ctx.runs.decide(packet_id, 0)
+                if ctx.on_drop is not None:
+                    try:
+                        ctx.on_drop(pkt)
+                    except Exception:  # noqa: BLE001  an event lost, never a verdict (as in C)
+                        pass
                 return
             self._odd_verdict(ctx, v)
         # the error verdict; an accepted first packet of a flow is marked as any other
@@ -580,6 +625,8 @@ class Runner:
                 log.info("hook %s: %d packets, %d dropped, %d errors", ctx.name, ctx.seen,
                          ctx.dropped, ctx.errors)
             self.kmsg.close()
+            if self.events is not None:
+                self.events.close()
 
     def _undecided(self) -> None:
         """The packets of a burst a stop interrupted that the function did not decide: each
