@@ -282,3 +282,33 @@ def test_round_trip(table):
     again = Nat.from_toml(n.to_toml())
     assert again == n
     assert n.families
+
+
+@pytest.mark.parametrize("hook, priority, refused_here", [
+    ("prerouting", -100, True), ("prerouting", -101, False), ("prerouting", -99, False),
+    ("output", -100, True), ("output", -99, False),
+    ("postrouting", 100, True), ("postrouting", 99, False), ("postrouting", 101, False),
+    ("input", -100, False), ("forward", 100, False), ("postrouting", -100, False),
+])
+def test_filter_rules_at_the_nat_priorities_are_refused_while_nat_is_configured(
+        hook, priority, refused_here):
+    rule = f'[[rule]]\nid = "r"\nhook = "{hook}"\npriority = {priority}\naction = "accept"\n'
+    parse_config(rule, "c.toml")  # without NAT, any priority
+    text = rule + '\n[[nat]]\nkind = "masquerade"\n'
+    if not refused_here:
+        assert parse_config(text, "c.toml").rules[0].priority == priority
+        return
+    with pytest.raises(RuleError) as info:
+        parse_config(text, "c.toml")
+    assert info.value.rule == "r" and info.value.field == "priority"
+    assert "where the kernel runs NAT" in str(info.value) and info.value.line == 1
+
+
+def test_match_rule_carries_the_matches_narrowed_by_to():
+    n = nat(id="w", kind="dnat", iif="wan0", proto="tcp", dport=8080, to="198.18.0.1:80")
+    r = n.match_rule()
+    assert (r.id, r.hook, r.priority, r.family, r.iif) == ("w", Hook.PREROUTING, -100,
+                                                           Family.IP, ("wan0",))
+    assert r.dport == n.dport and not r.action.decides
+    assert nat(kind="masquerade").match_rule().families == (Family.IP, Family.IP6)
+    assert n.match_dict() == {"proto": "tcp", "dport": 8080, "iif": "wan0"}

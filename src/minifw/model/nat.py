@@ -23,11 +23,11 @@ from typing import Any
 
 from ..errors import ConfigError, RuleError
 from .rule import (
-    ID_RE, Network, PortRange, _families, _family_culprit, _format_net, _Fields, _one_or_list,
+    ID_RE, MATCH_KEYS, Network, PortRange, Rule, _families, _family_culprit, _format_net, _Fields, _one_or_list,
     parse_port,
 )
 from .setdefs import SetRef
-from .types import HOOKS_WITH_IIF, HOOKS_WITH_OIF, Family, Hook, Proto
+from .types import HOOKS_WITH_IIF, HOOKS_WITH_OIF, Action, Family, Hook, Proto
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -133,6 +133,21 @@ class Nat:
         fams = _families(self.family, self.proto, self.src, self.dst)
         target = self.to.family if self.to is not None else None
         return tuple(f for f in fams if target is None or f is target)
+
+    def match_rule(self) -> Rule:
+        """The entry's matches as a rule that never decides (action log, no prefix): what the
+        compiler and the engine match packets with. Its family is narrowed by ``to``."""
+        families = self.families
+        family = families[0] if len(families) == 1 else self.family
+        return Rule(id=self.id, action=Action.LOG, hook=self.hook, priority=self.priority,
+                    family=family, proto=self.proto, src=self.src, dst=self.dst,
+                    sport=self.sport, dport=self.dport, iif=self.iif, oif=self.oif,
+                    icmp_type=self.icmp_type, comment=self.comment)
+
+    def match_dict(self) -> dict[str, Any]:
+        """The match keys in TOML form, only those set."""
+        out = self.to_toml()
+        return {k: out[k] for k in MATCH_KEYS if k in out}
 
     # ---- TOML pair -----------------------------------------------------------------------
     @classmethod
@@ -305,6 +320,13 @@ def _address_range(text: str, raw: str, err) -> tuple[Address, Address]:
 
 # ---- in the Ruleset -----------------------------------------------------------------------------
 
+def nat_point_clash(where: str) -> str:
+    """Why nothing else may sit where the kernel runs NAT (said of rules and hook functions)."""
+    return (f"{where} is where the kernel runs NAT, and [[nat]] is configured: a filter chain "
+            "there sees the original or the translated address depending on which chain was "
+            "created first. Use another priority (one above or below)")
+
+
 def nats_from_toml(data: dict[str, Any]) -> tuple[Nat, ...]:
     raw = data.get("nat", [])
     if not isinstance(raw, list):
@@ -312,10 +334,15 @@ def nats_from_toml(data: dict[str, Any]) -> tuple[Nat, ...]:
     return tuple(Nat.from_toml(n, index=i) for i, n in enumerate(raw))
 
 
-def check_nats(nats: tuple[Nat, ...], rule_ids: set[str], set_names: set[str]) -> None:
+def check_nats(nats: tuple[Nat, ...], rules: tuple[Rule, ...], set_names: set[str]) -> None:
     """Ids unique across rules and NAT entries (counters, explain and delete name them by id);
-    every ``@set`` defined."""
-    seen = set(rule_ids)
+    every ``@set`` defined; no filter rule at a NAT priority while NAT is configured."""
+    if nats:
+        for rule in rules:
+            if NAT_PRIORITY.get(rule.hook) == rule.priority:
+                raise RuleError(nat_point_clash(f"{rule.hook.value} priority {rule.priority}"),
+                                rule=rule.id, field="priority")
+    seen = {r.id for r in rules}
     for nat in nats:
         if nat.id in seen:
             raise NatError("is used by more than one rule or NAT entry; ids must be unique",

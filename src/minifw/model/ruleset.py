@@ -30,7 +30,7 @@ class Ruleset:
                 raise RuleError("is used by more than one rule; ids must be unique",
                                 rule=rule.id, field="id")
             seen.add(rule.id)
-        check_nats(self.nats, seen, {s.name for s in self.sets} | {DEFAULT_SET})
+        check_nats(self.nats, self.rules, {s.name for s in self.sets} | {DEFAULT_SET})
         names = [s.name for s in self.sets]
         for name in names:
             if names.count(name) > 1:
