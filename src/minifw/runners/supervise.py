@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..compile import hooks as plan
+from ..compile.nat import nat_points
 from ..errors import ConfigError, KernelError, MinifwError, StateError
 from ..kernel import nfnl, nft
 from ..model.ruleset import Ruleset
@@ -31,6 +32,9 @@ def validate(files: Iterable[str], ruleset: Ruleset) -> None:
     rule_points = plan.ruleset_points(k for k, _ in ruleset.chains())
     rule_points += [(h.value, 1000, f"the drop policy chain of {h.value}")
                     for h in ruleset.drop_hooks]
+    rule_points += [(h.value, p, "the kernel's NAT ([[nat]] is configured; a hook function there "
+                     "sees the original or the translated address, whichever chain came first)")
+                    for h, p in nat_points(ruleset)]
     seen: dict[tuple[str, int], str] = {}
     for file in files:
         specs = load_hooks(file)

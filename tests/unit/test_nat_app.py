@@ -1,0 +1,132 @@
+"""`nat add / delete / list` on the fake kernel (no root): incremental edits that leave the
+live table exactly as a fresh load of the edited config would, the config written back with
+its comments, runtime-only entries, and one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from minifw.app.nat import NatService
+from minifw.compile import nat as natc
+from minifw.compile import nft as compiler
+from minifw.errors import ConfigError, RuleError
+from minifw.model import parse_config
+
+from fakekit import lab, no_real_kernel  # noqa: F401  (fixtures)
+
+ROUTER = """\
+# the router of the lab
+[policy]
+forward = "drop"
+input = "drop"
+
+[[rule]]
+id = "lan-out"
+hook = "forward"
+iif = "veth-lan"
+action = "accept"
+
+# the LAN goes out with the WAN address
+[[nat]]
+id = "masq-lan"
+kind = "masquerade"
+src = "198.18.20.0/24"
+oif = "veth-wan"   # the uplink
+"""
+
+FORWARD = {"id": "web", "kind": "dnat", "iif": "veth-wan", "proto": "tcp", "dport": 8080,
+           "to": "198.18.20.1:80"}
+
+
+@pytest.fixture
+def router(lab):
+    lab.config.write_text(ROUTER)
+    lab.rules.up(str(lab.config))
+    return lab
+
+
+def in_sync_with(lab, text: str) -> bool:
+    return lab.kernel.declarative_layout() == compiler.expected_layout(
+        compiler.build_load(parse_config(text, "x")))
+
+
+def test_up_loads_the_nat_chains_and_is_then_in_sync(router):
+    assert in_sync_with(router, ROUTER)
+    assert "nat_postrouting" in router.kernel.objects()[0]
+    again = router.rules.up(str(router.config))
+    assert not again.changed
+
+
+def test_add_then_delete_a_port_forward(router):
+    nat = NatService(router.rules)
+    added = nat.add(dict(FORWARD), runtime=False)
+    assert added.id == "web" and added.saved_to == str(router.config)
+    text = router.config.read_text()
+    assert "# the LAN goes out with the WAN address" in text and "# the uplink" in text
+    assert text.rstrip().endswith('to = "198.18.20.1:80"')
+    assert in_sync_with(router, text)            # the policy accept went first, too
+    layout = router.kernel.declarative_layout()
+    assert layout["forward_policy"][0] == natc.ACCEPT_COMMENT
+    assert natc.ACCEPT_COMMENT not in layout["input_policy"]
+    listed = nat.list()
+    assert [n.id for n in listed.nats] == ["masq-lan", "web"]
+    assert listed.nats[1].to_json() == {
+        "id": "web", "kind": "dnat", "hook": "prerouting", "priority": -100,
+        "match": {"proto": "tcp", "dport": 8080, "iif": "veth-wan"}, "to": "198.18.20.1:80",
+        "comment": None, "packets": 0, "bytes": 0, "runtime": False}
+
+    deleted = nat.delete("web", runtime=False)
+    assert deleted.saved_to == str(router.config)
+    assert router.config.read_text() == ROUTER
+    assert in_sync_with(router, ROUTER)
+    assert "nat_prerouting" not in router.kernel.objects()[0]
+    assert natc.ACCEPT_COMMENT not in router.kernel.declarative_layout()["forward_policy"]
+
+
+def test_the_accept_stays_while_another_port_forward_needs_it(router):
+    nat = NatService(router.rules)
+    nat.add(dict(FORWARD), runtime=False)
+    nat.add({**FORWARD, "id": "web6", "to": "[fd00:20::1]:80"}, runtime=False)
+    nat.delete("web", runtime=False)
+    assert router.kernel.declarative_layout()["forward_policy"][0] == natc.ACCEPT_COMMENT
+    assert in_sync_with(router, router.config.read_text())
+
+
+def test_a_redirect_opens_input(router):
+    nat = NatService(router.rules)
+    nat.add({"id": "proxy", "kind": "redirect", "proto": "tcp", "dport": 80, "to": 3128},
+            runtime=False)
+    assert router.kernel.declarative_layout()["input_policy"][0] == natc.ACCEPT_COMMENT
+    assert in_sync_with(router, router.config.read_text())
+
+
+def test_runtime_entries_leave_the_config_alone(router):
+    nat = NatService(router.rules)
+    assert nat.add(dict(FORWARD), runtime=True).saved_to is None
+    assert router.config.read_text() == ROUTER
+    assert [n.runtime for n in nat.list().nats] == [False, True]
+    assert nat.delete("web", runtime=False).saved_to is None  # not in the file: nothing to cut
+    assert router.config.read_text() == ROUTER
+    assert [n.id for n in nat.list().nats] == ["masq-lan"]
+
+
+def test_errors_are_one_line_and_change_nothing(router):
+    nat = NatService(router.rules)
+    before = router.snapshot()
+    with pytest.raises(RuleError, match=r"^minifw nat add: nat 'web': field 'to': a port needs"):
+        nat.add({**FORWARD, "proto": None, "dport": None}, runtime=False)
+    with pytest.raises(RuleError, match=r"ids must be unique"):
+        nat.add({**FORWARD, "id": "lan-out"}, runtime=False)
+    with pytest.raises(RuleError, match=r"^minifw nat delete: nat 'nope': field 'id': no such"):
+        nat.delete("nope", runtime=False)
+    assert router.snapshot() == before
+
+
+def test_a_rule_at_a_nat_priority_is_refused_by_add(router):
+    with pytest.raises(ConfigError, match="where the kernel runs NAT"):
+        router.rules.add({"id": "x", "hook": "postrouting", "priority": 100,
+                          "action": "accept"}, None, False)
+
+
+def test_list_before_up_is_empty(lab):
+    assert NatService(lab.rules).list().nats == ()
