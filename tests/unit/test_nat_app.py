@@ -130,3 +130,44 @@ def test_a_rule_at_a_nat_priority_is_refused_by_add(router):
 
 def test_list_before_up_is_empty(lab):
     assert NatService(lab.rules).list().nats == ()
+
+
+@pytest.mark.parametrize("hook, priority, clash", [
+    ("prerouting", -100, True), ("prerouting", -99, False), ("output", -100, True),
+    ("postrouting", 100, True), ("postrouting", 101, False), ("input", -100, False),
+])
+def test_hook_functions_at_the_nat_priorities_are_refused(tmp_path, hook, priority, clash):
+    from minifw.runners.supervise import validate
+    f = tmp_path / "h.py"
+    f.write_text("from minifw import hook, ACCEPT\n"
+                 f"@hook('{hook}', priority={priority})\ndef h(pkt):\n    return ACCEPT\n")
+    validate([str(f)], parse_config("", "t"))     # no NAT: any priority
+    with_nat = parse_config('[[nat]]\nkind = "masquerade"\n', "t")
+    if not clash:
+        validate([str(f)], with_nat)
+        return
+    with pytest.raises(ConfigError, match=f"NAT.*both at {hook} priority {priority};") as info:
+        validate([str(f)], with_nat)
+    assert "original or the translated address" in str(info.value)
+
+
+def test_status_names_a_foreign_nat_chain_for_what_it_does():
+    from minifw.app.results.rules import ForeignChain
+    chains = [{"family": "ip", "table": "handmade", "name": "post", "hook": "postrouting",
+               "prio": 100, "type": "nat"},
+              {"family": "ip", "table": "filter", "name": "FWD", "hook": "forward", "prio": 0,
+               "type": "filter"},
+              {"family": "inet", "table": "minifw", "name": "nat_postrouting",
+               "hook": "postrouting", "prio": 100, "type": "nat"}]
+    found = ForeignChain.select(chains, {"postrouting", "forward"})
+    assert [f.table for f in found] == ["handmade", "filter"]    # never minifw's own
+    assert found[0].warning().startswith("table ip handmade has nat base chain post at "
+                                         "postrouting priority 100: it translates addresses")
+    assert found[1].warning().endswith("has base chain FWD at forward priority 0: it can drop "
+                                       "what minifw accepts")
+
+
+def test_status_calls_minifws_nat_chains_nat(router):
+    st = router.rules.status()
+    assert {c.chain: c.kind for c in st.chains}["nat_postrouting"] == "nat"
+    assert not st.warnings and not st.foreign_chains
