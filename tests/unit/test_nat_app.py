@@ -171,3 +171,15 @@ def test_status_calls_minifws_nat_chains_nat(router):
     st = router.rules.status()
     assert {c.chain: c.kind for c in st.chains}["nat_postrouting"] == "nat"
     assert not st.warnings and not st.foreign_chains
+
+
+def test_check_prints_the_nat_entries(tmp_path, capsys, no_real_kernel):
+    from minifw.cli.main import run
+    config = tmp_path / "router.toml"
+    config.write_text(ROUTER + '\n[[nat]]\nid = "web"\nkind = "dnat"\nproto = "tcp"\n'
+                               'dport = 8080\nto = "[fd00:20::1]:80"\n')
+    assert run(["check", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "nat at postrouting priority 100: masq-lan " in out
+    assert "src=198.18.20.0/24 oif=veth-wan -> masquerade\n" in out
+    assert out.count("nat at ") == 2 and "-> dnat to [fd00:20::1]:80\n" in out

@@ -111,6 +111,10 @@ def check(ctx, config, guard, as_json):
         click.echo(f"{hook.value} priority {prio}:")
         for rule in rules:
             click.echo(f"  {_rule_line(rule.id, rule.match_dict(), rule.action.value, rule.log)}")
+    for nat in ruleset.nats:  # [[nat]], in config order
+        to = f" to {nat.to.format()}" if nat.to is not None else ""
+        click.echo(f"nat at {nat.hook.value} priority {nat.priority}: "
+                   f"{_rule_line(nat.id, nat.match_dict(), nat.kind.value, None)}{to}")
     click.echo(f"ok: {len(ruleset.rules)} rules, {len(document['nftables'])} nftables commands")
 
 
