@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from minifw.lab import MINIFW
+
 from kit import (
     R4_C, R6_C, R_CLIENT4, R_CLIENT6, R_SERVER4, R_SERVER6, routed, up, wait_until,
 )
@@ -183,3 +185,37 @@ def test_nat_add_delete_list_live(lab):
     refused = router.minifw("add", "--hook", "prerouting", "--priority", "-100",
                             "--action", "accept", check=False)
     assert refused.returncode != 0 and "where the kernel runs NAT" in refused.stderr
+
+
+HOOK_AT = """\
+from minifw import hook, ACCEPT
+
+@hook("{hook}", priority={priority})
+def passes(pkt):
+    return ACCEPT
+"""
+
+
+def test_nat_and_hook_functions_never_share_a_nat_priority(lab):
+    fw = lab.host("fw")
+    fw.state_dir.mkdir(parents=True, exist_ok=True)
+    hook_file = lab.tmp / "at_srcnat.py"
+    hook_file.write_text(HOOK_AT.format(hook="postrouting", priority=100))
+    runner = fw.popen([MINIFW, "run", str(hook_file)])
+    wait_until(lambda: "hook_q" in fw.run("nft list table inet minifw", check=False).stdout,
+               what="the hook runner's chain")
+    # a hook function holds postrouting/100: NAT is refused, naming why, and nothing changes
+    config = lab.tmp / "fw.toml"
+    config.write_text('[[nat]]\nkind = "masquerade"\n')
+    refused = fw.minifw("up", "--config", str(config), check=False)
+    assert refused.returncode != 0 and "original or the translated address" in refused.stderr
+    assert "nat_" not in fw.run("nft list table inet minifw").stdout
+    runner.terminate()
+    runner.wait(timeout=10)
+    # NAT first: a hook function at dstnat is refused by the runner itself
+    fw.minifw("up", "--config", str(config))
+    config.write_text('[[nat]]\nkind = "redirect"\n')
+    fw.minifw("reload")
+    hook_file.write_text(HOOK_AT.format(hook="prerouting", priority=-100))
+    late = fw.minifw("run", str(hook_file), check=False, timeout=20)
+    assert late.returncode != 0 and "nat_prerouting" in late.stderr

@@ -20,6 +20,7 @@ from ..errors import RuleError
 from ..model import add_rule_text, delete_rule_text, parse_config
 from ..model.nat import Nat, NatError
 from ..model.ruleset import Ruleset
+from ..runners import supervise
 from ..store.state import State, write_atomic
 from .results.nat import ListedNat, NatAdded, NatDeleted, NatListing
 from .rules import Service, _chain_rules_or_empty, read_config
@@ -47,6 +48,7 @@ class NatService:
                 text, _ = read_config(state.config)
                 new_text = add_rule_text(text, nat, None, kind="nat")
                 parse_config(new_text, state.config)  # the edited file must still load
+            supervise.check_nat_points(new_live)
             chains, _ = self.kernel.objects()
             document = natc.build_nat_add(nat, live, new_live, set(chains),
                                           compiler.build_rule_bodies)
