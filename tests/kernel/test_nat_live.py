@@ -1,5 +1,5 @@
 """minifw as a router, in three namespaces (client on the WAN side, the router, a LAN server):
-masquerade, SNAT, a port forward and a redirect, v4 and v6, under drop policies at forward and
+masquerade, SNAT, a port forward, a redirect and DNAT of the router's own connections, v4 and v6, under drop policies at forward and
 input. Every check is made on the side that received the flow: which source address arrived
 there, and which destination address and port it was delivered to. Then `nat add / delete /
 list` live, and the counters (the first packet of each flow only)."""
@@ -73,6 +73,14 @@ dport = 8080
 to = "[{R_SERVER6}]:80"
 
 [[nat]]
+id = "own"
+kind = "dnat"
+hook = "output"
+proto = "tcp"
+dport = 7000
+to = "{R_SERVER4}:81"
+
+[[nat]]
 id = "proxy"
 kind = "redirect"
 iif = "eth-c"
@@ -123,6 +131,8 @@ def test_masquerade_snat_port_forward_and_redirect_v4_and_v6(lab):
     # redirect: the router itself answers on 3128, through its input drop policy
     assert ask(client, "tcp", R4_C, 3000) == f"{R_CLIENT4} {R4_C} 3128"
     assert ask(client, "tcp", R6_C, 3000) == f"{R_CLIENT6} {R6_C} 3128"
+    # the router's own connection, translated at output: to the server, from the router
+    assert ask(router, "tcp", R_CLIENT4, 7000) == f"{R4_C} {R_SERVER4} 81"
     # masquerade (TCP) and SNAT (UDP): the client sees the router's addresses, not the LAN's
     assert ask(server, "tcp", R_CLIENT4, 9000) == f"{R4_C} {R_CLIENT4} 9000"
     assert ask(server, "tcp", R_CLIENT6, 9000) == f"{R6_C} {R_CLIENT6} 9000"
@@ -131,11 +141,12 @@ def test_masquerade_snat_port_forward_and_redirect_v4_and_v6(lab):
 
     # one flow each, so one packet each: later packets follow conntrack, not the NAT chain
     assert nat_counters(router) == {"masq": 2, "snat-udp": 1, "snat-udp6": 1, "web": 1,
-                                    "web6": 1, "proxy": 2}
+                                    "web6": 1, "own": 1, "proxy": 2}
 
     chains = {c["chain"]["name"]: c["chain"] for c in json.loads(router.run(
         "nft -j list chains inet").stdout)["nftables"] if "chain" in c}
     for name, hook, prio in (("nat_prerouting", "prerouting", -100),
+                             ("nat_output", "output", -100),
                              ("nat_postrouting", "postrouting", 100)):
         assert (chains[name]["type"], chains[name]["hook"], chains[name]["prio"]) == (
             "nat", hook, prio)
@@ -143,7 +154,7 @@ def test_masquerade_snat_port_forward_and_redirect_v4_and_v6(lab):
     status = json.loads(router.minifw("status", "--json").stdout)
     assert not status["warnings"] and not status["foreign_chains"]
     kinds = {c["chain"]: c["kind"] for c in status["chains"]}
-    assert kinds["nat_prerouting"] == kinds["nat_postrouting"] == "nat"
+    assert kinds["nat_prerouting"] == kinds["nat_output"] == kinds["nat_postrouting"] == "nat"
     # reload keeps them, as declarative chains (and up finds them in sync)
     router.minifw("reload")
     assert "already up" in router.minifw("up", "--config", str(lab.tmp / "router.toml")).stdout
