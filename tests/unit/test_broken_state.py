@@ -9,6 +9,7 @@ exists (and fails here until ARGUMENTS gives its parameters a value). The kernel
 from __future__ import annotations
 
 import copy
+import gc
 import shutil
 from pathlib import Path
 
@@ -31,6 +32,8 @@ ARGUMENTS = {
     "name": ["blocked"],
     "file": ["{import_file}"],
     "action": ["--action", "drop"],
+    "kind": ["--kind", "masquerade"],   # nat add
+    "nat_id": ["masq"],                 # nat delete
 }
 # ... or by command and parameter name.
 ARGUMENTS_OF = {
@@ -146,6 +149,9 @@ def instance(tmp_path, no_real_kernel):
     template.mkdir()
     kernel = FakeKernel()
     state_dir = healthy(template, kernel)
+    # the set record's connections close when collected, and SQLite then removes sets.db-wal
+    # and -shm: a collection in the middle of a copy below would make it miss them
+    gc.collect()
 
     def fresh() -> tuple[Path, FakeKernel]:
         for name in ("state", "minifw.toml"):

@@ -176,6 +176,7 @@ class Service:
         supervise.RunnerPlan.)"""
         leaving = runners.leaving_chains if runners else []
         supervise.check_rule_points((k for k, _ in ruleset.chains()), leaving)
+        supervise.check_nat_points(ruleset, leaving)
         listing = self.kernel.listing()  # read once, just before the transaction
         chains, limits = table.objects(listing)
         kernel_sets, _, _ = table.kernel_objects(listing)

@@ -32,7 +32,7 @@ from ..model.ruleset import Ruleset
 from ..model.setdefs import SetRef
 from ..model.sets import DEFAULT_SET
 from . import events as prefixes
-from . import names, runs
+from . import names, nat, runs
 from .carry import Carry, apply_counters
 from .comments import COMMENT_MAX, helper_comment
 from .sets import KINDS, build_set_decls, kernel_name
@@ -368,6 +368,7 @@ def build_load(ruleset: Ruleset, existing_chains: Iterable[str] = (),
     if ban_log_set(ruleset):
         wanted[names.BAN_LOG_CHAIN] = _base_chain(names.BAN_LOG_CHAIN, Hook.PREROUTING,
                                                   names.BAN_LOG_PRIORITY)
+    wanted.update(nat.wanted_chains(ruleset))
     existing = [c for c in existing_chains if names.is_declarative(c)]
     for name in sorted(existing):
         cmds.append({"flush": {"chain": _ref(name=name)}})
@@ -388,6 +389,8 @@ def build_load(ruleset: Ruleset, existing_chains: Iterable[str] = (),
     for (hook, priority), rules in ruleset.chains():
         cmds.extend(build_chain_rules(names.rule_chain(hook, priority), rules, ruleset,
                                       carry.keep))
+    cmds.extend(nat.build_nat_load(ruleset, build_rule_bodies))
+    cmds.extend(nat.build_policy_accepts(ruleset))  # first in their policy chains
     for hook in ruleset.drop_hooks:
         cmds.extend({"add": r} for r in build_policy_rules(hook, ruleset.stateful, ruleset))
     if ban_log_set(ruleset):

@@ -9,6 +9,7 @@ from ..errors import RuleError
 from .events import EventsConfig
 from .logtext import parse_log_prefix
 from .rule import Limit, Rule, parse_limit
+from .nat import Nat, check_nats, nats_from_toml
 from .setdefs import SetDef, SetRef
 from .sets import DEFAULT_SET, SetError
 from .types import Action, Hook, point_order
@@ -27,6 +28,7 @@ class Ruleset:
     events: EventsConfig = EventsConfig()
     policy_log: str | None = None      # kernel-log prefix for what drop policies drop
     policy_log_limit: Limit = DEFAULT_POLICY_LOG_LIMIT
+    nats: tuple[Nat, ...] = ()  # [[nat]], in config order (model/nat.py)
 
     def __post_init__(self):
         seen: set[str] = set()
@@ -35,6 +37,7 @@ class Ruleset:
                 raise RuleError("is used by more than one rule; ids must be unique",
                                 rule=rule.id, field="id")
             seen.add(rule.id)
+        check_nats(self.nats, self.rules, {s.name for s in self.sets} | {DEFAULT_SET})
         names = [s.name for s in self.sets]
         for name in names:
             if names.count(name) > 1:
@@ -50,7 +53,7 @@ class Ruleset:
     def set_names(self) -> list[str]:
         """Named sets the ruleset needs in the kernel: defined ones, then referenced ``blocked``."""
         names = [s.name for s in self.sets]
-        for rule in self.rules:
+        for rule in (*self.rules, *self.nats):
             for ref in rule.src + rule.dst:
                 if isinstance(ref, SetRef) and ref.name not in names:
                     names.append(ref.name)
@@ -127,7 +130,7 @@ class Ruleset:
             raise RuleError("must be written as [[set]] tables", field="set")
         sets = tuple(SetDef.from_toml(s, index=i) for i, s in enumerate(raw_sets))
         return cls(rules=rules, policies=tuple(sorted(policies, key=lambda p: list(Hook).index(p[0]))),
-                   stateful=policy.get("stateful", True), sets=sets,
+                   stateful=policy.get("stateful", True), sets=sets, nats=nats_from_toml(data),
                    events=EventsConfig.from_toml(data.get("events", {})),
                    **_policy_log(policy))
 
@@ -149,6 +152,8 @@ class Ruleset:
             out["set"] = [s.to_toml() for s in self.sets]
         if self.rules:
             out["rule"] = [r.to_toml() for r in self.rules]
+        if self.nats:
+            out["nat"] = [n.to_toml() for n in self.nats]
         return out
 
 
