@@ -9,11 +9,9 @@ import subprocess
 import sys
 import uuid
 
-import pytest
-
 from kit import (
-    CLIENT4, CLIENT6, SERVER4, SERVER6, dmesg_count, listing, nft_objects, probes, reload_with,
-    up, wait_until,
+    CLIENT4, CLIENT6, SERVER4, SERVER6, dmesg_count, listing, nft_chain_ids, nft_objects, probes,
+    reload_with, up, wait_until,
 )
 from minifw.compile.events import event_origin
 from minifw.model import parse_config
@@ -64,13 +62,9 @@ def counts(host) -> dict[str, int]:
     return {r["id"]: r["packets"] for r in listing(host)["rules"]}
 
 
-@pytest.fixture
-def tag():
-    return f"eb{uuid.uuid4().hex[:10]}"
-
-
-def test_policy_and_ban_drops_reach_dmesg_and_accepts_do_not(net, kernel_log, tag):
+def test_policy_and_ban_drops_reach_dmesg_and_accepts_do_not(net, kernel_log):
     server, client = net
+    tag = f"eb{uuid.uuid4().hex[:10]}"  # this run's lines only
     up(server, f"""
 [policy]
 input = "drop"
@@ -192,3 +186,31 @@ action = "drop"
     assert counts(server) == {k: v for k, v in dict(after, late=0).items() if k != "edited"}
     flood(client, SERVER4, 61, 1)
     assert counts(server)["p1"] == 8
+
+
+def test_add_and_delete_place_and_remove_helper_rules(net):
+    server, _ = net
+    up(server, """
+[events]
+drops = true
+
+[[rule]]
+id = "a"
+proto = "tcp"
+dport = 80
+action = "accept"
+
+[[rule]]
+id = "b"
+proto = "tcp"
+dport = 81
+action = "drop"
+""")
+    assert nft_chain_ids(server, "input_0") == ["a", "log b", "b"]
+    server.minifw("add", "--id", "c", "--proto", "udp", "--dport", "9", "--action", "drop",
+                  "--position", "1")
+    assert nft_chain_ids(server, "input_0") == ["a", "log c", "c", "log b", "b"]
+    server.minifw("delete", "b")
+    assert nft_chain_ids(server, "input_0") == ["a", "log c", "c"]
+    server.minifw("delete", "c")
+    assert nft_chain_ids(server, "input_0") == ["a"]

@@ -60,10 +60,11 @@ def _duration(seconds: float | None) -> str:
 
 
 def confirm_via_daemon(state_dir: str | None) -> dict | None:
-    """``confirm`` by the daemon when one runs (it owns the confirm timers then); its
-    ``Confirmed`` as JSON, or None when no daemon runs."""
+    """``confirm`` by the daemon when one runs (it owns the confirm timers then): the reply
+    (``message``, ``warnings``, ``result``: the ``Confirmed`` as JSON), or None when no
+    daemon runs."""
     from ..control import client
     where = state_dir_from_env(state_dir)
     if not client.daemon_running(where):
         return None
-    return client.request(where, "confirm")["result"]
+    return client.request(where, "confirm")

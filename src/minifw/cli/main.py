@@ -77,7 +77,9 @@ def confirm(ctx, as_json):
     """Keep the change made with --confirm (an add/delete's config file is written now)."""
     served = confirm_via_daemon(ctx.obj["state_dir"])
     if served is not None:
-        dump(served) if as_json else click.echo(served["message"])
+        for w in [] if as_json else served.get("warnings") or []:
+            click.echo(f"warning: {w}", err=True)
+        dump(served["result"]) if as_json else click.echo(served["message"])
         return
     done = _firewall(ctx).confirm()
     dump(done.to_json()) if as_json else emit(done)

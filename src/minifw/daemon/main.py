@@ -127,9 +127,8 @@ class Daemon:
         try:
             done = self.firewall.up(self.config)
         except FailsafeError as exc:
-            self.status_line = f"failsafe: {exc}"
+            self.status_line = f"failsafe: {exc}"  # READY=1 carries it as STATUS=
             log.error("%s", exc)
-            notify(f"STATUS=failsafe: {exc}")
             return
         except HookStartError as exc:  # the ruleset is in; supervision tries them again
             self.status_line = str(exc)
@@ -292,7 +291,8 @@ class Daemon:
 
     def _op_confirm(self, request: dict[str, Any], reply: Reply) -> dict[str, Any]:
         done = self.firewall.confirm()
-        return {"message": done.message, "result": done.to_json()}
+        return {"message": done.message, "warnings": list(done.warnings),
+                "result": done.to_json()}
 
 
 def _events_service() -> Any:

@@ -194,13 +194,13 @@ def remove_record(state_dir: Path, pid: int) -> None:
             path.unlink()
 
 
-# ---- a live runner's counts: ``stats-<pid>.json``, rewritten every STATS_EVERY seconds ------
+# ---- a live runner's counts: ``runner-<pid>.stats`` (JSON), rewritten every STATS_EVERY s ----
 STATS_EVERY = 1.0
 STATS_KEYS = ("packets", "drops", "errors")
 
 
 def stats_path(state_dir: Path, pid: int) -> Path:
-    return hooks_dir(state_dir) / f"stats-{pid}.json"
+    return hooks_dir(state_dir) / f"runner-{pid}.stats"
 
 
 def write_stats(state_dir: Path, pid: int, counts: dict[str, int]) -> None:

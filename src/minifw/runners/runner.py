@@ -673,7 +673,7 @@ class Runner:
 
 
 class _StatsReporter:
-    """Writes the runner's counts to ``stats-<pid>.json`` every STATS_EVERY seconds, for the
+    """Writes the runner's counts to ``runner-<pid>.stats`` every STATS_EVERY seconds, for the
     daemon's ``status`` and metrics. A thread: the serve loops never stop for it (the C loop
     lets go of the GIL while it waits for packets)."""
 
