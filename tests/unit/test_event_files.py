@@ -258,3 +258,22 @@ def test_the_last_events_of_a_large_file_cost_its_end_only(tmp_path, monkeypatch
                         raising=False)
     assert [e["n"] for e in read_events(path, EventFilter(), 3)] == [19997, 19998, 19999]
     assert sum(reads) <= 1 << 16
+
+
+_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.text(max_size=12),
+                    st.floats(allow_nan=False, allow_infinity=False))
+
+
+@settings(max_examples=300)
+@given(st.dictionaries(st.text(max_size=6), _VALUES, max_size=8))
+def test_encode_is_json_dumps_in_one_ascii_line(event):
+    import json
+    line = encode(event)
+    assert line == (json.dumps(event, separators=(",", ":")) + "\n").encode()
+    assert line.isascii() and line.count(b"\n") == 1 and line.endswith(b"\n")
+
+
+def test_encode_escapes_what_must_be():
+    import json
+    for text in ('a"b', "a\\b", "tab\t", "del\x7f", "é", "\n", "", "198.18.0.1"):
+        assert json.loads(encode({"prefix": text})) == {"prefix": text}
