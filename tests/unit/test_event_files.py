@@ -15,7 +15,7 @@ from minifw.events import files
 
 from minifw.errors import StateError
 from minifw.events.files import (
-    EventFile, EventFilter, encode, follow, iter_events, lines_newest_first, parse_network, parse_since,
+    EventFile, EventFilter, encode, encode_event, follow, iter_events, lines_newest_first, parse_network, parse_since,
     read_events, rotated,
 )
 from minifw.events.record import format_ts
@@ -277,3 +277,24 @@ def test_encode_escapes_what_must_be():
     import json
     for text in ('a"b', "a\\b", "tab\t", "del\x7f", "é", "\n", "", "198.18.0.1"):
         assert json.loads(encode({"prefix": text})) == {"prefix": text}
+
+
+_TEXT = st.one_of(st.none(), st.text(max_size=10))
+_NUMBER = st.one_of(st.none(), st.integers(0, 70000))
+
+
+@settings(max_examples=300)
+@given(st.fixed_dictionaries({
+    "rule": _TEXT, "hook": _TEXT, "priority": _NUMBER, "action": _TEXT, "family": _TEXT,
+    "proto": _TEXT, "src": _TEXT, "dst": _TEXT, "sport": _NUMBER, "dport": _NUMBER,
+    "icmp_type": _NUMBER, "iif": _TEXT, "oif": _TEXT, "len": _NUMBER, "prefix": _TEXT}),
+    st.floats(0, 4e9))
+def test_encode_event_is_encode_for_built_events(fields, ts):
+    from types import SimpleNamespace
+    from minifw.events.record import build_event
+    origin = SimpleNamespace(rule=fields["rule"], hook=fields["hook"],
+                             priority=fields["priority"], action=fields["action"])
+    e = build_event(fields, ts=ts, origin=origin, prefix=fields["prefix"], iif=fields["iif"],
+                    oif=fields["oif"])
+    assert encode_event(e) == encode(e)
+    assert encode_event(dict(e, message="x")) == encode(dict(e, message="x"))

@@ -21,7 +21,7 @@ from typing import Any, Callable
 from ..compile.events import RUN, event_origin
 from ..errors import ConfigError, ControlError, MinifwError
 from . import hookevents
-from .files import EventFile, EventFilter, encode, events_path
+from .files import EventFile, EventFilter, encode_event, events_path
 from .journald import JOURNAL_SOCKET, Journal
 from .record import Interfaces, build_event, parse_packet
 
@@ -288,7 +288,7 @@ class EventService:
         """Write ``events`` (one write), send them to journald and the followers."""
         assert self.file is not None and self.journal is not None
         try:
-            self.file.write_lines([encode(e) for e in events])
+            self.file.write_lines([encode_event(e) for e in events])
         except MinifwError as exc:
             self.file_errors += 1
             if self.file_errors <= 10:
