@@ -259,7 +259,10 @@ def start_ulogd(rx, tmp: Path, args):
     out.unlink(missing_ok=True)
     proc = rx.popen([*CONSUMER_CPU, "/usr/sbin/ulogd", "-c", str(ulogd_conf(tmp, out, args))])
     wait_for(out, proc, f"ulogd (see {tmp}/ulogd.log)")  # JSON opens its file once up
-    os.setpriority(os.PRIO_PROCESS, proc.pid, 0)  # ulogd raises itself to nice -1: even out
+    # ulogd2 makes itself a real-time task (SCHED_RR 99, nice -1), which would take the
+    # shared core from minifw outright: both get it the same way, as ordinary tasks
+    os.sched_setscheduler(proc.pid, os.SCHED_OTHER, os.sched_param(0))
+    os.setpriority(os.PRIO_PROCESS, proc.pid, 0)
     time.sleep(0.3)
     return proc, out
 
