@@ -22,6 +22,7 @@ Usage (root): .venv/bin/python bench/events/run.py [--seconds 3] [--rounds 3]
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -39,6 +40,19 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from minifw.lab import MINIFW, Lab  # noqa: E402
+
+
+def _bench_hooks():
+    """bench/hooks/run.py, for its process helpers (bench/ is scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location("bench_hooks_run",
+                                                  HERE.parent / "hooks" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_HOOKS = _bench_hooks()
+cpu_seconds, stop = _HOOKS.cpu_seconds, _HOOKS.stop
 
 PY = str(ROOT / ".venv" / "bin" / "python")
 MINIFW_GROUP, ULOGD_GROUP = 100, 101
@@ -164,11 +178,6 @@ class Lines:
         return self.count
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def settle(files: list[Lines], target: int, quiet: float = 3.0,
            deadline: float = 120.0) -> list[float]:
     """Wait until every consumer wrote ``target`` lines or wrote none for ``quiet`` seconds
@@ -182,15 +191,6 @@ def settle(files: list[Lines], target: int, quiet: float = 3.0,
                 waiting.remove(f)
         time.sleep(0.05)
     return [f.grew for f in files]
-
-
-def stop(proc) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
 
 
 def start_reader(rx, tmp: Path, args):
@@ -259,7 +259,10 @@ def start_ulogd(rx, tmp: Path, args):
     out.unlink(missing_ok=True)
     proc = rx.popen([*CONSUMER_CPU, "/usr/sbin/ulogd", "-c", str(ulogd_conf(tmp, out, args))])
     wait_for(out, proc, f"ulogd (see {tmp}/ulogd.log)")  # JSON opens its file once up
-    os.setpriority(os.PRIO_PROCESS, proc.pid, 0)  # ulogd raises itself to nice -1: even out
+    # ulogd2 makes itself a real-time task (SCHED_RR 99, nice -1), which would take the
+    # shared core from minifw outright: both get it the same way, as ordinary tasks
+    os.sched_setscheduler(proc.pid, os.SCHED_OTHER, os.sched_param(0))
+    os.setpriority(os.PRIO_PROCESS, proc.pid, 0)
     time.sleep(0.3)
     return proc, out
 

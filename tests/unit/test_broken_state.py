@@ -40,6 +40,7 @@ ARGUMENTS_OF = {
 # several lists: the command runs once with each.
 EXTRA = {
     "up": [["--config", "{config}"]],
+    "daemon": [["--config", "{missing}"]],  # a config that is not there: serving is not for here
     "reload": [[], ["--config", "{config}"]],
     "check": [["--config", "{config}"]],
     "add": [["--id", "web", "--proto", "tcp", "--dport", "80"],

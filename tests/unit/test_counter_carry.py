@@ -1,8 +1,11 @@
 """Counters across reloads, pure side: which rules and run sets keep their counters, and the
 load document that carries them (rule counters inline, run sets kept with element diffs)."""
 
+import pytest
+
 from minifw.compile import nft as compiler
-from minifw.compile.carry import Carry, apply_counters, live_counters, plan_carry
+from minifw.compile.carry import Carry, apply_counters, live_counters, plan_carry, previous
+from minifw.errors import MinifwError
 from minifw.model import parse_config
 
 RUN = "".join(f'\n[[rule]]\nid = "net{i}"\nsrc = "198.18.{i}.0/24"\naction = "drop"\n'
@@ -125,3 +128,13 @@ def test_run_sets_that_changed_are_made_again():
     assert plan_carry(old, hosts, {}, sets).keep == {}
     # an edit of another chain does not look at this one
     assert plan_carry(old, old, {}, sets, chains=["input_5"]).keep == {}
+
+
+def test_the_previous_ruleset_shares_unchanged_rules_and_refuses_damage():
+    old, new = rs(BASE + RUN), rs(BASE.replace("dport = 80", "dport = 81") + RUN)
+    back = previous(old.to_toml(), new)
+    assert back == old
+    assert back.get("net3") is new.get("net3") and back.get("web") is not new.get("web")
+    for damaged in ({"rule": "x"}, {"rule": [1]}, {"rule": [{"id": "a"}]}, {"policy": 3}):
+        with pytest.raises(MinifwError):
+            previous(damaged, new)

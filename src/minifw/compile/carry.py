@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Iterable
 
+from ..errors import ConfigError
 from ..model.rule import MATCH_KEYS, Rule
 from ..model.ruleset import Ruleset
 from . import names, runs
@@ -54,15 +55,18 @@ def previous(toml: dict[str, Any], new: Ruleset) -> Ruleset:
     """The ruleset in force, from its TOML (the state file's), sharing the new ruleset's Rule
     objects where a rule's TOML did not change: parsing and planning 10k rules again would
     cost a reload about a second."""
+    raws = toml.get("rule", [])
+    if not isinstance(raws, list) or not all(isinstance(r, dict) for r in raws):
+        raise ConfigError("the saved ruleset's rules are not a list of tables")
     mine = {_key(rule.to_toml()): rule for rule in new.rules}
     rules = tuple(mine.get(_key(raw)) or Rule.from_toml(raw, index=i)
-                  for i, raw in enumerate(toml.get("rule", [])))
+                  for i, raw in enumerate(raws))
     return dataclasses.replace(Ruleset.from_toml({k: v for k, v in toml.items() if k != "rule"}),
                                rules=rules)
 
 
-def _key(raw: Any) -> str:
-    return repr(sorted(raw.items())) if isinstance(raw, dict) else repr(raw)
+def _key(raw: dict[str, Any]) -> str:
+    return repr(sorted(raw.items()))
 
 
 def plan_carry(old: Ruleset | None, new: Ruleset, counters: dict[str, list[Counts]],
