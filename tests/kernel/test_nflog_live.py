@@ -95,3 +95,18 @@ def test_overflow_is_survived_and_every_loss_counted(hosts):
         got += len(collect(sock, 1, deadline=2.0))
         assert got + sock.lost == flood_counter(server) == 5001
         assert sock.received == got
+
+
+def test_batches_fill_past_the_buffer_size(hosts):
+    """The kernel fills a batch up to its buffer's real room (nearly twice nlbufsiz): no
+    datagram may be cut, and a drained socket answers []."""
+    server, client = hosts
+    with open_in(server, nlbufsiz=4096, qthreshold=1000, timeout_ms=20) as sock:
+        client.run([sys.executable, "-c", FLOOD, SERVER4, "600"])
+        time.sleep(0.2)
+        got = 0
+        while batch := sock.receive(most=100):
+            got += len(batch)
+        assert sock.receive() == []
+        assert got == 600 == flood_counter(server)
+        assert sock.truncated == 0 and sock.lost == 0 and sock.malformed == 0

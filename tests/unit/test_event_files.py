@@ -15,7 +15,7 @@ from minifw.events import files
 
 from minifw.errors import StateError
 from minifw.events.files import (
-    EventFile, EventFilter, encode, follow, iter_events, lines_newest_first, parse_network, parse_since,
+    EventFile, EventFilter, encode, encode_event, follow, iter_events, lines_newest_first, parse_network, parse_since,
     read_events, rotated,
 )
 from minifw.events.record import format_ts
@@ -258,3 +258,43 @@ def test_the_last_events_of_a_large_file_cost_its_end_only(tmp_path, monkeypatch
                         raising=False)
     assert [e["n"] for e in read_events(path, EventFilter(), 3)] == [19997, 19998, 19999]
     assert sum(reads) <= 1 << 16
+
+
+_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.text(max_size=12),
+                    st.floats(allow_nan=False, allow_infinity=False))
+
+
+@settings(max_examples=300)
+@given(st.dictionaries(st.text(max_size=6), _VALUES, max_size=8))
+def test_encode_is_json_dumps_in_one_ascii_line(event):
+    import json
+    line = encode(event)
+    assert line == (json.dumps(event, separators=(",", ":")) + "\n").encode()
+    assert line.isascii() and line.count(b"\n") == 1 and line.endswith(b"\n")
+
+
+def test_encode_escapes_what_must_be():
+    import json
+    for text in ('a"b', "a\\b", "tab\t", "del\x7f", "é", "\n", "", "198.18.0.1"):
+        assert json.loads(encode({"prefix": text})) == {"prefix": text}
+
+
+_TEXT = st.one_of(st.none(), st.text(max_size=10))
+_NUMBER = st.one_of(st.none(), st.integers(0, 70000))
+
+
+@settings(max_examples=300)
+@given(st.fixed_dictionaries({
+    "rule": _TEXT, "hook": _TEXT, "priority": _NUMBER, "action": _TEXT, "family": _TEXT,
+    "proto": _TEXT, "src": _TEXT, "dst": _TEXT, "sport": _NUMBER, "dport": _NUMBER,
+    "icmp_type": _NUMBER, "iif": _TEXT, "oif": _TEXT, "len": _NUMBER, "prefix": _TEXT}),
+    st.floats(0, 4e9))
+def test_encode_event_is_encode_for_built_events(fields, ts):
+    from types import SimpleNamespace
+    from minifw.events.record import build_event
+    origin = SimpleNamespace(rule=fields["rule"], hook=fields["hook"],
+                             priority=fields["priority"], action=fields["action"])
+    e = build_event(fields, ts=ts, origin=origin, prefix=fields["prefix"], iif=fields["iif"],
+                    oif=fields["oif"])
+    assert encode_event(e) == encode(e)
+    assert encode_event(dict(e, message="x")) == encode(dict(e, message="x"))

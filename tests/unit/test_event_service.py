@@ -230,3 +230,22 @@ def test_a_group_held_by_another_reader_leaves_the_rest_working(tmp_path):
         sender.close()
     finally:
         svc.stop()
+
+
+def test_a_state_dir_too_long_for_a_socket_path_loses_hook_events_only(tmp_path):
+    state = tmp_path / ("d" * 120)
+    state.mkdir()
+    FakeNflog.opened.clear()
+    svc = EventService(journal_path=str(tmp_path / "none"), nflog=FakeNflog)
+    ctx = Ctx(state, Ruleset.from_toml(RULES))
+    svc.start(ctx)
+    try:
+        assert svc.hooks is None
+        FakeNflog.opened[0].put(packet("no-ping", v4(1, ECHO)))
+        wait_for(lambda: events(ctx, rule="no-ping"))
+        for fn in ctx.listeners:
+            fn(Ruleset.from_toml(RULES))
+        FakeNflog.opened[0].put(packet("no-ping", v4(1, ECHO)))
+        wait_for(lambda: len(events(ctx, rule="no-ping")) == 2)
+    finally:
+        svc.stop()

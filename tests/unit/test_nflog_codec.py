@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minifw.errors import PacketError
-from minifw.netlink.nflog import CfgFlag, CopyMode, NflogDecoder, NflogPacket
-from minifw.netlink.nlmsg import attr, message, nfgen
+from minifw.netlink.nflog import SHAPES, CfgFlag, CopyMode, NflogDecoder, NflogPacket
+from minifw.netlink.nlmsg import attr, message, message_at, nfgen
 
 # A 228-byte ICMP echo request 198.18.0.2 -> 198.18.0.1 logged at input with prefix "x"
 # (ifindex 2, seq 0, a time stamp; payload cut at 128 bytes), ...
@@ -287,3 +287,104 @@ def test_mutated_captures_raise_only_packet_error(sample, data):
         NflogDecoder().receive_data(bytes(buf[:cut]))
     except PacketError:
         pass
+
+
+# ---- runs of one layout (one mask check, one unpack) against message by message ----------------
+
+ONE_UDP = BATCH3[:0xA4]   # the first message of the batch: its own layout
+DONE = BATCH3[-20:]
+
+
+def renumbered(message_bytes: bytes, seq: int) -> bytes:
+    at = message_bytes.index(bytes.fromhex("08000c00"))
+    return message_bytes[:at + 4] + struct.pack(">I", seq) + message_bytes[at + 8:]
+
+
+def one_by_one(datagram: bytes) -> list:
+    """The reference: each message decoded in a datagram of its own, by a fresh decoder."""
+    out, off = [], 0
+    while off < len(datagram):
+        length, _, _ = message_at(datagram, off, len(datagram))
+        out += NflogDecoder().receive_data(datagram[off:off + length])
+        off += (length + 3) & ~3
+    return out
+
+
+@pytest.mark.parametrize("count", [1, 2, 63, 64, 65, 130, 300])
+def test_a_long_run_decodes_as_message_by_message(count):
+    datagram = b"".join(renumbered(ONE_UDP, i) for i in range(count)) + DONE
+    d = NflogDecoder()
+    d.bind(7)
+    packets = d.receive_data(datagram)
+    assert packets == one_by_one(datagram[:-20])
+    assert [p.seq for p in packets] == list(range(count)) and d.lost == 0
+
+
+def test_mixed_layouts_in_one_datagram():
+    """IPv4 with prefix "x", IPv6 with none, UDP with "rule-1": each switch of layout is found,
+    whichever message comes first, and every packet keeps its own fields."""
+    v4, v6 = PING4, PING6
+    parts = [ONE_UDP, ONE_UDP, v4, v6, ONE_UDP, v6, v6, v4]
+    datagram = b"".join(parts)
+    packets = NflogDecoder().receive_data(datagram)
+    assert packets == one_by_one(datagram)
+    assert [p.prefix for p in packets] == ["rule-1", "rule-1", "x", "", "rule-1", "", "", "x"]
+    assert [p.family for p in packets] == [2, 2, 2, 10, 2, 10, 10, 2]
+
+
+def test_a_prefix_of_the_same_length_is_another_layout():
+    other = ONE_UDP.replace(b"rule-1", b"rule-2")
+    packets = NflogDecoder().receive_data(ONE_UDP + other + ONE_UDP)
+    assert [p.prefix for p in packets] == ["rule-1", "rule-2", "rule-1"]
+
+
+def test_values_differ_within_a_run():
+    """Devices, mark, payload, family and group are values, not layout: each packet its own."""
+    first = ONE_UDP
+    second = bytearray(ONE_UDP)
+    at = ONE_UDP.index(bytes.fromhex("08000400")) + 4        # the input device
+    second[at:at + 4] = struct.pack(">I", 9)
+    second[-6:-2] = b"HI!!"                                  # the payload's last bytes
+    second[16:20] = nfgen(10, 8)                              # family, group
+    packets = NflogDecoder().receive_data(first + bytes(second))
+    assert [(p.indev, p.family, p.group) for p in packets] == [(2, 2, 7), (9, 10, 8)]
+    assert packets[1].payload[-4:] == b"HI!!" != packets[0].payload[-4:]
+
+
+@pytest.mark.parametrize("where", [0, 4, 20, 24, 0xA0])
+def test_a_changed_header_inside_a_run_is_not_taken_for_the_layout(where):
+    """Any header byte a run's mask covers (message length and type, attribute lengths and
+    types) that differs ends the run there: that message is decoded (or refused) alone."""
+    run = [bytearray(renumbered(ONE_UDP, i)) for i in range(70)]
+    changed = run[40]
+    if where == 0xA0:                                        # the payload attribute's type
+        at = ONE_UDP.index(bytes.fromhex("22000900"))
+        changed[at + 2] = 0x1E                               # 9 -> 30: an unknown attribute
+    else:
+        changed[where] ^= 0x01
+    datagram = b"".join(map(bytes, run))
+    try:
+        packets = NflogDecoder().receive_data(datagram)
+    except PacketError:
+        with pytest.raises(PacketError):
+            one_by_one(datagram)
+        return
+    assert packets == one_by_one(datagram)
+    if where == 0xA0:
+        assert packets[40].payload == b"" and packets[41].payload == packets[39].payload
+
+
+def test_many_layouts_beyond_what_is_remembered():
+    prefixes = [f"p{i:02d}".encode() for i in range(SHAPES + 5)]
+    parts = [ONE_UDP.replace(b"rule-1", b"ru" + p + b"x") for p in prefixes] * 2
+    packets = NflogDecoder().receive_data(b"".join(parts))
+    assert [p.prefix for p in packets] == [f"ru{p.decode()}x" for p in prefixes] * 2
+
+
+def test_the_last_message_without_its_padding():
+    """A message whose length is not a multiple of 4 ends the datagram without padding."""
+    body = nfgen(2, 7) + HDR + struct.pack("=HH", 7, 9) + b"abc"
+    assert len(body) % 4 == 3
+    data = pkt(body=body)
+    assert NflogDecoder().receive_data(data)[0].payload == b"abc"
+    assert [p.payload for p in NflogDecoder().receive_data(data + data[:0])] == [b"abc"]

@@ -21,7 +21,7 @@ from typing import Any, Callable
 from ..compile.events import RUN, event_origin
 from ..errors import ConfigError, ControlError, MinifwError
 from . import hookevents
-from .files import EventFile, EventFilter, encode, events_path
+from .files import EventFile, EventFilter, encode_event, events_path
 from .journald import JOURNAL_SOCKET, Journal
 from .record import Interfaces, build_event, parse_packet
 
@@ -98,8 +98,15 @@ class EventService:
                               keep=cfg.keep)
         self.journal = Journal(self.journal_path)
         self._try_bind(cfg.group)
-        self.hooks = hookevents.Receiver(ctx.state_dir)
-        self.hooks.publish(cfg.limit)
+        try:
+            self.hooks = hookevents.Receiver(ctx.state_dir)
+            self.hooks.publish(cfg.limit)
+        except OSError as exc:  # e.g. a state directory too long for a socket's path
+            log.error("events: no hook function events: cannot bind %s: %s",
+                      hookevents.SOCKET_NAME, exc.strerror or exc)
+            if self.hooks is not None:
+                self.hooks.close()
+            self.hooks = None
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         ctx.on_apply(self._applied)
         ctx.handle("log.follow", self._follow)
@@ -169,9 +176,13 @@ class EventService:
         self.ruleset = ruleset
         self._origins = {}
         cfg = ruleset.events
-        assert self.file is not None and self.hooks is not None
+        assert self.file is not None
         self.file.configure(max_bytes=cfg.max_bytes, keep=cfg.keep)
-        self.hooks.publish(cfg.limit)
+        if self.hooks is not None:
+            try:
+                self.hooks.publish(cfg.limit)
+            except OSError as exc:
+                log.error("events: cannot publish the hook events cap: %s", exc)
         self.interfaces.forget()
         if cfg.group != self.group or self.nflog is None:
             self._try_bind(cfg.group)
@@ -204,9 +215,10 @@ class EventService:
     def _loop(self) -> None:
         poller = select.poll()
         registered = None
-        assert self.hooks is not None
+        hooks = self.hooks
         poller.register(self._wake_r, select.POLLIN)
-        poller.register(self.hooks.fileno(), select.POLLIN)
+        if hooks is not None:
+            poller.register(hooks.fileno(), select.POLLIN)
         while not self._stopping:
             nflog = self.nflog
             fd = nflog.fileno() if nflog is not None else None
@@ -230,7 +242,7 @@ class EventService:
             events: list[dict[str, Any]] = []
             if registered in ready and self.nflog is not None:
                 self._nflog_events(self.nflog.receive(), events)
-            if self.hooks.fileno() in ready:
+            if hooks is not None and hooks.fileno() in ready:
                 self._hook_events(events)
             if events:
                 self.emit(events)
@@ -276,7 +288,7 @@ class EventService:
         """Write ``events`` (one write), send them to journald and the followers."""
         assert self.file is not None and self.journal is not None
         try:
-            self.file.write_lines([encode(e) for e in events])
+            self.file.write_lines([encode_event(e) for e in events])
         except MinifwError as exc:
             self.file_errors += 1
             if self.file_errors <= 10:
