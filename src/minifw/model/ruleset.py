@@ -9,6 +9,7 @@ from ..errors import RuleError
 from .rule import Rule
 from .setdefs import SetDef, SetRef
 from .sets import DEFAULT_SET, SetError
+from .suggest import unknown as unknown_text
 from .types import Action, Hook, point_order
 
 POLICY_KEYS = tuple(h.value for h in Hook) + ("stateful",)
@@ -98,15 +99,16 @@ class Ruleset:
         policies = []
         for key, value in policy.items():
             if key not in POLICY_KEYS:
-                raise RuleError(f"unknown key; valid keys are {', '.join(POLICY_KEYS)}",
+                raise RuleError(unknown_text("key", key, POLICY_KEYS,
+                                             f"valid keys are {', '.join(POLICY_KEYS)}"),
                                 field=f"policy.{key}")
             if key == "stateful":
                 if not isinstance(value, bool):
                     raise RuleError("must be true or false", field="policy.stateful")
                 continue
             if value not in ("accept", "drop"):
-                raise RuleError(f"unknown value {value!r}; expected accept | drop",
-                                field=f"policy.{key}")
+                raise RuleError(unknown_text(f"value {value!r}", value, ("accept", "drop"),
+                                             "expected accept | drop"), field=f"policy.{key}")
             if value == "drop":
                 policies.append((Hook(key), Action.DROP))
         raw_rules = data.get("rule", [])
