@@ -15,6 +15,7 @@ from .common import (
     one_line,
 )
 from .explain import explain
+from .lint import lint_verdict, strict_option
 from .hooks import run_hooks
 from .sets import COMMANDS as SET_COMMANDS
 
@@ -37,11 +38,13 @@ def cli(ctx: click.Context, state_dir: str | None) -> None:
 @config_option
 @guard_options
 @confirm_option
+@strict_option
 @click.pass_context
 @guarded
-def up(ctx, config, guard, force, confirm):
-    """Load the config into the kernel (like insmod). Idempotent."""
-    emit(_firewall(ctx).up(config, guard=guard, force=force, confirm=confirm))
+def up(ctx, config, guard, force, confirm, strict):
+    """Load the config into the kernel (like insmod). Idempotent. Without --config: the
+    loaded config again, else /etc/minifw/minifw.toml."""
+    emit(_firewall(ctx).up(config, guard=guard, force=force, confirm=confirm, strict=strict))
 
 
 @cli.command()
@@ -58,13 +61,14 @@ def down(ctx):
               help="Restart every [[hook]] runner, not only those whose file changed.")
 @guard_options
 @confirm_option
+@strict_option
 @click.pass_context
 @guarded
-def reload(ctx, config, restart_hooks, guard, force, confirm):
+def reload(ctx, config, restart_hooks, guard, force, confirm, strict):
     """Re-read the config and replace the live ruleset atomically; restart [[hook]] runners
     whose file changed, stop those no longer listed, start new ones."""
     emit(_firewall(ctx).reload(config, restart_hooks=restart_hooks, guard=guard, force=force,
-                               confirm=confirm))
+                               confirm=confirm, strict=strict))
 
 
 @cli.command()
@@ -92,15 +96,19 @@ def rollback(ctx, as_json):
 @click.option("--guard", "guard", multiple=True, metavar="ADDR:PORT",
               help="Also check connections from ADDR to this host's PORT; repeatable.")
 @json_option
+@strict_option
 @click.pass_context
 @guarded
-def check(ctx, config, guard, as_json):
-    """Validate a config and print what would be applied, without applying it, and what the
-    lockout guard finds (never refused here)."""
+def check(ctx, config, guard, as_json, strict):
+    """Validate a config and print what would be applied, without applying it, what the
+    lockout guard finds (never refused here) and what the lint finds (shadowed rules,
+    ineffective limits, redundant state, missing interfaces; errors under --strict)."""
     checked = _firewall(ctx).check(config, guard=guard)
     if as_json:
         dump(checked.to_json())
+        lint_verdict(checked.lint, strict, quiet=True)
         return
+    lint_verdict(checked.lint, strict)
     for line in checked.guard:
         click.echo(f"guard: {line}")
     ruleset, document = checked.ruleset, checked.document
@@ -111,6 +119,7 @@ def check(ctx, config, guard, as_json):
         for rule in rules:
             click.echo(f"  {_rule_line(rule.id, rule.match_dict(), rule.action.value, rule.log)}")
     click.echo(f"ok: {len(ruleset.rules)} rules, {len(document['nftables'])} nftables commands")
+    lint_verdict(checked.lint, strict, quiet=True)
 
 
 def _rule_line(rule_id: str, match: dict, action: str, log: str | None) -> str:
