@@ -10,6 +10,9 @@ import click
 
 from ..api import Firewall
 from ..model.rule import RULE_KEYS
+from ..model.types import (
+    CT_STATES, ICMP_TYPES, ICMPV6_TYPES, LIMIT_UNITS, Action, Family, Hook, Proto,
+)
 from .common import (
     config_option, confirm_option, dump, emit, fail, guard_options, guarded, json_option,
     one_line,
@@ -246,24 +249,36 @@ def _int_or_text(value: str) -> int | str:
     return int(value) if value.lstrip("-").isdigit() else value
 
 
+def _choices(kind: Any) -> str:
+    return " | ".join(m.value for m in kind)
+
+
 @cli.command()
-@click.option("--id", "rule_id")
-@click.option("--hook")
-@click.option("--priority", type=int)
-@click.option("--family")
-@click.option("--proto")
-@click.option("--src", multiple=True, help="Address or CIDR; repeat or comma-separate.")
-@click.option("--dst", multiple=True)
-@click.option("--sport", multiple=True, help="Port or lo-hi range; repeat or comma-separate.")
-@click.option("--dport", multiple=True)
-@click.option("--iif", multiple=True)
-@click.option("--oif", multiple=True)
-@click.option("--state", multiple=True)
-@click.option("--icmp-type", "icmp_type", multiple=True)
-@click.option("--action", required=True)
-@click.option("--log")
-@click.option("--limit")
-@click.option("--comment")
+@click.option("--id", "rule_id", help="1-64 letters, digits, '_', '.', '-' (default: derived "
+              "from the rule).")
+@click.option("--hook", help=f"{_choices(Hook)} (default input).")
+@click.option("--priority", type=int, help="An integer below 1000 (default 0).")
+@click.option("--family", help=f"{_choices(Family)} (default any).")
+@click.option("--proto", help=f"{_choices(Proto)} (default any).")
+@click.option("--src", multiple=True, help="Address, CIDR or @set; repeat or comma-separate.")
+@click.option("--dst", multiple=True, help="Address, CIDR or @set; repeat or comma-separate.")
+@click.option("--sport", multiple=True, help="Port 0-65535 or lo-hi range (tcp, udp); repeat "
+              "or comma-separate.")
+@click.option("--dport", multiple=True, help="Port 0-65535 or lo-hi range (tcp, udp); repeat "
+              "or comma-separate.")
+@click.option("--iif", multiple=True, help="Interface name, 'eth*' for a prefix (prerouting, "
+              "input, forward).")
+@click.option("--oif", multiple=True, help="Interface name, 'eth*' for a prefix (forward, "
+              "output, postrouting).")
+@click.option("--state", multiple=True, help=f"{' | '.join(CT_STATES)}; repeat or "
+              "comma-separate.")
+@click.option("--icmp-type", "icmp_type", multiple=True,
+              help=f"0-255, or for icmp: {' | '.join(ICMP_TYPES)}; for icmpv6: "
+                   f"{' | '.join(ICMPV6_TYPES)}.")
+@click.option("--action", required=True, help=f"{_choices(Action)}.")
+@click.option("--log", help="Kernel-log prefix, at most 127 bytes.")
+@click.option("--limit", help=f"RATE/UNIT [burst N], UNIT one of {' | '.join(LIMIT_UNITS)}.")
+@click.option("--comment", help="Free text kept with the rule.")
 @click.option("--position", type=click.IntRange(min=0), help="0-based place within its chain.")
 @click.option("--runtime", is_flag=True, help="Change the live ruleset only, not the config.")
 @guard_options
