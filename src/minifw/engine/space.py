@@ -155,7 +155,7 @@ def _matches(pattern: str, name: str) -> bool:
 class Interfaces:
     """The classes of interface names a chain's rules tell apart, one representative each."""
 
-    def __init__(self, patterns: Iterable[str], *, exclude: Iterable[str] = ()):
+    def __init__(self, patterns: Iterable[str], *, no_iif: Iterable[str] = ()):
         pats = sorted(set(patterns))
         literals = {p for p in pats if not p.endswith("*")}
         prefixes = sorted({p[:-1] for p in pats if p.endswith("*")})
@@ -164,7 +164,9 @@ class Interfaces:
             rep = self._representative(prefix, literals, prefixes)
             if rep is not None:
                 names.append(rep)
-        self.names = [n for n in names if n not in set(exclude)]
+        self.names = names
+        # names no packet comes in on at this hook
+        self.iif_names = norm((i, i) for i, n in enumerate(names) if n not in set(no_iif))
 
     @staticmethod
     def _representative(prefix: str | None, literals: set[str],
@@ -194,7 +196,7 @@ class Interfaces:
 def chain_interfaces(rules: Iterable[Rule], hook: Hook) -> Interfaces:
     names = [n for r in rules for n in r.iif + r.oif]
     # the kernel never forwards what came in on lo
-    return Interfaces(names, exclude=("lo",) if hook is Hook.FORWARD else ())
+    return Interfaces(names, no_iif=("lo",) if hook is Hook.FORWARD else ())
 
 
 # ---- rules and the universe as boxes ----------------------------------------------------------
@@ -222,7 +224,7 @@ def universe(ifaces: Interfaces) -> list[Box]:
                                      (((icmp, icmp),), _NO, _ALL_TYPES),
                                      (_OTHER, _NO, _NO)):
             out.append((((version, version),), protos, addr, addr, ports, ports, types,
-                        ((0, len(CT_STATES) - 1),), ifaces.full(), ifaces.full()))
+                        ((0, len(CT_STATES) - 1),), ifaces.iif_names, ifaces.full()))
     return out
 
 
