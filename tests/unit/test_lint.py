@@ -215,28 +215,24 @@ def test_no_guess_when_nothing_is_close():
 
 # ---- every config error carries its line -------------------------------------------------------
 
-@pytest.mark.parametrize("text, line", [
-    ('[[rule]]\naction = "accept"\n\n[policy]\nstateful = 1\n', 5),
-    ('policy = 3\n', 1),
-    ('\n[[set]]\nname = "a"\n[[set]]\nname = "a"\n', 4),
-    ('\n[[set]]\nname = "a"\ntimeout = "soon"\n', 2),
-    ('x = 1\n[[rule]]\naction = "accept"\n', 1),
-    ('\n\n[[rule]]\naction = "accept"\n[[rule]]\naction = "acept"\n', 5),
-])
-def test_config_errors_carry_the_line(text, line):
-    with pytest.raises(ConfigError) as err:
-        parse_config(text, "f.toml")
-    assert err.value.line == line, str(err.value)
+def _hooks(text: str, file: str):
+    return hook_files(text, f"/etc/minifw/{file}")
 
 
-@pytest.mark.parametrize("text, line", [
-    ('[[hook]]\nfile = "a.py"\n\n[[hook]]\nfiel = "b.py"\n', 4),
-    ('[[hook]]\nfile = "a.py"\n[[hook]]\nfile = ""\n', 3),
-    ('\nhook = 1\n', 2),
+@pytest.mark.parametrize("parse, text, line", [
+    (parse_config, '[[rule]]\naction = "accept"\n\n[policy]\nstateful = 1\n', 5),
+    (parse_config, 'policy = 3\n', 1),
+    (parse_config, '\n[[set]]\nname = "a"\n[[set]]\nname = "a"\n', 4),
+    (parse_config, '\n[[set]]\nname = "a"\ntimeout = "soon"\n', 2),
+    (parse_config, 'x = 1\n[[rule]]\naction = "accept"\n', 1),
+    (parse_config, '\n\n[[rule]]\naction = "accept"\n[[rule]]\naction = "acept"\n', 5),
+    (_hooks, '[[hook]]\nfile = "a.py"\n\n[[hook]]\nfiel = "b.py"\n', 4),
+    (_hooks, '[[hook]]\nfile = "a.py"\n[[hook]]\nfile = ""\n', 3),
+    (_hooks, '\nhook = 1\n', 2),
 ])
-def test_hook_table_errors_carry_the_line(text, line):
+def test_config_errors_carry_the_line(parse, text, line):
     with pytest.raises(ConfigError) as err:
-        hook_files(text, "/etc/minifw/f.toml")
+        parse(text, "f.toml")
     assert err.value.line == line, str(err.value)
     if "fiel" in text:
         assert "did you mean 'file'?" in str(err.value)
