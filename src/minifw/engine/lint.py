@@ -66,31 +66,87 @@ def _deciding(rule: Rule) -> bool:
     return rule.action.decides and rule.limit is None and not space.has_set(rule)
 
 
+def _limited(rule: Rule) -> bool:
+    return rule.action.decides and rule.limit is not None and not space.has_set(rule)
+
+
+_INDEXED = tuple(space.D[d] for d in ("src", "dst", "dport", "sport"))
+
+
+class _Chain:
+    """One chain's rules as boxes, with an index that finds the earlier rules a box can meet
+    without comparing it with all of them: rules are filed under the single value (one
+    address, one port) of each dimension that has one, or as wide in it. 10,000 rules of one
+    address and one port each lint in seconds, not hours."""
+
+    def __init__(self, rules: Sequence[Rule], hook: Hook):
+        self.rules = list(rules)
+        self.ifaces = space.chain_interfaces(rules, hook)
+        self.universe = space.universe(self.ifaces)
+        self.boxes = [space.rule_boxes(r, self.ifaces) for r in rules]
+        self.exact: list[dict[tuple[int, int], list[int]]] = [{} for _ in _INDEXED]
+        self.wide: list[list[int]] = [[] for _ in _INDEXED]
+        for i, (rule, boxes) in enumerate(zip(rules, self.boxes)):
+            if not (_deciding(rule) or _limited(rule)):
+                continue
+            for k, d in enumerate(_INDEXED):
+                keys = {_single(b, d) for b in boxes}
+                if None in keys:
+                    self.wide[k].append(i)
+                else:
+                    for key in keys:
+                        self.exact[k].setdefault(key, []).append(i)
+
+    def _candidates(self, j: int, mine: Sequence[space.Box]) -> list[int]:
+        found: set[int] = set()
+        for box in mine:
+            best: list[int] | None = None
+            for k, d in enumerate(_INDEXED):
+                key = _single(box, d)
+                if key is not None:
+                    cand = self.exact[k].get(key, []) + self.wide[k]
+                    if best is None or len(cand) < len(best):
+                        best = cand
+            found.update(range(j) if best is None else (i for i in best if i < j))
+        return sorted(found)
+
+    def reach(self, j: int) -> Reach:
+        rule = self.rules[j]
+        mine = space.clip(self.boxes[j], self.universe)
+        near = [i for i in self._candidates(j, mine)
+                if any(space.box_meet(b, m) for b in self.boxes[i] for m in mine)]
+        covers = [(self.rules[i], b) for i in near if _deciding(self.rules[i])
+                  for b in self.boxes[i]]
+        limited = [(self.rules[i], b) for i in near if _limited(self.rules[i])
+                   for b in self.boxes[i]]
+        try:
+            # a packet no earlier rule matches at all, else one that gets past their limits
+            found = (space.uncovered(mine, [b for _, b in covers + limited])
+                     or space.uncovered(mine, [b for _, b in covers]))
+        except space.Budget:
+            return Reach(None)
+        if found is None:
+            return Reach(True, tuple(dict.fromkeys(r.id for r, _ in covers)))
+        point = space.point(found)
+        over = tuple(dict.fromkeys(r.id for r, b in limited if space.contains(b, point)))
+        return Reach(False, proof=_probe(point, rule, self.ifaces), over_limit=over)
+
+
+def _single(box: space.Box, d: int) -> tuple[int, int] | None:
+    """(family, value) when dimension ``d`` of ``box`` is one value, else None."""
+    ivs = box[d]
+    if len(ivs) == 1 and ivs[0][0] == ivs[0][1]:
+        return box[space.D["family"]][0][0], ivs[0][0]
+    return None
+
+
 def reach(ruleset: Ruleset, rule_id: str) -> Reach:
     """Is rule ``rule_id`` reachable within its own chain? Exact over the match space."""
     rule = ruleset.get(rule_id)
     if rule is None:
         raise KeyError(rule_id)
     peers = [r for r in ruleset.rules if (r.hook, r.priority) == (rule.hook, rule.priority)]
-    earlier = peers[:peers.index(rule)]
-    ifaces = space.chain_interfaces(peers, rule.hook)
-    mine = space.clip(space.rule_boxes(rule, ifaces), space.universe(ifaces))
-    covers = [(r, b) for r in earlier if _deciding(r) for b in space.rule_boxes(r, ifaces)]
-    limited = [(r, b) for r in earlier if r.action.decides and r.limit is not None
-               and not space.has_set(r) for b in space.rule_boxes(r, ifaces)]
-    try:
-        # a packet no earlier rule matches at all, else one that gets past their limits
-        found = (space.uncovered(mine, [b for _, b in covers + limited])
-                 or space.uncovered(mine, [b for _, b in covers]))
-    except space.Budget:
-        return Reach(None)
-    if found is None:
-        by = tuple(dict.fromkeys(r.id for r, b in covers
-                                 if any(space.box_meet(b, m) for m in mine)))
-        return Reach(True, by)
-    point = space.point(found)
-    over = tuple(dict.fromkeys(r.id for r, b in limited if space.contains(b, point)))
-    return Reach(False, proof=_probe(point, rule, ifaces), over_limit=over)
+    return _Chain(peers, rule.hook).reach(peers.index(rule))
 
 
 def _probe(point: dict[str, int], rule: Rule, ifaces: space.Interfaces) -> Probe | None:
@@ -114,14 +170,16 @@ def _opt(value: int) -> int | None:
 def lint(ruleset: Ruleset, interfaces: Iterable[str] | None = None) -> list[Finding]:
     """Every finding, in rule order. ``interfaces``: this host's names (None: not checked)."""
     findings: list[Finding] = []
-    for rule in ruleset.ordered():
-        found = _shadowed(ruleset, rule)
-        if found is None:
-            found = _ineffective_limit(ruleset, rule) or _redundant_state(ruleset, rule)
-        if found is not None:
-            findings.append(found)
-        if interfaces is not None:
-            findings += _missing_interfaces(rule, set(interfaces))
+    for (hook, _), rules in ruleset.chains():
+        chain = _Chain(rules, hook)
+        for j, rule in enumerate(rules):
+            found = _shadowed(rule, chain.reach(j))
+            if found is None:
+                found = _ineffective_limit(ruleset, rule) or _redundant_state(ruleset, rule)
+            if found is not None:
+                findings.append(found)
+            if interfaces is not None:
+                findings += _missing_interfaces(rule, set(interfaces))
     return findings
 
 
@@ -129,8 +187,7 @@ def _finding(rule: Rule, kind: str, message: str) -> Finding:
     return Finding(kind, rule.id, rule.hook, rule.priority, message)
 
 
-def _shadowed(ruleset: Ruleset, rule: Rule) -> Finding | None:
-    r = reach(ruleset, rule.id)
+def _shadowed(rule: Rule, r: Reach) -> Finding | None:
     if not r.shadowed:
         return None
     where = f"{rule.hook.value}/{rule.priority}"

@@ -50,6 +50,9 @@ def norm(pairs: Iterable[tuple[int, int]]) -> Intervals:
 
 
 def meet(a: Intervals, b: Intervals) -> Intervals:
+    if len(a) == 1 and len(b) == 1:  # the common case, fast
+        lo, hi = max(a[0][0], b[0][0]), min(a[0][1], b[0][1])
+        return ((lo, hi),) if lo <= hi else ()
     out = []
     i = j = 0
     while i < len(a) and j < len(b):
