@@ -236,3 +236,13 @@ def test_config_errors_carry_the_line(parse, text, line):
     assert err.value.line == line, str(err.value)
     if "fiel" in text:
         assert "did you mean 'file'?" in str(err.value)
+
+
+def test_a_long_chain_is_linted_through_the_index():
+    # 2,000 rules of one address and one port each; the last repeats one of them
+    many = [{"id": f"d{i}", "src": f"198.19.{i // 250}.{i % 250 + 1}", "proto": "tcp",
+             "dport": 1024 + i, "action": "drop"} for i in range(2000)]
+    repeat = dict(many[1234], id="again", action="accept")
+    wider = dict(many[1234], id="wider", dport="1024-4000", action="accept")
+    assert [(f.rule, f.kind, f.message.split("'")[1]) for f in lint(rs(*many, repeat, wider))] \
+        == [("again", "shadowed", "d1234")]
