@@ -143,14 +143,16 @@ class Firewall:
               guard: Iterable[str] | None = None) -> "Checked":
         """Validate a config (and its [[hook]] files) and build what a load would send,
         without applying it. ``config`` defaults to /etc/minifw/minifw.toml. The lockout
-        guard's findings on it are in ``guard`` (never refused here)."""
+        guard's findings on it are in ``guard``, the lint's in ``lint`` (never refused here)."""
         return self._rules.check(_path(config), guard=_guard(guard, True))
 
     @_in_tree
     def up(self, config: str | os.PathLike[str] | None = None, *,
            guard: Iterable[str] | None = None, force: bool = False,
-           confirm: int | None = None) -> "Loaded":
-        """Load the config into the kernel, start its [[hook]] runners. Idempotent. With
+           confirm: int | None = None, strict: bool = False) -> "Loaded":
+        """Load the config into the kernel, start its [[hook]] runners. Idempotent.
+        ``config`` defaults to the loaded one, else /etc/minifw/minifw.toml. The lint's
+        findings are warnings; ``strict`` refuses them (ConfigError, nothing changed). With
         minifw not loaded (as at boot), a bad config loads the last good ruleset instead (or
         nothing) and raises ``FailsafeError``; ``status().failsafe`` reports it.
         The lockout guard refuses (LockoutError) a ruleset that would cut a protected
@@ -158,7 +160,8 @@ class Firewall:
         ``force``; the same holds for reload, add, delete, ban, unban and import_set.
         ``confirm``: seconds after which the change is rolled back unless ``confirm()`` runs
         (this holds for every method that takes it)."""
-        return self._rules.up(_path(config), guard=_guard(guard, force), confirm=_confirm(confirm))
+        return self._rules.up(_path(config), guard=_guard(guard, force), confirm=_confirm(confirm),
+                              strict=strict)
 
     @_in_tree
     def down(self) -> "Unloaded":
@@ -168,10 +171,13 @@ class Firewall:
     @_in_tree
     def reload(self, config: str | os.PathLike[str] | None = None,
                restart_hooks: bool = False, *, guard: Iterable[str] | None = None,
-               force: bool = False, confirm: int | None = None) -> "Loaded":
-        """Replace the live ruleset atomically from ``config`` (default: the loaded one)."""
+               force: bool = False, confirm: int | None = None,
+               strict: bool = False) -> "Loaded":
+        """Replace the live ruleset atomically from ``config`` (default: the loaded one);
+        ``strict`` as for ``up``."""
         return self._rules.reload(_path(config), restart_hooks=restart_hooks,
-                                  guard=_guard(guard, force), confirm=_confirm(confirm))
+                                  guard=_guard(guard, force), confirm=_confirm(confirm),
+                                  strict=strict)
 
     @_in_tree
     def confirm(self) -> "Confirmed":

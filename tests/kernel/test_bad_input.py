@@ -202,10 +202,14 @@ def test_missing_file_points_to_the_example(fw):
             files=[good])
     refused(host, "reload", "--config", str(missing), names=[str(missing), "examples/seed.toml"],
             files=[good])
-    # No --config and no /etc/minifw/minifw.toml: minifw never loads hidden rules.
+    # No --config, nothing loaded (a state directory of its own) and no
+    # /etc/minifw/minifw.toml: minifw never loads hidden rules. (With a config loaded, `up`
+    # takes that one again: tests/kernel/test_lint_live.py.)
     default = "/etc/minifw/minifw.toml"
     if not Path(default).exists():
-        refused(host, "up", names=[default, "examples/seed.toml"], files=[good])
+        fresh = host.lab.tmp / "fresh-state"
+        refused(host, "--state-dir", str(fresh), "up", names=[default, "examples/seed.toml"],
+                files=[good])
 
 
 def test_toml_syntax_error_names_its_line(fw):

@@ -44,12 +44,15 @@ def test_limit_off_is_none_and_round_trips():
     assert Ruleset.from_toml(rs.to_toml()) == rs
 
 
-def test_unknown_events_key_names_the_valid_ones():
+def test_unknown_events_key_names_the_closest_or_the_valid_ones():
     with pytest.raises(ConfigError) as exc:
-        parse('[events]\ndrop = true\n')
+        parse('[events]\n\ndrop = true\n')
     message = str(exc.value)
-    assert "events.drop" in message and ", ".join(EVENTS_KEYS) in message
-    assert "\n" not in message
+    assert "events.drop" in message and "did you mean 'drops'?" in message
+    assert ":3:" in message and "\n" not in message
+    with pytest.raises(ConfigError) as exc:
+        parse('[events]\nzzzzzzzz = 1\n')
+    assert ", ".join(EVENTS_KEYS) in str(exc.value)
 
 
 def test_events_must_be_a_table():
@@ -123,5 +126,7 @@ def test_set_log():
 
 
 def test_unknown_top_level_key_lists_events():
-    with pytest.raises(ConfigError, match=r"\[events\]"):
+    with pytest.raises(ConfigError, match=r"did you mean 'events'\?"):
         parse("[event]\n")
+    with pytest.raises(ConfigError, match=r"\[events\]"):
+        parse("[zzzzzzzz]\n")

@@ -225,8 +225,10 @@ def test_config_errors_carry_the_line_of_their_nat():
 
 
 def test_unknown_top_level_keys_name_nat():
-    with pytest.raises(RuleError.__mro__[1], match=r"\[\[nat\]\]"):
+    with pytest.raises(RuleError.__mro__[1], match=r"did you mean 'nat'\?"):
         parse_config('[[nats]]\nkind = "masquerade"\n', "c.toml")
+    with pytest.raises(RuleError.__mro__[1], match=r"\[\[nat\]\]"):
+        parse_config('[[zzzzzzzz]]\nkind = "masquerade"\n', "c.toml")
 
 
 # ---- round trip ---------------------------------------------------------------------------------

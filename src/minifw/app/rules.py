@@ -28,7 +28,7 @@ from .results.rules import (
     BanCounter, ChainInfo, Checked, ForeignChain, ListedRule, Loaded, PolicyCounter, RuleAdded,
     RuleDeleted, RuleListing, Status, Unloaded, chains_in_order,
 )
-from . import failsafe
+from . import failsafe, lint as linting
 from .results.pending import Confirmed, RolledBack
 from .settle import settle_intent
 from ..store import lastgood
@@ -67,12 +67,13 @@ class Service:
         text, ruleset = read_config(path)
         supervise.validate(hook_files(text, os.path.abspath(path)), ruleset)
         found = lockout.report(self.kernel, self.store.dir, ruleset, guard)
-        return Checked(ruleset=ruleset, document=fresh_load(ruleset), guard=found)
+        return Checked(ruleset=ruleset, document=fresh_load(ruleset), guard=found,
+                       lint=linting.findings(text, path, ruleset))
 
     def up(self, config: str | None, guard: lockout.Guard | None = None,
-           confirm: int | None = None) -> Loaded:
-        path = os.path.abspath(config or DEFAULT_CONFIG)
+           confirm: int | None = None, strict: bool = False) -> Loaded:
         with self._writing(rederive=True, op="up", confirm=confirm) as change:
+            path = self._up_config(config)
             # not loaded (as at boot): a config that fails, or that the kernel refuses, brings
             # up the last good ruleset instead (failsafe.py); loaded: it changes nothing
             absent = not self.kernel.exists()
@@ -86,6 +87,8 @@ class Service:
                 if absent:
                     failsafe.fall_back(self, path, exc)
                 raise
+            # --strict refuses here, never through the failsafe: the kernel stays as it is
+            linted = linting.enforce(linting.findings(text, path, ruleset), strict)
             SetService(self.store.dir, self.kernel).compact()
             state = self.store.load_or_none() or State()  # damaged: up rewrites it
             if absent and state.loaded:  # from before a reboot: a refused load is taken back
@@ -105,7 +108,8 @@ class Service:
                     change.drop()
                 return Loaded(f"minifw is already up with {path}; "
                               + (runners.describe() or "nothing changed"),
-                              self._warnings(ruleset), config=path, rules=len(ruleset.rules),
+                              linted + self._warnings(ruleset), config=path,
+                              rules=len(ruleset.rules),
                               hook_files=len(hooks), changed=False)
             guarded = lockout.check_ruleset(self.kernel, self.store.dir, ruleset, guard)
             new = State(loaded=True, config=path, ruleset=ruleset.to_toml())
@@ -127,8 +131,18 @@ class Service:
         return Loaded(f"minifw is up: {len(ruleset.rules)} rules"
                       + (f", {len(hooks)} hook files" if hooks else "") + f" from {path}"
                       + (f"; {done}" if done else "") + _notice(change),
-                      guarded + self._warnings(ruleset),
+                      guarded + linted + self._warnings(ruleset),
                       config=path, rules=len(ruleset.rules), hook_files=len(hooks))
+
+    def _up_config(self, config: str | None) -> str:
+        """``up``'s config: the one given, else the one loaded (as ``reload``), else the
+        default file."""
+        if config:
+            return os.path.abspath(config)
+        state = self.store.load_or_none()
+        if state is not None and state.loaded and state.config:
+            return state.config
+        return os.path.abspath(DEFAULT_CONFIG)
 
     def _in_sync(self, ruleset: Ruleset) -> bool:
         """The live declarative chains hold what the ruleset compiles to (rule by rule, by
@@ -137,7 +151,8 @@ class Service:
             compiler.build_load(ruleset))
 
     def reload(self, config: str | None, restart_hooks: bool = False,
-               guard: lockout.Guard | None = None, confirm: int | None = None) -> Loaded:
+               guard: lockout.Guard | None = None, confirm: int | None = None,
+               strict: bool = False) -> Loaded:
         """Replace the declarative ruleset, and bring the [[hook]] runners in line: a runner
         whose file left the config stops, one whose file changed restarts, a new file starts."""
         with self._writing(rederive=config is not None, op="reload", confirm=confirm) as change:
@@ -149,6 +164,7 @@ class Service:
             text, ruleset = read_config(path)
             hooks = hook_files(text, path)
             supervise.validate(hooks, ruleset)
+            linted = linting.enforce(linting.findings(text, path, ruleset), strict)
             runners = supervise.plan_runners(hooks, self.store.dir, restart_all=restart_hooks)
             guarded = lockout.check_ruleset(self.kernel, self.store.dir, ruleset, guard)
             new = State(loaded=True, config=path, ruleset=ruleset.to_toml())
@@ -164,7 +180,7 @@ class Service:
         done = runners.describe()
         return Loaded(f"reloaded {len(ruleset.rules)} rules from {path}"
                       + (f"; {done}" if done else "") + _notice(change),
-                      guarded + self._warnings(ruleset),
+                      guarded + linted + self._warnings(ruleset),
                       config=path, rules=len(ruleset.rules), hook_files=len(hooks))
 
     def _load(self, ruleset: Ruleset, runners: supervise.RunnerPlan | None = None,

@@ -10,6 +10,9 @@ import click
 
 from ..api import Firewall
 from ..model.rule import RULE_KEYS
+from ..model.types import (
+    CT_STATES, ICMP_TYPES, ICMPV6_TYPES, LIMIT_UNITS, Action, Family, Hook, Proto,
+)
 from .common import (
     config_option, confirm_option, dump, emit, fail, flag_fields, guard_options, guarded,
     json_option, one_line,
@@ -17,6 +20,7 @@ from .common import (
 from .daemon import confirm_via_daemon, daemon, daemon_part, runner_lines
 from .events import log_command
 from .explain import explain
+from .lint import lint_verdict, strict_option
 from .hooks import run_hooks
 from .nat import nat_group
 from .sets import COMMANDS as SET_COMMANDS
@@ -41,11 +45,13 @@ def cli(ctx: click.Context, state_dir: str | None) -> None:
 @config_option
 @guard_options
 @confirm_option
+@strict_option
 @click.pass_context
 @guarded
-def up(ctx, config, guard, force, confirm):
-    """Load the config into the kernel (like insmod). Idempotent."""
-    emit(_firewall(ctx).up(config, guard=guard, force=force, confirm=confirm))
+def up(ctx, config, guard, force, confirm, strict):
+    """Load the config into the kernel (like insmod). Idempotent. Without --config: the
+    loaded config again, else /etc/minifw/minifw.toml."""
+    emit(_firewall(ctx).up(config, guard=guard, force=force, confirm=confirm, strict=strict))
 
 
 @cli.command()
@@ -62,13 +68,14 @@ def down(ctx):
               help="Restart every [[hook]] runner, not only those whose file changed.")
 @guard_options
 @confirm_option
+@strict_option
 @click.pass_context
 @guarded
-def reload(ctx, config, restart_hooks, guard, force, confirm):
+def reload(ctx, config, restart_hooks, guard, force, confirm, strict):
     """Re-read the config and replace the live ruleset atomically; restart [[hook]] runners
     whose file changed, stop those no longer listed, start new ones."""
     emit(_firewall(ctx).reload(config, restart_hooks=restart_hooks, guard=guard, force=force,
-                               confirm=confirm))
+                               confirm=confirm, strict=strict))
 
 
 @cli.command()
@@ -102,15 +109,19 @@ def rollback(ctx, as_json):
 @click.option("--guard", "guard", multiple=True, metavar="ADDR:PORT",
               help="Also check connections from ADDR to this host's PORT; repeatable.")
 @json_option
+@strict_option
 @click.pass_context
 @guarded
-def check(ctx, config, guard, as_json):
-    """Validate a config and print what would be applied, without applying it, and what the
-    lockout guard finds (never refused here)."""
+def check(ctx, config, guard, as_json, strict):
+    """Validate a config and print what would be applied, without applying it, what the
+    lockout guard finds (never refused here) and what the lint finds (shadowed rules,
+    ineffective limits, redundant state, missing interfaces; errors under --strict)."""
     checked = _firewall(ctx).check(config, guard=guard)
     if as_json:
         dump(checked.to_json())
+        lint_verdict(checked.lint, strict, quiet=True)
         return
+    lint_verdict(checked.lint, strict)
     for line in checked.guard:
         click.echo(f"guard: {line}")
     ruleset, document = checked.ruleset, checked.document
@@ -125,6 +136,7 @@ def check(ctx, config, guard, as_json):
         click.echo(f"nat at {nat.hook.value} priority {nat.priority}: "
                    f"{_rule_line(nat.id, nat.match_dict(), nat.kind.value, None)}{to}")
     click.echo(f"ok: {len(ruleset.rules)} rules, {len(document['nftables'])} nftables commands")
+    lint_verdict(checked.lint, strict, quiet=True)
 
 
 def _rule_line(rule_id: str, match: dict, action: str, log: str | None) -> str:
@@ -248,24 +260,36 @@ def list_(ctx, as_json):
                    f"{b.bytes:>11}  drop what set {b.set} holds")
 
 
+def _choices(kind: Any) -> str:
+    return " | ".join(m.value for m in kind)
+
+
 @cli.command()
-@click.option("--id", "rule_id")
-@click.option("--hook")
-@click.option("--priority", type=int)
-@click.option("--family")
-@click.option("--proto")
-@click.option("--src", multiple=True, help="Address or CIDR; repeat or comma-separate.")
-@click.option("--dst", multiple=True)
-@click.option("--sport", multiple=True, help="Port or lo-hi range; repeat or comma-separate.")
-@click.option("--dport", multiple=True)
-@click.option("--iif", multiple=True)
-@click.option("--oif", multiple=True)
-@click.option("--state", multiple=True)
-@click.option("--icmp-type", "icmp_type", multiple=True)
-@click.option("--action", required=True)
-@click.option("--log")
-@click.option("--limit")
-@click.option("--comment")
+@click.option("--id", "rule_id", help="1-64 letters, digits, '_', '.', '-' (default: derived "
+              "from the rule).")
+@click.option("--hook", help=f"{_choices(Hook)} (default input).")
+@click.option("--priority", type=int, help="An integer below 1000 (default 0).")
+@click.option("--family", help=f"{_choices(Family)} (default any).")
+@click.option("--proto", help=f"{_choices(Proto)} (default any).")
+@click.option("--src", multiple=True, help="Address, CIDR or @set; repeat or comma-separate.")
+@click.option("--dst", multiple=True, help="Address, CIDR or @set; repeat or comma-separate.")
+@click.option("--sport", multiple=True, help="Port 0-65535 or lo-hi range (tcp, udp); repeat "
+              "or comma-separate.")
+@click.option("--dport", multiple=True, help="Port 0-65535 or lo-hi range (tcp, udp); repeat "
+              "or comma-separate.")
+@click.option("--iif", multiple=True, help="Interface name, 'eth*' for a prefix (prerouting, "
+              "input, forward).")
+@click.option("--oif", multiple=True, help="Interface name, 'eth*' for a prefix (forward, "
+              "output, postrouting).")
+@click.option("--state", multiple=True, help=f"{' | '.join(CT_STATES)}; repeat or "
+              "comma-separate.")
+@click.option("--icmp-type", "icmp_type", multiple=True,
+              help=f"0-255, or for icmp: {' | '.join(ICMP_TYPES)}; for icmpv6: "
+                   f"{' | '.join(ICMPV6_TYPES)}.")
+@click.option("--action", required=True, help=f"{_choices(Action)}.")
+@click.option("--log", help="Kernel-log prefix, at most 127 bytes.")
+@click.option("--limit", help=f"RATE/UNIT [burst N], UNIT one of {' | '.join(LIMIT_UNITS)}.")
+@click.option("--comment", help="Free text kept with the rule.")
 @click.option("--position", type=click.IntRange(min=0), help="0-based place within its chain.")
 @click.option("--runtime", is_flag=True, help="Change the live ruleset only, not the config.")
 @guard_options

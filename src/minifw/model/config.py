@@ -11,8 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, RuleError
 from .nat import Nat, NatError, nat_line
+from .lines import key_line, set_line, toml_error_line
 from .rule import Rule
 from .ruleset import Ruleset
+from .sets import SetError
+from .suggest import unknown as unknown_text
 
 if TYPE_CHECKING:
     import tomlkit
@@ -30,25 +33,35 @@ def parse_config(text: str, file: str) -> Ruleset:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        line = _toml_error_line(str(exc))
+        line = toml_error_line(str(exc))
         raise ConfigError(f"TOML syntax error: {exc}", file=file, line=line) from None
     except RecursionError:  # tomllib recurses once per nested array or inline table
         raise ConfigError("arrays or tables are nested too deeply to read", file=file) from None
     unknown = [k for k in data if k not in TOP_KEYS]
     if unknown:
-        raise ConfigError(f"unknown top-level key '{unknown[0]}'; valid keys are "
-                          f"[policy], [events], [[rule]], [[set]], [[nat]] and [[hook]]", file=file)
+        raise ConfigError(unknown_text(f"top-level key '{unknown[0]}'", unknown[0], TOP_KEYS,
+                                       "valid keys are [policy], [events], [[rule]], [[set]], "
+                                       "[[nat]] and [[hook]]"), file=file, line=key_line(text, unknown[0]))
     try:
         return Ruleset.from_toml(data)
     except NatError as exc:
         raise exc.located(file, nat_line(text, exc.nat, data, exc.field)) from None
     except RuleError as exc:
-        raise exc.located(file, _rule_line(text, exc.rule, data, exc.field)) from None
+        raise exc.located(file, _error_line(text, data, exc)) from None
 
 
-def _toml_error_line(message: str) -> int | None:
-    m = re.search(r"line (\d+)", message)
-    return int(m.group(1)) if m else None
+def _error_line(text: str, data: dict[str, Any], exc: RuleError) -> int | None:
+    """The line an error is about: its [[rule]], its [[set]], its [policy] or [events] key, its
+    table."""
+    field = exc.field or ""
+    if isinstance(exc, SetError):
+        return set_line(text, data, exc.set_name, field)
+    if exc.rule is not None:
+        return _rule_line(text, exc.rule, data, exc.field)
+    if field.startswith(("policy.", "events.")):
+        table, key = field.split(".", 1)
+        return key_line(text, key, table=table)
+    return key_line(text, field) if field else None
 
 
 def _rule_line(text: str, rule_label: str | None, data: dict[str, Any],

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..errors import RuleError
 from .rule import Limit, parse_limit
+from . import suggest
 
 EVENTS_KEYS = ("drops", "limit", "group", "max_bytes", "keep")
 DEFAULT_LIMIT = Limit(1000, "second")
@@ -45,7 +46,8 @@ class EventsConfig:
 
         unknown = [k for k in data if k not in EVENTS_KEYS]
         if unknown:
-            raise err(unknown[0], f"unknown key; valid keys are {', '.join(EVENTS_KEYS)}")
+            raise err(unknown[0], suggest.unknown("key", unknown[0], EVENTS_KEYS,
+                                                  f"valid keys are {', '.join(EVENTS_KEYS)}"))
         drops = data.get("drops", cls.drops)
         if not isinstance(drops, bool):
             raise err("drops", "must be true or false")

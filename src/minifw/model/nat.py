@@ -25,6 +25,7 @@ from ..errors import ConfigError, RuleError
 from .rule import ID_RE, MATCH_KEYS, Network, PortRange, Rule, _families, _Fields, parse_port
 from .setdefs import SetRef
 from .types import Action, Family, Hook, Proto
+from . import suggest
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -159,9 +160,11 @@ class Nat:
         err = _nat_error_for(label)
         unknown = [k for k in data if k not in NAT_KEYS]
         if unknown:
-            hint = (" (NAT chains see only the first packet of each flow)"
-                    if unknown[0] in ("state", "limit") else "")
-            raise err(unknown[0], f"unknown key{hint}; valid keys are {', '.join(NAT_KEYS)}")
+            if unknown[0] in ("state", "limit"):
+                raise err(unknown[0], "unknown key (NAT chains see only the first packet of each "
+                                      f"flow); valid keys are {', '.join(NAT_KEYS)}")
+            raise err(unknown[0], suggest.unknown("key", unknown[0], NAT_KEYS,
+                                                  f"valid keys are {', '.join(NAT_KEYS)}"))
         if "kind" not in data:
             raise err("kind", "is required (masquerade, snat, dnat or redirect)")
         f = _Fields(label, data)

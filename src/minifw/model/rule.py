@@ -16,6 +16,7 @@ from typing import Any, Iterable
 from ..errors import RuleError
 from .logtext import has_control, parse_log_prefix
 from .setdefs import SetRef
+from .suggest import unknown as unknown_text
 from .sets import SET_NAME_RE
 from .types import (
     CONNTRACK_PRIORITY, CT_STATES, HOOKS_BEFORE_CONNTRACK, HOOKS_WITH_IIF, HOOKS_WITH_OIF,
@@ -98,7 +99,8 @@ class Rule:
         label = rid if isinstance(rid, str) else (f"#{index + 1}" if index is not None else "new")
         unknown = [k for k in data if k not in RULE_KEYS]
         if unknown:
-            raise RuleError(f"unknown key; valid keys are {', '.join(RULE_KEYS)}",
+            raise RuleError(unknown_text("key", unknown[0], RULE_KEYS,
+                                         f"valid keys are {', '.join(RULE_KEYS)}"),
                             rule=label, field=unknown[0])
         if "action" not in data:
             raise RuleError("is required (accept, drop, reject or log)", rule=label, field="action")
@@ -219,7 +221,8 @@ class _Fields:
             return kind(raw)
         except ValueError:
             valid = " | ".join(m.value for m in kind)
-            raise self.err(key, f"unknown value {raw!r}; expected {valid}") from None
+            raise self.err(key, unknown_text(f"value {raw!r}", raw, [m.value for m in kind],
+                                             f"expected {valid}")) from None
 
     def priority(self) -> int:
         raw = self.data.get("priority", 0)
@@ -274,8 +277,8 @@ class _Fields:
         states = self.listed("state")
         for s in states:
             if s not in CT_STATES:
-                raise self.err("state", f"unknown conntrack state {s!r}; expected "
-                                        f"{' | '.join(CT_STATES)}")
+                raise self.err("state", unknown_text(f"conntrack state {s!r}", s, CT_STATES,
+                                                     f"expected {' | '.join(CT_STATES)}"))
         return tuple(dict.fromkeys(states))
 
     def icmp_types(self, proto: Proto) -> tuple[str | int, ...]:
@@ -290,8 +293,9 @@ class _Fields:
             raise self.err("icmp_type", "needs proto = \"icmp\" or \"icmpv6\"")
         for t in types:
             if isinstance(t, bool) or not (t in names or (isinstance(t, int) and 0 <= t <= 255)):
-                raise self.err("icmp_type", f"unknown {proto.value} type {t!r}; expected one of "
-                                            f"{', '.join(names)} or a number 0-255")
+                raise self.err("icmp_type", unknown_text(
+                    f"{proto.value} type {t!r}", t, names,
+                    f"expected one of {', '.join(names)} or a number 0-255"))
         return tuple(types)
 
     def log_prefix(self) -> str | None:

@@ -12,6 +12,7 @@ from .rule import Limit, Rule, parse_limit
 from .nat import Nat, check_nats, nats_from_toml
 from .setdefs import SetDef, SetRef
 from .sets import DEFAULT_SET, SetError
+from .suggest import unknown as unknown_text
 from .types import Action, Hook, point_order
 
 POLICY_KEYS = tuple(h.value for h in Hook) + ("stateful", "log", "log_limit")
@@ -108,7 +109,8 @@ class Ruleset:
         policies = []
         for key, value in policy.items():
             if key not in POLICY_KEYS:
-                raise RuleError(f"unknown key; valid keys are {', '.join(POLICY_KEYS)}",
+                raise RuleError(unknown_text("key", key, POLICY_KEYS,
+                                             f"valid keys are {', '.join(POLICY_KEYS)}"),
                                 field=f"policy.{key}")
             if key == "stateful":
                 if not isinstance(value, bool):
@@ -117,8 +119,8 @@ class Ruleset:
             if key in ("log", "log_limit"):
                 continue
             if value not in ("accept", "drop"):
-                raise RuleError(f"unknown value {value!r}; expected accept | drop",
-                                field=f"policy.{key}")
+                raise RuleError(unknown_text(f"value {value!r}", value, ("accept", "drop"),
+                                             "expected accept | drop"), field=f"policy.{key}")
             if value == "drop":
                 policies.append((Hook(key), Action.DROP))
         raw_rules = data.get("rule", [])

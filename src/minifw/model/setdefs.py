@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 from ..errors import RuleError
+from .suggest import unknown as unknown_text
 from .sets import (
     DEFAULT_SET, SET_KEYS, SET_NAME_RE, SetError, first_overlap, format_duration,
     normalise_element,
@@ -51,7 +52,8 @@ class SetDef:
 
         unknown = [k for k in data if k not in SET_KEYS]
         if unknown:
-            raise err(unknown[0], f"unknown key; valid keys are {', '.join(SET_KEYS)}")
+            raise err(unknown[0], unknown_text("key", unknown[0], SET_KEYS,
+                                               f"valid keys are {', '.join(SET_KEYS)}"))
         name = data.get("name")
         if not isinstance(name, str) or not SET_NAME_RE.match(name):
             raise err("name", "is required: 1-32 letters, digits or '_', starting with a letter")

@@ -344,6 +344,10 @@ def stop_pids(state_dir: Path, pids: list[int] | None) -> int:
         pending = [r for r in pending if hookstate.pid_alive(r.pid)]
     for r in pending:
         _kill(r.pid)
+    # `down` returns only once they are gone: SIGKILL is delivered, not yet done
+    end = time.monotonic() + STOP_TIMEOUT
+    while any(hookstate.pid_alive(r.pid) for r in pending) and time.monotonic() < end:
+        time.sleep(0.01)
     leftovers = [r for r in recs if not r.alive or r in pending]
     if leftovers:
         with contextlib.suppress(MinifwError):

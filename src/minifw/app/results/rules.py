@@ -39,10 +39,12 @@ class Checked:
     ruleset: "Ruleset"
     document: dict[str, Any]
     guard: tuple[str, ...] = ()   # the lockout guard's findings, one line each (never refused)
+    lint: tuple[Any, ...] = ()    # app.lint.Located: the lint's findings
 
     def to_json(self) -> dict[str, Any]:
-        # the document stays what nft -j -f takes; the guard's lines ride beside it
-        return {**self.document, "guard": list(self.guard)} if self.guard else self.document
+        # the document stays what nft -j -f takes; the guard's and lint's lines ride beside it
+        out = {**self.document, "guard": list(self.guard)} if self.guard else self.document
+        return {**out, "lint": [f.to_json() for f in self.lint]} if self.lint else out
 
 
 # ---- rule edits -------------------------------------------------------------------------------
