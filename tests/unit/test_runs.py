@@ -132,3 +132,17 @@ def runny_rules(draw):
 @given(runny_rules(), st.lists(packets(), min_size=1, max_size=10), st.integers(2, 3))
 def test_runny_lists_decide_like_plain_rules(raw, pkts, min_run):
     test_runs_decide_like_plain_rules.hypothesis.inner_test(raw, pkts, min_run)
+
+
+def test_a_run_looks_its_set_up_after_the_rules_other_matches():
+    """The element counter runs on each lookup that finds the element: ahead of the port match,
+    a TCP packet from a listed address would count for a UDP-only run."""
+    rs = Ruleset(rules=tuple(Rule.from_toml({"id": f"r{i}", "src": f"198.18.1.{i}",
+                                             "proto": "udp", "dport": 53, "action": "drop"})
+                             for i in range(10)))
+    cmds = build_load(rs)["nftables"]
+    (rule,) = [c["add"]["rule"] for c in cmds if "rule" in c.get("add", {})]
+    matches = [e["match"] for e in rule["expr"] if "match" in e]
+    assert matches[-1]["right"] == "@r_input_0_0_v4"
+    assert any(m["left"].get("payload", {}).get("field") == "dport" for m in matches[:-1])
+    assert "match" not in rule["expr"][len(matches)]  # the statements follow the last match

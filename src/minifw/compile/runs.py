@@ -286,14 +286,23 @@ def _retarget(body: list[dict[str, Any]], prefix: str) -> list[dict[str, Any]]:
 
 
 def _swap(body: list[dict[str, Any]], field: str, right: str) -> list[dict[str, Any]]:
+    """``body`` with its ``field`` match turned into a lookup of ``right``, moved after the
+    rule's other matches: a set's element counter runs on every lookup that finds the element,
+    so a lookup ahead of a match that then fails would count packets the rule never took."""
     wanted = _PAYLOAD_FIELD[field]
     out = []
+    lookup = None
     for expr in body:
         match = expr.get("match") if isinstance(expr, dict) else None
         left = match.get("left") if match else None
         if isinstance(left, dict) and left.get("payload", {}).get("field") == wanted:
-            expr = {"match": {**match, "right": right}}
+            lookup = {"match": {**match, "right": right}}
+            continue
         out.append(expr)
+    if lookup is not None:
+        at = next((i for i, e in enumerate(out) if not (isinstance(e, dict) and "match" in e)),
+                  len(out))
+        out.insert(at, lookup)
     return out
 
 
