@@ -10,6 +10,8 @@ so they never change:
   bans_v4, bans_v6        regular chains the ban chain sends each IP version to
   hook_q<queue>_<name>    a Python hook function's base chain
   flow_q<queue>_<name>    a per-flow hook function's chain, at its priority + 1
+  nat_<hook>              a NAT chain (type nat): nat_prerouting and nat_output at dstnat
+                          (-100), nat_postrouting at srcnat (100)
 
 Everything that needs a chain's kind, hook, priority or queue parses the name here, rather
 than splitting a label made for people.
@@ -54,6 +56,7 @@ class Kind(enum.Enum):
     BANS_BY_VERSION = "bans-by-version"
     HOOK_FUNCTION = "hook-function"
     FLOW_CACHE = "flow-cache"
+    NAT = "nat"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +88,15 @@ def flow_chain(queue: int, function: str) -> str:
     return f"flow_q{queue}_{function}"[:HOOK_CHAIN_MAX]
 
 
+def nat_chain(hook: Hook) -> str:
+    return f"nat_{hook.value}"
+
+
+# The NAT chains and their priorities: the kernel runs NAT there whatever a chain declares.
+NAT_CHAINS = {"nat_prerouting": ("prerouting", -100), "nat_output": ("output", -100),
+              "nat_postrouting": ("postrouting", 100)}
+
+
 def parse(name: str) -> Chain | None:
     """The chain ``name`` stands for, or None if minifw never makes a chain of that name."""
     from ..model.types import POLICY_PRIORITY, PRIORITY_MIN, Hook
@@ -103,6 +115,9 @@ def parse(name: str) -> Chain | None:
     if m := re.fullmatch(_FUNCTION, name):
         kind = Kind.HOOK_FUNCTION if m[1] == "hook" else Kind.FLOW_CACHE
         return Chain(kind, queue=int(m[2]), function=m[3])
+    if name in NAT_CHAINS:
+        hook, priority = NAT_CHAINS[name]
+        return Chain(Kind.NAT, Hook(hook), priority)
     return None
 
 
@@ -112,6 +127,6 @@ def kind_of(name: str) -> Kind | None:
 
 
 def is_declarative(name: str) -> bool:
-    """Chains the declarative compiler owns (rule and policy chains). Others in the table
+    """Chains the declarative compiler owns (rule, policy and NAT chains). Others in the table
     (bans, hook functions) are left alone by loads."""
-    return bool(re.fullmatch(_hook_patterns()[2], name))
+    return bool(re.fullmatch(_hook_patterns()[2], name)) or name in NAT_CHAINS

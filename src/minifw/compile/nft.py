@@ -18,7 +18,7 @@ from typing import Any, Iterable
 from ..model.rule import Network, PortRange, Rule
 from ..model.ruleset import Ruleset
 from ..model.setdefs import SetRef
-from . import names, runs
+from . import names, nat, runs
 from .sets import build_set_decls
 from .sets import match_alternatives as set_matches
 from ..model.types import (
@@ -275,6 +275,7 @@ def build_load(ruleset: Ruleset, existing_chains: Iterable[str] = (),
     for hook in ruleset.drop_hooks:
         name = names.policy_chain(hook)
         wanted[name] = _base_chain(name, hook, POLICY_PRIORITY)
+    wanted.update(nat.wanted_chains(ruleset))
     existing = [c for c in existing_chains if names.is_declarative(c)]
     for name in sorted(existing):
         cmds.append({"flush": {"chain": _ref(name=name)}})
@@ -291,6 +292,8 @@ def build_load(ruleset: Ruleset, existing_chains: Iterable[str] = (),
         cmds.append({"add": chain})
     for (hook, priority), rules in ruleset.chains():
         cmds.extend(build_chain_rules(names.rule_chain(hook, priority), rules, ruleset))
+    cmds.extend(nat.build_nat_load(ruleset, build_rule_bodies))
+    cmds.extend(nat.build_policy_accepts(ruleset))  # first in their policy chains
     for hook in ruleset.drop_hooks:
         cmds.extend({"add": r} for r in build_policy_rules(hook, ruleset.stateful))
     return {"nftables": cmds}

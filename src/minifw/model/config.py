@@ -10,6 +10,7 @@ import tomllib
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, RuleError
+from .nat import NatError, nat_line
 from .rule import Rule
 from .ruleset import Ruleset
 
@@ -19,7 +20,8 @@ if TYPE_CHECKING:
 # tomlkit (about 15 ms to import) is loaded only by the config edits of `add` and `delete`:
 # the other commands never pay for it.
 
-TOP_KEYS = ("policy", "rule", "hook", "set")  # [[hook]]: minifw.hooks.config; [[set]]: model.sets
+TOP_KEYS = ("policy", "rule", "hook", "set", "nat")  # [[hook]]: minifw.hooks.config; [[set]]:
+# model.sets; [[nat]]: model.nat
 _RULE_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*rule[ \t]*\]\]", re.MULTILINE)
 _TABLE_HEADER = re.compile(r"^\s*\[")
 
@@ -35,9 +37,11 @@ def parse_config(text: str, file: str) -> Ruleset:
     unknown = [k for k in data if k not in TOP_KEYS]
     if unknown:
         raise ConfigError(f"unknown top-level key '{unknown[0]}'; valid keys are "
-                          f"[policy], [[rule]], [[set]] and [[hook]]", file=file)
+                          f"[policy], [[rule]], [[set]], [[nat]] and [[hook]]", file=file)
     try:
         return Ruleset.from_toml(data)
+    except NatError as exc:
+        raise exc.located(file, nat_line(text, exc.nat, data, exc.field)) from None
     except RuleError as exc:
         raise exc.located(file, _rule_line(text, exc.rule, data, exc.field)) from None
 

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any, Iterator
 
 from ..errors import RuleError
+from .nat import Nat, check_nats, nats_from_toml
 from .rule import Rule
 from .setdefs import SetDef, SetRef
 from .sets import DEFAULT_SET, SetError
@@ -20,6 +21,7 @@ class Ruleset:
     policies: tuple[tuple[Hook, Action], ...] = ()  # only hooks whose policy is drop are kept
     stateful: bool = True
     sets: tuple[SetDef, ...] = ()
+    nats: tuple[Nat, ...] = ()  # [[nat]], in config order (model/nat.py)
 
     def __post_init__(self):
         seen: set[str] = set()
@@ -28,6 +30,7 @@ class Ruleset:
                 raise RuleError("is used by more than one rule; ids must be unique",
                                 rule=rule.id, field="id")
             seen.add(rule.id)
+        check_nats(self.nats, self.rules, {s.name for s in self.sets} | {DEFAULT_SET})
         names = [s.name for s in self.sets]
         for name in names:
             if names.count(name) > 1:
@@ -43,7 +46,7 @@ class Ruleset:
     def set_names(self) -> list[str]:
         """Named sets the ruleset needs in the kernel: defined ones, then referenced ``blocked``."""
         names = [s.name for s in self.sets]
-        for rule in self.rules:
+        for rule in (*self.rules, *self.nats):
             for ref in rule.src + rule.dst:
                 if isinstance(ref, SetRef) and ref.name not in names:
                     names.append(ref.name)
@@ -118,7 +121,7 @@ class Ruleset:
             raise RuleError("must be written as [[set]] tables", field="set")
         sets = tuple(SetDef.from_toml(s, index=i) for i, s in enumerate(raw_sets))
         return cls(rules=rules, policies=tuple(sorted(policies, key=lambda p: list(Hook).index(p[0]))),
-                   stateful=policy.get("stateful", True), sets=sets)
+                   stateful=policy.get("stateful", True), sets=sets, nats=nats_from_toml(data))
 
     def to_toml(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -131,4 +134,6 @@ class Ruleset:
             out["set"] = [s.to_toml() for s in self.sets]
         if self.rules:
             out["rule"] = [r.to_toml() for r in self.rules]
+        if self.nats:
+            out["nat"] = [n.to_toml() for n in self.nats]
         return out
