@@ -135,8 +135,7 @@ def trace_lines(e: Explanation) -> list[str]:
         where = f"{s.hook.value}/{s.priority}"
         if s.kind in ("nat", "route"):
             lines.append(f"{where:<17} {s.kind} {s.name}: {s.note or ''}"
-                         + ("" if s.result == "translate" or s.kind == "route"
-                            else " -> no match"))
+                         + (" -> no match" if s.result == "no match" else ""))
             continue
         if s.kind == "rule":
             match = " ".join(f"{k}={_fmt(v)}" for k, v in s.match.items()) or "(any)"

@@ -31,6 +31,7 @@ import ipaddress
 from typing import Any, Callable, Iterable, Sequence
 
 from ..compile.names import BAN_CHAIN, BAN_PRIORITY
+from ..compile.nat import accept_hooks
 from ..errors import PacketError
 from ..model.rule import IFNAME_RE, Rule
 from . import nat as natmod
@@ -406,8 +407,8 @@ def explain(ruleset: Ruleset, probe: Probe, hook_functions: Sequence[HookFunctio
                 accepted_by = (fn.name, "hook-function", hook, chain.priority)
                 continue
             if chain.kind == "policy":
-                passed, step_list = _policy(ruleset, hook, packet, mark, any(
-                    natmod.opens_policy(hook, t) for t in translations))
+                passed, step_list = _policy(ruleset, hook, packet, mark,
+                                            any(t.is_dnat for t in translations))
                 trace.extend(step_list)
                 if passed is None:
                     return finish("drop", None, "policy", hook, POLICY_PRIORITY)
@@ -457,6 +458,10 @@ def _policy(ruleset: Ruleset, hook: Hook, probe: Probe, mark: int,
                           note=note))
         return ok
 
+    if hook in accept_hooks(ruleset):  # the policy chain's first rule
+        if check("ct status dnat", translated, "a port forward opens its own path"
+                 if translated else "the destination was not translated"):
+            return True, steps
     if ruleset.stateful:
         state = _state_seen(probe, hook, prio)
         if check("stateful: ct state established,related", state in ("established", "related"),
@@ -470,10 +475,6 @@ def _policy(ruleset: Ruleset, hook: Hook, probe: Probe, mark: int,
                 return True, steps
         nd = probe.proto is Proto.ICMPV6 and probe.icmp_type in _ND_NUMBERS
         if check("stateful: icmpv6 neighbour discovery", nd):
-            return True, steps
-    if natmod.policy_checks_dnat(getattr(ruleset, "nats", ()), hook):
-        if check("ct status dnat", translated, "a port forward opens its own path"
-                 if translated else "the destination was not translated"):
             return True, steps
     if check(f"accepted by a rule at {hook.value}", bool(mark & hook.mark_bit)):
         return False, steps
@@ -499,7 +500,8 @@ def _nat(nats, packet: Probe, hook: Hook, set_lookup: SetLookup | None,
 
     out, done, misses = natmod.translate(nats, packet, hook, matches, address_of)
     prio = natmod.NAT_HOOKS[hook]
-    trace.extend(Step(hook, prio, "nat", nat_id, False, "no match", note=why)
+    trace.extend(Step(hook, prio, "nat", nat_id, False,
+                      "not run" if nat_id == "(not run)" else "no match", note=why)
                  for nat_id, why in misses)
     if done is not None:
         trace.append(Step(hook, prio, "nat", done.nat, done.first_packet, "translate",

@@ -9,7 +9,8 @@
   the first packet of their flow got, and the nat entry's counter does not move. Untracked and
   invalid packets have no conntrack entry and are never translated.
 - A port forward opens its own path: a drop policy at forward accepts flows whose destination
-  was translated (``ct status dnat``), and a drop policy at input those a redirect sent here.
+  was translated (``ct status dnat``, the policy chain's first rule; compile/nat.py's
+  ``accept_hooks`` says where), and a drop policy at input those a redirect sent here.
 - Address choices the rule does not fix are the kernel's: the first address of a ``to`` range
   is shown (the kernel picks one by hash); a masquerade takes the output route's preferred
   source address (``prefsrc``) and a redirect an address of the input interface, when the
@@ -60,7 +61,7 @@ class Translation:
         return ", ".join(parts) or "unchanged"
 
     def to_json(self) -> dict[str, Any]:
-        keys = ("src", "sport", "dst", "dport")
+        keys = ENDS
         return {"nat": self.nat, "kind": self.kind, "hook": self.hook.value,
                 "priority": self.priority, "first_packet": self.first_packet,
                 "before": {k: _plain(v) for k, v in zip(keys, self.before)},
@@ -74,8 +75,8 @@ def _plain(v: Any) -> Any:
 def _end(addr, port) -> str:
     if addr is None:
         return f"port {port}"
-    if port is None:
-        return str(addr)
+    if port is None or isinstance(addr, str):
+        return str(addr) if port is None else f"{addr}, port {port}"
     return f"[{addr}]:{port}" if addr.version == 6 else f"{addr}:{port}"
 
 
@@ -100,17 +101,21 @@ def translate(nats: Iterable[Any], packet: Any, hook: Hook, matches: Callable,
                               for e in entries]
     misses: list[tuple[str, str]] = []
     for entry in entries:
-        ok, why = matches(_AsRule(entry), packet, hook, prio)
+        ok, why = matches(entry.match_rule(), packet, hook, prio)
         if not ok:
             misses.append((entry.id, why or "no match"))
             continue
         return _apply(entry, packet, hook, prio, address_of)
+    if packet.state != "new":  # the chain did not run: the flow has no translation here
+        return packet, None, [("(not run)", f"state {packet.state}: nat chains see only the first "
+                                    "packet of a flow, and this flow's was not translated here")]
     return packet, None, misses
 
 
 def _apply(entry, packet, hook: Hook, prio: int, address_of: AddressOf | None):
     kind = entry.kind.value
     fields: dict[str, Any] = {}
+    unknown: dict[str, str] = {}   # an address the kernel picks that the caller did not give
     note = None
     target = entry.to
     if kind in ("dnat", "snat"):
@@ -126,7 +131,7 @@ def _apply(entry, packet, hook: Hook, prio: int, address_of: AddressOf | None):
         if addr is not None:
             fields["dst"] = addr
         else:
-            note = f"dst becomes an address of {iif or 'lo'} (this host)"
+            unknown["dst"] = f"an address of {iif or 'lo'}"
         if target is not None and target.port is not None and packet.proto.has_ports:
             fields["dport"] = target.port.lo
     else:  # masquerade
@@ -134,7 +139,7 @@ def _apply(entry, packet, hook: Hook, prio: int, address_of: AddressOf | None):
         if addr is not None:
             fields["src"] = addr
         else:
-            note = f"src becomes the address of {packet.oif or 'the output interface'}"
+            unknown["src"] = f"the address of {packet.oif or 'the output interface'}"
         if target is not None and target.port is not None and packet.proto.has_ports:
             fields["sport"] = target.port.lo
     first = packet.state == "new"
@@ -143,43 +148,15 @@ def _apply(entry, packet, hook: Hook, prio: int, address_of: AddressOf | None):
                      "flow; this one follows its conntrack entry (the nat counter does not "
                      "move)")
     out = dataclasses.replace(packet, **fields) if fields else packet
-    return out, Translation(entry.id, kind, hook, prio, _ends(packet), _ends(out), first,
-                            note), []
+    after = tuple(unknown.get(k, v) for k, v in zip(ENDS, _ends(out)))
+    return out, Translation(entry.id, kind, hook, prio, _ends(packet), after, first, note), []
+
+
+ENDS = ("src", "sport", "dst", "dport")
 
 
 def _ends(p) -> tuple[Any, Any, Any, Any]:
     return (p.src, p.sport, p.dst, p.dport)
-
-
-def opens_policy(hook: Hook, translated: Translation | None) -> bool:
-    """Whether the drop policy at ``hook`` accepts this packet as a translated flow's
-    (``ct status dnat``): a port forward at forward, a redirect at input."""
-    if translated is None or not translated.is_dnat:
-        return False
-    return hook is Hook.FORWARD or (hook is Hook.INPUT and translated.kind == "redirect")
-
-
-def policy_checks_dnat(nats: Iterable[Any], hook: Hook) -> bool:
-    """Whether the drop policy chain at ``hook`` has the ``ct status dnat`` accept: at
-    forward when a dnat or redirect entry exists, at input when a redirect does."""
-    kinds = {n.kind.value for n in nats}
-    if hook is Hook.FORWARD:
-        return bool(kinds & {"dnat", "redirect"})
-    return hook is Hook.INPUT and "redirect" in kinds
-
-
-class _AsRule:
-    """A nat entry as explain's rule matcher reads rules (no state, no limit: NAT chains see
-    only first packets)."""
-
-    state: tuple[str, ...] = ()
-    limit = None
-
-    def __init__(self, nat):
-        self._nat = nat
-
-    def __getattr__(self, name: str):
-        return getattr(self._nat, name)
 
 
 def _join(*parts: str | None) -> str | None:
