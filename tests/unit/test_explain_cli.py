@@ -72,7 +72,8 @@ def test_json_is_exactly_the_issue_s_shape(web):
     assert list(data) == ["verdict", "rule", "decided_by", "hook", "priority", "trace", "route"]
     assert data == {**data, "verdict": "drop", "rule": None, "decided_by": "policy",
                     "hook": "input", "priority": 1000}
-    assert data["route"].startswith("no route lookup was made")
+    assert data["route"]["text"].startswith("no route lookup was made")
+    assert (data["route"]["path"], data["route"]["oif"]) == ("in", None)
     res = run("--config", web, "--proto", "tcp", "--src", "198.18.2.2", "--dst", "198.18.0.1",
               "--dport", "443", "--json")
     data = json.loads(res.stdout)

@@ -98,6 +98,7 @@ class Explained:
 
     def to_json(self) -> dict[str, Any]:
         out = self.explanation.to_json()
-        if self.route is not None:
-            out["route"] = self.route
+        if self.route is not None:  # where the packet went, and why (or why nobody asked)
+            probe = self.explanation.probe
+            out["route"] = {"path": probe.path, "oif": probe.oif, "text": self.route}
         return out
