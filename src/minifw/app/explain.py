@@ -218,6 +218,7 @@ def explain_capture(source: Source, capture: str, *, path_kind: str = "in",
     deciders: dict[str, dict[str, Any]] = {}
     verdicts: collections.Counter = collections.Counter()
     skipped: collections.Counter = collections.Counter()
+    hits: collections.Counter = collections.Counter()   # rule -> packets it matched
     versions: set[int] = set()
     total = explained = unknown = 0
     routes: dict[tuple, tuple[Probe, Routing | None]] = {}
@@ -247,6 +248,7 @@ def explain_capture(source: Source, capture: str, *, path_kind: str = "in",
         versions.add(probe.version)
         exp = explain_one(source, probe, decision=decision)
         verdicts[exp.verdict] += 1
+        hits.update(counted(exp))
         entry = deciders.setdefault(exp.decider, {
             "decider": exp.decider, "rule": exp.rule, "decided_by": exp.decided_by,
             "hook": exp.hook.value, "priority": exp.priority, "packets": 0, "verdicts": {},
@@ -260,10 +262,17 @@ def explain_capture(source: Source, capture: str, *, path_kind: str = "in",
                           skipped=dict(skipped), verdicts=dict(verdicts),
                           deciders=tuple(Decider(**d) for d in order),
                           versions=frozenset(versions), ruleset=source.where,
-                          direction=direction, notes=tuple(notes),
+                          direction=direction, notes=tuple(notes), hits=dict(hits),
                           route=("from this namespace's routing, per packet" if source.live
                                  and not path_given else None if source.live
                                  else routing.NO_LOOKUP))
+
+
+def counted(exp: Explanation) -> set[str]:
+    """The rules and nat entries whose kernel counters this packet moves: every rule it
+    matched (log and accept rules too, not only the decider), and a nat entry only for the
+    first packet of a flow."""
+    return {s.name for s in exp.trace if s.matched and s.kind in ("rule", "nat") and s.name}
 
 
 def _capture_iface(iface: str | None) -> tuple[bytes | None, str | None]:

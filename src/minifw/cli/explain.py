@@ -168,6 +168,9 @@ def _print_summary(summary: CaptureSummary, as_json: bool) -> None:
         vs = ", ".join(f"{k} {v}" for k, v in sorted(d.verdicts.items()))
         click.echo(f"{d.decider:<32} {d.hook + '/' + str(d.priority):<18} "
                    f"{d.packets:>8}  {vs}")
+    if summary.hits:  # what the kernel's counters of these rules show for these packets
+        click.echo("rule hits: " + ", ".join(f"{k} {v}" for k, v in
+                                            sorted(summary.hits.items())))
     for reason, count in sorted(summary.skipped.items()):
         click.echo(f"skipped {count}: {reason}")
     for note in summary.notes:

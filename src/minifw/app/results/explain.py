@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any, Mapping
 
 from ...model.types import HookPoint
@@ -48,11 +49,13 @@ class CaptureSummary:
     direction: str = "in"          # which packets were explained: in | out | all
     notes: tuple[str, ...] = ()    # e.g. how many packets' direction was assumed
     route: str | None = None       # where the path came from (routing, or no lookup)
+    hits: Mapping[str, int] = dataclasses.field(default_factory=dict)  # rule -> packets
 
     def to_json(self) -> dict[str, Any]:
         return {"capture": self.capture, "path": self.path, "packets": self.packets,
                 "explained": self.explained, "direction": self.direction,
                 "skipped": dict(self.skipped), "notes": list(self.notes),
+                "hits": dict(sorted(self.hits.items())),
                 "verdicts": dict(self.verdicts),
                 "deciders": [d.to_json() for d in self.deciders]}
 
