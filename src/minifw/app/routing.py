@@ -38,7 +38,8 @@ def route(ruleset: Any, probe: Probe, *, path_given: bool, oif_given: bool,
     def matches(entry, p, h, prio):
         return rule_matches(entry, p, h, prio, set_lookup)
 
-    after, _, _ = natmod.translate(getattr(ruleset, "nats", ()), probe, hook, matches)
+    after, _, _ = natmod.translate(getattr(ruleset, "nats", ()), probe, hook, matches,
+                                   kroute.interface_address)
     answer = kroute.lookup(after.dst, src=after.src if probe.iif else None, iif=probe.iif)
     routing = decide(answer, kroute.ifname(answer.oif), after.dst, arriving=arriving)
     if routing.path is None:

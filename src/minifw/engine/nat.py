@@ -51,7 +51,9 @@ class Translation:
 
     @property
     def is_dnat(self) -> bool:
-        return self.kind in ("dnat", "redirect")
+        """Whether conntrack marks the flow ``dnat``: only if the translation changed the
+        destination (the kernel leaves an identity translation unmarked)."""
+        return self.kind in ("dnat", "redirect") and self.before != self.after
 
     def describe(self) -> str:
         """``dst 198.18.10.2:8080 -> 198.18.20.1:80`` (the side that changed)."""
