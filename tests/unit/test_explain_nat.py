@@ -139,3 +139,26 @@ def test_an_unroutable_packet_stops_after_prerouting():
     rs = Ruleset.from_toml({"rule": [{"id": "pre", "hook": "prerouting", "action": "drop"}]})
     e = unroutable(explain(rs, p), routing)
     assert (e.verdict, e.rule) == ("drop", "pre")
+
+
+def test_the_text_trace_shows_each_translation(tmp_path):
+    from click.testing import CliRunner
+    import tomlkit
+
+    from minifw.cli.main import cli
+
+    cfg = tmp_path / "router.toml"
+    cfg.write_text(tomlkit.dumps({"policy": {"forward": "drop"}, "nat": BASE["nat"]}))
+    res = CliRunner().invoke(cli, ["explain", "-c", str(cfg), "--proto", "tcp", "--src",
+                                   "198.18.30.5", "--dst", "198.18.10.2", "--dport", "8080",
+                                   "--iif", "wan", "--path", "forward", "--oif", "lan"])
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    assert lines[0] == ("accept: the packet is forwarded; the forward drop policy let it pass "
+                        "(ct status dnat)")
+    assert "nat: prerouting/-100 web-forward (dnat): dst 198.18.10.2:8080 -> 198.18.20.1:80" \
+        in lines
+    assert lines[lines.index("trace:") + 1].split() == \
+        ["prerouting/-100", "nat", "web-forward:", "dst", "198.18.10.2:8080", "->",
+         "198.18.20.1:80"]
+    assert lines[2].startswith("route: no route lookup was made")

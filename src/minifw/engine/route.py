@@ -15,6 +15,7 @@ import errno as errno_mod
 
 from ..model.types import POLICY_PRIORITY, Hook
 from ..netlink.route import RouteAnswer
+from .explain import Step
 
 # Route types that deliver to this host, and types that forward.
 LOCAL_TYPES = frozenset({"local", "broadcast", "multicast", "anycast"})
@@ -59,16 +60,15 @@ def decide(answer: RouteAnswer, oif_name: str | None, dst, *, arriving: bool) ->
 def unroutable(explanation, routing: Routing):
     """``explanation`` (made for the path the packet started on) cut where routing drops it:
     after prerouting for an arriving packet, before output for one this host sends."""
-    from .explain import Explanation, Step  # explain imports this module's users, not it
-
     keep = Hook.PREROUTING if routing.arriving else None
     if explanation.verdict != "accept" and explanation.hook is keep:
         return explanation  # decided before routing
     trace = tuple(s for s in explanation.trace if s.hook is keep)
     hook = Hook.PREROUTING if routing.arriving else Hook.OUTPUT
     step = Step(hook, POLICY_PRIORITY, "route", "route lookup", True, "drop", note=routing.text)
-    return Explanation("drop", None, "routing", hook, POLICY_PRIORITY, (*trace, step),
-                       explanation.probe, tuple(t for t in explanation.translations
-                                                if t.hook is keep), explanation.packet)
+    return dataclasses.replace(
+        explanation, verdict="drop", rule=None, decided_by="routing", hook=hook,
+        priority=POLICY_PRIORITY, trace=(*trace, step),
+        translations=tuple(t for t in explanation.translations if t.hook is keep))
 
 
