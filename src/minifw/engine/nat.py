@@ -120,30 +120,24 @@ def _apply(entry, packet, hook: Hook, prio: int, address_of: AddressOf | None):
     unknown: dict[str, str] = {}   # an address the kernel picks that the caller did not give
     note = None
     target = entry.to
+    addr_key, port_key = ("dst", "dport") if entry.kind.value in ("dnat", "redirect") \
+        else ("src", "sport")
     if kind in ("dnat", "snat"):
-        addr_key, port_key = ("dst", "dport") if kind == "dnat" else ("src", "sport")
         fields[addr_key] = target.lo
         if target.hi is not None and target.hi != target.lo:
             note = f"the kernel picks an address of {target.lo}-{target.hi}; the first is shown"
-        if target.port is not None and packet.proto.has_ports:
-            fields[port_key] = target.port.lo
-    elif kind == "redirect":
-        iif = packet.iif if hook is Hook.PREROUTING else None
-        addr = address_of(iif, packet.version) if address_of is not None else None
+    else:  # the address of an interface: redirect's input (lo at output), masquerade's output
+        ifname = (packet.iif if hook is Hook.PREROUTING else None) if kind == "redirect" \
+            else packet.oif
+        addr = address_of(ifname, packet.version) if address_of is not None else None
         if addr is not None:
-            fields["dst"] = addr
+            fields[addr_key] = addr
+        elif kind == "redirect":
+            unknown[addr_key] = f"an address of {ifname or 'lo'}"
         else:
-            unknown["dst"] = f"an address of {iif or 'lo'}"
-        if target is not None and target.port is not None and packet.proto.has_ports:
-            fields["dport"] = target.port.lo
-    else:  # masquerade
-        addr = address_of(packet.oif, packet.version) if address_of is not None else None
-        if addr is not None:
-            fields["src"] = addr
-        else:
-            unknown["src"] = f"the address of {packet.oif or 'the output interface'}"
-        if target is not None and target.port is not None and packet.proto.has_ports:
-            fields["sport"] = target.port.lo
+            unknown[addr_key] = f"the address of {ifname or 'the output interface'}"
+    if target is not None and target.port is not None and packet.proto.has_ports:
+        fields[port_key] = target.port.lo
     first = packet.state == "new"
     if not first:
         note = _join(note, f"state {packet.state}: nat chains see only the first packet of a "
