@@ -149,6 +149,7 @@ def lab():
             explainer.close()
 
 
+@pytest.mark.timeout(max(300, CASES * 10))   # a larger run is given the time it needs
 @settings(max_examples=CASES, deadline=None, phases=PHASES,
           suppress_health_check=list(HealthCheck))
 @given(data=rulesets(), packets=st.lists(datagrams(), min_size=1, max_size=3))
