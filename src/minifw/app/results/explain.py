@@ -55,7 +55,7 @@ class CaptureSummary:
         return {"capture": self.capture, "path": self.path, "packets": self.packets,
                 "explained": self.explained, "direction": self.direction,
                 "skipped": dict(self.skipped), "notes": list(self.notes),
-                "hits": dict(sorted(self.hits.items())),
+                "hits": dict(sorted(self.hits.items())), "route": self.route,
                 "verdicts": dict(self.verdicts),
                 "deciders": [d.to_json() for d in self.deciders]}
 
