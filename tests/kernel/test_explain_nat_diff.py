@@ -15,7 +15,7 @@ router's namespace; the live routing deciding the path) and then sent for real (
   only first packets, later ones follow conntrack, which explain models and says so
   (tests/unit/test_explain_nat.py pins that side).
 
-CI runs 24 rulesets (1-3 datagrams each); ``MINIFW_NAT_DIFF_CASES=N`` runs more.
+CI runs 40 rulesets (1-3 datagrams each); ``MINIFW_NAT_DIFF_CASES=N`` runs more.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from kit import (
 )
 from natlab import PORTS, Catchers, Explainer, counters, send
 
-CASES = int(os.environ.get("MINIFW_NAT_DIFF_CASES", "24"))
+CASES = int(os.environ.get("MINIFW_NAT_DIFF_CASES", "40"))
 PHASES = ([Phase.explicit, Phase.reuse, Phase.generate]
           if os.environ.get("MINIFW_DIFF_SHRINK") == "0" else list(Phase))
 
