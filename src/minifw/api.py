@@ -33,6 +33,8 @@ if TYPE_CHECKING:
         Recovered, RolledBack, RuleAdded, RuleDeleted, RuleListing, SetPage, SetSummary,
         Status, Unbanned, Unloaded,
     )
+    from .app.nat import NatService
+    from .app.results.nat import NatAdded, NatDeleted, NatListing
     from .app.rules import Service
     from .app.sets import SetService
 
@@ -217,6 +219,29 @@ class Firewall:
     def list(self) -> "RuleListing":
         """The live rules in evaluation order, with their counters."""
         return self._rules.list_rules()
+
+    # ---- NAT ([[nat]] entries; app/nat.py) -----------------------------------------------------
+    @property
+    def _nat(self) -> "NatService":
+        from .app.nat import NatService
+        return NatService(self._rules)
+
+    @_in_tree
+    def nat_add(self, entry: Mapping[str, Any] | None = None, /, *, runtime: bool = False,
+                **fields: Any) -> "NatAdded":
+        """Add one [[nat]] entry live, last in its chain (``nat_add(kind="masquerade",
+        oif="wan0")``); saved to the config file unless ``runtime``."""
+        return self._nat.add({**(entry or {}), **fields}, runtime)
+
+    @_in_tree
+    def nat_delete(self, nat_id: str, runtime: bool = False) -> "NatDeleted":
+        """Delete one [[nat]] entry by id (from the config file too, unless ``runtime``)."""
+        return self._nat.delete(nat_id, runtime)
+
+    @_in_tree
+    def nat_list(self) -> "NatListing":
+        """The live [[nat]] entries with their counters (first packets of flows)."""
+        return self._nat.list()
 
     # ---- sets ------------------------------------------------------------------------------
     @_in_tree

@@ -31,6 +31,8 @@ ARGUMENTS = {
     "name": ["blocked"],
     "file": ["{import_file}"],
     "action": ["--action", "drop"],
+    "kind": ["--kind", "masquerade"],   # nat add
+    "nat_id": ["masq"],                 # nat delete
 }
 # ... or by command and parameter name.
 ARGUMENTS_OF = {

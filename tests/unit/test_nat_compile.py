@@ -1,4 +1,4 @@
-"""[[nat]] compiled to libnftables JSON: goldens (tests/unit/golden/nat_*.json, reviewed by hand;
+"""[[nat]] compiled to libnftables JSON: goldens (tests/unit/golden/*nat*.json, reviewed by hand;
 regenerate with MINIFW_UPDATE_GOLDEN=1 and review the diff), and the traps of the issue as
 properties: the chains' types and priorities, the family every address statement names, the
 policy accept before the policy's drop, and NAT chain names apart from the filter chains'."""
@@ -87,7 +87,7 @@ def router() -> Ruleset:
 
 
 def test_load_golden():
-    check_golden("nat_load_router", compiler.build_load(router()))
+    check_golden("load_nat_router", compiler.build_load(router()))
 
 
 def test_reload_drops_nat_chains_no_entry_needs():

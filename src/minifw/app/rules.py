@@ -174,6 +174,7 @@ class Service:
         supervise.RunnerPlan.)"""
         leaving = runners.leaving_chains if runners else []
         supervise.check_rule_points((k for k, _ in ruleset.chains()), leaving)
+        supervise.check_nat_points(ruleset, leaving)
         chains, limits = self.kernel.objects()
         kernel_sets, _, _ = self.kernel.kernel_objects()
         document = compiler.build_load(ruleset, chains, limits, kernel_sets)

@@ -8,7 +8,7 @@ import re
 import sys
 TYPE_CHECKING = False  # typing loads for type checkers only: it costs a ban's start
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Iterable
 
 from ..app.results.base import Outcome
 from ..errors import MinifwError
@@ -131,3 +131,32 @@ def guard_options(fn):
     return click.option("--guard", "guard", multiple=True, metavar="ADDR:PORT",
                         help="Also protect connections from ADDR to this host's PORT (a "
                         "bastion, a VPN peer); repeatable.")(fn)
+
+
+def _multi(values: tuple[str, ...]) -> list[str]:
+    """Repeated flags and comma-separated values both give lists."""
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+def _int_or_text(value: str) -> int | str:
+    return int(value) if value.lstrip("-").isdigit() else value
+
+
+def flag_fields(entry_id: str | None, flags: dict[str, Any], keys: Iterable[str]) -> dict[str, Any]:
+    """The TOML fields of `add`'s (or `nat add`'s) flags: repeated flags become lists (a list
+    of one becomes its value, but ``state`` stays a list), port and ICMP type numbers ints."""
+    fields: dict[str, Any] = {}
+    if entry_id is not None:
+        fields["id"] = entry_id
+    for key in keys:
+        value = flags.get(key)
+        if value is None or value == ():
+            continue
+        if isinstance(value, tuple):
+            items: list[Any] = _multi(value)
+            if key in ("sport", "dport", "icmp_type"):
+                items = [_int_or_text(i) for i in items]
+            fields[key] = items if len(items) != 1 or key == "state" else items[0]
+        else:
+            fields[key] = value
+    return fields

@@ -11,11 +11,12 @@ import click
 from ..api import Firewall
 from ..model.rule import RULE_KEYS
 from .common import (
-    config_option, confirm_option, dump, emit, fail, guard_options, guarded, json_option,
-    one_line,
+    config_option, confirm_option, dump, emit, fail, flag_fields, guard_options, guarded,
+    json_option, one_line,
 )
 from .explain import explain
 from .hooks import run_hooks
+from .nat import nat_group
 from .sets import COMMANDS as SET_COMMANDS
 
 
@@ -110,6 +111,10 @@ def check(ctx, config, guard, as_json):
         click.echo(f"{hook.value} priority {prio}:")
         for rule in rules:
             click.echo(f"  {_rule_line(rule.id, rule.match_dict(), rule.action.value, rule.log)}")
+    for nat in ruleset.nats:  # [[nat]], in config order
+        to = f" to {nat.to.format()}" if nat.to is not None else ""
+        click.echo(f"nat at {nat.hook.value} priority {nat.priority}: "
+                   f"{_rule_line(nat.id, nat.match_dict(), nat.kind.value, None)}{to}")
     click.echo(f"ok: {len(ruleset.rules)} rules, {len(document['nftables'])} nftables commands")
 
 
@@ -227,16 +232,6 @@ def list_(ctx, as_json):
                    f"{p.bytes:>11}  drop what no rule accepted")
 
 
-def _multi(values: tuple[str, ...]) -> list[str] | None:
-    """Repeated flags and comma-separated values both give lists."""
-    items = [v.strip() for value in values for v in value.split(",") if v.strip()]
-    return items or None
-
-
-def _int_or_text(value: str) -> int | str:
-    return int(value) if value.lstrip("-").isdigit() else value
-
-
 @cli.command()
 @click.option("--id", "rule_id")
 @click.option("--hook")
@@ -264,20 +259,7 @@ def _int_or_text(value: str) -> int | str:
 @guarded
 def add(ctx, rule_id, position, runtime, guard, force, confirm, as_json, **flags):
     """Add one rule to the live ruleset (and the config file, unless --runtime)."""
-    fields: dict[str, Any] = {}
-    if rule_id is not None:
-        fields["id"] = rule_id
-    for key in RULE_KEYS:
-        value = flags.get(key)
-        if value is None or value == ():
-            continue
-        if isinstance(value, tuple):
-            items = _multi(value) or []
-            if key in ("sport", "dport", "icmp_type"):
-                items = [_int_or_text(i) for i in items]
-            fields[key] = items if len(items) != 1 or key == "state" else items[0]
-        else:
-            fields[key] = value
+    fields = flag_fields(rule_id, flags, RULE_KEYS)
     added = _firewall(ctx).add(fields, position=position, runtime=runtime, guard=guard,
                                force=force, confirm=confirm)
     dump(added.to_json()) if as_json else emit(added)
@@ -325,3 +307,4 @@ cli.add_command(run_hooks)
 for _command in SET_COMMANDS:
     cli.add_command(_command)
 cli.add_command(explain)
+cli.add_command(nat_group)

@@ -10,7 +10,7 @@ import tomllib
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, RuleError
-from .nat import NatError, nat_line
+from .nat import Nat, NatError, nat_line
 from .rule import Rule
 from .ruleset import Ruleset
 
@@ -79,37 +79,38 @@ def _rule_line(text: str, rule_label: str | None, data: dict[str, Any],
 
 # ---- editing, for `add` and `delete` ---------------------------------------------------------
 
-def add_rule_text(text: str, rule: Rule, before: str | None) -> str:
-    """Insert ``rule`` as a [[rule]] table before the rule with id ``before`` (or at the end)."""
+def add_rule_text(text: str, rule: Rule | Nat, before: str | None, kind: str = "rule") -> str:
+    """Insert ``rule`` as a [[rule]] table before the rule with id ``before`` (or at the end).
+    ``kind="nat"``: a Nat as a [[nat]] table, the same way."""
     import tomlkit
     doc = tomlkit.parse(text)
     table = tomlkit.table()
     for key, value in rule.to_toml().items():
         table.add(key, value)
-    if "rule" not in doc:
+    if kind not in doc:
         aot = tomlkit.aot()
         aot.append(table)
-        doc.append("rule", aot)
+        doc.append(kind, aot)
         return tomlkit.dumps(doc)
-    aot = doc["rule"]
+    aot = doc[kind]
     if before is None:
         aot.append(table)
         return tomlkit.dumps(doc)
-    index = _index_of(doc, before)
-    spliced = _splice_rule_lines(text, index, table)
+    index = _index_of(doc, before, kind)
+    spliced = _splice_rule_lines(text, index, table, kind)
     if spliced is not None:
         return spliced
     aot.insert(index, table)
     return tomlkit.dumps(doc)
 
 
-def _splice_rule_lines(text: str, index: int, table: Any) -> str | None:
+def _splice_rule_lines(text: str, index: int, table: Any, kind: str = "rule") -> str | None:
     """``text`` with ``table`` as a new [[rule]] placed above the ``index``-th [[rule]] and above
     the comment lines written right over it (they describe that rule; tomlkit would put the new
     table between them and their rule), unless those comments open the file. None when the
     text is too unusual to edit by lines."""
     import tomlkit
-    layout = _rule_layout(text, index)
+    layout = _rule_layout(text, index, kind)
     if layout is None:
         return None
     lines, headers, original, rules = layout
@@ -121,62 +122,66 @@ def _splice_rule_lines(text: str, index: int, table: Any) -> str | None:
     block = tomlkit.document()
     aot = tomlkit.aot()
     aot.append(table)
-    block.append("rule", aot)
+    block.append(kind, aot)
     new = tomlkit.dumps(block).strip("\n") + "\n\n"
     if at > 0 and not lines[at - 1].endswith("\n"):
         return None
     result = "".join(lines[:at]) + new + "".join(lines[at:])
-    added = tomllib.loads(new)["rule"][0]
-    return _checked(result, original, rules[:index] + [added] + rules[index:])
+    added = tomllib.loads(new)[kind][0]
+    return _checked(result, original, rules[:index] + [added] + rules[index:], kind)
 
 
-def _rule_layout(text: str, index: int):
-    """(lines, the line numbers of the [[rule]] headers, the parsed text, its rules), or None
-    when the headers found by lines do not line up with the parsed rules."""
+def _rule_layout(text: str, index: int, kind: str = "rule"):
+    """(lines, the line numbers of the [[rule]] (or [[kind]]) headers, the parsed text, its
+    rules), or None when the headers found by lines do not line up with the parsed rules."""
     lines = text.splitlines(keepends=True)
-    headers = [i for i, line in enumerate(lines) if _RULE_HEADER.match(line)]
+    header = _RULE_HEADER if kind == "rule" else re.compile(
+        rf"^[ \t]*\[\[[ \t]*{kind}[ \t]*\]\]")
+    headers = [i for i, line in enumerate(lines) if header.match(line)]
     original = tomllib.loads(text)
-    rules = original.get("rule", [])
+    rules = original.get(kind, [])
     if len(headers) != len(rules) or index >= len(headers):
         return None
     return lines, headers, original, rules
 
 
-def _checked(result: str, original: dict[str, Any], rules: list[Any]) -> str | None:
+def _checked(result: str, original: dict[str, Any], rules: list[Any],
+             kind: str = "rule") -> str | None:
     """``result`` if it parses to ``original`` with exactly ``rules`` as its [[rule]] list."""
     try:
         after = tomllib.loads(result)
     except tomllib.TOMLDecodeError:
         return None
-    if after.get("rule", []) != rules:
+    if after.get(kind, []) != rules:
         return None
-    if {k: v for k, v in after.items() if k != "rule"} != {
-            k: v for k, v in original.items() if k != "rule"}:
+    if {k: v for k, v in after.items() if k != kind} != {
+            k: v for k, v in original.items() if k != kind}:
         return None
     return result
 
 
-def delete_rule_text(text: str, rule_id: str) -> str:
+def delete_rule_text(text: str, rule_id: str, kind: str = "rule") -> str:
+    """``text`` without the [[rule]] (``kind="nat"``: [[nat]]) of id ``rule_id``."""
     import tomlkit
     doc = tomlkit.parse(text)
-    index = _index_of(doc, rule_id)
-    cut = _cut_rule_lines(text, index)
+    index = _index_of(doc, rule_id, kind)
+    cut = _cut_rule_lines(text, index, kind)
     if cut is not None:
         return cut
-    del doc["rule"][index]
-    if len(doc["rule"]) == 0:
-        del doc["rule"]
+    del doc[kind][index]
+    if len(doc[kind]) == 0:
+        del doc[kind]
     return tomlkit.dumps(doc)
 
 
-def _cut_rule_lines(text: str, index: int) -> str | None:
+def _cut_rule_lines(text: str, index: int, kind: str = "rule") -> str | None:
     """``text`` without the lines of the ``index``-th [[rule]], from its header to its last key.
 
     Comments and blank lines after its last key stay: they precede (and describe) whatever comes
     next, and tomlkit would delete them with the table. None when the text is too unusual to cut
     by lines (the result is checked by parsing it).
     """
-    layout = _rule_layout(text, index)
+    layout = _rule_layout(text, index, kind)
     if layout is None:
         return None
     lines, headers, original, before = layout
@@ -190,11 +195,15 @@ def _cut_rule_lines(text: str, index: int) -> str | None:
     rest = lines[last + 1:]
     if start > 0 and not lines[start - 1].strip() and rest and not rest[0].strip():
         rest = rest[1:]  # the blank lines on both sides of the cut become one
-    return _checked("".join(lines[:start] + rest), original, before[:index] + before[index + 1:])
+    return _checked("".join(lines[:start] + rest), original, before[:index] + before[index + 1:],
+                    kind)
 
 
-def _index_of(doc: tomlkit.TOMLDocument, rule_id: str) -> int:
-    for i, table in enumerate(doc.get("rule", [])):
-        if Rule.from_toml(table.unwrap(), index=i).id == rule_id:
+def _index_of(doc: tomlkit.TOMLDocument, rule_id: str, kind: str = "rule") -> int:
+    model = Nat if kind == "nat" else Rule
+    for i, table in enumerate(doc.get(kind, [])):
+        if model.from_toml(table.unwrap(), index=i).id == rule_id:
             return i
+    if kind == "nat":
+        raise NatError("is not in the config file", nat=rule_id, field="id")
     raise RuleError("is not in the config file", rule=rule_id, field="id")

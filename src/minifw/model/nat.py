@@ -22,12 +22,9 @@ import re
 from typing import Any
 
 from ..errors import ConfigError, RuleError
-from .rule import (
-    ID_RE, MATCH_KEYS, Network, PortRange, Rule, _families, _family_culprit, _format_net, _Fields, _one_or_list,
-    parse_port,
-)
+from .rule import ID_RE, MATCH_KEYS, Network, PortRange, Rule, _families, _Fields, parse_port
 from .setdefs import SetRef
-from .types import HOOKS_WITH_IIF, HOOKS_WITH_OIF, Action, Family, Hook, Proto
+from .types import Action, Family, Hook, Proto
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -138,8 +135,10 @@ class Nat:
         """The entry's matches as a rule that never decides (action log, no prefix): what the
         compiler and the engine match packets with. Its family is narrowed by ``to``."""
         families = self.families
-        family = families[0] if len(families) == 1 else self.family
-        return Rule(id=self.id, action=Action.LOG, hook=self.hook, priority=self.priority,
+        return self._as_rule(families[0] if len(families) == 1 else self.family, Action.LOG)
+
+    def _as_rule(self, family: Family, action: Action) -> Rule:
+        return Rule(id=self.id, action=action, hook=self.hook, priority=self.priority,
                     family=family, proto=self.proto, src=self.src, dst=self.dst,
                     sport=self.sport, dport=self.dport, iif=self.iif, oif=self.oif,
                     icmp_type=self.icmp_type, comment=self.comment)
@@ -198,19 +197,8 @@ class Nat:
         out["kind"] = self.kind.value
         if self.hook is not self.kind.hooks[0]:
             out["hook"] = self.hook.value
-        if self.family is not Family.ANY:
-            out["family"] = self.family.value
-        if self.proto is not Proto.ANY:
-            out["proto"] = self.proto.value
-        for key in ("src", "dst"):
-            if getattr(self, key):
-                out[key] = _one_or_list([_format_net(n) for n in getattr(self, key)])
-        for key in ("sport", "dport"):
-            if getattr(self, key):
-                out[key] = _one_or_list([p.format() for p in getattr(self, key)])
-        for key in ("iif", "oif", "icmp_type"):
-            if getattr(self, key):
-                out[key] = _one_or_list(list(getattr(self, key)))
+        as_rule = self._as_rule(self.family, Action.ACCEPT).to_toml()  # the rule's forms
+        out.update((k, as_rule[k]) for k in MATCH_KEYS if k in as_rule)
         if self.to is not None:
             out["to"] = self.to.format()
         if self.comment is not None:
@@ -226,19 +214,12 @@ class Nat:
         """Refuse entries that could never match or that the kernel would refuse; errors name
         ``label`` (the config's '#N' for an entry without an id) or the id."""
         err = _nat_error_for(label or self.id)
-        if (self.sport or self.dport) and not self.proto.has_ports:
-            raise err("sport" if self.sport else "dport", "ports need proto = \"tcp\" or \"udp\"")
-        if self.iif and self.hook not in HOOKS_WITH_IIF:
-            raise err("iif", f"can never match at {self.hook.value}: packets there have no "
-                             "input interface")
-        if self.oif and self.hook not in HOOKS_WITH_OIF:
-            raise err("oif", f"can never match at {self.hook.value}: the output interface is "
-                             "not known before routing")
+        try:  # the rule's own checks: ports need a proto, interfaces their hooks, a family
+            self._as_rule(self.family, Action.ACCEPT).check()
+        except RuleError as exc:
+            raise err(exc.field or "", exc.detail) from None
         if self.to is not None and self.to.port is not None and not self.proto.has_ports:
             raise err("to", "a port needs proto = \"tcp\" or \"udp\"")
-        if not _families(self.family, self.proto, self.src, self.dst):
-            raise err(_family_culprit(self), "the entry can never match: its family, proto "
-                                             "and addresses select no common IP version")
         if not self.families:
             raise err("to", f"is an {'IPv4' if self.to.family is Family.IP else 'IPv6'} "
                             "address but the entry matches only the other IP version")

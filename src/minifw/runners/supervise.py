@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..compile import hooks as plan
+from ..compile.nat import nat_points
 from ..errors import ConfigError, KernelError, MinifwError, StateError
 from ..kernel import nfnl, nft
 from ..model.ruleset import Ruleset
@@ -31,6 +32,7 @@ def validate(files: Iterable[str], ruleset: Ruleset) -> None:
     rule_points = plan.ruleset_points(k for k, _ in ruleset.chains())
     rule_points += [(h.value, 1000, f"the drop policy chain of {h.value}")
                     for h in ruleset.drop_hooks]
+    rule_points += _nat_points(ruleset)
     seen: dict[tuple[str, int], str] = {}
     for file in files:
         specs = load_hooks(file)
@@ -53,6 +55,26 @@ def check_rule_points(points: Iterable[tuple[Hook, int]], leaving: Iterable[str]
     except KernelError:
         return
     problems = plan.clashes(plan.ruleset_points(points), plan.hook_points(chains, leaving))
+    if problems:
+        raise ConfigError(problems[0])
+
+
+def _nat_points(ruleset: Ruleset) -> list[tuple[str, int, str]]:
+    return [(h.value, p, "the kernel's NAT ([[nat]] is configured; a hook function there sees "
+             "the original or the translated address, whichever chain came first)")
+            for h, p in nat_points(ruleset)]
+
+
+def check_nat_points(ruleset: Ruleset, leaving: Iterable[str] = ()) -> None:
+    """Refuse [[nat]] while a live hook function (one ``minifw run`` started, say) holds a
+    priority where the kernel runs NAT, except the chains in ``leaving``."""
+    if not ruleset.nats:
+        return
+    try:
+        chains = nft.items(nft.query("list chains"), "chain")
+    except KernelError:
+        return
+    problems = plan.clashes(plan.hook_points(chains, leaving), _nat_points(ruleset))
     if problems:
         raise ConfigError(problems[0])
 

@@ -46,6 +46,10 @@ _HOME = {
     "Decider": "explain",
     "CaptureSummary": "explain",
     "Explained": "explain",
+    "NatAdded": "nat",
+    "NatDeleted": "nat",
+    "ListedNat": "nat",
+    "NatListing": "nat",
 }
 __all__ = sorted(_HOME)
 

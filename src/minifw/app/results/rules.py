@@ -96,6 +96,7 @@ class ForeignChain:
     chain: str
     hook: str
     priority: int | None
+    type: str = "filter"   # a nat chain translates addresses rather than filter
 
     @classmethod
     def select(cls, chains: Iterable[Mapping[str, Any]], hooks: Iterable[str],
@@ -107,14 +108,18 @@ class ForeignChain:
         wanted = set(hooks)
         fams = set(families) if families is not None else None
         return [cls(family=c["family"], table=c["table"], chain=c["name"], hook=c["hook"],
-                    priority=c.get("prio"))
+                    priority=c.get("prio"), type=c.get("type", "filter"))
                 for c in chains
                 if (c.get("family"), c.get("table")) != (FAMILY, TABLE)
                 and c.get("hook") in wanted and (fams is None or c.get("family") in fams)]
 
     def warning(self, consequence: str = "it can drop what minifw accepts") -> str:
-        return (f"table {self.family} {self.table} has base chain {self.chain} at {self.hook} "
-                f"priority {self.priority}: {consequence}")
+        kind = ""
+        if self.type == "nat":  # minifw's own [[nat]] does the same in inet minifw
+            kind, consequence = "nat ", ("it translates addresses outside minifw (minifw's "
+                                         "[[nat]] can do it instead, and explain then knows of it)")
+        return (f"table {self.family} {self.table} has {kind}base chain {self.chain} at "
+                f"{self.hook} priority {self.priority}: {consequence}")
 
     def to_json(self) -> dict[str, Any]:
         return {"family": self.family, "table": self.table, "chain": self.chain,
