@@ -299,6 +299,7 @@ class Firewall:
     @_in_tree
     def explain(self, *, config: str | os.PathLike[str] | None = None,
                 pcap: str | os.PathLike[str] | None = None, run_hooks: bool = False,
+                direction: str | None = None, iface: str | None = None,
                 proto: str | None = None, src: str | None = None, dst: str | None = None,
                 sport: int | str | None = None, dport: int | str | None = None,
                 iif: str | None = None, oif: str | None = None, path: str | None = None,
@@ -309,7 +310,8 @@ class Firewall:
         The packet is described by keywords (``proto``, ``src``, ``dst``, ``dport``, ...;
         ``path`` is in, forward or out). The ruleset is ``config`` if given, else the live
         one. With ``pcap``, every packet of a capture is explained and summed up instead
-        (only ``path``, ``iif``, ``oif`` and ``state`` apply then)."""
+        (only ``path``, ``iif``, ``oif``, ``state``, ``direction`` (in, out, all) and
+        ``iface`` (the capture interface's name or MAC) apply then)."""
         from .app import explain as ex
         from .app.results import Explained
         from .engine.explain import Probe
@@ -329,7 +331,10 @@ class Firewall:
             kind = path or "in"
             if kind not in ("in", "forward", "out"):
                 raise PacketError(f"--path: unknown path {kind!r}; expected in, forward or out")
-            if kind == "in" and oif is not None:
+            way = direction or "in"
+            if way not in ("in", "out", "all"):
+                raise PacketError(f"--direction: {way!r}; expected in, out or all")
+            if kind == "in" and oif is not None and way == "in":
                 raise PacketError("--oif: a packet to this host (--path in) has no output "
                                   "interface")
             if kind == "out" and iif is not None:
@@ -337,16 +342,22 @@ class Firewall:
                                   "input interface")
             import dataclasses
             summary = ex.explain_capture(source, os.fspath(pcap), path_kind=kind, iif=iif,
-                                         oif=oif, state=state)
+                                         oif=oif, state=state, direction=way, iface=iface,
+                                         path_given=path is not None)
             warnings = ex.foreign_chains(ex.path_hooks(kind), summary.versions)
             return dataclasses.replace(summary, warnings=tuple(warnings))
+        for flag, value in (("--direction", direction), ("--iface", iface)):
+            if value is not None:
+                raise PacketError(f"{flag}: applies to --pcap captures only")
         probe = Probe.describe(proto=proto, src=src, dst=dst, path=path, sport=sport,
                                dport=dport, icmp_type=icmp_type, iif=iif, oif=oif, state=state)
         logs: list[str] = []
-        result = ex.explain_one(source, probe, run_hooks, logs)
+        probe, decision, route = ex.routed(source, probe, path_given=path is not None,
+                                           oif_given=oif is not None)
+        result = ex.explain_one(source, probe, run_hooks, logs, decision)
         warnings = ex.foreign_chains(ex.path_hooks(probe.path), [probe.version])
         return Explained(explanation=result, ruleset=source.where, warnings=tuple(warnings),
-                         hook_logs=tuple(logs))
+                         hook_logs=tuple(logs), route=route)
 
 
 def _guard(guard: Iterable[str] | None, force: bool):

@@ -68,9 +68,12 @@ def test_json_is_exactly_the_issue_s_shape(web):
               "--dport", "22", "--json")
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
-    assert list(data) == ["verdict", "rule", "decided_by", "hook", "priority", "trace"]
+    # issue #14's shape, and issue #15's "route": why no route lookup was made (--config)
+    assert list(data) == ["verdict", "rule", "decided_by", "hook", "priority", "trace", "route"]
     assert data == {**data, "verdict": "drop", "rule": None, "decided_by": "policy",
                     "hook": "input", "priority": 1000}
+    assert data["route"]["text"].startswith("no route lookup was made")
+    assert (data["route"]["path"], data["route"]["oif"]) == ("in", None)
     res = run("--config", web, "--proto", "tcp", "--src", "198.18.2.2", "--dst", "198.18.0.1",
               "--dport", "443", "--json")
     data = json.loads(res.stdout)
@@ -122,7 +125,7 @@ def test_live_ruleset_comes_from_the_state_dir(tmp_path, monkeypatch, web):
     Store(state_dir).save(State(loaded=True, config=web, ruleset=ruleset.to_toml()))
     res = CliRunner().invoke(cli, ["--state-dir", str(state_dir), "explain", "--proto", "tcp",
                                    "--src", "198.18.2.2", "--dst", "198.18.0.1",
-                                   "--dport", "80"])
+                                   "--dport", "80", "--path", "in"])  # not this host's routes
     assert res.exit_code == 0, res.output
     assert res.stdout.startswith("accept: the packet reaches this host; rule web at input/0")
     assert f"ruleset: the live ruleset ({web})" in res.stdout

@@ -4,6 +4,12 @@ Parsing uses scapy, a maintained library that reads both pcap and pcapng (any li
 knows: Ethernet, Linux cooked capture, raw IP) and decodes IPv4, IPv6 with its extension
 headers, TCP, UDP, ICMP and ICMPv6, including the headers an ICMP error quotes. It is imported
 only here, and only when a capture is explained.
+
+Each packet's direction, as seen from the host that captured it: the pcapng direction flags
+(epb_flags) where present, else a Linux cooked capture's packet type, else the Ethernet
+addresses against the capture interface's MAC (``own_mac``). A frame for another host's MAC
+(seen in promiscuous mode) never entered this host. Packets whose direction cannot be told
+(raw IP without flags, no ``own_mac``) are taken as entering, and marked so.
 """
 
 from __future__ import annotations
@@ -24,15 +30,18 @@ class CapturedPacket:
     index: int                    # 1-based, as packet numbers in tcpdump/wireshark
     probe: Probe | None
     skipped: str | None = None    # why there is no probe (not IP, a fragment, ...)
+    direction: str | None = None  # "in" | "out" | "other" (another host's frame) | None
 
 
 def read_capture(path: str, *, path_kind: str = "in", iif: str | None = None,
-                 oif: str | None = None, state: str | None = None) -> Iterator[CapturedPacket]:
+                 oif: str | None = None, state: str | None = None,
+                 own_mac: bytes | None = None) -> Iterator[CapturedPacket]:
     """Yield one CapturedPacket per packet of the capture, in order.
 
     ``state`` forces one conntrack state for every packet; otherwise it is inferred per flow.
     Interfaces come from ``iif``/``oif``, or else from a pcapng interface name (as ``iif`` on
-    the paths in and forward, ``oif`` on the path out).
+    the paths in and forward, ``oif`` on the path out). Incoming packets (and those of unknown
+    direction) take ``path_kind``; outgoing ones the path out, ``oif`` being the interface.
     """
     # scapy logs damage ("packet has been truncated") to stderr itself; minifw reports it in
     # its own words (a skipped packet or one error line), so its log says nothing below errors.
@@ -64,7 +73,57 @@ def read_capture(path: str, *, path_kind: str = "in", iif: str | None = None,
                 raise ConfigError(f"the capture is damaged after packet {index}: {exc}",
                                   file=path) from exc
             index += 1
-            yield _describe(index, pkt, tracker, path_kind, iif, oif, state)
+            way = direction(pkt, own_mac)
+            if way == "other":
+                yield CapturedPacket(index, None, "a frame for another host's MAC address "
+                                     "(it never entered this host)", way)
+                continue
+            if way == "out":
+                item = _describe(index, pkt, tracker, "out", None, oif, state)
+            else:
+                item = _describe(index, pkt, tracker, path_kind, iif,
+                                 oif if path_kind != "in" else None, state)
+            yield dataclasses.replace(item, direction=way)
+
+
+PCAPNG_IN, PCAPNG_OUT = 1, 2          # epb_flags & 3
+SLL_OUTGOING, SLL_OTHERHOST = 4, 3    # a cooked capture's packet type
+
+
+def direction(pkt, own_mac: bytes | None) -> str | None:
+    """"in", "out", "other" (a frame for another host) or None (cannot be told)."""
+    from scapy.layers.l2 import CookedLinux, CookedLinuxV2, Ether
+
+    flag = getattr(pkt, "direction", None)
+    if flag == PCAPNG_IN:
+        return "in"
+    if flag == PCAPNG_OUT:
+        return "out"
+    cooked = pkt.getlayer(CookedLinux) or pkt.getlayer(CookedLinuxV2)
+    if cooked is not None:
+        kind = int(cooked.pkttype)
+        return "out" if kind == SLL_OUTGOING else "other" if kind == SLL_OTHERHOST else "in"
+    eth = pkt.getlayer(Ether)
+    if eth is None or own_mac is None:
+        return None
+    src, dst = mac_bytes(eth.src), mac_bytes(eth.dst)
+    if src == own_mac:
+        return "out"
+    if dst == own_mac or dst[0] & 1:  # ours, or broadcast / multicast
+        return "in"
+    return "other"
+
+
+def mac_bytes(text: str) -> bytes:
+    """``aa:bb:cc:dd:ee:ff`` as 6 bytes; PacketError if it is not a MAC address."""
+    parts = text.strip().lower().replace("-", ":").split(":")
+    try:
+        raw = bytes(int(p, 16) for p in parts)
+    except ValueError:
+        raw = b""
+    if len(raw) != 6 or any(len(p) not in (1, 2) for p in parts):
+        raise PacketError(f"--iface: {text!r} is not a MAC address (aa:bb:cc:dd:ee:ff)")
+    return raw
 
 
 def _describe(index: int, pkt, tracker: FlowTracker, path_kind: str, iif: str | None,

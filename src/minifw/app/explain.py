@@ -13,10 +13,12 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from . import routing
 from .capture import read_capture
 from ..compile.nft import FAMILY, TABLE
 from ..engine.explain import Explanation, HookFunction, Probe, explain
-from ..errors import KernelError, StateError
+from ..engine.route import Routing, unroutable
+from ..errors import KernelError, PacketError, StateError
 from ..model import Ruleset
 from ..model.types import PATHS, Hook
 from .results.explain import CaptureSummary, Decider
@@ -35,6 +37,7 @@ class Source:
     hook_functions: tuple[HookFunction, ...] = ()
     specs: tuple[Any, ...] = ()   # the loaded HookSpecs, for --run-hooks
     set_lookup: Any = None        # name, address -> True/False/None (unknown)
+    live: bool = False            # the live instance: routing comes from this namespace
 
 
 def ruleset_source(state_dir: Path, config: str | None, run_hooks: bool = False) -> Source:
@@ -61,7 +64,7 @@ def ruleset_source(state_dir: Path, config: str | None, run_hooks: bool = False)
                       for rec in hookstate.records(state_dir) if rec.alive for q in rec.queues)
     specs = _hook_specs(state.config) if run_hooks and functions and state.config else []
     return Source(Ruleset.from_toml(state.ruleset), f"the live ruleset ({state.config})",
-                  functions, tuple(specs), _live_sets(state_dir))
+                  functions, tuple(specs), _live_sets(state_dir), live=True)
 
 
 def config_set_lookup(ruleset: Ruleset):
@@ -180,31 +183,72 @@ def foreign_chains(hooks: Iterable[Hook], versions: Iterable[int]) -> list[str]:
             for f in ForeignChain.select(chains, {h.value for h in hooks}, families)]
 
 
+def routed(source: Source, probe: Probe, *, path_given: bool,
+           oif_given: bool) -> tuple[Probe, Routing | None, str | None]:
+    """The probe with its path and output interface from the live routing (routing.py), the
+    decision, and the `route:` line (None when --path/--oif decided all)."""
+    if not source.live:
+        return probe, None, routing.NO_LOOKUP
+    probe, decision = routing.route(source.ruleset, probe, path_given=path_given,
+                                    oif_given=oif_given, set_lookup=source.set_lookup)
+    return probe, decision, decision.text if decision is not None else None
+
+
 def explain_one(source: Source, probe: Probe, run_hooks: bool = False,
-                logs: list[str] | None = None) -> Explanation:
+                logs: list[str] | None = None,
+                decision: Routing | None = None) -> Explanation:
     run = hook_runner(source, probe, logs if logs is not None else []) if run_hooks else None
-    return explain(source.ruleset, probe, source.hook_functions, run, source.set_lookup)
+    result = explain(source.ruleset, probe, source.hook_functions, run, source.set_lookup,
+                     routing.address_of(source.ruleset) if source.live else None)
+    if decision is not None and decision.path is None:
+        return unroutable(result, decision)
+    return result
 
 
 def explain_capture(source: Source, capture: str, *, path_kind: str = "in",
                     iif: str | None = None, oif: str | None = None,
-                    state: str | None = None) -> CaptureSummary:
-    """Explain every packet of a capture and sum up: decider -> packets and verdicts (and
-    the IP versions seen, to look for other tables' chains)."""
+                    state: str | None = None, direction: str = "in", iface: str | None = None,
+                    path_given: bool = False) -> CaptureSummary:
+    """Explain the packets of a capture that go ``direction`` (in: entering the host; out:
+    leaving it, on the output path; all) and sum up: decider -> packets and verdicts (and the
+    IP versions seen, to look for other tables' chains). The others are counted as skipped."""
+    own_mac, name = _capture_iface(iface)
+    if name is not None:
+        iif, oif = iif or name, oif or name
     deciders: dict[str, dict[str, Any]] = {}
     verdicts: collections.Counter = collections.Counter()
     skipped: collections.Counter = collections.Counter()
+    hits: collections.Counter = collections.Counter()   # rule -> packets it matched
     versions: set[int] = set()
-    total = explained = 0
-    for item in read_capture(capture, path_kind=path_kind, iif=iif, oif=oif, state=state):
+    total = explained = unknown = 0
+    routes: dict[tuple, tuple[Probe, Routing | None]] = {}
+    for item in read_capture(capture, path_kind=path_kind, iif=iif, oif=oif, state=state,
+                             own_mac=own_mac):
         total += 1
+        way = item.direction or "in"
+        if item.probe is not None and direction != "all" and way != direction:
+            skipped[f"{'leaving' if way == 'out' else 'entering'} the host (--direction "
+                    f"{direction})"] += 1
+            continue
         if item.probe is None:
             skipped[item.skipped or "unknown"] += 1
             continue
+        unknown += item.direction is None
         explained += 1
-        versions.add(item.probe.version)
-        exp = explain_one(source, item.probe)
+        probe, decision = item.probe, None
+        if source.live:
+            key = (probe.src, probe.dst, probe.iif, probe.path, probe.proto, probe.dport)
+            if key not in routes:
+                routes[key] = routing.route(
+                    source.ruleset, probe, path_given=path_given or way == "out",
+                    oif_given=probe.oif is not None, set_lookup=source.set_lookup)
+            routed_probe, decision = routes[key]
+            probe = dataclasses.replace(routed_probe, sport=probe.sport, state=probe.state,
+                                        icmp_type=probe.icmp_type)
+        versions.add(probe.version)
+        exp = explain_one(source, probe, decision=decision)
         verdicts[exp.verdict] += 1
+        hits.update(counted(exp))
         entry = deciders.setdefault(exp.decider, {
             "decider": exp.decider, "rule": exp.rule, "decided_by": exp.decided_by,
             "hook": exp.hook.value, "priority": exp.priority, "packets": 0, "verdicts": {},
@@ -212,10 +256,40 @@ def explain_capture(source: Source, capture: str, *, path_kind: str = "in",
         entry["packets"] += 1
         entry["verdicts"][exp.verdict] = entry["verdicts"].get(exp.verdict, 0) + 1
     order = sorted(deciders.values(), key=lambda d: (-d["packets"], d["decider"]))
+    notes = [f"{unknown} packets of unknown direction were taken as entering the host (no "
+             "direction flags; give --iface to tell)"] if unknown else []
     return CaptureSummary(capture=capture, path=path_kind, packets=total, explained=explained,
                           skipped=dict(skipped), verdicts=dict(verdicts),
                           deciders=tuple(Decider(**d) for d in order),
-                          versions=frozenset(versions), ruleset=source.where)
+                          versions=frozenset(versions), ruleset=source.where,
+                          direction=direction, notes=tuple(notes), hits=dict(hits),
+                          route=("from this namespace's routing, per packet" if source.live
+                                 and not path_given else None if source.live
+                                 else routing.NO_LOOKUP))
+
+
+def counted(exp: Explanation) -> set[str]:
+    """The rules and nat entries whose kernel counters this packet moves: every rule it
+    matched (log and accept rules too, not only the decider), and a nat entry only for the
+    first packet of a flow."""
+    return {s.name for s in exp.trace if s.matched and s.kind in ("rule", "nat") and s.name}
+
+
+def _capture_iface(iface: str | None) -> tuple[bytes | None, str | None]:
+    """(MAC, interface name) from --iface: a MAC address, or an interface's name here."""
+    from .capture import mac_bytes
+
+    if iface is None:
+        return None, None
+    if ":" in iface or "-" in iface and len(iface) == 17:
+        return mac_bytes(iface), None
+    from ..kernel.route import interface_mac
+
+    mac = interface_mac(iface)
+    if mac is None:
+        raise PacketError(f"--iface: there is no interface {iface!r} with a MAC address here; "
+                          "give the capture interface's MAC address instead")
+    return mac_bytes(mac), iface
 
 
 def path_hooks(path_kind: str) -> Sequence[Hook]:

@@ -32,13 +32,19 @@ _ENDS = {"in": "reaches this host", "forward": "is forwarded", "out": "leaves th
               help="Explain this config instead of the live ruleset.")
 @click.option("--pcap", metavar="FILE", help="Explain every packet of a pcap/pcapng capture "
               "and sum up by deciding rule.")
+@click.option("--direction", type=click.Choice(["in", "out", "all"]), default=None,
+              help="With --pcap: explain the packets entering the host (in, the default), "
+              "leaving it (out, on the output path) or all.")
+@click.option("--iface", metavar="NAME|MAC", help="With --pcap: the capture interface (its "
+              "name here, or its MAC address), to tell each packet's direction where the "
+              "capture has no direction flags.")
 @click.option("--run-hooks", is_flag=True,
               help="Call Python hook functions on a packet synthesized from the flags.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 @guarded
 def explain(ctx, proto, src, dst, sport, dport, iif, oif, path_kind, state, icmp_type, config,
-            pcap, run_hooks, as_json):
+            pcap, direction, iface, run_hooks, as_json):
     """Name the rule that decides a packet, with the trace of every rule it met.
 
     Example: minifw explain --proto tcp --src 198.18.2.2 --dst 198.18.0.1 --dport 80
@@ -46,7 +52,8 @@ def explain(ctx, proto, src, dst, sport, dport, iif, oif, path_kind, state, icmp
     if config is None:  # the live ruleset: the state directory and the kernel
         require_privilege()
     result = Firewall(ctx.obj["state_dir"]).explain(
-        config=config, pcap=pcap, run_hooks=run_hooks, proto=proto, src=src, dst=dst,
+        config=config, pcap=pcap, direction=direction, iface=iface, run_hooks=run_hooks,
+        proto=proto, src=src, dst=dst,
         sport=sport, dport=dport, iif=iif, oif=oif, path=path_kind, state=state,
         icmp_type=icmp_type)
     _warn(result.warnings)
@@ -61,6 +68,11 @@ def explain(ctx, proto, src, dst, sport, dport, iif, oif, path_kind, state, icmp
     probe = result.probe
     click.echo(answer(result.explanation))
     click.echo(f"packet: {describe_probe(probe)}")
+    if result.route:
+        click.echo(f"route: {result.route}")
+    for t in result.explanation.translations:
+        click.echo(f"nat: {t.hook.value}/{t.priority} {t.nat} ({t.kind}): {t.describe()}"
+                   + ("" if t.first_packet else " (follows conntrack)"))
     if probe.assumed:
         click.echo(f"assumed: {'; '.join(probe.assumed)}")
     click.echo(f"ruleset: {result.ruleset}")
@@ -77,6 +89,8 @@ def _warn(warnings: list[str]) -> None:
 def answer(e: Explanation) -> str:
     """The short human answer."""
     where = f"{e.hook.value}/{e.priority}"
+    if e.decided_by == "routing":
+        return "drop: routing: the kernel has no route for the packet"
     if e.verdict == "runtime":
         return f"runtime: decided at runtime by hook function {e.rule} at {where}"
     if e.decided_by == "hook-function":
@@ -119,6 +133,10 @@ def trace_lines(e: Explanation) -> list[str]:
     lines = []
     for s in e.trace:
         where = f"{s.hook.value}/{s.priority}"
+        if s.kind in ("nat", "route"):
+            lines.append(f"{where:<17} {s.kind} {s.name}: {s.note or ''}"
+                         + (" -> no match" if s.result == "no match" else ""))
+            continue
         if s.kind == "rule":
             match = " ".join(f"{k}={_fmt(v)}" for k, v in s.match.items()) or "(any)"
             what = f"rule {s.name}: {match}"
@@ -139,7 +157,10 @@ def _print_summary(summary: CaptureSummary, as_json: bool) -> None:
         click.echo(json.dumps(summary.to_json(), indent=2))
         return
     click.echo(f"{summary.capture}: {summary.packets} packets, {summary.explained} "
-               f"explained (path {summary.path}), ruleset: {summary.ruleset}")
+               f"explained (direction {summary.direction}, path {summary.path}), ruleset: "
+               f"{summary.ruleset}")
+    if summary.route:
+        click.echo(f"route: {summary.route}")
     verdicts = ", ".join(f"{k} {v}" for k, v in sorted(summary.verdicts.items()))
     click.echo(f"verdicts: {verdicts or 'none'}")
     click.echo(f"{'decided by':<32} {'hook/prio':<18} {'packets':>8}  verdicts")
@@ -147,5 +168,10 @@ def _print_summary(summary: CaptureSummary, as_json: bool) -> None:
         vs = ", ".join(f"{k} {v}" for k, v in sorted(d.verdicts.items()))
         click.echo(f"{d.decider:<32} {d.hook + '/' + str(d.priority):<18} "
                    f"{d.packets:>8}  {vs}")
+    if summary.hits:  # what the kernel's counters of these rules show for these packets
+        click.echo("rule hits: " + ", ".join(f"{k} {v}" for k, v in
+                                            sorted(summary.hits.items())))
     for reason, count in sorted(summary.skipped.items()):
         click.echo(f"skipped {count}: {reason}")
+    for note in summary.notes:
+        click.echo(f"note: {note}")

@@ -31,8 +31,10 @@ import ipaddress
 from typing import Any, Callable, Iterable, Sequence
 
 from ..compile.names import BAN_CHAIN, BAN_PRIORITY
+from ..compile.nat import accept_hooks
 from ..errors import PacketError
 from ..model.rule import IFNAME_RE, Rule
+from . import nat as natmod
 from ..model.sets import DEFAULT_SET
 from ..model.ruleset import Ruleset
 from ..model.types import (
@@ -295,6 +297,8 @@ class Explanation:
     priority: int
     trace: tuple[Step, ...]
     probe: Probe
+    translations: tuple[natmod.Translation, ...] = ()   # NAT on the way (engine/nat.py)
+    packet: Probe | None = None    # the packet as it left (after NAT); None: as it came
 
     @property
     def decider(self) -> str:
@@ -306,7 +310,10 @@ class Explanation:
     def to_json(self) -> dict[str, Any]:
         return {"verdict": self.verdict, "rule": self.rule, "decided_by": self.decided_by,
                 "hook": self.hook.value, "priority": self.priority,
-                "trace": [s.to_json() for s in self.trace]}
+                "trace": [s.to_json() for s in self.trace],
+                **({"nat": [t.to_json() for t in self.translations],
+                    "packet": self.packet.to_json()} if self.translations and self.packet
+                   else {})}
 
 
 # ---- evaluation -------------------------------------------------------------------------------
@@ -341,26 +348,39 @@ SetLookup = Callable[[str, Address], "bool | None"]
 
 
 def explain(ruleset: Ruleset, probe: Probe, hook_functions: Sequence[HookFunction] = (),
-            run_hook: RunHook | None = None, set_lookup: SetLookup | None = None) -> Explanation:
+            run_hook: RunHook | None = None, set_lookup: SetLookup | None = None,
+            address_of: natmod.AddressOf | None = None) -> Explanation:
     """What the kernel does with ``probe`` under ``ruleset``: verdict, decider and full trace.
 
     A hook function decides at run time: without ``run_hook`` the answer stops there with
     verdict ``runtime``. With it, ``run_hook(function, mark)`` returns the function's verdict
     on this packet ("accept" passes it on, like a rule's accept but without the policy mark;
     "drop" ends it).
+    ``[[nat]]`` entries translate the packet on its way (engine/nat.py): the chains after
+    a translation see the translated packet; ``address_of`` gives masquerade and redirect
+    their addresses.
     """
     trace: list[Step] = []
     mark = 0
+    nats = getattr(ruleset, "nats", ())
+    packet = probe                 # as the chains see it: translated by NAT on the way
+    translations: list[natmod.Translation] = []
     # The last thing that explicitly accepted: (rule or None, decided_by, hook, priority).
     accepted_by: tuple[str | None, str, Hook, int] | None = None
 
     def finish(verdict: str, rule: str | None, by: str, hook: Hook, prio: int) -> Explanation:
-        return Explanation(verdict, rule, by, hook, prio, tuple(trace), probe)
+        return Explanation(verdict, rule, by, hook, prio, tuple(trace), probe,
+                           tuple(translations), packet)
 
     banned = set_lookup(DEFAULT_SET, probe.src) if set_lookup is not None else None
     for hook in PATHS[probe.path]:
         drop_policy = ruleset.policy(hook) is Action.DROP
-        for chain in chains_at(ruleset, hook, hook_functions, bans=banned is not None):
+        for chain in _with_nat(chains_at(ruleset, hook, hook_functions,
+                                         bans=banned is not None), hook, nats):
+            if chain.kind == "nat":
+                packet, done = _nat(nats, packet, hook, set_lookup, address_of, trace)
+                translations += [done] if done is not None else []
+                continue
             if chain.kind == "bans":
                 match = {"src": f"@{DEFAULT_SET}"}
                 if banned:
@@ -387,14 +407,15 @@ def explain(ruleset: Ruleset, probe: Probe, hook_functions: Sequence[HookFunctio
                 accepted_by = (fn.name, "hook-function", hook, chain.priority)
                 continue
             if chain.kind == "policy":
-                passed, step_list = _policy(ruleset, hook, probe, mark)
+                passed, step_list = _policy(ruleset, hook, packet, mark,
+                                            any(t.is_dnat for t in translations))
                 trace.extend(step_list)
                 if passed is None:
                     return finish("drop", None, "policy", hook, POLICY_PRIORITY)
                 accepted_by = (None, "policy", hook, POLICY_PRIORITY) if passed else accepted_by
                 continue
             for rule in chain.rules:
-                ok, why = rule_matches(rule, probe, hook, chain.priority, set_lookup)
+                ok, why = rule_matches(rule, packet, hook, chain.priority, set_lookup)
                 if not ok:
                     trace.append(Step(hook, chain.priority, "rule", rule.id, False, "no match",
                                       rule.match_dict(), why))
@@ -424,10 +445,11 @@ def explain(ruleset: Ruleset, probe: Probe, hook_functions: Sequence[HookFunctio
     return finish("accept", None, "policy", last, POLICY_PRIORITY)
 
 
-def _policy(ruleset: Ruleset, hook: Hook, probe: Probe,
-            mark: int) -> tuple[bool | None, list[Step]]:
-    """The policy chain of a drop policy: True accepted by a stateful check, False accepted by
-    the mark (a rule accepted earlier), None dropped."""
+def _policy(ruleset: Ruleset, hook: Hook, probe: Probe, mark: int,
+            translated: bool = False) -> tuple[bool | None, list[Step]]:
+    """The policy chain of a drop policy: True accepted by a stateful check (or as a
+    translated flow's: ``ct status dnat``), False accepted by the mark (a rule accepted
+    earlier), None dropped."""
     steps: list[Step] = []
     prio = POLICY_PRIORITY
 
@@ -436,6 +458,10 @@ def _policy(ruleset: Ruleset, hook: Hook, probe: Probe,
                           note=note))
         return ok
 
+    if hook in accept_hooks(ruleset):  # the policy chain's first rule
+        if check("ct status dnat", translated, "a port forward opens its own path"
+                 if translated else "the destination was not translated"):
+            return True, steps
     if ruleset.stateful:
         state = _state_seen(probe, hook, prio)
         if check("stateful: ct state established,related", state in ("established", "related"),
@@ -455,6 +481,32 @@ def _policy(ruleset: Ruleset, hook: Hook, probe: Probe,
     steps.append(Step(hook, prio, "policy", f"policy {hook.value} drop", True, "drop",
                       note=f"no rule at {hook.value} accepted the packet"))
     return None, steps
+
+
+def _with_nat(chains: list[_Chain], hook: Hook, nats) -> list[_Chain]:
+    """``chains`` with the nat chain of ``hook`` at its place, if [[nat]] entries run there."""
+    if not natmod.nats_at(nats, hook):
+        return chains
+    nat = _Chain(natmod.NAT_HOOKS[hook], "nat")
+    return sorted([*chains, nat], key=lambda c: point_order(hook, c.priority))
+
+
+def _nat(nats, packet: Probe, hook: Hook, set_lookup: SetLookup | None,
+         address_of, trace: list[Step]):
+    """Run the nat chain of ``hook``: the trace gets each entry tried, and the packet its
+    translation."""
+    def matches(entry, p, h, prio):
+        return rule_matches(entry, p, h, prio, set_lookup)
+
+    out, done, misses = natmod.translate(nats, packet, hook, matches, address_of)
+    prio = natmod.NAT_HOOKS[hook]
+    trace.extend(Step(hook, prio, "nat", nat_id, False,
+                      "not run" if nat_id == "(not run)" else "no match", note=why)
+                 for nat_id, why in misses)
+    if done is not None:
+        trace.append(Step(hook, prio, "nat", done.nat, done.first_packet, "translate",
+                          note=_join(done.describe(), done.note)))
+    return out, done
 
 
 def _iface_note(key: str, name: str | None) -> str:

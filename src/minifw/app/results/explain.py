@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any, Mapping
 
 from ...model.types import HookPoint
@@ -45,10 +46,16 @@ class CaptureSummary:
     versions: frozenset[int] = frozenset()   # IP versions seen
     ruleset: str = ""              # which ruleset answered: the live one, or a config file
     warnings: tuple[str, ...] = ()
+    direction: str = "in"          # which packets were explained: in | out | all
+    notes: tuple[str, ...] = ()    # e.g. how many packets' direction was assumed
+    route: str | None = None       # where the path came from (routing, or no lookup)
+    hits: Mapping[str, int] = dataclasses.field(default_factory=dict)  # rule -> packets
 
     def to_json(self) -> dict[str, Any]:
         return {"capture": self.capture, "path": self.path, "packets": self.packets,
-                "explained": self.explained, "skipped": dict(self.skipped),
+                "explained": self.explained, "direction": self.direction,
+                "skipped": dict(self.skipped), "notes": list(self.notes),
+                "hits": dict(sorted(self.hits.items())), "route": self.route,
                 "verdicts": dict(self.verdicts),
                 "deciders": [d.to_json() for d in self.deciders]}
 
@@ -62,6 +69,7 @@ class Explained:
     ruleset: str
     warnings: tuple[str, ...] = ()
     hook_logs: tuple[str, ...] = ()
+    route: str | None = None       # the routing decision's line, or why none was made
 
     @property
     def verdict(self) -> str:
@@ -92,4 +100,8 @@ class Explained:
         return self.explanation.trace
 
     def to_json(self) -> dict[str, Any]:
-        return self.explanation.to_json()
+        out = self.explanation.to_json()
+        if self.route is not None:  # where the packet went, and why (or why nobody asked)
+            probe = self.explanation.probe
+            out["route"] = {"path": probe.path, "oif": probe.oif, "text": self.route}
+        return out
