@@ -3,12 +3,17 @@ fields as the codec's QueuedPacket path, the C core (hooks/_hot.c) reads what th
 core reads, garbage raises only PacketError, and the serve loops (Python, and C per burst)
 answer every packet with the right batch verdicts (runs of equal verdicts, ids in order)."""
 
+import atexit
 import ipaddress
+import os
+import shutil
+import tempfile
 import signal
 import socket
 import struct
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -273,8 +278,14 @@ class FakeQueueSocket:
         return FakeReceiver(self.sock)
 
 
+# serve() writes the runner's counts for the daemon once a second: into a directory of their own
+STATE_DIR = tempfile.mkdtemp(prefix="minifw-hot-")
+atexit.register(shutil.rmtree, STATE_DIR, True)
+
+
 def make_runner(fns, datagrams, **spec_args):
     r = R.Runner.__new__(R.Runner)
+    r.state_dir, r.pid = Path(STATE_DIR), os.getpid()
     r.qs = PairQueueSocket(datagrams) if Fakes.C else FakeQueueSocket(datagrams)
     r.placements, r.ctx, r._ifnames = [], {}, {}
     # (queue, id) of the well-formed queued packets among the datagrams
