@@ -4,11 +4,13 @@ with prometheus-client's own parser), NFQUEUE's /proc lines and the events tail 
 from __future__ import annotations
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from minifw.app.counters import HookInfo, Layout, RuleInfo, Sample, SetInfo
-from minifw.daemon.metrics import DEFAULT_LISTEN, Collector, Reading, parse_listen
+from minifw.daemon.metrics import (
+    DEFAULT_LISTEN, RULE_FAMILIES, RULE_LABELS, Reading, exposition, parse_listen, render_rules,
+)
 from minifw.errors import ConfigError
 from minifw.kernel import queuestats
 
@@ -53,10 +55,8 @@ def reading(events=None, runners=()):
 
 
 def scrape(r: Reading) -> dict[str, dict[tuple, float]]:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(Collector(lambda: r))
     out: dict[str, dict[tuple, float]] = {}
-    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+    for family in text_string_to_metric_families(exposition(r).decode()):
         for s in family.samples:
             out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
     return out
@@ -117,3 +117,28 @@ def test_nfqueue_proc_lines():
                                   "    3 1 x 2 65535 5 6 42 1", ""])
 def test_nfqueue_lines_of_another_shape_are_skipped(line):
     assert queuestats.parse(line) == {}
+
+
+def test_the_rule_lines_are_what_prometheus_client_renders():
+    """The per-rule families are joined from prefixes made once per layout (for speed): the
+    text must be exactly prometheus-client's, escapes and number formats included."""
+    from prometheus_client.core import CounterMetricFamily
+    odd = RuleInfo('a"b\\c\nd', "input", -5, "accept")
+    layout = Layout(rules=LAYOUT.rules + (odd,), drop_hooks=())
+    r = reading()
+    r = Reading(r.sample, layout, None, None, 0.0)
+    r.sample.rules.update({"ping": (0, 2**53 + 1), odd.id: (10**20, 1)})
+
+    class Families:
+        def collect(self):
+            for i, (name, help_text) in enumerate(RULE_FAMILIES):
+                family = CounterMetricFamily(name.removesuffix("_total"), help_text,
+                                             labels=RULE_LABELS)
+                for rule in layout.rules:
+                    got = r.sample.rules.get(rule.id)
+                    if got is not None:
+                        family.add_metric([rule.id, rule.hook, str(rule.priority), rule.action],
+                                          got[i])
+                yield family
+
+    assert render_rules(r) == generate_latest(Families()).decode()
