@@ -98,6 +98,7 @@ def make_runner(queues, state_dir: Path, fail: str = "open",
     r.qs = Pair()
     r.placements, r.ctx, r._ifnames = [], {}, {}
     r.installed, r.state_dir, r.pid = False, state_dir, os.getpid()
+    (state_dir / "hooks").mkdir(parents=True, exist_ok=True)  # serve() writes its counts there
     r.kmsg = R.KernelLog.__new__(R.KernelLog)
     r.kmsg.fd = None
     for q in queues:

@@ -342,19 +342,19 @@ class Runner:
         """
         assert self.qs is not None
         reporter = _StatsReporter(self)
-        with _signal_wakeup() as wake:
-            self._wake = wake
-            stop_watching = threading.Event()
-            if self.events is not None:
-                self._arm_events()
-                threading.Thread(target=self._watch_events, args=(stop_watching,),
-                                 name="hook-events", daemon=True).start()
-            try:
+        stop_watching = threading.Event()
+        try:
+            with _signal_wakeup() as wake:
+                self._wake = wake
+                if self.events is not None:
+                    self._arm_events()
+                    threading.Thread(target=self._watch_events, args=(stop_watching,),
+                                     name="hook-events", daemon=True).start()
                 self._serve()
-            finally:
-                self._wake = -1
-                stop_watching.set()
-                reporter.stop()
+        finally:  # however serve ends, its threads end with it
+            self._wake = -1
+            stop_watching.set()
+            reporter.stop()
 
     def _arm_events(self) -> None:
         """Arm the DROP reports while a daemon's events socket exists, disarm them otherwise:
@@ -684,12 +684,16 @@ class _StatsReporter:
         self._thread.start()
 
     def _loop(self) -> None:
+        failing = False
         while True:
             try:
                 hookstate.write_stats(self.runner.state_dir, self.runner.pid,
                                       self.runner.counts())
+                failing = False
             except (OSError, MinifwError) as exc:
-                log.warning("cannot write the runner's counts: %s", exc)
+                if not failing:  # said once while it lasts, not every second
+                    log.warning("cannot write the runner's counts: %s", exc)
+                failing = True
             if self._done.wait(hookstate.STATS_EVERY):
                 return
 
