@@ -277,7 +277,11 @@ class Service:
         waiting, rolled_back, damaged = pending.describe(self.store.dir)
         if damaged:
             warnings.append(damaged)
-        return Status(pending=waiting, rolled_back=rolled_back,loaded=state.loaded and present, config=state.config,
+        served = _daemon_status(self.store.dir)
+        return Status(pending=waiting, rolled_back=rolled_back,
+                      daemon=served["daemon"] if served else None,
+                      runners=tuple(served["runners"]) if served else (),
+                      loaded=state.loaded and present, config=state.config,
                       policies={h.value: live.policy(h).value for h in Hook},
                       stateful=live.stateful, chains=tuple(chains), rules=len(live.rules),
                       set_elements=tuple(set_counts), foreign_chains=tuple(foreign),
@@ -538,6 +542,16 @@ class Service:
                             "net.netfilter.nf_log_all_netns=0 in the machine's own namespace; "
                             "set it to 1 to see them")
         return tuple(warnings)
+
+
+def _daemon_status(state_dir: Path) -> dict[str, Any] | None:
+    """What the daemon serving ``state_dir`` says of itself and its runners, or None when no
+    daemon runs."""
+    from ..control import client
+    if not client.daemon_running(state_dir):
+        return None
+    served = client.request(state_dir, "status", timeout=30)
+    return {"daemon": served.get("daemon"), "runners": served.get("runners") or []}
 
 
 def _notice(change: pending.Change | None) -> str:

@@ -17,7 +17,7 @@ from .common import (
     config_option, confirm_option, dump, emit, fail, flag_fields, guard_options, guarded,
     json_option, one_line,
 )
-from .daemon import confirm_via_daemon, daemon, daemon_part, runner_lines
+from .daemon import confirm_via_daemon, daemon, runner_lines
 from .events import log_command
 from .explain import explain
 from .lint import lint_verdict, strict_option
@@ -161,10 +161,9 @@ def status(ctx, as_json):
     not running (its runner failed to start or died), or `up` fell back to the last good
     ruleset, or to nothing (failsafe)."""
     st = _firewall(ctx).status()
-    served = daemon_part(ctx.obj["state_dir"])  # the daemon's runners, when it runs
+    served = {"daemon": st.daemon, "runners": st.runners} if st.daemon else None
     if as_json:
-        dump({**st.to_json(), **({"daemon": served["daemon"], "runners": served["runners"]}
-                                 if served else {"daemon": None})})
+        dump(st.to_json())
         _status_fails(st)
         return
     fallen = st.failsafe is not None  # then the ruleset in force is not the config's

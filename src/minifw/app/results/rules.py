@@ -186,6 +186,9 @@ class Status:
     failsafe: FailsafeInfo | None = None   # ``up`` fell back to the last good ruleset (or none)
     pending: "PendingChange | None" = None       # a change waiting for 'minifw confirm'
     rolled_back: "RollbackRecord | None" = None  # the last change rolled back
+    # what a running daemon says of itself and its runners (the control socket's ``status``)
+    daemon: Mapping[str, Any] | None = None
+    runners: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def sets(self) -> int:
@@ -208,7 +211,9 @@ class Status:
                 "hook_problems": [p.to_json() for p in self.hook_problems],
                 "failsafe": None if self.failsafe is None else self.failsafe.to_json(),
                 "pending": self.pending.to_json() if self.pending else None,
-                "rolled_back": self.rolled_back.to_json() if self.rolled_back else None}
+                "rolled_back": self.rolled_back.to_json() if self.rolled_back else None,
+                "daemon": None if self.daemon is None else dict(self.daemon),
+                **({"runners": [dict(r) for r in self.runners]} if self.daemon else {})}
 
 
 @_frozen
