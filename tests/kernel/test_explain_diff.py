@@ -370,6 +370,9 @@ def check_case(lab: DiffLab, data: dict, pkts: list[dict]) -> None:
 
 # ---- the test ---------------------------------------------------------------------------------
 
+# About a second a case on an idle machine, so the suite's 300 s default is too close: a hang
+# still fails with its stack, after 3 s a case.
+@pytest.mark.timeout(max(300, 3 * CASES))
 @settings(max_examples=CASES, deadline=None, print_blob=True, phases=PHASES,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
                                  HealthCheck.data_too_large,
