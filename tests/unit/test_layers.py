@@ -14,7 +14,7 @@ ROOT = SRC / "minifw"
 # Each package's rank: a module may import only from its own package or a lower rank.
 RANKS = {
     "errors": 0,
-    "model": 1, "netlink": 1,
+    "model": 1, "netlink": 1, "bpf": 1,
     "hooks": 2,
     "compile": 3,
     "engine": 4,
@@ -26,7 +26,7 @@ RANKS = {
     "cli": 10,
     "lab": 11,
 }
-PURE = ("model", "netlink", "compile", "engine")
+PURE = ("model", "netlink", "bpf", "compile", "engine")
 # The hook decorator (minifw.hooks itself, not its loader or runner parts) is pure as well:
 # compile plans chains from its HookSpec.
 PURE_MODULES = {"minifw.hooks"}
