@@ -15,7 +15,10 @@ import pytest
 from minifw.lab import MINIFW
 
 from kit import CLIENT4, SERVER4, pair, ruleset_text, serve, write_config
-from test_guard_conns import established, plain_session, ssh_session, sshd  # noqa: F401
+import test_guard_conns
+from test_guard_conns import established, plain_session, ssh_session
+
+sshd = test_guard_conns.sshd  # the fixture
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -23,7 +23,7 @@ from minifw.cli.main import cli, run
 from minifw.kernel import seam
 from minifw.kernel.fake import FakeKernel
 
-from fakekit import CONFIG, no_real_kernel  # noqa: F401  (fixture)
+from fakekit import CONFIG
 
 # A value for each parameter a command requires, by parameter name.
 ARGUMENTS = {

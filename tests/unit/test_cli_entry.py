@@ -25,7 +25,7 @@ from minifw.engine.guard import Connection
 from minifw.kernel import seam
 from minifw.kernel.fake import FakeKernel
 
-from fakekit import CONFIG, no_real_kernel  # noqa: F401  (fixture)
+from fakekit import CONFIG
 
 ROOT = Path(__file__).resolve().parents[2]
 

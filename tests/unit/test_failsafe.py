@@ -15,7 +15,7 @@ from minifw.model import parse_config
 from minifw.store import lastgood
 from minifw.store.state import State
 
-from fakekit import CONFIG, lab, no_real_kernel  # noqa: F401  (fixtures)
+from fakekit import CONFIG
 
 # another ruleset, with another layout (rule ids per chain), so the two are told apart
 OTHER = CONFIG.replace("dport = 22", "dport = 2222") + """

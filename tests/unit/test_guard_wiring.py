@@ -13,7 +13,6 @@ from minifw.app.guard import Guard
 from minifw.engine.guard import Connection
 from minifw.errors import GuardError, LockoutError
 
-from fakekit import lab, no_real_kernel  # noqa: F401  (fixtures)
 
 ip = ipaddress.ip_address
 ADMIN = Connection(ip("198.18.0.2"), 40000, ip("198.18.0.1"), 22, "sshd")

@@ -12,7 +12,6 @@ from minifw.compile import nft as compiler
 from minifw.errors import ConfigError, RuleError
 from minifw.model import parse_config
 
-from fakekit import lab, no_real_kernel  # noqa: F401  (fixtures)
 
 ROUTER = """\
 # the router of the lab

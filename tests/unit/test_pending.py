@@ -21,7 +21,6 @@ from minifw.store import pending as record
 from minifw.store.pending import Pending, SetDiff
 from minifw.store.setrecord import CONFIG as FROM_CONFIG, RUNTIME
 
-from fakekit import CONFIG, lab, no_real_kernel  # noqa: F401  (fixtures)
 
 LOCKOUT = """
 [policy]

@@ -15,7 +15,7 @@ from minifw.kernel.seam import PartialAdd
 from minifw.model import Ruleset, parse_config
 from minifw.store.state import State
 
-from fakekit import CONFIG, lab, no_real_kernel  # noqa: F401  (fixtures)
+from fakekit import CONFIG
 
 RELOADED = CONFIG + """
 [[rule]]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import importlib
 import logging
 from typing import Iterator
 
@@ -48,9 +49,8 @@ def read_capture(path: str, *, path_kind: str = "in", iif: str | None = None,
     logging.getLogger("scapy").setLevel(logging.ERROR)
     try:
         # The layers first: scapy dissects each packet with the layers loaded when it is read.
-        import scapy.layers.inet  # noqa: F401
-        import scapy.layers.inet6  # noqa: F401
-        import scapy.layers.l2  # noqa: F401
+        for layer in ("inet", "inet6", "l2"):
+            importlib.import_module(f"scapy.layers.{layer}")
         from scapy.error import Scapy_Exception
         from scapy.utils import PcapReader
     except ImportError as exc:  # pragma: no cover - scapy is a dependency

@@ -17,7 +17,7 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 from ..errors import StateError
 from .record import FIELDS, parse_ts
@@ -308,16 +308,23 @@ def files_newest_first(path: Path) -> list[Path]:
     return found
 
 
+def _open_events(path: Path) -> BinaryIO | None:
+    """The file opened for reading, or None when it was rotated away meanwhile."""
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StateError(f"cannot read the events file {path}: {exc.strerror}.") from exc
+
+
 def lines_newest_first(path: Path) -> Iterator[bytes]:
     """The complete lines of one file, last first, read from its end in blocks: the last N
     events cost a block or two, whatever the file's size. A tail without its newline is being
     written (or was left by a killed writer): it is not a line."""
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
-        return  # rotated away meanwhile
-    except OSError as exc:
-        raise StateError(f"cannot read the events file {path}: {exc.strerror}.") from exc
+    f = _open_events(path)
+    if f is None:
+        return
     with f:
         pos = f.seek(0, os.SEEK_END)
         carry = b""  # the end of a line whose start is in an earlier block
@@ -342,12 +349,9 @@ def iter_events(path: Path, where: EventFilter) -> Iterator[dict[str, Any]]:
     ``minifw log`` without -n: memory stays flat whatever the files hold)."""
     check_directory(path)
     for file in reversed(files_newest_first(path)):
-        try:
-            f = open(file, "rb")
-        except FileNotFoundError:
-            continue  # rotated away meanwhile
-        except OSError as exc:
-            raise StateError(f"cannot read the events file {file}: {exc.strerror}.") from exc
+        f = _open_events(file)
+        if f is None:
+            continue
         with f:
             for line in f:
                 if not line.endswith(b"\n"):

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import hashlib
 import ipaddress
 import re
 from typing import Any
 
 from ..errors import ConfigError, RuleError
-from .rule import ID_RE, MATCH_KEYS, Network, PortRange, Rule, _families, _Fields, parse_port
+from .rule import (ID_RE, MATCH_KEYS, Network, PortRange, Rule, _families, _Fields, content_digest,
+                   parse_port)
 from .setdefs import SetRef
 from .types import Action, Family, Hook, Proto
 from . import suggest
@@ -209,9 +209,7 @@ class Nat:
         return out
 
     def generated_id(self) -> str:
-        body = {k: v for k, v in self.to_toml().items() if k not in ("id", "comment")}
-        digest = hashlib.sha256(repr(sorted(body.items())).encode()).hexdigest()[:8]
-        return f"nat-{self.kind.value}-{digest}"
+        return f"nat-{self.kind.value}-{content_digest(self.to_toml())}"
 
     def check(self, label: str | None = None) -> None:
         """Refuse entries that could never match or that the kernel would refuse; errors name

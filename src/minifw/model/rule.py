@@ -36,6 +36,13 @@ IFNAME_RE = re.compile(r"^[^\s/\"\\]{1,15}$")  # IFNAMSIZ is 16 with the NUL; '*
 LIMIT_RE = re.compile(r"^\s*(\d+)\s*/\s*([a-z]+?)s?\s*(?:burst\s+(\d+)\s*)?$")
 
 
+
+def content_digest(fields: dict[str, Any]) -> str:
+    """Eight hex digits of an entry's TOML fields, its id and comment left out: the stem of
+    generated ids, so they survive reordering and comment edits."""
+    body = {k: v for k, v in fields.items() if k not in ("id", "comment")}
+    return hashlib.sha256(repr(sorted(body.items())).encode()).hexdigest()[:8]
+
 @dataclasses.dataclass(frozen=True)
 class PortRange:
     lo: int
@@ -167,9 +174,7 @@ class Rule:
 
     def generated_id(self) -> str:
         """A content-derived id: stable across reloads and independent of the rule's position."""
-        body = {k: v for k, v in self.to_toml().items() if k not in ("id", "comment")}
-        digest = hashlib.sha256(repr(sorted(body.items())).encode()).hexdigest()[:8]
-        return f"{self.hook.value}-{self.action.value}-{digest}"
+        return f"{self.hook.value}-{self.action.value}-{content_digest(self.to_toml())}"
 
     # ---- cross-field checks -------------------------------------------------------------
     def check(self) -> None:
