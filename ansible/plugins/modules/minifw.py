@@ -249,14 +249,20 @@ def bans(module, cli, result):
             wanted.append(_element(text))
         except ValueError:
             raise Refused(f"{text!r} is not an address or CIDR") from None
-    live = set()
-    # the set is made by its first element: one that status does not list holds nothing yet
-    listed = {s["name"]: s["elements"] for s in cli.json("status", ok_json=True)["set_elements"]}
-    pages = -(-listed.get(p["bans_set"], 0) // PAGE)
-    for page in range(1, pages + 1):
-        items = cli.json("set", "list", p["bans_set"], "--page-size", str(PAGE),
-                         "--page", str(page))["items"]
-        live |= {_element(i["element"]) for i in items}
+    live, page, pages = set(), 1, 1
+    while page <= pages:
+        try:
+            listed = cli.json("set", "list", p["bans_set"], "--page-size", str(PAGE),
+                              "--page", str(page))
+        except Refused:
+            # the set is made by its first element: if status does not list it, it holds
+            # nothing yet (or minifw is not loaded); else the refusal stands
+            made = cli.json("status", ok_json=True)["set_elements"]
+            if page > 1 or any(s["name"] == p["bans_set"] for s in made):
+                raise
+            break
+        live |= {_element(i["element"]) for i in listed["items"]}
+        pages, page = listed["pages"], page + 1
     if p["bans_state"] == "present":
         todo, verb, key = [e for e in dict.fromkeys(wanted) if e not in live], "ban", "banned"
     else:
