@@ -8,7 +8,6 @@ and adds then removes bans, each checked with traffic and `nft -j` in the namesp
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
