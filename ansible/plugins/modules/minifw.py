@@ -314,13 +314,13 @@ def main():
         else:
             status = cli.json("status", ok_json=True)
             if state == "absent" and status["loaded"]:
-                result["changed"] = True
                 if not module.check_mode:
                     result["message"] = cli.run("down").strip()
-            elif state == "confirmed" and status["pending"]:
                 result["changed"] = True
+            elif state == "confirmed" and status["pending"]:
                 if not module.check_mode:
                     result["message"] = cli.json("confirm").get("message", "")
+                result["changed"] = True
     except Refused as exc:
         module.fail_json(msg=str(exc), **result)
     module.exit_json(**result)
