@@ -47,3 +47,15 @@ def test_the_diff_shows_only_what_changes_one_line_a_rule():
                      "chain input/0: rule order changes\n[policy] changes\n")
     nothing = {"added": [], "removed": [], "changed": [], "moved": [], "sections": []}
     assert module._rendered(nothing) == ("", "")
+
+
+def test_the_documentation_names_every_option_with_its_type_and_default():
+    yaml = pytest.importorskip("yaml")
+    options = yaml.safe_load(module.DOCUMENTATION)["options"]
+    assert set(options) == set(module.ARGUMENT_SPEC)
+    for name, spec in module.ARGUMENT_SPEC.items():
+        doc = options[name]
+        assert (doc["type"], doc.get("default"), doc.get("choices")) == \
+            (spec["type"], spec.get("default"), spec.get("choices")), name
+    yaml.safe_load(module.EXAMPLES)
+    yaml.safe_load(module.RETURN)

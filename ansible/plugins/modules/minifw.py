@@ -35,7 +35,7 @@ options:
       - V(present) loads the config at O(path) (written first from O(config) or O(src)).
       - V(absent) unloads minifw (C(minifw down)); the config file stays.
       - V(confirmed) keeps a change applied earlier with O(confirm) (C(minifw confirm)). Run it
-        in a later task: reaching the host again over a new connection is the proof.
+        in a later task; reaching the host again over a new connection is the proof.
     type: str
     choices: [present, absent, confirmed]
     default: present
@@ -282,22 +282,25 @@ def bans(module, cli, result):
     result["changed"] = True
 
 
+ARGUMENT_SPEC = {
+    "config": {"type": "str"},
+    "src": {"type": "path"},
+    "path": {"type": "path", "default": "/etc/minifw/minifw.toml"},
+    "state": {"type": "str", "default": "present",
+              "choices": ["present", "absent", "confirmed"]},
+    "confirm": {"type": "int"},
+    "force": {"type": "bool", "default": False},
+    "bans": {"type": "list", "elements": "str"},
+    "bans_state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
+    "bans_set": {"type": "str", "default": "blocked"},
+    "state_dir": {"type": "path"},
+    "executable": {"type": "str", "default": "minifw"},
+}
+
+
 def main():
     module = AnsibleModule(
-        argument_spec={
-            "config": {"type": "str"},
-            "src": {"type": "path"},
-            "path": {"type": "path", "default": "/etc/minifw/minifw.toml"},
-            "state": {"type": "str", "default": "present",
-                      "choices": ["present", "absent", "confirmed"]},
-            "confirm": {"type": "int"},
-            "force": {"type": "bool", "default": False},
-            "bans": {"type": "list", "elements": "str"},
-            "bans_state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
-            "bans_set": {"type": "str", "default": "blocked"},
-            "state_dir": {"type": "path"},
-            "executable": {"type": "str", "default": "minifw"},
-        },
+        argument_spec=ARGUMENT_SPEC,
         mutually_exclusive=[("config", "src")],
         supports_check_mode=True,
     )
