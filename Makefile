@@ -2,7 +2,8 @@
 PY ?= python3
 VENV := .venv
 # gcc and python3-dev build the hook runner's optional C hot path (src/minifw/hooks/_hot.c);
-# openssh-server and openssh-client give the lockout guard's test a real sshd and ssh session;
+# openssh-server and openssh-client give the lockout guard's and the Ansible tests real sshd and ssh
+# sessions (their own sshd in namespaces: an ssh service this install brings is stopped, disabled);
 # systemd gives systemd-analyze, which verifies systemd/minifw.service;
 # prometheus is the real server that scrapes the daemon's metrics endpoint in its kernel test
 APT_PACKAGES := nftables iproute2 iptables conntrack iputils-ping curl tcpdump util-linux kmod procps \
@@ -21,6 +22,7 @@ $(STAMP): pyproject.toml setup.py src/minifw/hooks/_hot.c
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  case " $$missing " in *" openssh-server "*) systemctl disable --now ssh.service ssh.socket >/dev/null 2>&1 || true;; esac; \
 	fi
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip >/dev/null

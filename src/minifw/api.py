@@ -29,7 +29,7 @@ from .errors import MinifwError, StateError
 
 if TYPE_CHECKING:
     from .app.results import (
-        Banned, CaptureSummary, Checked, Confirmed, Explained, Flushed, Imported, Loaded,
+        Banned, CaptureSummary, Checked, Confirmed, Diffed, Explained, Flushed, Imported, Loaded,
         Recovered, RolledBack, RuleAdded, RuleDeleted, RuleListing, SetPage, SetSummary,
         Status, Unbanned, Unloaded,
     )
@@ -145,6 +145,13 @@ class Firewall:
         without applying it. ``config`` defaults to /etc/minifw/minifw.toml. The lockout
         guard's findings on it are in ``guard``, the lint's in ``lint`` (never refused here)."""
         return self._rules.check(_path(config), guard=_guard(guard, True))
+
+    @_in_tree
+    def diff(self, config: str | os.PathLike[str] | None = None) -> "Diffed":
+        """What loading ``config`` (default /etc/minifw/minifw.toml) would change in the live
+        ruleset, rule by rule (added, removed, changed, moved), without changing anything."""
+        from .app.diff import diff
+        return diff(self._rules, _path(config))
 
     @_in_tree
     def up(self, config: str | os.PathLike[str] | None = None, *,

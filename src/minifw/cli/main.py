@@ -17,6 +17,7 @@ from .common import (
     config_option, confirm_option, dump, emit, fail, flag_fields, guard_options, guarded,
     json_option, one_line,
 )
+from .diff import diff
 from .daemon import confirm_via_daemon, daemon, runner_lines
 from .events import log_command
 from .explain import explain
@@ -350,3 +351,4 @@ cli.add_command(daemon)
 cli.add_command(log_command)
 cli.add_command(top)
 cli.add_command(nat_group)
+cli.add_command(diff)

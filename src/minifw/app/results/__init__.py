@@ -51,6 +51,7 @@ _HOME = {
     "NatDeleted": "nat",
     "ListedNat": "nat",
     "NatListing": "nat",
+    "Diffed": "diff",
 }
 __all__ = sorted(_HOME)
 
