@@ -13,7 +13,9 @@ import operator
 import zlib
 from typing import Any
 
-from ...bpf.asm import B, DW, EXIT, FP, JA, JMP, JMP32, R0, R1, R2, R7, R8, R9, Asm, reg
+from ...bpf.asm import (
+    ALU64, B, DW, EXIT, FP, JA, JMP, JMP32, R0, R1, R2, R3, R7, R8, R9, X, Asm, Insn, reg,
+)
 from ...bpf.program import MapSpec
 from ...hooks.addresses import Addresses, Counter, key_sizes
 from ...hooks.packet import HOOK_NAMES, PROTO_NAMES
@@ -556,25 +558,24 @@ class Compiler:
         elif op in (ast.BitAnd, ast.BitOr, ast.BitXor):
             boolean = left.boolean and right.boolean
             bits = max(abs(x) for x in (lo1, hi1, lo2, hi2)).bit_length() + 1
-            if lo1 >= 0 and lo2 >= 0:
+            if op is ast.BitAnd and (lo1 >= 0 or lo2 >= 0):
+                lo, hi = 0, min(h for low, h in ((lo1, hi1), (lo2, hi2)) if low >= 0)
+            elif lo1 >= 0 and lo2 >= 0:
                 lo, hi = 0, (1 << bits) - 1
-                if op is ast.BitAnd:
-                    hi = min(hi1, hi2)
             else:
                 lo, hi = -(1 << bits), (1 << bits) - 1
             a.alu(_ALU[op], R7, reg(R8))
         elif op in (ast.FloorDiv, ast.Mod):
-            if lo1 < 0 or lo2 < 0:
-                raise self.refuse(node, "// and % of possibly negative numbers cannot run in "
-                                  "the kernel (Python floors them); use where=\"queue\"")
-            if lo2 == 0:
+            if lo2 <= 0 <= hi2:
                 a.jmp("==", R8, 0, ".error")   # ZeroDivisionError
-            if op is ast.FloorDiv:
-                lo, hi = 0, hi1
-                a.alu(DIV, R7, reg(R8))
+            floor = op is ast.FloorDiv
+            if lo1 >= 0 and lo2 >= 0:
+                lo, hi = (0, hi1) if floor else (0, min(hi1, hi2 - 1))
+                a.alu(DIV if floor else MOD, R7, reg(R8))
             else:
-                lo, hi = 0, min(hi1, hi2 - 1)
-                a.alu(MOD, R7, reg(R8))
+                m1, m2 = max(-lo1, hi1), max(-lo2, hi2)
+                lo, hi = (-m1, m1) if floor else (min(lo2 + 1, 0), max(hi2 - 1, 0))
+                self.floor_divmod(floor)
         elif op is ast.LShift:
             if hi2 > 62 or lo1 < 0 and hi2 > 0:
                 raise self.refuse(node, "a left shift that may exceed 64 bits cannot run in "
@@ -601,6 +602,26 @@ class Compiler:
             raise self.refuse(node, "this arithmetic may exceed 64 bits, where Python's ints "
                               "would not; bound its operands or use where=\"queue\"")
         return v
+
+    def floor_divmod(self, floor: bool) -> None:
+        """r7 = r7 // r8 or r7 % r8 as Python floors them, from the signed (truncating)
+        division: q = trunc(a / b), r = a - q * b; if r and r, b differ in sign: q -= 1, r += b."""
+        a = self.a
+        done = a.fresh("floor")
+        a.mov(R1, reg(R7))
+        a.emit(Insn(ALU64 | DIV | X, R1, R8, off=1))    # sdiv (off = 1)
+        a.mov(R2, reg(R1))
+        a.alu(MUL, R2, reg(R8))
+        a.mov(R3, reg(R7))
+        a.alu(SUB, R3, reg(R2))
+        a.jmp("==", R3, 0, done)
+        a.mov(R2, reg(R3))
+        a.alu(XOR, R2, reg(R8))
+        a.jmp("s>=", R2, 0, done)
+        a.alu(SUB, R1, 1)
+        a.alu(ADD, R3, reg(R8))
+        a.label(done)
+        a.mov(R7, reg(R1 if floor else R3))
 
     def check_int(self, node: Any, v: Val) -> None:
         if v.verdict:
@@ -1074,13 +1095,14 @@ class Compiler:
             a.ja(miss)     # str == bytes is False; a longer constant cannot match
         else:
             n = len(const)
-            # the slice's length is min(j, len) - i clamped at 0: it must be n
-            if j is None or n < j - i:
-                a.jmp("!=", R8, i + n, miss)   # only a payload ending exactly there
-            elif n == 0:
-                a.jmp("s>", R8, i, miss)
-            else:
+            # the slice's length, min(j, len) - i clamped at 0, must be n
+            if n == 0:
+                if j is None or j > i:
+                    a.jmp(">", R8, i, miss)
+            elif j is not None and n == j - i:
                 a.jmp("<", R8, i + n, miss)
+            else:
+                a.jmp("!=", R8, i + n, miss)    # only a payload ending exactly there
             if n:
                 fr.read(a, fr.PBUF, n, off_reg=R7, off=i, fail=".error")
                 for k in range(0, n, 4):
