@@ -199,3 +199,71 @@ def test_the_counter_counts_what_python_counts():
         for src in (bytes([198, 18, 2, 2]), bytes([198, 18, 64, 1]), bytes([198, 18, 0, 9])):
             k.kernel(v4(17, l4(17), src=src))
         assert k.counter("HITS") == 2
+
+
+def test_more_ipv6_extension_headers_than_walked_take_the_error_verdict():
+    source = HEAD + textwrap.dedent("""
+        @hook("prerouting", priority=-300, on_error="drop")
+        def f(pkt):
+            if pkt.proto == "udp" or pkt.version == 6:
+                return ACCEPT
+            return ACCEPT
+    """)
+    from hookpackets import v6
+    with KernelRun(source, "f", 6) as k:
+        assert k.kernel(v6(17, l4(17), ext=((0,),) * 8)) == 1
+        assert k.kernel(v6(17, l4(17), ext=((0,),) * 9)) == 0   # docs/hooks.md says so
+        assert k.python(v6(17, l4(17), ext=((0,),) * 9)) == 1
+
+
+def test_interfaces_by_name_and_the_mark():
+    # test-run puts the packet on the loopback device: in at prerouting, out at output
+    source = HEAD + textwrap.dedent("""
+        @hook("prerouting", priority=-300)
+        def f(pkt):
+            if pkt.iif == "lo" and pkt.mark == 0:
+                return DROP
+            if pkt.oif in ("lo", "eth9"):
+                return DROP
+            return ACCEPT
+    """)
+    ip = v4(17, l4(17))
+    with KernelRun(source, "f", 4) as k:
+        assert k.hook.ifnames == ("lo", "eth9")
+        assert k.kernel(ip) == 1 and k.kernel(ip, "output") == 1   # no index known yet
+        k.maps["ifindex"].update((0).to_bytes(4, "little"), (1).to_bytes(4, "little"))
+        assert k.kernel(ip) == 0 and k.kernel(ip, "output") == 0
+        assert k.kernel(ip, "input") == 0 and k.kernel(ip, "postrouting") == 0
+        k.maps["ifindex"].update((0).to_bytes(4, "little"), (7).to_bytes(4, "little"))
+        assert k.kernel(ip) == 1
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_an_address_matches_until_its_expiry(family):
+    import time
+    from minifw.hooks.addresses import address_entries
+    source = HEAD + textwrap.dedent("""
+        EMPTY = Addresses()
+
+        @hook("prerouting", priority=-300)
+        def f(pkt):
+            if pkt.src in EMPTY:
+                return DROP
+            return ACCEPT
+    """)
+    from hookpackets import A4, A6, v6
+    ip = v4(17, l4(17), src=A4[1]) if family == 4 else v6(17, l4(17), src=A6[1])
+    single = "198.18.2.2" if family == 4 else "fd00::66"
+    cidr = "198.18.2.0/24" if family == 4 else "fd00::/120"
+    with KernelRun(source, "f", family) as k:
+        names = k.hook.address_maps["EMPTY"]
+        assert k.kernel(ip) == 1
+        for item, kind in ((single, "hash"), (cidr, "lpm")):
+            m = k.maps[names[f"v{family}_{kind}"]]
+            now = time.monotonic_ns()
+            for expiry, want in ((0, 0), (now + 60 * 10**9, 0), (now - 1, 1)):
+                (key, value), = address_entries([item], family, expiry)[kind]
+                m.update(key, value)
+                assert k.kernel(ip) == want, (item, expiry)
+            m.delete(key)
+            assert k.kernel(ip) == 1
