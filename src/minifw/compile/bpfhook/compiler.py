@@ -573,7 +573,7 @@ class Compiler:
                 lo, hi = (0, hi1) if floor else (0, min(hi1, hi2 - 1))
                 a.alu(DIV if floor else MOD, R7, reg(R8))
             else:
-                m1, m2 = max(-lo1, hi1), max(-lo2, hi2)
+                m1 = max(-lo1, hi1)
                 lo, hi = (-m1, m1) if floor else (min(lo2 + 1, 0), max(hi2 - 1, 0))
                 self.floor_divmod(floor)
         elif op is ast.LShift:
@@ -811,30 +811,26 @@ class Compiler:
 
     def compare(self, node: ast.Compare, truth: bool, label: str, env: dict) -> None:
         a = self.a
-        if len(node.ops) > 1:   # a < b < c: b evaluated once
+        if len(node.ops) > 1:   # a < b < c: b evaluated once, c only if a < b
             fail = a.fresh("chain") if truth else label
-            end = a.fresh("chain")
-            left = node.left
-            start = self.next_slot
-            prev_at = None
+            start, left = self.next_slot, node.left
             for op, right in zip(node.ops, node.comparators):
-                if prev_at is not None:
-                    left = ast.copy_location(ast.Name(f".t{prev_at}", ast.Load()), left)
-                    env["locals"][left.id] = (prev_at, prev_v)
                 rv = self.expr(right, env)
-                prev_at, prev_v = self.slot(right), rv
-                a.stx(DW, FP, prev_at, R7)
-                one = ast.copy_location(ast.Compare(left, [op], [ast.Name(
-                    f".t{prev_at}", ast.Load())]), node)
-                env["locals"][f".t{prev_at}"] = (prev_at, rv)
+                at = self.slot(right)
+                a.stx(DW, FP, at, R7)
+                name = f".t{at}"      # a pseudo-local no Python name can be
+                env["locals"][name], env["slots"][name] = (at, rv), at
+                one = ast.copy_location(ast.Compare(left, [op], [ast.Name(name, ast.Load())]),
+                                        node)
                 self.compare(one, False, fail, env)
-            for k in [k for k in env["locals"] if k.startswith(".t")]:
-                del env["locals"][k]
+                left = ast.copy_location(ast.Name(name, ast.Load()), right)
+            for name in [n for n in env["slots"] if n.startswith(".t")]:
+                del env["slots"][name]
+                env["locals"].pop(name, None)
             self.free(start)
             if truth:
                 a.ja(label)
                 a.label(fail)
-            a.label(end)
             return
         op, right = node.ops[0], node.comparators[0]
         left = node.left

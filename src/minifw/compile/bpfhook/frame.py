@@ -249,36 +249,31 @@ def payload_span(a: Asm, err: str) -> None:
     a.label(have)
 
 
-def ktime_not_expired(a: Asm, value_reg: int, yes: str) -> None:
-    """Jump to ``yes`` if the u64 expiry at [value_reg] is 0 or still ahead (r8 clobbered)."""
-    a.ldx(DW, R8, value_reg, 0)
+def live_entry(a: Asm, map_name: str, key_at: int, yes: str, no: str) -> None:
+    """Look the key at fp+key_at up in ``map_name``: to ``yes`` if found with an expiry of 0
+    or still ahead (bpf_ktime_get_ns is CLOCK_MONOTONIC), else on to ``no``."""
+    a.ld_map(R1, map_name)
+    a.mov(R2, reg(FP))
+    a.alu(0x00, R2, key_at)
+    a.call(MAP_LOOKUP)
+    a.jmp("==", R0, 0, no)
+    a.ldx(DW, R8, R0, 0)
     a.jmp("==", R8, 0, yes)
     a.call(KTIME_GET_NS)
     a.jmp(">", R8, reg(R0), yes)
+    a.ja(no)
 
 
 def address_in(a: Asm, family: int, which: str, hash_map: str, lpm_map: str,
                yes: str, no: str) -> None:
+    """The hash map of single addresses first, then the LPM trie of CIDRs (an expired single
+    still lets a live CIDR match)."""
     at = HDR + ADDR_AT[family][which]
     lpm = a.fresh("lpm")
-    a.ld_map(R1, hash_map)
-    a.mov(R2, reg(FP))
-    a.alu(0x00, R2, at)
-    a.call(MAP_LOOKUP)
-    a.jmp("==", R0, 0, lpm)
-    ktime_not_expired(a, R0, yes)
+    live_entry(a, hash_map, at, yes, lpm)
     a.label(lpm)
     a.st(W, FP, KEY, 32 if family == 4 else 128)
     for i in range(0, 4 if family == 4 else 16, 4):
         a.ldx(W, R1, FP, at + i)
         a.stx(W, FP, KEY + 4 + i, R1)
-    a.ld_map(R1, lpm_map)
-    a.mov(R2, reg(FP))
-    a.alu(0x00, R2, KEY)
-    a.call(MAP_LOOKUP)
-    a.jmp("==", R0, 0, no)
-    ktime_not_expired(a, R0, yes)
-    a.ja(no)
-
-
-__all__ = ["R6", "R9", "R5"]
+    live_entry(a, lpm_map, KEY, yes, no)
