@@ -297,6 +297,10 @@ class Compiler:
                 if piece.conversion not in (-1, 115) or piece.format_spec is not None:
                     raise self.refuse(piece, "log text formats values plainly ({x}) in the "
                                       "kernel; conversions and format specs are not supported")
+                ok, const = self.constant(piece.value, env)
+                if ok and isinstance(const, (str, int)):   # folded into the text
+                    parts.append(("text", str(const)))
+                    continue
                 kind, where = self.log_value(piece.value, env)
                 parts.append(("value", kind))
                 values.append((kind, where))
