@@ -4,7 +4,7 @@ BPF_PROG_TEST_RUN (no attach, no traffic) and in Python over the queue's packet 
 The stable API the differential tests build on:
 
     with KernelRun(source, "fn_name", family) as k:     # compiles, creates maps, loads
-        k.kernel(ip_bytes, "prerouting") -> 0 | 1        # NF_DROP / NF_ACCEPT
+        k.kernel(ip_bytes, "prerouting") -> 0 | 1        # NF_DROP / NF_ACCEPT (any hook)
         k.python(ip_bytes, "prerouting") -> 0 | 1        # the same function on the queue path
         k.stats() -> (packets, drops)
         k.counter("HITS") -> int
@@ -81,7 +81,9 @@ class KernelRun:
 
     def kernel(self, ip: bytes, hook: str = "prerouting") -> int:
         assert self.prog is not None
-        return _test_run(self.prog.fd, _ETH[self.family] + ip, HOOKS[hook], PF[self.family])[0]
+        # test-run takes an Ethernet frame, except at output (LOCAL_OUT): the IP packet alone
+        frame = ip if hook == "output" else _ETH[self.family] + ip
+        return _test_run(self.prog.fd, frame, HOOKS[hook], PF[self.family])[0]
 
     def python(self, ip: bytes, hook: str = "prerouting", logs: list | None = None) -> int:
         """The verdict the queue runner gives: ACCEPT/DROP, else (an exception, another

@@ -181,9 +181,11 @@ def test_kernel_and_python_agree_on_every_packet(name, family):
     source = HEAD + textwrap.dedent(FUNCTIONS[name])
     with KernelRun(source, "f", family, filename=f"{name}.py") as k:
         want, got = [], []
-        for ip in packets(family):
-            want.append(k.python(ip))
-            got.append(k.kernel(ip))
+        hooks = ("prerouting", "input", "output") if "pkt.hook" in source else ("prerouting",)
+        for hook in hooks:
+            for ip in packets(family):
+                want.append(k.python(ip, hook))
+                got.append(k.kernel(ip, hook))
         bad = [(i, w, g) for i, (w, g) in enumerate(zip(want, got)) if w != g]
         assert not bad, bad[:5]
         assert 0 < want.count(0) < len(want)     # both verdicts seen: the test decides
@@ -267,3 +269,16 @@ def test_an_address_matches_until_its_expiry(family):
                 assert k.kernel(ip) == want, (item, expiry)
             m.delete(key)
             assert k.kernel(ip) == 1
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_log_records_read_back_as_python_writes_them(family):
+    pytest.importorskip("minifw.kernel.bpf.ringbuf")
+    source = HEAD + textwrap.dedent(FUNCTIONS["logs_and_counter"])
+    with KernelRun(source, "f", family) as k:
+        want: list = []
+        for ip in packets(family)[:40]:
+            k.python(ip, logs=want)
+            k.kernel(ip)
+        assert [text for _, text in k.logs()] == want
+        assert any(text.startswith("Drop ICMP from ") for text in want)
