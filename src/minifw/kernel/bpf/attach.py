@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import struct
+import time
 
 from ...bpf.dispatch import PROGS, dispatcher
 from ...bpf.program import FAMILY, HOOK_NAMES
@@ -27,6 +28,21 @@ _KEY0 = struct.pack("<I", 0)
 
 def _fd_by_id(prog_id: int) -> int:
     return bpf(bpfsys.PROG_GET_FD_BY_ID, attr((0, "I", prog_id)), f"open program {prog_id}")
+
+
+def _wait_gone(prog_id: int, timeout: float = 2.0) -> bool:
+    """Wait until program ``prog_id`` is freed: the kernel drops its id only after the link
+    that held it has unregistered its netfilter hook."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            bpfsys.close(_fd_by_id(prog_id))
+        except BpfError as exc:
+            if exc.errno == 2:  # ENOENT
+                return True
+            raise
+        time.sleep(0.002)
+    return False
 
 
 class Attachments:
@@ -73,13 +89,21 @@ class Attachments:
             os.rmdir(where)
 
     def detach(self, pf: int, hook: int, priority: int) -> bool:
-        """Remove the dispatcher at (pf, hook, priority); False if none was there. The link
-        (and the programs it holds) goes when its last fd closes: at once, unless a process
-        still holds one."""
+        """Remove the dispatcher at (pf, hook, priority); False if none was there. Returns
+        once the hook is unregistered (the kernel frees a link in a work item, later), unless
+        another process still holds the link's fd."""
         where = self._dir(pf, hook, priority)
-        found = os.path.exists(os.path.join(where, "link"))
+        dispatcher_id = None
+        with contextlib.suppress(BpfError):
+            link = obj_get(os.path.join(where, "link"))
+            try:
+                dispatcher_id = link_info(link)["prog_id"]
+            finally:
+                bpfsys.close(link)
         self._remove(where)
-        return found
+        if dispatcher_id is not None:
+            _wait_gone(dispatcher_id)
+        return dispatcher_id is not None
 
     def entries(self) -> list[dict]:
         """One dict per dispatcher: pf, hook, priority, the running program's id and name
