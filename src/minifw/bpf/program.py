@@ -58,3 +58,11 @@ def kernel_name(name: str) -> str:
     """A name the kernel accepts for a program or map: [A-Za-z0-9_.], NAME_LEN long."""
     return "".join(c if c.isalnum() and c.isascii() or c in "_." else "_"
                    for c in name)[:NAME_LEN]
+
+
+# The kernel struct members compiled programs read, as (struct, member): their byte offsets
+# differ between kernel builds, so they are read from the running kernel's BTF at load
+# (``kernel.bpf.kbtf.offsets()``) and handed to the compiler as "struct.member" -> offset.
+STRUCT_MEMBERS = (("bpf_nf_ctx", "state"), ("bpf_nf_ctx", "skb"), ("sk_buff", "mark"),
+                  ("sk_buff", "len"), ("nf_hook_state", "hook"), ("nf_hook_state", "pf"),
+                  ("nf_hook_state", "in"), ("nf_hook_state", "out"), ("net_device", "ifindex"))
