@@ -24,16 +24,12 @@ from minifw.hooks.packet import PurePacket
 from minifw.kernel.bpf import kbtf
 from minifw.kernel.bpf.maps import Map
 from minifw.kernel.bpf.prog import load
+from minifw.kernel.bpf.ringbuf import RingbufReader
 from minifw.kernel.bpf.prog import test_run as _test_run
 from minifw.netlink.nfqueue import QueuedPacket
 
 _ETH = {4: b"\x02\0\0\0\0\x01\x02\0\0\0\0\x02\x08\x00",
         6: b"\x02\0\0\0\0\x01\x02\0\0\0\0\x02\x86\xdd"}
-
-
-def layout() -> dict[str, int]:
-    return {"sk_buff.mark": kbtf.member_offset("sk_buff", "mark"),
-            "net_device.ifindex": kbtf.member_offset("net_device", "ifindex")}
 
 
 class KernelRun:
@@ -45,7 +41,7 @@ class KernelRun:
         self.module, self.family = module, family
         self.fn = module[fn_name]
         self.spec = self.fn.__minifw_hook__
-        self.hook = compile_hook(self.spec, family, source, filename, module, layout())
+        self.hook = compile_hook(self.spec, family, source, filename, module, kbtf.offsets())
         self.maps: dict[str, Map] = {}
         self.prog = None
         try:
@@ -110,11 +106,9 @@ class KernelRun:
                    for v in self.maps[var].lookup_percpu(b"\0" * 4))
 
     def logs(self) -> list[tuple[str, str]]:
-        """pkt.log records, read straight from the ringbuf map's pages is the runner's job;
-        here the ringbuf reader of kernel/bpf when present."""
-        from minifw.kernel.bpf import ringbuf  # noqa: PLC0415  not every branch has it yet
-        reader = ringbuf.RingbufReader(self.maps["log"])
-        return [decode_log(r, self.hook.logs) for r in reader.poll(0)]
+        """The pkt.log records written so far, decoded."""
+        with RingbufReader(self.maps["log"]) as reader:
+            return [decode_log(r, self.hook.logs) for r in reader.read()]
 
 
 def addresses(module: dict[str, Any]) -> list[str]:

@@ -273,7 +273,6 @@ def test_an_address_matches_until_its_expiry(family):
 
 @pytest.mark.parametrize("family", [4, 6])
 def test_log_records_read_back_as_python_writes_them(family):
-    pytest.importorskip("minifw.kernel.bpf.ringbuf")
     source = HEAD + textwrap.dedent(FUNCTIONS["logs_and_counter"])
     with KernelRun(source, "f", family) as k:
         want: list = []
