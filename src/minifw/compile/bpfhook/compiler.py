@@ -377,8 +377,8 @@ class Compiler:
         fr.header_ok(self.a, ".error")
 
     def hook_number(self) -> None:
-        self.a.ldx(DW, R1, fr.R6, fr.CTX_STATE)
-        self.a.ldx(B, R7, R1, fr.STATE_HOOK)
+        self.a.ldx(DW, R1, fr.R6, self.at("bpf_nf_ctx.state"))
+        self.a.ldx(B, R7, R1, self.at("nf_hook_state.hook"))
 
     def constant(self, node: Any, env: dict) -> tuple[bool, Any]:
         """(True, value) for a literal or a module-level constant (folded at compile time)."""
@@ -500,7 +500,7 @@ class Compiler:
             return Val(0, 0xFFFFFFFF)
         if field == "mark":
             off = self.layout_offset(node, "sk_buff.mark", "pkt.mark")
-            a.ldx(DW, R1, fr.R6, fr.CTX_SKB)
+            a.ldx(DW, R1, fr.R6, self.at("bpf_nf_ctx.skb"))
             a.ldx(0, R7, R1, off)
             return Val(0, 0xFFFFFFFF)
         self.header(node)
@@ -519,6 +519,10 @@ class Compiler:
         a.ld_imm64(R7, NONE)
         a.label(done)
         return Val(0, hi, none=True)
+
+    def at(self, key: str) -> int:
+        """An offset of the kernel's ABI-stable structs: from BTF when the caller passed it."""
+        return (self.layout or {}).get(key, fr.STABLE[key])
 
     def layout_offset(self, node: Any, key: str, what: str) -> int:
         if not self.layout or key not in self.layout:
@@ -1034,8 +1038,8 @@ class Compiler:
         a = self.a
         off = self.layout_offset(node, "net_device.ifindex", f"pkt.{field}")
         ifmap = self.add_map(MapSpec("ifindex", "array", 4, 4, 64))
-        a.ldx(DW, R1, fr.R6, fr.CTX_STATE)
-        a.ldx(DW, R1, R1, fr.STATE_IN if field == "iif" else fr.STATE_OUT)
+        a.ldx(DW, R1, fr.R6, self.at("bpf_nf_ctx.state"))
+        a.ldx(DW, R1, R1, self.at("nf_hook_state.in" if field == "iif" else "nf_hook_state.out"))
         skip = a.fresh("noif")
         a.jmp("==", R1, 0, skip)             # no device: None, equal to no name
         a.ldx(0, R7, R1, off)

@@ -36,7 +36,9 @@ ADDR_AT = {4: {"src": 12, "dst": 16}, 6: {"src": 8, "dst": 24}}
 
 # ctx: struct bpf_nf_ctx { const struct nf_hook_state *state @0; struct sk_buff *skb @8 }
 # struct nf_hook_state { u8 hook @0; u8 pf @1; struct net_device *in @8, *out @16; ... }
-CTX_STATE, CTX_SKB, STATE_HOOK, STATE_IN, STATE_OUT = 0, 8, 0, 8, 16
+CTX_SKB = 8
+STABLE = {"bpf_nf_ctx.state": 0, "bpf_nf_ctx.skb": CTX_SKB, "nf_hook_state.hook": 0,
+          "nf_hook_state.in": 8, "nf_hook_state.out": 16}
 
 
 def read(a: Asm, dst_off: int, length: int, off_reg: int | None = None, off: int = 0,
