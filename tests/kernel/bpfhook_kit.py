@@ -34,14 +34,15 @@ _ETH = {4: b"\x02\0\0\0\0\x01\x02\0\0\0\0\x02\x08\x00",
 
 class KernelRun:
     def __init__(self, source: str, fn_name: str, family: int, filename: str = "<hooks>",
-                 module: dict[str, Any] | None = None):
+                 module: dict[str, Any] | None = None, layout: dict[str, int] | None = None):
         if module is None:
             module = {"__name__": "hookmod"}
             exec(compile(source, filename, "exec"), module)  # noqa: S102  the test's own code
         self.module, self.family = module, family
         self.fn = module[fn_name]
         self.spec = self.fn.__minifw_hook__
-        self.hook = compile_hook(self.spec, family, source, filename, module, kbtf.offsets())
+        self.hook = compile_hook(self.spec, family, source, filename, module,
+                                 kbtf.offsets() if layout is None else layout)
         self.maps: dict[str, Map] = {}
         self.prog = None
         try:

@@ -281,3 +281,12 @@ def test_log_records_read_back_as_python_writes_them(family):
             k.kernel(ip)
         assert [text for _, text in k.logs()] == want
         assert any(text.startswith("Drop ICMP from ") for text in want)
+
+
+@pytest.mark.parametrize("name", ["fields", "payload"])
+def test_without_btf_offsets_the_length_comes_from_the_dynptr(name):
+    source = HEAD + textwrap.dedent(FUNCTIONS[name])
+    with KernelRun(source, "f", 6, layout={}) as k:
+        assert "bpf_dynptr_size" in k.hook.program.kfuncs()
+        for ip in packets(6):
+            assert k.kernel(ip) == k.python(ip)

@@ -120,7 +120,8 @@ class Compiler:
         self.a = outer
         a = self.a
         a.line = self.fn.lineno
-        fr.prologue(a, self.stats, self.family, self.uses_packet)
+        fr.prologue(a, self.stats, self.family, self.uses_packet,
+                    (self.layout or {}).get("sk_buff.len"))
         a.extend(body.insns)
         for name, at in body.labels.items():
             a.labels[name] = at + len(a.insns) - len(body.insns)
@@ -650,7 +651,10 @@ class Compiler:
             a.neg(R7)
             return Val(-v.hi, -v.lo)  # type: ignore[operator]
         a.alu(XOR, R7, -1)
-        return Val(~v.hi, ~v.lo)  # type: ignore[operator]
+        out = Val(~v.hi, ~v.lo)  # type: ignore[operator]
+        if not _fits(out):
+            raise self.refuse(node, "~ of this value may leave 64 bits; bound it first")
+        return out
 
     def materialize(self, node: ast.expr, env: dict) -> Val:
         a = self.a

@@ -62,7 +62,8 @@ def read(a: Asm, dst_off: int, length: int, off_reg: int | None = None, off: int
         a.jmp("!=", R0, 0, fail)
 
 
-def prologue(a: Asm, stats_map: str, family: int, parse: bool) -> None:
+def prologue(a: Asm, stats_map: str, family: int, parse: bool,
+             len_at: int | None = None) -> None:
     """r6 = ctx, r9 = this function's stats (packets counted); the packet parsed if needed."""
     a.mov(R6, reg(R1))
     a.st(W, FP, SCRATCH, 0)
@@ -78,10 +79,11 @@ def prologue(a: Asm, stats_map: str, family: int, parse: bool) -> None:
     a.mov(R1, 1)
     a.atomic_add(DW, R9, 0, R1)
     if parse:
-        _parse(a, family)
+        _parse(a, family, len_at)
 
 
-def _parse(a: Asm, family: int) -> None:
+def _parse(a: Asm, family: int, len_at: int | None) -> None:
+    """``len_at``: sk_buff.len's offset (from BTF), read directly; else bpf_dynptr_size."""
     bad, done = ".bad", ".parsed"
     a.ldx(DW, R1, R6, CTX_SKB)
     a.mov(R2, 0)
@@ -90,9 +92,13 @@ def _parse(a: Asm, family: int) -> None:
     a.kcall(FROM_SKB)
     a.st(DW, FP, LEN, 0)
     a.jmp("!=", R0, 0, bad)
-    a.mov(R1, reg(FP))
-    a.alu(0x00, R1, DYNPTR)
-    a.kcall(DYNPTR_SIZE)
+    if len_at is None:
+        a.mov(R1, reg(FP))
+        a.alu(0x00, R1, DYNPTR)
+        a.kcall(DYNPTR_SIZE)
+    else:
+        a.ldx(DW, R1, R6, CTX_SKB)
+        a.ldx(W, R0, R1, len_at)
     a.stx(DW, FP, LEN, R0)
     if family == 4:
         read(a, HDR, 20, fail=bad)
