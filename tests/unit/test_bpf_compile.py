@@ -61,7 +61,7 @@ def hook(body: str) -> str:
     ("x = ACCEPT\nreturn x", 1, "can only be returned"),
     ("x = 2 ** 64\nreturn ACCEPT", 1, "does not fit in 64 bits"),
     ("x = pkt\nreturn ACCEPT", 1, "field by field"),
-    ("x = 1 if pkt.dport else -(2 ** 63 - 1)\ny = ~x\nreturn ACCEPT", 2, "64 bits"),
+    ("x = 1 if pkt.dport else 2 ** 63 - 1\ny = ~x\nreturn ACCEPT", 2, "64 bits"),
     ("if pkt.dport == 'x' < 3:\n    return DROP\nreturn ACCEPT", 1, "str values"),
     ("if pkt.dport < 'x':\n    return DROP\nreturn ACCEPT", 1, "TypeError"),
 ])
