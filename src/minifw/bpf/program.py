@@ -22,6 +22,8 @@ ATTACH_NETFILTER = 45
 MAP_TYPES = {"hash": 1, "array": 2, "prog_array": 3, "percpu_array": 6, "lpm_trie": 11,
              "ringbuf": 27}
 F_NO_PREALLOC = 1
+BPF_F_NO_PREALLOC = F_NO_PREALLOC
+HOOK_NUMBERS = HOOKS
 NAME_LEN = 15  # the kernel keeps 15 characters of a program's or map's name
 
 
