@@ -107,11 +107,11 @@ def test_attach_swap_detach(net):
     assert bpf("entries") == []
 
 
-def flood(client, swap, count=400):
+def flood(client, swap, count=400, deadline=2):
     """Ping the server every 2 ms while ``swap()`` runs 10 times: (sent, received). The
-    flood ends with its last reply, or at the 2 s deadline when replies are missing."""
+    flood ends with its last reply, or at the deadline (replies missing: ping slows down)."""
     proc = subprocess.Popen(["ip", "netns", "exec", client.ns, "ping", "-n", "-q", "-i",
-                             "0.002", "-c", str(count), "-w", "2", SERVER4],
+                             "0.002", "-c", str(count), "-w", str(deadline), SERVER4],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(0.1)
@@ -133,21 +133,22 @@ def flood(client, swap, count=400):
 def test_a_flood_across_swaps_loses_nothing_and_leaks_nothing(net):
     server, client, _, bpf = net
     bpf("attach", "accept_a", PF[4], PRE, -300)
+    # a long deadline: all 400 are sent and answered however loaded the machine is
     assert flood(client, lambda i: bpf("attach", ("accept_b", "accept_a")[i % 2], PF[4], PRE,
-                                       -300)) == (400, 400)
+                                       -300), deadline=30) == (400, 400)
     assert bpf("entries")[0]["name"] == "accept_a"  # the last swap's program runs
     # dropping programs swapped: no packet slips through between the two
     bpf("attach", "drop_icmp", PF[4], PRE, -300)
     sent, received = flood(client, lambda i: bpf("attach", ("drop_b", "drop_icmp")[i % 2],
                                                   PF[4], PRE, -300))
-    assert sent > 100 and received == 0
+    assert sent > 50 and received == 0
 
     # the control: detach then attach (no dispatcher kept) does leave a gap
     def detach_attach(i):
         bpf("detach", PF[4], PRE, -300)
         bpf("attach", ("drop_b", "drop_icmp")[i % 2], PF[4], PRE, -300)
     sent, received = flood(client, detach_attach)
-    assert sent > 100 and received > 0
+    assert sent > 50 and received > 0
 
 
 def test_the_kernel_s_refusals(net):

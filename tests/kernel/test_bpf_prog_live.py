@@ -146,3 +146,14 @@ def test_a_program_reads_skb_len_and_mark_at_the_btf_offsets():
     with load(Program("lenmark", a, ()), {}) as prog:
         assert run(prog.fd, ipv4(17, bytes(8)), 0, PF[4])[0] == NF_ACCEPT
         assert run(prog.fd, ipv4(17, bytes(9)), 0, PF[4])[0] == NF_DROP
+
+
+@pytest.mark.parametrize("hook", sorted(HOOKS.values()))
+def test_every_hook_sees_the_ip_header_at_offset_0(hook):
+    """At output the kernel's test-run takes the IP packet alone: test_run strips the Ethernet
+    header there, so one frame means the same packet at every hook."""
+    with load(drop_icmp(), {}) as prog:
+        assert run(prog.fd, ipv4(1), hook, PF[4])[0] == NF_DROP
+        assert run(prog.fd, ipv4(17), hook, PF[4])[0] == NF_ACCEPT
+        assert run(prog.fd, ipv6(58), hook, PF[6])[0] == NF_DROP
+        assert run(prog.fd, ipv6(17), hook, PF[6])[0] == NF_ACCEPT

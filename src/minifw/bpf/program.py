@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from ..errors import MinifwError
 from .asm import Asm
 
 NF_DROP = 0
@@ -22,7 +23,13 @@ ATTACH_NETFILTER = 45
 MAP_TYPES = {"hash": 1, "array": 2, "prog_array": 3, "percpu_array": 6, "lpm_trie": 11,
              "ringbuf": 27}
 F_NO_PREALLOC = 1
+BPF_F_NO_PREALLOC = F_NO_PREALLOC
+HOOK_NUMBERS = HOOKS
 NAME_LEN = 15  # the kernel keeps 15 characters of a program's or map's name
+
+
+class MapSpecError(MinifwError, ValueError):
+    """A map spec the kernel would refuse before any syscall: an unknown kind."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +43,7 @@ class MapSpec:
 
     def __post_init__(self) -> None:
         if self.kind not in MAP_TYPES:
-            raise ValueError(f"unknown map kind {self.kind!r}; use one of {sorted(MAP_TYPES)}")
+            raise MapSpecError(f"unknown map kind {self.kind!r}; use one of {sorted(MAP_TYPES)}")
 
 
 @dataclasses.dataclass(frozen=True)

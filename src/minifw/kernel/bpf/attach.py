@@ -9,6 +9,7 @@ goes, the kernel empties it and the dispatcher would accept everything."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import struct
@@ -57,9 +58,31 @@ class Attachments:
             raise BpfError(f"no netfilter family {pf} with hook {hook}")
         return os.path.join(self.pin_dir, f"{pf}_{hook}_{priority}")
 
+    @contextlib.contextmanager
+    def _locked(self):
+        """One attach or detach at a time per namespace, across processes (a daemon's reload
+        and a `minifw run`): bpffs holds no regular files, so the directory itself is locked."""
+        try:
+            os.makedirs(self.pin_dir, mode=0o700, exist_ok=True)
+            fd = os.open(self.pin_dir, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as exc:
+            raise BpfError(f"cannot open the pin directory {self.pin_dir}: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
     def attach(self, pf: int, hook: int, priority: int, prog_fd: int,
                defrag: bool = False) -> None:
         """Run ``prog_fd`` at (pf, hook, priority): a swap when a dispatcher is there already."""
+        with self._locked():
+            try:
+                self._attach(pf, hook, priority, prog_fd, defrag)
+            except OSError as exc:  # the pin directory: full, read-only, removed under us
+                raise BpfError(f"cannot attach under {self.pin_dir}: {exc}") from exc
+
+    def _attach(self, pf: int, hook: int, priority: int, prog_fd: int, defrag: bool) -> None:
         where = self._dir(pf, hook, priority)
         if os.path.exists(os.path.join(where, "link")):
             with Map.open_pinned(os.path.join(where, "progs")) as progs:
@@ -92,6 +115,10 @@ class Attachments:
         """Remove the dispatcher at (pf, hook, priority); False if none was there. Returns
         once the hook is unregistered (the kernel frees a link in a work item, later), unless
         another process still holds the link's fd."""
+        with self._locked():
+            return self._detach(pf, hook, priority)
+
+    def _detach(self, pf: int, hook: int, priority: int) -> bool:
         where = self._dir(pf, hook, priority)
         dispatcher_id = None
         with contextlib.suppress(BpfError):
