@@ -36,6 +36,7 @@ class ApiWorker:
     """``worker.load("up" | "reload", path)``: what ``minifw up|reload --config path`` does."""
 
     def __init__(self, host):
+        host.lab.tmp.mkdir(parents=True, exist_ok=True)
         log = open(host.lab.tmp / f"api-{host.name}.log", "w")
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", host.ns, sys.executable, "-c", _SERVE],
@@ -44,7 +45,8 @@ class ApiWorker:
         log.close()
         host.lab._procs.append(self.proc)  # killed when the lab closes, however it ends
 
-    def load(self, op: str, path) -> None:
+    def load(self, op: str, path, check: bool = True) -> str | None:
+        """None once loaded; a refusal raises LabError, or is returned with check=False."""
         assert op in ("up", "reload"), op
         self.proc.stdin.write(json.dumps([op, str(path)]) + "\n")
         self.proc.stdin.flush()
@@ -52,5 +54,6 @@ class ApiWorker:
         if not line:
             raise LabError(f"the API process ended (exit {self.proc.poll()})")
         error = json.loads(line)
-        if error is not None:
+        if check and error is not None:
             raise LabError(f"minifw {op}: {error}")
+        return error
