@@ -39,6 +39,8 @@ from minifw.compile.comments import rule_id_of_comment
 from minifw.engine.explain import Probe
 from minifw.lab import Lab, LabError
 
+from apiworker import ApiWorker
+
 ETH_P_ALL = 0x0003
 ETH_P_ARP = 0x0806
 ETH_P_SENTINEL = 0x88B5  # IEEE local experimental ethertype
@@ -212,12 +214,15 @@ class DiffLab:
 
     # ---- minifw ------------------------------------------------------------------------
     def load(self, toml_text: str) -> None:
-        """Load a config into fw with `minifw up` the first time and `minifw reload` after."""
+        """Load a config into fw with `minifw up` the first time and `minifw reload` after
+        (their API calls, from one process: see apiworker.py)."""
         path = self.lab.tmp / "case.toml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(toml_text)
         first = not getattr(self, "_up", False)
-        self.fw.minifw("up" if first else "reload", "--config", str(path))
+        if first:
+            self.api = ApiWorker(self.fw)
+        self.api.load("up" if first else "reload", path)
         self._up = True
         # a reload refills the declarative chains (their counters start at 0), but the ban
         # chain is not declarative: its counters run on across loads

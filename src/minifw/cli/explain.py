@@ -7,9 +7,12 @@ import json
 import click
 
 from ..api import Firewall
-from ..app.results.explain import CaptureSummary
-from ..engine.explain import Explanation, Probe, icmp_type_name
 from .common import guarded, require_privilege
+
+TYPE_CHECKING = False  # the engine loads to explain a packet, not at every command's start
+if TYPE_CHECKING:
+    from ..app.results.explain import CaptureSummary
+    from ..engine.explain import Explanation, Probe
 
 _ENDS = {"in": "reaches this host", "forward": "is forwarded", "out": "leaves this host"}
 
@@ -57,6 +60,7 @@ def explain(ctx, proto, src, dst, sport, dport, iif, oif, path_kind, state, icmp
         sport=sport, dport=dport, iif=iif, oif=oif, path=path_kind, state=state,
         icmp_type=icmp_type)
     _warn(result.warnings)
+    from ..app.results.explain import CaptureSummary
     if isinstance(result, CaptureSummary):
         _print_summary(result, as_json)
         return
@@ -122,6 +126,7 @@ def describe_probe(p: Probe) -> str:
         return f"[{addr}]:{port}" if addr.version == 6 else f"{addr}:{port}"
     text = f"{p.path} {p.proto.value} {end(p.src, p.sport)} -> {end(p.dst, p.dport)}"
     if p.icmp_type is not None:
+        from ..engine.explain import icmp_type_name
         text += f" type {icmp_type_name(p.proto, p.icmp_type)}"
     for key in ("iif", "oif"):
         if getattr(p, key) is not None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from ..runners import runner as hook_runner
 from ..store.state import state_dir_from_env
 from .common import guarded
 
@@ -19,6 +18,8 @@ def run_hooks(ctx: click.Context, file: str) -> None:
     Each function gets its own chain at its hook and priority in table inet minifw; stopping
     removes them. The log (also every pkt.log line) goes to stderr and the state directory.
     """
+    # here, not at the top: the runner's modules would weigh on every other command's start
+    from ..runners import runner as hook_runner
     state_dir = state_dir_from_env(ctx.obj["state_dir"])
     log_path = hook_runner.setup_logging(state_dir, foreground=True)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 
 from ..api import Firewall
-from ..model.nat import NAT_KEYS
 from .common import dump, emit, flag_fields, guarded, json_option
 
 
@@ -39,6 +38,7 @@ def nat_group():
 @guarded
 def add(ctx, nat_id, runtime, as_json, **flags):
     """Add one NAT entry, last in its chain (and to the config file, unless --runtime)."""
+    from ..model.nat import NAT_KEYS  # here: the NAT model is not every command's start
     fields = flag_fields(nat_id, flags, NAT_KEYS)
     if isinstance(fields.get("to"), str) and fields["to"].isdigit():
         fields["to"] = int(fields["to"])  # a redirect's port, as the config writes it

@@ -12,7 +12,6 @@ import ipaddress
 import struct
 from typing import Any, Callable
 
-from ..hooks.packet import v6_transport
 
 HOOK_NAMES = ("prerouting", "input", "forward", "output", "postrouting")
 FAMILIES = {2: "ip", 10: "ip6"}
@@ -130,6 +129,8 @@ def _ipv6(payload: bytes, out: dict[str, Any]) -> tuple[int | None, int | None]:
     out["dst"] = str(ipaddress.IPv6Address(payload[24:40]))
     plen = (payload[4] << 8) | payload[5]
     out["len"] = 40 + plen if plen else None  # 0: a jumbogram, its length is elsewhere
+    # imported here: the hooks package loads the NFQUEUE codec, which `minifw log` never needs
+    from ..hooks.packet import v6_transport
     proto, off = v6_transport(payload, payload[6], 40, n)
     return (off if off >= 0 else None), proto
 
