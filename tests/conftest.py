@@ -2,6 +2,13 @@ import os
 import sys
 from pathlib import Path
 
+from hypothesis import HealthCheck, settings
+
+# A shared or busy machine makes input generation slow and examples slow: neither is a defect
+# of the code under test, so neither fails a run (a hang still does: every test has a timeout).
+settings.register_profile("minifw", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("minifw")
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
