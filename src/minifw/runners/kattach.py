@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import struct
 import time
 from pathlib import Path
@@ -90,6 +91,17 @@ def _fill_maps(plan: ModulePlan, made: dict[str, Any]) -> None:
             for name, entries in kh.initial.items():
                 for key, val in entries:
                     made[name].update(key, val)
+            if kh.ifnames:  # names resolved at load; a missing device matches nothing
+                for slot, ifname in enumerate(kh.ifnames):
+                    made["ifindex"].update(struct.pack("<I", slot),
+                                           struct.pack("<I", _ifindex(ifname)))
+
+
+def _ifindex(name: str) -> int:
+    try:
+        return socket.if_nametoindex(name)
+    except OSError:
+        return 0
 
 
 def _write_addresses(maps: dict[str, Any], names: dict[str, str], items: list[Any],

@@ -7,7 +7,7 @@ import dataclasses
 import logging
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, MinifwError
 from ..hooks import HookSpec
 from ..hooks.choice import Choice, choose, needs_compile
 from ..hooks.load import HookModule, load_module
@@ -48,7 +48,22 @@ def compile_for(spec: HookSpec, family: int, module: HookModule) -> Any:
     except ImportError as exc:  # a build without the compiler: "auto" stays on the queue
         raise ConfigError("this build of minifw has no kernel hook compiler",
                           file=module.file) from exc
-    return compile_hook(spec, family, module.source, module.file, module.namespace)
+    return compile_hook(spec, family, module.source, module.file, module.namespace,
+                        _layout(module.source))
+
+
+def _layout(source: str) -> dict[str, int]:
+    """The kernel struct offsets pkt.mark, pkt.iif and pkt.oif read (from the running
+    kernel's BTF, cached); none when the file does not name them, or the BTF cannot say
+    (the compiler then refuses those fields: "auto" stays on the queue)."""
+    if not any(word in source for word in ("mark", "iif", "oif")):
+        return {}
+    try:
+        from ..kernel.bpf import kbtf
+        return {"sk_buff.mark": kbtf.member_offset("sk_buff", "mark"),
+                "net_device.ifindex": kbtf.member_offset("net_device", "ifindex")}
+    except MinifwError:
+        return {}
 
 
 def place_module(module: HookModule, quiet: bool = False) -> ModulePlan:
