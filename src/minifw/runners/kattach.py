@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..bpf.program import HOOK_NUMBERS, PF
+from ..bpf.program import HOOKS as HOOK_NUMBERS, PF
 from ..compile import hooks as hplan
 from ..errors import ConfigError, KernelError, MinifwError, StateError
 from ..hooks.addresses import Addresses, address_entries
@@ -307,6 +307,7 @@ def clear(state_dir: Path) -> int:
     attach.Attachments(root).clear()
     with contextlib.suppress(OSError):
         shutil.rmtree(os.path.join(root, "hooks"))
+        os.rmdir(root)
     for path in paths:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
@@ -332,8 +333,9 @@ def plans_for(files: Iterable[str]) -> list[ModulePlan]:
 _U64 = struct.Struct("<Q")
 
 
-def _percpu_sum(m: Any, slot: int) -> int:
-    return sum(_U64.unpack(v[:8])[0] for v in m.lookup_percpu(struct.pack("<I", slot)))
+def _percpu_sum(m: Any, offset: int) -> int:
+    """The sum over CPUs of the u64 at ``offset`` of entry 0."""
+    return sum(_U64.unpack_from(v, offset)[0] for v in m.lookup_percpu(struct.pack("<I", 0)))
 
 
 def function_counts(rec: dict[str, Any]) -> dict[str, dict[str, int]]:
@@ -347,7 +349,8 @@ def function_counts(rec: dict[str, Any]) -> dict[str, dict[str, int]]:
         with contextlib.suppress(MinifwError, OSError):
             m = maps.Map.open_pinned(os.path.join(rec["map_dir"], fn["stats"]))
             try:
-                out[fn["name"]] = {"packets": _percpu_sum(m, 0), "drops": _percpu_sum(m, 1)}
+                # one entry: u64 packets @0, u64 drops @8
+                out[fn["name"]] = {"packets": _percpu_sum(m, 0), "drops": _percpu_sum(m, 8)}
             finally:
                 m.close()
     return out

@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ..bpf.program import HOOK_NUMBERS, PF
+from ..bpf.program import HOOKS as HOOK_NUMBERS, PF
 from ..errors import MinifwError
 from . import kattach, runner as hook_runner
 from .kplace import ModulePlan, place
