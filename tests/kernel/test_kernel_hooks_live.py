@@ -164,10 +164,6 @@ def test_run_holds_kernel_hooks_until_ctrl_c(klab):
     assert not client.ping("198.18.0.1")
     assert blocked.tcp_result("198.18.2.1", 80) == "timeout"
     assert client.tcp_ok("198.18.0.1", 80)
-    wait_until(lambda: "Drop ICMP packet" in Path(err.name).read_text(), 5,
-               "the pkt.log line through the ringbuf")
-    dmesg = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
-    assert "minifw: Drop ICMP packet" in dmesg
     # an up whose [[hook]] wants the same place is refused while run holds it
     write(lab, "other.py", SEED_HOOKS.read_text())
     refused = server.minifw("up", "--config", config(lab, "other.py"), check=False)
@@ -239,3 +235,23 @@ def test_conflicts_are_refused_and_auto_says_why_it_stays_on_the_queue(klab):
     assert {h["function"] for h in status(server)["hooks"]} == {"looped", "failing"}
     assert entries(server) == ["10_1_7", "2_1_7"]
     assert not client.ping("198.18.0.1") and client.tcp_ok("198.18.0.1", 80)
+
+
+def test_run_writes_pkt_log_lines_to_dmesg(klab):
+    pytest.importorskip("minifw.kernel.bpf.ringbuf", reason="no ringbuf reader in this build")
+    lab, server, client, _ = klab
+    seed = write(lab, "seed_log.py", SEED_HOOKS.read_text())
+    err = open(lab.tmp / "log.err", "w+")
+    proc = subprocess.Popen(["ip", "netns", "exec", server.ns, MINIFW, "run", seed],
+                            env=dict(os.environ, MINIFW_STATE_DIR=str(server.state_dir)),
+                            stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+    lab._procs.append(proc)
+    wait_until(lambda: "Ctrl-C stops" in Path(err.name).read_text() or proc.poll() is not None,
+               20, "minifw run to be ready")
+    assert not client.ping("198.18.0.1")
+    wait_until(lambda: "Drop ICMP packet" in Path(err.name).read_text(), 5,
+               "the pkt.log line through the ringbuf")
+    dmesg = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
+    assert "minifw: Drop ICMP packet" in dmesg
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=10) == 0
