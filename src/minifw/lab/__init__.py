@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ MINIFW = str(Path(__file__).resolve().parents[3] / ".venv" / "bin" / "minifw")
 # One marker per namespace a lab made, naming its owner process: a lab whose process died
 # without closing it (kill -9, a test timeout's os._exit) is swept by sweep_orphans().
 REGISTRY = Path("/run/minifw-labs")
+BPF_PINS = "/run/minifw/bpf"  # kernel.bpf.pins.ROOT
 
 
 class LabError(RuntimeError):
@@ -186,6 +188,10 @@ def _delete_netns(ns: str) -> None:
     for pid in pids.split():
         with contextlib.suppress(ProcessLookupError, ValueError):
             os.kill(int(pid), 9)
+    # BPF hook pins of the namespace (kernel/bpf/pins.py: one directory per netns inode)
+    # outlive it: remove them with it
+    with contextlib.suppress(OSError):
+        shutil.rmtree(os.path.join(BPF_PINS, str(os.stat(f"/run/netns/{ns}").st_ino)))
     subprocess.run(["ip", "netns", "del", ns], capture_output=True)
     with contextlib.suppress(FileNotFoundError):
         (REGISTRY / ns).unlink()
