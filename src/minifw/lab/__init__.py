@@ -17,11 +17,12 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from ..kernel.bpf.pins import ROOT as BPF_PINS
+
 MINIFW = str(Path(__file__).resolve().parents[3] / ".venv" / "bin" / "minifw")
 # One marker per namespace a lab made, naming its owner process: a lab whose process died
 # without closing it (kill -9, a test timeout's os._exit) is swept by sweep_orphans().
 REGISTRY = Path("/run/minifw-labs")
-BPF_PINS = "/run/minifw/bpf"  # kernel.bpf.pins.ROOT
 
 
 class LabError(RuntimeError):
