@@ -94,9 +94,10 @@ def test_up_verdicts_status_hook_set_and_down(klab):
     assert not client.tcp_ok("198.18.0.1", 80)                 # a CIDR now blocks the client
     server.minifw("hook", "set", target, "del", "198.18.0.0/24")
     assert client.tcp_ok("198.18.0.1", 80)
-    server.minifw("hook", "set", target, "add", "198.18.0.2", "--timeout", "1.5")
+    # (seconds of margin: a loaded machine takes one to start a command)
+    server.minifw("hook", "set", target, "add", "198.18.0.2", "--timeout", "5")
     assert not client.tcp_ok("198.18.0.1", 80, timeout=0.5)
-    wait_until(lambda: client.tcp_ok("198.18.0.1", 80, timeout=0.5), 6, "the entry to expire")
+    wait_until(lambda: client.tcp_ok("198.18.0.1", 80, timeout=0.5), 15, "the entry to expire")
     bad = server.minifw("hook", "set", target, "add", "not-an-address", check=False)
     assert bad.returncode == 1 and bad.stderr.startswith("error: ")
     assert "Traceback" not in bad.stderr
