@@ -204,7 +204,8 @@ def test_conflicts_are_refused_and_auto_says_why_it_stays_on_the_queue(klab):
     out = server.minifw("up", "--config", config(lab, "loop.py"), check=False)
     assert out.returncode == 1 and f"{lab.tmp / 'loop.py'}:5:" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
-    assert entries(server) == []
+    assert entries(server) == []                                # refused before any change
+    assert server.run("nft -j list ruleset").stdout.count('"table"') == 0
     # auto: a loop, or an explicit fail=, keeps a function on the queue, and status says why
     write(lab, "auto.py", """\
         from minifw import hook, ACCEPT, DROP

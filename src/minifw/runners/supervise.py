@@ -34,16 +34,16 @@ STOP_TIMEOUT = 5.0
 
 
 def validate(files: Iterable[str], ruleset: Ruleset) -> None:
-    """Load each hook file (as the runner will) and check it against the ruleset's chains,
-    before anything in the kernel changes."""
-    from ..hooks.load import load_hooks
+    """Load each hook file (as the runner will), place its functions (a where="kernel" one
+    that does not compile is refused here) and check it against the ruleset's chains, before
+    anything in the kernel changes."""
     rule_points = plan.ruleset_points(k for k, _ in ruleset.chains())
     rule_points += [(h.value, 1000, f"the drop policy chain of {h.value}")
                     for h in ruleset.drop_hooks]
     rule_points += _nat_points(ruleset)
     seen: dict[tuple[str, int], str] = {}
     for file in files:
-        specs = load_hooks(file)
+        specs = place(file, quiet=True).module.specs
         ours = [(s.hook.value, s.priority, f"hook function '{s.name}' ({file})") for s in specs]
         problems = plan.clashes(ours, rule_points)
         for h, p, label in ours:
