@@ -218,6 +218,15 @@ def _load(prog: Any, kh: Any, made: dict[str, Any], file: str) -> Any:
                           file=file) from exc
 
 
+def _unchanged(state_dir: Path, plan: ModulePlan) -> bool:
+    old = _read_one(state_dir, plan.file)
+    if old is None or old.get("digest") != hookstate.file_digest(plan.file):
+        return False
+    if old.get("map_dir") and not os.path.isdir(old["map_dir"]):
+        return False  # its pins went (a reboot, a hand's rm): attach again
+    return bool(old.get("map_dir")) == bool(plan.kernel)
+
+
 def _record(plan: ModulePlan, key: str, generation: int, map_dir: str | None) -> dict[str, Any]:
     functions = []
     address_maps: dict[str, dict[str, str]] = {}
@@ -237,6 +246,7 @@ def _record(plan: ModulePlan, key: str, generation: int, map_dir: str | None) ->
                     counters[var] = var
         functions.append(fn)
     return {"file": plan.file, "key": key, "generation": generation, "map_dir": map_dir,
+            "digest": hookstate.file_digest(plan.file),
             "attached": time.time(), "functions": functions, "address_maps": address_maps,
             "counters": counters}
 
@@ -253,14 +263,19 @@ def _read_one(state_dir: Path, file: str) -> dict[str, Any] | None:
 
 
 # ---- up / reload / down -------------------------------------------------------------------
-def apply(plans: Iterable[ModulePlan], state_dir: Path, keep: Iterable[str] = ()) -> list[str]:
+def apply(plans: Iterable[ModulePlan], state_dir: Path, keep: Iterable[str] = (),
+          force: bool = False) -> list[str]:
     """Bring the kernel hooks in line with the config's [[hook]] files: attach (or swap) each
     file's kernel functions, then remove those of files neither planned nor in ``keep``.
-    Returns one sentence per file that failed (its previous programs, if any, stay)."""
+    A file attached from the same contents is left as it runs (its counts go on), unless
+    ``force`` (``reload --restart-hooks``). Returns one sentence per file that failed (its
+    previous programs, if any, stay)."""
     plans = list(plans)
     wanted = {p.file for p in plans} | set(keep)
     failed = []
     for plan in plans:
+        if not force and _unchanged(state_dir, plan):
+            continue
         if not plan.kernel:  # only the choices, for status
             remove_file(state_dir, plan.file)
             _write_record(state_dir, _record(plan, module_key(plan.file), 0, None))

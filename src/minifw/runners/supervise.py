@@ -204,7 +204,8 @@ def _local_owner(state_dir: Path) -> Owner | None:
 def apply(runner_plan: RunnerPlan, state_dir: Path) -> list[str]:
     """The kernel functions attached (here: links are pinned, whoever makes them), then
     ``apply_here`` by the runners' one owner: the daemon when it serves ``state_dir``."""
-    failed = kattach.apply(runner_plan.kernel, state_dir, keep=runner_plan.files)
+    failed = kattach.apply(runner_plan.kernel, state_dir, keep=runner_plan.files,
+                           force=runner_plan.restart_all)
     return failed + _apply_runners(runner_plan, state_dir)
 
 
