@@ -14,7 +14,7 @@ from minifw.kernel.bpf.pins import netns_dir  # noqa: E402
 from minifw.kernel.bpf.prog import load  # noqa: E402
 from minifw.kernel.bpf.sys import BpfError  # noqa: E402
 
-PROGRAMS = {"drop_icmp": drop_icmp, "accept_a": lambda: accept_all("accept_a"),
+PROGRAMS = {"drop_icmp": drop_icmp, "drop_b": lambda: drop_icmp("drop_b"), "accept_a": lambda: accept_all("accept_a"),
             "accept_b": lambda: accept_all("accept_b")}
 
 
@@ -46,5 +46,18 @@ def main(cmd: str, *args: str) -> object:
     raise SystemExit(f"unknown command {cmd}")
 
 
+def serve() -> None:
+    """One command per line (JSON argv), one JSON answer per line: no start-up per call."""
+    for line in sys.stdin:
+        try:
+            answer = {"ok": main(*json.loads(line))}
+        except BpfError as exc:
+            answer = {"error": str(exc), "errno": exc.errno}
+        print(json.dumps(answer), flush=True)
+
+
 if __name__ == "__main__":
-    print(json.dumps(main(*sys.argv[1:])))
+    if sys.argv[1:] == ["serve"]:
+        serve()
+    else:
+        print(json.dumps(main(*sys.argv[1:])))

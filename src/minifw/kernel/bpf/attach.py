@@ -9,9 +9,11 @@ goes, the kernel empties it and the dispatcher would accept everything."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import struct
+import time
 
 from ...bpf.dispatch import PROGS, dispatcher
 from ...bpf.program import FAMILY, HOOK_NAMES
@@ -29,6 +31,21 @@ def _fd_by_id(prog_id: int) -> int:
     return bpf(bpfsys.PROG_GET_FD_BY_ID, attr((0, "I", prog_id)), f"open program {prog_id}")
 
 
+def _wait_gone(prog_id: int, timeout: float = 2.0) -> bool:
+    """Wait until program ``prog_id`` is freed: the kernel drops its id only after the link
+    that held it has unregistered its netfilter hook."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            bpfsys.close(_fd_by_id(prog_id))
+        except BpfError as exc:
+            if exc.errno == 2:  # ENOENT
+                return True
+            raise
+        time.sleep(0.002)
+    return False
+
+
 class Attachments:
     """The dispatchers pinned under ``pin_dir`` (one network namespace's directory): attach,
     swap, list, detach. Attach and detach must run in that network namespace."""
@@ -41,9 +58,31 @@ class Attachments:
             raise BpfError(f"no netfilter family {pf} with hook {hook}")
         return os.path.join(self.pin_dir, f"{pf}_{hook}_{priority}")
 
+    @contextlib.contextmanager
+    def _locked(self):
+        """One attach or detach at a time per namespace, across processes (a daemon's reload
+        and a `minifw run`): bpffs holds no regular files, so the directory itself is locked."""
+        try:
+            os.makedirs(self.pin_dir, mode=0o700, exist_ok=True)
+            fd = os.open(self.pin_dir, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as exc:
+            raise BpfError(f"cannot open the pin directory {self.pin_dir}: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
     def attach(self, pf: int, hook: int, priority: int, prog_fd: int,
                defrag: bool = False) -> None:
         """Run ``prog_fd`` at (pf, hook, priority): a swap when a dispatcher is there already."""
+        with self._locked():
+            try:
+                self._attach(pf, hook, priority, prog_fd, defrag)
+            except OSError as exc:  # the pin directory: full, read-only, removed under us
+                raise BpfError(f"cannot attach under {self.pin_dir}: {exc}") from exc
+
+    def _attach(self, pf: int, hook: int, priority: int, prog_fd: int, defrag: bool) -> None:
         where = self._dir(pf, hook, priority)
         if os.path.exists(os.path.join(where, "link")):
             with Map.open_pinned(os.path.join(where, "progs")) as progs:
@@ -73,13 +112,25 @@ class Attachments:
             os.rmdir(where)
 
     def detach(self, pf: int, hook: int, priority: int) -> bool:
-        """Remove the dispatcher at (pf, hook, priority); False if none was there. The link
-        (and the programs it holds) goes when its last fd closes: at once, unless a process
-        still holds one."""
+        """Remove the dispatcher at (pf, hook, priority); False if none was there. Returns
+        once the hook is unregistered (the kernel frees a link in a work item, later), unless
+        another process still holds the link's fd."""
+        with self._locked():
+            return self._detach(pf, hook, priority)
+
+    def _detach(self, pf: int, hook: int, priority: int) -> bool:
         where = self._dir(pf, hook, priority)
-        found = os.path.exists(os.path.join(where, "link"))
+        dispatcher_id = None
+        with contextlib.suppress(BpfError):
+            link = obj_get(os.path.join(where, "link"))
+            try:
+                dispatcher_id = link_info(link)["prog_id"]
+            finally:
+                bpfsys.close(link)
         self._remove(where)
-        return found
+        if dispatcher_id is not None:
+            _wait_gone(dispatcher_id)
+        return dispatcher_id is not None
 
     def entries(self) -> list[dict]:
         """One dict per dispatcher: pf, hook, priority, the running program's id and name
