@@ -85,6 +85,9 @@ def test_up_verdicts_status_hook_set_and_down(klab):
     assert k["drop_icmp"]["drops"] >= 1 and k["drop_icmp"]["packets"] > k["drop_icmp"]["drops"]
     assert k["drop_blocked_host"]["drops"] >= 1
     assert "hook drop_icmp at prerouting/-300: kernel" in server.minifw("status").stdout
+    listed = json.loads(server.minifw("list", "--json").stdout)["kernel_hooks"]
+    assert {k["function"]: k["drops"] >= 1 for k in listed} == {
+        "drop_icmp": True, "drop_blocked_host": True}
     assert not status(server)["hooks"]                          # no runner
 
     target = f"{lab.tmp / 'seed_hooks.py'}:BLOCKED"
