@@ -63,3 +63,30 @@ def test_a_file_splits_into_kernel_and_queue_functions(tmp_path):
     assert record["functions"][0]["families"] == [4, 6]
     assert record["address_maps"]["BAD"]["v6_hash"] == "BAD_v6_hash"
     assert kattach._points(record) == {(2, 1, 1), (10, 1, 1)}
+
+
+def test_hook_set_refuses_bad_arguments_before_any_map(tmp_path):
+    import json
+
+    import pytest
+
+    from minifw.errors import ConfigError, StateError
+    with pytest.raises(ConfigError, match="'add' or 'del', not 'put'"):
+        kattach.hook_set(tmp_path, "/h.py", "BLOCKED", "put", ["198.18.0.1"])
+    for op, timeout in (("add", 0), ("add", -1.0), ("del", 5.0)):
+        with pytest.raises(ConfigError, match="--timeout takes a positive number"):
+            kattach.hook_set(tmp_path, "/h.py", "BLOCKED", op, ["198.18.0.1"], timeout)
+    with pytest.raises(StateError, match="no kernel hook functions attached"):
+        kattach.hook_set(tmp_path, "/h.py", "BLOCKED", "add", ["198.18.0.1"], 0.001)
+    (tmp_path / "hooks").mkdir()
+    kattach.record_path(tmp_path, "/h.py").write_text(json.dumps(
+        {"file": "/h.py", "map_dir": "/nowhere", "address_maps": {"BAD": {}}}))
+    with pytest.raises(ConfigError, match=r"no Addresses named 'BLOCKED' .*those it has: BAD"):
+        kattach.hook_set(tmp_path, "/h.py", "BLOCKED", "add", ["198.18.0.1"])
+    with pytest.raises(ConfigError):
+        kattach.hook_set(tmp_path, "/h.py", "BAD", "add", ["not-an-address"])
+    kattach.record_path(tmp_path, "/h.py").write_text("{garbage")
+    with pytest.raises(StateError, match="is damaged"):
+        kattach.hook_set(tmp_path, "/h.py", "BAD", "add", ["198.18.0.1"])
+    with pytest.raises(StateError, match="is damaged"):
+        kattach.records(tmp_path)
