@@ -189,6 +189,8 @@ class Status:
     # what a running daemon says of itself and its runners (the control socket's ``status``)
     daemon: Mapping[str, Any] | None = None
     runners: tuple[Mapping[str, Any], ...] = ()
+    # every [[hook]] function's place (kernel or queue) and reason; kernel ones' counts
+    kernel_hooks: tuple[Any, ...] = ()
 
     @property
     def sets(self) -> int:
@@ -213,6 +215,7 @@ class Status:
                 "pending": self.pending.to_json() if self.pending else None,
                 "rolled_back": self.rolled_back.to_json() if self.rolled_back else None,
                 "daemon": None if self.daemon is None else dict(self.daemon),
+                "kernel_hooks": [k.to_json() for k in self.kernel_hooks],
                 **({"runners": [dict(r) for r in self.runners]} if self.daemon else {})}
 
 
@@ -273,6 +276,7 @@ class RuleListing:
     rules: tuple[ListedRule, ...] = ()
     policies: tuple[PolicyCounter, ...] | None = None
     bans: tuple[BanCounter, ...] | None = None
+    kernel_hooks: tuple[Any, ...] = ()   # app.khooks.KernelHookStatus of kernel functions
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"rules": [r.to_json() for r in self.rules]}
@@ -280,4 +284,6 @@ class RuleListing:
             out["policies"] = [p.to_json() for p in self.policies]
         if self.bans is not None:
             out["bans"] = [b.to_json() for b in self.bans]
+        if self.kernel_hooks:
+            out["kernel_hooks"] = [k.to_json() for k in self.kernel_hooks]
         return out
