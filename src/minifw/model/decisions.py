@@ -20,7 +20,7 @@ import re
 from fractions import Fraction
 from typing import Any, Iterable
 
-from ..errors import MinifwError
+from ..errors import DecisionError
 from .sets import MAX_TIMEOUT, normalise_element
 
 SCOPES = {"ip": "Ip", "range": "Range"}      # LAPI spells them "Ip" and "Range"
@@ -28,10 +28,6 @@ MAX_DURATION_NS = 10 * 365 * 86400 * 10**9   # ten years: longer is a broken LAP
 _NS = {"ns": 1, "us": 10**3, "µs": 10**3, "μs": 10**3, "ms": 10**6, "s": 10**9,
        "m": 60 * 10**9, "h": 3600 * 10**9}
 _GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-
-
-class DecisionError(MinifwError):
-    """LAPI's answer is not a decision stream minifw can apply; nothing of it was applied."""
 
 
 def parse_go_duration(text: Any) -> int:

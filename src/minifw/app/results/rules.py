@@ -189,6 +189,7 @@ class Status:
     # what a running daemon says of itself and its runners (the control socket's ``status``)
     daemon: Mapping[str, Any] | None = None
     runners: tuple[Mapping[str, Any], ...] = ()
+    crowdsec: Mapping[str, Any] | None = None   # the CrowdSec feed's status (app/crowdsec.py)
 
     @property
     def sets(self) -> int:
@@ -213,7 +214,8 @@ class Status:
                 "pending": self.pending.to_json() if self.pending else None,
                 "rolled_back": self.rolled_back.to_json() if self.rolled_back else None,
                 "daemon": None if self.daemon is None else dict(self.daemon),
-                **({"runners": [dict(r) for r in self.runners]} if self.daemon else {})}
+                **({"runners": [dict(r) for r in self.runners]} if self.daemon else {}),
+                **({"crowdsec": dict(self.crowdsec)} if self.crowdsec is not None else {})}
 
 
 @_frozen

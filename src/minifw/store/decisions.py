@@ -1,0 +1,129 @@
+"""The record of CrowdSec decisions, ``<state dir>/crowdsec.db`` (SQLite), and the feed's
+status, ``<state dir>/crowdsec.json``.
+
+Every decision LAPI gave is kept (several may cover one address); the set gets their union
+(model/decisions.py). ``own`` marks the decisions of minifw's own shared bans, which never
+come back into the set. The status file says when the last sync was, since when LAPI is
+unreachable, and the counts the metrics and ``status`` show.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from typing import Any, Iterable, Iterator
+
+from ..errors import StateError
+from ..model.decisions import Decision
+from .state import in_dir, write_atomic
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS decision (
+    id       INTEGER PRIMARY KEY,
+    origin   TEXT    NOT NULL,
+    scenario TEXT    NOT NULL,
+    scope    TEXT    NOT NULL,
+    type     TEXT    NOT NULL,
+    value    TEXT    NOT NULL,
+    expiry   INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS shared (
+    value    TEXT    PRIMARY KEY,
+    expiry   INTEGER NOT NULL
+);
+"""
+
+
+class DecisionStore:
+    def __init__(self, state_dir: str | os.PathLike[str]):
+        self.path = in_dir(state_dir, "crowdsec.db")
+        self.status_path = in_dir(state_dir, "crowdsec.json")
+        self._db: sqlite3.Connection | None = None
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            try:
+                self._db = sqlite3.connect(self.path, isolation_level=None,
+                                           check_same_thread=False)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.executescript(_SCHEMA)
+            except sqlite3.Error as exc:
+                raise StateError(f"cannot open the decision record {self.path}: {exc}; move "
+                                 "it away (the next sync starts over from LAPI)") from exc
+        return self._db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def _write(self, fn, *args: Any) -> None:
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                fn(self.db, *args)
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot write the decision record {self.path}: {exc}") from exc
+
+    def apply(self, new: Iterable[Decision], deleted: Iterable[int], at: int,
+              replace: bool) -> None:
+        """Record a stream: ``replace`` (startup) forgets every decision LAPI did not give
+        again; else the ``deleted`` ids go and the ``new`` ones are added."""
+        def write(db: sqlite3.Connection) -> None:
+            if replace:
+                db.execute("DELETE FROM decision")
+            else:
+                db.executemany("DELETE FROM decision WHERE id=?", ((i,) for i in deleted))
+            db.executemany(
+                "INSERT OR REPLACE INTO decision VALUES (?, ?, ?, ?, ?, ?, ?)",
+                ((d.id, d.origin, d.scenario, d.scope, d.type, d.value, d.expiry(at))
+                 for d in new))
+            db.execute("DELETE FROM decision WHERE expiry <= ?", (at,))
+        self._write(write)
+
+    def all(self) -> Iterator[tuple[Decision, int]]:
+        for i, origin, scenario, scope, kind, value, expiry in self.db.execute(
+                "SELECT id, origin, scenario, scope, type, value, expiry FROM decision"):
+            yield Decision(i, origin, scenario, scope, kind, value, 0), expiry
+
+    def count(self) -> dict[str, int]:
+        """Decisions by type."""
+        return dict(self.db.execute("SELECT type, count(*) FROM decision GROUP BY type"))
+
+    def covering(self, value: str) -> list[tuple[int, str, str, int]]:
+        """(id, origin, scenario, expiry) of the decisions on exactly ``value``."""
+        return self.db.execute("SELECT id, origin, scenario, expiry FROM decision WHERE "
+                               "value=? AND type='ban' ORDER BY expiry DESC",
+                               (value,)).fetchall()
+
+    # ---- minifw's own shared bans -----------------------------------------------------------
+    def share(self, value: str, expiry: int) -> None:
+        self._write(lambda db: db.execute("INSERT OR REPLACE INTO shared VALUES (?, ?)",
+                                          (value, expiry)))
+
+    def unshare(self, value: str) -> None:
+        self._write(lambda db: db.execute("DELETE FROM shared WHERE value=?", (value,)))
+
+    def shared(self, at: int) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT value FROM shared WHERE expiry > ? OR "
+                                              "expiry = 0", (at,))}
+
+    # ---- status -----------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        try:
+            with open(self.status_path, encoding="utf-8") as fh:
+                data = json.load(fh)
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError):
+            return {}  # a torn or foreign file: the next sync writes it again
+        return data if isinstance(data, dict) else {}
+
+    def set_status(self, status: dict[str, Any]) -> None:
+        write_atomic(self.status_path, json.dumps(status, sort_keys=True).encode())
