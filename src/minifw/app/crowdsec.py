@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from ..compile import sets as ksets
-from ..errors import DecisionError, FleetError, KernelError
+from ..errors import DecisionError, FleetError, KernelError, MinifwError
 from ..fleet.lapi import SHARE_SCENARIO, Lapi, read_secret
 from ..kernel import seam
 from ..model.crowdsec import CrowdsecConfig
@@ -247,3 +247,63 @@ def status_text(status: dict[str, Any]) -> str:
     if status.get("last_error"):
         text += f"; the last answer was refused: {status['last_error']}"
     return text
+
+
+# ---- share = true: minifw's own bans into the fleet --------------------------------------------
+SHARE_PERMANENT = 365 * 86400   # a ban without a timeout is shared for a year (unban lifts it)
+
+
+def _sharing(store: Any) -> CrowdsecConfig | None:
+    """The applied [crowdsec] table when it says share = true (read from state.json)."""
+    state = store.load()
+    raw = state.ruleset.get("crowdsec") if state.loaded else None
+    if not isinstance(raw, dict) or raw.get("share") is not True:
+        return None
+    return CrowdsecConfig.from_toml(raw)
+
+
+def share_ban(store: Any, banned: Any) -> Any:
+    """After ``minifw ban`` into ``blocked``: the same ban as a LAPI decision (scenario
+    ``minifw/ban``), so every other host gets it. It is recorded as this host's own first,
+    so the stream never brings it back into the CrowdSec set here. A LAPI failure is a
+    warning: the local ban stands."""
+    from ..model.sets import DEFAULT_SET
+    config = _sharing(store) if banned.set == DEFAULT_SET else None
+    if config is None or not banned.banned:
+        return banned
+    seconds = banned.timeout or SHARE_PERMANENT
+    record = DecisionStore(store.dir_text)
+    try:
+        lapi = lapi_for(config)
+        for item in banned.banned:
+            record.share(item, now() + seconds)
+            lapi.add_decision(item, seconds)
+    except MinifwError as exc:
+        return dataclasses.replace(banned, warnings=banned.warnings + (
+            f"not shared with CrowdSec: {exc}",))
+    finally:
+        record.close()
+    return dataclasses.replace(banned, message=banned.message + "; shared with CrowdSec")
+
+
+def share_unban(store: Any, unbanned: Any) -> Any:
+    """After ``minifw unban`` from ``blocked``: the shared decisions are deleted in LAPI."""
+    from ..model.sets import DEFAULT_SET
+    config = _sharing(store) if unbanned.set == DEFAULT_SET else None
+    if config is None or not unbanned.unbanned:
+        return unbanned
+    record = DecisionStore(store.dir_text)
+    try:
+        own = record.shared(0)
+        lapi = lapi_for(config)
+        for item in unbanned.unbanned:
+            if item in own:
+                lapi.delete_decisions(item)
+                record.unshare(item)
+    except MinifwError as exc:
+        return dataclasses.replace(unbanned, warnings=unbanned.warnings + (
+            f"the CrowdSec decision was not deleted: {exc}",))
+    finally:
+        record.close()
+    return unbanned
+
