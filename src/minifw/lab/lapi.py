@@ -43,7 +43,8 @@ def lapi_config(system: str, workdir: Path, listen: str) -> str:
     text = system
     subs = {
         r"(\n\s*listen_uri:).*": rf"\1 {listen}",
-        r"(\n\s*db_path:).*": rf"\1 {workdir}/crowdsec.db",
+        # WAL: what Debian's config.yaml.local sets (a sixth of the time to import decisions)
+        r"(\n(\s*)db_path:).*": rf"\1 {workdir}/crowdsec.db\n\2use_wal: true",
         r"(\n\s*data_dir:).*": rf"\1 {workdir}/data/",
         r"(\n\s*log_dir:).*": rf"\1 {workdir}/",
         r"(\n\s*daemonize:).*": r"\1 false",
