@@ -187,7 +187,9 @@ def split_ranges(ranges: list[tuple[int, Any, Element]]) -> dict[str, Element]:
     los: dict[int, list[int]] = {4: [], 6: []}   # covered spans, sorted and disjoint
     his: dict[int, list[int]] = {4: [], 6: []}
     cls = {4: ipaddress.IPv4Address, 6: ipaddress.IPv6Address}
-    ranges.sort(key=lambda r: (-r[0], r[2].decision))
+    # the longest expiry first; among equal ones the widest, so a range inside another of
+    # the same expiry is absorbed rather than splitting it
+    ranges.sort(key=lambda r: (-r[0], r[1].prefixlen, r[2].decision))
     for _, net, elem in ranges:
         v = net.version
         lo, hi = int(net.network_address), int(net.broadcast_address)
