@@ -120,6 +120,10 @@ def test_decisions_drop_and_deletes_release(fleet):
     listing = json.loads(fleet.server.minifw("set", "list", "crowdsec", "--json").stdout)
     item = next(i for i in listing["items"] if i["element"] == CLIENT4)
     assert 3500 < item["expires_in"] <= 3600       # the decision's remaining duration
+    assert re.fullmatch(r"cscli, decision \d+", item["origin"])
+    why = fleet.server.minifw("explain", "--src", CLIENT4, "--dst", SERVER4, "--proto", "tcp",
+                              "--dport", "80", check=False).stdout
+    assert re.search(r"decided by set crowdsec, decision \d+ from cscli", why), why
     # deleted in LAPI: released at the next sync
     fleet.cscli("decisions", "delete", "--ip", CLIENT4)
     fleet.sync()

@@ -141,6 +141,11 @@ class Bouncer:
         changed = [e for e, el in want.items() if e in current and current[e] != el.expiry
                    and not (current[e] >= cap and el.expiry >= cap)]
         new = [e for e in want if e not in current]
+        # which decision gives each element (set list, explain, events): the new and re-timed
+        # ones, and all of them at a startup sync
+        given = want if not self.started else {e: want[e] for e in changed + new}
+        self.record.set_elements(name, gone, ((e, el.decision, el.label)
+                                              for e, el in given.items()))
         if not (gone or changed or new):
             return 0, 0
         with record.transaction() as db:
@@ -307,3 +312,37 @@ def share_unban(store: Any, unbanned: Any) -> Any:
         record.close()
     return unbanned
 
+
+
+def element_origins(state_dir: Any, name: str, addrs: list[str]) -> dict[str, str]:
+    """``set list``'s origin of each element the CrowdSec feed gave: "cscli, decision 12"."""
+    record = DecisionStore(state_dir)
+    try:
+        return {a: f"{label}, decision {d}" for a, (d, label) in
+                record.origins(name, addrs).items()}
+    finally:
+        record.close()
+
+
+def decided_by(state_dir: Any, ruleset: Any, explanation: Any) -> str | None:
+    """explain's line when a rule on the CrowdSec set decided the packet: "decided by set
+    crowdsec, decision 1234 from cscli" (the element that holds its source address)."""
+    import ipaddress
+    from ..model.setdefs import SetRef
+    name = ruleset.crowdsec.set
+    rule = ruleset.get(explanation.rule) if explanation.rule else None
+    if rule is None or SetRef(name) not in rule.src or explanation.verdict != "drop":
+        return None
+    addr = ipaddress.ip_address(explanation.probe.src)
+    candidates = [str(addr)] + [str(ipaddress.ip_network(f"{addr}/{n}", strict=False))
+                                for n in range(addr.max_prefixlen - 1, -1, -1)]
+    record = DecisionStore(state_dir)
+    try:
+        found = record.origins(name, candidates)
+    finally:
+        record.close()
+    for c in candidates:
+        if c in found:
+            decision, label = found[c]
+            return f"decided by set {name}, decision {decision} from {label}"
+    return None
