@@ -29,6 +29,7 @@ S = 10**9
     ("1us", 1000), ("1µs", 1000), ("7ns", 7), ("2ms", 2 * 10**6),
     (".5s", S // 2), ("1.s", S),
     ("1h1h", 7200 * S),
+    ("1h60m", 7200 * S), ("1m1h", 3660 * S), ("90s", 90 * S), ("1h0.5s", 3600 * S + S // 2),
     ("0.0000000019s", 1),            # below a nanosecond: truncated, as Go does
 ])
 def test_go_durations_parse_exactly(text, ns):
@@ -84,6 +85,10 @@ def test_v6_and_scope_case():
     body([dec(scope="AS")]),
     body([dec(scope=None)]),
     body([dec(value="198.18.40.256")]),
+    body([dec(value="198.018.40.9")]),                        # a leading zero: octal?
+    body([dec(value="198.18.40.٩")]),                     # a non-ASCII digit
+    body([dec(value="198.18.40")]),
+    body([dec(value="")]),
     body([dec(value="198.18.40.9/24", scope="Range")]),      # host bits set
     body([dec(value="198.18.40.0/24")]),                      # a range in an Ip decision
     body([dec(value="fe80::1%eth0")]),
