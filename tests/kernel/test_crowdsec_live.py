@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from kit import CLIENT4, SERVER4, need_root, new_lab, nft_objects, pair, serve, up
+from minifw.lab import MINIFW
+from kit import CLIENT4, SERVER4, need_root, new_lab, nft_objects, pair, serve, up, wait_until
 
 LAPI4 = "198.18.30.1"
 HOST_LAPI4 = "198.18.30.2"
@@ -175,3 +176,40 @@ def test_unreachable_lapi_keeps_bans_and_says_so(fleet):
     fleet.sync()                                          # caught up
     assert CLIENT4 not in fleet.elements()
     assert "unreachable" not in fleet.server.minifw("status").stdout
+
+
+@pytest.mark.timeout(120)
+def test_the_daemon_feeds_the_set_and_events_name_the_decision(fleet):
+    server = fleet.server
+    config = fleet.lab.tmp / "daemon.toml"
+    config.write_text(f"""
+[events]
+drops = true
+
+[crowdsec]
+url = "{URL}"
+key_file = "{fleet.key_file}"
+interval = "1s"
+""")
+    daemon = server.popen([MINIFW, "daemon", "--config", str(config)])
+    try:
+        wait_until(lambda: "crowdsec: synced" in server.minifw("status", check=False).stdout,
+                   timeout=20, what="the daemon's first sync")
+        fleet.cscli("decisions", "add", "--ip", CLIENT4, "--duration", "1h")
+        wait_until(lambda: CLIENT4 in fleet.elements(), timeout=5, what="the decision applied")
+        assert not fleet.client.tcp_ok(SERVER4, 80)
+        events = server.state_dir / "events.jsonl"
+
+        def dropped():
+            lines = events.read_text().splitlines() if events.exists() else []
+            return [e for e in map(json.loads, lines) if e.get("origin")]
+        wait_until(dropped, timeout=10, what="an event of the CrowdSec drop")
+        event = dropped()[0]
+        assert (event["rule"], event["src"], event["origin"]) == ("crowdsec-bans", CLIENT4,
+                                                                  "cscli")
+        assert isinstance(event["decision"], int)
+        fleet.delete(CLIENT4)
+        wait_until(lambda: CLIENT4 not in fleet.elements(), timeout=5, what="the release")
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=20)

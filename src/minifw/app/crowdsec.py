@@ -347,22 +347,14 @@ def element_origins(state_dir: Any, name: str, addrs: list[str]) -> dict[str, st
 def decided_by(state_dir: Any, ruleset: Any, explanation: Any) -> str | None:
     """explain's line when a rule on the CrowdSec set decided the packet: "decided by set
     crowdsec, decision 1234 from cscli" (the element that holds its source address)."""
-    import ipaddress
     from ..model.setdefs import SetRef
     name = ruleset.crowdsec.set
     rule = ruleset.get(explanation.rule) if explanation.rule else None
     if rule is None or SetRef(name) not in rule.src or explanation.verdict != "drop":
         return None
-    addr = ipaddress.ip_address(explanation.probe.src)
-    candidates = [str(addr)] + [str(ipaddress.ip_network(f"{addr}/{n}", strict=False))
-                                for n in range(addr.max_prefixlen - 1, -1, -1)]
     record = DecisionStore(state_dir)
     try:
-        found = record.origins(name, candidates)
+        found = record.origin_of(name, explanation.probe.src)
     finally:
         record.close()
-    for c in candidates:
-        if c in found:
-            decision, label = found[c]
-            return f"decided by set {name}, decision {decision} from {label}"
-    return None
+    return None if found is None else f"decided by set {name}, decision {found[0]} from {found[1]}"
