@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import subprocess
 import time
 
@@ -213,3 +214,50 @@ interval = "1s"
     finally:
         daemon.terminate()
         daemon.wait(timeout=20)
+
+
+GARBAGE = r'''
+import http.server, json, sys
+def one(**kw):
+    d = {"duration": "1h", "id": 7, "origin": "cscli", "scenario": "x", "scope": "Ip",
+         "type": "ban", "value": "198.18.0.77", **kw}
+    return json.dumps({"new": [d], "deleted": None}).encode()
+BODIES = [b'{"new": [{"id": 1', one(scope="Country", value="FR"), one(duration="87601h")]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = BODIES[int(open(sys.argv[1]).read())]
+        self.send_response(200); self.send_header("Content-Length", str(len(body)))
+        self.end_headers(); self.wfile.write(body)
+    def log_message(self, *a): pass
+http.server.HTTPServer(("198.18.30.1", 8081), H).serve_forever()
+'''
+
+
+@pytest.mark.timeout(120)
+def test_garbage_from_a_fake_lapi_leaves_the_set_as_it_was(fleet):
+    fleet.cscli("decisions", "add", "--ip", CLIENT4, "--duration", "1h")
+    fleet.sync()
+    before = fleet.elements()
+    assert CLIENT4 in before
+    script, which = fleet.lab.tmp / "garbage.py", fleet.lab.tmp / "which"
+    script.write_text(GARBAGE)
+    which.write_text("0")
+    fake = fleet.lapi.popen([sys.executable, str(script), str(which)])
+    config = fleet.lab.tmp / "fake.toml"
+    config.write_text(f'[crowdsec]\nurl = "http://{LAPI4}:8081"\nkey_file = "{fleet.key_file}"\n')
+    try:
+        fleet.lapi.wait_listening(8081, deadline=10)
+        for n, needle in enumerate(("not JSON", "unknown scope 'Country'", "over ten years")):
+            which.write_text(str(n))
+            failed = fleet.server.minifw("crowdsec", "sync", "--once", "--config", str(config),
+                                         check=False)
+            assert failed.returncode == 1 and needle in failed.stderr, failed.stderr
+            assert len(failed.stderr.strip().splitlines()) == 1
+            assert fleet.elements() == before
+        assert not fleet.client.tcp_ok(SERVER4, 80)
+    finally:
+        fake.terminate()
+        fake.wait(timeout=10)
+    fleet.delete(CLIENT4)
+    fleet.sync()
+    assert CLIENT4 not in fleet.elements()
