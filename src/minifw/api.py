@@ -358,8 +358,12 @@ class Firewall:
                                            oif_given=oif is not None)
         result = ex.explain_one(source, probe, run_hooks, logs, decision)
         warnings = ex.foreign_chains(ex.path_hooks(probe.path), [probe.version])
+        decided = None
+        if source.live and source.ruleset.crowdsec is not None:
+            from .app.crowdsec import decided_by
+            decided = decided_by(self.state_dir, source.ruleset, result)
         return Explained(explanation=result, ruleset=source.where, warnings=tuple(warnings),
-                         hook_logs=tuple(logs), route=route)
+                         hook_logs=tuple(logs), route=route, decision=decided)
 
 
 def _guard(guard: Iterable[str] | None, force: bool):

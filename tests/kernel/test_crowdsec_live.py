@@ -8,12 +8,14 @@ import json
 import os
 import re
 import shutil
+import sys
 import subprocess
 import time
 
 import pytest
 
-from kit import CLIENT4, SERVER4, need_root, new_lab, nft_objects, pair, serve, up
+from minifw.lab import MINIFW
+from kit import CLIENT4, SERVER4, need_root, new_lab, nft_objects, pair, serve, up, wait_until
 
 LAPI4 = "198.18.30.1"
 HOST_LAPI4 = "198.18.30.2"
@@ -120,6 +122,10 @@ def test_decisions_drop_and_deletes_release(fleet):
     listing = json.loads(fleet.server.minifw("set", "list", "crowdsec", "--json").stdout)
     item = next(i for i in listing["items"] if i["element"] == CLIENT4)
     assert 3500 < item["expires_in"] <= 3600       # the decision's remaining duration
+    assert re.fullmatch(r"cscli, decision \d+", item["origin"])
+    why = fleet.server.minifw("explain", "--src", CLIENT4, "--dst", SERVER4, "--proto", "tcp",
+                              "--dport", "80", check=False).stdout
+    assert re.search(r"decided by set crowdsec, decision \d+ from cscli", why), why
     # deleted in LAPI: released at the next sync
     fleet.cscli("decisions", "delete", "--ip", CLIENT4)
     fleet.sync()
@@ -171,3 +177,87 @@ def test_unreachable_lapi_keeps_bans_and_says_so(fleet):
     fleet.sync()                                          # caught up
     assert CLIENT4 not in fleet.elements()
     assert "unreachable" not in fleet.server.minifw("status").stdout
+
+
+@pytest.mark.timeout(120)
+def test_the_daemon_feeds_the_set_and_events_name_the_decision(fleet):
+    server = fleet.server
+    config = fleet.lab.tmp / "daemon.toml"
+    config.write_text(f"""
+[events]
+drops = true
+
+[crowdsec]
+url = "{URL}"
+key_file = "{fleet.key_file}"
+interval = "1s"
+""")
+    daemon = server.popen([MINIFW, "daemon", "--config", str(config)])
+    try:
+        wait_until(lambda: "crowdsec: synced" in server.minifw("status", check=False).stdout,
+                   timeout=20, what="the daemon's first sync")
+        fleet.cscli("decisions", "add", "--ip", CLIENT4, "--duration", "1h")
+        wait_until(lambda: CLIENT4 in fleet.elements(), timeout=5, what="the decision applied")
+        assert not fleet.client.tcp_ok(SERVER4, 80)
+        events = server.state_dir / "events.jsonl"
+
+        def dropped():
+            lines = events.read_text().splitlines() if events.exists() else []
+            return [e for e in map(json.loads, lines) if e.get("origin")]
+        wait_until(dropped, timeout=10, what="an event of the CrowdSec drop")
+        event = dropped()[0]
+        assert (event["rule"], event["src"], event["origin"]) == ("crowdsec-bans", CLIENT4,
+                                                                  "cscli")
+        assert isinstance(event["decision"], int)
+        fleet.delete(CLIENT4)
+        wait_until(lambda: CLIENT4 not in fleet.elements(), timeout=5, what="the release")
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=20)
+
+
+GARBAGE = r'''
+import http.server, json, sys
+def one(**kw):
+    d = {"duration": "1h", "id": 7, "origin": "cscli", "scenario": "x", "scope": "Ip",
+         "type": "ban", "value": "198.18.0.77", **kw}
+    return json.dumps({"new": [d], "deleted": None}).encode()
+BODIES = [b'{"new": [{"id": 1', one(scope="Country", value="FR"), one(duration="87601h")]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = BODIES[int(open(sys.argv[1]).read())]
+        self.send_response(200); self.send_header("Content-Length", str(len(body)))
+        self.end_headers(); self.wfile.write(body)
+    def log_message(self, *a): pass
+http.server.HTTPServer(("198.18.30.1", 8081), H).serve_forever()
+'''
+
+
+@pytest.mark.timeout(120)
+def test_garbage_from_a_fake_lapi_leaves_the_set_as_it_was(fleet):
+    fleet.cscli("decisions", "add", "--ip", CLIENT4, "--duration", "1h")
+    fleet.sync()
+    before = fleet.elements()
+    assert CLIENT4 in before
+    script, which = fleet.lab.tmp / "garbage.py", fleet.lab.tmp / "which"
+    script.write_text(GARBAGE)
+    which.write_text("0")
+    fake = fleet.lapi.popen([sys.executable, str(script), str(which)])
+    config = fleet.lab.tmp / "fake.toml"
+    config.write_text(f'[crowdsec]\nurl = "http://{LAPI4}:8081"\nkey_file = "{fleet.key_file}"\n')
+    try:
+        fleet.lapi.wait_listening(8081, deadline=10)
+        for n, needle in enumerate(("not JSON", "unknown scope 'Country'", "over ten years")):
+            which.write_text(str(n))
+            failed = fleet.server.minifw("crowdsec", "sync", "--once", "--config", str(config),
+                                         check=False)
+            assert failed.returncode == 1 and needle in failed.stderr, failed.stderr
+            assert len(failed.stderr.strip().splitlines()) == 1
+            assert fleet.elements() == before
+        assert not fleet.client.tcp_ok(SERVER4, 80)
+    finally:
+        fake.terminate()
+        fake.wait(timeout=10)
+    fleet.delete(CLIENT4)
+    fleet.sync()
+    assert CLIENT4 not in fleet.elements()

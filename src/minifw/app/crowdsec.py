@@ -33,6 +33,7 @@ from .sets import SetService
 # short of the cap, not at every sync
 REFRESH_SLACK = 86400
 NETLINK_GROUPS = 64   # more distinct expiries than this: one libnftables transaction instead
+BULK = 1000          # changes from this many on are recorded in bulk, then counted again
 BACKOFF_MAX = 60.0   # seconds, and at most 4 intervals: a returning LAPI is caught up soon
 
 
@@ -45,6 +46,8 @@ class Synced:
     removed: int
     elements: int
     seconds: float
+    fetch_seconds: float = 0.0   # of ``seconds``: waiting for LAPI's answer
+    kernel_seconds: float = 0.0  # of ``seconds``: in kernel transactions
 
     @property
     def message(self) -> str:
@@ -101,6 +104,7 @@ class Bouncer:
             self._status(**{"failures+": 1, "unreachable_since": old or at,
                             "last_error": str(exc)})
             raise
+        fetched = time.perf_counter() - start
         try:
             stream = parse_stream(body)
         except DecisionError as exc:
@@ -108,6 +112,12 @@ class Bouncer:
                             "unreachable_since": None})
             raise
         name = self.config.set
+        if not startup and not stream.new and not stream.deleted:
+            # nothing changed (expiries run out in the kernel on their own): no union to make
+            status = self._status(last_sync=at, unreachable_since=None, last_error=None)
+            return Synced(False, sum((status.get("decisions") or {}).values()),
+                          status.get("ignored", 0), 0, 0, status.get("elements", 0),
+                          time.perf_counter() - start, time.perf_counter() - start)
         try:
             with self.sets._writing("crowdsec sync", None, exempt=True):
                 self.record.apply(stream.new, [d.id for d in stream.deleted], at, startup)
@@ -119,7 +129,7 @@ class Bouncer:
         self.started = True
         counts = self.record.count()
         result = Synced(startup, sum(counts.values()), ignored, added, removed, len(want),
-                        time.perf_counter() - start)
+                        time.perf_counter() - start, fetched, self.sets.apply_seconds)
         self._status(last_sync=at, unreachable_since=None, last_error=None,
                      decisions=counts, ignored=ignored, elements=len(want))
         return result
@@ -136,18 +146,31 @@ class Bouncer:
         removed)."""
         record = self.sets.record
         current = dict(record.live(name, at)) if record.exists(name) else {}
+        for e in record.config_elements(name) if current else ():
+            current.pop(e, None)   # a [[set]]'s own elements are the config's, not the feed's
         cap = at + MAX_TIMEOUT - REFRESH_SLACK
         gone = [e for e in current if e not in want]
         changed = [e for e, el in want.items() if e in current and current[e] != el.expiry
                    and not (current[e] >= cap and el.expiry >= cap)]
         new = [e for e in want if e not in current]
+        # which decision gives each element (set list, explain, events): the new and re-timed
+        # ones, and all of them at a startup sync
+        given = want if not self.started else {e: want[e] for e in changed + new}
+        self.record.set_elements(name, gone, ((e, el.decision, el.label)
+                                              for e, el in given.items()))
         if not (gone or changed or new):
             return 0, 0
         with record.transaction() as db:
             if not record.exists(name):
                 record.declare(db, name, None)
-            record.drop_origin(db, name, gone, RUNTIME)
-            record.put(db, name, ((e, want[e].expiry) for e in changed + new), RUNTIME)
+            if len(gone) + len(changed) + len(new) < BULK:
+                record.drop_origin(db, name, gone, RUNTIME)
+                record.put(db, name, ((e, want[e].expiry) for e in changed + new), RUNTIME)
+            else:
+                record.drop_origin(db, name, gone, RUNTIME)
+                record.put_rows(db, name, [(e, want[e].expiry) for e in changed + new],
+                                RUNTIME)
+                record.retally(db, name)
             if self.sets._up():
                 self._send(name, want, gone, changed, new, at)
         return len(new), len(gone)
@@ -169,12 +192,14 @@ class Bouncer:
             singles = {}
         cmds += ksets.build_elements("add", name, ((e, want[e].expiry - at) for e in later))
         self.sets._run(cmds)
+        start = time.perf_counter()
         for expiry, keys in singles.items():
             v4 = [k for k in keys if len(k) == 4]
             v6 = [k for k in keys if len(k) == 16]
             self.sets.kernel.add_elements(ksets.TABLE, [
                 (ksets.kernel_name(name, 4, False), v4), (ksets.kernel_name(name, 6, False), v6)],
                 max(1, expiry - at) * 1000)
+        self.sets.apply_seconds += time.perf_counter() - start
 
     # ---- the loop ---------------------------------------------------------------------------
     def run(self, stop: Any, log: Any, once: bool = False) -> Synced | None:
@@ -307,3 +332,29 @@ def share_unban(store: Any, unbanned: Any) -> Any:
         record.close()
     return unbanned
 
+
+
+def element_origins(state_dir: Any, name: str, addrs: list[str]) -> dict[str, str]:
+    """``set list``'s origin of each element the CrowdSec feed gave: "cscli, decision 12"."""
+    record = DecisionStore(state_dir)
+    try:
+        return {a: f"{label}, decision {d}" for a, (d, label) in
+                record.origins(name, addrs).items()}
+    finally:
+        record.close()
+
+
+def decided_by(state_dir: Any, ruleset: Any, explanation: Any) -> str | None:
+    """explain's line when a rule on the CrowdSec set decided the packet: "decided by set
+    crowdsec, decision 1234 from cscli" (the element that holds its source address)."""
+    from ..model.setdefs import SetRef
+    name = ruleset.crowdsec.set
+    rule = ruleset.get(explanation.rule) if explanation.rule else None
+    if rule is None or SetRef(name) not in rule.src or explanation.verdict != "drop":
+        return None
+    record = DecisionStore(state_dir)
+    try:
+        found = record.origin_of(name, explanation.probe.src)
+    finally:
+        record.close()
+    return None if found is None else f"decided by set {name}, decision {found[0]} from {found[1]}"

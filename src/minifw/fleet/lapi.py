@@ -21,7 +21,10 @@ from typing import Any
 
 from ..errors import ConfigError, FleetError
 
-TIMEOUT = 5.0          # seconds per request: a sync never hangs on a dead LAPI
+TIMEOUT = 10.0         # seconds per socket wait: a sync never hangs on a dead LAPI
+# LAPI takes its time to answer a startup stream (about 10 s before the first byte at 100k
+# decisions here)
+STARTUP_TIMEOUT = 120.0
 USER_AGENT = "minifw-bouncer/1"
 SHARE_SCENARIO = "minifw/ban"
 
@@ -55,14 +58,14 @@ class Lapi:
         self._token: str | None = None
 
     def _request(self, method: str, path: str, headers: dict[str, str],
-                 body: Any = None) -> bytes:
+                 body: Any = None, timeout: float | None = None) -> bytes:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.url + path, data=data, method=method,
                                      headers={"User-Agent": USER_AGENT, **headers,
                                               **({"Content-Type": "application/json"}
                                                  if data is not None else {})})
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with urllib.request.urlopen(req, timeout=timeout or self.timeout) as resp:
                 return resp.read()
         except urllib.error.HTTPError as exc:
             detail = exc.read()[:200].decode("utf-8", "replace").strip()
@@ -78,7 +81,8 @@ class Lapi:
         if not self.api_key:
             raise FleetError("no bouncer API key to read the decision stream with")
         path = "/v1/decisions/stream" + ("?startup=true" if startup else "")
-        return self._request("GET", path, {"X-Api-Key": self.api_key})
+        return self._request("GET", path, {"X-Api-Key": self.api_key},
+                             timeout=max(self.timeout, STARTUP_TIMEOUT) if startup else None)
 
     # ---- watcher (share = true) -------------------------------------------------------------
     def _json(self, raw: bytes, what: str) -> Any:

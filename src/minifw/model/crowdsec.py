@@ -83,7 +83,8 @@ class CrowdsecConfig:
         if share:
             for key in ("login", "password_file"):
                 if key not in out:
-                    raise err(key, "is required with share = true (from 'cscli machines add')")
+                    raise err("share", f"= true needs {key} too (a watcher made by 'cscli "
+                                       "machines add')")
         return cls(**out)
 
     def to_toml(self) -> dict[str, Any]:

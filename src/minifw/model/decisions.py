@@ -17,8 +17,7 @@ import dataclasses
 import ipaddress
 import json
 import re
-from fractions import Fraction
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 from ..errors import DecisionError
 from .sets import MAX_TIMEOUT, normalise_element
@@ -27,38 +26,47 @@ SCOPES = {"ip": "Ip", "range": "Range"}      # LAPI spells them "Ip" and "Range"
 MAX_DURATION_NS = 10 * 365 * 86400 * 10**9   # ten years: longer is a broken LAPI, not a ban
 _NS = {"ns": 1, "us": 10**3, "µs": 10**3, "μs": 10**3, "ms": 10**6, "s": 10**9,
        "m": 60 * 10**9, "h": 3600 * 10**9}
+# the shape LAPI writes ("3h59m59.6s", "59m58.534660793s", "-41.614289ms" is not): one match
+_GO_HMS = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)(?:\.(\d+))?s)?")
 _GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 
 
 def parse_go_duration(text: Any) -> int:
     """A Go ``time.Duration`` string ("59m59.6s", "1h2m3s", "-3s", "0") -> nanoseconds,
-    exactly (fractions are decimal, not float). Raises ValueError."""
+    exactly in integers: as Go does, each part's fraction is truncated below a nanosecond.
+    Raises ValueError."""
     if not isinstance(text, str):
         raise ValueError(f"{text!r} is not a duration string")
     body = text
     sign = 1
-    if body[:1] in "+-" and body:
+    if body[:1] in ("+", "-") and body:
         sign = -1 if body[0] == "-" else 1
         body = body[1:]
     if body == "0":
         return 0
-    if not body:
-        raise ValueError(f"{text!r} is not a duration such as \"4h\" or \"59m59.6s\"")
-    total = Fraction(0)
+    fast = _GO_HMS.fullmatch(body) if body else None
+    if fast is not None:
+        h, m, sec, frac = fast.groups()
+        total = ((int(h or 0) * 60 + int(m or 0)) * 60 + int(sec or 0)) * 10**9
+        if frac:
+            total += int(frac) * 10**9 // 10 ** len(frac)
+        return sign * total
+    total = 0
     at = 0
     for m in _GO_PART.finditer(body):
         if m.start() != at:
             break
-        total += Fraction(m.group(1) if not m.group(1).endswith(".") else m.group(1)[:-1]) \
-            * _NS[m.group(2)]
+        whole, _, frac = m.group(1).partition(".")
+        unit = _NS[m.group(2)]
+        total += int(whole or 0) * unit + (int(frac) * unit // 10 ** len(frac) if frac else 0)
         at = m.end()
-    if at != len(body):
+    if not body or at != len(body):
         raise ValueError(f"{text!r} is not a duration such as \"4h\" or \"59m59.6s\"")
-    return sign * int(total)  # Go truncates below a nanosecond too
+    return sign * total
 
 
-@dataclasses.dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
+    """One decision (a named tuple: 100k of them are made per startup sync)."""
     id: int
     origin: str          # "cscli", "crowdsec", "CAPI", "lists", ...
     scenario: str
@@ -93,6 +101,22 @@ def _text(raw: dict[str, Any], key: str, where: str, required: bool = True) -> s
     return value
 
 
+def _address(value: str) -> str:
+    """An Ip decision's value in canonical text (the fast path of normalise_element)."""
+    parts = value.split(".")
+    if len(parts) == 4 and all(p.isascii() and p.isdigit() and len(p) <= 3 and int(p) <= 255
+                               and (p[0] != "0" or p == "0") for p in parts):
+        return value  # a dotted quad in canonical form already
+    if "%" in value or "/" in value or value != value.strip():
+        if "/" in value:
+            raise ValueError(f"{value!r} is a range in an Ip decision")
+        return normalise_element(value)  # says what is wrong
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IPv4 or IPv6 address") from None
+
+
 def parse_decision(raw: Any, where: str, deleted: bool = False) -> Decision:
     """One decision object; ``deleted`` ones may carry a negative (expired) duration."""
     if not isinstance(raw, dict):
@@ -106,11 +130,9 @@ def parse_decision(raw: Any, where: str, deleted: bool = False) -> Decision:
                             "Range decisions")
     value = _text(raw, "value", where)
     try:
-        element = normalise_element(value)
+        element = _address(value) if scope == "Ip" else normalise_element(value)
     except ValueError as exc:
         raise DecisionError(f"{where}: {exc}") from None
-    if scope == "Ip" and "/" in element:
-        raise DecisionError(f"{where}: {value!r} is a range in an Ip decision")
     try:
         ns = parse_go_duration(_text(raw, "duration", where))
     except ValueError as exc:
@@ -187,7 +209,9 @@ def split_ranges(ranges: list[tuple[int, Any, Element]]) -> dict[str, Element]:
     los: dict[int, list[int]] = {4: [], 6: []}   # covered spans, sorted and disjoint
     his: dict[int, list[int]] = {4: [], 6: []}
     cls = {4: ipaddress.IPv4Address, 6: ipaddress.IPv6Address}
-    ranges.sort(key=lambda r: (-r[0], r[2].decision))
+    # the longest expiry first; among equal ones the widest, so a range inside another of
+    # the same expiry is absorbed rather than splitting it
+    ranges.sort(key=lambda r: (-r[0], r[1].prefixlen, r[2].decision))
     for _, net, elem in ranges:
         v = net.version
         lo, hi = int(net.network_address), int(net.broadcast_address)

@@ -28,6 +28,13 @@ CREATE TABLE IF NOT EXISTS decision (
     value    TEXT    NOT NULL,
     expiry   INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS element (
+    name     TEXT    NOT NULL,
+    addr     TEXT    NOT NULL,
+    decision INTEGER NOT NULL,
+    label    TEXT    NOT NULL,
+    PRIMARY KEY (name, addr)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS shared (
     value    TEXT    PRIMARY KEY,
     expiry   INTEGER NOT NULL
@@ -95,6 +102,42 @@ class DecisionStore:
     def count(self) -> dict[str, int]:
         """Decisions by type."""
         return dict(self.db.execute("SELECT type, count(*) FROM decision GROUP BY type"))
+
+    def set_elements(self, name: str, gone: Iterable[str],
+                     given: Iterable[tuple[str, int, str]]) -> None:
+        """Which decision gives each element of set ``name`` (for set list, explain)."""
+        def write(db: sqlite3.Connection) -> None:
+            db.executemany("DELETE FROM element WHERE name=? AND addr=?",
+                           ((name, a) for a in gone))
+            db.executemany("INSERT OR REPLACE INTO element VALUES (?, ?, ?, ?)",
+                           ((name, a, d, label) for a, d, label in given))
+        self._write(write)
+
+    def origins(self, name: str, addrs: list[str]) -> dict[str, tuple[int, str]]:
+        """element -> (decision id, origin label) for the elements of ``addrs`` the feed gave."""
+        out: dict[str, tuple[int, str]] = {}
+        try:
+            for i in range(0, len(addrs), 500):
+                chunk = addrs[i:i + 500]
+                out.update((a, (d, label)) for a, d, label in self.db.execute(
+                    f"SELECT addr, decision, label FROM element WHERE name=? AND addr IN "
+                    f"({','.join('?' * len(chunk))})", (name, *chunk)))
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot read the decision record {self.path}: {exc}") from exc
+        return out
+
+    def origin_of(self, name: str, address: str) -> tuple[int, str] | None:
+        """(decision id, origin label) of the element of set ``name`` that holds
+        ``address``: the address itself, else the narrowest CIDR around it."""
+        import ipaddress
+        try:
+            addr = ipaddress.ip_address(address)
+        except ValueError:
+            return None
+        candidates = [str(addr)] + [str(ipaddress.ip_network(f"{addr}/{n}", strict=False))
+                                    for n in range(addr.max_prefixlen - 1, -1, -1)]
+        found = self.origins(name, candidates)
+        return next((found[c] for c in candidates if c in found), None)
 
     def covering(self, value: str) -> list[tuple[int, str, str, int]]:
         """(id, origin, scenario, expiry) of the decisions on exactly ``value``."""
