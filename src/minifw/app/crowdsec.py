@@ -334,16 +334,6 @@ def share_unban(store: Any, unbanned: Any) -> Any:
 
 
 
-def element_origins(state_dir: Any, name: str, addrs: list[str]) -> dict[str, str]:
-    """``set list``'s origin of each element the CrowdSec feed gave: "cscli, decision 12"."""
-    record = DecisionStore(state_dir)
-    try:
-        return {a: f"{label}, decision {d}" for a, (d, label) in
-                record.origins(name, addrs).items()}
-    finally:
-        record.close()
-
-
 def decided_by(state_dir: Any, ruleset: Any, explanation: Any) -> str | None:
     """explain's line when a rule on the CrowdSec set decided the packet: "decided by set
     crowdsec, decision 1234 from cscli" (the element that holds its source address)."""

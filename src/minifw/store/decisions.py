@@ -170,3 +170,13 @@ class DecisionStore:
 
     def set_status(self, status: dict[str, Any]) -> None:
         write_atomic(self.status_path, json.dumps(status, sort_keys=True).encode())
+
+
+def element_origins(state_dir: Any, name: str, addrs: list[str]) -> dict[str, str]:
+    """``set list``'s origin of each element the CrowdSec feed gave: "cscli, decision 12"."""
+    record = DecisionStore(state_dir)
+    try:
+        return {a: f"{label}, decision {d}" for a, (d, label) in
+                record.origins(name, addrs).items()}
+    finally:
+        record.close()
