@@ -20,6 +20,7 @@ def test_startup_replaces_and_deltas_delete_by_id(tmp_path):
     assert dict((d.id, e) for d, e in record.all())[3] == 1001 + 3600
     record.apply([dec(4, "198.18.0.4")], [], at=1002, replace=True)   # reconcile
     assert [d.id for d, _ in record.all()] == [4]
+    assert record.count() == {"ban": 1} and record.count_origins() == {"cscli": 1}
     # an expired decision leaves at the boundary
     record.apply([dec(5, "198.18.0.5", ns=10**9)], [], at=2000, replace=True)
     assert [d.id for d, _ in record.all()] == [5]          # expires at 2001
@@ -51,6 +52,7 @@ def test_status_text_and_metrics(tmp_path):
     assert list(crowdsec_families(tmp_path, CounterMetricFamily, GaugeMetricFamily)) == []
     status = {"url": "http://198.18.30.1:8080", "set": "crowdsec", "last_sync": 1000,
               "decisions": {"ban": 3, "captcha": 1}, "elements": 2, "failures": 4,
+              "origins": {"cscli": 1, "crowdsec:ssh-bf": 2},
               "unreachable_since": None}
     record.set_status(status)
     assert status_text(record.status()).startswith("crowdsec: synced ")
@@ -61,6 +63,7 @@ def test_status_text_and_metrics(tmp_path):
                for f in families.values() for s in f.samples}
     assert samples[("minifw_crowdsec_decisions", (("type", "ban"),))] == 3
     assert samples[("minifw_crowdsec_failures_total", ())] == 4
+    assert samples[("minifw_crowdsec_ban_decisions", (("origin", "crowdsec:ssh-bf"),))] == 2
     assert samples[("minifw_crowdsec_reachable", ())] == 1
     assert samples[("minifw_crowdsec_last_sync_timestamp_seconds", ())] == 1000
     record.set_status({**status, "unreachable_since": 1500})

@@ -131,7 +131,8 @@ class Bouncer:
         result = Synced(startup, sum(counts.values()), ignored, added, removed, len(want),
                         time.perf_counter() - start, fetched, self.sets.apply_seconds)
         self._status(last_sync=at, unreachable_since=None, last_error=None,
-                     decisions=counts, ignored=ignored, elements=len(want))
+                     decisions=counts, origins=self.record.count_origins(), ignored=ignored,
+                     elements=len(want))
         return result
 
     def wanted(self, at: int) -> tuple[dict[str, Element], int]:

@@ -103,6 +103,12 @@ class DecisionStore:
         """Decisions by type."""
         return dict(self.db.execute("SELECT type, count(*) FROM decision GROUP BY type"))
 
+    def count_origins(self) -> dict[str, int]:
+        """Ban decisions by origin label ("cscli", "crowdsec:<scenario>", ...)."""
+        return dict(self.db.execute(
+            "SELECT CASE WHEN origin='crowdsec' THEN 'crowdsec:' || scenario ELSE origin END, "
+            "count(*) FROM decision WHERE type='ban' GROUP BY 1"))
+
     def set_elements(self, name: str, gone: Iterable[str],
                      given: Iterable[tuple[str, int, str]]) -> None:
         """Which decision gives each element of set ``name`` (for set list, explain)."""
