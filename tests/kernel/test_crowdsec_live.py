@@ -10,7 +10,6 @@ import re
 import shutil
 import sys
 import subprocess
-import time
 
 import pytest
 
