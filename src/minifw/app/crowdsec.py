@@ -245,10 +245,11 @@ def configured(state_dir: Any, config_file: str | None = None) -> CrowdsecConfig
     else:
         state = Store(state_dir).load()
         ruleset = Ruleset.from_toml(state.ruleset) if state.loaded else Ruleset()
-        where = "the applied ruleset" if state.loaded else "nothing (minifw is down)"
+        where = "the applied ruleset" if state.loaded else None
     if ruleset.crowdsec is None:
         raise ConfigError(f"there is no [crowdsec] table in {where}; add one, or give "
-                          "--config FILE")
+                          "--config FILE" if where else "minifw is down here, so there is no "
+                          "applied [crowdsec] table; run 'minifw up' or give --config FILE")
     return ruleset.crowdsec
 
 
