@@ -10,7 +10,6 @@ import re
 import shutil
 import sys
 import subprocess
-import time
 
 import pytest
 
@@ -99,7 +98,7 @@ def fleet():
         pytest.skip("Debian's crowdsec is not installed (make install installs it)")
     with new_lab() as lab:
         f = Fleet(lab)
-        up(f.server, f"""
+        f.host_config = up(f.server, f"""
 [crowdsec]
 url = "{URL}"
 key_file = "{f.key_file}"
@@ -214,6 +213,7 @@ interval = "1s"
     finally:
         daemon.terminate()
         daemon.wait(timeout=20)
+        server.minifw("up", "--config", str(fleet.host_config))  # a stopped daemon took it down
 
 
 GARBAGE = r'''

@@ -108,3 +108,9 @@ def test_key_file_missing_or_empty(tmp_path):
     os.chmod(empty, 0o600)
     with pytest.raises(ConfigError, match="is empty"):
         read_secret(str(empty), "the key file")
+
+
+def test_the_implicit_rule_id_is_taken():
+    with pytest.raises(ConfigError, match="crowdsec\\]'s own drop rule") as err:
+        parse_config(BASE + '\n[[rule]]\nid = "crowdsec-bans"\naction = "drop"\n', "f.toml")
+    assert str(err.value).startswith("f.toml:5:")

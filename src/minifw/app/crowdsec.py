@@ -131,7 +131,8 @@ class Bouncer:
         result = Synced(startup, sum(counts.values()), ignored, added, removed, len(want),
                         time.perf_counter() - start, fetched, self.sets.apply_seconds)
         self._status(last_sync=at, unreachable_since=None, last_error=None,
-                     decisions=counts, ignored=ignored, elements=len(want))
+                     decisions=counts, origins=self.record.count_origins(), ignored=ignored,
+                     elements=len(want))
         return result
 
     def wanted(self, at: int) -> tuple[dict[str, Element], int]:
@@ -244,10 +245,11 @@ def configured(state_dir: Any, config_file: str | None = None) -> CrowdsecConfig
     else:
         state = Store(state_dir).load()
         ruleset = Ruleset.from_toml(state.ruleset) if state.loaded else Ruleset()
-        where = "the applied ruleset" if state.loaded else "nothing (minifw is down)"
+        where = "the applied ruleset" if state.loaded else None
     if ruleset.crowdsec is None:
         raise ConfigError(f"there is no [crowdsec] table in {where}; add one, or give "
-                          "--config FILE")
+                          "--config FILE" if where else "minifw is down here, so there is no "
+                          "applied [crowdsec] table; run 'minifw up' or give --config FILE")
     return ruleset.crowdsec
 
 
@@ -332,16 +334,6 @@ def share_unban(store: Any, unbanned: Any) -> Any:
         record.close()
     return unbanned
 
-
-
-def element_origins(state_dir: Any, name: str, addrs: list[str]) -> dict[str, str]:
-    """``set list``'s origin of each element the CrowdSec feed gave: "cscli, decision 12"."""
-    record = DecisionStore(state_dir)
-    try:
-        return {a: f"{label}, decision {d}" for a, (d, label) in
-                record.origins(name, addrs).items()}
-    finally:
-        record.close()
 
 
 def decided_by(state_dir: Any, ruleset: Any, explanation: Any) -> str | None:

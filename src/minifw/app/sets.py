@@ -556,7 +556,7 @@ class SetService:
         element = _results.SetElement
         origins: dict[str, str] = {}
         if os.path.exists(in_dir(self.store.dir_text, "crowdsec.db")):  # a CrowdSec-fed set
-            from .crowdsec import element_origins
+            from ..store.decisions import element_origins
             origins = element_origins(self.store.dir_text, name, [a for a, _ in rows])
         return _results.SetPage(set=name, **counts, page=page + 1, page_size=page_size,
                                 pages=max(1, -(-counts["elements"] // page_size)),

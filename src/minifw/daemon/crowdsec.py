@@ -85,6 +85,11 @@ def crowdsec_families(state_dir: Any, counter: Any, gauge: Any) -> Iterator[Any]
     for kind, n in sorted((status.get("decisions") or {}).items()):
         decisions.add_metric([kind], n)
     yield decisions
+    bans = gauge("minifw_crowdsec_ban_decisions", "CrowdSec ban decisions held, by origin "
+                 "(cscli, crowdsec:<scenario>, ...).", labels=["origin"])
+    for origin, n in sorted((status.get("origins") or {}).items()):
+        bans.add_metric([origin], n)
+    yield bans
     yield gauge("minifw_crowdsec_elements", "Elements the CrowdSec decisions put in the set.",
                 value=status.get("elements", 0))
     yield gauge("minifw_crowdsec_ignored_decisions",

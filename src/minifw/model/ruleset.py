@@ -136,8 +136,10 @@ class Ruleset:
         sets = tuple(SetDef.from_toml(s, index=i) for i, s in enumerate(raw_sets))
         crowdsec = CrowdsecConfig.from_toml(data["crowdsec"]) if "crowdsec" in data else None
         if crowdsec is not None:  # its implicit drop rule: first at its priority
-            rules = (Rule.from_toml(crowdsec.drop_rule()),) + tuple(
-                r for r in rules if r.id != CROWDSEC_RULE)
+            if any(r.id == CROWDSEC_RULE for r in rules):
+                raise RuleError(f"is the id of [crowdsec]'s own drop rule; give this rule "
+                                "another id", rule=CROWDSEC_RULE, field="id")
+            rules = (Rule.from_toml(crowdsec.drop_rule()),) + rules
         return cls(rules=rules, crowdsec=crowdsec, policies=tuple(sorted(policies, key=lambda p: list(Hook).index(p[0]))),
                    stateful=policy.get("stateful", True), sets=sets, nats=nats_from_toml(data),
                    events=EventsConfig.from_toml(data.get("events", {})),

@@ -103,6 +103,12 @@ class DecisionStore:
         """Decisions by type."""
         return dict(self.db.execute("SELECT type, count(*) FROM decision GROUP BY type"))
 
+    def count_origins(self) -> dict[str, int]:
+        """Ban decisions by origin label ("cscli", "crowdsec:<scenario>", ...)."""
+        return dict(self.db.execute(
+            "SELECT CASE WHEN origin='crowdsec' THEN 'crowdsec:' || scenario ELSE origin END, "
+            "count(*) FROM decision WHERE type='ban' GROUP BY 1"))
+
     def set_elements(self, name: str, gone: Iterable[str],
                      given: Iterable[tuple[str, int, str]]) -> None:
         """Which decision gives each element of set ``name`` (for set list, explain)."""
@@ -170,3 +176,13 @@ class DecisionStore:
 
     def set_status(self, status: dict[str, Any]) -> None:
         write_atomic(self.status_path, json.dumps(status, sort_keys=True).encode())
+
+
+def element_origins(state_dir: Any, name: str, addrs: list[str]) -> dict[str, str]:
+    """``set list``'s origin of each element the CrowdSec feed gave: "cscli, decision 12"."""
+    record = DecisionStore(state_dir)
+    try:
+        return {a: f"{label}, decision {d}" for a, (d, label) in
+                record.origins(name, addrs).items()}
+    finally:
+        record.close()
