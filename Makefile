@@ -8,6 +8,10 @@ VENV := .venv
 # prometheus is the real server that scrapes the daemon's metrics endpoint in its kernel test
 APT_PACKAGES := nftables iproute2 iptables conntrack iputils-ping curl tcpdump util-linux kmod procps \
 	gcc python3-dev openssh-server openssh-client systemd prometheus
+# crowdsec gives the fleet tests a real LAPI; crowdsec-firewall-bouncer is bench/fleet's baseline.
+# Both only ever run inside test namespaces: their host services are disabled after install.
+CROWDSEC_PACKAGES := crowdsec crowdsec-firewall-bouncer
+APT_PACKAGES += $(CROWDSEC_PACKAGES)
 STAMP := $(VENV)/.installed
 
 .PHONY: install demo test unit kernel clean
@@ -21,9 +25,16 @@ $(STAMP): pyproject.toml setup.py src/minifw/hooks/_hot.c
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
+	  mkdir -p /etc/crowdsec; \
+	  [ -s /etc/crowdsec/online_api_credentials.yaml ] || \
+	    echo '# not registered to the central API (see README.Debian)' >/etc/crowdsec/online_api_credentials.yaml; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  case " $$missing " in *" openssh-server "*) systemctl disable --now ssh.service ssh.socket >/dev/null 2>&1 || true;; esac; \
 	fi
+	@for s in $(CROWDSEC_PACKAGES); do \
+	  systemctl disable $$s.service >/dev/null 2>&1; \
+	  if [ -d /run/systemd/system ]; then systemctl stop $$s.service >/dev/null 2>&1; fi; \
+	done; true
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip >/dev/null
 	$(VENV)/bin/pip install -q -e '.[test]'

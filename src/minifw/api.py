@@ -274,16 +274,18 @@ class Firewall:
             force: bool = False, confirm: int | None = None) -> "Banned":
         """Add addresses or CIDRs to a set (``blocked``, the default, is dropped at
         prerouting). ``timeout``: seconds or a duration such as ``"10m"``."""
-        return self._sets.ban(_elements(elements), _duration(timeout), set,
-                              guard=_guard(guard, force), confirm=_confirm(confirm))
+        banned = self._sets.ban(_elements(elements), _duration(timeout), set,
+                                guard=_guard(guard, force), confirm=_confirm(confirm))
+        return _crowdsec(self._sets.store, set).share_ban(self._sets.store, banned)
 
     @_in_tree
     def unban(self, elements: str | Iterable[str], set: str = "blocked", *,
               guard: Iterable[str] | None = None, force: bool = False,
               confirm: int | None = None) -> "Unbanned":
         """Remove addresses or CIDRs from a set; absent ones are reported, not refused."""
-        return self._sets.unban(_elements(elements), set, guard=_guard(guard, force),
-                                confirm=_confirm(confirm))
+        unbanned = self._sets.unban(_elements(elements), set, guard=_guard(guard, force),
+                                    confirm=_confirm(confirm))
+        return _crowdsec(self._sets.store, set).share_unban(self._sets.store, unbanned)
 
     @_in_tree
     def import_set(self, name: str, file: str | os.PathLike[str], skip_invalid: bool = False,
@@ -374,8 +376,12 @@ class Firewall:
                                            oif_given=oif is not None)
         result = ex.explain_one(source, probe, run_hooks, logs, decision)
         warnings = ex.foreign_chains(ex.path_hooks(probe.path), [probe.version])
+        decided = None
+        if source.live and source.ruleset.crowdsec is not None:
+            from .app.crowdsec import decided_by
+            decided = decided_by(self.state_dir, source.ruleset, result)
         return Explained(explanation=result, ruleset=source.where, warnings=tuple(warnings),
-                         hook_logs=tuple(logs), route=route)
+                         hook_logs=tuple(logs), route=route, decision=decided)
 
 
 def _guard(guard: Iterable[str] | None, force: bool):
@@ -387,3 +393,16 @@ def _guard(guard: Iterable[str] | None, force: bool):
 
 def _path(value: str | os.PathLike[str] | None) -> str | None:
     return None if value is None else os.fspath(value)
+
+
+class _NoShare:
+    share_ban = share_unban = staticmethod(lambda store, result: result)
+
+
+def _crowdsec(store: Any, set_name: str) -> Any:
+    """Where [crowdsec] share = true is applied, app.crowdsec shares bans of ``blocked``;
+    else nothing (a ban loads the CrowdSec client only then)."""
+    if set_name != "blocked" or not store.load().ruleset.get("crowdsec", {}).get("share"):
+        return _NoShare
+    from .app import crowdsec
+    return crowdsec

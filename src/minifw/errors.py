@@ -14,8 +14,10 @@
     ├── LockoutError            the lockout guard refused: the change would cut a protected
     │                           connection (nothing changed; --force applies it anyway)
     ├── PacketError             a packet is truncated or malformed
-    └── ControlError            a control-socket request is malformed, oversized or refused,
-                                or the daemon did not answer
+    ├── ControlError            a control-socket request is malformed, oversized or refused,
+    │                           or the daemon did not answer
+    └── FleetError              CrowdSec's LAPI is unreachable or refused a request
+        └── DecisionError       LAPI's decision stream is malformed: none of it was applied
 
 Foreign exceptions are wrapped at the edge with ``raise ... from``; only the CLI catches these.
 The edges: libnftables (``kernel/nft.py``), netlink (``kernel/nfnl.py``), SQLite
@@ -121,3 +123,13 @@ class PacketError(MinifwError):
 class ControlError(MinifwError):
     """A request on the daemon's control socket (``control.sock``) is malformed, oversized,
     refused, or got no answer. The daemon replies with it; the client raises it."""
+
+
+class FleetError(MinifwError):
+    """CrowdSec's Local API is unreachable, or answered a request with an error
+    (fleet/lapi.py)."""
+
+
+class DecisionError(FleetError):
+    """LAPI's decision stream is not one minifw can apply (model/decisions.py): malformed
+    JSON, an unknown scope, an invalid address or an absurd duration. None of it was applied."""

@@ -18,7 +18,7 @@ RANKS = {
     "hooks": 2,
     "compile": 3,
     "engine": 4,
-    "kernel": 5, "store": 5, "control": 5, "events": 5,
+    "kernel": 5, "store": 5, "control": 5, "events": 5, "fleet": 5,
     "runners": 6,
     "app": 7,
     "api": 8,

@@ -279,7 +279,8 @@ class Service:
         if damaged:
             warnings.append(damaged)
         served = _daemon_status(self.store.dir)
-        return Status(pending=waiting, rolled_back=rolled_back,
+        from .crowdsec import feed_status  # lazy: only where a feed ever ran
+        return Status(pending=waiting, crowdsec=feed_status(self.store.dir), rolled_back=rolled_back,
                       daemon=served["daemon"] if served else None,
                       runners=tuple(served["runners"]) if served else (),
                       loaded=state.loaded and present, config=state.config,

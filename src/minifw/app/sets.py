@@ -554,9 +554,14 @@ class SetService:
         counts = self.record.counts(name, at)
         rows = self.record.page(name, page * page_size, page_size, at)
         element = _results.SetElement
+        origins: dict[str, str] = {}
+        if os.path.exists(in_dir(self.store.dir_text, "crowdsec.db")):  # a CrowdSec-fed set
+            from ..store.decisions import element_origins
+            origins = element_origins(self.store.dir_text, name, [a for a, _ in rows])
         return _results.SetPage(set=name, **counts, page=page + 1, page_size=page_size,
                                 pages=max(1, -(-counts["elements"] // page_size)),
-                                items=tuple(element(element=a, expires_in=(e - at) if e else None)
+                                items=tuple(element(element=a, expires_in=(e - at) if e else None,
+                                                    origin=origins.get(a))
                                             for a, e in rows))
 
     def summary(self) -> list[SetSummary]:

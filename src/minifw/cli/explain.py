@@ -71,6 +71,8 @@ def explain(ctx, proto, src, dst, sport, dport, iif, oif, path_kind, state, icmp
         return
     probe = result.probe
     click.echo(answer(result.explanation))
+    if result.decision:
+        click.echo(result.decision)
     click.echo(f"packet: {describe_probe(probe)}")
     if result.route:
         click.echo(f"route: {result.route}")

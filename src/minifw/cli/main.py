@@ -24,6 +24,7 @@ from .explain import explain
 from .lint import lint_verdict, strict_option
 from .hooks import hook_group, run_hooks
 from .nat import nat_group
+from .crowdsec import crowdsec_group
 from .sets import COMMANDS as SET_COMMANDS
 from .top import top
 
@@ -194,6 +195,9 @@ def status(ctx, as_json):
     for s in st.set_elements:
         click.echo(f"  set {s.name:<16} {s.elements:>9} elements ({s.addresses} "
                    f"addresses, {s.cidrs} CIDRs)")
+    if st.crowdsec is not None:
+        from ..app.crowdsec import status_text
+        click.echo(status_text(st.crowdsec))
     if st.pending:
         p = st.pending
         click.echo(f"pending: {p.op} rolls back in {p.seconds_left} s unless 'minifw confirm' "
@@ -363,3 +367,4 @@ cli.add_command(log_command)
 cli.add_command(top)
 cli.add_command(nat_group)
 cli.add_command(diff)
+cli.add_command(crowdsec_group)

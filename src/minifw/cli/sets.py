@@ -87,7 +87,8 @@ def list_(ctx, name, page, page_size, as_json):
                f"{listed.cidrs} CIDRs); page {page} of {listed.pages}")
     for item in listed.items:
         left = item.expires_in
-        click.echo(f"  {item.element:<43} {'permanent' if left is None else 'expires in ' + format_duration(max(left, 1))}")
+        click.echo(f"  {item.element:<43} {'permanent' if left is None else 'expires in ' + format_duration(max(left, 1))}"
+                   + (f"  {item.origin}" if item.origin else ""))
 
 
 @set_group.command()

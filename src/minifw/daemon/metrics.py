@@ -95,6 +95,9 @@ class Collector:
         yield from _kernel_hook_families(s, CounterMetricFamily)
         yield from _queue_families(s, CounterMetricFamily, GaugeMetricFamily)
         yield from _event_families(r.events, CounterMetricFamily)
+        if getattr(r, "state_dir", None) is not None:
+            from .crowdsec import crowdsec_families
+            yield from crowdsec_families(r.state_dir, CounterMetricFamily, GaugeMetricFamily)
         yield GaugeMetricFamily("minifw_metrics_read_seconds",
                                 "Time this scrape took to read the counters.", value=r.seconds)
 
@@ -305,8 +308,10 @@ class MetricsService:
             sample = counters.read(seam.default(), self.ctx.state_dir, layout,
                                    self.ctx.runners())
         events = self.ctx.events.stats() if self.ctx.events is not None else None
-        return Reading(sample, layout, events, self._last_apply or self._state_time(),
-                       time.perf_counter() - start, prefixes)
+        reading = Reading(sample, layout, events, self._last_apply or self._state_time(),
+                          time.perf_counter() - start, prefixes)
+        reading.state_dir = self.ctx.state_dir  # the CrowdSec feed's status is there
+        return reading
 
     def _state_time(self) -> float | None:
         try:

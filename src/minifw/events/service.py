@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from ..compile.events import RUN, event_origin
 from ..errors import ConfigError, ControlError, MinifwError
+from ..model.crowdsec import CROWDSEC_RULE
 from . import hookevents
 from .files import EventFile, EventFilter, encode_event, events_path
 from .journald import JOURNAL_SOCKET, Journal
@@ -84,6 +85,7 @@ class EventService:
         self._followers: list[_Follower] = []
         self._pending: Any = None  # a ruleset from on_apply, taken by the reader thread
         self._origins: dict[str, Any] = {}  # prefix -> origin under self.ruleset (not runs)
+        self._decisions: Any = None  # the CrowdSec decision record, once a drop of it is seen
         self.written = 0
         self.unmapped = 0  # events whose prefix maps to no origin
         self.file_errors = 0
@@ -268,6 +270,21 @@ class EventService:
             out.append(build_event(fields, ts=p.timestamp or now, origin=origin,
                                    prefix=p.prefix, hook=p.hook, iif=name(p.indev),
                                    oif=name(p.outdev)))
+            if origin is not None and origin.rule == CROWDSEC_RULE and ruleset.crowdsec:
+                self._feed_origin(ruleset.crowdsec.set, out[-1])
+
+    def _feed_origin(self, set_name: str, event: dict[str, Any]) -> None:
+        """A CrowdSec drop's event names the decision: ``origin`` ("cscli",
+        "crowdsec:<scenario>") and ``decision`` (its id)."""
+        if self._decisions is None:
+            from ..store.decisions import DecisionStore
+            self._decisions = DecisionStore(self.ctx.state_dir)
+        try:
+            found = self._decisions.origin_of(set_name, event.get("src") or "")
+        except MinifwError:
+            found = None
+        if found is not None:
+            event["decision"], event["origin"] = found
 
     def _hook_events(self, out: list[dict[str, Any]]) -> None:
         assert self.hooks is not None

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 # tomlkit (about 15 ms to import) is loaded only by the config edits of `add` and `delete`:
 # the other commands never pay for it.
 
-TOP_KEYS = ("policy", "events", "rule", "hook", "set", "nat")  # [[hook]]: minifw.hooks.config;
+TOP_KEYS = ("policy", "events", "rule", "hook", "set", "nat", "crowdsec")  # [[hook]]: minifw.hooks.config;
 # [[set]]: model.sets; [[nat]]: model.nat
 _RULE_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*rule[ \t]*\]\]", re.MULTILINE)
 _TABLE_HEADER = re.compile(r"^\s*\[")
@@ -41,7 +41,7 @@ def parse_config(text: str, file: str) -> Ruleset:
     if unknown:
         raise ConfigError(unknown_text(f"top-level key '{unknown[0]}'", unknown[0], TOP_KEYS,
                                        "valid keys are [policy], [events], [[rule]], [[set]], "
-                                       "[[nat]] and [[hook]]"), file=file, line=key_line(text, unknown[0]))
+                                       "[[nat]], [[hook]] and [crowdsec]"), file=file, line=key_line(text, unknown[0]))
     try:
         return Ruleset.from_toml(data)
     except NatError as exc:
@@ -58,7 +58,7 @@ def _error_line(text: str, data: dict[str, Any], exc: RuleError) -> int | None:
         return set_line(text, data, exc.set_name, field)
     if exc.rule is not None:
         return _rule_line(text, exc.rule, data, exc.field)
-    if field.startswith(("policy.", "events.")):
+    if field.startswith(("policy.", "events.", "crowdsec.")):
         table, key = field.split(".", 1)
         return key_line(text, key, table=table)
     return key_line(text, field) if field else None

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any, Iterator
 
 from ..errors import RuleError
+from .crowdsec import CROWDSEC_RULE, CrowdsecConfig
 from .events import EventsConfig
 from .logtext import parse_log_prefix
 from .rule import Limit, Rule, parse_limit
@@ -30,6 +31,7 @@ class Ruleset:
     policy_log: str | None = None      # kernel-log prefix for what drop policies drop
     policy_log_limit: Limit = DEFAULT_POLICY_LOG_LIMIT
     nats: tuple[Nat, ...] = ()  # [[nat]], in config order (model/nat.py)
+    crowdsec: CrowdsecConfig | None = None  # [crowdsec] (model/crowdsec.py)
 
     def __post_init__(self):
         seen: set[str] = set()
@@ -47,7 +49,8 @@ class Ruleset:
             for key in ("src", "dst"):
                 for ref in getattr(rule, key):
                     if (isinstance(ref, SetRef) and ref.name not in names
-                            and ref.name != DEFAULT_SET):
+                            and ref.name != DEFAULT_SET
+                            and (self.crowdsec is None or ref.name != self.crowdsec.set)):
                         raise RuleError(f"set '{ref.name}' is not defined; add a [[set]] table "
                                         f"with name = \"{ref.name}\"", rule=rule.id, field=key)
 
@@ -131,7 +134,13 @@ class Ruleset:
         if not isinstance(raw_sets, list):
             raise RuleError("must be written as [[set]] tables", field="set")
         sets = tuple(SetDef.from_toml(s, index=i) for i, s in enumerate(raw_sets))
-        return cls(rules=rules, policies=tuple(sorted(policies, key=lambda p: list(Hook).index(p[0]))),
+        crowdsec = CrowdsecConfig.from_toml(data["crowdsec"]) if "crowdsec" in data else None
+        if crowdsec is not None:  # its implicit drop rule: first at its priority
+            if any(r.id == CROWDSEC_RULE for r in rules):
+                raise RuleError(f"is the id of [crowdsec]'s own drop rule; give this rule "
+                                "another id", rule=CROWDSEC_RULE, field="id")
+            rules = (Rule.from_toml(crowdsec.drop_rule()),) + rules
+        return cls(rules=rules, crowdsec=crowdsec, policies=tuple(sorted(policies, key=lambda p: list(Hook).index(p[0]))),
                    stateful=policy.get("stateful", True), sets=sets, nats=nats_from_toml(data),
                    events=EventsConfig.from_toml(data.get("events", {})),
                    **_policy_log(policy))
@@ -152,8 +161,11 @@ class Ruleset:
             out["events"] = events
         if self.sets:
             out["set"] = [s.to_toml() for s in self.sets]
-        if self.rules:
-            out["rule"] = [r.to_toml() for r in self.rules]
+        if self.crowdsec is not None:
+            out["crowdsec"] = self.crowdsec.to_toml()
+        rules = [r for r in self.rules if self.crowdsec is None or r.id != CROWDSEC_RULE]
+        if rules:
+            out["rule"] = [r.to_toml() for r in rules]
         if self.nats:
             out["nat"] = [n.to_toml() for n in self.nats]
         return out

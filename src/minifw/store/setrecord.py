@@ -535,6 +535,18 @@ class SetStore:
             f"INSERT INTO {table} (name, addr, expiry, origin) VALUES (?1, ?2, ?3, ?4) {upsert}",
             zip(itertools.repeat(name), addrs, itertools.repeat(expiry), itertools.repeat(origin)))
 
+    def put_rows(self, db: sqlite3.Connection, name: str, rows: list[tuple[str, int]],
+                 origin: int) -> None:
+        """Bulk form of ``put`` for (addr, expiry) rows of a feed, each with its own expiry,
+        none held in an imported block (a feed's set has none): one statement per table,
+        and the caller runs ``retally`` once after. A config element stays permanent."""
+        for table in ("elem", "cidr"):
+            db.executemany(
+                f"INSERT INTO {table} (name, addr, expiry, origin) VALUES (?1, ?2, ?3, ?4) "
+                "ON CONFLICT(name, addr) DO UPDATE SET expiry=CASE WHEN origin & 1 THEN 0 "
+                "ELSE excluded.expiry END, origin=origin | excluded.origin",
+                ((name, a, e, origin) for a, e in rows if (_table(a) == table)))
+
     def import_keys(self, db: sqlite3.Connection, name: str, keys: list[bytes], expiry: int) -> int:
         """Record an import of single addresses of one width (``keys`` sorted and distinct, as
         from ``distinct_sorted``) as one block with ``expiry``: the bulk form of ``put`` with

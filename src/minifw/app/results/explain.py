@@ -70,6 +70,7 @@ class Explained:
     warnings: tuple[str, ...] = ()
     hook_logs: tuple[str, ...] = ()
     route: str | None = None       # the routing decision's line, or why none was made
+    decision: str | None = None    # a fed set decided: "decided by set crowdsec, decision 12 from cscli"
 
     @property
     def verdict(self) -> str:
@@ -104,4 +105,6 @@ class Explained:
         if self.route is not None:  # where the packet went, and why (or why nobody asked)
             probe = self.explanation.probe
             out["route"] = {"path": probe.path, "oif": probe.oif, "text": self.route}
+        if self.decision is not None:
+            out["decision"] = self.decision
         return out

@@ -191,6 +191,7 @@ class Status:
     runners: tuple[Mapping[str, Any], ...] = ()
     # every [[hook]] function's place (kernel or queue) and reason; kernel ones' counts
     kernel_hooks: tuple[Any, ...] = ()
+    crowdsec: Mapping[str, Any] | None = None   # the CrowdSec feed's status (app/crowdsec.py)
 
     @property
     def sets(self) -> int:
@@ -216,7 +217,8 @@ class Status:
                 "rolled_back": self.rolled_back.to_json() if self.rolled_back else None,
                 "daemon": None if self.daemon is None else dict(self.daemon),
                 "kernel_hooks": [k.to_json() for k in self.kernel_hooks],
-                **({"runners": [dict(r) for r in self.runners]} if self.daemon else {})}
+                **({"runners": [dict(r) for r in self.runners]} if self.daemon else {}),
+                **({"crowdsec": dict(self.crowdsec)} if self.crowdsec is not None else {})}
 
 
 @_frozen

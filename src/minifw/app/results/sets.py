@@ -44,9 +44,13 @@ class Recovered(Outcome):
 class SetElement:
     element: str
     expires_in: int | None     # seconds left; None: permanent
+    origin: str | None = None  # a fed set's element: "cscli", "crowdsec:<scenario>" (+ decision)
 
     def to_json(self) -> dict[str, Any]:
-        return {"element": self.element, "expires_in": self.expires_in}
+        out = {"element": self.element, "expires_in": self.expires_in}
+        if self.origin is not None:
+            out["origin"] = self.origin
+        return out
 
 
 @_frozen

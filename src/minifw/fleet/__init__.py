@@ -1,0 +1,1 @@
+"""Edges to the fleet's engines: CrowdSec's Local API (``lapi.py``)."""
