@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import ipaddress
+import random
 import struct
 from typing import Any
 
@@ -286,21 +287,42 @@ class RawPacket:
         return f"RawPacket(v{self.version}, {self.note}, {self.data.hex()})"
 
 
-@st.composite
-def packets(draw, version: int | None = None, wire: bool = False,
-            src_pool: list[str] | None = None, dst_pool: list[str] | None = None) -> RawPacket:
+class Chooser:
+    """Picks for the packet builder: from Hypothesis (``draw``) or from a seeded Random."""
+
+    def __init__(self, draw=None, rng=None):
+        self._draw, self._rng = draw, rng
+
+    def pick(self, options):
+        options = list(options)
+        return self._draw(st.sampled_from(options)) if self._draw else self._rng.choice(options)
+
+    def upto(self, n: int) -> int:
+        return self._draw(st.integers(0, n)) if self._draw else self._rng.randint(0, n)
+
+    def payload(self) -> bytes:
+        n = self.upto(24)
+        if self._draw:
+            return bytes(self._draw(st.lists(st.sampled_from(PAYLOAD_ALPHABET), min_size=n,
+                                             max_size=n)))
+        return bytes(self._rng.choice(PAYLOAD_ALPHABET) for _ in range(n))
+
+
+def build_packet(c: Chooser, version: int | None = None, wire: bool = False,
+                 src_pool: list[str] | None = None, dst_pool: list[str] | None = None
+                 ) -> RawPacket:
     """A raw IP packet. ``wire``: only packets that a router forwards unchanged."""
-    v = version or draw(st.sampled_from([4, 6]))
-    proto = draw(st.sampled_from(L4[v]))
-    src = draw(st.sampled_from(src_pool or (V4_POOL if v == 4 else V6_POOL)))
-    dst = draw(st.sampled_from(dst_pool or (V4_POOL if v == 4 else V6_POOL)))
-    payload = bytes(draw(st.lists(st.sampled_from(PAYLOAD_ALPHABET), max_size=24)))
+    v = version or c.pick([4, 6])
+    proto = c.pick(L4[v])
+    src = c.pick(src_pool or (V4_POOL if v == 4 else V6_POOL))
+    dst = c.pick(dst_pool or (V4_POOL if v == 4 else V6_POOL))
+    payload = c.payload()
     notes = []
     if proto in (6, 17, 132):
-        sport, dport = draw(st.sampled_from(PORTS)), draw(st.sampled_from(PORTS))
+        sport, dport = c.pick(PORTS), c.pick(PORTS)
         notes.append(f"{sport}->{dport}")
         if proto == 6:
-            doff = draw(st.sampled_from([5, 5, 5, 6, 8, 15] + ([] if wire else [4, 2])))
+            doff = c.pick([5, 5, 5, 6, 8, 15] + ([] if wire else [4, 2]))
             opts = b"\x01" * max(0, doff * 4 - 20)
             l4 = struct.pack("!HHIIBBHHH", sport, dport, 1, 0, doff << 4, 0x02, 512, 0, 0) + opts
             notes.append(f"doff={doff}")
@@ -309,23 +331,23 @@ def packets(draw, version: int | None = None, wire: bool = False,
         else:
             l4 = struct.pack("!HHII", sport, dport, 0, 0)
     elif proto in (1, 58):
-        t = draw(st.sampled_from(ICMP_TYPES[v]))
+        t = c.pick(ICMP_TYPES[v])
         l4 = struct.pack("!BBHHH", t, 0, 0, 0x4D46, 1)
         notes.append(f"type={t}")
     else:
         l4 = struct.pack("!HH", 0, 0x0800)  # a GRE header
     body = l4 + payload
-    if not wire and draw(st.integers(0, 5)) == 0:
-        cut = draw(st.integers(0, min(len(body), 12)))
+    if not wire and c.upto(5) == 0:
+        cut = c.upto(min(len(body), 12))
         body = body[:cut]
         notes.append(f"truncated to {cut}")
-    frag = draw(st.sampled_from(["none"] * 6 + ["first", "later"]))
+    frag = c.pick(["none"] * 6 + ["first", "later"])
     if frag != "none":
         notes.append(f"fragment {frag}")
     pname = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6", 132: "sctp", 47: "gre"}[proto]
     notes.insert(0, f"{pname} {src}->{dst}")
     if v == 4:
-        words = draw(st.sampled_from([0, 0, 0, 1, 3, 10]))
+        words = c.pick([0, 0, 0, 1, 3, 10])
         opts = b"\x01" * (words * 4 - 1) + b"\x00" if words else b""
         if words:
             notes.append(f"ihl={5 + words}")
@@ -336,8 +358,8 @@ def packets(draw, version: int | None = None, wire: bool = False,
         head += opts
         head = head[:10] + struct.pack("!H", checksum(head)) + head[12:]
         return RawPacket(4, head + body, ", ".join(notes), wire)
-    exts = draw(st.lists(st.sampled_from([0, 60, 43]), max_size=2 if not wire else 1))
-    if exts and exts.count(0) and exts[0] != 0:
+    exts = [c.pick([0, 60, 43]) for _ in range(c.upto(1 if wire else 2))]
+    if 0 in exts[1:]:
         exts = [e for e in exts if e != 0]  # hop-by-hop may only come first
     chain = b""
     kinds = exts + ([44] if frag != "none" else [])
@@ -354,12 +376,24 @@ def packets(draw, version: int | None = None, wire: bool = False,
         notes.append("ext " + ",".join(map(str, exts)))
     first = kinds[0] if kinds else proto
     body = chain + body
-    if not wire and kinds and draw(st.integers(0, 7)) == 0:
-        body = body[:draw(st.integers(0, 7))]
+    if not wire and kinds and c.upto(7) == 0:
+        body = body[:c.upto(7)]
         notes.append("broken ext")
     head = struct.pack("!IHBB16s16s", 0x60000000, len(body), first, 64,
                        ipaddress.ip_address(src).packed, ipaddress.ip_address(dst).packed)
     return RawPacket(6, head + body, ", ".join(notes), wire)
+
+
+@st.composite
+def packets(draw, **kw) -> RawPacket:
+    return build_packet(Chooser(draw=draw), **kw)
+
+
+def corpus(n: int, seed: int = 16, **kw) -> list[RawPacket]:
+    """``n`` packets from a seeded generator: the many packets every function meets (drawing
+    each through Hypothesis would cost more than running it)."""
+    rng = random.Random(seed)
+    return [build_packet(Chooser(rng=rng), **kw) for _ in range(n)]
 
 
 # ---- the truth --------------------------------------------------------------------------------
