@@ -1,4 +1,7 @@
-"""A BPF netfilter program ready to load: its instructions and the maps it names. Pure."""
+"""What a BPF netfilter program is, before it meets the kernel: its instructions and the maps
+they name. Pure; ``kernel/bpf`` creates the maps, loads and attaches.
+
+An empty prog_array entry behind the dispatcher (``bpf/dispatch.py``) accepts the packet."""
 
 from __future__ import annotations
 
@@ -8,24 +11,52 @@ from .asm import Asm
 
 NF_DROP = 0
 NF_ACCEPT = 1
-PF = {4: 2, 6: 10}
-HOOK_NUMBERS = {"prerouting": 0, "input": 1, "forward": 2, "output": 3, "postrouting": 4}
-BPF_F_NO_PREALLOC = 1
+PF = {4: 2, 6: 10}                      # family -> NFPROTO_IPV4 / NFPROTO_IPV6
+FAMILY = {pf: family for family, pf in PF.items()}
+HOOKS = {"prerouting": 0, "input": 1, "forward": 2, "output": 3, "postrouting": 4}
+HOOK_NAMES = {num: name for name, num in HOOKS.items()}
+
+PROG_TYPE_NETFILTER = 32
+ATTACH_NETFILTER = 45
+# include/uapi/linux/bpf.h, enum bpf_map_type
+MAP_TYPES = {"hash": 1, "array": 2, "prog_array": 3, "percpu_array": 6, "lpm_trie": 11,
+             "ringbuf": 27}
+F_NO_PREALLOC = 1
+BPF_F_NO_PREALLOC = F_NO_PREALLOC
+HOOK_NUMBERS = HOOKS
+NAME_LEN = 15  # the kernel keeps 15 characters of a program's or map's name
 
 
 @dataclasses.dataclass(frozen=True)
 class MapSpec:
     name: str            # unique within one hook module; also the pin file name
-    kind: str            # "hash" | "lpm_trie" | "array" | "percpu_array" | "prog_array" | "ringbuf"
+    kind: str            # one of MAP_TYPES
     key_size: int
     value_size: int
     max_entries: int
-    flags: int = 0       # e.g. BPF_F_NO_PREALLOC (1) for lpm_trie
+    flags: int = 0       # e.g. F_NO_PREALLOC for lpm_trie (which requires it)
+
+    def __post_init__(self) -> None:
+        if self.kind not in MAP_TYPES:
+            raise ValueError(f"unknown map kind {self.kind!r}; use one of {sorted(MAP_TYPES)}")
 
 
 @dataclasses.dataclass(frozen=True)
 class Program:
-    name: str                    # <= 15 chars are shown by the kernel; full name kept here
+    name: str                    # the kernel shows NAME_LEN characters; the full name is kept
     asm: Asm                     # instructions with symbolic map names and kfunc names
     maps: tuple[MapSpec, ...]    # every map the program references by name
     license: str = "Dual MIT/GPL"
+
+    def kfuncs(self) -> list[str]:
+        """The kernel functions the program calls, by name."""
+        return sorted({i.kfunc for i in self.asm.insns if i.kfunc is not None})
+
+    def map_names(self) -> list[str]:
+        return sorted({i.map_name for i in self.asm.insns if i.map_name is not None})
+
+
+def kernel_name(name: str) -> str:
+    """A name the kernel accepts for a program or map: [A-Za-z0-9_.], NAME_LEN long."""
+    return "".join(c if c.isalnum() and c.isascii() or c in "_." else "_"
+                   for c in name)[:NAME_LEN]
