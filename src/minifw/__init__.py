@@ -11,14 +11,16 @@ if TYPE_CHECKING:
     from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["Firewall", "hook", "ACCEPT", "DROP", "__version__"]
+__all__ = ["Firewall", "hook", "ACCEPT", "DROP", "Addresses", "Counter", "__version__"]
 
 _HOME = {"Firewall": "minifw.api", "hook": "minifw.hooks", "ACCEPT": "minifw.hooks",
-         "DROP": "minifw.hooks"}
+         "DROP": "minifw.hooks", "Addresses": "minifw.hooks.addresses",
+         "Counter": "minifw.hooks.addresses"}
 
 if TYPE_CHECKING:
     from .api import Firewall
     from .hooks import ACCEPT, DROP, hook
+    from .hooks.addresses import Addresses, Counter
 
 
 def __getattr__(name: str) -> Any:
