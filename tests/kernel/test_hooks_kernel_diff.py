@@ -71,11 +71,12 @@ class Module:
 
     def compile_all(self) -> None:
         """Compile every function for both families; HookCompileError goes up (refused)."""
+        layout = kernel_layout()
         for spec in self.specs:
             ns = spec.fn.__globals__
             for family in (4, 6):
                 self.hooks[(spec.name, family)] = bpfhook.compile_hook(
-                    spec, family, self.source, str(self.path), ns)
+                    spec, family, self.source, str(self.path), ns, layout)
 
     def load_all(self) -> None:
         for (name, family), kh in self.hooks.items():
@@ -120,6 +121,13 @@ class Module:
 
     def python_counter(self, var: str) -> int:
         return self.specs[0].fn.__globals__[var].value
+
+
+def kernel_layout() -> dict[str, int]:
+    """The struct offsets pkt.mark, pkt.iif and pkt.oif read, from the running kernel's BTF."""
+    from minifw.kernel.bpf import kbtf
+    return {key: kbtf.member_offset(*key.split(".")) for key in
+            ("sk_buff.mark", "net_device.ifindex")}
 
 
 def frame(pkt: hookgen.RawPacket) -> bytes:
