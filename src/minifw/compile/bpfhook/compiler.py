@@ -13,7 +13,7 @@ import operator
 import zlib
 from typing import Any
 
-from ...bpf.asm import B, DW, FP, R0, R1, R2, R7, R8, R9, Asm, reg
+from ...bpf.asm import B, DW, EXIT, FP, JA, JMP, JMP32, R0, R1, R2, R7, R8, R9, Asm, reg
 from ...bpf.program import MapSpec
 from ...hooks.addresses import Addresses, Counter, key_sizes
 from ...hooks.packet import HOOK_NAMES, PROTO_NAMES
@@ -134,7 +134,7 @@ class Compiler:
         a.label(".accept")
         a.mov(R0, 1)
         a.exit()
-        return a
+        return prune(a)
 
     # -- statements --------------------------------------------------------------------------
     def block(self, stmts: list[ast.stmt], env: dict, ret: _Return | None) -> None:
@@ -1115,6 +1115,42 @@ class Compiler:
                                      flags=1))
             self.address_maps[var] = found
         return found
+
+
+def prune(a: Asm) -> Asm:
+    """The program without the instructions no path reaches (the verifier refuses them):
+    code after a return, exits a function never takes."""
+    at = {name: i for name, i in a.labels.items()}
+    n = len(a.insns)
+    seen = [False] * n
+    todo = [0]
+    while todo:
+        i = todo.pop()
+        if i >= n or seen[i]:
+            continue
+        seen[i] = True
+        insn = a.insns[i]
+        cls, op = insn.code & 0x07, insn.code & 0xF0
+        if cls in (JMP, JMP32) and op == EXIT:
+            continue
+        if insn.target is not None:
+            todo.append(at[insn.target])
+            if cls == JMP and op == JA:
+                continue
+        todo.append(i + 1)
+    out = Asm()
+    out.line = a.line
+    kept_before = []
+    count = 0
+    for i, insn in enumerate(a.insns):
+        kept_before.append(count)
+        if seen[i]:
+            out.insns.append(insn)
+            count += 1
+    kept_before.append(count)
+    out.labels = {name: kept_before[i] for name, i in at.items()}
+    out._fresh = a._fresh
+    return out
 
 
 def terminates(stmts: list[ast.stmt]) -> bool:
