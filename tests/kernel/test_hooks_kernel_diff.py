@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, Phase, event, given, settings
+from hypothesis import HealthCheck, Phase, event, example, given, settings
 from hypothesis import strategies as st
 
 import hookgen
@@ -184,7 +184,33 @@ def check_test_run(source: str, drawn: list[hookgen.RawPacket]) -> None:
         mod.close()
 
 
+def _module(body: str, head: str = "") -> hookgen.HookModule:
+    """A regression example: one prerouting function with ``body``."""
+    source = ("from minifw import ACCEPT, DROP, hook\n"
+              "from minifw.hooks.addresses import Addresses, Counter\n" + head
+              + "\n\n@hook('prerouting', priority=-300)\ndef f0(pkt):\n" + body)
+    return hookgen.HookModule(source, (("f0", "prerouting", -300),), ())
+
+
+def _pkt(hex_bytes: str) -> hookgen.RawPacket:
+    data = bytes.fromhex(hex_bytes)
+    return hookgen.RawPacket(data[0] >> 4, data, "regression", False)
+
+
+# an ICMP time-exceeded, IPv4
+ICMP4 = _pkt("4500002c1234000040011b6dc6124109c61280020b0000004d4600014501470045545461455400"
+             "0054540145")
+
+
 @pytest.mark.timeout(120 + CASES // 2)
+# a function that only returns: the verifier refused the unreachable error exit
+@example(_module("    return ACCEPT\n"), [ICMP4])
+# at output, test-run takes the IP packet without an Ethernet header
+@example(hookgen.HookModule(_module("    return DROP\n").source.replace("prerouting", "output"),
+                            (("f0", "output", -300),), ()), [ICMP4])
+# a 4-byte payload constant with its high bit set did not fit the compare's immediate
+@example(_module("    if pkt.payload[0:4] == b'EGa\\xff':\n        return DROP\n"
+                 "    return ACCEPT\n"), [ICMP4])
 @settings(max_examples=CASES, deadline=None, phases=PHASES, database=None,
           suppress_health_check=list(HealthCheck))
 @given(hookgen.hook_modules(), st.lists(hookgen.packets(), min_size=1, max_size=3))
