@@ -7,7 +7,7 @@ import pytest
 
 from bpfprogs import accept_all, drop_icmp, ipv4, ipv6
 from kit import need_root
-from minifw.bpf.asm import R0, R1, DW, Asm
+from minifw.bpf.asm import DW, R0, R1, R2, R3, W, Asm
 from minifw.bpf.program import HOOKS, NF_ACCEPT, NF_DROP, PF, MapSpec, Program
 from minifw.kernel.bpf import kbtf
 from minifw.kernel.bpf.maps import Map, possible_cpus
@@ -114,3 +114,46 @@ def test_percpu_array_has_one_value_per_possible_cpu():
         assert [struct.unpack("<Q", v)[0] for v in m.lookup_percpu(struct.pack("<I", 1))] == \
             list(range(possible_cpus()))
         assert m.lookup(struct.pack("<I", 1)) == struct.pack("<Q", 0)
+
+
+def test_struct_offsets_for_the_compiler():
+    found = kbtf.offsets()
+    assert set(found) == {"bpf_nf_ctx.state", "bpf_nf_ctx.skb", "sk_buff.mark", "sk_buff.len",
+                          "nf_hook_state.hook", "nf_hook_state.pf", "nf_hook_state.in",
+                          "nf_hook_state.out", "net_device.ifindex"}
+    assert found["bpf_nf_ctx.state"] == 0 and found["bpf_nf_ctx.skb"] == 8
+    assert found["nf_hook_state.hook"] == 0 and found["nf_hook_state.pf"] == 1
+    # in and out are consecutive pointers; the rest lie inside their structs
+    assert found["nf_hook_state.out"] == found["nf_hook_state.in"] + 8
+    assert 0 < found["sk_buff.len"] < kbtf.struct_size("sk_buff")
+    assert 0 < found["sk_buff.mark"] < kbtf.struct_size("sk_buff")
+    assert 0 < found["net_device.ifindex"] < kbtf.struct_size("net_device")
+
+
+def test_a_program_reads_skb_len_and_mark_at_the_btf_offsets():
+    """skb->len through the BTF offset: the frame's IP length (the Ethernet header is pulled)."""
+    off = kbtf.offsets()
+    a = Asm()
+    a.ldx(DW, R1, R1, off["bpf_nf_ctx.skb"])
+    a.ldx(W, R2, R1, off["sk_buff.len"])
+    a.ldx(W, R3, R1, off["sk_buff.mark"])
+    a.mov(R0, 0)
+    a.jmp("!=", R3, 0, "out")
+    a.jmp("!=", R2, 28, "out")
+    a.mov(R0, 1)
+    a.label("out")
+    a.exit()
+    with load(Program("lenmark", a, ()), {}) as prog:
+        assert run(prog.fd, ipv4(17, bytes(8)), 0, PF[4])[0] == NF_ACCEPT
+        assert run(prog.fd, ipv4(17, bytes(9)), 0, PF[4])[0] == NF_DROP
+
+
+@pytest.mark.parametrize("hook", sorted(HOOKS.values()))
+def test_every_hook_sees_the_ip_header_at_offset_0(hook):
+    """At output the kernel's test-run takes the IP packet alone: test_run strips the Ethernet
+    header there, so one frame means the same packet at every hook."""
+    with load(drop_icmp(), {}) as prog:
+        assert run(prog.fd, ipv4(1), hook, PF[4])[0] == NF_DROP
+        assert run(prog.fd, ipv4(17), hook, PF[4])[0] == NF_ACCEPT
+        assert run(prog.fd, ipv6(58), hook, PF[6])[0] == NF_DROP
+        assert run(prog.fd, ipv6(17), hook, PF[6])[0] == NF_ACCEPT

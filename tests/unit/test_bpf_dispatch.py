@@ -1,9 +1,12 @@
 """The dispatcher's instructions: ctx handed on, a tail call into "progs"[0], ACCEPT when the
 entry is empty."""
 
+import pytest
+
 from minifw.bpf.asm import ALU64, CALL, DW, EXIT, IMM, JMP, K, LD, MOV, PSEUDO_MAP_FD, X, decode
 from minifw.bpf.dispatch import PROGS, TAIL_CALL, dispatcher
-from minifw.bpf.program import NF_ACCEPT, MapSpec
+from minifw.bpf.program import NF_ACCEPT, MapSpec, MapSpecError
+from minifw.errors import MinifwError
 
 
 def test_dispatcher_tail_calls_progs_0_and_accepts_on_fall_through():
@@ -20,3 +23,9 @@ def test_dispatcher_tail_calls_progs_0_and_accepts_on_fall_through():
         (JMP | EXIT, 0, 0, 0, 0)]
     assert TAIL_CALL == 12
     assert prog.license == "Dual MIT/GPL"
+
+
+def test_a_map_spec_of_an_unknown_kind_is_refused():
+    with pytest.raises(MapSpecError, match="unknown map kind 'queue'") as info:
+        MapSpec("q", "queue", 0, 4, 1)
+    assert isinstance(info.value, MinifwError)

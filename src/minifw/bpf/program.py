@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from ..errors import MinifwError
 from .asm import Asm
 
 NF_DROP = 0
@@ -27,6 +28,10 @@ HOOK_NUMBERS = HOOKS
 NAME_LEN = 15  # the kernel keeps 15 characters of a program's or map's name
 
 
+class MapSpecError(MinifwError, ValueError):
+    """A map spec the kernel would refuse before any syscall: an unknown kind."""
+
+
 @dataclasses.dataclass(frozen=True)
 class MapSpec:
     name: str            # unique within one hook module; also the pin file name
@@ -38,7 +43,7 @@ class MapSpec:
 
     def __post_init__(self) -> None:
         if self.kind not in MAP_TYPES:
-            raise ValueError(f"unknown map kind {self.kind!r}; use one of {sorted(MAP_TYPES)}")
+            raise MapSpecError(f"unknown map kind {self.kind!r}; use one of {sorted(MAP_TYPES)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,3 +65,11 @@ def kernel_name(name: str) -> str:
     """A name the kernel accepts for a program or map: [A-Za-z0-9_.], NAME_LEN long."""
     return "".join(c if c.isalnum() and c.isascii() or c in "_." else "_"
                    for c in name)[:NAME_LEN]
+
+
+# The kernel struct members compiled programs read, as (struct, member): their byte offsets
+# differ between kernel builds, so they are read from the running kernel's BTF at load
+# (``kernel.bpf.kbtf.offsets()``) and handed to the compiler as "struct.member" -> offset.
+STRUCT_MEMBERS = (("bpf_nf_ctx", "state"), ("bpf_nf_ctx", "skb"), ("sk_buff", "mark"),
+                  ("sk_buff", "len"), ("nf_hook_state", "hook"), ("nf_hook_state", "pf"),
+                  ("nf_hook_state", "in"), ("nf_hook_state", "out"), ("net_device", "ifindex"))

@@ -12,6 +12,7 @@ import os
 import threading
 
 from ...bpf.btf import Btf, BtfError, parse
+from ...bpf.program import STRUCT_MEMBERS
 
 VMLINUX = "/sys/kernel/btf/vmlinux"
 CACHE = "/run/minifw/btf.json"
@@ -85,3 +86,8 @@ def struct_size(name: str) -> int:
 
 def kfunc_ids(names) -> dict[str, int]:
     return {name: func_id(name) for name in names}
+
+
+def offsets(members=STRUCT_MEMBERS) -> dict[str, int]:
+    """"struct.member" -> byte offset in the running kernel, for the compiler."""
+    return {f"{s}.{m}": member_offset(s, m) for s, m in members}

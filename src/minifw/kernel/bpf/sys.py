@@ -11,7 +11,7 @@ import os
 import platform
 import struct
 
-from ...errors import MinifwError
+from ...errors import KernelError
 
 # __NR_bpf
 _NR = {"x86_64": 321, "aarch64": 280, "armv7l": 386, "riscv64": 280, "ppc64le": 361,
@@ -28,7 +28,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
 
-class BpfError(MinifwError):
+class BpfError(KernelError):
     """A bpf(2) call the kernel refused; ``errno`` is its error number."""
 
     def __init__(self, message: str, errno: int | None = None):
