@@ -4,7 +4,7 @@ BPF_PROG_TEST_RUN (no attach, no traffic) and in Python over the queue's packet 
 The stable API the differential tests build on:
 
     with KernelRun(source, "fn_name", family) as k:     # compiles, creates maps, loads
-        k.kernel(ip_bytes, "prerouting") -> 0 | 1        # NF_DROP / NF_ACCEPT
+        k.kernel(ip_bytes, "prerouting") -> 0 | 1        # NF_DROP / NF_ACCEPT (any hook)
         k.python(ip_bytes, "prerouting") -> 0 | 1        # the same function on the queue path
         k.stats() -> (packets, drops)
         k.counter("HITS") -> int
@@ -24,6 +24,7 @@ from minifw.hooks.packet import PurePacket
 from minifw.kernel.bpf import kbtf
 from minifw.kernel.bpf.maps import Map
 from minifw.kernel.bpf.prog import load
+from minifw.kernel.bpf.ringbuf import RingbufReader
 from minifw.kernel.bpf.prog import test_run as _test_run
 from minifw.netlink.nfqueue import QueuedPacket
 
@@ -31,21 +32,17 @@ _ETH = {4: b"\x02\0\0\0\0\x01\x02\0\0\0\0\x02\x08\x00",
         6: b"\x02\0\0\0\0\x01\x02\0\0\0\0\x02\x86\xdd"}
 
 
-def layout() -> dict[str, int]:
-    return {"sk_buff.mark": kbtf.member_offset("sk_buff", "mark"),
-            "net_device.ifindex": kbtf.member_offset("net_device", "ifindex")}
-
-
 class KernelRun:
     def __init__(self, source: str, fn_name: str, family: int, filename: str = "<hooks>",
-                 module: dict[str, Any] | None = None):
+                 module: dict[str, Any] | None = None, layout: dict[str, int] | None = None):
         if module is None:
             module = {"__name__": "hookmod"}
             exec(compile(source, filename, "exec"), module)  # noqa: S102  the test's own code
         self.module, self.family = module, family
         self.fn = module[fn_name]
         self.spec = self.fn.__minifw_hook__
-        self.hook = compile_hook(self.spec, family, source, filename, module, layout())
+        self.hook = compile_hook(self.spec, family, source, filename, module,
+                                 kbtf.offsets() if layout is None else layout)
         self.maps: dict[str, Map] = {}
         self.prog = None
         try:
@@ -81,7 +78,9 @@ class KernelRun:
 
     def kernel(self, ip: bytes, hook: str = "prerouting") -> int:
         assert self.prog is not None
-        return _test_run(self.prog.fd, _ETH[self.family] + ip, HOOKS[hook], PF[self.family])[0]
+        # test-run takes an Ethernet frame, except at output (LOCAL_OUT): the IP packet alone
+        frame = ip if hook == "output" else _ETH[self.family] + ip
+        return _test_run(self.prog.fd, frame, HOOKS[hook], PF[self.family])[0]
 
     def python(self, ip: bytes, hook: str = "prerouting", logs: list | None = None) -> int:
         """The verdict the queue runner gives: ACCEPT/DROP, else (an exception, another
@@ -108,11 +107,9 @@ class KernelRun:
                    for v in self.maps[var].lookup_percpu(b"\0" * 4))
 
     def logs(self) -> list[tuple[str, str]]:
-        """pkt.log records, read straight from the ringbuf map's pages is the runner's job;
-        here the ringbuf reader of kernel/bpf when present."""
-        from minifw.kernel.bpf import ringbuf  # noqa: PLC0415  not every branch has it yet
-        reader = ringbuf.RingbufReader(self.maps["log"])
-        return [decode_log(r, self.hook.logs) for r in reader.poll(0)]
+        """The pkt.log records written so far, decoded."""
+        with RingbufReader(self.maps["log"]) as reader:
+            return [decode_log(r, self.hook.logs) for r in reader.read()]
 
 
 def addresses(module: dict[str, Any]) -> list[str]:

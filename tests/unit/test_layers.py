@@ -29,7 +29,7 @@ RANKS = {
 PURE = ("model", "netlink", "bpf", "compile", "engine")
 # The hook decorator (minifw.hooks itself, not its loader or runner parts) is pure as well:
 # compile plans chains from its HookSpec.
-PURE_MODULES = {"minifw.hooks"}
+PURE_MODULES = {"minifw.hooks", "minifw.hooks.addresses", "minifw.hooks.packet"}
 # The standard library's doors to the outside world: none may open in the pure core (nor their
 # C cores, which the ban path imports directly for its start-up).
 IO_MODULES = {"os", "socket", "ctypes", "subprocess", "sqlite3", "fcntl", "select", "signal",

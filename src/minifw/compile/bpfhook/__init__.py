@@ -45,9 +45,11 @@ def compile_hook(spec: HookSpec, family: int, source: str, filename: str,
     c.inlining.append(fn_name)
     asm = c.compile()
     maps = tuple(c.maps.values())
+    used = {i.map_name for i in asm.insns if i.map_name is not None}
     return KernelHook(
         name=spec.name, hook=spec.hook.value, priority=spec.priority, family=family,
-        program=Program(f"{spec.name}_v{family}", asm, maps), maps=maps,
+        program=Program(f"{spec.name}_v{family}", asm,
+                        tuple(m for m in maps if m.name in used)), maps=maps,
         logs=tuple(c.logs), address_maps=dict(c.address_maps), counters=tuple(c.counters),
         initial=dict(c.initial), ifnames=tuple(c.ifnames))
 

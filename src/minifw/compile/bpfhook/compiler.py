@@ -13,7 +13,9 @@ import operator
 import zlib
 from typing import Any
 
-from ...bpf.asm import B, DW, EXIT, FP, JA, JMP, JMP32, R0, R1, R2, R7, R8, R9, Asm, reg
+from ...bpf.asm import (
+    ALU64, B, DW, EXIT, FP, JA, JMP, JMP32, R0, R1, R2, R3, R7, R8, R9, X, Asm, Insn, reg,
+)
 from ...bpf.program import MapSpec
 from ...hooks.addresses import Addresses, Counter, key_sizes
 from ...hooks.packet import HOOK_NAMES, PROTO_NAMES
@@ -118,7 +120,8 @@ class Compiler:
         self.a = outer
         a = self.a
         a.line = self.fn.lineno
-        fr.prologue(a, self.stats, self.family, self.uses_packet)
+        fr.prologue(a, self.stats, self.family, self.uses_packet,
+                    (self.layout or {}).get("sk_buff.len"))
         a.extend(body.insns)
         for name, at in body.labels.items():
             a.labels[name] = at + len(a.insns) - len(body.insns)
@@ -295,6 +298,10 @@ class Compiler:
                 if piece.conversion not in (-1, 115) or piece.format_spec is not None:
                     raise self.refuse(piece, "log text formats values plainly ({x}) in the "
                                       "kernel; conversions and format specs are not supported")
+                ok, const = self.constant(piece.value, env)
+                if ok and isinstance(const, (str, int)):   # folded into the text
+                    parts.append(("text", str(const)))
+                    continue
                 kind, where = self.log_value(piece.value, env)
                 parts.append(("value", kind))
                 values.append((kind, where))
@@ -371,8 +378,8 @@ class Compiler:
         fr.header_ok(self.a, ".error")
 
     def hook_number(self) -> None:
-        self.a.ldx(DW, R1, fr.R6, fr.CTX_STATE)
-        self.a.ldx(B, R7, R1, fr.STATE_HOOK)
+        self.a.ldx(DW, R1, fr.R6, self.at("bpf_nf_ctx.state"))
+        self.a.ldx(B, R7, R1, self.at("nf_hook_state.hook"))
 
     def constant(self, node: Any, env: dict) -> tuple[bool, Any]:
         """(True, value) for a literal or a module-level constant (folded at compile time)."""
@@ -494,7 +501,7 @@ class Compiler:
             return Val(0, 0xFFFFFFFF)
         if field == "mark":
             off = self.layout_offset(node, "sk_buff.mark", "pkt.mark")
-            a.ldx(DW, R1, fr.R6, fr.CTX_SKB)
+            a.ldx(DW, R1, fr.R6, self.at("bpf_nf_ctx.skb"))
             a.ldx(0, R7, R1, off)
             return Val(0, 0xFFFFFFFF)
         self.header(node)
@@ -513,6 +520,10 @@ class Compiler:
         a.ld_imm64(R7, NONE)
         a.label(done)
         return Val(0, hi, none=True)
+
+    def at(self, key: str) -> int:
+        """An offset of the kernel's ABI-stable structs: from BTF when the caller passed it."""
+        return (self.layout or {}).get(key, fr.STABLE[key])
 
     def layout_offset(self, node: Any, key: str, what: str) -> int:
         if not self.layout or key not in self.layout:
@@ -556,25 +567,24 @@ class Compiler:
         elif op in (ast.BitAnd, ast.BitOr, ast.BitXor):
             boolean = left.boolean and right.boolean
             bits = max(abs(x) for x in (lo1, hi1, lo2, hi2)).bit_length() + 1
-            if lo1 >= 0 and lo2 >= 0:
+            if op is ast.BitAnd and (lo1 >= 0 or lo2 >= 0):
+                lo, hi = 0, min(h for low, h in ((lo1, hi1), (lo2, hi2)) if low >= 0)
+            elif lo1 >= 0 and lo2 >= 0:
                 lo, hi = 0, (1 << bits) - 1
-                if op is ast.BitAnd:
-                    hi = min(hi1, hi2)
             else:
                 lo, hi = -(1 << bits), (1 << bits) - 1
             a.alu(_ALU[op], R7, reg(R8))
         elif op in (ast.FloorDiv, ast.Mod):
-            if lo1 < 0 or lo2 < 0:
-                raise self.refuse(node, "// and % of possibly negative numbers cannot run in "
-                                  "the kernel (Python floors them); use where=\"queue\"")
-            if lo2 == 0:
+            if lo2 <= 0 <= hi2:
                 a.jmp("==", R8, 0, ".error")   # ZeroDivisionError
-            if op is ast.FloorDiv:
-                lo, hi = 0, hi1
-                a.alu(DIV, R7, reg(R8))
+            floor = op is ast.FloorDiv
+            if lo1 >= 0 and lo2 >= 0:
+                lo, hi = (0, hi1) if floor else (0, min(hi1, hi2 - 1))
+                a.alu(DIV if floor else MOD, R7, reg(R8))
             else:
-                lo, hi = 0, min(hi1, hi2 - 1)
-                a.alu(MOD, R7, reg(R8))
+                m1 = max(-lo1, hi1)
+                lo, hi = (-m1, m1) if floor else (min(lo2 + 1, 0), max(hi2 - 1, 0))
+                self.floor_divmod(floor)
         elif op is ast.LShift:
             if hi2 > 62 or lo1 < 0 and hi2 > 0:
                 raise self.refuse(node, "a left shift that may exceed 64 bits cannot run in "
@@ -602,6 +612,26 @@ class Compiler:
                               "would not; bound its operands or use where=\"queue\"")
         return v
 
+    def floor_divmod(self, floor: bool) -> None:
+        """r7 = r7 // r8 or r7 % r8 as Python floors them, from the signed (truncating)
+        division: q = trunc(a / b), r = a - q * b; if r and r, b differ in sign: q -= 1, r += b."""
+        a = self.a
+        done = a.fresh("floor")
+        a.mov(R1, reg(R7))
+        a.emit(Insn(ALU64 | DIV | X, R1, R8, off=1))    # sdiv (off = 1)
+        a.mov(R2, reg(R1))
+        a.alu(MUL, R2, reg(R8))
+        a.mov(R3, reg(R7))
+        a.alu(SUB, R3, reg(R2))
+        a.jmp("==", R3, 0, done)
+        a.mov(R2, reg(R3))
+        a.alu(XOR, R2, reg(R8))
+        a.jmp("s>=", R2, 0, done)
+        a.alu(SUB, R1, 1)
+        a.alu(ADD, R3, reg(R8))
+        a.label(done)
+        a.mov(R7, reg(R1 if floor else R3))
+
     def check_int(self, node: Any, v: Val) -> None:
         if v.verdict:
             raise self.refuse(node, "ACCEPT and DROP can only be returned")
@@ -621,7 +651,10 @@ class Compiler:
             a.neg(R7)
             return Val(-v.hi, -v.lo)  # type: ignore[operator]
         a.alu(XOR, R7, -1)
-        return Val(~v.hi, ~v.lo)  # type: ignore[operator]
+        out = Val(~v.hi, ~v.lo)  # type: ignore[operator]
+        if not _fits(out):
+            raise self.refuse(node, "~ of this value may leave 64 bits; bound it first")
+        return out
 
     def materialize(self, node: ast.expr, env: dict) -> Val:
         a = self.a
@@ -790,30 +823,26 @@ class Compiler:
 
     def compare(self, node: ast.Compare, truth: bool, label: str, env: dict) -> None:
         a = self.a
-        if len(node.ops) > 1:   # a < b < c: b evaluated once
+        if len(node.ops) > 1:   # a < b < c: b evaluated once, c only if a < b
             fail = a.fresh("chain") if truth else label
-            end = a.fresh("chain")
-            left = node.left
-            start = self.next_slot
-            prev_at = None
+            start, left = self.next_slot, node.left
             for op, right in zip(node.ops, node.comparators):
-                if prev_at is not None:
-                    left = ast.copy_location(ast.Name(f".t{prev_at}", ast.Load()), left)
-                    env["locals"][left.id] = (prev_at, prev_v)
                 rv = self.expr(right, env)
-                prev_at, prev_v = self.slot(right), rv
-                a.stx(DW, FP, prev_at, R7)
-                one = ast.copy_location(ast.Compare(left, [op], [ast.Name(
-                    f".t{prev_at}", ast.Load())]), node)
-                env["locals"][f".t{prev_at}"] = (prev_at, rv)
+                at = self.slot(right)
+                a.stx(DW, FP, at, R7)
+                name = f".t{at}"      # a pseudo-local no Python name can be
+                env["locals"][name], env["slots"][name] = (at, rv), at
+                one = ast.copy_location(ast.Compare(left, [op], [ast.Name(name, ast.Load())]),
+                                        node)
                 self.compare(one, False, fail, env)
-            for k in [k for k in env["locals"] if k.startswith(".t")]:
-                del env["locals"][k]
+                left = ast.copy_location(ast.Name(name, ast.Load()), right)
+            for name in [n for n in env["slots"] if n.startswith(".t")]:
+                del env["slots"][name]
+                env["locals"].pop(name, None)
             self.free(start)
             if truth:
                 a.ja(label)
                 a.label(fail)
-            a.label(end)
             return
         op, right = node.ops[0], node.comparators[0]
         left = node.left
@@ -1013,8 +1042,8 @@ class Compiler:
         a = self.a
         off = self.layout_offset(node, "net_device.ifindex", f"pkt.{field}")
         ifmap = self.add_map(MapSpec("ifindex", "array", 4, 4, 64))
-        a.ldx(DW, R1, fr.R6, fr.CTX_STATE)
-        a.ldx(DW, R1, R1, fr.STATE_IN if field == "iif" else fr.STATE_OUT)
+        a.ldx(DW, R1, fr.R6, self.at("bpf_nf_ctx.state"))
+        a.ldx(DW, R1, R1, self.at("nf_hook_state.in" if field == "iif" else "nf_hook_state.out"))
         skip = a.fresh("noif")
         a.jmp("==", R1, 0, skip)             # no device: None, equal to no name
         a.ldx(0, R7, R1, off)
@@ -1074,13 +1103,14 @@ class Compiler:
             a.ja(miss)     # str == bytes is False; a longer constant cannot match
         else:
             n = len(const)
-            # the slice's length is min(j, len) - i clamped at 0: it must be n
-            if j is None or n < j - i:
-                a.jmp("!=", R8, i + n, miss)   # only a payload ending exactly there
-            elif n == 0:
-                a.jmp("s>", R8, i, miss)
-            else:
+            # the slice's length, min(j, len) - i clamped at 0, must be n
+            if n == 0:
+                if j is None or j > i:
+                    a.jmp(">", R8, i, miss)
+            elif j is not None and n == j - i:
                 a.jmp("<", R8, i + n, miss)
+            else:
+                a.jmp("!=", R8, i + n, miss)    # only a payload ending exactly there
             if n:
                 fr.read(a, fr.PBUF, n, off_reg=R7, off=i, fail=".error")
                 for k in range(0, n, 4):

@@ -36,7 +36,9 @@ ADDR_AT = {4: {"src": 12, "dst": 16}, 6: {"src": 8, "dst": 24}}
 
 # ctx: struct bpf_nf_ctx { const struct nf_hook_state *state @0; struct sk_buff *skb @8 }
 # struct nf_hook_state { u8 hook @0; u8 pf @1; struct net_device *in @8, *out @16; ... }
-CTX_STATE, CTX_SKB, STATE_HOOK, STATE_IN, STATE_OUT = 0, 8, 0, 8, 16
+CTX_SKB = 8
+STABLE = {"bpf_nf_ctx.state": 0, "bpf_nf_ctx.skb": CTX_SKB, "nf_hook_state.hook": 0,
+          "nf_hook_state.in": 8, "nf_hook_state.out": 16}
 
 
 def read(a: Asm, dst_off: int, length: int, off_reg: int | None = None, off: int = 0,
@@ -60,7 +62,8 @@ def read(a: Asm, dst_off: int, length: int, off_reg: int | None = None, off: int
         a.jmp("!=", R0, 0, fail)
 
 
-def prologue(a: Asm, stats_map: str, family: int, parse: bool) -> None:
+def prologue(a: Asm, stats_map: str, family: int, parse: bool,
+             len_at: int | None = None) -> None:
     """r6 = ctx, r9 = this function's stats (packets counted); the packet parsed if needed."""
     a.mov(R6, reg(R1))
     a.st(W, FP, SCRATCH, 0)
@@ -76,10 +79,11 @@ def prologue(a: Asm, stats_map: str, family: int, parse: bool) -> None:
     a.mov(R1, 1)
     a.atomic_add(DW, R9, 0, R1)
     if parse:
-        _parse(a, family)
+        _parse(a, family, len_at)
 
 
-def _parse(a: Asm, family: int) -> None:
+def _parse(a: Asm, family: int, len_at: int | None) -> None:
+    """``len_at``: sk_buff.len's offset (from BTF), read directly; else bpf_dynptr_size."""
     bad, done = ".bad", ".parsed"
     a.ldx(DW, R1, R6, CTX_SKB)
     a.mov(R2, 0)
@@ -88,9 +92,13 @@ def _parse(a: Asm, family: int) -> None:
     a.kcall(FROM_SKB)
     a.st(DW, FP, LEN, 0)
     a.jmp("!=", R0, 0, bad)
-    a.mov(R1, reg(FP))
-    a.alu(0x00, R1, DYNPTR)
-    a.kcall(DYNPTR_SIZE)
+    if len_at is None:
+        a.mov(R1, reg(FP))
+        a.alu(0x00, R1, DYNPTR)
+        a.kcall(DYNPTR_SIZE)
+    else:
+        a.ldx(DW, R1, R6, CTX_SKB)
+        a.ldx(W, R0, R1, len_at)
     a.stx(DW, FP, LEN, R0)
     if family == 4:
         read(a, HDR, 20, fail=bad)
@@ -249,36 +257,31 @@ def payload_span(a: Asm, err: str) -> None:
     a.label(have)
 
 
-def ktime_not_expired(a: Asm, value_reg: int, yes: str) -> None:
-    """Jump to ``yes`` if the u64 expiry at [value_reg] is 0 or still ahead (r8 clobbered)."""
-    a.ldx(DW, R8, value_reg, 0)
+def live_entry(a: Asm, map_name: str, key_at: int, yes: str, no: str) -> None:
+    """Look the key at fp+key_at up in ``map_name``: to ``yes`` if found with an expiry of 0
+    or still ahead (bpf_ktime_get_ns is CLOCK_MONOTONIC), else on to ``no``."""
+    a.ld_map(R1, map_name)
+    a.mov(R2, reg(FP))
+    a.alu(0x00, R2, key_at)
+    a.call(MAP_LOOKUP)
+    a.jmp("==", R0, 0, no)
+    a.ldx(DW, R8, R0, 0)
     a.jmp("==", R8, 0, yes)
     a.call(KTIME_GET_NS)
     a.jmp(">", R8, reg(R0), yes)
+    a.ja(no)
 
 
 def address_in(a: Asm, family: int, which: str, hash_map: str, lpm_map: str,
                yes: str, no: str) -> None:
+    """The hash map of single addresses first, then the LPM trie of CIDRs (an expired single
+    still lets a live CIDR match)."""
     at = HDR + ADDR_AT[family][which]
     lpm = a.fresh("lpm")
-    a.ld_map(R1, hash_map)
-    a.mov(R2, reg(FP))
-    a.alu(0x00, R2, at)
-    a.call(MAP_LOOKUP)
-    a.jmp("==", R0, 0, lpm)
-    ktime_not_expired(a, R0, yes)
+    live_entry(a, hash_map, at, yes, lpm)
     a.label(lpm)
     a.st(W, FP, KEY, 32 if family == 4 else 128)
     for i in range(0, 4 if family == 4 else 16, 4):
         a.ldx(W, R1, FP, at + i)
         a.stx(W, FP, KEY + 4 + i, R1)
-    a.ld_map(R1, lpm_map)
-    a.mov(R2, reg(FP))
-    a.alu(0x00, R2, KEY)
-    a.call(MAP_LOOKUP)
-    a.jmp("==", R0, 0, no)
-    ktime_not_expired(a, R0, yes)
-    a.ja(no)
-
-
-__all__ = ["R6", "R9", "R5"]
+    live_entry(a, lpm_map, KEY, yes, no)
