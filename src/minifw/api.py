@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         Recovered, RolledBack, RuleAdded, RuleDeleted, RuleListing, SetPage, SetSummary,
         Status, Unbanned, Unloaded,
     )
+    from .app.khooks import HookSetDone
     from .app.nat import NatService
     from .app.results.nat import NatAdded, NatDeleted, NatListing
     from .app.rules import Service
@@ -248,6 +249,16 @@ class Firewall:
     def nat_list(self) -> "NatListing":
         """The live [[nat]] entries with their counters (first packets of flows)."""
         return self._nat.list()
+
+    @_in_tree
+    def hook_set(self, file: str | os.PathLike[str], name: str, op: str,
+                 addrs: str | Iterable[str], timeout: float | None = None) -> "HookSetDone":
+        """Add (``op="add"``, for ``timeout`` seconds if given) or delete (``"del"``)
+        addresses and CIDRs of the module-level ``Addresses`` ``name`` of a [[hook]] file
+        whose functions run in the kernel: its maps change while they run, no reload."""
+        from .app import khooks
+        return khooks.hook_set(self.state_dir, os.path.abspath(os.fspath(file)), name, op,
+                               _elements(addrs), timeout)
 
     # ---- sets ------------------------------------------------------------------------------
     @_in_tree

@@ -97,10 +97,17 @@ def lines(path):
     return p.read_text().split() if p.exists() else []
 
 
+def seed_on_queue(lab):
+    """The seed's hooks (kernel ones in examples/) as queue functions."""
+    return write(lab, "seed_hooks.py",
+                 Path(SEED_HOOKS).read_text().replace('where="kernel"', 'where="queue"'))
+
+
 def test_seed_hooks_in_python_with_dmesg(hqlab):
     server, client, blocked = two_hosts(hqlab)
     assert client.ping("198.18.0.1")
-    proc = start_runner(server, SEED_HOOKS)
+    seed = seed_on_queue(hqlab)
+    proc = start_runner(server, seed)
     names = chains(server)
     assert names["hook_q1000_drop_icmp"]["prio"] == -300
     assert names["hook_q1001_drop_blocked_host"]["prio"] == -299
@@ -111,7 +118,7 @@ def test_seed_hooks_in_python_with_dmesg(hqlab):
     dmesg = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
     assert f"minifw[{proc.pid}]: drop_icmp: Drop ICMP packet" in dmesg
     assert f"minifw[{proc.pid}]: drop_blocked_host: Drop packet from 198.18.2.2" in dmesg
-    twice = server.minifw("run", SEED_HOOKS, check=False, timeout=20)  # same places: refused
+    twice = server.minifw("run", seed, check=False, timeout=20)  # same places: refused
     assert twice.returncode == 1 and "prerouting priority -300" in twice.stderr
     status = json.loads(server.minifw("status", "--json").stdout)
     assert {(h["function"], h["queue"], h["fail"]) for h in status["hooks"]} == {
@@ -305,7 +312,7 @@ def rule_and_hook(file):
 
 def test_up_runs_config_hooks_status_and_down(hqlab):
     server, client, _ = two_hosts(hqlab)
-    write(hqlab, "seed_hooks.py", Path(SEED_HOOKS).read_text())
+    seed_on_queue(hqlab)
     config = write(hqlab, "minifw.toml", rule_and_hook("seed_hooks.py"))
     out = server.minifw("up", "--config", config)
     assert "1 hook files" in out.stdout

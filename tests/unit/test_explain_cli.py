@@ -262,6 +262,14 @@ def test_hook_functions_decide_at_runtime(hooked):
             data["priority"]) == ("runtime", "drop_icmp", "hook-function", "prerouting", -300)
     human = run("--config", hooked, "--proto", "icmp", "--src", "198.18.0.2", "--dst",
                 "198.18.0.1")
+    # drop_icmp compiles: where="auto" puts it in the kernel, and explain says so
+    assert human.stdout.startswith("runtime: decided in the kernel by hook function drop_icmp "
+                                   "at prerouting/-300")
+    h = Path(hooked).parent / "h.py"
+    h.write_text(h.read_text().replace('@hook("prerouting", priority=-300',
+                                       '@hook("prerouting", where="queue", priority=-300'))
+    human = run("--config", hooked, "--proto", "icmp", "--src", "198.18.0.2", "--dst",
+                "198.18.0.1")
     assert human.stdout.startswith("runtime: decided at runtime by hook function drop_icmp at "
                                    "prerouting/-300")
 

@@ -98,7 +98,9 @@ def test_status_json_keeps_its_shape():
     data = st.to_json()
     assert list(data) == ["loaded", "config", "policies", "stateful", "chains", "rules", "sets",
                           "set_elements", "foreign_chains", "warnings", "table_missing",
-                          "hooks", "hook_problems", "failsafe", "pending", "rolled_back", "daemon"]
+                          "hooks", "hook_problems", "failsafe", "pending", "rolled_back", "daemon",
+                          "kernel_hooks"]
+    assert data["kernel_hooks"] == []
     assert data["pending"] is None and data["rolled_back"] is None and data["daemon"] is None
     assert data["sets"] == 1 and st.in_force and data["failsafe"] is None
     assert data["set_elements"] == [{"name": "blocked", "addresses": 1, "cidrs": 0,

@@ -104,6 +104,8 @@ class Sample:
     hooks: dict[str, HookInfo]                 # function -> its chain's counter
     runners: tuple[dict[str, Any], ...]        # each runner's status (daemon or records)
     queues: dict[int, queuestats.QueueStats]
+    # kernel hook functions: (function, hook, priority, packets, drops), from their stats maps
+    kernel_hooks: tuple[tuple[str, str, int, int, int], ...] = ()
 
 
 def read(kernel: seam.Kernel, state_dir: Path, layout: Layout,
@@ -160,7 +162,17 @@ def read(kernel: seam.Kernel, state_dir: Path, layout: Layout,
                   policies={k: (v[0], v[1]) for k, v in policies.items()},
                   sets=_sets(state_dir, drops),
                   hooks=_hooks(state_dir, queued), runners=tuple(runners),
-                  queues=queuestats.read())
+                  queues=queuestats.read(), kernel_hooks=_kernel_hooks(state_dir))
+
+
+def _kernel_hooks(state_dir: Path) -> tuple[tuple[str, str, int, int, int], ...]:
+    from .khooks import status
+    try:
+        found = status(state_dir)
+    except MinifwError:  # a damaged record: status says so; a scrape goes on without it
+        return ()
+    return tuple((k.function, k.hook, k.priority, k.packets, k.drops) for k in found
+                 if k.where == "kernel" and k.packets is not None)
 
 
 def _drops(rule: dict[str, Any]) -> bool:

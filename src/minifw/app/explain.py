@@ -49,8 +49,9 @@ def ruleset_source(state_dir: Path, config: str | None, run_hooks: bool = False)
     """
     if config is not None:
         _, ruleset = read_config(config)
-        specs = _hook_specs(config)
-        return Source(ruleset, config, tuple(_function(s.name, s.hook, s.priority)
+        specs, wheres = _hook_specs(config, placed=True)
+        return Source(ruleset, config, tuple(_function(s.name, s.hook, s.priority,
+                                                       wheres.get(s.name, "queue"))
                                              for s in specs), tuple(specs),
                       config_set_lookup(ruleset))
     state = Store(state_dir).load()
@@ -58,11 +59,14 @@ def ruleset_source(state_dir: Path, config: str | None, run_hooks: bool = False)
         raise StateError(f"minifw is not up with state dir {state_dir}, so there is no live "
                          "ruleset to explain; run 'minifw up --config FILE' or pass "
                          "'explain --config FILE'")
-    from ..runners import hookstate
+    from ..runners import hookstate, kattach
 
     functions = tuple(_function(q.function, q.point.hook, q.priority)
                       for rec in hookstate.records(state_dir) if rec.alive for q in rec.queues)
-    specs = _hook_specs(state.config) if run_hooks and functions and state.config else []
+    functions += tuple(_function(fn["name"], Hook(fn["hook"]), fn["priority"], "kernel")
+                       for rec in kattach.records(state_dir)
+                       for fn in rec.get("functions", []) if fn["where"] == "kernel")
+    specs = _hook_specs(state.config)[0] if run_hooks and functions and state.config else []
     return Source(Ruleset.from_toml(state.ruleset), f"the live ruleset ({state.config})",
                   functions, tuple(specs), _live_sets(state_dir), live=True)
 
@@ -99,17 +103,24 @@ def _live_sets(state_dir: Path):
     return lookup
 
 
-def _function(name: str, hook: Hook, priority: int) -> HookFunction:
-    return HookFunction(name, hook, priority)
+def _function(name: str, hook: Hook, priority: int, where: str = "queue") -> HookFunction:
+    return HookFunction(name, hook, priority, where)
 
 
-def _hook_specs(config: str) -> list:
-    """The @hook functions of a config's [[hook]] files, loaded (their module code runs)."""
-    from ..hooks.load import load_hooks
+def _hook_specs(config: str, placed: bool = False) -> tuple[list, dict[str, str]]:
+    """The @hook functions of a config's [[hook]] files, loaded (their module code runs), and
+    with ``placed`` where each runs (kernel or queue: compiled as ``up`` would)."""
     from ..hooks.config import hook_files
+    from ..hooks.load import load_hooks
+    from ..runners.kplace import place
 
     text = Path(config).read_text()
-    return [spec for file in hook_files(text, config) for spec in load_hooks(file)]
+    files = hook_files(text, config)
+    if not placed:
+        return [spec for file in files for spec in load_hooks(file)], {}
+    plans = [place(file, quiet=True) for file in files]
+    return ([p.spec for plan in plans for p in plan.placed],
+            {p.spec.name: p.choice.where for plan in plans for p in plan.placed})
 
 
 def hook_runner(source: Source, probe: Probe, logs: list[str]):

@@ -18,6 +18,7 @@ from ..compile import names
 from ..compile import nft as compiler
 from ..compile.carry import Carry, live_counters, plan_carry, previous
 from ..runners import hookstate, supervise
+from . import khooks
 from ..errors import ConfigError, HookStartError, KernelError, MinifwError, RuleError, StateError
 from ..hooks.config import hook_files
 from ..kernel import seam, table
@@ -288,6 +289,7 @@ class Service:
                       warnings=tuple(warnings), table_missing=missing,
                       hooks=tuple(supervise.status(self.store.dir)),
                       hook_problems=tuple(supervise.problems(self.store.dir)),
+                      kernel_hooks=tuple(khooks.status(self.store.dir)),
                       failsafe=failsafe.info(self.store, state.loaded and present))
 
     def list_rules(self) -> RuleListing:

@@ -92,6 +92,9 @@ def answer(e: Explanation) -> str:
     if e.decided_by == "routing":
         return "drop: routing: the kernel has no route for the packet"
     if e.verdict == "runtime":
+        note = e.trace[-1].note if e.trace else None
+        if note and note.startswith("decided in the kernel"):
+            return f"runtime: {note} at {where}"
         return f"runtime: decided at runtime by hook function {e.rule} at {where}"
     if e.decided_by == "hook-function":
         if e.verdict == "accept":

@@ -21,7 +21,7 @@ from .daemon import confirm_via_daemon, daemon, runner_lines
 from .events import log_command
 from .explain import explain
 from .lint import lint_verdict, strict_option
-from .hooks import run_hooks
+from .hooks import hook_group, run_hooks
 from .nat import nat_group
 from .sets import COMMANDS as SET_COMMANDS
 from .top import top
@@ -183,6 +183,11 @@ def status(ctx, as_json):
         click.echo(f"  hook {q.function} at {q.hook}/{q.priority}: queue {q.queue} "
                    f"fail-{q.fail}{' per-flow' if q.per_flow else ''} pid {h.pid} "
                    f"{'running' if h.running else 'DEAD (chains left in place)'}")
+    for k in st.kernel_hooks:
+        counts = (f" packets {k.packets} drops {k.drops}" if k.packets is not None else "")
+        counters = "".join(f" {n}={v}" for n, v in k.counters)
+        click.echo(f"  hook {k.function} at {k.hook}/{k.priority}: {k.where} ({k.reason})"
+                   f"{counts}{counters}")
     for line in runner_lines(served) if served else ():
         click.echo(line)
     for s in st.set_elements:
@@ -343,6 +348,7 @@ def main() -> None:
 
 
 cli.add_command(run_hooks)
+cli.add_command(hook_group)
 for _command in SET_COMMANDS:
     cli.add_command(_command)
 cli.add_command(explain)

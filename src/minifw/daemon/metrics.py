@@ -92,6 +92,7 @@ class Collector:
         yield last
         yield from _policy_set_families(s, CounterMetricFamily, GaugeMetricFamily)
         yield from _hook_families(s, CounterMetricFamily, GaugeMetricFamily)
+        yield from _kernel_hook_families(s, CounterMetricFamily)
         yield from _queue_families(s, CounterMetricFamily, GaugeMetricFamily)
         yield from _event_families(r.events, CounterMetricFamily)
         yield GaugeMetricFamily("minifw_metrics_read_seconds",
@@ -172,6 +173,19 @@ def _policy_set_families(s: counters.Sample, counter: Any, gauge: Any) -> Iterat
         set_p.add_metric([name], info.packets)
         set_b.add_metric([name], info.bytes)
     yield from (pol_p, pol_b, size, set_p, set_b)
+
+
+def _kernel_hook_families(s: counters.Sample, counter: Any) -> Iterator[Any]:
+    labels = ["function", "hook", "priority"]
+    packets = counter("minifw_kernel_hook_packets", "Packets each hook function running in the "
+                      "kernel (BPF) saw, both families.", labels=labels)
+    drops = counter("minifw_kernel_hook_drops", "Packets each hook function running in the "
+                    "kernel (BPF) dropped.", labels=labels)
+    for function, hook, priority, n, d in s.kernel_hooks:
+        packets.add_metric([function, hook, str(priority)], n)
+        drops.add_metric([function, hook, str(priority)], d)
+    yield packets
+    yield drops
 
 
 def _hook_families(s: counters.Sample, counter: Any, gauge: Any) -> Iterator[Any]:

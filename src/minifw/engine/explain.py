@@ -260,6 +260,13 @@ class HookFunction:
     name: str
     hook: Hook
     priority: int
+    where: str = "queue"           # "kernel": a BPF program compiled from the function
+
+    @property
+    def decides(self) -> str:
+        if self.where == "kernel":
+            return f"decided in the kernel by hook function {self.name}"
+        return "a Python hook function decides at run time"
 
 
 # ---- the answer -------------------------------------------------------------------------------
@@ -396,8 +403,7 @@ def explain(ruleset: Ruleset, probe: Probe, hook_functions: Sequence[HookFunctio
                 assert fn is not None
                 if run_hook is None:
                     trace.append(Step(hook, chain.priority, "hook-function", fn.name, True,
-                                      "runtime",
-                                      note="a Python hook function decides at run time"))
+                                      "runtime", note=fn.decides))
                     return finish("runtime", fn.name, "hook-function", hook, chain.priority)
                 verdict = run_hook(fn, mark)
                 trace.append(Step(hook, chain.priority, "hook-function", fn.name, True, verdict,

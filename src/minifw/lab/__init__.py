@@ -11,10 +11,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import shutil
 import subprocess
 import time
 from pathlib import Path
 from typing import Sequence
+
+from ..kernel.bpf.pins import ROOT as BPF_PINS
 
 MINIFW = str(Path(__file__).resolve().parents[3] / ".venv" / "bin" / "minifw")
 # One marker per namespace a lab made, naming its owner process: a lab whose process died
@@ -186,6 +189,10 @@ def _delete_netns(ns: str) -> None:
     for pid in pids.split():
         with contextlib.suppress(ProcessLookupError, ValueError):
             os.kill(int(pid), 9)
+    # BPF hook pins of the namespace (kernel/bpf/pins.py: one directory per netns inode)
+    # outlive it: remove them with it
+    with contextlib.suppress(OSError):
+        shutil.rmtree(os.path.join(BPF_PINS, str(os.stat(f"/run/netns/{ns}").st_ino)))
     subprocess.run(["ip", "netns", "del", ns], capture_output=True)
     with contextlib.suppress(FileNotFoundError):
         (REGISTRY / ns).unlink()

@@ -31,7 +31,8 @@ from typing import Any, Callable, Iterator
 from ..compile import hooks as plan
 from ..errors import ConfigError, KernelError, MinifwError, PacketError, UnsupportedError
 from ..events.hookevents import Sender
-from ..hooks.load import load_hooks
+from .kplace import queue_specs
+from ..hooks import HookSpec
 from ..hooks.packet import HotPacket, PurePacket, _hot
 from ..kernel import nfnl, nft
 from ..kernel.nfqueue import RCVBUF_START, QueueBusy, QueueSocket
@@ -194,7 +195,7 @@ class Runner:
     _burst: Any = None  # the C loop's Burst while it serves (its counts are in it)
 
     def __init__(self, file: str, state_dir: Path, managed: bool = False,
-                 replaces: tuple[int, ...] = ()):
+                 replaces: tuple[int, ...] = (), specs: list[HookSpec] | None = None):
         self.file = os.path.abspath(file)
         self.state_dir = Path(state_dir)
         self.managed = managed
@@ -202,7 +203,11 @@ class Runner:
         self.replaces = set(replaces)
         self.pid = os.getpid()
         self.digest = hookstate.file_digest(self.file)  # before loading: a later edit restarts
-        self.specs = load_hooks(self.file)
+        # the functions that run on the queue (the others are in the kernel: kattach)
+        self.specs = queue_specs(self.file) if specs is None else specs
+        if not self.specs:
+            raise ConfigError("has no hook function for the queue: all of them run in the "
+                              "kernel", file=self.file)
         self.qs: QueueSocket | None = None
         self.placements: list[plan.Placement] = []
         self.ctx: dict[int, QueueCtx] = {}
@@ -726,7 +731,8 @@ def setup_logging(state_dir: Path, foreground: bool) -> Path:
 
 
 def run(file: str, state_dir: Path, *, managed: bool = False, replaces: tuple[int, ...] = (),
-        ready: Callable[[Runner], None] | None = None) -> Runner:
+        ready: Callable[[Runner], None] | None = None,
+        specs: list[HookSpec] | None = None) -> Runner:
     """Run until SIGTERM/SIGINT. Errors before serving propagate (as MinifwError)."""
     def on_signal(signum, frame):
         raise StopRunner()
@@ -734,7 +740,7 @@ def run(file: str, state_dir: Path, *, managed: bool = False, replaces: tuple[in
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     runner = None
     try:
-        runner = Runner(file, state_dir, managed=managed, replaces=replaces)
+        runner = Runner(file, state_dir, managed=managed, replaces=replaces, specs=specs)
         runner.start()
         if ready is not None:
             ready(runner)

@@ -26,23 +26,24 @@ from ..errors import ConfigError, KernelError, MinifwError, StateError
 from ..kernel import nfnl, nft
 from ..model.ruleset import Ruleset
 from ..model.types import Hook
-from . import hookstate
+from . import hookstate, kattach
+from .kplace import ModulePlan, place
 
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 5.0
 
 
 def validate(files: Iterable[str], ruleset: Ruleset) -> None:
-    """Load each hook file (as the runner will) and check it against the ruleset's chains,
-    before anything in the kernel changes."""
-    from ..hooks.load import load_hooks
+    """Load each hook file (as the runner will), place its functions (a where="kernel" one
+    that does not compile is refused here) and check it against the ruleset's chains, before
+    anything in the kernel changes."""
     rule_points = plan.ruleset_points(k for k, _ in ruleset.chains())
     rule_points += [(h.value, 1000, f"the drop policy chain of {h.value}")
                     for h in ruleset.drop_hooks]
     rule_points += _nat_points(ruleset)
     seen: dict[tuple[str, int], str] = {}
     for file in files:
-        specs = load_hooks(file)
+        specs = place(file, quiet=True).module.specs
         ours = [(s.hook.value, s.priority, f"hook function '{s.name}' ({file})") for s in specs]
         problems = plan.clashes(ours, rule_points)
         for h, p, label in ours:
@@ -108,6 +109,9 @@ class RunnerPlan:
     start: list[str]                 # files that get a new runner
     restart: list[str]               # of ``start``, files that had a runner (live or dead)
     restart_all: bool = False        # asked with ``--restart-hooks`` (the daemon plans again)
+    # every [[hook]] file placed (kplace): ``apply`` attaches their kernel functions here;
+    # ``files`` keeps only those with a function for the queue
+    kernel: list[ModulePlan] = dataclasses.field(default_factory=list)
 
     @property
     def leaving_chains(self) -> list[str]:
@@ -131,7 +135,19 @@ def plan_runners(files: list[str], state_dir: Path, restart_all: bool = False) -
     """Runners that ``minifw up`` started (managed) are replaced when their file changed since
     they loaded it (all of them with ``restart_all``), and retired when their file left the
     config; every file without a live runner then starts. Runners of ``minifw run``
-    (unmanaged) are never stopped here, and their files are not started a second time."""
+    (unmanaged) are never stopped here, and their files are not started a second time.
+    A file whose functions all run in the kernel needs no runner."""
+    placed, queued = [], []
+    for f in files:
+        try:
+            plan_ = place(f)
+        except ConfigError:  # its runner fails to start the same way, said in status
+            queued.append(f)
+            continue
+        placed.append(plan_)
+        if plan_.queue_specs:
+            queued.append(f)
+    files = queued
     records = hookstate.records(state_dir)
     wanted = set(files)
     retire = [r for r in records if r.managed and r.file not in wanted]
@@ -146,7 +162,7 @@ def plan_runners(files: list[str], state_dir: Path, restart_all: bool = False) -
     start = [f for f in files if f not in kept]
     had = {r.file for r in records}
     return RunnerPlan(list(files), retire, replace, start, [f for f in start if f in had],
-                      restart_all)
+                      restart_all, placed)
 
 
 def retire_commands(runner_plan: RunnerPlan, live_chains: Iterable[str]) -> list[dict[str, Any]]:
@@ -186,7 +202,14 @@ def _local_owner(state_dir: Path) -> Owner | None:
 
 
 def apply(runner_plan: RunnerPlan, state_dir: Path) -> list[str]:
-    """``apply_here`` by the runners' one owner: the daemon when it serves ``state_dir``."""
+    """The kernel functions attached (here: links are pinned, whoever makes them), then
+    ``apply_here`` by the runners' one owner: the daemon when it serves ``state_dir``."""
+    failed = kattach.apply(runner_plan.kernel, state_dir, keep=runner_plan.files,
+                           force=runner_plan.restart_all)
+    return failed + _apply_runners(runner_plan, state_dir)
+
+
+def _apply_runners(runner_plan: RunnerPlan, state_dir: Path) -> list[str]:
     owner = _local_owner(state_dir)
     if owner is not None:
         return owner.apply(runner_plan.files, runner_plan.restart_all)
@@ -316,7 +339,9 @@ def _kill(pid: int) -> None:
 def stop_all(state_dir: Path) -> int:
     """Stop every runner of this state directory (SIGTERM: they remove their chains); kill
     those that do not stop and remove their chains for them. Returns how many were running.
-    The daemon does it when it serves ``state_dir`` (see ``apply``)."""
+    The daemon does it when it serves ``state_dir`` (see ``apply``). Kernel hook functions are
+    detached and unpinned here."""
+    kattach.clear(state_dir)
     owner = _local_owner(state_dir)
     if owner is not None:
         return owner.stop_all()

@@ -189,6 +189,8 @@ class Status:
     # what a running daemon says of itself and its runners (the control socket's ``status``)
     daemon: Mapping[str, Any] | None = None
     runners: tuple[Mapping[str, Any], ...] = ()
+    # every [[hook]] function's place (kernel or queue) and reason; kernel ones' counts
+    kernel_hooks: tuple[Any, ...] = ()
 
     @property
     def sets(self) -> int:
@@ -213,6 +215,7 @@ class Status:
                 "pending": self.pending.to_json() if self.pending else None,
                 "rolled_back": self.rolled_back.to_json() if self.rolled_back else None,
                 "daemon": None if self.daemon is None else dict(self.daemon),
+                "kernel_hooks": [k.to_json() for k in self.kernel_hooks],
                 **({"runners": [dict(r) for r in self.runners]} if self.daemon else {})}
 
 
