@@ -33,7 +33,6 @@ from hypothesis import strategies as st
 
 import hookgen
 from difflab import OTHER, REMOTE_HOSTS, DiffLab, ether, netns
-from minifw.hooks.load import load_hooks
 
 CASES = int(os.environ.get("MINIFW_KDIFF_CASES", "300"))
 VETH_CASES = max(12, CASES // 12)
@@ -47,7 +46,9 @@ bpfmaps = pytest.importorskip("minifw.kernel.bpf.maps")
 bpfprog = pytest.importorskip("minifw.kernel.bpf.prog")
 
 from minifw.bpf.program import PF  # noqa: E402
-from minifw.hooks.addresses import address_entries  # noqa: E402
+from minifw.hooks.choice import Choice  # noqa: E402
+from minifw.hooks.load import load_module  # noqa: E402
+from minifw.runners import kattach, kplace  # noqa: E402
 
 _TMP = Path(tempfile.mkdtemp(prefix="kdiff"))
 _seq = iter(range(1 << 30))
@@ -58,43 +59,38 @@ STATS: collections.Counter = collections.Counter()
 
 class Module:
     """A drawn module: its Python functions (for the truth) and, per function and family, the
-    loaded BPF program with the maps it shares with the module's other functions."""
+    loaded BPF program, placed and filled as `minifw up` does (runners/kplace, kattach)."""
 
     def __init__(self, source: str):
         self.path = _TMP / f"hooks{next(_seq)}.py"
         self.path.write_text(source)
         self.source = source
-        self.specs = load_hooks(str(self.path))
+        self.module = load_module(str(self.path))
+        self.specs = self.module.specs
+        self.plan = None
         self.maps: dict[str, object] = {}
         self.progs: dict[tuple[str, int], object] = {}
         self.hooks: dict[tuple[str, int], object] = {}
 
     def compile_all(self) -> None:
         """Compile every function for both families; HookCompileError goes up (refused)."""
-        layout = kernel_layout()
-        for spec in self.specs:
-            ns = spec.fn.__globals__
-            for family in (4, 6):
-                self.hooks[(spec.name, family)] = bpfhook.compile_hook(
-                    spec, family, self.source, str(self.path), ns, layout)
+        self.plan = kplace.ModulePlan(self.module, tuple(
+            kplace.Placed(spec, Choice("kernel", "drawn for the kernel"),
+                          tuple(kplace.compile_for(spec, f, self.module)
+                                for f in kplace.FAMILIES))
+            for spec in self.specs))
+        for p in self.plan.placed:
+            for kh in p.programs:
+                self.hooks[(p.spec.name, kh.family)] = kh
 
     def load_all(self) -> None:
-        for (name, family), kh in self.hooks.items():
-            ns = next(s for s in self.specs if s.name == name).fn.__globals__
+        for kh in self.hooks.values():
             for ms in kh.maps:
                 if ms.name not in self.maps:
                     self.maps[ms.name] = bpfmaps.Map.create(ms)
-            for map_name, entries in kh.initial.items():
-                for key, value in entries:
-                    self.maps[map_name].update(key, value)
-            for var, names in kh.address_maps.items():
-                found = address_entries(list(ns[var]), family)
-                for kind in ("hash", "lpm"):
-                    map_name = names.get(f"v{family}_{kind}")
-                    if map_name is not None:
-                        for key, value in found[kind]:
-                            self.maps[map_name].update(key, value)
-            self.progs[(name, family)] = bpfprog.load(kh.program, self.maps)
+        kattach._fill_maps(self.plan, self.maps)
+        for key, kh in self.hooks.items():
+            self.progs[key] = bpfprog.load(kh.program, self.maps)
 
     def close(self) -> None:
         for p in self.progs.values():
@@ -121,13 +117,6 @@ class Module:
 
     def python_counter(self, var: str) -> int:
         return self.specs[0].fn.__globals__[var].value
-
-
-def kernel_layout() -> dict[str, int]:
-    """The struct offsets pkt.mark, pkt.iif and pkt.oif read, from the running kernel's BTF."""
-    from minifw.kernel.bpf import kbtf
-    return {key: kbtf.member_offset(*key.split(".")) for key in
-            ("sk_buff.mark", "net_device.ifindex")}
 
 
 def frame(pkt: hookgen.RawPacket) -> bytes:
@@ -297,14 +286,11 @@ def hooklab():
 
 
 def check_wire(lab: DiffLab, module: hookgen.HookModule, pkts: list) -> None:
-    from minifw.hooks.load import load_module
     from minifw.kernel.bpf import pins
-    from minifw.runners import kattach
-    from minifw.runners.kplace import place_module
 
     path = _TMP / f"wire{next(_seq)}.py"
     path.write_text(module.source)
-    plan = place_module(load_module(str(path)), quiet=True)
+    plan = kplace.place_module(load_module(str(path)), quiet=True)
     if len(plan.kernel) != len(plan.placed):
         event("refused (veth)")
         return
