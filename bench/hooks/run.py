@@ -127,9 +127,14 @@ def wait_record(host, proc, deadline=15.0, kernel: bool = False) -> None:
 
 
 def kernel_attached(host) -> bool:
-    """A BPF netfilter link is attached in the host's namespace (`minifw hooks`' view of it)."""
-    out = host.run([MINIFW, "status", "--json"], check=False)
-    return out.returncode == 0 and '"kernel"' in out.stdout and "parse_lookup" in out.stdout
+    """A dispatcher's link is pinned in the host's namespace pin directory (kernel/bpf/pins);
+    its program is swapped in right after, so wait a little more."""
+    from minifw.kernel.bpf.pins import ROOT
+    ino = os.stat(f"/var/run/netns/{host.ns}").st_ino
+    if not list(Path(ROOT, str(ino)).glob("*/link")):
+        return False
+    time.sleep(0.3)
+    return True
 
 
 def cpu_seconds(pid: int) -> float:
