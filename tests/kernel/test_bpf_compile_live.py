@@ -88,6 +88,17 @@ FUNCTIONS = {
                 return DROP
             return ACCEPT
     """,
+    "shifts": """
+        @hook("prerouting", priority=-300, on_error="drop")
+        def f(pkt):
+            x = pkt.length >> 70
+            y = (pkt.length & 7) << 3
+            if y - x > 20:
+                return ACCEPT
+            if pkt.proto == "udp" and (pkt.length << -1) > 0:
+                return ACCEPT
+            return ACCEPT
+    """,
     "division_by_zero": """
         @hook("prerouting", priority=-300, on_error="drop")
         def f(pkt):

@@ -585,6 +585,9 @@ class Compiler:
                 m1 = max(-lo1, hi1)
                 lo, hi = (-m1, m1) if floor else (min(lo2 + 1, 0), max(hi2 - 1, 0))
                 self.floor_divmod(floor)
+        elif op in (ast.LShift, ast.RShift) and hi2 < 0:
+            a.ja(".error")                      # always Python's ValueError
+            lo, hi = 0, 0
         elif op is ast.LShift:
             if hi2 > 62 or lo1 < 0 and hi2 > 0:
                 raise self.refuse(node, "a left shift that may exceed 64 bits cannot run in "
