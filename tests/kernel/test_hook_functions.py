@@ -488,9 +488,8 @@ def test_one_hook_decides_alike_on_the_c_and_the_pure_python_path(hqlab, path):
     server.wait_listening(81)
     seen = hqlab.tmp / "seen"
     hooks = write(hqlab, "one.py", f"""
-        import ipaddress
-        from minifw import hook, ACCEPT, DROP
-        BLOCKED = {{ipaddress.ip_address("198.18.2.2")}}
+        from minifw import hook, ACCEPT, DROP, Addresses
+        BLOCKED = Addresses("198.18.2.2")  # a plain set of addresses is refused at load
         @hook("input", priority=5, fail="closed")
         def one(pkt):
             if pkt.proto == "tcp" and pkt.dport == 81 and pkt.sport:

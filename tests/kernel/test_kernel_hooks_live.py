@@ -85,6 +85,9 @@ def test_up_verdicts_status_hook_set_and_down(klab):
     assert k["drop_icmp"]["drops"] >= 1 and k["drop_icmp"]["packets"] > k["drop_icmp"]["drops"]
     assert k["drop_blocked_host"]["drops"] >= 1
     assert "hook drop_icmp at prerouting/-300: kernel" in server.minifw("status").stdout
+    listed = json.loads(server.minifw("list", "--json").stdout)["kernel_hooks"]
+    assert {k["function"]: k["drops"] >= 1 for k in listed} == {
+        "drop_icmp": True, "drop_blocked_host": True}
     assert not status(server)["hooks"]                          # no runner
 
     target = f"{lab.tmp / 'seed_hooks.py'}:BLOCKED"
@@ -173,6 +176,18 @@ def test_run_holds_kernel_hooks_until_ctrl_c(klab):
     assert proc.wait(timeout=10) == 0
     assert client.ping("198.18.0.1") and blocked.tcp_ok("198.18.2.1", 80)
     assert entries(server) == []
+    # kill -9: the pinned links outlive the process, and `down` removes them
+    proc = subprocess.Popen(["ip", "netns", "exec", server.ns, MINIFW, "run", seed],
+                            env=dict(os.environ, MINIFW_STATE_DIR=str(server.state_dir)),
+                            stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+    lab._procs.append(proc)
+    wait_until(lambda: Path(err.name).read_text().count("Ctrl-C stops") == 2
+               or proc.poll() is not None, 20, "minifw run to be ready again")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert not client.ping("198.18.0.1") and len(entries(server)) == 4
+    server.minifw("down")
+    assert client.ping("198.18.0.1") and entries(server) == []
 
 
 def test_conflicts_are_refused_and_auto_says_why_it_stays_on_the_queue(klab):

@@ -38,6 +38,9 @@ ARGUMENTS = {
 # ... or by command and parameter name.
 ARGUMENTS_OF = {
     ("run", "file"): ["{missing}"],  # a hook file that is not there: serving is not for here
+    ("set", "target"): ["{missing}:BLOCKED"],   # hook set
+    ("set", "op"): ["add"],
+    ("set", "addrs"): ["198.18.5.6"],
 }
 # Extra arguments that take a command past its argument checks, to the state and the kernel;
 # several lists: the command runs once with each.

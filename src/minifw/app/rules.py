@@ -322,7 +322,9 @@ class Service:
                                           packets=sum(lr.packets for lr in dropped),
                                           bytes=sum(lr.bytes for lr in dropped)))
         return RuleListing(rules=tuple(rules), policies=tuple(policies),
-                           bans=_ban_counters(self.kernel.listing()))
+                           bans=_ban_counters(self.kernel.listing()),
+                           kernel_hooks=tuple(k for k in khooks.status(self.store.dir)
+                                              if k.where == "kernel"))
 
     # ---- incremental edits -------------------------------------------------------------
     def add(self, fields: dict[str, Any], position: int | None, runtime: bool,

@@ -262,6 +262,11 @@ def list_(ctx, as_json):
     for b in listing.bans or ():
         click.echo(f"{b.hook + '/' + str(b.priority):<18} {'ban ' + b.set:<24} {b.packets:>9} "
                    f"{b.bytes:>11}  drop what set {b.set} holds")
+    for k in listing.kernel_hooks:
+        counters = "".join(f", {n}={v}" for n, v in k.counters)
+        click.echo(f"{k.hook + '/' + str(k.priority):<18} {'hook ' + k.function:<24} "
+                   f"{'?' if k.packets is None else k.packets:>9} {'-':>11}  in the kernel: "
+                   f"{'?' if k.drops is None else k.drops} dropped{counters}")
 
 
 def _choices(kind: Any) -> str:

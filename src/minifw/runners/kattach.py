@@ -312,12 +312,15 @@ def clear(state_dir: Path) -> int:
     goes, pins included, and every record. Returns how many files had kernel hooks."""
     folder = hookstate.hooks_dir(state_dir)
     paths = list(folder.glob(f"{RECORD_PREFIX}*.json")) if folder.is_dir() else []
-    if not any(_points(r) for r in _readable(paths)):
-        for path in paths:  # choices only: nothing attached, no bpffs to mount
+    attach, _, pins, _ = _kernel()
+    if not any(_points(r) for r in _readable(paths)) and not os.path.isdir(
+            os.path.join(pins.ROOT, str(pins.netns_inode()))):
+        # nothing attached here (no record, no dispatcher a killed `minifw run` left): no
+        # bpffs to mount
+        for path in paths:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         return 0
-    attach, _, pins, _ = _kernel()
     root = pins.netns_dir()
     attach.Attachments(root).clear()
     with contextlib.suppress(OSError):

@@ -53,15 +53,13 @@ def compile_for(spec: HookSpec, family: int, module: HookModule) -> Any:
 
 
 def _layout(source: str) -> dict[str, int]:
-    """The kernel struct offsets pkt.mark, pkt.iif and pkt.oif read (from the running
-    kernel's BTF, cached); none when the file does not name them, or the BTF cannot say
-    (the compiler then refuses those fields: "auto" stays on the queue)."""
-    if not any(word in source for word in ("mark", "iif", "oif")):
-        return {}
+    """The kernel struct offsets the compiler reads (the context, sk_buff.len for
+    pkt.length, sk_buff.mark, the devices' ifindex), from the running kernel's BTF (cached);
+    none when the BTF cannot say: the compiler then uses the stable context offsets and
+    refuses pkt.mark, pkt.iif and pkt.oif ("auto" stays on the queue)."""
     try:
         from ..kernel.bpf import kbtf
-        return {"sk_buff.mark": kbtf.member_offset("sk_buff", "mark"),
-                "net_device.ifindex": kbtf.member_offset("net_device", "ifindex")}
+        return kbtf.offsets()
     except MinifwError:
         return {}
 

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -48,8 +49,8 @@ def run(file: str, state_dir: Path, ready: Callable[[ModulePlan, Any], None]) ->
         return plan
     stop = threading.Event()
     with held(plan, state_dir) as maps:
-        reader = threading.Thread(target=_read_logs, args=(maps, plan, stop), daemon=True,
-                                  name="pkt.log reader")
+        reader = threading.Thread(target=_read_logs, args=(maps, plan, stop, state_dir),
+                                  daemon=True, name="pkt.log reader")
         reader.start()
         try:
             if plan.queue_specs:
@@ -74,9 +75,12 @@ def _wait_for_signal(stop: threading.Event) -> None:
             signal.signal(s, h)
 
 
-def _read_logs(maps: dict[str, Any], plan: ModulePlan, stop: threading.Event) -> None:
+def _read_logs(maps: dict[str, Any], plan: ModulePlan, stop: threading.Event,
+               state_dir: Path) -> None:
     """pkt.log lines of the kernel functions: ringbuf records -> the kernel log (the article's
-    printk line) and the foreground log. Without a "log" map, nothing to read."""
+    printk line), the foreground log and, while a daemon listens, the event stream (as the
+    queue runner reports them: events/hookevents.py). Without a "log" map, nothing to
+    read."""
     ring = maps.get("log")
     if ring is None:
         return
@@ -88,14 +92,26 @@ def _read_logs(maps: dict[str, Any], plan: ModulePlan, stop: threading.Event) ->
         return
     from ..compile.bpfhook import decode_log
     formats = tuple(lf for p in plan.kernel for lf in p.programs[0].logs)
+    from ..events.hookevents import Sender
+    points = {p.spec.name: (p.spec.hook.value, p.spec.priority) for p in plan.kernel}
     kmsg = hook_runner.KernelLog("minifw")
+    events = Sender(state_dir)
     reader = RingbufReader(ring)
+    checked = 0.0
     try:
         while not stop.is_set():
+            now = time.monotonic()
+            if now - checked > 1.0:  # a daemon that started or went since
+                events.refresh()
+                checked = now
             for record in reader.poll(0.2):
                 with contextlib.suppress(MinifwError, ValueError):
                     fn, text = decode_log(record, formats)
                     log.info("hook:%s %s", fn, text)
                     kmsg.write(text)
+                    hook, prio = points.get(fn, (None, None))
+                    events.report(fn, hook, prio, "log", None, text)
     finally:
+        reader.close()
+        events.close()
         kmsg.close()

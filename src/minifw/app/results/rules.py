@@ -276,6 +276,7 @@ class RuleListing:
     rules: tuple[ListedRule, ...] = ()
     policies: tuple[PolicyCounter, ...] | None = None
     bans: tuple[BanCounter, ...] | None = None
+    kernel_hooks: tuple[Any, ...] = ()   # app.khooks.KernelHookStatus of kernel functions
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"rules": [r.to_json() for r in self.rules]}
@@ -283,4 +284,6 @@ class RuleListing:
             out["policies"] = [p.to_json() for p in self.policies]
         if self.bans is not None:
             out["bans"] = [b.to_json() for b in self.bans]
+        if self.kernel_hooks:
+            out["kernel_hooks"] = [k.to_json() for k in self.kernel_hooks]
         return out
