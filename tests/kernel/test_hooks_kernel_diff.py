@@ -35,7 +35,7 @@ import hookgen
 from difflab import OTHER, REMOTE_HOSTS, DiffLab, ether, netns
 
 CASES = int(os.environ.get("MINIFW_KDIFF_CASES", "300"))
-VETH_CASES = max(12, CASES // 12)
+VETH_CASES = max(12, CASES // 20)
 PACKETS = 120
 # Shrinking replays cases and can take minutes (MINIFW_KDIFF_SHRINK=0 skips it); the explain
 # phase traces every line it runs, far too slow here.
@@ -322,7 +322,7 @@ def check_wire(lab: DiffLab, module: hookgen.HookModule, pkts: list) -> None:
             kattach.remove_file(state, str(path), pin_root=root)
 
 
-@pytest.mark.timeout(60 + VETH_CASES * 3)
+@pytest.mark.timeout(120 + VETH_CASES * 10)  # attaching is slow on a loaded machine
 @settings(max_examples=VETH_CASES, deadline=None, phases=PHASES, database=None,
           suppress_health_check=list(HealthCheck))
 @given(veth_cases())
