@@ -513,8 +513,9 @@ def test_hook_arguments_that_chain_names_or_flags_cannot_take_are_refused(tmp_pa
     assert make_spec(lambda p: ACCEPT, "input").name == "lambda_"
     exits = tmp_path / "exits.py"
     exits.write_text("import sys\nsys.exit(0)\n")
+    from minifw.hooks.load import load_hooks
     with pytest.raises(ConfigError, match="SystemExit"):
-        R.load_hooks(str(exits))
+        load_hooks(str(exits))
 
 
 def test_c_loop_reports_a_datagram_longer_than_its_slot_and_goes_on(monkeypatch):
