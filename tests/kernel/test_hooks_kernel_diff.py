@@ -285,7 +285,11 @@ def check_wire(lab: DiffLab, module: hookgen.HookModule, pkts: list) -> None:
 
     path = _TMP / f"wire{next(_seq)}.py"
     path.write_text(module.source)
-    plan = kplace.place_module(load_module(str(path)), quiet=True)
+    try:
+        plan = kplace.place_module(load_module(str(path)), quiet=True)
+    except bpfhook.HookCompileError:  # where="kernel" that does not compile: refused at load
+        event("refused (veth)")
+        return
     if len(plan.kernel) != len(plan.placed):
         event("refused (veth)")
         return
