@@ -24,7 +24,7 @@ dlab = test_daemon_live.dlab  # the fixture: a lab whose daemons are stopped aft
 HOOKS = """
     from minifw import ACCEPT, DROP, hook
 
-    @hook("input", priority=-10)
+    @hook("input", priority=-10, where="queue")  # the queue runner's events (kernel: klog test)
     def no_dns(pkt):
         if pkt.proto == "udp" and pkt.dport == 53:
             pkt.log("dns refused")
