@@ -9,6 +9,10 @@ input hook):
 - TCP iperf3 throughput: no firewall, a minifw hook, a minifw per-flow hook, and as a
   reference C libnetfilter_queue with minifw's queue settings (F_GSO, 128-byte copy, batch
   verdicts): what the queue mechanism itself allows on this machine.
+- Kernel hooks: the parse + set-lookup hook with where="kernel" (minifw_kernel.py, compiled to
+  BPF and attached by `minifw run`), against no firewall, the same logic as nftables rules and
+  the queue runner, for UDP and TCP; and the compile + attach time of examples/seed_hooks.py's
+  two hooks made kernel hooks (kernel_attach_time.py).
 Every userspace path runs fail-closed (no F_FAIL_OPEN, no bypass), so only verdicts issued
 from userspace count. Prints ratios, and each consumer's CPU time per delivered packet (on a
 shared machine the pps a consumer reaches depends on the CPU share it gets; its CPU cost per
@@ -77,16 +81,60 @@ def install_queue_chain(host) -> None:
     host.run([PY, "-c", code])
 
 
+def nft_rules() -> str:
+    """The logic of minifw_parse.py as nftables rules: the same 199 addresses in a hash set."""
+    blocked = ", ".join(f"198.18.9.{i}" for i in range(1, 200))
+    return ("table inet hookbench {\n"
+            f"  set blocked {{ type ipv4_addr; elements = {{ {blocked} }}; }}\n"
+            "  chain input { type filter hook input priority 0; policy accept;\n"
+            "    ip saddr @blocked drop\n"
+            "    meta l4proto { tcp, udp } th dport { 22, 23, 25 } drop\n"
+            "    meta l4proto icmp drop\n  }\n}\n")
+
+
+NFT = ["nft"]  # a consumer that is the nftables rules, not a process
+
+
+def start_consumer(rx, consumer: list[str] | None, minifw_file: str | None, env=None):
+    """The process that decides (None for no firewall and for nftables rules)."""
+    if consumer is NFT:
+        rx.run(["nft", "-f", "-"], input=nft_rules())
+        return None
+    if minifw_file:
+        proc = rx.popen([MINIFW, "run", minifw_file], env=env)
+        wait_record(rx, proc, kernel="kernel" in Path(minifw_file).name)
+        return proc
+    if consumer:
+        proc = rx.popen(consumer)
+        time.sleep(0.7)
+        install_queue_chain(rx)
+        return proc
+    return None
+
+
 def remove_tables(host) -> None:
     host.run("nft flush ruleset", check=False)
 
 
-def wait_record(host, proc, deadline=15.0) -> None:
+def wait_record(host, proc, deadline=15.0, kernel: bool = False) -> None:
+    """Until the runner is up: its record for the queue, its attached links in the kernel."""
     end = time.monotonic() + deadline
-    while not list((host.state_dir / "hooks").glob(f"runner-{proc.pid}.json")):
+    while not (kernel_attached(host) if kernel else
+               list((host.state_dir / "hooks").glob(f"runner-{proc.pid}.json"))):
         if proc.poll() is not None or time.monotonic() > end:
             raise RuntimeError("minifw runner did not start")
         time.sleep(0.05)
+
+
+def kernel_attached(host) -> bool:
+    """A dispatcher's link is pinned in the host's namespace pin directory (kernel/bpf/pins);
+    its program is swapped in right after, so wait a little more."""
+    from minifw.kernel.bpf.pins import ROOT
+    ino = os.stat(f"/var/run/netns/{host.ns}").st_ino
+    if not list(Path(ROOT, str(ino)).glob("*/link")):
+        return False
+    time.sleep(0.3)
+    return True
 
 
 def cpu_seconds(pid: int) -> float:
@@ -98,14 +146,7 @@ def cpu_seconds(pid: int) -> float:
 def udp_case(lab, rx, tx, blast: str, seconds: float, consumer: list[str] | None,
              minifw_file: str | None, env: dict[str, str] | None = None
              ) -> tuple[float, float | None]:
-    proc = None
-    if minifw_file:
-        proc = rx.popen([MINIFW, "run", minifw_file], env=env)
-        wait_record(rx, proc)
-    elif consumer:
-        proc = rx.popen(consumer)
-        time.sleep(0.7)
-        install_queue_chain(rx)
+    proc = start_consumer(rx, consumer, minifw_file, env)
     try:
         sender = subprocess.Popen(["ip", "netns", "exec", tx.ns, blast, "198.18.0.1", "9",
                                    str(seconds + 1.0)], stdout=subprocess.PIPE, text=True)
@@ -146,14 +187,7 @@ def tcp_case(rx, tx, seconds: float, consumer: list[str] | None,
              minifw_file: str | None) -> tuple[float, tuple[float, float] | None]:
     """iperf3 throughput, and the consumer's CPU share (of one core) and wake-ups per second
     while it ran."""
-    proc = None
-    if minifw_file:
-        proc = rx.popen([MINIFW, "run", minifw_file])
-        wait_record(rx, proc)
-    elif consumer:
-        proc = rx.popen(consumer)
-        time.sleep(0.7)
-        install_queue_chain(rx)
+    proc = start_consumer(rx, consumer, minifw_file)
     try:
         server = rx.popen(["iperf3", "-s", "-1", "-p", "5201"])
         rx.wait_listening(5201)
@@ -171,6 +205,26 @@ def tcp_case(rx, tx, seconds: float, consumer: list[str] | None,
     finally:
         stop(proc)
         remove_tables(rx)
+
+
+def attach_times(rx, tmp: Path) -> list[float]:
+    """Compile + attach of examples/seed_hooks.py's two hooks made kernel hooks, in rx's
+    namespace, 5 times (the process is started once: its import time is not counted)."""
+    seed = (ROOT / "examples" / "seed_hooks.py").read_text()
+    kernel = tmp / "seed_kernel.py"
+    if "where=" not in seed:
+        seed = (seed.replace("priority=-300)", 'priority=-300, where="kernel")')
+                .replace("priority=-299)", 'priority=-299, where="kernel")'))
+    kernel.write_text(seed)
+    out = rx.run([PY, str(HERE / "kernel_attach_time.py"), str(kernel), "5"], check=False,
+                 timeout=120)
+    if out.returncode:
+        print(f"compile + attach: {out.stderr.strip()}", flush=True)
+        return []
+    times = [float(x) for x in out.stdout.split()]
+    print("compile + attach of the seed's two hooks (ms): " + " ".join(f"{t:.0f}" for t in times),
+          flush=True)
+    return times
 
 
 def main() -> int:
@@ -213,6 +267,8 @@ def main() -> int:
                 ("minifw parse + set lookup", None, str(HERE / "minifw_parse.py")),
                 # the same hook without the C hot path (hooks/_hot.c): what pure Python costs
                 ("minifw parse, pure Python", None, str(HERE / "minifw_parse.py")),
+                ("nftables rules (parse logic)", NFT, None),
+                ("minifw kernel parse + set lookup", None, str(HERE / "minifw_kernel.py")),
             ]
             udp: dict[str, list[float]] = {}
             cpu: dict[str, list[float]] = {}
@@ -235,7 +291,10 @@ def main() -> int:
                         ("no firewall", None, None),
                         ("C F_GSO + batch verdicts", [c_gso, str(QUEUE)], None),
                         ("minifw hook", None, str(HERE / "minifw_accept.py")),
-                        ("minifw per-flow hook", None, str(HERE / "minifw_perflow.py"))):
+                        ("minifw per-flow hook", None, str(HERE / "minifw_perflow.py")),
+                        ("minifw parse hook (queue)", None, str(HERE / "minifw_parse.py")),
+                        ("nftables rules (parse logic)", NFT, None),
+                        ("minifw kernel parse hook", None, str(HERE / "minifw_kernel.py"))):
                     if not wanted("tcp", name):
                         continue
                     bps, share = tcp_case(rx, tx, args.tcp_seconds, consumer, hook_file)
@@ -244,6 +303,7 @@ def main() -> int:
                     print(f"[{rnd}] tcp  {name:<34} {bps / 1e9:>12.2f} Gbit/s{extra}",
                           flush=True)
                     tcp.setdefault(name, []).append(bps)
+            attach_ms = attach_times(rx, tmp) if wanted("kernel", "attach") else []
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     med, best = statistics.median, max
@@ -289,6 +349,23 @@ def main() -> int:
           f"{ratio(tcp, 'C F_GSO + batch verdicts', 'no firewall')}   (reference: the mechanism)")
     print(f"  tcp minifw hook / C F_GSO + batch        "
           f"{ratio(tcp, 'minifw hook', 'C F_GSO + batch verdicts')}")
+    k, q, n = "minifw kernel parse + set lookup", "minifw parse + set lookup", \
+        "nftables rules (parse logic)"
+    print(f"  udp kernel hook / no firewall            {ratio(udp, k, 'no firewall')}"
+          "   goal >= 0.90")
+    print(f"  udp kernel hook / nftables rules         {ratio(udp, k, n)}   goal >= 1.00")
+    print(f"  udp kernel hook / queue runner (parse)   {ratio(udp, k, q)}")
+    kt = "minifw kernel parse hook"
+    print(f"  tcp kernel hook / no firewall            {ratio(tcp, kt, 'no firewall')}"
+          "   goal >= 0.95")
+    print(f"  tcp kernel hook / nftables rules         "
+          f"{ratio(tcp, kt, 'nftables rules (parse logic)')}   goal >= 1.00")
+    print(f"  tcp kernel hook / queue runner (parse)   "
+          f"{ratio(tcp, kt, 'minifw parse hook (queue)')}")
+    if attach_ms:
+        print(f"  compile + attach of examples/seed_hooks.py's two hooks as kernel hooks: "
+              f"median {med(attach_ms):.0f} ms, best {min(attach_ms):.0f} ms of "
+              f"{len(attach_ms)}   goal < 200 ms")
     return 0
 
 

@@ -137,7 +137,7 @@ class Ruleset:
         crowdsec = CrowdsecConfig.from_toml(data["crowdsec"]) if "crowdsec" in data else None
         if crowdsec is not None:  # its implicit drop rule: first at its priority
             if any(r.id == CROWDSEC_RULE for r in rules):
-                raise RuleError(f"is the id of [crowdsec]'s own drop rule; give this rule "
+                raise RuleError("is the id of [crowdsec]'s own drop rule; give this rule "
                                 "another id", rule=CROWDSEC_RULE, field="id")
             rules = (Rule.from_toml(crowdsec.drop_rule()),) + rules
         return cls(rules=rules, crowdsec=crowdsec, policies=tuple(sorted(policies, key=lambda p: list(Hook).index(p[0]))),

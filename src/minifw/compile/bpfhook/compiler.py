@@ -1133,8 +1133,9 @@ class Compiler:
                         a.jmp("!=", R1, chunk[2], miss)
                         continue
                     a.ldx(size, R1, FP, fr.PBUF + k)
-                    a.jmp("!=", R1, int.from_bytes(chunk, "little"), miss, wide=False) \
-                        if len(chunk) == 4 else a.jmp("!=", R1, int.from_bytes(chunk, "little"),
+                    # a 32-bit compare takes a signed immediate
+                    a.jmp("!=", R1, int.from_bytes(chunk, "little", signed=True), miss,
+                          wide=False) if len(chunk) == 4 else a.jmp("!=", R1, int.from_bytes(chunk, "little"),
                                                       miss)
             a.ja(hit)
         if want:
