@@ -64,9 +64,6 @@ class KernelLogService:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def stats(self) -> dict[str, Any]:
-        return {"rings": sorted(self.rings)}
-
     def _run(self) -> None:
         from ..runners.klog import LogLines
         out = LogLines(self.ctx.state_dir)
