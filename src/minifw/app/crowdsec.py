@@ -223,9 +223,16 @@ class Bouncer:
         # the backing sets once per bouncer: libnftables reads the whole set to declare it again
         # (a third of a second at 100k elements)
         cmds = [] if self._ensured else self.sets._ensure(name)
-        # add-then-delete: each goes whether the kernel still had it or had expired it
+        # add-then-delete: each goes whether the kernel still had it or had expired it. The
+        # ranges' adds go in a transaction of their own: nft 1.0.6 refuses a piece of a range
+        # added after that range was added and deleted in one transaction ("interval overlaps")
         redo = gone + changed
-        cmds += ksets.build_elements("add", name, ((e, None) for e in redo))
+        ranges = [e for e in redo if "/" in e]
+        if ranges:
+            self.sets._run(cmds + ksets.build_elements("add", name, ((e, None) for e in ranges)))
+            self._ensured = True
+            cmds = []
+        cmds += ksets.build_elements("add", name, ((e, None) for e in redo if "/" not in e))
         cmds += ksets.build_elements("delete", name, ((e, None) for e in redo))
         singles: dict[int, list[bytes]] = {}
         later = changed + [e for e in new if "/" in e]
