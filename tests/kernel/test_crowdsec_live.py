@@ -155,6 +155,22 @@ def test_overlapping_ranges_are_split_and_reconciled(fleet):
 
 
 @pytest.mark.timeout(120)
+def test_a_longer_range_inside_one_in_the_set_splits_it(fleet):
+    # the /25 is in the kernel already: it goes and its pieces come in the same sync
+    fleet.cscli("decisions", "add", "--range", "198.18.0.0/25", "--duration", "1h")
+    fleet.sync()
+    assert fleet.elements("v4net") == {"198.18.0.0/25"}
+    fleet.cscli("decisions", "add", "--range", "198.18.0.0/26", "--duration", "3h")
+    fleet.sync()
+    assert fleet.elements("v4net") == {"198.18.0.0/26", "198.18.0.64/26"}
+    assert not fleet.client.tcp_ok(SERVER4, 80)
+    fleet.delete("198.18.0.0/25")
+    fleet.delete("198.18.0.0/26")
+    fleet.sync()
+    assert fleet.elements("v4net") == set()
+
+
+@pytest.mark.timeout(120)
 def test_unreachable_lapi_keeps_bans_and_says_so(fleet):
     fleet.cscli("decisions", "add", "--ip", CLIENT4, "--duration", "1h")
     fleet.sync()

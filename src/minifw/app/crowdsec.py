@@ -26,7 +26,7 @@ from ..model.crowdsec import CrowdsecConfig
 from ..model.decisions import Element, parse_stream, union
 from ..model.sets import MAX_TIMEOUT
 from ..store.decisions import DecisionStore
-from ..store.setrecord import RUNTIME, now, pack
+from ..store.setrecord import CONFIG, RUNTIME, now, pack
 from .sets import SetService
 
 # a capped expiry (a decision longer than the kernel's 49 days) is refreshed once it is a day
@@ -35,6 +35,9 @@ REFRESH_SLACK = 86400
 NETLINK_GROUPS = 64   # more distinct expiries than this: one libnftables transaction instead
 BULK = 1000          # changes from this many on are recorded in bulk, then counted again
 BACKOFF_MAX = 60.0   # seconds, and at most 4 intervals: a returning LAPI is caught up soon
+# a delta sync recomputes only what it touches; a full union this often still refreshes capped
+# expiries (REFRESH_SLACK) and the element count
+FULL_EVERY = REFRESH_SLACK // 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +78,9 @@ class Bouncer:
         self.record = DecisionStore(state_dir)
         self.lapi = lapi or lapi_for(config)
         self.started = False      # the startup (full) stream went in
+        self.full_at = 0          # when the last full union was made
+        self.elements = 0         # elements the feed gave, as of the last sync
+        self._ensured = False     # the set's kernel sets were declared by this bouncer
 
     def close(self) -> None:
         self.record.close()
@@ -121,34 +127,70 @@ class Bouncer:
         try:
             with self.sets._writing("crowdsec sync", None, exempt=True):
                 self.record.apply(stream.new, [d.id for d in stream.deleted], at, startup)
-                want, ignored = self.wanted(at)
-                added, removed = self._apply(name, want, at)
+                if startup or at - self.full_at >= FULL_EVERY:
+                    want, _ = self.wanted(at)
+                    added, removed = self._apply(name, want, at)
+                    self.full_at, self.elements = at, len(want)
+                else:
+                    added, removed = self._apply_delta(name, stream, at)
+                    self.elements += added - removed
         except KernelError:
             self.started = False   # the next sync reconciles from a full stream
+            self._ensured = False
             raise
         self.started = True
         counts = self.record.count()
-        result = Synced(startup, sum(counts.values()), ignored, added, removed, len(want),
+        ignored = sum(n for kind, n in counts.items() if kind != "ban")
+        result = Synced(startup, sum(counts.values()), ignored, added, removed, self.elements,
                         time.perf_counter() - start, fetched, self.sets.apply_seconds)
         self._status(last_sync=at, unreachable_since=None, last_error=None,
                      decisions=counts, origins=self.record.count_origins(), ignored=ignored,
-                     elements=len(want))
+                     elements=self.elements)
         return result
 
     def wanted(self, at: int) -> tuple[dict[str, Element], int]:
         """The union of the recorded decisions, without minifw's own shared bans (they are in
         ``blocked`` already: never echoed back)."""
+        return self._union(self.record.all(), at)
+
+    def _union(self, decisions: Any, at: int) -> tuple[dict[str, Element], int]:
         own = self.record.shared(at)
-        return union(((d, e) for d, e in self.record.all()
+        return union(((d, e) for d, e in decisions
                       if not (own and d.scenario == SHARE_SCENARIO and d.value in own)), at)
 
-    def _apply(self, name: str, want: dict[str, Element], at: int) -> tuple[int, int]:
-        """The set's record and kernel elements made ``want`` (the lock held): (added,
-        removed)."""
+    def _apply_delta(self, name: str, stream: Any, at: int) -> tuple[int, int]:
+        """``_apply`` for the elements a delta stream touches alone (the lock held). Single
+        addresses and ranges are separate kernel sets, so the union's singles are per address:
+        only the addresses of the new and deleted decisions are made again; the ranges' union
+        is made again (from the range decisions alone) only when a range decision changed."""
+        values = {d.value for d in stream.new + stream.deleted}
+        singles = sorted(v for v in values if "/" not in v)
+        want, _ = self._union(self.record.on_values(singles), at)
         record = self.sets.record
-        current = dict(record.live(name, at)) if record.exists(name) else {}
-        for e in record.config_elements(name) if current else ():
-            current.pop(e, None)   # a [[set]]'s own elements are the config's, not the feed's
+        current: dict[str, int] = {}
+        if record.exists(name):
+            for v in singles:
+                row = record.get(name, v, at)
+                if row is not None and not row[1] & CONFIG:
+                    current[v] = row[0]
+            if len(singles) < len(values):
+                current.update(record.live(name, at, ("cidr",)))
+        if len(singles) < len(values):
+            ranges, _ = self._union(self.record.ranges(), at)
+            want.update(ranges)
+            for e in record.config_elements(name) if current else ():
+                current.pop(e, None)
+        return self._apply(name, want, at, current)
+
+    def _apply(self, name: str, want: dict[str, Element], at: int,
+               current: dict[str, int] | None = None) -> tuple[int, int]:
+        """The set's record and kernel elements made ``want`` (the lock held): (added,
+        removed). ``current``: the elements ``want`` is to replace (all the feed's if None)."""
+        record = self.sets.record
+        if current is None:
+            current = dict(record.live(name, at)) if record.exists(name) else {}
+            for e in record.config_elements(name) if current else ():
+                current.pop(e, None)   # a [[set]]'s own elements are the config's, not the feed's
         cap = at + MAX_TIMEOUT - REFRESH_SLACK
         gone = [e for e in current if e not in want]
         changed = [e for e, el in want.items() if e in current and current[e] != el.expiry
@@ -178,10 +220,19 @@ class Bouncer:
 
     def _send(self, name: str, want: dict[str, Element], gone: list[str], changed: list[str],
               new: list[str], at: int) -> None:
-        cmds = self.sets._ensure(name)
-        # add-then-delete: each goes whether the kernel still had it or had expired it
+        # the backing sets once per bouncer: libnftables reads the whole set to declare it again
+        # (a third of a second at 100k elements)
+        cmds = [] if self._ensured else self.sets._ensure(name)
+        # add-then-delete: each goes whether the kernel still had it or had expired it. The
+        # ranges' adds go in a transaction of their own: nft 1.0.6 refuses a piece of a range
+        # added after that range was added and deleted in one transaction ("interval overlaps")
         redo = gone + changed
-        cmds += ksets.build_elements("add", name, ((e, None) for e in redo))
+        ranges = [e for e in redo if "/" in e]
+        if ranges:
+            self.sets._run(cmds + ksets.build_elements("add", name, ((e, None) for e in ranges)))
+            self._ensured = True
+            cmds = []
+        cmds += ksets.build_elements("add", name, ((e, None) for e in redo if "/" not in e))
         cmds += ksets.build_elements("delete", name, ((e, None) for e in redo))
         singles: dict[int, list[bytes]] = {}
         later = changed + [e for e in new if "/" in e]
@@ -192,7 +243,9 @@ class Bouncer:
             later += [e for e in new if "/" not in e]
             singles = {}
         cmds += ksets.build_elements("add", name, ((e, want[e].expiry - at) for e in later))
-        self.sets._run(cmds)
+        if cmds:
+            self.sets._run(cmds)
+        self._ensured = True
         start = time.perf_counter()
         for expiry, keys in singles.items():
             v4 = [k for k in keys if len(k) == 4]

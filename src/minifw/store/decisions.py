@@ -28,6 +28,9 @@ CREATE TABLE IF NOT EXISTS decision (
     value    TEXT    NOT NULL,
     expiry   INTEGER NOT NULL
 );
+-- a sync's delta reads the decisions on the values it touches, and the ranges, alone
+CREATE INDEX IF NOT EXISTS decision_value ON decision (value);
+CREATE INDEX IF NOT EXISTS decision_scope ON decision (scope);
 CREATE TABLE IF NOT EXISTS element (
     name     TEXT    NOT NULL,
     addr     TEXT    NOT NULL,
@@ -95,8 +98,21 @@ class DecisionStore:
         self._write(write)
 
     def all(self) -> Iterator[tuple[Decision, int]]:
+        return self._select("")
+
+    def on_values(self, values: list[str]) -> Iterator[tuple[Decision, int]]:
+        """The decisions on exactly these values."""
+        for i in range(0, len(values), 500):
+            chunk = values[i:i + 500]
+            yield from self._select(f"WHERE value IN ({','.join('?' * len(chunk))})", *chunk)
+
+    def ranges(self) -> Iterator[tuple[Decision, int]]:
+        return self._select("WHERE scope='Range'")
+
+    def _select(self, where: str, *args: Any) -> Iterator[tuple[Decision, int]]:
         for i, origin, scenario, scope, kind, value, expiry in self.db.execute(
-                "SELECT id, origin, scenario, scope, type, value, expiry FROM decision"):
+                "SELECT id, origin, scenario, scope, type, value, expiry FROM decision "
+                + where, args):
             yield Decision(i, origin, scenario, scope, kind, value, 0), expiry
 
     def count(self) -> dict[str, int]:

@@ -456,10 +456,11 @@ class SetStore:
             skip = 0
         return out
 
-    def live(self, name: str, at: int | None = None) -> Iterator[tuple[str, int]]:
+    def live(self, name: str, at: int | None = None,
+             tables: tuple[str, ...] = ("elem", "cidr")) -> Iterator[tuple[str, int]]:
         """Live element rows (not blocks: see ``blocks``)."""
         at = now() if at is None else at
-        for table in ("elem", "cidr"):
+        for table in tables:
             yield from self.db.execute(
                 f"SELECT addr, expiry FROM {table} WHERE name=? AND (expiry=0 OR expiry>?)",
                 (name, at))
