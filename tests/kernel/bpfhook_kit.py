@@ -78,9 +78,8 @@ class KernelRun:
 
     def kernel(self, ip: bytes, hook: str = "prerouting") -> int:
         assert self.prog is not None
-        # test-run takes an Ethernet frame, except at output (LOCAL_OUT): the IP packet alone
-        frame = ip if hook == "output" else _ETH[self.family] + ip
-        return _test_run(self.prog.fd, frame, HOOKS[hook], PF[self.family])[0]
+        # prog.test_run drops the Ethernet header itself at output (LOCAL_OUT)
+        return _test_run(self.prog.fd, _ETH[self.family] + ip, HOOKS[hook], PF[self.family])[0]
 
     def python(self, ip: bytes, hook: str = "prerouting", logs: list | None = None) -> int:
         """The verdict the queue runner gives: ACCEPT/DROP, else (an exception, another
