@@ -143,7 +143,13 @@ def _parse(a: Asm, family: int, len_at: int | None) -> None:
         a.ldx(W, R0, R1, len_at)
     a.stx(DW, FP, LEN, R0)
     if family == 4:
+        # the header and the 4 bytes after it in one slice (the transport ports or ICMP type
+        # where there are no options: transport_bytes); 20 alone in a shorter packet
+        read(a, HDR, 24, fail=".hdr20")
+        a.ja(".hdr")
+        a.label(".hdr20")
         read(a, HDR, 20, fail=bad)
+        a.label(".hdr")
         a.ldx(B, R7, FP, HDR)
         a.mov(R1, reg(R7))
         a.alu(0x70, R1, 4)                    # >> 4: the version
@@ -237,7 +243,24 @@ def transport(a: Asm, err: str) -> None:
     a.ldx(DW, R1, FP, PROTO)
 
 
-def port(a: Asm, which: int, err: str, none: str) -> None:
+def transport_bytes(a: Asm, family: int, size: int, at: int, err: str) -> None:
+    """r7 = the ``size`` bytes at ``at`` of the transport header (offset in r2, not -1): from
+    the IPv4 prologue's slice where the header has no options, else read."""
+    read_it, done = a.fresh("tread"), a.fresh("tdone")
+    if family == 4:
+        a.jmp("!=", R2, 20, read_it)
+        a.ldx(DW, R1, FP, LEN)
+        a.jmp("<", R1, 24, read_it)          # the prologue's slice was 20 bytes
+        a.ldx(size, R7, FP, HDR + 20 + at)
+        a.ja(done)
+    a.label(read_it)
+    a.mov(R7, reg(R2))
+    read(a, SCRATCH, 4 if size == H else 1, off_reg=R7, fail=err)
+    a.ldx(size, R7, FP, SCRATCH + at)
+    a.label(done)
+
+
+def port(a: Asm, family: int, which: int, err: str, none: str) -> None:
     """r7 = sport (0) or dport (1); to ``none`` where Python gives None."""
     transport(a, err)
     ok = a.fresh("port")
@@ -246,22 +269,18 @@ def port(a: Asm, which: int, err: str, none: str) -> None:
     a.ja(none)
     a.label(ok)
     a.jmp("==", R2, -1, none)
-    a.mov(R7, reg(R2))
-    read(a, SCRATCH, 4, off_reg=R7, fail=err)
-    a.ldx(H, R7, FP, SCRATCH + 2 * which)
+    transport_bytes(a, family, H, 2 * which, err)
     a.endian(R7, 16)
 
 
-def icmp_type(a: Asm, err: str, none: str) -> None:
+def icmp_type(a: Asm, family: int, err: str, none: str) -> None:
     transport(a, err)
     ok = a.fresh("icmp")
     a.jmp("==", R1, 1, ok)
     a.jmp("!=", R1, 58, none)
     a.label(ok)
     a.jmp("==", R2, -1, none)
-    a.mov(R7, reg(R2))
-    read(a, SCRATCH, 1, off_reg=R7, fail=err)
-    a.ldx(B, R7, FP, SCRATCH)
+    transport_bytes(a, family, B, 0, err)
 
 
 def payload_span(a: Asm, err: str) -> None:
