@@ -42,6 +42,7 @@ $(STAMP): pyproject.toml setup.py src/minifw/hooks/_hot.c
 
 demo: install
 	$(VENV)/bin/python -m minifw.lab.demo
+	$(VENV)/bin/python -m minifw.lab.demo_hooks
 
 test: install
 	$(VENV)/bin/python -m pytest -q tests

@@ -153,16 +153,22 @@ def test_reload_swaps_the_program_without_losing_a_packet(klab):
     assert entries(server) == ["10_1_11", "2_1_11"]
 
 
-def test_run_holds_kernel_hooks_until_ctrl_c(klab):
-    lab, server, client, blocked = klab
-    seed = write(lab, "seed_run.py", SEED_HOOKS.read_text())
-    err = open(lab.tmp / "run.err", "w+")
+def start_run(lab, server, name: str):
+    """``minifw run`` of the seed's hooks in the server's namespace, once it says it is ready."""
+    seed = write(lab, f"{name}.py", SEED_HOOKS.read_text())
+    err = open(lab.tmp / f"{name}.err", "w+")
     proc = subprocess.Popen(["ip", "netns", "exec", server.ns, MINIFW, "run", seed],
                             env=dict(os.environ, MINIFW_STATE_DIR=str(server.state_dir)),
                             stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
     lab._procs.append(proc)
     wait_until(lambda: "Ctrl-C stops" in Path(err.name).read_text() or proc.poll() is not None,
                20, "minifw run to be ready")
+    return proc, err
+
+
+def test_run_holds_kernel_hooks_until_ctrl_c(klab):
+    lab, server, client, blocked = klab
+    proc, err = start_run(lab, server, "seed_run")
     assert proc.poll() is None, Path(err.name).read_text()
     assert "drop_icmp@prerouting/-300 (kernel)" in Path(err.name).read_text()
     assert not client.ping("198.18.0.1")
@@ -177,12 +183,7 @@ def test_run_holds_kernel_hooks_until_ctrl_c(klab):
     assert client.ping("198.18.0.1") and blocked.tcp_ok("198.18.2.1", 80)
     assert entries(server) == []
     # kill -9: the pinned links outlive the process, and `down` removes them
-    proc = subprocess.Popen(["ip", "netns", "exec", server.ns, MINIFW, "run", seed],
-                            env=dict(os.environ, MINIFW_STATE_DIR=str(server.state_dir)),
-                            stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
-    lab._procs.append(proc)
-    wait_until(lambda: Path(err.name).read_text().count("Ctrl-C stops") == 2
-               or proc.poll() is not None, 20, "minifw run to be ready again")
+    proc, err = start_run(lab, server, "seed_run_again")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
     assert not client.ping("198.18.0.1") and len(entries(server)) == 4
@@ -255,16 +256,8 @@ def test_conflicts_are_refused_and_auto_says_why_it_stays_on_the_queue(klab):
 
 
 def test_run_writes_pkt_log_lines_to_dmesg(klab):
-    pytest.importorskip("minifw.kernel.bpf.ringbuf", reason="no ringbuf reader in this build")
     lab, server, client, _ = klab
-    seed = write(lab, "seed_log.py", SEED_HOOKS.read_text())
-    err = open(lab.tmp / "log.err", "w+")
-    proc = subprocess.Popen(["ip", "netns", "exec", server.ns, MINIFW, "run", seed],
-                            env=dict(os.environ, MINIFW_STATE_DIR=str(server.state_dir)),
-                            stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
-    lab._procs.append(proc)
-    wait_until(lambda: "Ctrl-C stops" in Path(err.name).read_text() or proc.poll() is not None,
-               20, "minifw run to be ready")
+    proc, err = start_run(lab, server, "seed_log")
     assert not client.ping("198.18.0.1")
     wait_until(lambda: "Drop ICMP packet" in Path(err.name).read_text(), 5,
                "the pkt.log line through the ringbuf")

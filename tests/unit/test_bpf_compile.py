@@ -124,7 +124,7 @@ def test_the_maps_a_hook_asks_for():
         return ACCEPT"""))
     maps = {m.name: m for m in k.maps}
     assert (maps["f_stats"].kind, maps["f_stats"].value_size, maps["f_stats"].max_entries) == \
-        ("percpu_array", 16, 1)
+        ("percpu_array", 24, 1)  # packets, drops, log lines lost
     assert (maps["HITS"].kind, maps["HITS"].value_size) == ("percpu_array", 8)
     assert maps["log"].kind == "ringbuf"
     assert k.address_maps == {"BLOCKED": {

@@ -144,14 +144,15 @@ def test_the_rule_lines_are_what_prometheus_client_renders():
     assert render_rules(r) == generate_latest(Families()).decode()
 
 
-def test_kernel_hook_functions_export_packets_and_drops():
+def test_kernel_hook_functions_export_packets_drops_and_lost_log_lines():
     import dataclasses
     r = reading()
-    sample = dataclasses.replace(r.sample, kernel_hooks=(("drop_icmp", "prerouting", -300, 9, 2),
-                                                         ("gate", "input", 10, 0, 0)))
+    sample = dataclasses.replace(r.sample, kernel_hooks=(("drop_icmp", "prerouting", -300, 9, 2, 5),
+                                                         ("gate", "input", 10, 0, 0, 0)))
     got = scrape(Reading(sample, LAYOUT, None, 1700000000.5, 0.01))
     icmp = (("function", "drop_icmp"), ("hook", "prerouting"), ("priority", "-300"))
     gate = (("function", "gate"), ("hook", "input"), ("priority", "10"))
     assert got["minifw_kernel_hook_packets_total"] == {icmp: 9, gate: 0}
     assert got["minifw_kernel_hook_drops_total"] == {icmp: 2, gate: 0}
+    assert got["minifw_kernel_hook_log_lost_total"] == {icmp: 5, gate: 0}
     assert "minifw_kernel_hook_packets_total" not in scrape(reading())

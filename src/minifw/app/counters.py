@@ -105,7 +105,8 @@ class Sample:
     runners: tuple[dict[str, Any], ...]        # each runner's status (daemon or records)
     queues: dict[int, queuestats.QueueStats]
     # kernel hook functions: (function, hook, priority, packets, drops), from their stats maps
-    kernel_hooks: tuple[tuple[str, str, int, int, int], ...] = ()
+    # (function, hook, priority, packets, drops, log lines lost)
+    kernel_hooks: tuple[tuple[str, str, int, int, int, int], ...] = ()
 
 
 def read(kernel: seam.Kernel, state_dir: Path, layout: Layout,
@@ -165,13 +166,14 @@ def read(kernel: seam.Kernel, state_dir: Path, layout: Layout,
                   queues=queuestats.read(), kernel_hooks=_kernel_hooks(state_dir))
 
 
-def _kernel_hooks(state_dir: Path) -> tuple[tuple[str, str, int, int, int], ...]:
+def _kernel_hooks(state_dir: Path) -> tuple[tuple[str, str, int, int, int, int], ...]:
     from .khooks import status
     try:
         found = status(state_dir)
     except MinifwError:  # a damaged record: status says so; a scrape goes on without it
         return ()
-    return tuple((k.function, k.hook, k.priority, k.packets, k.drops) for k in found
+    return tuple((k.function, k.hook, k.priority, k.packets, k.drops, k.log_lost or 0)
+                 for k in found
                  if k.where == "kernel" and k.packets is not None)
 
 

@@ -14,8 +14,8 @@ from .results.base import Outcome
 
 @dataclasses.dataclass(frozen=True)
 class KernelHookStatus:
-    """One [[hook]] function: where it runs and why; for the kernel, its packets and drops
-    (None: the counts could not be read) and its file's Counters."""
+    """One [[hook]] function: where it runs and why; for the kernel, its packets, drops and
+    pkt.log lines lost (None: the counts could not be read) and its file's Counters."""
 
     file: str
     function: str
@@ -26,11 +26,12 @@ class KernelHookStatus:
     packets: int | None = None
     drops: int | None = None
     counters: tuple[tuple[str, int], ...] = ()
+    log_lost: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"file": self.file, "function": self.function, "hook": self.hook,
                 "priority": self.priority, "where": self.where, "reason": self.reason,
-                "packets": self.packets, "drops": self.drops,
+                "packets": self.packets, "drops": self.drops, "log_lost": self.log_lost,
                 "counters": dict(self.counters)}
 
 
@@ -64,6 +65,7 @@ def status(state_dir: Path) -> list[KernelHookStatus]:
                 file=rec["file"], function=fn["name"], hook=fn["hook"],
                 priority=fn["priority"], where=fn["where"], reason=fn["reason"],
                 packets=got.get("packets"), drops=got.get("drops"),
+                log_lost=got.get("lost"),
                 counters=tuple(sorted(counters.items())) if fn["where"] == "kernel" else ()))
     return out
 

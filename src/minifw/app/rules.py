@@ -83,7 +83,7 @@ class Service:
                 if change is None:
                     self._refuse_rolled_back(path, text)
                 hooks = hook_files(text, path)
-                supervise.validate(hooks, ruleset)
+                placed = supervise.validate(hooks, ruleset)
             except ConfigError as exc:
                 if absent:
                     failsafe.fall_back(self, path, exc)
@@ -95,7 +95,7 @@ class Service:
             if absent and state.loaded:  # from before a reboot: a refused load is taken back
                 state = State(config=state.config)
                 self.store.save(state)
-            runners = supervise.plan_runners(hooks, self.store.dir)
+            runners = supervise.plan_runners(hooks, self.store.dir, placed_by_file=placed)
             if (state.loaded and state.config == path and state.ruleset == ruleset.to_toml()
                     and self.kernel.exists() and self._in_sync(ruleset)):
                 supervise.check_rule_points((k for k, _ in ruleset.chains()),
@@ -164,9 +164,10 @@ class Service:
                                  "run 'minifw up --config FILE'")
             text, ruleset = read_config(path)
             hooks = hook_files(text, path)
-            supervise.validate(hooks, ruleset)
+            placed = supervise.validate(hooks, ruleset)
             linted = linting.enforce(linting.findings(text, path, ruleset), strict)
-            runners = supervise.plan_runners(hooks, self.store.dir, restart_all=restart_hooks)
+            runners = supervise.plan_runners(hooks, self.store.dir, restart_all=restart_hooks,
+                                             placed_by_file=placed)
             guarded = lockout.check_ruleset(self.kernel, self.store.dir, ruleset, guard)
             new = State(loaded=True, config=path, ruleset=ruleset.to_toml())
             if change is not None:

@@ -187,6 +187,7 @@ def status(ctx, as_json):
                    f"{'running' if h.running else 'DEAD (chains left in place)'}")
     for k in st.kernel_hooks:
         counts = (f" packets {k.packets} drops {k.drops}" if k.packets is not None else "")
+        counts += f" log lines lost {k.log_lost}" if k.log_lost else ""
         counters = "".join(f" {n}={v}" for n, v in k.counters)
         click.echo(f"  hook {k.function} at {k.hook}/{k.priority}: {k.where} ({k.reason})"
                    f"{counts}{counters}")
@@ -271,7 +272,8 @@ def list_(ctx, as_json):
         counters = "".join(f", {n}={v}" for n, v in k.counters)
         click.echo(f"{k.hook + '/' + str(k.priority):<18} {'hook ' + k.function:<24} "
                    f"{'?' if k.packets is None else k.packets:>9} {'-':>11}  in the kernel: "
-                   f"{'?' if k.drops is None else k.drops} dropped{counters}")
+                   f"{'?' if k.drops is None else k.drops} dropped{counters}"
+                   f"{f', {k.log_lost} log lines lost' if k.log_lost else ''}")
 
 
 def _choices(kind: Any) -> str:

@@ -63,8 +63,8 @@ class Daemon:
         self._take_lock()
         try:
             # plug-ins are made first: a bad --metrics fails before anything changed
-            plugins = [p for p in (_events_service(), self._metrics_service(), _crowdsec_service())
-                       if p]
+            plugins = [p for p in (_events_service(), self._metrics_service(), _crowdsec_service(),
+                                    _kernel_log_service()) if p]
             self._serve_requests()
             supervise.set_owner(self.supervisor)
             self._install_signals()
@@ -311,6 +311,12 @@ def _crowdsec_service() -> Any:
     """The CrowdSec bouncer's plug-in: idle until the applied ruleset has [crowdsec]."""
     from .crowdsec import CrowdsecService
     return CrowdsecService()
+
+
+def _kernel_log_service() -> Any:
+    """The pkt.log reader of kernel hooks attached by up: idle while none is."""
+    from .kernellog import KernelLogService
+    return KernelLogService()
 
 
 def setup_logging() -> None:

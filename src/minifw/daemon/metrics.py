@@ -184,11 +184,16 @@ def _kernel_hook_families(s: counters.Sample, counter: Any) -> Iterator[Any]:
                       "kernel (BPF) saw, both families.", labels=labels)
     drops = counter("minifw_kernel_hook_drops", "Packets each hook function running in the "
                     "kernel (BPF) dropped.", labels=labels)
-    for function, hook, priority, n, d in s.kernel_hooks:
+    lost = counter("minifw_kernel_hook_log_lost", "pkt.log lines of hook functions running in "
+                   "the kernel that found no room in the ringbuf (no reader drains it).",
+                   labels=labels)
+    for function, hook, priority, n, d, gone in s.kernel_hooks:
         packets.add_metric([function, hook, str(priority)], n)
         drops.add_metric([function, hook, str(priority)], d)
+        lost.add_metric([function, hook, str(priority)], gone)
     yield packets
     yield drops
+    yield lost
 
 
 def _hook_families(s: counters.Sample, counter: Any, gauge: Any) -> Iterator[Any]:

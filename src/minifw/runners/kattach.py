@@ -352,13 +352,16 @@ _U64 = struct.Struct("<Q")
 
 
 def _percpu_sum(m: Any, offset: int) -> int:
-    """The sum over CPUs of the u64 at ``offset`` of entry 0."""
-    return sum(_U64.unpack_from(v, offset)[0] for v in m.lookup_percpu(struct.pack("<I", 0)))
+    """The sum over CPUs of the u64 at ``offset`` of entry 0 (0 past the value's end: stats
+    pinned by a minifw that had no such slot)."""
+    return sum(_U64.unpack_from(v, offset)[0] if len(v) >= offset + 8 else 0
+               for v in m.lookup_percpu(struct.pack("<I", 0)))
 
 
 def function_counts(rec: dict[str, Any]) -> dict[str, dict[str, int]]:
-    """packets and drops of each kernel function of a record (both families), from its pinned
-    per-CPU stats array; a map that cannot be read gives no entry."""
+    """packets, drops and log lines lost (no room in the ringbuf: no reader) of each kernel
+    function of a record (both families), from its pinned per-CPU stats array; a map that
+    cannot be read gives no entry."""
     _, maps, _, _ = _kernel()
     out = {}
     for fn in rec.get("functions", []):
@@ -367,8 +370,9 @@ def function_counts(rec: dict[str, Any]) -> dict[str, dict[str, int]]:
         with contextlib.suppress(MinifwError, OSError):
             m = maps.Map.open_pinned(os.path.join(rec["map_dir"], fn["stats"]))
             try:
-                # one entry: u64 packets @0, u64 drops @8
-                out[fn["name"]] = {"packets": _percpu_sum(m, 0), "drops": _percpu_sum(m, 8)}
+                # one entry: u64 packets @0, drops @8, log lines lost @16
+                out[fn["name"]] = {"packets": _percpu_sum(m, 0), "drops": _percpu_sum(m, 8),
+                                   "lost": _percpu_sum(m, 16)}
             finally:
                 m.close()
     return out

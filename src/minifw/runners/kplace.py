@@ -75,11 +75,18 @@ def place_module(module: HookModule, quiet: bool = False) -> ModulePlan:
             except ConfigError as exc:
                 error = exc
         choice = choose(spec, error)
-        if not quiet:
-            log.info("hook %s (%s) runs in the %s: %s", spec.name, module.file, choice.where,
-                     choice.reason)
         placed.append(Placed(spec, choice, programs if choice.where == "kernel" else ()))
-    return ModulePlan(module, tuple(placed))
+    plan = ModulePlan(module, tuple(placed))
+    if not quiet:
+        tell(plan)
+    return plan
+
+
+def tell(plan: ModulePlan) -> None:
+    """Log where each function runs and why (once per up/reload)."""
+    for p in plan.placed:
+        log.info("hook %s (%s) runs in the %s: %s", p.spec.name, plan.file, p.choice.where,
+                 p.choice.reason)
 
 
 def place(file: str, quiet: bool = False) -> ModulePlan:

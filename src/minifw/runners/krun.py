@@ -7,13 +7,13 @@ import contextlib
 import logging
 import signal
 import threading
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..bpf.program import HOOKS as HOOK_NUMBERS, PF
 from ..errors import MinifwError
 from . import kattach, runner as hook_runner
+from .klog import LogLines
 from .kplace import ModulePlan, place
 
 log = logging.getLogger("minifw.hooks")
@@ -77,10 +77,8 @@ def _wait_for_signal(stop: threading.Event) -> None:
 
 def _read_logs(maps: dict[str, Any], plan: ModulePlan, stop: threading.Event,
                state_dir: Path) -> None:
-    """pkt.log lines of the kernel functions: ringbuf records -> the kernel log (the article's
-    printk line), the foreground log and, while a daemon listens, the event stream (as the
-    queue runner reports them: events/hookevents.py). Without a "log" map, nothing to
-    read."""
+    """pkt.log lines of the kernel functions until ``stop`` (runners/klog.py says where they
+    go). Without a "log" map, nothing to read."""
     ring = maps.get("log")
     if ring is None:
         return
@@ -90,28 +88,14 @@ def _read_logs(maps: dict[str, Any], plan: ModulePlan, stop: threading.Event,
         log.warning("this build has no ringbuf reader: pkt.log lines of kernel hooks are "
                     "counted as lost, verdicts go on")
         return
-    from ..compile.bpfhook import decode_log
     formats = tuple(lf for p in plan.kernel for lf in p.programs[0].logs)
-    from ..events.hookevents import Sender
     points = {p.spec.name: (p.spec.hook.value, p.spec.priority) for p in plan.kernel}
-    kmsg = hook_runner.KernelLog("minifw")
-    events = Sender(state_dir)
+    out = LogLines(state_dir)
     reader = RingbufReader(ring)
-    checked = 0.0
     try:
         while not stop.is_set():
-            now = time.monotonic()
-            if now - checked > 1.0:  # a daemon that started or went since
-                events.refresh()
-                checked = now
-            for record in reader.poll(0.2):
-                with contextlib.suppress(MinifwError, ValueError):
-                    fn, text = decode_log(record, formats)
-                    log.info("hook:%s %s", fn, text)
-                    kmsg.write(text)
-                    hook, prio = points.get(fn, (None, None))
-                    events.report(fn, hook, prio, "log", None, text)
+            out.tick()
+            out.write(reader.poll(0.2), formats, points)
     finally:
         reader.close()
-        events.close()
-        kmsg.close()
+        out.close()

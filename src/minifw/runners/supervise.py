@@ -27,23 +27,26 @@ from ..kernel import nfnl, nft
 from ..model.ruleset import Ruleset
 from ..model.types import Hook
 from . import hookstate, kattach
-from .kplace import ModulePlan, place
+from .kplace import ModulePlan, place, tell
 
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 5.0
 
 
-def validate(files: Iterable[str], ruleset: Ruleset) -> None:
+def validate(files: Iterable[str], ruleset: Ruleset) -> dict[str, ModulePlan]:
     """Load each hook file (as the runner will), place its functions (a where="kernel" one
     that does not compile is refused here) and check it against the ruleset's chains, before
-    anything in the kernel changes."""
+    anything in the kernel changes. Returns the plans by file, for ``plan_runners``: each
+    file is loaded and compiled once per up or reload."""
     rule_points = plan.ruleset_points(k for k, _ in ruleset.chains())
     rule_points += [(h.value, 1000, f"the drop policy chain of {h.value}")
                     for h in ruleset.drop_hooks]
     rule_points += _nat_points(ruleset)
     seen: dict[tuple[str, int], str] = {}
+    plans = {}
     for file in files:
-        specs = place(file, quiet=True).module.specs
+        plans[file] = place(file, quiet=True)
+        specs = plans[file].module.specs
         ours = [(s.hook.value, s.priority, f"hook function '{s.name}' ({file})") for s in specs]
         problems = plan.clashes(ours, rule_points)
         for h, p, label in ours:
@@ -53,6 +56,7 @@ def validate(files: Iterable[str], ruleset: Ruleset) -> None:
             seen[(h, p)] = label
         if problems:
             raise ConfigError(problems[0], file=file)
+    return plans
 
 
 def check_rule_points(points: Iterable[tuple[Hook, int]], leaving: Iterable[str] = ()) -> None:
@@ -131,16 +135,22 @@ class RunnerPlan:
         return ", ".join(parts)
 
 
-def plan_runners(files: list[str], state_dir: Path, restart_all: bool = False) -> RunnerPlan:
+def plan_runners(files: list[str], state_dir: Path, restart_all: bool = False,
+                 placed_by_file: dict[str, ModulePlan] | None = None) -> RunnerPlan:
     """Runners that ``minifw up`` started (managed) are replaced when their file changed since
     they loaded it (all of them with ``restart_all``), and retired when their file left the
     config; every file without a live runner then starts. Runners of ``minifw run``
     (unmanaged) are never stopped here, and their files are not started a second time.
-    A file whose functions all run in the kernel needs no runner."""
+    A file whose functions all run in the kernel needs no runner. ``placed_by_file``:
+    ``validate``'s plans (a file missing from it is placed here)."""
     placed, queued = [], []
     for f in files:
         try:
-            plan_ = place(f)
+            plan_ = (placed_by_file or {}).get(f)
+            if plan_ is None:
+                plan_ = place(f)
+            else:
+                tell(plan_)
         except ConfigError:  # its runner fails to start the same way, said in status
             queued.append(f)
             continue

@@ -31,6 +31,7 @@ INLINE_IN = 16          # `in` over more constants than this is a hash map looku
 MAX_BYTES = 64          # the longest payload slice compared with a constant
 ADDR_MAP_ENTRIES = 65536
 RINGBUF_BYTES = 256 * 1024
+LOST_AT = 16  # the stats slot of log lines that found no room in the ringbuf
 _CMP = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "s<", ast.LtE: "s<=", ast.Gt: "s>",
         ast.GtE: "s>="}
 _NEGATE = {"==": "!=", "!=": "==", "s<": "s>=", "s>=": "s<", "s>": "s<=", "s<=": "s>"}
@@ -84,7 +85,8 @@ class Compiler:
         self.inlining: list[str] = []
         self.uses_packet = False
         self.stats = f"{name}_stats"
-        self.add_map(MapSpec(self.stats, "percpu_array", 4, 16, 1))
+        # u64 packets @0, drops @8, log lines lost @16 (the ringbuf full or unread)
+        self.add_map(MapSpec(self.stats, "percpu_array", 4, 24, 1))
 
     # -- errors, maps, slots -----------------------------------------------------------------
     def refuse(self, node: Any, message: str) -> Exception:
@@ -317,7 +319,12 @@ class Compiler:
         a.mov(R2, size)
         a.mov(R2 + 1, 0)
         a.call(fr.RINGBUF_RESERVE)
-        a.jmp("==", R0, 0, skip)
+        reserved = a.fresh("logged")
+        a.jmp("!=", R0, 0, reserved)
+        a.mov(R1, 1)   # no room (no reader drains it): count the line as lost
+        a.atomic_add(DW, R9, LOST_AT, R1)
+        a.ja(skip)
+        a.label(reserved)
         a.ld_imm64(R1, fmt_id)
         a.stx(DW, R0, 0, R1)
         at = 8
