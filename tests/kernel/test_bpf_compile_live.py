@@ -301,3 +301,27 @@ def test_without_btf_offsets_the_length_comes_from_the_dynptr(name):
         assert "bpf_dynptr_size" in k.hook.program.kfuncs()
         for ip in packets(6):
             assert k.kernel(ip) == k.python(ip)
+
+
+@pytest.mark.parametrize("field", ["pkt.dport >= 0", "pkt.icmp_type >= 0"])
+def test_transport_bytes_at_the_edge_of_the_header_slice(field):
+    """IPv4 reads the ports and the ICMP type from the header's slice when the header has no
+    options and the packet holds 24 bytes; else with a read of their own: 0-5 bytes after a
+    header of 20 and of 24 bytes must give Python's verdicts (any value: accept; an error,
+    such as bytes read past the end, drop)."""
+    source = HEAD + textwrap.dedent(f"""
+        @hook("prerouting", priority=-300, on_error="drop")
+        def f(pkt):
+            if {field}:
+                return ACCEPT
+            return DROP
+    """)
+    with KernelRun(source, "f", 4) as k:
+        got = []
+        for proto in (17, 1):
+            for ihl in (5, 6):
+                for n in range(6):
+                    ip = v4(proto, l4(proto, dport=80, icmp_type=8)[:n], ihl=ihl)
+                    got.append(k.kernel(ip))
+                    assert got[-1] == k.python(ip), (proto, ihl, n)
+        assert 0 < got.count(0) < len(got)

@@ -317,7 +317,9 @@ def check_wire(lab: DiffLab, module: hookgen.HookModule, pkts: list) -> None:
         for p in plan.placed:
             want = {"packets": counts[(p.spec.name, "packets")],
                     "drops": counts[(p.spec.name, "drops")]}
-            assert kernel.get(p.spec.name) == want, (p.spec.name, kernel, want, module.source)
+            got = {k: v for k, v in kernel.get(p.spec.name, {}).items() if k in want}
+            # packets and drops; the count of lost pkt.log lines is not modelled here
+            assert got == want, (p.spec.name, kernel, want, module.source)
         for var in sorted({c for p in plan.placed for kh in p.programs for c in kh.counters}):
             assert counters.get(var) == plan.module.namespace[var].value, \
                 (var, counters, module.source)

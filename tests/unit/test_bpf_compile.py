@@ -111,7 +111,7 @@ def test_constants_fold_at_compile_time():
                         "return ACCEPT"))
     plain = build(hook("x = 2024\nif pkt.dport == x:\n    return DROP\nreturn ACCEPT"))
     fds = {"f_stats": 3}
-    kf = {"bpf_dynptr_from_skb": 1, "bpf_dynptr_size": 2}
+    kf = {"bpf_dynptr_from_skb": 1, "bpf_dynptr_size": 2, "bpf_dynptr_slice": 3}
     assert folded.program.asm.assemble(fds, kf) == plain.program.asm.assemble(fds, kf)
 
 

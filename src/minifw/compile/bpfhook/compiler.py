@@ -517,10 +517,10 @@ class Compiler:
             return Val(self.family, self.family)
         none, done = a.fresh("none"), a.fresh("field")
         if field in ("sport", "dport"):
-            fr.port(a, 0 if field == "sport" else 1, ".error", none)
+            fr.port(a, self.family, 0 if field == "sport" else 1, ".error", none)
             hi = 0xFFFF
         else:
-            fr.icmp_type(a, ".error", none)
+            fr.icmp_type(a, self.family, ".error", none)
             hi = 0xFF
         a.ja(done)
         a.label(none)
