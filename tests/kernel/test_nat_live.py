@@ -201,7 +201,7 @@ def test_nat_add_delete_list_live(lab):
 HOOK_AT = """\
 from minifw import hook, ACCEPT
 
-@hook("{hook}", priority={priority})
+@hook("{hook}", priority={priority}, where="queue")
 def passes(pkt):
     return ACCEPT
 """
