@@ -5,6 +5,7 @@ Pure: functions take and return text; reading and writing files is the caller's 
 
 from __future__ import annotations
 
+import gc
 import re
 import tomllib
 from typing import TYPE_CHECKING, Any
@@ -29,9 +30,21 @@ _RULE_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*rule[ \t]*\]\]", re.MULTILINE)
 _TABLE_HEADER = re.compile(r"^\s*\[")
 
 
+def _loads(text: str) -> dict:
+    """tomllib.loads with the cyclic collector paused: a finalizer it ran deep in tomllib's
+    recursion would hit the recursion limit itself and print a stray warning to stderr."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return tomllib.loads(text)
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def parse_config(text: str, file: str) -> Ruleset:
     try:
-        data = tomllib.loads(text)
+        data = _loads(text)
     except tomllib.TOMLDecodeError as exc:
         line = toml_error_line(str(exc))
         raise ConfigError(f"TOML syntax error: {exc}", file=file, line=line) from None
