@@ -161,6 +161,10 @@ def lab():
                         "to": ADDR[4]["server"]}]},
          packets=[{"from": "server", "src": ADDR[4]["server"], "dst": ADDR[4]["router-s"],
                    "dport": PORTS[0], "iif": "eth-s"}])
+@example(data={"nat": [{"id": "n0", "kind": "dnat", "iif": "eth-s", "proto": "udp",
+                        "to": ADDR[6]["server"]}]},
+         packets=[{"from": "server", "src": ADDR[6]["server"], "dst": ADDR[6]["router-c"],
+                   "dport": PORTS[0], "iif": "eth-s"}])
 def test_explain_agrees_with_the_kernel_on_nat(lab, data, packets):
     hosts, catchers, state = lab
     router = hosts["router"]
@@ -184,8 +188,9 @@ def test_explain_agrees_with_the_kernel_on_nat(lab, data, packets):
         final = exp.get("packet") or {"src": pkt["src"], "sport": sport,
                                       "dst": pkt["dst"], "dport": pkt["dport"]}
         # A DNAT back to the sender makes a datagram from the sender's own address: the router
-        # forwards it (what explain answers for), and the sender's stack drops it as a martian.
-        martian = final["src"] == final["dst"]
+        # forwards it (what explain answers for), and the sender's IPv4 stack drops it as a
+        # martian (IPv6 takes it).
+        martian = final["src"] == final["dst"] and ":" not in final["src"]
         before = counters(router)
         send(hosts[pkt["from"]], pkt["dst"], sport, pkt["dport"], nonce)
         got = catchers.wait(nonce, exp["verdict"] == "accept" and not martian)
