@@ -283,6 +283,48 @@ def test_an_address_matches_until_its_expiry(family):
 
 
 @pytest.mark.parametrize("family", [4, 6])
+def test_an_expired_cidr_never_hides_a_shorter_live_one(family):
+    """The trie returns the longest match only: through the real write path (``hook set``'s),
+    each entry holds the latest expiry of the CIDRs that contain it, so a packet inside an
+    expired /24 is still dropped while a live /16 covers it, as Python's containment says."""
+    import time
+    from minifw.runners.kattach import _write_addresses
+    source = HEAD + textwrap.dedent("""
+        EMPTY = Addresses()
+
+        @hook("prerouting", priority=-300)
+        def f(pkt):
+            if pkt.src in EMPTY:
+                return DROP
+            return ACCEPT
+    """)
+    from hookpackets import A4, A6, v6
+    ip = v4(17, l4(17), src=A4[1]) if family == 4 else v6(17, l4(17), src=A6[1])
+    inner, outer = ("198.18.2.0/24", "198.18.0.0/16") if family == 4 else \
+        ("fd00::/120", "fd00::/64")
+    with KernelRun(source, "f", family) as k:
+        names = k.hook.address_maps["EMPTY"]
+
+        def write(cidr, expiry, delete=False):
+            return _write_addresses(k.maps, names, [cidr], expiry, family, delete)
+        now = time.monotonic_ns()
+        assert write(inner, now + 60 * 10**9) == 1 and k.kernel(ip) == 0
+        write(inner, now - 1)                       # the /24 expired: nothing covers the packet
+        assert k.kernel(ip) == 1
+        assert write(outer, 0) == 1                 # a live /16 without expiry covers it
+        assert k.kernel(ip) == 0
+        assert write(outer, 0, delete=True) == 1    # gone: the expired /24 matches no more
+        assert k.kernel(ip) == 1
+        assert write(outer, 0, delete=True) == 0    # deleting what is not there
+        write(outer, now + 60 * 10**9)              # a /16 with a later expiry covers it too
+        assert k.kernel(ip) == 0
+        write(outer, now - 1)                       # both expired
+        assert k.kernel(ip) == 1
+        write(inner, 0)                             # the /24 for ever, under an expired /16
+        assert k.kernel(ip) == 0
+
+
+@pytest.mark.parametrize("family", [4, 6])
 def test_log_records_read_back_as_python_writes_them(family):
     source = HEAD + textwrap.dedent(FUNCTIONS["logs_and_counter"])
     with KernelRun(source, "f", family) as k:

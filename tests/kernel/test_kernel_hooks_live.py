@@ -101,6 +101,14 @@ def test_up_verdicts_status_hook_set_and_down(klab):
     server.minifw("hook", "set", target, "add", "198.18.0.2", "--timeout", "5")
     assert not client.tcp_ok("198.18.0.1", 80, timeout=0.5)
     wait_until(lambda: client.tcp_ok("198.18.0.1", 80, timeout=0.5), 15, "the entry to expire")
+    # a CIDR with a timeout under a live, shorter one: its expiry uncovers nothing
+    server.minifw("hook", "set", target, "add", "198.18.0.0/24", "--timeout", "2")
+    server.minifw("hook", "set", target, "add", "198.18.0.0/16")
+    time.sleep(2.5)
+    assert not client.tcp_ok("198.18.0.1", 80, timeout=0.5)     # the /16 still covers it
+    server.minifw("hook", "set", target, "del", "198.18.0.0/16")
+    assert client.tcp_ok("198.18.0.1", 80)                      # the /24 has expired
+    server.minifw("hook", "set", target, "del", "198.18.0.0/24")
     bad = server.minifw("hook", "set", target, "add", "not-an-address", check=False)
     assert bad.returncode == 1 and bad.stderr.startswith("error: ")
     assert "Traceback" not in bad.stderr

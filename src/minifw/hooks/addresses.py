@@ -21,6 +21,10 @@ from ..errors import ConfigError
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _EXPIRY = struct.Struct("<Q")
 _PREFIX = struct.Struct("<I")  # struct bpf_lpm_trie_key: u32 prefixlen (host order), then data
+# An LPM trie value: the effective expiry (what the program reads, at offset 0), then the
+# entry's own expiry (what the effective one is computed again from when the trie changes).
+_LPM_VALUE = struct.Struct("<QQ")
+LPM_VALUE_SIZE = _LPM_VALUE.size
 
 
 def _network(item: Any) -> Network:
@@ -108,7 +112,7 @@ def address_entries(items: Iterable[Any], family: int, expiry_ns: int = 0
     value is the u64 CLOCK_MONOTONIC expiry in ns, 0 for never."""
     if not 0 <= expiry_ns < 1 << 64:
         raise ConfigError(f"an expiry of {expiry_ns} ns does not fit in 64 bits.")
-    value = _EXPIRY.pack(expiry_ns)
+    value, alone = _EXPIRY.pack(expiry_ns), _LPM_VALUE.pack(expiry_ns, expiry_ns)
     out: dict[str, list[tuple[bytes, bytes]]] = {"hash": [], "lpm": []}
     for net in map(_network, items):
         if net.version != family:
@@ -117,8 +121,75 @@ def address_entries(items: Iterable[Any], family: int, expiry_ns: int = 0
         if net.prefixlen == net.max_prefixlen:
             out["hash"].append((raw, value))
         else:
-            out["lpm"].append((_PREFIX.pack(net.prefixlen) + raw, value))
+            # effective = own: right for a CIDR alone; lpm_writes() makes it right among others
+            out["lpm"].append((_PREFIX.pack(net.prefixlen) + raw, alone))
     return out
+
+
+Prefix = tuple[int, int]  # (prefix length, network address as an int)
+
+
+def _later(a: int, b: int) -> int:
+    """The later of two expiries, 0 (never) being the latest."""
+    return 0 if a == 0 or b == 0 else max(a, b)
+
+
+def effective_expiries(own: dict[Prefix, int], bits: int) -> dict[Prefix, int]:
+    """Each CIDR's effective expiry: the latest of its own and those of the CIDRs that contain
+    it. An LPM trie returns only the longest prefix that matches, so a program that read the
+    entry's own expiry would miss an address whose longest CIDR expired while a shorter one
+    still covers it; Python's containment matches it. CIDRs nest or are disjoint, so every
+    other CIDR that contains the address contains the longest one."""
+    lengths = sorted({plen for plen, _ in own})
+    out: dict[Prefix, int] = {}
+    for (plen, net), expiry in own.items():
+        for shorter in lengths:
+            if shorter >= plen or expiry == 0:
+                break
+            cover = own.get((shorter, net >> (bits - shorter) << (bits - shorter)))
+            if cover is not None:
+                expiry = _later(expiry, cover)
+        out[(plen, net)] = expiry
+    return out
+
+
+def _prefix_of(key: bytes) -> Prefix:
+    return _PREFIX.unpack_from(key)[0], int.from_bytes(key[4:], "big")
+
+
+def lpm_writes(current: list[tuple[bytes, bytes]], changes: list[tuple[bytes, int | None]]
+               ) -> list[tuple[bytes, bytes | None]]:
+    """The writes that apply ``changes`` (key, own expiry, or None to delete) to a trie that
+    holds ``current`` (key, value), keeping every entry's effective expiry right: (key, value)
+    to update, (key, None) to delete. In the order that never lets a covered address through
+    meanwhile: entries whose effective expiry rises (or that are new) first, then deletions,
+    then those whose effective expiry falls."""
+    if not current and not changes:
+        return []
+    size = len((current or changes)[0][0]) - _PREFIX.size
+    bits = size * 8
+    keys = {_prefix_of(k): k for k, _ in current}
+    old_own = {_prefix_of(k): _LPM_VALUE.unpack(v)[1] for k, v in current}
+    new_own = dict(old_own)
+    for key, expiry in changes:
+        prefix = _prefix_of(key)
+        keys[prefix] = key
+        if expiry is None:
+            new_own.pop(prefix, None)
+        else:
+            new_own[prefix] = expiry
+    old_eff, new_eff = effective_expiries(old_own, bits), effective_expiries(new_own, bits)
+    rises, falls, deletes = [], [], []
+    for prefix, eff in new_eff.items():
+        value = _LPM_VALUE.pack(eff, new_own[prefix])
+        if prefix not in old_eff:
+            rises.append((keys[prefix], value))
+        elif (old_eff[prefix], old_own[prefix]) != (eff, new_own[prefix]):
+            before = old_eff[prefix]
+            later = _later(before, eff) == eff
+            (rises if later else falls).append((keys[prefix], value))
+    deletes = [(keys[p], None) for p in old_own if p not in new_own]
+    return rises + deletes + falls
 
 
 def _is_address_text(value: Any) -> bool:

@@ -28,7 +28,7 @@ from typing import Any, Iterable
 from ..bpf.program import HOOKS as HOOK_NUMBERS, PF
 from ..compile import hooks as hplan
 from ..errors import ConfigError, KernelError, MinifwError, StateError
-from ..hooks.addresses import Addresses, address_entries
+from ..hooks.addresses import LPM_VALUE_SIZE, Addresses, address_entries, lpm_writes
 from ..kernel import nft
 from ..store.state import write_atomic
 from . import hookstate
@@ -110,13 +110,30 @@ def _write_addresses(maps: dict[str, Any], names: dict[str, str], items: list[An
     done = 0
     for kind in ("hash", "lpm"):
         name = names.get(f"v{family}_{kind}")
-        if name is None:
+        if name is None or not entries[kind]:
+            continue
+        m = maps[name]
+        if kind == "lpm" and m.spec.value_size == LPM_VALUE_SIZE:
+            # a CIDR's effective expiry depends on the CIDRs around it (lpm_writes)
+            current = m.items()
+            present = {k for k, _ in current}
+            if delete:
+                done += sum(k in present for k, _ in entries[kind])
+            else:
+                done += len(entries[kind])
+            changes = [(k, None if delete else expiry_ns) for k, _ in entries[kind]]
+            for key, value in lpm_writes(current, changes):
+                if value is None:
+                    m.delete(key)
+                else:
+                    m.update(key, value)
             continue
         for key, value in entries[kind]:
             if delete:
-                done += bool(maps[name].delete(key))
+                done += bool(m.delete(key))
             else:
-                maps[name].update(key, value)
+                # (an LPM trie pinned by an older minifw holds the bare expiry)
+                m.update(key, value if kind == "hash" else value[:m.spec.value_size])
                 done += 1
     return done
 

@@ -17,7 +17,7 @@ from ...bpf.asm import (
     ALU64, B, DW, EXIT, FP, JA, JMP, JMP32, R0, R1, R2, R3, R7, R8, R9, X, Asm, Insn, reg,
 )
 from ...bpf.program import MapSpec
-from ...hooks.addresses import Addresses, Counter, key_sizes
+from ...hooks.addresses import LPM_VALUE_SIZE, Addresses, Counter, key_sizes
 from ...hooks.packet import HOOK_NAMES, PROTO_NAMES
 from . import frame as fr
 from .model import BOOL, INT_MIN, NONE, S64_MAX, LogFormat, Val, refuse
@@ -1152,8 +1152,8 @@ class Compiler:
                 found[f"v{fam}_hash"] = f"{var}_v{fam}_hash"
                 found[f"v{fam}_lpm"] = f"{var}_v{fam}_lpm"
                 self.add_map(MapSpec(f"{var}_v{fam}_hash", "hash", hk, 8, ADDR_MAP_ENTRIES))
-                self.add_map(MapSpec(f"{var}_v{fam}_lpm", "lpm_trie", lk, 8, ADDR_MAP_ENTRIES,
-                                     flags=1))
+                self.add_map(MapSpec(f"{var}_v{fam}_lpm", "lpm_trie", lk, LPM_VALUE_SIZE,
+                                     ADDR_MAP_ENTRIES, flags=1))
             self.address_maps[var] = found
         return found
 
