@@ -276,9 +276,8 @@ class Compiler:
         a.alu(ADD, R2, fr.SCRATCH)
         a.call(fr.MAP_LOOKUP)
         a.jmp("==", R0, 0, skip)
-        a.ldx(DW, R1, R0, 0)
-        a.alu(ADD, R1, reg(R7))
-        a.stx(DW, R0, 0, R1)
+        # atomic, like the stats: a softirq may run the same program on this CPU in between
+        a.atomic_add(DW, R0, 0, R7)
         a.label(skip)
 
     # -- pkt.log ------------------------------------------------------------------------------
