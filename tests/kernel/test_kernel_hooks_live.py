@@ -161,9 +161,10 @@ def test_reload_swaps_the_program_without_losing_a_packet(klab):
     assert entries(server) == ["10_1_11", "2_1_11"]
 
 
-def start_run(lab, server, name: str):
-    """``minifw run`` of the seed's hooks in the server's namespace, once it says it is ready."""
-    seed = write(lab, f"{name}.py", SEED_HOOKS.read_text())
+def start_run(lab, server, name: str, source: str | None = None):
+    """``minifw run`` of the seed's hooks (or of ``source``) in the server's namespace, once it
+    says it is ready."""
+    seed = write(lab, f"{name}.py", source if source is not None else SEED_HOOKS.read_text())
     err = open(lab.tmp / f"{name}.err", "w+")
     proc = subprocess.Popen(["ip", "netns", "exec", server.ns, MINIFW, "run", seed],
                             env=dict(os.environ, MINIFW_STATE_DIR=str(server.state_dir)),
@@ -186,8 +187,21 @@ def test_run_holds_kernel_hooks_until_ctrl_c(klab):
     write(lab, "other.py", SEED_HOOKS.read_text())
     refused = server.minifw("up", "--config", config(lab, "other.py"), check=False)
     assert "prerouting priority -300" in refused.stdout + refused.stderr
+    # so is a rule chain there: the BPF hook that run holds is no chain of up's
+    early = '[[rule]]\nid = "early"\nhook = "prerouting"\npriority = -300\nproto = "udp"\n' \
+            'action = "accept"\n'
+    refused = server.minifw("up", "--config", config(lab, rules=early), check=False)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "both at prerouting priority -300" in refused.stderr
+    assert "minifw run" in refused.stderr
+    server.minifw("up", "--config", config(lab))                # elsewhere: fine
+    added = server.minifw("add", "--runtime", "--id", "late", "--hook", "prerouting",
+                          "--priority", "-299", "--proto", "udp", "--action", "accept",
+                          check=False)
+    assert added.returncode == 1 and "both at prerouting priority -299" in added.stderr
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=10) == 0
+    server.minifw("down")
     assert client.ping("198.18.0.1") and blocked.tcp_ok("198.18.2.1", 80)
     assert entries(server) == []
     # kill -9: the pinned links outlive the process, and `down` removes them
@@ -197,6 +211,16 @@ def test_run_holds_kernel_hooks_until_ctrl_c(klab):
     assert not client.ping("198.18.0.1") and len(entries(server)) == 4
     server.minifw("down")
     assert client.ping("198.18.0.1") and entries(server) == []
+    # [[nat]] is refused where run holds the kernel's NAT priority
+    proc, err = start_run(lab, server, "seed_nat",
+                          SEED_HOOKS.read_text().replace("priority=-300", "priority=-100"))
+    nat = '[[nat]]\nid = "masq"\nkind = "masquerade"\noif = "eth-x"\n'
+    refused = server.minifw("up", "--config", config(lab, rules=nat), check=False)
+    assert refused.returncode == 1 and "both at prerouting priority -100" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=10) == 0
+    server.minifw("up", "--config", config(lab, rules=nat))    # once run is gone
 
 
 def test_conflicts_are_refused_and_auto_says_why_it_stays_on_the_queue(klab):

@@ -48,7 +48,7 @@ class NatService:
                 text, _ = read_config(state.config)
                 new_text = add_rule_text(text, nat, None, kind="nat")
                 parse_config(new_text, state.config)  # the edited file must still load
-            supervise.check_nat_points(new_live)
+            supervise.check_nat_points(new_live, state_dir=svc.store.dir)
             chains, _ = self.kernel.objects()
             document = natc.build_nat_add(nat, live, new_live, set(chains),
                                           compiler.build_rule_bodies)

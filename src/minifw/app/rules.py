@@ -99,7 +99,7 @@ class Service:
             if (state.loaded and state.config == path and state.ruleset == ruleset.to_toml()
                     and self.kernel.exists() and self._in_sync(ruleset)):
                 supervise.check_rule_points((k for k, _ in ruleset.chains()),
-                                            runners.leaving_chains)
+                                            runners.leaving_chains, self.store.dir)
                 # the config loads and is in force: a failsafe ends (the last good ruleset is
                 # left as saved: this up changed nothing)
                 lastgood.clear_failsafe(self.store)
@@ -193,8 +193,8 @@ class Service:
         every hook runs on as before. (Restarts come after, make before break: see
         supervise.RunnerPlan.)"""
         leaving = runners.leaving_chains if runners else []
-        supervise.check_rule_points((k for k, _ in ruleset.chains()), leaving)
-        supervise.check_nat_points(ruleset, leaving)
+        supervise.check_rule_points((k for k, _ in ruleset.chains()), leaving, self.store.dir)
+        supervise.check_nat_points(ruleset, leaving, self.store.dir)
         listing = self.kernel.listing()  # read once, just before the transaction
         chains, limits = table.objects(listing)
         kernel_sets, _, _ = table.kernel_objects(listing)
@@ -353,7 +353,7 @@ class Service:
                 new_text = add_rule_text(text, rule, before)
                 parse_config(new_text, state.config)  # the edited file must still load
             chain = names.rule_chain(rule.hook, rule.priority)
-            supervise.check_rule_points([(rule.hook, rule.priority)])
+            supervise.check_rule_points([(rule.hook, rule.priority)], state_dir=self.store.dir)
             guarded = lockout.check_ruleset(self.kernel, self.store.dir, new_live, guard)
             chains, _ = self.kernel.objects()
             before_handle = None

@@ -225,6 +225,34 @@ def check_points(plan: ModulePlan, att: Any, own: set[tuple[int, int, int]]) -> 
         raise ConfigError(problems[0], file=plan.file)
 
 
+def unrecorded_points(state_dir: Path) -> list[tuple[str, int, str]]:
+    """(hook, priority, label) of the BPF hooks attached in this network namespace that no
+    record of ``up`` owns: a ``minifw run``'s (or one that a killed run left attached, which
+    still filters). A rule chain or NAT at their point would run in an undefined order with
+    them. Nothing is imported or mounted where no BPF hook was ever pinned here."""
+    from ..kernel.bpf.pins import ROOT, netns_inode
+    directory = os.path.join(ROOT, str(netns_inode()))
+    if not os.path.isdir(directory):
+        return []
+    owned: set[tuple[int, int, int]] = set()
+    folder = hookstate.hooks_dir(state_dir)
+    for path in sorted(folder.glob(f"{RECORD_PREFIX}*.json")) if folder.is_dir() else ():
+        try:
+            owned |= _points(json.loads(path.read_text()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue  # damaged: its points count as foreign, the safe side
+    attach, _, _, _ = _kernel()
+    numbers = {v: k for k, v in HOOK_NUMBERS.items()}
+    out: dict[tuple[str, int], str] = {}
+    for e in attach.Attachments(directory).entries():
+        if (e["pf"], e["hook"], e["priority"]) in owned or e["hook"] not in numbers:
+            continue
+        out.setdefault((numbers[e["hook"]], e["priority"]),
+                       f"the BPF hook {e.get('name') or 'program'} attached there (not by "
+                       "'minifw up': a 'minifw run', or one left attached)")
+    return [(h, p, label) for (h, p), label in out.items()]
+
+
 def _load(prog: Any, kh: Any, made: dict[str, Any], file: str) -> Any:
     try:
         return prog.load(kh.program, {s.name: made[s.name] for s in kh.program.maps})

@@ -59,16 +59,28 @@ def validate(files: Iterable[str], ruleset: Ruleset) -> dict[str, ModulePlan]:
     return plans
 
 
-def check_rule_points(points: Iterable[tuple[Hook, int]], leaving: Iterable[str] = ()) -> None:
+def check_rule_points(points: Iterable[tuple[Hook, int]], leaving: Iterable[str] = (),
+                      state_dir: Path | None = None) -> None:
     """Refuse declarative chains at a (hook, priority) a live hook function holds, except the
-    chains in ``leaving`` (those of runners about to be stopped)."""
+    chains in ``leaving`` (those of runners about to be stopped); with ``state_dir``, a BPF
+    hook that ``up`` did not attach (``minifw run``'s) counts too."""
     try:
         chains = nft.items(nft.query("list chains"), "chain")
     except KernelError:
         return
-    problems = plan.clashes(plan.ruleset_points(points), plan.hook_points(chains, leaving))
+    taken = plan.hook_points(chains, leaving) + _bpf_points(state_dir)
+    problems = plan.clashes(plan.ruleset_points(points), taken)
     if problems:
         raise ConfigError(problems[0])
+
+
+def _bpf_points(state_dir: Path | None) -> list[tuple[str, int, str]]:
+    if state_dir is None:
+        return []
+    try:
+        return kattach.unrecorded_points(Path(state_dir))
+    except MinifwError as exc:  # the pins cannot be read: say so rather than guess
+        raise StateError(f"cannot read the BPF hooks attached here: {exc}") from exc
 
 
 def _nat_points(ruleset: Ruleset) -> list[tuple[str, int, str]]:
@@ -77,16 +89,19 @@ def _nat_points(ruleset: Ruleset) -> list[tuple[str, int, str]]:
             for h, p in nat_points(ruleset)]
 
 
-def check_nat_points(ruleset: Ruleset, leaving: Iterable[str] = ()) -> None:
+def check_nat_points(ruleset: Ruleset, leaving: Iterable[str] = (),
+                     state_dir: Path | None = None) -> None:
     """Refuse [[nat]] while a live hook function (one ``minifw run`` started, say) holds a
-    priority where the kernel runs NAT, except the chains in ``leaving``."""
+    priority where the kernel runs NAT, except the chains in ``leaving``; with ``state_dir``,
+    a BPF hook that ``up`` did not attach counts too."""
     if not ruleset.nats:
         return
     try:
         chains = nft.items(nft.query("list chains"), "chain")
     except KernelError:
         return
-    problems = plan.clashes(plan.hook_points(chains, leaving), _nat_points(ruleset))
+    taken = plan.hook_points(chains, leaving) + _bpf_points(state_dir)
+    problems = plan.clashes(taken, _nat_points(ruleset))
     if problems:
         raise ConfigError(problems[0])
 
