@@ -251,10 +251,10 @@ def test_interfaces_by_name_and_the_mark():
         assert k.kernel(ip) == 1
 
 
-@pytest.mark.parametrize("family", [4, 6])
-def test_an_address_matches_until_its_expiry(family):
-    import time
-    from minifw.hooks.addresses import address_entries
+def empty_addresses_hook(family):
+    """A function that drops what an empty module Addresses holds, and a UDP packet of
+    ``family`` from the lab's second address."""
+    from hookpackets import A4, A6, v6
     source = HEAD + textwrap.dedent("""
         EMPTY = Addresses()
 
@@ -264,8 +264,14 @@ def test_an_address_matches_until_its_expiry(family):
                 return DROP
             return ACCEPT
     """)
-    from hookpackets import A4, A6, v6
-    ip = v4(17, l4(17), src=A4[1]) if family == 4 else v6(17, l4(17), src=A6[1])
+    return source, v4(17, l4(17), src=A4[1]) if family == 4 else v6(17, l4(17), src=A6[1])
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_an_address_matches_until_its_expiry(family):
+    import time
+    from minifw.hooks.addresses import address_entries
+    source, ip = empty_addresses_hook(family)
     single = "198.18.2.2" if family == 4 else "fd00::66"
     cidr = "198.18.2.0/24" if family == 4 else "fd00::/120"
     with KernelRun(source, "f", family) as k:
@@ -289,17 +295,7 @@ def test_an_expired_cidr_never_hides_a_shorter_live_one(family):
     expired /24 is still dropped while a live /16 covers it, as Python's containment says."""
     import time
     from minifw.runners.kattach import _write_addresses
-    source = HEAD + textwrap.dedent("""
-        EMPTY = Addresses()
-
-        @hook("prerouting", priority=-300)
-        def f(pkt):
-            if pkt.src in EMPTY:
-                return DROP
-            return ACCEPT
-    """)
-    from hookpackets import A4, A6, v6
-    ip = v4(17, l4(17), src=A4[1]) if family == 4 else v6(17, l4(17), src=A6[1])
+    source, ip = empty_addresses_hook(family)
     inner, outer = ("198.18.2.0/24", "198.18.0.0/16") if family == 4 else \
         ("fd00::/120", "fd00::/64")
     with KernelRun(source, "f", family) as k:
