@@ -37,6 +37,7 @@ from minifw.model.types import (
 )
 
 from difflab import FW_IF, LOCAL_HOSTS, OTHER, REMOTE_HOSTS, DiffLab, Sent
+from kit import LAB_PREFIX
 
 CASES = int(os.environ.get("MINIFW_DIFF_CASES", "300"))
 # Shrinking replays cases against the kernel and can take minutes; MINIFW_DIFF_SHRINK=0 skips it.
@@ -265,7 +266,7 @@ def difflab():
     # One CPU: frames are then handled in the order they are sent (the sentinel relies on it).
     os.sched_setaffinity(0, {min(saved)})
     try:
-        with DiffLab(prefix=f"hx{os.getpid() % 10000}d") as lab:
+        with DiffLab(prefix=f"{LAB_PREFIX}{os.getpid() % 10000}d") as lab:
             yield lab
     finally:
         os.sched_setaffinity(0, saved)

@@ -11,6 +11,7 @@ from minifw.engine.explain import Probe, explain
 from minifw.model import parse_config
 
 from difflab import DiffLab, Sent, build_ip, ether
+from kit import LAB_PREFIX
 
 CONFIG = """
 [policy]
@@ -44,7 +45,7 @@ def lab():
     saved = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {min(saved)})
     try:
-        with DiffLab(prefix=f"hx{os.getpid() % 10000}l") as lab:
+        with DiffLab(prefix=f"{LAB_PREFIX}{os.getpid() % 10000}l") as lab:
             lab.load(CONFIG)
             yield lab
     finally:
