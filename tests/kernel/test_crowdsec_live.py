@@ -77,6 +77,17 @@ class Fleet:
         for i in ids:
             self.cscli("decisions", "delete", "--id", str(i))
 
+    def lookups(self) -> set[str]:
+        """The backing sets [crowdsec]'s drop rule looks up in the kernel."""
+        out = set()
+        for rule in nft_objects(self.server, "rule"):
+            if rule.get("comment", "").startswith("crowdsec-bans:"):
+                for e in rule["expr"]:
+                    right = e.get("match", {}).get("right") if isinstance(e, dict) else None
+                    if isinstance(right, str) and right.startswith("@"):
+                        out.add(right[1:])
+        return out
+
     def sync(self, check: bool = True):
         return self.server.minifw("crowdsec", "sync", "--once", "--json", check=check)
 
@@ -110,6 +121,8 @@ interval = "1s"
 @pytest.mark.timeout(120)
 def test_decisions_drop_and_deletes_release(fleet):
     assert fleet.client.tcp_ok(SERVER4, 80)
+    # nothing decided yet: the drop rule looks nothing up (each lookup costs every packet)
+    assert fleet.lookups() == set()
     fleet.cscli("decisions", "add", "--ip", CLIENT4, "--duration", "1h")
     fleet.cscli("decisions", "add", "--ip", "198.18.40.9", "--duration", "1h", "--type",
                 "captcha")
@@ -118,6 +131,7 @@ def test_decisions_drop_and_deletes_release(fleet):
     assert CLIENT4 in fleet.elements()
     assert "198.18.40.9" not in fleet.elements()
     assert not fleet.client.tcp_ok(SERVER4, 80)
+    assert "s_crowdsec_v4" in fleet.lookups() and "s_crowdsec_v6" not in fleet.lookups()
     listing = json.loads(fleet.server.minifw("set", "list", "crowdsec", "--json").stdout)
     item = next(i for i in listing["items"] if i["element"] == CLIENT4)
     assert 3500 < item["expires_in"] <= 3600       # the decision's remaining duration
@@ -140,6 +154,7 @@ def test_overlapping_ranges_are_split_and_reconciled(fleet):
     fleet.cscli("decisions", "add", "--ip", "198.18.0.5", "--duration", "2h")
     fleet.sync()
     assert fleet.elements("v4net") == {"198.18.0.0/26", "198.18.0.64/26"}
+    assert "s_crowdsec_v4net" in fleet.lookups()     # the first range armed its lookup
     assert "198.18.0.5" in fleet.elements("v4")
     assert not fleet.client.tcp_ok(SERVER4, 80)       # CLIENT4 (198.18.0.2) is covered
     # the /25 and the single go while minifw does not look: the startup sync reconciles
@@ -163,6 +178,7 @@ def test_a_longer_range_inside_one_in_the_set_splits_it(fleet):
     fleet.cscli("decisions", "add", "--range", "198.18.0.0/26", "--duration", "3h")
     fleet.sync()
     assert fleet.elements("v4net") == {"198.18.0.0/26", "198.18.0.64/26"}
+    assert "s_crowdsec_v4net" in fleet.lookups()     # the first range armed its lookup
     assert not fleet.client.tcp_ok(SERVER4, 80)
     fleet.delete("198.18.0.0/25")
     fleet.delete("198.18.0.0/26")

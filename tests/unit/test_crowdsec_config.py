@@ -114,3 +114,79 @@ def test_the_implicit_rule_id_is_taken():
     with pytest.raises(ConfigError, match="crowdsec\\]'s own drop rule") as err:
         parse_config(BASE + '\n[[rule]]\nid = "crowdsec-bans"\naction = "drop"\n', "f.toml")
     assert str(err.value).startswith("f.toml:5:")
+
+
+# ---- the drop rule looks up only the backing sets that hold elements ---------------------------
+
+def _lookups(doc, chain):
+    return [e["match"]["right"] for c in doc if "rule" in c.get("add", {})
+            and c["add"]["rule"]["chain"] == chain
+            for e in c["add"]["rule"]["expr"] if "match" in e]
+
+
+ARMED_CONFIG = BASE + 'set = "cs"\n\n[[rule]]\nid = "a"\nsrc = "@cs"\naction = "drop"\n'
+
+
+@pytest.mark.parametrize("armed, want", [
+    (None, ["@s_cs_v4", "@s_cs_v4net", "@s_cs_v6", "@s_cs_v6net"]),
+    (frozenset({(6, False)}), ["@s_cs_v6"]),
+    (frozenset({(4, True), (6, False)}), ["@s_cs_v4net", "@s_cs_v6"]),
+    (frozenset({(4, False), (4, True), (6, False), (6, True)}),
+     ["@s_cs_v4", "@s_cs_v4net", "@s_cs_v6", "@s_cs_v6net"]),
+])
+def test_the_drop_rule_looks_up_the_armed_backing_sets_only(armed, want):
+    import dataclasses
+    rs = dataclasses.replace(parse_config(ARMED_CONFIG, "f.toml"), crowdsec_armed=armed)
+    doc = build_load(rs)["nftables"]
+    assert _lookups(doc, "prerouting_m350") == want
+    # a user rule's @cs keeps all four: arming never has to find it
+    assert _lookups(doc, "input_0") == ["@s_cs_v4", "@s_cs_v4net", "@s_cs_v6", "@s_cs_v6net"]
+    assert dataclasses.replace(rs, crowdsec_armed=None) == rs   # not part of the ruleset's value
+
+
+def test_nothing_armed_means_no_chain_at_all():
+    import dataclasses
+    rs = dataclasses.replace(parse_config(BASE, "f.toml"), crowdsec_armed=frozenset())
+    doc = build_load(rs)["nftables"]
+    assert not any(c.get("add", {}).get("chain", {}).get("name") == "prerouting_m350"
+                   for c in doc)
+    assert _lookups(doc, "prerouting_m350") == []
+    one = dataclasses.replace(rs, crowdsec_armed=frozenset({(4, False)}))
+    assert any(c.get("add", {}).get("chain", {}).get("name") == "prerouting_m350"
+               for c in build_load(one)["nftables"])
+
+
+@pytest.mark.parametrize("exists", [True, False])
+def test_arming_inserts_the_new_lookups_at_the_head_helpers_first(exists):
+    from minifw.compile.nft import build_crowdsec_arm
+    rs = parse_config('[events]\ndrops = true\n\n' + BASE, "f.toml")
+    cmds = build_crowdsec_arm(rs, frozenset({(6, True), (4, False)}), exists)
+    if not exists:
+        assert cmds[0]["add"]["chain"]["name"] == "prerouting_m350"
+        cmds = cmds[1:]
+    assert all("insert" in c and c["insert"]["rule"]["chain"] == "prerouting_m350"
+               for c in cmds)
+    # each insert goes to the head: the chain then holds them in the reverse of their order
+    chain = [c["insert"]["rule"]["comment"] for c in reversed(cmds)]
+    assert chain == ["log crowdsec-bans", "crowdsec-bans: CrowdSec decisions (set crowdsec)"] * 2
+    rules = [c["insert"]["rule"] for c in reversed(cmds)]
+    assert [e["match"]["right"] for r in rules[1::2] for e in r["expr"] if "match" in e] == \
+        ["@s_crowdsec_v4", "@s_crowdsec_v6net"]
+    assert build_crowdsec_arm(rs, frozenset(), exists) == []
+    assert build_crowdsec_arm(parse_config("", "f.toml"), frozenset({(4, False)}), exists) == []
+
+
+def test_the_live_lookups_are_read_from_the_drop_rules_comments():
+    from minifw.compile.sets import live_set_lookups
+
+    def rule(comment, target):
+        return {"comment": comment, "expr": [{"match": {"op": "==", "left": {}, "right": target}},
+                                             {"drop": None}]}
+    rules = [rule("crowdsec-bans: CrowdSec decisions (set cs)", "@s_cs_v6"),
+             rule("crowdsec-bans", "@s_cs_v4net"),              # an id alone, no comment
+             rule("log crowdsec-bans", "@s_cs_v4"),             # a helper: not the rule
+             rule("crowdsec-bansx: other", "@s_cs_v6net"),      # another id
+             rule("crowdsec-bans: x", "@s_other_v4"),           # another set
+             rule("crowdsec-bans: x", "@s_cs_v5")]              # no backing set
+    assert live_set_lookups(rules, "cs", CROWDSEC_RULE) == frozenset({(6, False), (4, True)})
+    assert live_set_lookups([], "cs", CROWDSEC_RULE) == frozenset()

@@ -81,6 +81,7 @@ class Bouncer:
         self.full_at = 0          # when the last full union was made
         self.elements = 0         # elements the feed gave, as of the last sync
         self._ensured = False     # the set's kernel sets were declared by this bouncer
+        self._armed: frozenset = frozenset()   # the drop rule's lookups this bouncer saw live
 
     def close(self) -> None:
         self.record.close()
@@ -137,6 +138,7 @@ class Bouncer:
         except KernelError:
             self.started = False   # the next sync reconciles from a full stream
             self._ensured = False
+            self._armed = frozenset()
             raise
         self.started = True
         counts = self.record.count()
@@ -215,8 +217,21 @@ class Bouncer:
                                 RUNTIME)
                 record.retally(db, name)
             if self.sets._up():
+                if new or not self.started:
+                    self._arm(name)
                 self._send(name, want, gone, changed, new, at)
         return len(new), len(gone)
+
+    def _arm(self, name: str) -> None:
+        """Before new elements go in: the drop rule looks up every backing set the record
+        holds elements of (a first range, or a first address of a family, adds its lookup).
+        What this bouncer armed is remembered: only a kind it has not seen reads the kernel."""
+        kinds = frozenset(self.sets.record.kinds(name))
+        if kinds <= self._armed:
+            return
+        cmds, self._armed = self.sets.arm_commands(name, kinds)
+        if cmds:
+            self.sets._run(cmds)
 
     def _send(self, name: str, want: dict[str, Element], gone: list[str], changed: list[str],
               new: list[str], at: int) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from . import guard as lockout, pending, runs_live
-from .sets import SetService, fresh_load
+from .sets import SetService, crowdsec_armed, fresh_load
 from ..compile import names
 from ..compile import nft as compiler
 from ..compile.carry import Carry, live_counters, plan_carry, previous
@@ -148,8 +148,10 @@ class Service:
     def _in_sync(self, ruleset: Ruleset) -> bool:
         """The live declarative chains hold what the ruleset compiles to (rule by rule, by
         comment): a chain flushed or edited by another tool makes ``up`` load again."""
-        return self.kernel.declarative_layout() == compiler.expected_layout(
-            compiler.build_load(ruleset))
+        listing = self.kernel.listing()
+        armed = crowdsec_armed(ruleset, listing, self.store.dir, self.kernel)
+        return table.declarative_layout(listing) == compiler.expected_layout(
+            compiler.build_load(armed))
 
     def reload(self, config: str | None, restart_hooks: bool = False,
                guard: lockout.Guard | None = None, confirm: int | None = None,
@@ -198,6 +200,8 @@ class Service:
         listing = self.kernel.listing()  # read once, just before the transaction
         chains, limits = table.objects(listing)
         kernel_sets, _, _ = table.kernel_objects(listing)
+        ruleset = crowdsec_armed(ruleset, listing if table.exists(listing) else None,
+                                 self.store.dir, self.kernel)
         carry = plan_carry(self._loaded_or_none(ruleset), ruleset, live_counters(listing),
                            kernel_sets)
         retire = supervise.retire_commands(runners, chains) if runners else []

@@ -77,6 +77,29 @@ def _kernel_element(elem: Any, at: int) -> tuple[str, int]:
     return normalise_element(str(elem)), expiry
 
 
+def crowdsec_armed(ruleset: Any, listing: Any, state_dir: str | os.PathLike[str],
+                   kernel: seam.Kernel | None = None) -> Any:
+    """``ruleset`` with [crowdsec]'s drop rule looking up only the backing sets that hold
+    elements (the record) or that the kernel looks up now (``listing``, a terse one; None: the
+    table is not there). A load never narrows the live lookups, so a path that loads all four
+    (a settle, a rollback, an ``add``'s chain rebuild) and a later ``up`` agree, and a kill
+    between a sync's record and its kernel writes leaves no hole. Unchanged (all four) without
+    [crowdsec], or where the record cannot be read."""
+    if ruleset.crowdsec is None:
+        return ruleset
+    import dataclasses
+    from ..kernel import table
+    from ..model.crowdsec import CROWDSEC_RULE
+    name = ruleset.crowdsec.set
+    try:
+        kinds = set(SetService(state_dir, kernel).record.kinds(name))
+    except (StateError, OSError):
+        return ruleset
+    if listing is not None:
+        kinds |= ksets.live_set_lookups(table.items(listing, "rule"), name, CROWDSEC_RULE)
+    return dataclasses.replace(ruleset, crowdsec_armed=frozenset(kinds))
+
+
 class SetService:
     def __init__(self, state_dir: str | os.PathLike[str], kernel: seam.Kernel | None = None):
         self.store = Store(state_dir)
@@ -246,7 +269,32 @@ class SetService:
             want = (live if live is not None else self.record.kinds(name)) | set(adding)
             if want != live:
                 cmds += ksets.build_ban_chain(want)
+        else:  # the crowdsec set: its drop rule looks up what is about to hold elements
+            cmds += self.arm_commands(name, self.record.kinds(name) | set(adding))[0]
         return cmds
+
+    def arm_commands(self, name: str, kinds: Any) -> tuple[list[dict[str, Any]], frozenset]:
+        """(commands, kinds looked up after them) that make the applied [crowdsec] drop rule
+        look up the backing sets of ``kinds`` it does not yet: none when ``name`` is not the
+        crowdsec set of the loaded ruleset."""
+        state = self.store.load_or_none()
+        raw = state.ruleset.get("crowdsec") if state is not None and state.loaded else None
+        if not isinstance(raw, dict) or raw.get("set", "crowdsec") != name:
+            return [], frozenset()
+        from ..compile import names, nft as compiler  # lazy: a ban elsewhere never needs them
+        from ..kernel import table
+        from ..model.crowdsec import CROWDSEC_RULE
+        from ..model.ruleset import Ruleset
+        listing = self.kernel.listing()
+        live = ksets.live_set_lookups(table.items(listing, "rule"), name, CROWDSEC_RULE)
+        missing = frozenset(kinds) - live
+        if not missing:
+            return [], live
+        ruleset = Ruleset.from_toml(state.ruleset)
+        rule = ruleset.get(CROWDSEC_RULE)
+        chains = {c["name"] for c in table.items(listing, "chain")}
+        exists = rule is not None and names.rule_chain(rule.hook, rule.priority) in chains
+        return compiler.build_crowdsec_arm(ruleset, missing, exists), live | missing
 
     def _run(self, cmds: list[dict[str, Any]]) -> None:
         self.kernel.open()  # libnftables' one-off set-up is not the transaction's cost

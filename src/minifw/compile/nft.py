@@ -24,8 +24,10 @@ Logging (compile/events.py names the NFLOG prefixes):
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Iterable
 
+from ..model.crowdsec import CROWDSEC_RULE
 from ..model.events import EventsConfig
 from ..model.rule import Limit, Network, PortRange, Rule
 from ..model.ruleset import Ruleset
@@ -155,10 +157,13 @@ def build_rule_bodies(rule: Rule, drop_policy: bool,
     return [body for _, body in rule_bodies(rule, drop_policy, events)]
 
 
-def rule_bodies(rule: Rule, drop_policy: bool,
-                events: EventsConfig) -> list[tuple[list[Expr] | None, list[Expr]]]:
+def rule_bodies(rule: Rule, drop_policy: bool, events: EventsConfig,
+                armed: frozenset[tuple[int, bool]] | None = None,
+                ) -> list[tuple[list[Expr] | None, list[Expr]]]:
     """(helper body or None, body) of each nft rule ``rule`` compiles into: the helper is the
-    capped event log that goes right before the body (``[events] drops``)."""
+    capped event log that goes right before the body (``[events] drops``). ``armed``: the
+    backing-set kinds a set reference looks up (None: all four); a family left with none
+    compiles to nothing."""
     families = rule.families
     split = not (families == (Family.IP, Family.IP6) and not rule.src and not rule.dst)
     variants: list[Family | None] = list(families) if split else [None]
@@ -172,7 +177,9 @@ def rule_bodies(rule: Rule, drop_policy: bool,
             if nets and family is not None:
                 version = 4 if family is Family.IP else 6
                 if isinstance(nets[0], SetRef):
-                    lookups = set_matches(nets[0].name, field, version)
+                    lookups = [m for m, cidr in zip(set_matches(nets[0].name, field, version),
+                                                    (False, True))
+                               if armed is None or (version, cidr) in armed]
                     alternatives = [alt + [m] for alt in alternatives for m in lookups]
                 else:
                     proto = "ip" if family is Family.IP else "ip6"
@@ -269,16 +276,40 @@ def build_table() -> Command:
     return {"add": {"table": {"family": FAMILY, "name": TABLE}}}
 
 
+def armed_for(rule: Rule, ruleset: Ruleset) -> frozenset[tuple[int, bool]] | None:
+    """The lookups ``rule`` compiles: narrowed for [crowdsec]'s own drop rule alone (a user
+    rule's ``@crowdsec`` keeps all four, so that arming a kind never has to find it)."""
+    return ruleset.crowdsec_armed if rule.id == CROWDSEC_RULE else None
+
+
 def build_nft_rules(rule: Rule, ruleset: Ruleset) -> list[dict[str, Any]]:
     """The ``rule`` objects (without handles) that ``rule`` compiles into, helpers included."""
     chain = names.rule_chain(rule.hook, rule.priority)
     drop = ruleset.policy(rule.hook) is Action.DROP
     out = []
-    for helper, body in rule_bodies(rule, drop, ruleset.events):
+    for helper, body in rule_bodies(rule, drop, ruleset.events, armed_for(rule, ruleset)):
         if helper is not None:
             out.append({"rule": _ref(chain=chain, expr=helper, comment=helper_comment(rule.id))})
         out.append({"rule": _ref(chain=chain, expr=body, comment=rule_comment(rule))})
     return out
+
+
+def build_crowdsec_arm(ruleset: Ruleset, kinds: frozenset[tuple[int, bool]],
+                       chain_exists: bool) -> list[Command]:
+    """Commands that make [crowdsec]'s drop rule look up the backing sets ``kinds`` too: its
+    nft rules for them, inserted at the head of its chain (the rule is the first at its
+    priority; each helper stays right before its rule), and the chain first if it is not
+    there (nothing was armed)."""
+    rule = ruleset.get(CROWDSEC_RULE)
+    if rule is None or not kinds:
+        return []
+    chain = names.rule_chain(rule.hook, rule.priority)
+    cmds: list[Command] = []
+    if not chain_exists:
+        cmds.append({"add": _base_chain(chain, rule.hook, rule.priority)})
+    armed = dataclasses.replace(ruleset, crowdsec_armed=kinds)
+    cmds += [{"insert": r} for r in reversed(build_nft_rules(rule, armed))]
+    return cmds
 
 
 def build_limit(rule: Rule) -> dict[str, Any]:
@@ -359,9 +390,14 @@ def build_load(ruleset: Ruleset, existing_chains: Iterable[str] = (),
     """
     cmds: list[Command] = [build_table()]
     wanted: dict[str, Command] = {}
-    for (hook, priority), _ in ruleset.chains():
+    filled: list[tuple[str, list[Command]]] = []
+    for (hook, priority), rules in ruleset.chains():
         name = names.rule_chain(hook, priority)
+        chain_cmds = build_chain_rules(name, rules, ruleset, carry.keep)
+        if not any("rule" in c.get("add", {}) for c in chain_cmds):
+            continue  # [crowdsec]'s rule alone, with nothing armed: no chain, no cost
         wanted[name] = _base_chain(name, hook, priority)
+        filled.append((name, chain_cmds))
     for hook in ruleset.drop_hooks:
         name = names.policy_chain(hook)
         wanted[name] = _base_chain(name, hook, POLICY_PRIORITY)
@@ -386,9 +422,8 @@ def build_load(ruleset: Ruleset, existing_chains: Iterable[str] = (),
         cmds.extend(build_set_decls(name))
     for name, chain in wanted.items():
         cmds.append({"add": chain})
-    for (hook, priority), rules in ruleset.chains():
-        cmds.extend(build_chain_rules(names.rule_chain(hook, priority), rules, ruleset,
-                                      carry.keep))
+    for _, chain_cmds in filled:
+        cmds.extend(chain_cmds)
     cmds.extend(nat.build_nat_load(ruleset, build_rule_bodies))
     cmds.extend(nat.build_policy_accepts(ruleset))  # first in their policy chains
     for hook in ruleset.drop_hooks:
@@ -434,7 +469,7 @@ def _run_bodies(ruleset: Ruleset):
     """The body builder ``runs.build_run`` uses: (helper or None, body) pairs; a run's helper
     gets the run set's prefix there."""
     def build(rule: Rule, drop_policy: bool):
-        return rule_bodies(rule, drop_policy, ruleset.events)
+        return rule_bodies(rule, drop_policy, ruleset.events, armed_for(rule, ruleset))
     return build
 
 

@@ -212,6 +212,20 @@ def _rule_shape(rule: dict[str, Any]) -> str | None:
     return None
 
 
+def live_set_lookups(rules: Iterable[dict[str, Any]], name: str, rule_id: str) -> frozenset[Kind]:
+    """The backing sets of ``name`` that the live nft rules of minifw rule ``rule_id`` (found by
+    their comment) look up, from a terse listing's rules."""
+    backing = {kernel_name(name, v, c): (v, c) for v, c in KINDS}
+    out = set()
+    for rule in rules:
+        comment = rule.get("comment") or ""
+        if comment == rule_id or comment.startswith(f"{rule_id}:"):
+            shape = _rule_shape(rule)
+            if shape in backing:
+                out.add(backing[shape])
+    return frozenset(out)
+
+
 def live_ban_lookups(chains: Iterable[str], rules: Iterable[dict[str, Any]]) -> frozenset[Kind] | None:
     """The backing sets the live ban chains look up, from a terse listing's chain names and
     rules; None when the chains are missing or laid out otherwise (older minifw, another tool),

@@ -32,6 +32,11 @@ class Ruleset:
     policy_log_limit: Limit = DEFAULT_POLICY_LOG_LIMIT
     nats: tuple[Nat, ...] = ()  # [[nat]], in config order (model/nat.py)
     crowdsec: CrowdsecConfig | None = None  # [crowdsec] (model/crowdsec.py)
+    # Runtime, never in the config: which of the crowdsec set's four backing sets (kinds:
+    # (IP version, CIDR?)) its drop rule looks up. None: all four. Each lookup costs every
+    # packet, even of an empty set, so the kernel gets those that ever held elements.
+    crowdsec_armed: frozenset[tuple[int, bool]] | None = dataclasses.field(default=None,
+                                                                          compare=False)
 
     def __post_init__(self):
         seen: set[str] = set()
