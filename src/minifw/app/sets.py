@@ -88,12 +88,13 @@ def crowdsec_armed(ruleset: Any, listing: Any, state_dir: str | os.PathLike[str]
     if ruleset.crowdsec is None:
         return ruleset
     import dataclasses
+    import sqlite3
     from ..kernel import table
     from ..model.crowdsec import CROWDSEC_RULE
     name = ruleset.crowdsec.set
     try:
         kinds = set(SetService(state_dir, kernel).record.kinds(name))
-    except (StateError, OSError):
+    except (StateError, OSError, sqlite3.Error):  # unreadable here: the load says so itself
         return ruleset
     if listing is not None:
         kinds |= ksets.live_set_lookups(table.items(listing, "rule"), name, CROWDSEC_RULE)
