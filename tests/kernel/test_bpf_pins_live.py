@@ -57,3 +57,23 @@ def test_an_existing_mount_is_used_as_it_is(path):
     assert pins.root(path) == path  # mounted once
     with open("/proc/self/mountinfo") as fh:
         assert sum(line.split()[4] == path for line in fh) == 1
+
+
+def test_a_dead_namespace_s_pins_under_this_inode_are_not_taken_for_ours(path):
+    """A namespace deleted without `minifw down` leaves its directory, and a later namespace
+    gets its inode: the netns-<cookie> marker tells them apart."""
+    root = pins.root(path)
+    mine = os.path.join(root, str(pins.netns_inode()))
+    os.makedirs(os.path.join(mine, "netns-ffffffffffffffff"))   # another namespace's cookie
+    with Map.create(MapSpec("m", "array", 4, 8, 1)) as m:
+        m.pin(os.path.join(mine, "left"))
+    assert pins.current_dir(path) is None
+    assert pins.netns_dir(path) == mine
+    assert os.listdir(mine) == [pins.marker()]                   # the dead one's pins went
+    assert pins.current_dir(path) == mine
+    # a directory without a marker (an older minifw's) is taken as this namespace's
+    os.rmdir(os.path.join(mine, pins.marker()))
+    assert pins.current_dir(path) == mine
+    assert pins.netns_dir(path) == mine and os.listdir(mine) == [pins.marker()]
+    assert pins.current_dir(path + "-none") is None
+    assert pins.marker() == f"netns-{pins.netns_cookie():x}" and pins.netns_cookie() > 0

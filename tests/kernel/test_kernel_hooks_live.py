@@ -223,6 +223,26 @@ def test_run_holds_kernel_hooks_until_ctrl_c(klab):
     server.minifw("up", "--config", config(lab, rules=nat))    # once run is gone
 
 
+def test_a_dead_namespace_s_pins_under_a_reused_inode_are_not_ours(klab):
+    """A namespace deleted without `down` leaves its pins, and a later namespace may get its
+    inode: its dispatchers must neither clash with this one's rules nor take its programs."""
+    lab, server, client, blocked = klab
+    proc, err = start_run(lab, server, "seed_dead")
+    os.killpg(proc.pid, signal.SIGKILL)                         # its pins stay, with its marker
+    proc.wait(timeout=10)
+    other = lab.host("other")
+    shutil.rmtree(PIN_ROOT / netns_inode(other), ignore_errors=True)
+    os.rename(PIN_ROOT / netns_inode(server), PIN_ROOT / netns_inode(other))
+    early = '[[rule]]\nid = "early"\nhook = "prerouting"\npriority = -300\nproto = "udp"\n' \
+            'action = "accept"\n'
+    other.minifw("up", "--config", config(lab, rules=early))   # no clash with the dead pins
+    write(lab, "other_seed.py", SEED_HOOKS.read_text().replace("-300", "-310"))
+    other.minifw("up", "--config", config(lab, "other_seed.py", rules=early))
+    assert entries(other) == sorted(["2_0_-310", "10_0_-310", "2_0_-299", "10_0_-299"])
+    other.minifw("down")
+    assert not (PIN_ROOT / netns_inode(other)).exists()
+
+
 def test_conflicts_are_refused_and_auto_says_why_it_stays_on_the_queue(klab):
     lab, server, client, _ = klab
     write(lab, "k.py", """\

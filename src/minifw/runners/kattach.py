@@ -230,9 +230,9 @@ def unrecorded_points(state_dir: Path) -> list[tuple[str, int, str]]:
     record of ``up`` owns: a ``minifw run``'s (or one that a killed run left attached, which
     still filters). A rule chain or NAT at their point would run in an undefined order with
     them. Nothing is imported or mounted where no BPF hook was ever pinned here."""
-    from ..kernel.bpf.pins import ROOT, netns_inode
-    directory = os.path.join(ROOT, str(netns_inode()))
-    if not os.path.isdir(directory):
+    from ..kernel.bpf.pins import current_dir
+    directory = current_dir()
+    if directory is None:
         return []
     owned: set[tuple[int, int, int]] = set()
     folder = hookstate.hooks_dir(state_dir)
@@ -358,8 +358,7 @@ def clear(state_dir: Path) -> int:
     folder = hookstate.hooks_dir(state_dir)
     paths = list(folder.glob(f"{RECORD_PREFIX}*.json")) if folder.is_dir() else []
     attach, _, pins, _ = _kernel()
-    if not any(_points(r) for r in _readable(paths)) and not os.path.isdir(
-            os.path.join(pins.ROOT, str(pins.netns_inode()))):
+    if not any(_points(r) for r in _readable(paths)) and pins.current_dir() is None:
         # nothing attached here (no record, no dispatcher a killed `minifw run` left): no
         # bpffs to mount
         for path in paths:
@@ -370,6 +369,9 @@ def clear(state_dir: Path) -> int:
     attach.Attachments(root).clear()
     with contextlib.suppress(OSError):
         shutil.rmtree(os.path.join(root, "hooks"))
+    with contextlib.suppress(OSError):  # (Attachments.clear took it if nothing else was left)
+        os.rmdir(os.path.join(root, pins.marker()))
+    with contextlib.suppress(OSError):
         os.rmdir(root)
     for path in paths:
         with contextlib.suppress(FileNotFoundError):

@@ -20,6 +20,7 @@ from ...bpf.program import FAMILY, HOOK_NAMES
 from . import sys as bpfsys
 from .link import link_create, link_info
 from .maps import Map, obj_get, obj_pin
+from .pins import MARK
 from .prog import load, prog_name
 from .sys import BpfError, attr, bpf
 
@@ -176,5 +177,7 @@ class Attachments:
             for name in os.listdir(self.pin_dir):  # half-made directories of a crash
                 if _DIR.match(name):
                     self._remove(os.path.join(self.pin_dir, name))
+                elif name.startswith(MARK):  # the namespace's marker (pins.py)
+                    os.rmdir(os.path.join(self.pin_dir, name))
             os.rmdir(self.pin_dir)
         return count

@@ -1,6 +1,11 @@
 """Where minifw pins its BPF objects: a bpffs at /run/minifw/bpf in the HOST mount namespace,
 one directory per network namespace named by its inode.
 
+A namespace that is deleted without ``minifw down`` leaves its directory, and the kernel gives
+its inode to a later namespace. So each directory holds a marker, ``netns-<cookie>`` (an empty
+directory: a bpffs takes no files), with the namespace's cookie, which is never reused while
+the system runs: a directory with another cookie is a dead namespace's, taken for none of ours.
+
 `ip netns exec` gives each command a private mount namespace and remounts /sys there, so a pin
 under /sys/fs/bpf vanishes with the command. A bpffs mounted at /run/minifw/bpf in the host's
 mount namespace before the command starts is copied into its namespace and stays visible. If a
@@ -10,8 +15,12 @@ propagate into a private copy."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
+import shutil
+import socket
+import struct
 import subprocess
 
 from .sys import BpfError
@@ -99,11 +108,52 @@ def netns_inode() -> int:
     return os.stat("/proc/self/ns/net").st_ino
 
 
+SO_NETNS_COOKIE = 71
+MARK = "netns-"
+
+
+def netns_cookie() -> int:
+    """This network namespace's cookie: unlike its inode, never given to another while the
+    system runs."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        return struct.unpack("<Q", sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8))[0]
+
+
+def marker() -> str:
+    return f"{MARK}{netns_cookie():x}"
+
+
+def owned(directory: str) -> bool:
+    """Whether ``directory`` holds this namespace's pins, not those of a dead namespace whose
+    inode this one has: its marker says. One without a marker (an older minifw's) counts as
+    this namespace's."""
+    try:
+        marks = [n for n in os.listdir(directory) if n.startswith(MARK)]
+    except OSError:
+        return False
+    return not marks or marker() in marks
+
+
+def current_dir(path: str = ROOT) -> str | None:
+    """This namespace's pin directory as it is (nothing mounted or made); None where there is
+    none, or it is a dead namespace's."""
+    directory = os.path.join(path, str(netns_inode()))
+    return directory if os.path.isdir(directory) and owned(directory) else None
+
+
 def netns_dir(path: str = ROOT) -> str:
-    """This network namespace's pin directory (created), e.g. /run/minifw/bpf/4026531840."""
+    """This network namespace's pin directory (created, with its marker), e.g.
+    /run/minifw/bpf/4026531840. A dead namespace's pins found there are removed: the links
+    they held went with it."""
     directory = os.path.join(root(path), str(netns_inode()))
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
+        if not owned(directory):
+            for name in os.listdir(directory):
+                entry = os.path.join(directory, name)
+                with contextlib.suppress(OSError):
+                    shutil.rmtree(entry) if os.path.isdir(entry) else os.unlink(entry)
+        os.makedirs(os.path.join(directory, marker()), mode=0o700, exist_ok=True)
     except OSError as exc:
         raise BpfError(f"cannot create the pin directory {directory}: {exc}") from exc
     return directory
