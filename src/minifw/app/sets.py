@@ -271,17 +271,21 @@ class SetService:
             if want != live:
                 cmds += ksets.build_ban_chain(want)
         else:  # the crowdsec set: its drop rule looks up what is about to hold elements
-            cmds += self.arm_commands(name, self.record.kinds(name) | set(adding))[0]
+            cmds += self.arm_commands(name, adding=adding)[0]
         return cmds
 
-    def arm_commands(self, name: str, kinds: Any) -> tuple[list[dict[str, Any]], frozenset]:
+    def arm_commands(self, name: str, kinds: Any = None, adding: Iterable[ksets.Kind] = ()
+                     ) -> tuple[list[dict[str, Any]], frozenset]:
         """(commands, kinds looked up after them) that make the applied [crowdsec] drop rule
-        look up the backing sets of ``kinds`` it does not yet: none when ``name`` is not the
-        crowdsec set of the loaded ruleset."""
+        look up the backing sets of ``kinds`` (None: those the record holds, and ``adding``)
+        it does not yet: none when ``name`` is not the crowdsec set of the loaded ruleset,
+        found before the record is read (a ban into another set pays nothing)."""
         state = self.store.load_or_none()
         raw = state.ruleset.get("crowdsec") if state is not None and state.loaded else None
         if not isinstance(raw, dict) or raw.get("set", "crowdsec") != name:
             return [], frozenset()
+        if kinds is None:
+            kinds = self.record.kinds(name) | set(adding)
         from ..compile import names, nft as compiler  # lazy: a ban elsewhere never needs them
         from ..kernel import table
         from ..model.crowdsec import CROWDSEC_RULE
